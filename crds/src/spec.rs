@@ -1,0 +1,943 @@
+//! `StreamingIngestion.spec`: what to read, how to parse it, where to write it, and when.
+//!
+//! Field names follow Spark's option names where Spark has one. Optional fields are `Option`s
+//! whose defaults are applied when the spec is read (the accessor methods below), never written
+//! into stored objects: Argo CD then sees no drift.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::status::StreamingIngestionStatus;
+
+/// Options Tributary manages itself, refused in `options` (Spark refuses the same ones).
+pub const FORBIDDEN_KAFKA_OPTIONS: &[&str] = &[
+    "auto.offset.reset",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "key.deserializer",
+    "value.deserializer",
+    "interceptor.classes",
+    "bootstrap.servers",
+    "metadata.broker.list",
+];
+
+/// librdkafka options whose values are secrets: they belong in `secretOptions`.
+pub const SECRET_KAFKA_OPTIONS: &[&str] = &[
+    "sasl.password",
+    "sasl.oauthbearer.client.secret",
+    "ssl.key.password",
+    "ssl.key.pem",
+    "ssl.keystore.password",
+];
+
+// kube's printcolumn(...) arguments repeat keys such as type_ by design; clippy reads them as
+// duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+/// A Spark Structured Streaming query, run on Kubernetes: read Kafka or Event Hubs, parse JSON
+/// against a schema, append to a Delta table, exactly once.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "tributary.dev",
+    version = "v1alpha1",
+    kind = "StreamingIngestion",
+    plural = "streamingingestions",
+    singular = "streamingingestion",
+    shortname = "si",
+    shortname = "stream",
+    category = "streams",
+    namespaced,
+    status = "StreamingIngestionStatus",
+    derive = "PartialEq",
+    doc = "A streaming ingestion: events from Kafka or Azure Event Hubs parsed against a schema and appended to a Delta Lake table with checkpoints, exactly once (Spark Structured Streaming's readStream/writeStream, without Spark).",
+    scale(
+        spec_replicas_path = ".spec.replicas",
+        status_replicas_path = ".status.replicas",
+        label_selector_path = ".status.labelSelector"
+    ),
+    printcolumn(
+        name = "Phase",
+        type_ = "string",
+        json_path = ".status.phase",
+        description = "Pending, Running, Succeeded, Failed or Suspended"
+    ),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "The Ready condition"
+    ),
+    printcolumn(
+        name = "Trigger",
+        type_ = "string",
+        json_path = ".status.trigger",
+        description = "default, processingTime=<interval>, availableNow, availableNow@<schedule> or once"
+    ),
+    printcolumn(
+        name = "Replicas",
+        type_ = "integer",
+        json_path = ".status.replicas",
+        description = "Workers running"
+    ),
+    printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.lag",
+        description = "Offsets behind the latest, summed over all partitions"
+    ),
+    printcolumn(
+        name = "Rows/s",
+        type_ = "number",
+        json_path = ".status.processedRowsPerSecond",
+        description = "Rows written per second over the last batches"
+    ),
+    printcolumn(
+        name = "Last Batch",
+        type_ = "date",
+        json_path = ".status.lastProgress.timestamp",
+        description = "When the last micro-batch was committed"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Workload",
+        type_ = "string",
+        json_path = ".status.workload.name",
+        priority = "1",
+        description = "The Deployment, Job or CronJob running the workers"
+    ),
+    printcolumn(
+        name = "Batch",
+        type_ = "integer",
+        json_path = ".status.lastProgress.batchId",
+        priority = "1",
+        description = "The last committed micro-batch"
+    ),
+    printcolumn(
+        name = "Delta Version",
+        type_ = "integer",
+        json_path = ".status.lastProgress.sink.deltaVersion",
+        priority = "1",
+        description = "The table version the last batch wrote"
+    ),
+    printcolumn(
+        name = "Query ID",
+        type_ = "string",
+        json_path = ".status.queryId",
+        priority = "1",
+        description = "The query's identity, kept in its checkpoint"
+    )
+)]
+#[x_kube(
+    validation = Rule::new("!has(self.schedule) || (has(self.trigger) && has(self.trigger.availableNow) && self.trigger.availableNow)").message("spec.schedule runs the ingestion as a CronJob and needs spec.trigger: {availableNow: true}"),
+    validation = Rule::new("!has(self.replicas) || self.replicas <= 1 || !has(self.trigger) || !((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once))").message("spec.replicas must be 0 or 1 with trigger availableNow or once: a run to completion is a single worker"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct StreamingIngestionSpec {
+    /// Where events are read from: exactly one of kafka or eventHubs.
+    pub source: Source,
+
+    /// How each event's value is parsed into columns.
+    pub format: Format,
+
+    /// Kafka columns kept beside the parsed data, written as kafka_<name> (kafka_topic,
+    /// kafka_partition, kafka_offset, ...). Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub metadata_columns: Vec<MetadataColumn>,
+
+    /// Where rows are written.
+    pub sink: Sink,
+
+    /// Where the query keeps its identity and progress (Spark's checkpointLocation). Each query
+    /// needs its own location.
+    pub checkpoint: Checkpoint,
+
+    /// When micro-batches run. Absent or {} = the next batch starts as soon as the last completes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+
+    /// Cron schedule (5 fields, or @hourly/@daily/...) for availableNow runs: the ingestion then
+    /// runs as a CronJob. Only with trigger.availableNow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub schedule: Option<String>,
+
+    /// Number of workers sharing the partitions through one consumer group. Default 1.
+    /// Continuous triggers only; availableNow and once run a single worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: Option<i32>,
+
+    /// Stops all workers (phase Suspended) without deleting anything. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+
+    /// Pod settings for the workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerSpec>,
+}
+
+impl StreamingIngestionSpec {
+    /// The trigger as a closed set of cases, with its default applied.
+    pub fn trigger_kind(&self) -> Result<TriggerKind, String> {
+        match &self.trigger {
+            None => Ok(TriggerKind::Default),
+            Some(trigger) => trigger.kind(),
+        }
+    }
+
+    pub fn replicas(&self) -> i32 {
+        self.replicas.unwrap_or(1)
+    }
+
+    pub fn suspended(&self) -> bool {
+        self.suspend.unwrap_or(false)
+    }
+}
+
+/// Where events are read from.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.kafka) != has(self.eventHubs)").message("spec.source must set exactly one of kafka or eventHubs"))]
+#[serde(rename_all = "camelCase")]
+pub struct Source {
+    /// An Apache Kafka (or Kafka-compatible) cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka: Option<KafkaSource>,
+    /// An Azure Event Hub, read through its Kafka endpoint (<namespace>.servicebus.windows.net:9093).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_hubs: Option<EventHubsSource>,
+}
+
+/// A Kafka source: Spark's `format("kafka")` options.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("(has(self.subscribe) ? 1 : 0) + (has(self.subscribePattern) ? 1 : 0) + (has(self.assign) ? 1 : 0) == 1").message("spec.source.kafka must set exactly one of subscribe, subscribePattern or assign"))]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSource {
+    /// Comma-separated host:port list of brokers (Spark's kafka.bootstrap.servers).
+    #[schemars(length(min = 1, max = 4096))]
+    pub bootstrap_servers: String,
+
+    /// Topics to subscribe to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1000))]
+    pub subscribe: Option<Vec<String>>,
+
+    /// A regular expression; every matching topic is subscribed, including ones created later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub subscribe_pattern: Option<String>,
+
+    /// Exact partitions to read, as topic -> partition numbers (Spark's assign JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assign: Option<BTreeMap<String, Vec<i32>>>,
+
+    #[serde(flatten)]
+    pub read: ReadOptions,
+
+    /// Credentials and other secret librdkafka options, read from Secrets (e.g. sasl.password).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_options: BTreeMap<String, SecretValueSource>,
+}
+
+/// Read options shared by every source (Spark's names).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadOptions {
+    /// Where a new query starts: earliest, latest, or per-partition JSON such as
+    /// {"topic":{"0":23,"1":-2}} (-2 = earliest, -1 = latest). Default latest. A restarted
+    /// query always resumes from its table; partitions found later start at earliest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    #[x_kube(validation = Rule::new("self == 'earliest' || self == 'latest' || self.matches('^(?s)\\\\s*\\\\{.*\\\\}\\\\s*$')").message("startingOffsets must be earliest, latest, or per-partition JSON such as {\"topic\":{\"0\":23}}"))]
+    pub starting_offsets: Option<String>,
+
+    /// Upper bound on offsets read per micro-batch, split across partitions by backlog.
+    /// Default: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_offsets_per_trigger: Option<i64>,
+
+    /// Whether offsets lost to retention stop the query (true, the default) or are skipped with
+    /// a warning (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fail_on_data_loss: Option<bool>,
+
+    /// librdkafka client options passed through (Spark's kafka.* options without the prefix),
+    /// e.g. security.protocol: SASL_SSL. Offsets and deserialisers are managed by Tributary.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[x_kube(validation = Rule::new("self.all(k, !(k in ['auto.offset.reset', 'enable.auto.commit', 'enable.auto.offset.store', 'key.deserializer', 'value.deserializer', 'interceptor.classes', 'bootstrap.servers', 'metadata.broker.list']))").message("options must not set auto.offset.reset, enable.auto.commit, enable.auto.offset.store, key/value.deserializer, interceptor.classes or bootstrap.servers: Tributary manages offsets itself (use startingOffsets) and reads bootstrapServers"))]
+    #[x_kube(validation = Rule::new("self.all(k, !(k in ['sasl.password', 'sasl.oauthbearer.client.secret', 'ssl.key.password', 'ssl.key.pem', 'ssl.keystore.password']))").message("secret options (sasl.password, ssl.key.password, ...) belong in secretOptions, which reads them from a Secret"))]
+    pub options: BTreeMap<String, String>,
+}
+
+impl ReadOptions {
+    pub fn fail_on_data_loss(&self) -> bool {
+        self.fail_on_data_loss.unwrap_or(true)
+    }
+
+    /// The parsed startingOffsets, default latest.
+    pub fn starting_offsets(&self) -> Result<StartingOffsets, String> {
+        StartingOffsets::parse(self.starting_offsets.as_deref().unwrap_or("latest"))
+    }
+}
+
+/// Where a new query starts reading.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartingOffsets {
+    Earliest,
+    Latest,
+    /// topic -> partition -> offset; -2 means earliest and -1 latest, as in Spark.
+    Specific(BTreeMap<String, BTreeMap<i32, i64>>),
+}
+
+/// Spark's sentinel offsets in startingOffsets JSON.
+pub const OFFSET_EARLIEST: i64 = -2;
+pub const OFFSET_LATEST: i64 = -1;
+
+impl StartingOffsets {
+    pub fn parse(text: &str) -> Result<StartingOffsets, String> {
+        match text.trim() {
+            "earliest" => return Ok(StartingOffsets::Earliest),
+            "latest" => return Ok(StartingOffsets::Latest),
+            _ => {}
+        }
+        let raw: BTreeMap<String, BTreeMap<String, i64>> =
+            serde_json::from_str(text).map_err(|e| {
+                format!(
+                    "startingOffsets must be earliest, latest, or per-partition JSON such as {{\"topic\":{{\"0\":23}}}}: {e}"
+                )
+            })?;
+        let mut parsed = BTreeMap::new();
+        for (topic, partitions) in raw {
+            let mut offsets = BTreeMap::new();
+            for (partition, offset) in partitions {
+                let number: i32 = partition
+                    .parse()
+                    .ok()
+                    .filter(|p: &i32| *p >= 0)
+                    .ok_or_else(|| {
+                        format!("partition \"{partition}\" of topic \"{topic}\" is not a partition number")
+                    })?;
+                if offset < OFFSET_EARLIEST {
+                    return Err(format!(
+                        "offset {offset} for {topic}-{partition} is invalid (use an offset >= 0, -2 for earliest or -1 for latest)"
+                    ));
+                }
+                offsets.insert(number, offset);
+            }
+            parsed.insert(topic, offsets);
+        }
+        Ok(StartingOffsets::Specific(parsed))
+    }
+}
+
+/// An Azure Event Hub read through its Kafka endpoint, SASL_SSL with the connection string.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct EventHubsSource {
+    /// The Event Hubs namespace: its name (my-namespace) or host (my-namespace.servicebus.windows.net).
+    #[schemars(length(min = 1, max = 253))]
+    pub namespace: String,
+
+    /// The event hub to read (the Kafka topic).
+    #[schemars(length(min = 1, max = 256))]
+    pub event_hub: String,
+
+    /// The consumer group. Default $Default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub consumer_group: Option<String>,
+
+    /// The Event Hubs connection string (Endpoint=sb://...;SharedAccessKeyName=...;SharedAccessKey=...).
+    pub connection_string: SecretValueSource,
+
+    #[serde(flatten)]
+    pub read: ReadOptions,
+}
+
+impl EventHubsSource {
+    /// The Kafka endpoint of the namespace.
+    pub fn bootstrap_server(&self) -> String {
+        let host = if self.namespace.contains('.') {
+            self.namespace.clone()
+        } else {
+            format!("{}.servicebus.windows.net", self.namespace)
+        };
+        format!("{host}:9093")
+    }
+
+    pub fn consumer_group(&self) -> &str {
+        self.consumer_group.as_deref().unwrap_or("$Default")
+    }
+}
+
+impl Source {
+    /// The read options of whichever source is set.
+    pub fn read_options(&self) -> Option<&ReadOptions> {
+        match (&self.kafka, &self.event_hubs) {
+            (Some(kafka), _) => Some(&kafka.read),
+            (None, Some(event_hubs)) => Some(&event_hubs.read),
+            (None, None) => None,
+        }
+    }
+}
+
+/// A value read from a key of a Secret in the ingestion's namespace.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretValueSource {
+    pub secret_key_ref: SecretKeyRef,
+}
+
+/// A key of a Secret.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// The Secret's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The key within the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+/// How each event's value is parsed.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Format {
+    /// JSON objects parsed against a declared schema (Spark's from_json).
+    pub json: JsonFormat,
+}
+
+/// JSON parsed against a schema (Spark's from_json with a StructType).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("!has(self.onError) || self.onError != 'deadLetter' || has(self.deadLetter)").message("onError: deadLetter needs format.json.deadLetter.uri, the table bad records are written to"),
+    validation = Rule::new("!has(self.deadLetter) || (has(self.onError) && self.onError == 'deadLetter')").message("format.json.deadLetter is only used with onError: deadLetter"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonFormat {
+    /// The columns, in order (Spark's StructType as a list of fields).
+    #[schemars(length(min = 1, max = 1000))]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub schema: Vec<SchemaField>,
+
+    /// What happens to a record that does not parse: rescue (default: keep the row, raw text in
+    /// _rescued_data), deadLetter (write it to format.json.deadLetter) or fail (stop the query).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_error: Option<OnError>,
+
+    /// The Delta table bad records go to, with onError: deadLetter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter: Option<DeadLetter>,
+}
+
+impl JsonFormat {
+    pub fn on_error(&self) -> OnError {
+        self.on_error.unwrap_or_default()
+    }
+}
+
+/// One column of the schema.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct SchemaField {
+    /// The column name (and the JSON key it is read from).
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = Rule::new("self.matches('^[^ ,;{}()\\\\n\\\\t=]+$')").message("schema field names must not contain spaces or any of ,;{}()= (Delta column names)"))]
+    pub name: String,
+
+    /// A Spark SQL type: string, boolean, byte, short, int, long, float, double, decimal(p,s),
+    /// date, timestamp, timestamp_ntz, binary, array<T>, map<K,V>, struct<name:T,...>.
+    #[serde(rename = "type")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub data_type: String,
+
+    /// Whether the column may be null. Default true (JSON may omit any key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nullable: Option<bool>,
+
+    /// Free text kept as the column's comment in the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// The bad-input policy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum OnError {
+    /// Keep the row; the raw text goes to the _rescued_data column.
+    #[default]
+    Rescue,
+    /// Write the record, its error and its Kafka coordinates to a dead-letter Delta table.
+    DeadLetter,
+    /// Stop the query with an error naming the topic, partition and offset.
+    Fail,
+}
+
+/// The dead-letter table.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct DeadLetter {
+    /// Table location: a path, or an abfss:// / az:// URL. Uses the sink's storage options.
+    #[schemars(length(min = 1, max = 4096))]
+    pub uri: String,
+}
+
+/// A Kafka column kept beside the data.
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum MetadataColumn {
+    Topic,
+    Partition,
+    Offset,
+    Timestamp,
+    TimestampType,
+    Key,
+    Headers,
+}
+
+impl MetadataColumn {
+    pub const ALL: [MetadataColumn; 7] = [
+        MetadataColumn::Topic,
+        MetadataColumn::Partition,
+        MetadataColumn::Offset,
+        MetadataColumn::Timestamp,
+        MetadataColumn::TimestampType,
+        MetadataColumn::Key,
+        MetadataColumn::Headers,
+    ];
+
+    /// The column name in the table.
+    pub fn column_name(self) -> &'static str {
+        match self {
+            MetadataColumn::Topic => "kafka_topic",
+            MetadataColumn::Partition => "kafka_partition",
+            MetadataColumn::Offset => "kafka_offset",
+            MetadataColumn::Timestamp => "kafka_timestamp",
+            MetadataColumn::TimestampType => "kafka_timestamp_type",
+            MetadataColumn::Key => "kafka_key",
+            MetadataColumn::Headers => "kafka_headers",
+        }
+    }
+}
+
+/// The column holding input that did not parse, with onError: rescue (as in Auto Loader).
+pub const RESCUED_DATA_COLUMN: &str = "_rescued_data";
+
+/// Where rows are written.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Sink {
+    /// A Delta Lake table.
+    pub delta: DeltaSink,
+}
+
+/// A Delta Lake table, by location or by Unity Catalog name.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("has(self.uri) != has(self.table)").message("spec.sink.delta must set exactly one of uri or table"),
+    validation = Rule::new("!has(self.table) || has(self.unityCatalog)").message("spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog"),
+    validation = Rule::new("!has(self.uri) || self.uri.contains('://') || has(self.volume)").message("spec.sink.delta.uri is a path, so spec.sink.delta.volume must name the claim that holds it (claimName) or ask for one (size)"),
+    validation = Rule::new("!has(self.uri) || !has(self.volume) || !has(self.volume.mountPath) || self.uri.startsWith(self.volume.mountPath)").message("spec.sink.delta.uri must be under spec.sink.delta.volume.mountPath"),
+    validation = Rule::new("!has(self.outputMode) || self.outputMode == 'append'").message("outputMode update and complete need a streaming aggregation, which an ingestion does not have: use append"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct DeltaSink {
+    /// Table location: a path on a volume (/lake/bronze/t), or abfss://container@account.dfs.core.windows.net/path,
+    /// az://container/path, file:///path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub uri: Option<String>,
+
+    /// A Unity Catalog table name (catalog.schema.table), resolved to its storage location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 768))]
+    pub table: Option<String>,
+
+    /// The Unity Catalog that resolves `table`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unity_catalog: Option<UnityCatalog>,
+
+    /// append (the default, and the only mode an ingestion uses); update and complete are
+    /// Spark's modes for aggregations and are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_mode: Option<OutputMode>,
+
+    /// Partition columns of a new table (schema fields or metadata columns).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub partition_by: Vec<String>,
+
+    /// Object store options (object_store names), e.g. azure_storage_account_name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage_options: BTreeMap<String, String>,
+
+    /// Object store options read from Secrets, e.g. azure_storage_account_key, azure_storage_sas_key,
+    /// azure_client_secret.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_storage_options: BTreeMap<String, SecretValueSource>,
+
+    /// The volume a path uri lives on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSource>,
+
+    /// Target size of the Parquet files written, in bytes. Default 128 MiB.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1048576))]
+    pub target_file_size: Option<i64>,
+
+    /// Delta log checkpoint interval of a new table (commits). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub checkpoint_interval: Option<i32>,
+}
+
+/// Spark's output modes.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum OutputMode {
+    #[default]
+    Append,
+    Update,
+    Complete,
+}
+
+/// A Unity Catalog endpoint.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UnityCatalog {
+    /// The workspace or catalog server URL, e.g. https://adb-123.4.azuredatabricks.net.
+    #[schemars(length(min = 1, max = 2048))]
+    pub endpoint: String,
+    /// A token allowed to read the table and vend its credentials.
+    pub token: SecretValueSource,
+}
+
+/// The checkpoint: the query's identity, its ownership claim, availableNow targets and the
+/// progress log. The table itself records which offsets were written.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("self.location.contains('://') || has(self.volume)").message("spec.checkpoint.location is a path, so spec.checkpoint.volume must name the claim that holds it (claimName) or ask for one (size)"),
+    validation = Rule::new("!has(self.volume) || !has(self.volume.mountPath) || self.location.startsWith(self.volume.mountPath)").message("spec.checkpoint.location must be under spec.checkpoint.volume.mountPath"),
+)]
+#[serde(rename_all = "camelCase")]
+pub struct Checkpoint {
+    /// A path on the checkpoint volume (/checkpoints/sensor-ingestion), or an abfss:// / az:// URL.
+    #[schemars(length(min = 1, max = 4096))]
+    pub location: String,
+
+    /// The PersistentVolumeClaim a path location lives on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSource>,
+
+    /// Object store options for a URL location. Default: the sink's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub storage_options: BTreeMap<String, String>,
+
+    /// Object store options for a URL location, read from Secrets. Default: the sink's.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_storage_options: BTreeMap<String, SecretValueSource>,
+}
+
+/// A PersistentVolumeClaim: an existing one, or one the operator creates.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.claimName) != has(self.size)").message("volume needs exactly one of claimName (an existing claim) or size (a claim the operator creates)"))]
+#[serde(rename_all = "camelCase")]
+pub struct VolumeSource {
+    /// An existing claim in the ingestion's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub claim_name: Option<String>,
+
+    /// Size of a claim the operator creates (a Kubernetes quantity such as 1Gi).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub size: Option<String>,
+
+    /// Storage class of a created claim. Default: the cluster's default class.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+
+    /// Where the claim is mounted. Default: the location itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub mount_path: Option<String>,
+
+    /// Keep a created claim when the ingestion is deleted. Default true: checkpoints outlive
+    /// their query unless asked otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<bool>,
+}
+
+/// When micro-batches run (Spark's triggers). At most one may be set.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("(has(self.processingTime) ? 1 : 0) + ((has(self.availableNow) && self.availableNow) ? 1 : 0) + ((has(self.once) && self.once) ? 1 : 0) <= 1").message("spec.trigger may set only one of processingTime, availableNow or once"))]
+#[serde(rename_all = "camelCase")]
+pub struct Trigger {
+    /// Micro-batches at a fixed interval: 10s, 1m30s, 500ms, or Spark's "10 seconds".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.matches('^\\\\s*(([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+|[0-9]+\\\\s*(milliseconds?|seconds?|minutes?|hours?|days?)|0)\\\\s*$')").message("processingTime must be a duration such as 10s, 1m30s, 500ms or \"10 seconds\""))]
+    pub processing_time: Option<String>,
+
+    /// Process everything available at start (in several batches if maxOffsetsPerTrigger says
+    /// so), then exit. Runs as a Job, or a CronJob with spec.schedule.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_now: Option<bool>,
+
+    /// One micro-batch, then exit (deprecated in Spark; prefer availableNow).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub once: Option<bool>,
+}
+
+/// The trigger, resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TriggerKind {
+    /// Next micro-batch as soon as the previous completes.
+    Default,
+    ProcessingTime(Duration),
+    AvailableNow,
+    Once,
+}
+
+impl TriggerKind {
+    /// Whether the query runs to completion (a Job) rather than forever (a Deployment).
+    pub fn runs_to_completion(self) -> bool {
+        matches!(self, TriggerKind::AvailableNow | TriggerKind::Once)
+    }
+}
+
+impl Trigger {
+    pub fn kind(&self) -> Result<TriggerKind, String> {
+        let available_now = self.available_now.unwrap_or(false);
+        let once = self.once.unwrap_or(false);
+        match (&self.processing_time, available_now, once) {
+            (None, false, false) => Ok(TriggerKind::Default),
+            (Some(interval), false, false) => {
+                parse_duration(interval).map(TriggerKind::ProcessingTime)
+            }
+            (None, true, false) => Ok(TriggerKind::AvailableNow),
+            (None, false, true) => Ok(TriggerKind::Once),
+            _ => {
+                Err("spec.trigger may set only one of processingTime, availableNow or once".into())
+            }
+        }
+    }
+}
+
+/// Parses a processingTime interval: Go-style (10s, 1m30s, 500ms, 1.5h) or Spark's
+/// "<n> <unit>" (10 seconds, 1 minute).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let trimmed = text.trim();
+    let invalid = || {
+        format!(
+            "processingTime must be a duration such as 10s, 1m30s, 500ms or \"10 seconds\", not \"{text}\""
+        )
+    };
+    if trimmed == "0" {
+        return Ok(Duration::ZERO);
+    }
+    // Spark's "<n> <unit>" form.
+    if let Some((number, unit)) = trimmed.split_once(char::is_whitespace) {
+        let n: u64 = number.parse().map_err(|_| invalid())?;
+        let seconds_per_unit = match unit.trim().trim_end_matches('s') {
+            "millisecond" => return Ok(Duration::from_millis(n)),
+            "second" => 1,
+            "minute" => 60,
+            "hour" => 3600,
+            "day" => 86_400,
+            _ => return Err(invalid()),
+        };
+        return Ok(Duration::from_secs(n * seconds_per_unit));
+    }
+    // Go-style sequence of <number><unit>.
+    let mut total = Duration::ZERO;
+    let mut rest = trimmed;
+    if rest.is_empty() {
+        return Err(invalid());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(invalid)?;
+        if digits == 0 {
+            return Err(invalid());
+        }
+        let value: f64 = rest[..digits].parse().map_err(|_| invalid())?;
+        rest = &rest[digits..];
+        let (unit_seconds, unit_len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else {
+            return Err(invalid());
+        };
+        total += Duration::from_secs_f64(value * unit_seconds);
+        rest = &rest[unit_len..];
+    }
+    Ok(total)
+}
+
+/// Pod settings for the workers.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerSpec {
+    /// Worker image. Default: the operator's configured worker image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Always, IfNotPresent or Never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
+    /// CPU and memory requests and limits of each worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// Extra environment variables (e.g. RUST_LOG).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub env: Vec<EnvVar>,
+    /// Node labels the workers must run on.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Tolerations of the worker pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub tolerations: Vec<Toleration>,
+    /// Affinity of the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Priority class of the worker pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Extra annotations on the worker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+    /// Extra labels on the worker pods.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_labels: BTreeMap<String, String>,
+    /// Log format: text (default) or json.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// Port of /metrics, /healthz and /readyz. Default 9090.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1024, max = 65535))]
+    pub metrics_port: Option<i32>,
+}
+
+/// Worker log format.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_in_go_and_spark_forms() {
+        for (text, expected) in [
+            ("10s", Duration::from_secs(10)),
+            ("1m30s", Duration::from_secs(90)),
+            ("500ms", Duration::from_millis(500)),
+            ("1.5h", Duration::from_secs(5400)),
+            ("10 seconds", Duration::from_secs(10)),
+            ("1 minute", Duration::from_secs(60)),
+            ("250 milliseconds", Duration::from_millis(250)),
+            ("0", Duration::ZERO),
+        ] {
+            assert_eq!(parse_duration(text), Ok(expected), "{text}");
+        }
+        for bad in ["", "10", "ten seconds", "10 fortnights", "s", "10x"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn trigger_kinds_resolve_with_defaults() {
+        let spec_trigger = |t: Trigger| t.kind();
+        assert_eq!(spec_trigger(Trigger::default()), Ok(TriggerKind::Default));
+        assert_eq!(
+            spec_trigger(Trigger {
+                available_now: Some(true),
+                ..Default::default()
+            }),
+            Ok(TriggerKind::AvailableNow)
+        );
+        assert_eq!(
+            spec_trigger(Trigger {
+                available_now: Some(false),
+                once: Some(true),
+                ..Default::default()
+            }),
+            Ok(TriggerKind::Once)
+        );
+        assert!(
+            spec_trigger(Trigger {
+                processing_time: Some("10s".into()),
+                once: Some(true),
+                ..Default::default()
+            })
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn starting_offsets_parse_spark_json() {
+        assert_eq!(
+            StartingOffsets::parse("earliest"),
+            Ok(StartingOffsets::Earliest)
+        );
+        let parsed = StartingOffsets::parse(r#"{"t":{"0":23,"1":-2}}"#).expect("parses");
+        let StartingOffsets::Specific(map) = parsed else {
+            panic!("expected specific offsets")
+        };
+        assert_eq!(map["t"][&0], 23);
+        assert_eq!(map["t"][&1], OFFSET_EARLIEST);
+        assert!(
+            StartingOffsets::parse(r#"{"t":{"x":1}}"#)
+                .expect_err("bad partition")
+                .contains("partition \"x\" of topic \"t\"")
+        );
+        assert!(
+            StartingOffsets::parse(r#"{"t":{"0":-3}}"#)
+                .expect_err("bad offset")
+                .contains("offset -3 for t-0 is invalid")
+        );
+    }
+
+    #[test]
+    fn event_hubs_endpoint_expands_from_namespace() {
+        let mut source = EventHubsSource {
+            namespace: "contoso".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            source.bootstrap_server(),
+            "contoso.servicebus.windows.net:9093"
+        );
+        source.namespace = "contoso.servicebus.chinacloudapi.cn".into();
+        assert_eq!(
+            source.bootstrap_server(),
+            "contoso.servicebus.chinacloudapi.cn:9093"
+        );
+        assert_eq!(source.consumer_group(), "$Default");
+    }
+}

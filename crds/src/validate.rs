@@ -1,0 +1,913 @@
+//! The one validation of a StreamingIngestion, used by the worker (before it touches a broker)
+//! and by the operator (before it touches the API).
+//!
+//! It repeats the CRD's CEL rules, with the same messages, because a standalone worker reads a
+//! manifest that no API server has seen, and adds what CEL cannot check: regex syntax, Spark type
+//! strings, URI schemes, Secret references, cron syntax, column references. Every problem is
+//! reported at once, each with its field path.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use regex::Regex;
+
+use crate::datatype::DataType;
+use crate::secrets::secret_references;
+use crate::spec::*;
+
+/// One problem, at one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// e.g. `spec.format.json.schema[2].type`.
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every problem found in one StreamingIngestion; never empty.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationErrors(pub Vec<FieldError>);
+
+impl fmt::Display for ValidationErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Longest ingestion name: it names a CronJob, whose Jobs and pods append their own suffixes.
+pub const MAX_NAME_LENGTH: usize = 52;
+
+/// Validates a whole StreamingIngestion (its name and its spec).
+pub fn validate(ingestion: &crate::StreamingIngestion) -> Result<(), ValidationErrors> {
+    let mut errors = Errors::default();
+    match ingestion.metadata.name.as_deref() {
+        None | Some("") => errors.push("metadata.name", "is required"),
+        Some(name) => {
+            if !is_dns_label(name) || name.len() > MAX_NAME_LENGTH {
+                errors.push(
+                    "metadata.name",
+                    format!(
+                        "\"{name}\" must be at most {MAX_NAME_LENGTH} lower-case letters, digits and '-', starting and ending with a letter or digit"
+                    ),
+                );
+            }
+        }
+    }
+    validate_spec_into(&ingestion.spec, &mut errors);
+    errors.finish()
+}
+
+/// Validates a spec alone.
+pub fn validate_spec(spec: &StreamingIngestionSpec) -> Result<(), ValidationErrors> {
+    let mut errors = Errors::default();
+    validate_spec_into(spec, &mut errors);
+    errors.finish()
+}
+
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+
+    fn finish(self) -> Result<(), ValidationErrors> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(self.0))
+        }
+    }
+}
+
+fn validate_spec_into(spec: &StreamingIngestionSpec, errors: &mut Errors) {
+    validate_source(&spec.source, errors);
+    let columns = validate_format(spec, errors);
+    validate_sink(spec, &columns, errors);
+    validate_checkpoint(spec, errors);
+    validate_trigger(spec, errors);
+    for (path, reference) in secret_references(spec) {
+        validate_secret_ref(&path, reference, errors);
+    }
+    if let Some(worker) = &spec.worker
+        && let Some(image) = &worker.image
+        && image.trim().is_empty()
+    {
+        errors.push("spec.worker.image", "must not be empty when set");
+    }
+}
+
+// ---- source -------------------------------------------------------------------------------
+
+fn validate_source(source: &Source, errors: &mut Errors) {
+    match (&source.kafka, &source.event_hubs) {
+        (Some(kafka), None) => validate_kafka(kafka, errors),
+        (None, Some(event_hubs)) => validate_event_hubs(event_hubs, errors),
+        _ => errors.push(
+            "spec.source",
+            "spec.source must set exactly one of kafka or eventHubs",
+        ),
+    }
+}
+
+fn validate_kafka(kafka: &KafkaSource, errors: &mut Errors) {
+    let path = "spec.source.kafka";
+    validate_bootstrap_servers(
+        &format!("{path}.bootstrapServers"),
+        &kafka.bootstrap_servers,
+        errors,
+    );
+
+    let modes = [
+        kafka.subscribe.is_some(),
+        kafka.subscribe_pattern.is_some(),
+        kafka.assign.is_some(),
+    ];
+    if modes.iter().filter(|set| **set).count() != 1 {
+        errors.push(
+            path,
+            "spec.source.kafka must set exactly one of subscribe, subscribePattern or assign",
+        );
+    }
+    let mut topics: BTreeSet<&str> = BTreeSet::new();
+    if let Some(subscribe) = &kafka.subscribe {
+        if subscribe.is_empty() {
+            errors.push(format!("{path}.subscribe"), "must name at least one topic");
+        }
+        for (i, topic) in subscribe.iter().enumerate() {
+            validate_topic(&format!("{path}.subscribe[{i}]"), topic, errors);
+            topics.insert(topic);
+        }
+    }
+    if let Some(pattern) = &kafka.subscribe_pattern
+        && let Err(error) = Regex::new(pattern)
+    {
+        errors.push(
+            format!("{path}.subscribePattern"),
+            format!(
+                "is not a valid regular expression: {}",
+                first_line(&error.to_string())
+            ),
+        );
+    }
+    if let Some(assign) = &kafka.assign {
+        if assign.is_empty() {
+            errors.push(format!("{path}.assign"), "must name at least one topic");
+        }
+        for (topic, partitions) in assign {
+            let at = format!("{path}.assign[{topic}]");
+            validate_topic(&at, topic, errors);
+            topics.insert(topic);
+            if partitions.is_empty() {
+                errors.push(&at, "must list at least one partition");
+            }
+            if let Some(bad) = partitions.iter().find(|p| **p < 0) {
+                errors.push(&at, format!("partition {bad} is negative"));
+            }
+        }
+    }
+    let known_topics = (kafka.subscribe_pattern.is_none()).then_some(&topics);
+    validate_read_options(path, &kafka.read, known_topics, errors);
+    for option in kafka.secret_options.keys() {
+        if FORBIDDEN_KAFKA_OPTIONS.contains(&option.as_str()) {
+            errors.push(
+                format!("{path}.secretOptions[{option}]"),
+                "is managed by Tributary and cannot be set",
+            );
+        }
+        if kafka.read.options.contains_key(option) {
+            errors.push(
+                format!("{path}.secretOptions[{option}]"),
+                "is also set in options: set it in one place",
+            );
+        }
+    }
+}
+
+fn validate_event_hubs(event_hubs: &EventHubsSource, errors: &mut Errors) {
+    let path = "spec.source.eventHubs";
+    let host = event_hubs
+        .namespace
+        .trim_end_matches(".servicebus.windows.net");
+    if !host.split('.').all(is_dns_label_loose) {
+        errors.push(
+            format!("{path}.namespace"),
+            format!(
+                "\"{}\" is not an Event Hubs namespace name or host",
+                event_hubs.namespace
+            ),
+        );
+    }
+    validate_topic(&format!("{path}.eventHub"), &event_hubs.event_hub, errors);
+    let topics = BTreeSet::from([event_hubs.event_hub.as_str()]);
+    validate_read_options(path, &event_hubs.read, Some(&topics), errors);
+    for option in [
+        "security.protocol",
+        "sasl.mechanism",
+        "sasl.username",
+        "sasl.mechanisms",
+    ] {
+        if event_hubs.read.options.contains_key(option) {
+            errors.push(
+                format!("{path}.options[{option}]"),
+                "is set by Tributary for Event Hubs (SASL_SSL, PLAIN, $ConnectionString) and cannot be changed",
+            );
+        }
+    }
+}
+
+fn validate_read_options(
+    path: &str,
+    read: &ReadOptions,
+    known_topics: Option<&BTreeSet<&str>>,
+    errors: &mut Errors,
+) {
+    match read.starting_offsets() {
+        Err(message) => errors.push(format!("{path}.startingOffsets"), message),
+        Ok(StartingOffsets::Specific(offsets)) => {
+            if let Some(known) = known_topics {
+                for topic in offsets.keys() {
+                    if !known.contains(topic.as_str()) {
+                        errors.push(
+                            format!("{path}.startingOffsets"),
+                            format!("names topic \"{topic}\", which the query does not read"),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(_) => {}
+    }
+    if let Some(max) = read.max_offsets_per_trigger
+        && max < 1
+    {
+        errors.push(
+            format!("{path}.maxOffsetsPerTrigger"),
+            format!("must be at least 1, not {max}"),
+        );
+    }
+    for (option, value) in &read.options {
+        let at = format!("{path}.options[{option}]");
+        if FORBIDDEN_KAFKA_OPTIONS.contains(&option.as_str()) {
+            errors.push(
+                at,
+                "options must not set auto.offset.reset, enable.auto.commit, enable.auto.offset.store, key/value.deserializer, interceptor.classes or bootstrap.servers: Tributary manages offsets itself (use startingOffsets) and reads bootstrapServers",
+            );
+        } else if SECRET_KAFKA_OPTIONS.contains(&option.as_str()) {
+            errors.push(
+                at,
+                "secret options (sasl.password, ssl.key.password, ...) belong in secretOptions, which reads them from a Secret",
+            );
+        } else if let Some(stripped) = option.strip_prefix("kafka.") {
+            errors.push(
+                at,
+                format!("write librdkafka names without Spark's kafka. prefix: \"{stripped}\""),
+            );
+        } else if value.is_empty() {
+            errors.push(at, "has an empty value");
+        }
+    }
+}
+
+fn validate_bootstrap_servers(path: &str, servers: &str, errors: &mut Errors) {
+    if servers.trim().is_empty() {
+        errors.push(path, "must list at least one host:port");
+        return;
+    }
+    for server in servers.split(',').map(str::trim) {
+        let port = server
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty())
+            .and_then(|(_, port)| port.parse::<u16>().ok())
+            .filter(|port| *port > 0);
+        if port.is_none() {
+            errors.push(path, format!("\"{server}\" is not host:port"));
+        }
+    }
+}
+
+fn validate_topic(path: &str, topic: &str, errors: &mut Errors) {
+    let valid = (1..=249).contains(&topic.len())
+        && topic
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if !valid {
+        errors.push(
+            path,
+            format!(
+                "\"{topic}\" is not a valid topic name (1 to 249 of letters, digits, '.', '_', '-')"
+            ),
+        );
+    }
+}
+
+// ---- format -------------------------------------------------------------------------------
+
+/// A column of the table and its type, for partitionBy checks.
+type Columns = BTreeMap<String, Option<DataType>>;
+
+fn validate_format(spec: &StreamingIngestionSpec, errors: &mut Errors) -> Columns {
+    let path = "spec.format.json";
+    let json = &spec.format.json;
+    let mut columns: Columns = BTreeMap::new();
+    if json.schema.is_empty() {
+        errors.push(format!("{path}.schema"), "must declare at least one field");
+    }
+    for (i, field) in json.schema.iter().enumerate() {
+        let at = format!("{path}.schema[{i}]");
+        if field.name.is_empty() {
+            errors.push(format!("{at}.name"), "must not be empty");
+        } else if field.name.chars().any(|c| " ,;{}()\n\t=".contains(c)) {
+            errors.push(
+                format!("{at}.name"),
+                "schema field names must not contain spaces or any of ,;{}()= (Delta column names)",
+            );
+        }
+        if field.name.eq_ignore_ascii_case(RESCUED_DATA_COLUMN) {
+            errors.push(
+                format!("{at}.name"),
+                format!("\"{RESCUED_DATA_COLUMN}\" is reserved for input that does not parse"),
+            );
+        }
+        let lower = field.name.to_ascii_lowercase();
+        if columns.contains_key(&lower) {
+            errors.push(
+                format!("{at}.name"),
+                format!(
+                    "\"{}\" appears twice (column names are case-insensitive)",
+                    field.name
+                ),
+            );
+        }
+        let data_type = match DataType::parse(&field.data_type) {
+            Ok(data_type) => Some(data_type),
+            Err(error) => {
+                errors.push(format!("{at}.type"), error.to_string());
+                None
+            }
+        };
+        columns.insert(lower, data_type);
+    }
+
+    let mut seen = BTreeSet::new();
+    for (i, column) in spec.metadata_columns.iter().enumerate() {
+        let at = format!("spec.metadataColumns[{i}]");
+        let name = column.column_name();
+        if !seen.insert(*column) {
+            errors.push(&at, format!("{name} is listed twice"));
+            continue;
+        }
+        if columns.contains_key(name) {
+            errors.push(
+                &at,
+                format!("column {name} is also a schema field: rename the field"),
+            );
+        }
+        columns.insert(name.to_string(), Some(metadata_column_type(*column)));
+    }
+
+    match (json.on_error(), &json.dead_letter) {
+        (OnError::DeadLetter, None) => errors.push(
+            path,
+            "onError: deadLetter needs format.json.deadLetter.uri, the table bad records are written to",
+        ),
+        (OnError::Rescue | OnError::Fail, Some(_)) => errors.push(
+            format!("{path}.deadLetter"),
+            "format.json.deadLetter is only used with onError: deadLetter",
+        ),
+        (OnError::DeadLetter, Some(dead_letter)) => {
+            validate_location(&format!("{path}.deadLetter.uri"), &dead_letter.uri, errors);
+            if let Some(uri) = &spec.sink.delta.uri
+                && same_location(uri, &dead_letter.uri)
+            {
+                errors.push(
+                    format!("{path}.deadLetter.uri"),
+                    "must differ from spec.sink.delta.uri",
+                );
+            }
+        }
+        _ => {}
+    }
+    columns
+}
+
+fn metadata_column_type(column: MetadataColumn) -> DataType {
+    match column {
+        MetadataColumn::Topic | MetadataColumn::TimestampType => DataType::String,
+        MetadataColumn::Partition => DataType::Int,
+        MetadataColumn::Offset => DataType::Long,
+        MetadataColumn::Timestamp => DataType::Timestamp,
+        MetadataColumn::Key => DataType::Binary,
+        MetadataColumn::Headers => {
+            DataType::Map(Box::new(DataType::String), Box::new(DataType::Binary))
+        }
+    }
+}
+
+// ---- sink ---------------------------------------------------------------------------------
+
+/// Object store options that hold secrets and must come from secretStorageOptions.
+const SECRET_STORAGE_OPTIONS: &[&str] = &[
+    "azure_storage_account_key",
+    "azure_storage_access_key",
+    "azure_storage_master_key",
+    "account_key",
+    "access_key",
+    "master_key",
+    "azure_storage_sas_key",
+    "azure_storage_sas_token",
+    "sas_key",
+    "sas_token",
+    "azure_client_secret",
+    "client_secret",
+    "azure_storage_token",
+    "bearer_token",
+    "aws_secret_access_key",
+    "secret_access_key",
+];
+
+fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut Errors) {
+    let path = "spec.sink.delta";
+    let delta = &spec.sink.delta;
+    match (&delta.uri, &delta.table) {
+        (Some(uri), None) => {
+            validate_location(&format!("{path}.uri"), uri, errors);
+            if is_path(uri) && delta.volume.is_none() {
+                errors.push(
+                    format!("{path}.uri"),
+                    "spec.sink.delta.uri is a path, so spec.sink.delta.volume must name the claim that holds it (claimName) or ask for one (size)",
+                );
+            }
+            if let Some(volume) = &delta.volume {
+                validate_volume(
+                    &format!("{path}.volume"),
+                    volume,
+                    "spec.sink.delta.uri",
+                    uri,
+                    errors,
+                );
+            }
+        }
+        (None, Some(table)) => {
+            if !is_three_part_name(table) {
+                errors.push(
+                    format!("{path}.table"),
+                    format!("\"{table}\" is not a Unity Catalog name catalog.schema.table"),
+                );
+            }
+            if delta.unity_catalog.is_none() {
+                errors.push(
+                    path,
+                    "spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog",
+                );
+            }
+        }
+        _ => errors.push(path, "spec.sink.delta must set exactly one of uri or table"),
+    }
+    if let Some(catalog) = &delta.unity_catalog
+        && !catalog.endpoint.starts_with("https://")
+        && !catalog.endpoint.starts_with("http://")
+    {
+        errors.push(
+            format!("{path}.unityCatalog.endpoint"),
+            format!("\"{}\" is not an http(s) URL", catalog.endpoint),
+        );
+    }
+    if delta.output_mode.unwrap_or_default() != OutputMode::Append {
+        errors.push(
+            format!("{path}.outputMode"),
+            "outputMode update and complete need a streaming aggregation, which an ingestion does not have: use append",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, column) in delta.partition_by.iter().enumerate() {
+        let at = format!("{path}.partitionBy[{i}]");
+        let lower = column.to_ascii_lowercase();
+        if !seen.insert(lower.clone()) {
+            errors.push(&at, format!("\"{column}\" is listed twice"));
+            continue;
+        }
+        match columns.get(&lower) {
+            None => errors.push(
+                &at,
+                format!("\"{column}\" is not a schema field or metadata column"),
+            ),
+            Some(Some(data_type)) if !data_type.is_partitionable() => errors.push(
+                &at,
+                format!("cannot partition by \"{column}\" of type {data_type}: use a string, integer, decimal, date, timestamp or boolean column"),
+            ),
+            Some(_) => {}
+        }
+    }
+    if !columns.is_empty() && !delta.partition_by.is_empty() && seen.len() >= columns.len() {
+        errors.push(
+            format!("{path}.partitionBy"),
+            "cannot partition by every column: a table needs at least one data column",
+        );
+    }
+    validate_storage_options(
+        path,
+        &delta.storage_options,
+        &delta.secret_storage_options,
+        errors,
+    );
+}
+
+fn validate_storage_options(
+    path: &str,
+    plain: &BTreeMap<String, String>,
+    secret: &BTreeMap<String, SecretValueSource>,
+    errors: &mut Errors,
+) {
+    for key in plain.keys() {
+        if SECRET_STORAGE_OPTIONS.contains(&key.to_ascii_lowercase().as_str()) {
+            errors.push(
+                format!("{path}.storageOptions[{key}]"),
+                "is a secret: move it to secretStorageOptions, which reads it from a Secret",
+            );
+        }
+        if secret.contains_key(key) {
+            errors.push(
+                format!("{path}.secretStorageOptions[{key}]"),
+                "is also set in storageOptions: set it in one place",
+            );
+        }
+    }
+}
+
+// ---- checkpoint ---------------------------------------------------------------------------
+
+fn validate_checkpoint(spec: &StreamingIngestionSpec, errors: &mut Errors) {
+    let path = "spec.checkpoint";
+    let checkpoint = &spec.checkpoint;
+    validate_location(&format!("{path}.location"), &checkpoint.location, errors);
+    if is_path(&checkpoint.location) && checkpoint.volume.is_none() {
+        errors.push(
+            path,
+            "spec.checkpoint.location is a path, so spec.checkpoint.volume must name the claim that holds it (claimName) or ask for one (size)",
+        );
+    }
+    if let Some(volume) = &checkpoint.volume {
+        validate_volume(
+            &format!("{path}.volume"),
+            volume,
+            "spec.checkpoint.location",
+            &checkpoint.location,
+            errors,
+        );
+    }
+    if let Some(uri) = &spec.sink.delta.uri
+        && (same_location(uri, &checkpoint.location) || is_inside(&checkpoint.location, uri))
+    {
+        errors.push(
+            format!("{path}.location"),
+            "must not be the table's location or inside it",
+        );
+    }
+    validate_storage_options(
+        path,
+        &checkpoint.storage_options,
+        &checkpoint.secret_storage_options,
+        errors,
+    );
+}
+
+/// Checks a volume and that `location` (the field `location_field`) lies on it.
+fn validate_volume(
+    path: &str,
+    volume: &VolumeSource,
+    location_field: &str,
+    location: &str,
+    errors: &mut Errors,
+) {
+    match (&volume.claim_name, &volume.size) {
+        (Some(claim), None) => {
+            if !is_dns_subdomain(claim) {
+                errors.push(
+                    format!("{path}.claimName"),
+                    format!("\"{claim}\" is not a valid claim name"),
+                );
+            }
+        }
+        (None, Some(size)) => {
+            if !is_quantity(size) {
+                errors.push(
+                    format!("{path}.size"),
+                    format!("\"{size}\" is not a Kubernetes quantity such as 1Gi"),
+                );
+            }
+        }
+        _ => errors.push(
+            path,
+            "volume needs exactly one of claimName (an existing claim) or size (a claim the operator creates)",
+        ),
+    }
+    if !is_path(location) {
+        errors.push(
+            path,
+            "a volume holds a path location; this location is a URL, so remove the volume",
+        );
+    }
+    if let Some(mount) = &volume.mount_path {
+        if !mount.starts_with('/') {
+            errors.push(format!("{path}.mountPath"), "must be an absolute path");
+        } else if !(same_location(mount, location) || is_inside(location, mount)) {
+            errors.push(
+                format!("{path}.mountPath"),
+                format!(
+                    "{location_field} must be under {path}.mountPath (\"{location}\" is not under \"{mount}\")"
+                ),
+            );
+        }
+    }
+}
+
+// ---- trigger and schedule -----------------------------------------------------------------
+
+fn validate_trigger(spec: &StreamingIngestionSpec, errors: &mut Errors) {
+    let kind = match spec.trigger_kind() {
+        Ok(kind) => Some(kind),
+        Err(message) => {
+            let at = match &spec.trigger {
+                Some(Trigger {
+                    processing_time: Some(_),
+                    available_now: None | Some(false),
+                    once: None | Some(false),
+                }) => "spec.trigger.processingTime",
+                _ => "spec.trigger",
+            };
+            errors.push(at, message);
+            None
+        }
+    };
+    let runs_to_completion = kind.is_some_and(TriggerKind::runs_to_completion);
+    if let Some(schedule) = &spec.schedule {
+        if kind != Some(TriggerKind::AvailableNow) {
+            errors.push(
+                "spec.schedule",
+                "spec.schedule runs the ingestion as a CronJob and needs spec.trigger: {availableNow: true}",
+            );
+        }
+        if let Err(message) = validate_cron(schedule) {
+            errors.push("spec.schedule", message);
+        }
+    }
+    if runs_to_completion && spec.replicas() > 1 {
+        errors.push(
+            "spec.replicas",
+            "spec.replicas must be 0 or 1 with trigger availableNow or once: a run to completion is a single worker",
+        );
+    }
+    if spec.replicas() < 0 {
+        errors.push("spec.replicas", "must not be negative");
+    }
+}
+
+/// Checks a Kubernetes CronJob schedule: five fields or a macro.
+fn validate_cron(schedule: &str) -> Result<(), String> {
+    const MACROS: &[&str] = &[
+        "@yearly",
+        "@annually",
+        "@monthly",
+        "@weekly",
+        "@daily",
+        "@midnight",
+        "@hourly",
+    ];
+    let text = schedule.trim();
+    if text.starts_with('@') {
+        return if MACROS.contains(&text) {
+            Ok(())
+        } else {
+            Err(format!(
+                "\"{text}\" is not a schedule macro (use one of {})",
+                MACROS.join(", ")
+            ))
+        };
+    }
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    if fields.len() != 5 {
+        return Err(format!(
+            "\"{text}\" has {} fields; a schedule has five: minute hour day-of-month month day-of-week",
+            fields.len()
+        ));
+    }
+    const MONTHS: &[&str] = &[
+        "JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC",
+    ];
+    const DAYS: &[&str] = &["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"];
+    let specs: [(&str, u32, u32, &[&str]); 5] = [
+        ("minute", 0, 59, &[]),
+        ("hour", 0, 23, &[]),
+        ("day of month", 1, 31, &[]),
+        ("month", 1, 12, MONTHS),
+        ("day of week", 0, 7, DAYS),
+    ];
+    for (field, (name, min, max, names)) in fields.iter().zip(specs) {
+        for part in field.split(',') {
+            let (range, step) = match part.split_once('/') {
+                Some((range, step)) => (range, Some(step)),
+                None => (part, None),
+            };
+            if let Some(step) = step
+                && step.parse::<u32>().map_or(true, |s| s == 0)
+            {
+                return Err(format!(
+                    "\"{part}\" has an invalid step in the {name} field"
+                ));
+            }
+            if range == "*" || (range == "?" && (name == "day of month" || name == "day of week")) {
+                continue;
+            }
+            let value_ok = |value: &str| {
+                value.parse::<u32>().is_ok_and(|v| v >= min && v <= max)
+                    || names.contains(&value.to_ascii_uppercase().as_str())
+            };
+            let ok = match range.split_once('-') {
+                Some((from, to)) => value_ok(from) && value_ok(to),
+                None => value_ok(range),
+            };
+            if !ok {
+                return Err(format!(
+                    "\"{part}\" is not valid in the {name} field ({min}-{max})"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+// ---- shared checks ------------------------------------------------------------------------
+
+fn validate_secret_ref(path: &str, reference: &SecretKeyRef, errors: &mut Errors) {
+    if !is_dns_subdomain(&reference.name) {
+        errors.push(
+            format!("{path}.secretKeyRef.name"),
+            format!("\"{}\" is not a valid Secret name", reference.name),
+        );
+    }
+    let key_ok = !reference.key.is_empty()
+        && reference.key.len() <= 253
+        && reference
+            .key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    if !key_ok {
+        errors.push(
+            format!("{path}.secretKeyRef.key"),
+            format!("\"{}\" is not a valid Secret key", reference.key),
+        );
+    }
+}
+
+/// Where a table or checkpoint lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocationKind {
+    /// An absolute path (on a volume, or the local disk when standalone).
+    Path,
+    /// A file:// URL.
+    File,
+    /// Azure Data Lake Storage / Blob: abfss://, abfs://, az://, azure://.
+    Azure,
+}
+
+/// Schemes this build can read and write.
+pub const SUPPORTED_SCHEMES: &str =
+    "an absolute path, file://, abfss://, abfs://, az:// or azure://";
+
+/// Classifies a table or checkpoint location.
+pub fn location_kind(location: &str) -> Result<LocationKind, String> {
+    if location.starts_with('/') {
+        return Ok(LocationKind::Path);
+    }
+    let Some((scheme, rest)) = location.split_once("://") else {
+        return Err(format!(
+            "\"{location}\" is neither an absolute path nor a URL (use {SUPPORTED_SCHEMES})"
+        ));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "file" if rest.starts_with('/') => Ok(LocationKind::File),
+        "file" => Err(format!("\"{location}\" must be file:///absolute/path")),
+        "abfss" | "abfs" => {
+            let container_ok = rest
+                .split_once('@')
+                .is_some_and(|(container, host)| !container.is_empty() && host.contains('.'));
+            if container_ok {
+                Ok(LocationKind::Azure)
+            } else {
+                Err(format!(
+                    "\"{location}\" must look like {scheme}://container@account.dfs.core.windows.net/path"
+                ))
+            }
+        }
+        "az" | "azure" if !rest.is_empty() && !rest.starts_with('/') => Ok(LocationKind::Azure),
+        "az" | "azure" => Err(format!(
+            "\"{location}\" must look like {scheme}://container/path"
+        )),
+        "s3" | "s3a" | "gs" | "gcs" | "hdfs" => Err(format!(
+            "{scheme}:// is not supported by this build of Tributary (use {SUPPORTED_SCHEMES})"
+        )),
+        other => Err(format!(
+            "unknown scheme \"{other}://\" (use {SUPPORTED_SCHEMES})"
+        )),
+    }
+}
+
+fn validate_location(path: &str, location: &str, errors: &mut Errors) {
+    if let Err(message) = location_kind(location) {
+        errors.push(path, message);
+    }
+}
+
+fn is_path(location: &str) -> bool {
+    location.starts_with('/')
+}
+
+fn normalise(location: &str) -> &str {
+    location.trim_end_matches('/')
+}
+
+fn same_location(a: &str, b: &str) -> bool {
+    normalise(a) == normalise(b)
+}
+
+/// Whether `inner` lies strictly below `outer`.
+fn is_inside(inner: &str, outer: &str) -> bool {
+    let outer = normalise(outer);
+    normalise(inner)
+        .strip_prefix(outer)
+        .is_some_and(|rest| rest.starts_with('/'))
+}
+
+fn is_dns_label(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+}
+
+/// Like a DNS label but case-insensitive (Event Hubs namespaces allow upper case).
+fn is_dns_label_loose(name: &str) -> bool {
+    is_dns_label(&name.to_ascii_lowercase())
+}
+
+fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
+fn is_three_part_name(table: &str) -> bool {
+    let parts: Vec<&str> = table.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|part| {
+            !part.is_empty()
+                && part
+                    .trim_matches('`')
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        })
+}
+
+/// A Kubernetes quantity as used for storage: a decimal number and an optional suffix.
+fn is_quantity(size: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E",
+    ];
+    let number = SUFFIXES
+        .iter()
+        .find_map(|suffix| size.strip_suffix(suffix))
+        .unwrap_or(size);
+    let mut parts = number.splitn(2, '.');
+    let whole_ok = parts
+        .next()
+        .is_some_and(|w| !w.is_empty() && w.chars().all(|c| c.is_ascii_digit()));
+    let fraction_ok = parts
+        .next()
+        .is_none_or(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_digit()));
+    whole_ok && fraction_ok
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}

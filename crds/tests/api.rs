@@ -1,0 +1,472 @@
+//! The API crate against its artefacts: the committed CRD, the CEL rules inside it (evaluated by
+//! kube's client-side CEL engine, the same expressions the API server runs), and examples/.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+use tributary_crds::{StreamingIngestion, crd, manifest};
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("crds/ has a parent")
+        .to_path_buf()
+}
+
+fn crd_json() -> Value {
+    serde_json::to_value(crd::crd()).expect("CRD serialises")
+}
+
+fn schema() -> Value {
+    crd_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"].clone()
+}
+
+// ---- the committed manifest ----------------------------------------------------------------
+
+#[test]
+fn committed_crd_matches_the_types() {
+    let path = workspace_root().join(crd::CRD_PATH);
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    let generated = crd::crd_yaml().expect("CRD renders");
+    assert!(
+        committed == generated,
+        "{} is out of date with crds/src. Regenerate it with:\n    cargo run -p tributary-crds --bin crdgen",
+        path.display()
+    );
+}
+
+#[test]
+fn crd_names_scopes_and_subresources() {
+    let crd = crd_json();
+    let spec = &crd["spec"];
+    assert_eq!(crd["metadata"]["name"], "streamingingestions.tributary.dev");
+    assert_eq!(spec["group"], "tributary.dev");
+    assert_eq!(spec["scope"], "Namespaced");
+    assert_eq!(spec["names"]["kind"], "StreamingIngestion");
+    assert_eq!(spec["names"]["plural"], "streamingingestions");
+    assert_eq!(spec["names"]["singular"], "streamingingestion");
+    assert_eq!(spec["names"]["shortNames"], json!(["si", "stream"]));
+    assert_eq!(spec["names"]["categories"], json!(["streams"]));
+    let version = &spec["versions"][0];
+    assert_eq!(version["name"], "v1alpha1");
+    assert_eq!(version["subresources"]["status"], json!({}));
+    assert_eq!(
+        version["subresources"]["scale"],
+        json!({
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.labelSelector"
+        })
+    );
+    let label_selector = &version["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]
+        ["labelSelector"];
+    assert_eq!(label_selector["type"], "string");
+}
+
+#[test]
+fn crd_printer_columns() {
+    let crd = crd_json();
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .expect("printer columns")
+        .clone();
+    let names: Vec<&str> = columns
+        .iter()
+        .filter(|c| c.get("priority").is_none())
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "Phase",
+            "Ready",
+            "Trigger",
+            "Replicas",
+            "Lag",
+            "Rows/s",
+            "Last Batch",
+            "Age"
+        ]
+    );
+    for column in &columns {
+        assert_ne!(
+            column.get("priority"),
+            Some(&json!(0)),
+            "a zero priority is stripped by the API server: {column}"
+        );
+    }
+    let ready = columns
+        .iter()
+        .find(|c| c["name"] == "Ready")
+        .expect("Ready");
+    assert_eq!(
+        ready["jsonPath"],
+        ".status.conditions[?(@.type==\"Ready\")].status"
+    );
+}
+
+#[test]
+fn conditions_are_a_list_map_keyed_by_type() {
+    let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+    let fields = &schema()["properties"]["spec"]["properties"]["format"]["properties"]["json"]["properties"]
+        ["schema"];
+    assert_eq!(fields["x-kubernetes-list-map-keys"], json!(["name"]));
+}
+
+/// Every problem with a schema node and, recursively, its properties, items and map values.
+fn schema_problems(node: &Value, path: &str, problems: &mut Vec<String>) {
+    let Some(map) = node.as_object() else { return };
+    if map.contains_key("default") {
+        problems.push(format!(
+            "{path}: has a default (defaults are applied when read)"
+        ));
+    }
+    if map
+        .get("required")
+        .and_then(Value::as_array)
+        .is_some_and(Vec::is_empty)
+    {
+        problems.push(format!("{path}: empty required list"));
+    }
+    if let Some(properties) = map.get("properties").and_then(Value::as_object) {
+        for (name, child) in properties {
+            let child_path = format!("{path}.{name}");
+            // kubectl explain shows these: every field a user reads or writes is described.
+            if child.get("description").is_none() {
+                problems.push(format!("{child_path}: no description"));
+            }
+            schema_problems(child, &child_path, problems);
+        }
+    }
+    for key in ["items", "additionalProperties"] {
+        if let Some(child) = map.get(key) {
+            schema_problems(child, &format!("{path}[]"), problems);
+        }
+    }
+}
+
+#[test]
+fn crd_holds_nothing_the_api_server_strips_and_describes_every_field() {
+    let mut problems = Vec::new();
+    for part in ["spec", "status"] {
+        schema_problems(&schema()["properties"][part], part, &mut problems);
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+// ---- CEL rules, evaluated as the API server would ------------------------------------------
+
+/// A valid object to mutate: the continuous sensor example.
+fn valid_object() -> Value {
+    let text = std::fs::read_to_string(workspace_root().join("examples/sensor-readings.yaml"))
+        .expect("example exists");
+    let value: serde_yaml::Value = serde_yaml::from_str(&text).expect("example parses");
+    serde_json::to_value(value).expect("yaml to json")
+}
+
+fn cel_errors(object: &Value) -> Vec<String> {
+    match kube::core::cel::Validator::new().validate(&schema(), object, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors
+            .into_vec()
+            .into_iter()
+            .map(|e| e.to_string())
+            .collect(),
+    }
+}
+
+/// Applies `mutate` to a valid object and expects exactly one CEL error containing `expected`;
+/// also expects the Rust validation to report the same problem.
+fn assert_rejected(mutate: impl Fn(&mut Value), expected: &str) {
+    let mut object = valid_object();
+    mutate(&mut object);
+    let errors = cel_errors(&object);
+    assert!(
+        errors.iter().any(|e| e.contains(expected)),
+        "CEL should reject with {expected:?}; got {errors:?}"
+    );
+    let ingestion: StreamingIngestion =
+        serde_json::from_value(object).expect("mutated object still deserialises");
+    let rust = tributary_crds::validate(&ingestion)
+        .expect_err("Rust validation should reject too")
+        .to_string();
+    assert!(
+        rust.contains(expected),
+        "Rust validation should say {expected:?}; got {rust}"
+    );
+}
+
+#[test]
+fn the_valid_example_passes_cel() {
+    assert_eq!(cel_errors(&valid_object()), Vec::<String>::new());
+}
+
+#[test]
+fn cel_exactly_one_source() {
+    assert_rejected(
+        |o| o["spec"]["source"]["eventHubs"] = json!({"namespace": "ns", "eventHub": "t", "connectionString": {"secretKeyRef": {"name": "s", "key": "k"}}}),
+        "spec.source must set exactly one of kafka or eventHubs",
+    );
+    let mut none = valid_object();
+    none["spec"]["source"] = json!({});
+    assert!(
+        cel_errors(&none)
+            .iter()
+            .any(|e| e.contains("exactly one of kafka or eventHubs"))
+    );
+}
+
+#[test]
+fn cel_exactly_one_subscription() {
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["subscribePattern"] = json!("sensor-.*"),
+        "spec.source.kafka must set exactly one of subscribe, subscribePattern or assign",
+    );
+    assert_rejected(
+        |o| {
+            let kafka = o["spec"]["source"]["kafka"].as_object_mut().expect("kafka");
+            kafka.remove("subscribe");
+        },
+        "spec.source.kafka must set exactly one of subscribe, subscribePattern or assign",
+    );
+    let mut assign = valid_object();
+    let kafka = &mut assign["spec"]["source"]["kafka"];
+    kafka.as_object_mut().expect("kafka").remove("subscribe");
+    kafka["assign"] = json!({"sensor-readings": [0, 1]});
+    assert_eq!(cel_errors(&assign), Vec::<String>::new());
+}
+
+#[test]
+fn cel_schedule_only_with_available_now() {
+    assert_rejected(
+        |o| o["spec"]["schedule"] = json!("*/15 * * * *"),
+        "spec.schedule runs the ingestion as a CronJob and needs spec.trigger: {availableNow: true}",
+    );
+    let mut scheduled = valid_object();
+    scheduled["spec"]["schedule"] = json!("*/15 * * * *");
+    scheduled["spec"]["trigger"] = json!({"availableNow": true});
+    assert_eq!(cel_errors(&scheduled), Vec::<String>::new());
+}
+
+#[test]
+fn cel_one_replica_for_runs_to_completion() {
+    for trigger in [json!({"availableNow": true}), json!({"once": true})] {
+        assert_rejected(
+            |o| {
+                o["spec"]["trigger"] = trigger.clone();
+                o["spec"]["replicas"] = json!(3);
+            },
+            "spec.replicas must be 0 or 1 with trigger availableNow or once",
+        );
+    }
+    let mut continuous = valid_object();
+    continuous["spec"]["replicas"] = json!(3);
+    assert_eq!(cel_errors(&continuous), Vec::<String>::new());
+}
+
+#[test]
+fn cel_processing_time_is_a_duration() {
+    for good in ["10s", "1m30s", "500ms", "10 seconds", "2 minutes"] {
+        let mut object = valid_object();
+        object["spec"]["trigger"] = json!({"processingTime": good});
+        assert_eq!(cel_errors(&object), Vec::<String>::new(), "{good}");
+    }
+    for bad in ["10", "ten seconds", "10 fortnights", "1x"] {
+        assert_rejected(
+            |o| o["spec"]["trigger"] = json!({"processingTime": bad}),
+            "processingTime must be a duration such as 10s",
+        );
+    }
+}
+
+#[test]
+fn cel_one_trigger_at_most() {
+    assert_rejected(
+        |o| o["spec"]["trigger"] = json!({"processingTime": "10s", "availableNow": true}),
+        "spec.trigger may set only one of processingTime, availableNow or once",
+    );
+    // availableNow: false does not count as set.
+    let mut object = valid_object();
+    object["spec"]["trigger"] = json!({"processingTime": "10s", "availableNow": false});
+    assert_eq!(cel_errors(&object), Vec::<String>::new());
+}
+
+#[test]
+fn cel_starting_offsets_forms() {
+    for good in [
+        "earliest",
+        "latest",
+        r#"{"sensor-readings":{"0":23,"1":-2}}"#,
+    ] {
+        let mut object = valid_object();
+        object["spec"]["source"]["kafka"]["startingOffsets"] = json!(good);
+        assert_eq!(cel_errors(&object), Vec::<String>::new(), "{good}");
+    }
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["startingOffsets"] = json!("beginning"),
+        "startingOffsets must be earliest, latest, or per-partition JSON",
+    );
+}
+
+#[test]
+fn cel_options_tributary_manages() {
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["options"] = json!({"enable.auto.commit": "true"}),
+        "options must not set auto.offset.reset, enable.auto.commit",
+    );
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["options"] = json!({"sasl.password": "hunter2"}),
+        "secret options (sasl.password, ssl.key.password, ...) belong in secretOptions",
+    );
+}
+
+#[test]
+fn cel_dead_letter_needs_its_table() {
+    assert_rejected(
+        |o| o["spec"]["format"]["json"]["onError"] = json!("deadLetter"),
+        "onError: deadLetter needs format.json.deadLetter.uri",
+    );
+    assert_rejected(
+        |o| o["spec"]["format"]["json"]["deadLetter"] = json!({"uri": "/lake/dlq"}),
+        "format.json.deadLetter is only used with onError: deadLetter",
+    );
+}
+
+#[test]
+fn cel_schema_field_names_and_types() {
+    assert_rejected(
+        |o| o["spec"]["format"]["json"]["schema"][0]["name"] = json!("device id"),
+        "schema field names must not contain spaces",
+    );
+    let mut bad_type = valid_object();
+    bad_type["spec"]["format"]["json"]["schema"][1]["type"] = json!("strnig");
+    assert!(
+        cel_errors(&bad_type).is_empty(),
+        "types are checked by validation, not CEL"
+    );
+}
+
+#[test]
+fn cel_sink_rules() {
+    assert_rejected(
+        |o| o["spec"]["sink"]["delta"]["table"] = json!("main.bronze.t"),
+        "spec.sink.delta must set exactly one of uri or table",
+    );
+    assert_rejected(
+        |o| {
+            let delta = o["spec"]["sink"]["delta"].as_object_mut().expect("delta");
+            delta.remove("uri");
+            delta.remove("volume");
+            delta.insert("table".into(), json!("main.bronze.t"));
+        },
+        "spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog",
+    );
+    assert_rejected(
+        |o| o["spec"]["sink"]["delta"]["outputMode"] = json!("complete"),
+        "outputMode update and complete need a streaming aggregation",
+    );
+    assert_rejected(
+        |o| {
+            o["spec"]["sink"]["delta"]
+                .as_object_mut()
+                .expect("delta")
+                .remove("volume");
+        },
+        "spec.sink.delta.uri is a path, so spec.sink.delta.volume must name the claim",
+    );
+}
+
+#[test]
+fn cel_checkpoint_rules() {
+    assert_rejected(
+        |o| {
+            o["spec"]["checkpoint"]
+                .as_object_mut()
+                .expect("checkpoint")
+                .remove("volume");
+        },
+        "spec.checkpoint.location is a path, so spec.checkpoint.volume must name the claim",
+    );
+    assert_rejected(
+        |o| o["spec"]["checkpoint"]["volume"] = json!({"claimName": "c", "size": "1Gi"}),
+        "volume needs exactly one of claimName (an existing claim) or size",
+    );
+    assert_rejected(
+        |o| o["spec"]["checkpoint"]["volume"] = json!({"claimName": "c", "mountPath": "/data"}),
+        "spec.checkpoint.location must be under spec.checkpoint.volume.mountPath",
+    );
+    assert_rejected(
+        |o| {
+            o["spec"]["sink"]["delta"]["volume"] =
+                json!({"claimName": "lake", "mountPath": "/data"})
+        },
+        "spec.sink.delta.uri must be under spec.sink.delta.volume.mountPath",
+    );
+    let mut url = valid_object();
+    url["spec"]["checkpoint"] = json!({"location": "abfss://c@acct.dfs.core.windows.net/cp"});
+    assert_eq!(cel_errors(&url), Vec::<String>::new());
+}
+
+#[test]
+fn schema_bounds_on_numbers_and_lists() {
+    // The API server enforces these OpenAPI bounds itself (the CEL engine runs only the rules).
+    let spec = &schema()["properties"]["spec"]["properties"];
+    let kafka = &spec["source"]["properties"]["kafka"]["properties"];
+    assert_eq!(kafka["maxOffsetsPerTrigger"]["minimum"].as_f64(), Some(1.0));
+    assert_eq!(kafka["subscribe"]["minItems"].as_u64(), Some(1));
+    assert_eq!(spec["replicas"]["minimum"].as_f64(), Some(0.0));
+    assert_eq!(
+        spec["format"]["properties"]["json"]["properties"]["schema"]["minItems"].as_u64(),
+        Some(1)
+    );
+    assert_eq!(
+        spec["format"]["properties"]["json"]["properties"]["onError"]["enum"],
+        json!(["rescue", "deadLetter", "fail"])
+    );
+}
+
+// ---- examples -----------------------------------------------------------------------------
+
+#[test]
+fn every_example_parses_validates_and_passes_cel() {
+    let dir = workspace_root().join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).expect("examples/ exists") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+            continue;
+        }
+        let ingestions =
+            manifest::load_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for ingestion in ingestions {
+            let object = serde_json::to_value(&ingestion).expect("serialises");
+            assert_eq!(
+                cel_errors(&object),
+                Vec::<String>::new(),
+                "{}",
+                path.display()
+            );
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 7,
+        "expected the seven examples, checked {checked}"
+    );
+}
+
+#[test]
+fn examples_do_not_hold_real_secrets_in_ingestions() {
+    // Secrets in examples are placeholders, and only ever inside a Secret object.
+    for name in ["event-hubs.yaml", "adls.yaml"] {
+        let text = std::fs::read_to_string(workspace_root().join("examples").join(name))
+            .expect("example exists");
+        let ingestion_part = text
+            .split("kind: StreamingIngestion")
+            .nth(1)
+            .expect("has one");
+        assert!(!ingestion_part.contains("REPLACE_ME"), "{name}");
+    }
+}

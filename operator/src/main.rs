@@ -1,0 +1,2 @@
+//! Placeholder until the operator lands.
+fn main() {}
