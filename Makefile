@@ -1,0 +1,38 @@
+# Tributary: images, the generated CRD, tests. `make help` lists the targets.
+
+REGISTRY ?= ghcr.io/tributary-dev
+TAG ?= 0.1.0
+# Extra flags for `docker buildx bake`, e.g. --load, --push, --set *.platform=linux/arm64
+BAKE_FLAGS ?=
+CRD := crds/streamingingestions.tributary.dev.yaml
+CHART := charts/tributary
+
+.PHONY: help images image-operator image-worker crd test test-rust test-chart e2e-kind
+
+help:
+	@echo "make images      build both container images (docker buildx bake; REGISTRY=$(REGISTRY) TAG=$(TAG))"
+	@echo "make crd         regenerate $(CRD) from the Rust types and copy it into $(CHART)/crds/"
+	@echo "make test        every test: Rust (scripts/test), then the chart and Argo CD health tests"
+	@echo "make test-chart  only the chart and Argo CD health tests ($(CHART)/tests/run.sh)"
+	@echo "make e2e-kind    the real-cluster suite (needs Docker, kind, kubectl, helm)"
+
+images:
+	REGISTRY=$(REGISTRY) TAG=$(TAG) docker buildx bake $(BAKE_FLAGS)
+
+image-operator image-worker: image-%:
+	REGISTRY=$(REGISTRY) TAG=$(TAG) docker buildx bake $(BAKE_FLAGS) $*
+
+crd:
+	cargo run --quiet -p tributary-crds --bin crdgen
+	cp $(CRD) $(CHART)/crds/
+
+test: test-rust test-chart
+
+test-rust:
+	bash scripts/test
+
+test-chart:
+	$(CHART)/tests/run.sh
+
+e2e-kind:
+	e2e/kind/run.sh
