@@ -34,6 +34,16 @@ pub mod reasons {
 /// The field manager names used for server-side apply of the status.
 pub mod field_managers {
     pub const OPERATOR: &str = "tributary-operator";
-    /// Each worker applies as `tributary-worker` so that its fields are its own.
+    /// Prefix of the workers' field managers; see [`worker`].
     pub const WORKER: &str = "tributary-worker";
+
+    /// The field manager of one worker pod. Each worker needs its own: with a shared manager,
+    /// one worker's apply of its `status.workers` entry would remove every other worker's entry
+    /// (server-side apply removes what a manager owned and no longer sends).
+    pub fn worker(pod_name: &str) -> String {
+        // Field manager names are limited to 128 characters; pod names to 253.
+        let mut name = format!("{WORKER}-{pod_name}");
+        name.truncate(128);
+        name
+    }
 }
