@@ -1,2 +1,120 @@
-//! Placeholder until the operator lands.
-fn main() {}
+//! `tributary-operator run` (the controller) and `tributary-operator render` (what it would
+//! apply, without a cluster).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing::{error, info};
+use tributary_operator::cli::{Cli, Command, RunArgs};
+use tributary_operator::error::Error;
+use tributary_operator::leader::LeaderElector;
+use tributary_operator::metrics::{self, Metrics};
+use tributary_operator::reconcile::{self, Context};
+use tributary_operator::render;
+use tributary_operator::resources::Settings;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Render { file, worker_image } => {
+            let settings = Settings {
+                worker_image,
+                ..Settings::default()
+            };
+            render::render_file(&file, &settings).map(|text| print!("{text}"))
+        }
+        Command::Run(args) => match tokio::runtime::Runtime::new() {
+            Ok(runtime) => runtime.block_on(run(args)),
+            Err(source) => Err(Error::Setting {
+                name: "runtime",
+                message: source.to_string(),
+            }),
+        },
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            error!(%error);
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> Result<(), Error> {
+    let namespaces = args.namespaces();
+    let metrics = Arc::new(Metrics::new());
+    let listener = metrics::bind(args.metrics_addr).await?;
+    let server = tokio::spawn(metrics::serve(listener, metrics.clone()));
+    let client = kube::Client::try_default().await.map_err(Error::Client)?;
+
+    let elector = if args.leader_election {
+        let namespace = std::env::var("POD_NAMESPACE").map_err(|_| Error::Setting {
+            name: "POD_NAMESPACE",
+            message: "leader election needs the operator's namespace in POD_NAMESPACE".into(),
+        })?;
+        let identity = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| format!("tributary-operator-{}", std::process::id()));
+        Some(LeaderElector::new(client.clone(), &namespace, identity))
+    } else {
+        None
+    };
+    // A standby is ready (it serves and waits): readiness must not block a rollout of the
+    // operator's own Deployment.
+    metrics.set_ready();
+    if let Some(elector) = &elector {
+        tokio::select! {
+            acquired = elector.acquire() => acquired?,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+            _ = sigterm() => return Ok(()),
+        }
+    }
+
+    let settings = Settings {
+        worker_image: args.worker_image,
+        worker_image_pull_policy: args.worker_image_pull_policy,
+    };
+    info!(image = %settings.worker_image, namespaces = ?namespaces, "starting the controller");
+    let ctx = Arc::new(Context::new(client, settings, metrics));
+    let outcome = match &elector {
+        Some(elector) => tokio::select! {
+            _ = reconcile::run(ctx, namespaces) => Ok(()),
+            lost = elector.keep() => Err(lost),
+        },
+        None => {
+            reconcile::run(ctx, namespaces).await;
+            Ok(())
+        }
+    };
+    if let Some(elector) = &elector
+        && outcome.is_ok()
+    {
+        elector.release().await;
+    }
+    server.abort();
+    info!("stopped");
+    outcome
+}
+
+/// Resolves on SIGTERM (what Kubernetes sends); never on platforms without it.
+async fn sigterm() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut signal) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            signal.recv().await;
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}

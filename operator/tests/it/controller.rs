@@ -1,0 +1,628 @@
+//! One reconcile per test against the scripted API server, checking the exact requests.
+
+use http::Method;
+use serde_json::{Value, json};
+use tributary_crds::conditions::{reasons, types};
+
+use crate::harness::*;
+
+const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/iot/deployments";
+const JOBS: &str = "/apis/batch/v1/namespaces/iot/jobs";
+const CRONJOBS: &str = "/apis/batch/v1/namespaces/iot/cronjobs";
+const PODS: &str = "/api/v1/namespaces/iot/pods";
+
+fn owned_by_ingestion(mut object: Value) -> Value {
+    object["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "tributary.dev/v1alpha1", "kind": "StreamingIngestion", "name": "sensors",
+        "uid": "5f0c0a4e-0000-4000-8000-00000000abcd", "controller": true, "blockOwnerDeletion": true
+    }]);
+    object
+}
+
+#[tokio::test]
+async fn create_continuous_applies_everything_then_writes_status() {
+    let si = ingestion("  replicas: 2\n");
+    let listed_si = to_value(&si);
+    let si_for_script = si.clone();
+    let action = run_scenario(si, move |mut h| async move {
+        secret_exists(&mut h).await;
+        ingestions_listed(&mut h, vec![listed_si]).await;
+        support_objects_applied(&mut h).await;
+
+        let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
+        deployment.assert_apply();
+        assert_eq!(deployment.body["spec"]["replicas"], 2);
+        assert_eq!(
+            deployment.str_at("/metadata/ownerReferences/0/kind"),
+            "StreamingIngestion"
+        );
+        assert_eq!(
+            deployment.body["metadata"]["ownerReferences"][0]["controller"],
+            true
+        );
+        let template = &deployment.body["spec"]["template"];
+        assert!(template["metadata"]["annotations"]["tributary.dev/config-hash"].is_string());
+        assert_eq!(
+            template["spec"]["containers"][0]["image"],
+            "registry.test/worker:1"
+        );
+        assert_eq!(template["spec"]["serviceAccountName"], "sensors-worker");
+        deployment.echo();
+
+        // Workloads of other kinds are looked for (none), then the pods.
+        listed(&mut h, CRONJOBS, vec![]).await;
+        listed(&mut h, JOBS, vec![]).await;
+        listed(&mut h, PODS, vec![]).await;
+
+        let status = status_applied(&mut h, &si_for_script).await;
+        assert_eq!(status["phase"], "Pending");
+        assert_eq!(status["observedGeneration"], 2);
+        assert_eq!(status["trigger"], "default");
+        assert_eq!(
+            status["workload"],
+            json!({"kind": "Deployment", "name": "sensors"})
+        );
+        assert_eq!(status["labelSelector"], POD_SELECTOR);
+        assert_eq!(condition(&status, types::READY)["status"], "Unknown");
+        assert_eq!(
+            condition(&status, types::PROGRESSING)["reason"],
+            reasons::ROLLING_OUT
+        );
+        assert_eq!(condition(&status, types::DEGRADED)["observedGeneration"], 2);
+
+        let (reason, note) = event_published(&mut h).await;
+        assert_eq!(
+            (reason.as_str(), note.as_str()),
+            ("Created", "created Deployment sensors")
+        );
+        h
+    })
+    .await
+    .expect("reconcile succeeds");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(tributary_operator::reconcile::REQUEUE_ACTIVE)
+    );
+}
+
+#[tokio::test]
+async fn invalid_spec_writes_only_the_status() {
+    // processingTime and once together: refused by validation.
+    let si = ingestion("  trigger: {processingTime: 10s, once: true}\n");
+    let si_for_script = si.clone();
+    run_scenario(si, move |mut h| async move {
+        let status = status_applied(&mut h, &si_for_script).await;
+        assert_eq!(status["phase"], "Pending");
+        let ready = condition(&status, types::READY);
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some(reasons::INVALID_SPEC))
+        );
+        let degraded = condition(&status, types::DEGRADED);
+        assert_eq!(degraded["status"], "True");
+        assert!(
+            degraded["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("spec.trigger")),
+            "{degraded}"
+        );
+        assert!(status.get("workload").is_none());
+        let (reason, _) = event_published(&mut h).await;
+        assert_eq!(reason, reasons::INVALID_SPEC);
+        h
+    })
+    .await
+    .expect("an invalid spec is a status, not an error");
+}
+
+#[tokio::test]
+async fn missing_secret_stops_before_applying() {
+    let si = ingestion("");
+    let si_for_script = si.clone();
+    run_scenario(si, move |mut h| async move {
+        expect(
+            &mut h,
+            Method::GET,
+            "/api/v1/namespaces/iot/secrets/kafka-creds",
+        )
+        .await
+        .not_found();
+        let status = status_applied(&mut h, &si_for_script).await;
+        let ready = condition(&status, types::READY);
+        assert_eq!(ready["reason"], reasons::SECRET_NOT_FOUND);
+        assert_eq!(
+            ready["message"],
+            "Secret kafka-creds not found in namespace iot"
+        );
+        assert_eq!(condition(&status, types::DEGRADED)["status"], "True");
+        let (reason, note) = event_published(&mut h).await;
+        assert_eq!(reason, reasons::SECRET_NOT_FOUND);
+        assert!(note.contains("kafka-creds"));
+        h
+    })
+    .await
+    .expect("a missing Secret is a status, not an error");
+}
+
+#[tokio::test]
+async fn checkpoint_in_use_refuses_the_later_ingestion_and_removes_its_workload() {
+    let si = ingestion("");
+    let mut older = ingestion("");
+    older.metadata.name = Some("first-owner".into());
+    older.metadata.uid = Some("11111111-0000-4000-8000-000000000000".into());
+    older.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-01-01T00:00:00Z".parse().expect("time"),
+    ));
+    // The same claim and path: both use an existing claim "cp".
+    let shared = tributary_crds::VolumeSource {
+        claim_name: Some("cp".into()),
+        mount_path: Some("/checkpoints".into()),
+        ..Default::default()
+    };
+    older.spec.checkpoint.volume = Some(shared.clone());
+    let mut si = si;
+    si.spec.checkpoint.volume = Some(shared);
+    let listed_items = vec![to_value(&older), to_value(&si)];
+    let si_for_script = si.clone();
+    run_scenario(si, move |mut h| async move {
+        secret_exists(&mut h).await;
+        ingestions_listed(&mut h, listed_items).await;
+        // A Deployment it had before the conflict is deleted; nothing is applied.
+        listed(
+            &mut h,
+            DEPLOYMENTS,
+            vec![owned_by_ingestion(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sensors", "namespace": "iot"}}))],
+        )
+        .await;
+        let delete = expect(&mut h, Method::DELETE, &format!("{DEPLOYMENTS}/sensors")).await;
+        assert_eq!(delete.body["propagationPolicy"], "Background");
+        delete.ok(&json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}));
+        listed(&mut h, CRONJOBS, vec![]).await;
+        listed(&mut h, JOBS, vec![]).await;
+
+        let status = status_applied(&mut h, &si_for_script).await;
+        let ready = condition(&status, types::READY);
+        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some(reasons::CHECKPOINT_IN_USE)));
+        assert!(ready["message"].as_str().is_some_and(|m| m.contains("first-owner")), "{ready}");
+        assert!(status.get("workload").is_none());
+        assert_eq!(status["replicas"], 0);
+        let mut reasons_seen = vec![event_published(&mut h).await.0, event_published(&mut h).await.0];
+        reasons_seen.sort();
+        assert_eq!(reasons_seen, ["CheckpointInUse", "Deleted"]);
+        h
+    })
+    .await
+    .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn suspend_scales_the_deployment_to_zero() {
+    let si = ingestion("  suspend: true\n");
+    let listed_si = to_value(&si);
+    let si_for_script = si.clone();
+    run_scenario(si, move |mut h| async move {
+        secret_exists(&mut h).await;
+        ingestions_listed(&mut h, vec![listed_si]).await;
+        support_objects_applied(&mut h).await;
+        let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
+        deployment.assert_apply();
+        assert_eq!(deployment.body["spec"]["replicas"], 0);
+        let mut answer = deployment.body.clone();
+        answer["metadata"]["generation"] = json!(4);
+        answer["status"] = json!({"observedGeneration": 4, "replicas": 0});
+        deployment.ok(&answer);
+        listed(&mut h, CRONJOBS, vec![]).await;
+        listed(&mut h, JOBS, vec![]).await;
+        listed(&mut h, PODS, vec![]).await;
+        let status = status_applied(&mut h, &si_for_script).await;
+        assert_eq!(status["phase"], "Suspended");
+        assert_eq!(
+            condition(&status, types::READY)["reason"],
+            reasons::SUSPENDED
+        );
+        assert_eq!(status["replicas"], 0);
+        let (reason, _) = event_published(&mut h).await;
+        assert_eq!(reason, "Created");
+        h
+    })
+    .await
+    .expect("reconcile succeeds");
+}
+
+/// The Job's name, from the builder (its hash is unit-tested there).
+fn job_name(si: &tributary_crds::StreamingIngestion) -> String {
+    let settings = tributary_operator::resources::Settings {
+        worker_image: "registry.test/worker:1".into(),
+        ..Default::default()
+    };
+    match tributary_operator::resources::build(si, &settings)
+        .expect("builds")
+        .workload
+    {
+        Some(tributary_operator::resources::Workload::Job(job)) => job.metadata.name.expect("name"),
+        other => panic!("expected a Job, got {other:?}"),
+    }
+}
+
+/// A run to completion whose Job reports `job_status`; an older run's Job is deleted.
+/// Returns the applied status and the events' reasons.
+async fn job_scenario(job_status: Value) -> (Value, Vec<String>) {
+    let si = ingestion("  trigger: {availableNow: true}\n");
+    let name = job_name(&si);
+    assert!(name.starts_with("sensors-2-"), "{name}");
+    let listed_si = to_value(&si);
+    let si_for_script = si.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    run_scenario(si, move |mut h| async move {
+        secret_exists(&mut h).await;
+        ingestions_listed(&mut h, vec![listed_si]).await;
+        support_objects_applied(&mut h).await;
+        let job = expect(&mut h, Method::PATCH, &format!("{JOBS}/{name}")).await;
+        job.assert_apply();
+        assert_eq!(job.body["spec"]["completions"], 1);
+        assert_eq!(job.body["spec"]["template"]["spec"]["restartPolicy"], "Never");
+        assert_eq!(job.str_at("/metadata/ownerReferences/0/name"), "sensors");
+        let mut answer = job.body.clone();
+        answer["status"] = job_status;
+        job.ok(&answer);
+
+        listed(&mut h, DEPLOYMENTS, vec![]).await;
+        listed(&mut h, CRONJOBS, vec![]).await;
+        let current = owned_by_ingestion(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "iot"}}));
+        let previous_run = owned_by_ingestion(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "sensors-1-00000000", "namespace": "iot"}}));
+        listed(&mut h, JOBS, vec![current, previous_run]).await;
+        let delete = expect(&mut h, Method::DELETE, &format!("{JOBS}/sensors-1-00000000")).await;
+        assert_eq!(delete.body["propagationPolicy"], "Background");
+        delete.ok(&json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}));
+        listed(&mut h, PODS, vec![]).await;
+
+        let status = status_applied(&mut h, &si_for_script).await;
+        let mut reasons_seen = Vec::new();
+        for _ in 0..3 {
+            reasons_seen.push(event_published(&mut h).await.0);
+        }
+        tx.send((status, reasons_seen)).expect("the test waits");
+        h
+    })
+    .await
+    .expect("reconcile succeeds");
+    rx.await.expect("the script reported")
+}
+
+#[tokio::test]
+async fn job_success_is_succeeded() {
+    let (status, events) = job_scenario(json!({
+        "startTime": "2026-02-02T10:00:00Z",
+        "completionTime": "2026-02-02T10:05:00Z",
+        "succeeded": 1,
+        "conditions": [
+            {"type": "SuccessCriteriaMet", "status": "True"},
+            {"type": "Complete", "status": "True"}
+        ]
+    }))
+    .await;
+    assert_eq!(status["phase"], "Succeeded");
+    assert_eq!(status["trigger"], "availableNow");
+    assert_eq!(condition(&status, types::READY)["status"], "True");
+    assert_eq!(
+        condition(&status, types::READY)["reason"],
+        reasons::RUN_SUCCEEDED
+    );
+    assert_eq!(status["lastRun"]["result"], "Succeeded");
+    assert_eq!(status["lastRun"]["completionTime"], "2026-02-02T10:05:00Z");
+    assert_eq!(status["workload"]["kind"], "Job");
+    assert_eq!(events, ["Deleted", "Created", reasons::RUN_SUCCEEDED]);
+}
+
+#[tokio::test]
+async fn job_failure_is_failed() {
+    let (status, events) = job_scenario(json!({
+        "startTime": "2026-02-02T10:00:00Z",
+        "failed": 4,
+        "conditions": [
+            {"type": "FailureTarget", "status": "True", "reason": "BackoffLimitExceeded"},
+            {"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}
+        ]
+    }))
+    .await;
+    assert_eq!(status["phase"], "Failed");
+    let degraded = condition(&status, types::DEGRADED);
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some(reasons::RUN_FAILED))
+    );
+    assert!(
+        degraded["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("BackoffLimitExceeded"))
+    );
+    assert_eq!(condition(&status, types::READY)["status"], "False");
+    assert_eq!(status["lastRun"]["result"], "Failed");
+    assert_eq!(events, ["Deleted", "Created", reasons::RUN_FAILED]);
+}
+
+#[tokio::test]
+async fn unchanged_status_is_not_written_again() {
+    // First reconcile: capture the status the operator applies.
+    let si = ingestion("");
+    let listed_si = to_value(&si);
+    let si_for_script = si.clone();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let ready_deployment = |mut body: Value| {
+        body["metadata"]["generation"] = json!(1);
+        body["status"] = json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "availableReplicas": 1});
+        body
+    };
+    run_scenario(si.clone(), move |mut h| async move {
+        secret_exists(&mut h).await;
+        ingestions_listed(&mut h, vec![listed_si]).await;
+        support_objects_applied(&mut h).await;
+        let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
+        let answer = ready_deployment(deployment.body.clone());
+        deployment.ok(&answer);
+        listed(&mut h, CRONJOBS, vec![]).await;
+        listed(&mut h, JOBS, vec![]).await;
+        listed(&mut h, PODS, vec![]).await;
+        let status = status_applied(&mut h, &si_for_script).await;
+        assert_eq!(status["phase"], "Running");
+        assert_eq!(condition(&status, types::READY)["status"], "True");
+        event_published(&mut h).await;
+        tx.send(status).expect("the test waits");
+        h
+    })
+    .await
+    .expect("first reconcile succeeds");
+    let status = rx.await.expect("status captured");
+
+    // Second reconcile of the same object with that status: applies again (idempotent), but
+    // neither the status nor an event is written.
+    let mut again = si;
+    again.status = Some(serde_json::from_value(status).expect("status parses"));
+    let listed_again = to_value(&again);
+    let action = run_scenario(again, move |mut h| async move {
+        secret_exists(&mut h).await;
+        ingestions_listed(&mut h, vec![listed_again]).await;
+        support_objects_applied(&mut h).await;
+        let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
+        let answer = ready_deployment(deployment.body.clone());
+        deployment.ok(&answer);
+        listed(&mut h, CRONJOBS, vec![]).await;
+        listed(&mut h, JOBS, vec![]).await;
+        listed(&mut h, PODS, vec![]).await;
+        // Nothing else: a status PATCH or an event would be an unexpected request.
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), h.next_request())
+                .await
+                .is_err(),
+            "no request after the pods"
+        );
+        h
+    })
+    .await
+    .expect("second reconcile succeeds");
+    assert_eq!(
+        action,
+        kube::runtime::controller::Action::requeue(tributary_operator::reconcile::REQUEUE_QUIET)
+    );
+}
+
+#[tokio::test]
+async fn trigger_change_replaces_the_deployment_with_a_job() {
+    let si = ingestion("  trigger: {once: true}\n");
+    let name = job_name(&si);
+    let listed_si = to_value(&si);
+    let si_for_script = si.clone();
+    run_scenario(si, move |mut h| async move {
+        secret_exists(&mut h).await;
+        ingestions_listed(&mut h, vec![listed_si]).await;
+        support_objects_applied(&mut h).await;
+        expect(&mut h, Method::PATCH, &format!("{JOBS}/{name}")).await.echo();
+        listed(
+            &mut h,
+            DEPLOYMENTS,
+            vec![owned_by_ingestion(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sensors", "namespace": "iot"}}))],
+        )
+        .await;
+        expect(&mut h, Method::DELETE, &format!("{DEPLOYMENTS}/sensors"))
+            .await
+            .ok(&json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}));
+        listed(&mut h, CRONJOBS, vec![]).await;
+        // A Job of someone else carrying the same label is left alone (no controller ref to us).
+        listed(&mut h, JOBS, vec![json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "unrelated", "namespace": "iot"}})]).await;
+        listed(&mut h, PODS, vec![]).await;
+        let status = status_applied(&mut h, &si_for_script).await;
+        assert_eq!(status["workload"], json!({"kind": "Job", "name": name}));
+        assert_eq!(status["trigger"], "once");
+        let first = event_published(&mut h).await;
+        assert_eq!(first.0, "Deleted");
+        assert!(first.1.contains("Deployment sensors"));
+        assert_eq!(event_published(&mut h).await.0, "Created");
+        h
+    })
+    .await
+    .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn a_deleted_ingestion_is_left_to_the_garbage_collector() {
+    let mut si = ingestion("");
+    si.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        "2026-02-03T00:00:00Z".parse().expect("time"),
+    ));
+    let action = run_scenario(si, |mut h| async move {
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), h.next_request())
+                .await
+                .is_err(),
+            "a deleted ingestion makes no request"
+        );
+        h
+    })
+    .await
+    .expect("reconcile succeeds");
+    assert_eq!(action, kube::runtime::controller::Action::await_change());
+}
+
+#[tokio::test]
+async fn schedule_applies_a_cron_job_and_reports_its_last_run() {
+    let si = ingestion("  trigger: {availableNow: true}\n  schedule: \"0 * * * *\"\n");
+    let listed_si = to_value(&si);
+    let si_for_script = si.clone();
+    run_scenario(si, move |mut h| async move {
+        secret_exists(&mut h).await;
+        ingestions_listed(&mut h, vec![listed_si]).await;
+        support_objects_applied(&mut h).await;
+        let cron = expect(&mut h, Method::PATCH, &format!("{CRONJOBS}/sensors")).await;
+        cron.assert_apply();
+        assert_eq!(cron.body["spec"]["schedule"], "0 * * * *");
+        assert_eq!(cron.body["spec"]["concurrencyPolicy"], "Forbid");
+        assert_eq!(cron.body["spec"]["suspend"], false);
+        let mut answer = cron.body.clone();
+        answer["status"] = json!({"lastScheduleTime": "2026-02-02T10:00:00Z"});
+        cron.ok(&answer);
+        listed(&mut h, DEPLOYMENTS, vec![]).await;
+        // Two runs of the CronJob (owned by it, not by the ingestion): the newer one counts.
+        let run = |name: &str, created: &str, outcome: &str| {
+            json!({"apiVersion": "batch/v1", "kind": "Job",
+                "metadata": {"name": name, "namespace": "iot", "creationTimestamp": created,
+                    "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "sensors", "uid": "c", "controller": true}]},
+                "status": {"conditions": [{"type": outcome, "status": "True", "reason": "BackoffLimitExceeded"}]}})
+        };
+        listed(
+            &mut h,
+            JOBS,
+            vec![
+                run("sensors-100", "2026-02-02T09:00:00Z", "Complete"),
+                run("sensors-200", "2026-02-02T10:00:00Z", "Failed"),
+            ],
+        )
+        .await;
+        listed(&mut h, PODS, vec![]).await;
+        let status = status_applied(&mut h, &si_for_script).await;
+        assert_eq!(status["phase"], "Running");
+        assert_eq!(status["trigger"], "availableNow@0 * * * *");
+        assert_eq!(status["workload"], json!({"kind": "CronJob", "name": "sensors"}));
+        assert_eq!(status["lastRun"]["jobName"], "sensors-200");
+        assert_eq!(status["lastRun"]["result"], "Failed");
+        assert_eq!(condition(&status, types::DEGRADED)["reason"], reasons::RUN_FAILED);
+        let mut reasons_seen = vec![event_published(&mut h).await.0, event_published(&mut h).await.0];
+        reasons_seen.sort();
+        assert_eq!(reasons_seen, ["Created", reasons::RUN_FAILED]);
+        h
+    })
+    .await
+    .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn spec_change_rolls_the_workers_and_says_so() {
+    // Generation 2 with a status observed at generation 1: the config hash on the template
+    // differs from generation 1's (a new processingTime), and an Updated event follows.
+    let before = ingestion("");
+    let after = ingestion("  trigger: {processingTime: 1m}\n");
+    let settings = tributary_operator::resources::Settings {
+        worker_image: "registry.test/worker:1".into(),
+        ..Default::default()
+    };
+    let old_hash = tributary_operator::resources::build(&before, &settings)
+        .expect("builds")
+        .config_hash;
+    let mut si = after;
+    si.status = Some(tributary_crds::StreamingIngestionStatus {
+        observed_generation: Some(1),
+        workload: Some(tributary_crds::WorkloadRef {
+            kind: "Deployment".into(),
+            name: "sensors".into(),
+        }),
+        ..Default::default()
+    });
+    let listed_si = to_value(&si);
+    let si_for_script = si.clone();
+    run_scenario(si, move |mut h| async move {
+        secret_exists(&mut h).await;
+        ingestions_listed(&mut h, vec![listed_si]).await;
+        support_objects_applied(&mut h).await;
+        let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
+        let hash = deployment
+            .str_at("/spec/template/metadata/annotations/tributary.dev~1config-hash")
+            .to_string();
+        assert_ne!(hash, old_hash, "a spec change must change the pod template");
+        deployment.echo();
+        listed(&mut h, CRONJOBS, vec![]).await;
+        listed(&mut h, JOBS, vec![]).await;
+        listed(&mut h, PODS, vec![]).await;
+        let status = status_applied(&mut h, &si_for_script).await;
+        assert_eq!(status["observedGeneration"], 2);
+        assert_eq!(status["trigger"], "processingTime=1m");
+        let (reason, note) = event_published(&mut h).await;
+        assert_eq!(
+            (reason.as_str(), note.as_str()),
+            ("Updated", "applied generation 2")
+        );
+        h
+    })
+    .await
+    .expect("reconcile succeeds");
+}
+
+#[tokio::test]
+async fn api_errors_back_off_per_object_and_are_counted_by_kind() {
+    use std::sync::Arc;
+    use tributary_operator::reconcile::{Context, error_policy, reconcile};
+
+    let (service, mut handle) = tower_test::mock::pair::<
+        http::Request<kube::client::Body>,
+        http::Response<kube::client::Body>,
+    >();
+    let metrics = Arc::new(tributary_operator::metrics::Metrics::new());
+    let ctx = Arc::new(Context::new(
+        kube::Client::new(service, "default"),
+        tributary_operator::resources::Settings::default(),
+        metrics.clone(),
+    ));
+    let si = Arc::new(ingestion(""));
+    let server = tokio::spawn(async move {
+        for _ in 0..2 {
+            expect(&mut handle, Method::GET, "/api/v1/namespaces/iot/secrets/kafka-creds")
+                .await
+                .respond(
+                    http::StatusCode::INTERNAL_SERVER_ERROR,
+                    &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd is down"}),
+                );
+        }
+        handle
+    });
+    let mut delays = Vec::new();
+    for _ in 0..2 {
+        let error = tokio::time::timeout(WAIT, reconcile(si.clone(), ctx.clone()))
+            .await
+            .expect("in time")
+            .expect_err("the API failed");
+        assert!(
+            error.to_string().contains("cannot read Secret kafka-creds"),
+            "{error}"
+        );
+        assert_eq!(error.kind(), "read_secret");
+        delays.push(error_policy(si.clone(), &error, ctx.clone()));
+    }
+    tokio::time::timeout(WAIT, server)
+        .await
+        .expect("script finished")
+        .expect("checks passed");
+    assert_eq!(
+        delays,
+        [
+            kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(5)),
+            kube::runtime::controller::Action::requeue(std::time::Duration::from_secs(10)),
+        ]
+    );
+    let text = metrics.encode();
+    assert!(
+        text.contains("tributary_operator_failures_total{error=\"read_secret\"} 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tributary_operator_reconciles_total 2"),
+        "{text}"
+    );
+}

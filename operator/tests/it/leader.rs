@@ -1,0 +1,107 @@
+//! Leader election against the scripted API server.
+
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::client::Body;
+use serde_json::json;
+use tributary_operator::leader::LeaderElector;
+
+use crate::harness::{Handle, expect};
+
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/tributary-system/leases";
+
+async fn attempt<F, Fut>(script: F) -> bool
+where
+    F: FnOnce(Handle) -> Fut,
+    Fut: std::future::Future<Output = Handle> + Send + 'static,
+{
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let elector = LeaderElector::new(
+        kube::Client::new(service, "default"),
+        "tributary-system",
+        "operator-a".into(),
+    );
+    let server = tokio::spawn(script(handle));
+    let held = tokio::time::timeout(Duration::from_secs(10), elector.try_acquire())
+        .await
+        .expect("the attempt finished in time");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("the script finished")
+        .expect("the script's checks passed");
+    held.expect("no API error")
+}
+
+fn lease(holder: &str, renewed: Timestamp) -> serde_json::Value {
+    json!({
+        "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+        "metadata": {"name": "tributary-operator", "namespace": "tributary-system", "resourceVersion": "7"},
+        "spec": {
+            "holderIdentity": holder, "leaseDurationSeconds": 15,
+            "renewTime": renewed.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_missing_lease_is_created_and_held() {
+    assert!(
+        attempt(|mut h| async move {
+            expect(&mut h, Method::GET, &format!("{LEASES}/tributary-operator"))
+                .await
+                .not_found();
+            let create = expect(&mut h, Method::POST, LEASES).await;
+            assert_eq!(create.str_at("/metadata/name"), "tributary-operator");
+            assert_eq!(create.str_at("/spec/holderIdentity"), "operator-a");
+            assert_eq!(create.body["spec"]["leaseDurationSeconds"], 15);
+            let body = create.body.clone();
+            create.respond(StatusCode::CREATED, &body);
+            h
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_fresh_lease_of_another_replica_is_not_touched() {
+    assert!(
+        !attempt(|mut h| async move {
+            expect(&mut h, Method::GET, &format!("{LEASES}/tributary-operator"))
+                .await
+                .ok(&lease("operator-b", Timestamp::now()));
+            assert!(
+                tokio::time::timeout(Duration::from_millis(300), h.next_request())
+                    .await
+                    .is_err(),
+                "a standby must not write the Lease"
+            );
+            h
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_taken_with_optimistic_concurrency() {
+    let stale = Timestamp::now() - SignedDuration::from_secs(60);
+    assert!(
+        !attempt(move |mut h| async move {
+            expect(&mut h, Method::GET, &format!("{LEASES}/tributary-operator"))
+                .await
+                .ok(&lease("operator-b", stale));
+            let replace = expect(&mut h, Method::PUT, &format!("{LEASES}/tributary-operator")).await;
+            assert_eq!(replace.str_at("/metadata/resourceVersion"), "7");
+            assert_eq!(replace.str_at("/spec/holderIdentity"), "operator-a");
+            assert_eq!(replace.body["spec"]["leaseTransitions"], 1);
+            // Another replica won the race: a conflict, which is "not leader", not an error.
+            replace.respond(
+                StatusCode::CONFLICT,
+                &json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Conflict", "code": 409, "message": "the object has been modified"}),
+            );
+            h
+        })
+        .await
+    );
+}
