@@ -22,6 +22,11 @@ pub mod reasons {
     pub const ROLLING_OUT: &str = "RollingOut";
     pub const CRASH_LOOPING: &str = "CrashLooping";
     pub const UNSCHEDULABLE: &str = "Unschedulable";
+    /// A worker container cannot start: its image cannot be pulled, or its configuration
+    /// (a Secret or ConfigMap it mounts) is missing.
+    pub const WORKERS_CANNOT_START: &str = "WorkersCannotStart";
+    /// The Deployment's rollout passed its progress deadline.
+    pub const ROLLOUT_STUCK: &str = "RolloutStuck";
     pub const RUN_IN_PROGRESS: &str = "RunInProgress";
     pub const RUN_SUCCEEDED: &str = "RunSucceeded";
     pub const RUN_FAILED: &str = "RunFailed";

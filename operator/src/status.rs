@@ -69,9 +69,30 @@ pub struct Observation<'a> {
 /// A worker pod that needs a person.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PodProblem {
-    CrashLooping { pod: String, message: String },
-    Unschedulable { pod: String, message: String },
+    CrashLooping {
+        pod: String,
+        message: String,
+    },
+    Unschedulable {
+        pod: String,
+        message: String,
+    },
+    /// Waiting on something that does not fix itself: an image that cannot be pulled, a
+    /// missing Secret or ConfigMap.
+    CannotStart {
+        pod: String,
+        message: String,
+    },
 }
+
+/// Container waiting reasons that need a person rather than time.
+const CANNOT_START_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
 
 /// Crash-looping and unschedulable worker pods.
 pub fn pod_problems(pods: &[Pod]) -> Vec<PodProblem> {
@@ -81,7 +102,21 @@ pub fn pod_problems(pods: &[Pod]) -> Vec<PodProblem> {
         let Some(status) = &pod.status else { continue };
         for container in status.container_statuses.iter().flatten() {
             let waiting = container.state.as_ref().and_then(|s| s.waiting.as_ref());
-            if waiting.and_then(|w| w.reason.as_deref()) == Some("CrashLoopBackOff") {
+            let waiting_reason = waiting.and_then(|w| w.reason.as_deref());
+            if let Some(reason) = waiting_reason.filter(|r| CANNOT_START_REASONS.contains(r)) {
+                let detail = waiting
+                    .and_then(|w| w.message.as_deref())
+                    .map(|m| format!(": {}", m.trim()))
+                    .unwrap_or_default();
+                problems.push(PodProblem::CannotStart {
+                    pod: name.clone(),
+                    message: format!(
+                        "container {} is waiting with {reason}{detail}",
+                        container.name
+                    ),
+                });
+            }
+            if waiting_reason == Some("CrashLoopBackOff") {
                 let last = container
                     .last_state
                     .as_ref()
@@ -203,35 +238,64 @@ fn run_status(job: &ObservedJob) -> RunStatus {
     }
 }
 
+/// The first kind of pod problem present, most actionable first, as a Degraded condition.
 fn degraded_by_pods(problems: &[PodProblem]) -> Option<(&'static str, &'static str, String)> {
-    let crash: Vec<String> = problems
-        .iter()
-        .filter_map(|p| match p {
-            PodProblem::CrashLooping { pod, message } => Some(format!("{pod}: {message}")),
-            PodProblem::Unschedulable { .. } => None,
-        })
-        .collect();
-    if !crash.is_empty() {
-        return Some((
-            TRUE,
-            reasons::CRASH_LOOPING,
-            format!("workers crash-looping: {}", crash.join("; ")),
-        ));
-    }
-    let unschedulable: Vec<String> = problems
-        .iter()
-        .filter_map(|p| match p {
-            PodProblem::Unschedulable { pod, message } => Some(format!("{pod}: {message}")),
-            PodProblem::CrashLooping { .. } => None,
-        })
-        .collect();
-    (!unschedulable.is_empty()).then(|| {
+    let kinds: [(&'static str, &str, fn(&PodProblem) -> Option<(&str, &str)>); 3] = [
         (
-            TRUE,
+            reasons::WORKERS_CANNOT_START,
+            "workers cannot start",
+            |p| match p {
+                PodProblem::CannotStart { pod, message } => Some((pod, message)),
+                _ => None,
+            },
+        ),
+        (
+            reasons::CRASH_LOOPING,
+            "workers crash-looping",
+            |p| match p {
+                PodProblem::CrashLooping { pod, message } => Some((pod, message)),
+                _ => None,
+            },
+        ),
+        (
             reasons::UNSCHEDULABLE,
-            format!("workers cannot be scheduled: {}", unschedulable.join("; ")),
-        )
+            "workers cannot be scheduled",
+            |p| match p {
+                PodProblem::Unschedulable { pod, message } => Some((pod, message)),
+                _ => None,
+            },
+        ),
+    ];
+    kinds.into_iter().find_map(|(reason, summary, select)| {
+        let found: Vec<String> = problems
+            .iter()
+            .filter_map(select)
+            .map(|(pod, message)| format!("{pod}: {message}"))
+            .collect();
+        (!found.is_empty()).then(|| (TRUE, reason, format!("{summary}: {}", found.join("; "))))
     })
+}
+
+/// A Deployment whose rollout passed its progress deadline, as a Degraded condition.
+fn degraded_by_rollout(status: &DeploymentStatus) -> Option<(&'static str, &'static str, String)> {
+    status
+        .conditions
+        .iter()
+        .flatten()
+        .find(|c| {
+            c.type_ == "Progressing"
+                && c.status == FALSE
+                && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+        })
+        .map(|c| {
+            (
+                TRUE,
+                reasons::ROLLOUT_STUCK,
+                c.message
+                    .clone()
+                    .unwrap_or_else(|| "the rollout passed its progress deadline".to_string()),
+            )
+        })
 }
 
 fn healthy() -> (&'static str, &'static str, String) {
@@ -368,7 +432,9 @@ pub fn compute(observation: &Observation<'_>) -> StreamingIngestionStatus {
                             format!("{updated}/{desired} workers run the current spec"),
                         )
                     },
-                    degraded: degraded_by_pods(&problems).unwrap_or_else(healthy),
+                    degraded: degraded_by_pods(&problems)
+                        .or_else(|| degraded_by_rollout(&s))
+                        .unwrap_or_else(healthy),
                 };
             }
         }
@@ -577,6 +643,7 @@ pub fn needs_write(ingestion: &StreamingIngestion, computed: &StreamingIngestion
 #[cfg(test)]
 mod tests {
     use super::*;
+    use k8s_openapi::api::apps::v1::DeploymentCondition;
     use k8s_openapi::api::batch::v1::JobCondition;
     use k8s_openapi::api::core::v1::{
         ContainerState, ContainerStateTerminated, ContainerStateWaiting, ContainerStatus,
@@ -744,6 +811,85 @@ mod tests {
         assert_condition(&status, types::PROGRESSING, "True", reasons::ROLLING_OUT);
         let none_ready = compute_with(&si, None, deployment(2, 0, 2), &[]);
         assert_eq!(none_ready.phase, Some(Phase::Pending));
+    }
+
+    #[test]
+    fn workers_that_cannot_start_degrade_before_crash_loops() {
+        let si = ingestion("");
+        let waiting = |reason: &str, message: &str| {
+            pod(
+                "sensors-xyz",
+                PodStatus {
+                    container_statuses: Some(vec![ContainerStatus {
+                        name: "worker".into(),
+                        state: Some(ContainerState {
+                            waiting: Some(ContainerStateWaiting {
+                                reason: Some(reason.into()),
+                                message: Some(message.into()),
+                            }),
+                            ..ContainerState::default()
+                        }),
+                        ..ContainerStatus::default()
+                    }]),
+                    ..PodStatus::default()
+                },
+            )
+        };
+        for reason in ["ImagePullBackOff", "CreateContainerConfigError"] {
+            let status = compute_with(
+                &si,
+                None,
+                deployment(1, 0, 1),
+                &[waiting(reason, "details from the kubelet")],
+            );
+            assert_condition(
+                &status,
+                types::DEGRADED,
+                "True",
+                reasons::WORKERS_CANNOT_START,
+            );
+            let message = &condition(&status, types::DEGRADED).message;
+            assert!(
+                message.contains(&format!(
+                    "sensors-xyz: container worker is waiting with {reason}: details from the kubelet"
+                )),
+                "{message}"
+            );
+        }
+        // Waiting for an image that is still being pulled is not a problem.
+        let pulling = compute_with(
+            &si,
+            None,
+            deployment(1, 0, 1),
+            &[waiting("ContainerCreating", "")],
+        );
+        assert_condition(&pulling, types::DEGRADED, "False", reasons::AS_EXPECTED);
+    }
+
+    #[test]
+    fn a_stuck_rollout_degrades() {
+        let si = ingestion("");
+        let mut stuck = deployment(1, 0, 1);
+        if let ObservedWorkload::Deployment {
+            status: Some(status),
+            ..
+        } = &mut stuck
+        {
+            status.conditions = Some(vec![DeploymentCondition {
+                type_: "Progressing".into(),
+                status: "False".into(),
+                reason: Some("ProgressDeadlineExceeded".into()),
+                message: Some("ReplicaSet \"sensors-7d9\" has timed out progressing.".into()),
+                ..DeploymentCondition::default()
+            }]);
+        }
+        let status = compute_with(&si, None, stuck, &[]);
+        assert_condition(&status, types::DEGRADED, "True", reasons::ROLLOUT_STUCK);
+        assert!(
+            condition(&status, types::DEGRADED)
+                .message
+                .contains("has timed out progressing")
+        );
     }
 
     #[test]
