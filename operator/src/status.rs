@@ -238,42 +238,44 @@ fn run_status(job: &ObservedJob) -> RunStatus {
     }
 }
 
-/// The first kind of pod problem present, most actionable first, as a Degraded condition.
+impl PodProblem {
+    /// The Degraded reason of this kind of problem (see [`POD_PROBLEM_PRIORITY`]).
+    fn reason(&self) -> &'static str {
+        match self {
+            PodProblem::CannotStart { .. } => reasons::WORKERS_CANNOT_START,
+            PodProblem::CrashLooping { .. } => reasons::CRASH_LOOPING,
+            PodProblem::Unschedulable { .. } => reasons::UNSCHEDULABLE,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PodProblem::CannotStart { pod, message }
+            | PodProblem::CrashLooping { pod, message }
+            | PodProblem::Unschedulable { pod, message } => format!("{pod}: {message}"),
+        }
+    }
+}
+
+/// Pod problem reasons, most actionable first, with the summary a Degraded message starts with.
+const POD_PROBLEM_PRIORITY: [(&str, &str); 3] = [
+    (reasons::WORKERS_CANNOT_START, "workers cannot start"),
+    (reasons::CRASH_LOOPING, "workers crash-looping"),
+    (reasons::UNSCHEDULABLE, "workers cannot be scheduled"),
+];
+
+/// The most actionable kind of pod problem present, as a Degraded condition.
 fn degraded_by_pods(problems: &[PodProblem]) -> Option<(&'static str, &'static str, String)> {
-    let kinds: [(&'static str, &str, fn(&PodProblem) -> Option<(&str, &str)>); 3] = [
-        (
-            reasons::WORKERS_CANNOT_START,
-            "workers cannot start",
-            |p| match p {
-                PodProblem::CannotStart { pod, message } => Some((pod, message)),
-                _ => None,
-            },
-        ),
-        (
-            reasons::CRASH_LOOPING,
-            "workers crash-looping",
-            |p| match p {
-                PodProblem::CrashLooping { pod, message } => Some((pod, message)),
-                _ => None,
-            },
-        ),
-        (
-            reasons::UNSCHEDULABLE,
-            "workers cannot be scheduled",
-            |p| match p {
-                PodProblem::Unschedulable { pod, message } => Some((pod, message)),
-                _ => None,
-            },
-        ),
-    ];
-    kinds.into_iter().find_map(|(reason, summary, select)| {
-        let found: Vec<String> = problems
-            .iter()
-            .filter_map(select)
-            .map(|(pod, message)| format!("{pod}: {message}"))
-            .collect();
-        (!found.is_empty()).then(|| (TRUE, reason, format!("{summary}: {}", found.join("; "))))
-    })
+    POD_PROBLEM_PRIORITY
+        .into_iter()
+        .find_map(|(reason, summary)| {
+            let found: Vec<String> = problems
+                .iter()
+                .filter(|p| p.reason() == reason)
+                .map(PodProblem::describe)
+                .collect();
+            (!found.is_empty()).then(|| (TRUE, reason, format!("{summary}: {}", found.join("; "))))
+        })
 }
 
 /// A Deployment whose rollout passed its progress deadline, as a Degraded condition.
