@@ -241,7 +241,45 @@ async fn reconcile_inner(ingestion: &StreamingIngestion, ctx: &Context) -> Resul
             source,
         })?
         .items;
+    prune_worker_entries(ingestion, ctx, &id, &pods).await?;
     finish(ingestion, ctx, &id, None, workload, &pods, &stale.deleted).await
+}
+
+/// Removes the `status.workers` entries of pods that are gone (rolled, scaled down, finished),
+/// which their own field managers will never remove.
+async fn prune_worker_entries(
+    ingestion: &StreamingIngestion,
+    ctx: &Context,
+    id: &Identity,
+    pods: &[Pod],
+) -> Result<()> {
+    let stale = status::stale_worker_entries(ingestion, pods);
+    if stale.is_empty() {
+        return Ok(());
+    }
+    let patch = status::prune_workers_patch(&stale);
+    let api: Api<StreamingIngestion> = Api::namespaced(ctx.client.clone(), &id.namespace);
+    match api
+        .patch_status(&id.name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+    {
+        Ok(_) => {
+            info!(
+                entries = stale.len(),
+                "removed the status of workers that are gone"
+            );
+            Ok(())
+        }
+        // A test operation failed: a worker rewrote the list meanwhile; the next visit retries.
+        Err(kube::Error::Api(response)) if response.code == 422 => {
+            info!("status.workers changed while pruning; retrying on the next visit");
+            Ok(())
+        }
+        Err(source) => Err(Error::PatchStatus {
+            name: id.name.clone(),
+            source,
+        }),
+    }
 }
 
 /// The applied workload, as the API server returned it (with its status).

@@ -157,6 +157,49 @@ pub fn pod_problems(pods: &[Pod]) -> Vec<PodProblem> {
     problems
 }
 
+/// Entries of `status.workers` whose pod no longer exists, as (index, pod name), highest index
+/// first so that removing them in order keeps the other indices valid. Each worker owns its
+/// entry under its own field manager, so nobody else would ever remove it.
+pub fn stale_worker_entries(ingestion: &StreamingIngestion, pods: &[Pod]) -> Vec<(usize, String)> {
+    let live: BTreeSet<&str> = pods
+        .iter()
+        .filter_map(|pod| pod.metadata.name.as_deref())
+        .collect();
+    let mut stale: Vec<(usize, String)> = ingestion
+        .status
+        .iter()
+        .flat_map(|status| status.workers.iter().enumerate())
+        .filter(|(_, worker)| !live.contains(worker.name.as_str()))
+        .map(|(index, worker)| (index, worker.name.clone()))
+        .collect();
+    stale.reverse();
+    stale
+}
+
+/// The JSON patch that removes those entries, each guarded by a test of its name: if a worker
+/// rewrote the list in between, the API server refuses the whole patch instead of removing
+/// the wrong entry.
+pub fn prune_workers_patch(stale: &[(usize, String)]) -> json_patch::Patch {
+    use json_patch::jsonptr::PointerBuf;
+    use json_patch::{PatchOperation, RemoveOperation, TestOperation};
+    let operations = stale
+        .iter()
+        .flat_map(|(index, name)| {
+            let entry = index.to_string();
+            [
+                PatchOperation::Test(TestOperation {
+                    path: PointerBuf::from_tokens(["status", "workers", entry.as_str(), "name"]),
+                    value: serde_json::Value::String(name.clone()),
+                }),
+                PatchOperation::Remove(RemoveOperation {
+                    path: PointerBuf::from_tokens(["status", "workers", entry.as_str()]),
+                }),
+            ]
+        })
+        .collect();
+    json_patch::Patch(operations)
+}
+
 /// The trigger in words, for `kubectl get`.
 pub fn trigger_text(ingestion: &StreamingIngestion) -> Option<String> {
     let spec = &ingestion.spec;
@@ -1176,6 +1219,37 @@ mod tests {
             Time(now()),
             "Degraded stayed False"
         );
+    }
+
+    #[test]
+    fn entries_of_gone_pods_are_pruned_highest_index_first() {
+        let mut si = ingestion("");
+        si.status = Some(StreamingIngestionStatus {
+            workers: ["gone-a", "live", "gone-b"]
+                .into_iter()
+                .map(|name| WorkerStatus {
+                    name: name.into(),
+                    ..WorkerStatus::default()
+                })
+                .collect(),
+            ..StreamingIngestionStatus::default()
+        });
+        let live = pod("live", PodStatus::default());
+        let stale = stale_worker_entries(&si, &[live]);
+        assert_eq!(
+            stale,
+            vec![(2, "gone-b".to_string()), (0, "gone-a".to_string())]
+        );
+        assert_eq!(
+            serde_json::to_value(prune_workers_patch(&stale)).expect("serialises"),
+            serde_json::json!([
+                {"op": "test", "path": "/status/workers/2/name", "value": "gone-b"},
+                {"op": "remove", "path": "/status/workers/2"},
+                {"op": "test", "path": "/status/workers/0/name", "value": "gone-a"},
+                {"op": "remove", "path": "/status/workers/0"},
+            ])
+        );
+        assert!(stale_worker_entries(&ingestion(""), &[]).is_empty());
     }
 
     #[test]

@@ -626,3 +626,58 @@ async fn api_errors_back_off_per_object_and_are_counted_by_kind() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn entries_of_gone_workers_are_pruned_with_a_guarded_json_patch() {
+    let mut si = ingestion("");
+    si.status = Some(tributary_crds::StreamingIngestionStatus {
+        workers: vec![tributary_crds::WorkerStatus {
+            name: "sensors-5d8f-gone".into(),
+            lag: Some(40),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let listed_si = to_value(&si);
+    let si_for_script = si.clone();
+    run_scenario(si, move |mut h| async move {
+        secret_exists(&mut h).await;
+        ingestions_listed(&mut h, vec![listed_si]).await;
+        support_objects_applied(&mut h).await;
+        expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors"))
+            .await
+            .echo();
+        listed(&mut h, CRONJOBS, vec![]).await;
+        listed(&mut h, JOBS, vec![]).await;
+        listed(&mut h, PODS, vec![]).await;
+
+        let prune = expect(
+            &mut h,
+            Method::PATCH,
+            "/apis/tributary.dev/v1alpha1/namespaces/iot/streamingingestions/sensors/status",
+        )
+        .await;
+        assert_eq!(
+            prune.content_type.as_deref(),
+            Some("application/json-patch+json")
+        );
+        assert_eq!(
+            prune.body,
+            json!([
+                {"op": "test", "path": "/status/workers/0/name", "value": "sensors-5d8f-gone"},
+                {"op": "remove", "path": "/status/workers/0"}
+            ])
+        );
+        prune.ok(&to_value(&si_for_script));
+
+        let status = status_applied(&mut h, &si_for_script).await;
+        assert!(
+            status.get("lag").is_none(),
+            "a gone worker's lag is not counted"
+        );
+        event_published(&mut h).await;
+        h
+    })
+    .await
+    .expect("reconcile succeeds");
+}
