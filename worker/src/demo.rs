@@ -1,0 +1,169 @@
+//! `tributary-worker demo`: the README's first command. An embedded Kafka-protocol broker
+//! (librdkafka's mock cluster) on 127.0.0.1, a few thousand simulated IoT sensor readings with
+//! some malformed ones, and the availableNow sensor example ingesting them into a Delta table.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use crate::error::{Error, Result};
+use crate::pipeline::{self, RunSummary};
+
+const EXAMPLE: &str = include_str!("../../examples/sensor-readings-available-now.yaml");
+const TOPIC: &str = "sensor-readings";
+const PARTITIONS: i32 = 4;
+const READINGS: usize = 5_000;
+/// Every this many readings, one truncated record (the whole value is rescued)...
+const MALFORMED_EVERY: usize = 500;
+/// ...and one with a field of the wrong type (only that field is rescued).
+const WRONG_TYPE_EVERY: usize = 700;
+
+pub fn run(
+    dir: &Path,
+    stop: Arc<AtomicBool>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<RunSummary> {
+    std::fs::create_dir_all(dir).map_err(Error::checkpoint("create the demo directory", dir))?;
+    let dir = dir
+        .canonicalize()
+        .map_err(Error::checkpoint("resolve the demo directory", dir))?;
+    let table = dir.join("sensor_readings");
+    let checkpoint = dir.join("_checkpoints").join("sensor_readings");
+    // Each demo starts a new broker whose offsets start at 0 again, so the previous demo's
+    // table and checkpoint (which remember offsets of the old broker) are replaced.
+    for old in [&table, &checkpoint] {
+        if old.exists() {
+            std::fs::remove_dir_all(old)
+                .map_err(Error::checkpoint("remove the previous demo run", old))?;
+        }
+    }
+
+    let cluster =
+        MockCluster::new(1).map_err(Error::kafka("start the embedded broker", "127.0.0.1"))?;
+    let bootstrap = cluster.bootstrap_servers();
+    cluster
+        .create_topic(TOPIC, PARTITIONS, 1)
+        .map_err(Error::kafka(format!("create topic {TOPIC}"), &bootstrap))?;
+    eprintln!("embedded Kafka broker on {bootstrap}, topic {TOPIC} with {PARTITIONS} partitions");
+    let (produced, bad) = produce_readings(&bootstrap)?;
+    eprintln!("produced {produced} sensor readings, {bad} of them malformed");
+
+    let mut ingestion =
+        tributary_crds::manifest::load_str(EXAMPLE, "examples/sensor-readings-available-now.yaml")?
+            .remove(0);
+    ingestion.spec.sink.delta.uri = Some(table.display().to_string());
+    ingestion.spec.sink.delta.volume = None;
+    ingestion.spec.checkpoint.location = checkpoint.display().to_string();
+    ingestion.spec.checkpoint.volume = None;
+    let summary = pipeline::run(&ingestion, Some(&bootstrap), stop, runtime.handle().clone())?;
+    drop(cluster);
+
+    println!();
+    println!(
+        "Ingested {} rows into {}",
+        summary.output_rows, summary.table
+    );
+    println!(
+        "  rescued rows (bad input kept in _rescued_data): {}",
+        summary.rescued_rows
+    );
+    println!("  micro-batches: {}", summary.batches);
+    println!("  Parquet files written: {}", summary.files);
+    println!(
+        "  Delta version: {}",
+        summary
+            .delta_version
+            .map_or_else(|| "-".into(), |v| v.to_string())
+    );
+    println!(
+        "  checkpoint: {} (query id {})",
+        checkpoint.display(),
+        summary.query_id
+    );
+    println!(
+        "Read it with any Delta reader, e.g. in Python: deltalake.DeltaTable(\"{}\").to_pandas()",
+        summary.table
+    );
+    Ok(summary)
+}
+
+/// Produces the readings; returns how many, and how many are malformed.
+fn produce_readings(bootstrap: &str) -> Result<(usize, usize)> {
+    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .map_err(|source| Error::CreateConsumer {
+            bootstrap: bootstrap.to_string(),
+            source: Box::new(source),
+        })?;
+    let mut random = XorShift(0x5eed_1234_abcd_0001);
+    let sites = ["amsterdam", "berlin", "lisbon", "oslo"];
+    let statuses = ["ok", "ok", "ok", "ok", "degraded", "maintenance"];
+    let start = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let mut bad = 0;
+    for i in 0..READINGS {
+        let device = format!("sensor-{:03}", random.next() % 120);
+        let value = if i % MALFORMED_EVERY == MALFORMED_EVERY - 1 {
+            // A truncated reading, as a flaky device firmware sends it.
+            bad += 1;
+            format!("{{\"device_id\":\"{device}\",\"temperature\":21.")
+        } else if i % WRONG_TYPE_EVERY == WRONG_TYPE_EVERY / 2 {
+            bad += 1;
+            format!(
+                "{{\"device_id\":\"{device}\",\"site\":\"oslo\",\"battery_pct\":\"low\",\"status\":\"ok\"}}"
+            )
+        } else {
+            let site = sites[(random.next() % sites.len() as u64) as usize];
+            let status = statuses[(random.next() % statuses.len() as u64) as usize];
+            let temperature = 15.0 + (random.next() % 1500) as f64 / 100.0;
+            let humidity = 30.0 + (random.next() % 5000) as f64 / 100.0;
+            let battery = random.next() % 101;
+            let at = start + chrono::Duration::milliseconds(i as i64 * 300);
+            format!(
+                "{{\"device_id\":\"{device}\",\"site\":\"{site}\",\"temperature\":{temperature:.2},\"humidity\":{humidity:.2},\"battery_pct\":{battery},\"status\":\"{status}\",\"timestamp\":\"{}\"}}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            )
+        };
+        let mut record = BaseRecord::to(TOPIC).key(&device).payload(&value);
+        // The in-memory queue can fill up; wait for deliveries and try again.
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((error, returned)) => {
+                    if !matches!(
+                        error,
+                        rdkafka::error::KafkaError::MessageProduction(
+                            rdkafka::types::RDKafkaErrorCode::QueueFull
+                        )
+                    ) {
+                        return Err(Error::kafka("produce sensor readings", bootstrap)(error));
+                    }
+                    record = returned;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(Error::kafka("flush sensor readings", bootstrap))?;
+    Ok((READINGS, bad))
+}
+
+/// A tiny deterministic generator: the demo is the same every time.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}

@@ -1,0 +1,169 @@
+//! The one error type of the worker. Each variant names the action that failed, and its message
+//! says what a user can do about it. Secret values never appear in a message.
+
+use std::path::PathBuf;
+
+/// Everything that can stop an ingestion.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Manifest(Box<tributary_crds::Error>),
+
+    #[error(
+        "{path} holds {count} StreamingIngestions; `run -f` runs exactly one (split the file or pick one)"
+    )]
+    SeveralIngestions { path: String, count: usize },
+
+    #[error("unsupported configuration: {0}")]
+    Unsupported(String),
+
+    #[error(
+        "cannot read Secret {name}/{key} for {field}: no file {file} and no environment variable {env_var} (mount the Secret or set the variable)"
+    )]
+    MissingSecret {
+        field: String,
+        name: String,
+        key: String,
+        file: PathBuf,
+        env_var: String,
+    },
+
+    #[error("cannot create the Kafka consumer for {bootstrap}: {source}")]
+    CreateConsumer {
+        bootstrap: String,
+        source: Box<rdkafka::error::KafkaError>,
+    },
+
+    #[error(
+        "cannot {action} on Kafka ({bootstrap}): {source} (is the broker reachable and the topic there?)"
+    )]
+    Kafka {
+        action: String,
+        bootstrap: String,
+        source: Box<rdkafka::error::KafkaError>,
+    },
+
+    #[error("topic {topic} does not exist on {bootstrap} (create it, or fix spec.source)")]
+    UnknownTopic { topic: String, bootstrap: String },
+
+    #[error(
+        "data loss on {topic}-{partition}: offsets {from}..{to} are no longer on the broker (deleted by retention?). Set failOnDataLoss: false to skip them with a warning"
+    )]
+    DataLoss {
+        topic: String,
+        partition: i32,
+        from: i64,
+        to: i64,
+    },
+
+    #[error(
+        "the table says {topic}-{partition} continues at offset {table_offset}, beyond the broker's latest offset {latest} (was the topic recreated? use a new checkpoint and table)"
+    )]
+    OffsetBeyondLatest {
+        topic: String,
+        partition: i32,
+        table_offset: i64,
+        latest: i64,
+    },
+
+    #[error(
+        "record {topic}-{partition} at offset {offset} does not parse against the schema: {reason} (onError: fail stops the query; use rescue or deadLetter to keep going)"
+    )]
+    BadRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+
+    #[error("cannot map spec.format.json.schema to Arrow: {0}")]
+    Schema(String),
+
+    #[error(
+        "the Delta table at {uri} does not fit this ingestion: {reason} (write to a new table, or change the schema to match)"
+    )]
+    TableMismatch { uri: String, reason: String },
+
+    #[error("cannot {action} the Delta table at {uri}: {source}")]
+    Delta {
+        action: String,
+        uri: String,
+        source: Box<deltalake::DeltaTableError>,
+    },
+
+    #[error("cannot {action} {path}: {source}")]
+    Checkpoint {
+        action: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error(
+        "checkpoint file {path} is corrupt: {reason} (restore it, or use a new checkpoint location)"
+    )]
+    CorruptCheckpoint { path: PathBuf, reason: String },
+
+    #[error(
+        "checkpoint location {location} belongs to ingestion {owner}, not {me}: each query needs its own checkpoint location"
+    )]
+    CheckpointClaimed {
+        location: String,
+        owner: String,
+        me: String,
+    },
+
+    #[error("cannot decode the micro-batch: {0}")]
+    Decode(String),
+
+    #[error("the worker's runtime failed: {0}")]
+    Runtime(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<tributary_crds::Error> for Error {
+    fn from(error: tributary_crds::Error) -> Error {
+        Error::Manifest(Box::new(error))
+    }
+}
+
+impl Error {
+    pub fn kafka(
+        action: impl Into<String>,
+        bootstrap: &str,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> Error {
+        let action = action.into();
+        let bootstrap = bootstrap.to_string();
+        move |source| Error::Kafka {
+            action,
+            bootstrap,
+            source: Box::new(source),
+        }
+    }
+
+    pub fn delta(
+        action: impl Into<String>,
+        uri: &str,
+    ) -> impl FnOnce(deltalake::DeltaTableError) -> Error {
+        let action = action.into();
+        let uri = uri.to_string();
+        move |source| Error::Delta {
+            action,
+            uri,
+            source: Box::new(source),
+        }
+    }
+
+    pub fn checkpoint(
+        action: impl Into<String>,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> Error {
+        let action = action.into();
+        let path = path.to_path_buf();
+        move |source| Error::Checkpoint {
+            action,
+            path,
+            source,
+        }
+    }
+}
