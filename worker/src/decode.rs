@@ -770,7 +770,8 @@ mod tests {
                 outcome,
                 crate::sink::CommitOutcome::Committed {
                     version: 1,
-                    files: 1
+                    files: 1,
+                    retries: 0
                 }
             ),
             "{outcome:?}"

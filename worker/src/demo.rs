@@ -13,6 +13,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 use crate::error::{Error, Result};
 use crate::pipeline::{self, RunSummary};
+use crate::telemetry::Telemetry;
 
 const EXAMPLE: &str = include_str!("../../examples/sensor-readings-available-now.yaml");
 const TOPIC: &str = "sensor-readings";
@@ -60,7 +61,13 @@ pub fn run(
     ingestion.spec.sink.delta.volume = None;
     ingestion.spec.checkpoint.location = checkpoint.display().to_string();
     ingestion.spec.checkpoint.volume = None;
-    let summary = pipeline::run(&ingestion, Some(&bootstrap), stop, runtime.handle().clone())?;
+    let summary = pipeline::run(
+        &ingestion,
+        Some(&bootstrap),
+        stop,
+        runtime.handle().clone(),
+        Telemetry::default(),
+    )?;
     drop(cluster);
 
     println!();

@@ -18,6 +18,17 @@ pub enum Error {
     Unsupported(String),
 
     #[error(
+        "cannot serve /metrics, /healthz and /readyz on port {port}: {source} (is the port free?)"
+    )]
+    ServeMetrics { port: u16, source: std::io::Error },
+
+    #[error(
+        "cannot reach the Kubernetes API to report status: {source} (the worker reports status only in a pod the operator created; unset {} to run without)",
+        tributary_crds::pod::ENV_REPORT_STATUS
+    )]
+    KubeClient { source: Box<kube::Error> },
+
+    #[error(
         "cannot read Secret {name}/{key} for {field}: no file {file} and no environment variable {env_var} (mount the Secret or set the variable)"
     )]
     MissingSecret {

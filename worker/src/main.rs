@@ -7,11 +7,14 @@ mod deadletter;
 mod decode;
 mod demo;
 mod error;
+mod metrics;
 mod pipeline;
 mod progress;
+mod report;
 mod secrets;
 mod sink;
 mod source;
+mod telemetry;
 mod trigger;
 
 use std::path::PathBuf;
@@ -44,6 +47,9 @@ enum Command {
         /// Use these brokers instead of the manifest's bootstrapServers.
         #[arg(long)]
         bootstrap_servers: Option<String>,
+        /// Serve /metrics, /healthz and /readyz on this port (in a pod the operator sets it).
+        #[arg(long, env = tributary_crds::pod::ENV_METRICS_PORT)]
+        metrics_port: Option<u16>,
     },
     /// Start an embedded broker, produce simulated sensor readings, ingest them availableNow
     /// into a Delta table under DIR, and print a summary.
@@ -56,6 +62,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
+    install_crypto_provider();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tributary-io")
@@ -73,7 +80,14 @@ fn main() -> ExitCode {
         Command::Run {
             file,
             bootstrap_servers,
-        } => run(&file, bootstrap_servers.as_deref(), stop, &runtime),
+            metrics_port,
+        } => run(
+            &file,
+            bootstrap_servers.as_deref(),
+            metrics_port,
+            stop,
+            &runtime,
+        ),
         Command::Demo { dir } => demo::run(&dir, stop, &runtime).map(|_| ExitCode::SUCCESS),
     };
     // Close Delta's background uploads and the consumer before leaving.
@@ -88,9 +102,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// deltalake's HTTP client links rustls with aws-lc-rs and kube's with ring; with two providers
+/// linked, rustls cannot pick one and the kube client would panic at creation. One process-wide
+/// choice settles it (an error only means one was installed already).
+fn install_crypto_provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 fn run(
     file: &std::path::Path,
     bootstrap: Option<&str>,
+    metrics_port: Option<u16>,
     stop: Arc<AtomicBool>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<ExitCode> {
@@ -102,7 +124,23 @@ fn run(
         });
     }
     let ingestion = ingestions.remove(0);
-    let summary = pipeline::run(&ingestion, bootstrap, stop, runtime.handle().clone())?;
+    let telemetry = start_telemetry(metrics_port, runtime)?;
+    let reporter = telemetry.reporter.clone();
+    let outcome = pipeline::run(
+        &ingestion,
+        bootstrap,
+        stop,
+        runtime.handle().clone(),
+        telemetry,
+    );
+    if let (Err(error), Some(reporter)) = (&outcome, &reporter) {
+        reporter.report_failure(error.to_string());
+    }
+    // The pipeline has dropped its handle: this is the last one, so the final write happens.
+    if let Some(reporter) = reporter.and_then(|r| Arc::try_unwrap(r).ok()) {
+        runtime.block_on(reporter.close(report::FLUSH_TIMEOUT));
+    }
+    let summary = outcome?;
     let to_completion = ingestion
         .spec
         .trigger_kind()
@@ -114,6 +152,40 @@ fn run(
         return Ok(ExitCode::from(143));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Metrics always; the metrics server when a port is given; status reporting when the operator
+/// asked for it through the pod's environment.
+fn start_telemetry(
+    metrics_port: Option<u16>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<telemetry::Telemetry> {
+    let metrics = Arc::new(metrics::Metrics::default());
+    if let Some(port) = metrics_port {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(("0.0.0.0", port)))
+            .map_err(|source| Error::ServeMetrics { port, source })?;
+        runtime.spawn(metrics::serve(listener, metrics.clone()));
+        tracing::info!(port, "serving /metrics, /healthz and /readyz");
+    }
+    let reporter = match report::StatusTarget::from_env(|key| std::env::var(key).ok()) {
+        None => None,
+        Some(target) => {
+            let client = runtime
+                .block_on(kube::Client::try_default())
+                .map_err(|source| Error::KubeClient {
+                    source: Box::new(source),
+                })?;
+            tracing::info!(pod = %target.pod, "reporting progress into the StreamingIngestion's status");
+            let _entered = runtime.enter();
+            Some(Arc::new(report::StatusReporter::start(
+                client,
+                target,
+                report::DEFAULT_INTERVAL,
+            )))
+        }
+    };
+    Ok(telemetry::Telemetry { metrics, reporter })
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C: finish or abandon the batch in flight, commit nothing half.

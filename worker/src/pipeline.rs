@@ -18,6 +18,7 @@ use crate::checkpoint::{
 };
 use crate::decode::JsonDecoder;
 use crate::error::{Error, Result};
+use crate::metrics::BatchMetrics;
 use crate::progress::{self, BatchFacts};
 use crate::secrets;
 use crate::sink::{CommitOutcome, DeltaSink, TxnUpdate};
@@ -25,6 +26,7 @@ use crate::source::{
     self, Assignment, METADATA_TIMEOUT, PartitionStart, Record, SourceConfig, SourceContext,
     StartResolver, Tp,
 };
+use crate::telemetry::Telemetry;
 use crate::trigger::{Schedule, split_limit};
 use crate::{deadletter, source::subscription_partitions};
 
@@ -59,6 +61,7 @@ pub fn run(
     bootstrap_override: Option<&str>,
     stop: Arc<AtomicBool>,
     runtime: Handle,
+    telemetry: Telemetry,
 ) -> Result<RunSummary> {
     let namespace = ingestion
         .metadata
@@ -217,6 +220,7 @@ pub fn run(
         targets,
         carry: BTreeMap::new(),
         stop,
+        telemetry,
         app_prefix,
         query_id: query_id.clone(),
         run_id,
@@ -382,6 +386,8 @@ struct Pipeline {
     /// Partitions paused because their read-ahead is full.
     paused: std::collections::BTreeSet<Tp>,
     read_ahead_limit: usize,
+    /// Metrics, readiness and (in a pod) status.
+    telemetry: Telemetry,
 }
 
 enum BatchResult {
@@ -408,6 +414,7 @@ impl Pipeline {
     fn run(&mut self) -> Result<()> {
         let mut batch_id = self.checkpoint.last_batch_id()?.map_or(0, |b| b + 1);
         loop {
+            self.telemetry.heartbeat();
             let wait = self.schedule.wait(Instant::now());
             self.poll_for(wait)?;
             if self.stopped() {
@@ -451,6 +458,8 @@ impl Pipeline {
                 None,
             );
             self.check_assignment()?;
+            // Waiting out a processingTime interval or an idle spell is a healthy turn too.
+            self.telemetry.heartbeat();
             if Instant::now() >= deadline || self.stopped() {
                 return Ok(());
             }
@@ -773,8 +782,12 @@ impl Pipeline {
                     .instrument(info_span!("commit")),
             )?
         };
-        let (version, files) = match outcome {
-            CommitOutcome::Committed { version, files } => (version, files),
+        let (version, files, commit_retries) = match outcome {
+            CommitOutcome::Committed {
+                version,
+                files,
+                retries,
+            } => (version, files, retries),
             CommitOutcome::Conflict(reason) => {
                 warn!(
                     reason,
@@ -849,6 +862,23 @@ impl Pipeline {
         let progress = progress::build(facts);
         self.checkpoint.log_progress(&progress)?;
         progress::emit(&progress);
+        self.telemetry.batch_committed(
+            &progress,
+            &BatchMetrics {
+                records: input_rows as u64,
+                bytes: records
+                    .iter()
+                    .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+                    .sum(),
+                rows_written: output_rows as u64,
+                rescued_rows: decoded.rescued_rows as u64,
+                dead_letter_rows: dead_letter_rows as u64,
+                duration: started.elapsed(),
+                delta_version: Some(version),
+                commit_conflicts: commit_retries,
+            },
+            &self.with_assignment(|a| a.partitions.keys().cloned().collect::<Vec<Tp>>()),
+        );
         self.summary.batches += 1;
         self.summary.input_rows += input_rows;
         self.summary.output_rows += output_rows;

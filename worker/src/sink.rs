@@ -39,6 +39,8 @@ pub enum CommitOutcome {
     Committed {
         version: i64,
         files: usize,
+        /// Times delta-rs retried after a concurrent commit (of another replica's partitions).
+        retries: u64,
     },
     /// Another writer owns (or owned) one of the partitions: nothing was committed.
     Conflict(String),
@@ -222,6 +224,7 @@ impl DeltaSink {
             Ok(finalized) => Ok(CommitOutcome::Committed {
                 version: finalized.version() as i64,
                 files,
+                retries: finalized.metrics.num_retries,
             }),
             Err(DeltaTableError::Transaction {
                 source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),

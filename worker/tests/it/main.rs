@@ -5,6 +5,7 @@ mod available_now;
 mod checkpoint;
 mod demo;
 mod exactly_once;
+mod in_pod;
 mod on_error;
 mod rebalance;
 mod source_options;
