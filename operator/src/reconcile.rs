@@ -138,14 +138,11 @@ async fn reconcile_inner(ingestion: &StreamingIngestion, ctx: &Context) -> Resul
 
     // Stage 1: validate. An invalid spec touches nothing but the status.
     if let Err(errors) = tributary_crds::validate(ingestion) {
-        let blocker = Blocker::InvalidSpec(errors.to_string());
-        return finish(
+        return finish_blocked(
             ingestion,
             ctx,
             &id,
-            Some(blocker),
-            ObservedWorkload::None,
-            &[],
+            Blocker::InvalidSpec(errors.to_string()),
             &[],
         )
         .await;
@@ -167,17 +164,7 @@ async fn reconcile_inner(ingestion: &StreamingIngestion, ctx: &Context) -> Resul
         }
     }
     if !missing.is_empty() {
-        let blocker = Blocker::SecretsMissing(missing);
-        return finish(
-            ingestion,
-            ctx,
-            &id,
-            Some(blocker),
-            ObservedWorkload::None,
-            &[],
-            &[],
-        )
-        .await;
+        return finish_blocked(ingestion, ctx, &id, Blocker::SecretsMissing(missing), &[]).await;
     }
 
     // Stage 3: the checkpoint is ours.
@@ -194,14 +181,11 @@ async fn reconcile_inner(ingestion: &StreamingIngestion, ctx: &Context) -> Resul
         let deleted = delete_stale_workloads(ingestion, ctx, &id, None)
             .await?
             .deleted;
-        let blocker = Blocker::CheckpointInUse(owner);
-        return finish(
+        return finish_blocked(
             ingestion,
             ctx,
             &id,
-            Some(blocker),
-            ObservedWorkload::None,
-            &[],
+            Blocker::CheckpointInUse(owner),
             &deleted,
         )
         .await;
@@ -449,6 +433,26 @@ async fn delete_stale_workloads(
             status: j.status,
         }),
     })
+}
+
+/// Ends a reconcile that a blocker stopped before any workload was applied: status only.
+async fn finish_blocked(
+    ingestion: &StreamingIngestion,
+    ctx: &Context,
+    id: &Identity,
+    blocker: Blocker,
+    deleted: &[String],
+) -> Result<Action> {
+    finish(
+        ingestion,
+        ctx,
+        id,
+        Some(blocker),
+        ObservedWorkload::None,
+        &[],
+        deleted,
+    )
+    .await
 }
 
 /// Writes the status when it changed, publishes events for the transitions, and decides when
