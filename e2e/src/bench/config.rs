@@ -1,0 +1,73 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+#[derive(Parser, Debug, Clone)]
+#[command(
+    name = "bench",
+    about = "Tributary's benchmark: the worker's throughput, latency and memory against the \
+             plain-consume limit, on one machine, with librdkafka's mock broker on 127.0.0.1"
+)]
+pub struct Args {
+    /// Messages produced (before timing starts) for the limit and the throughput run.
+    #[arg(long, default_value_t = 2_000_000)]
+    pub messages: u64,
+    /// Topic partitions. Default: enough to keep each under 4 MiB (the mock broker keeps at most
+    /// 5 MiB per partition and silently drops older data), and at least 6.
+    #[arg(long)]
+    pub partitions: Option<i32>,
+    /// Messages per second produced during the latency run.
+    #[arg(long, default_value_t = 20_000)]
+    pub rate: u64,
+    /// Seconds of the latency run's measured window (after the worker's first commit).
+    #[arg(long, default_value_t = 30.0)]
+    pub duration: f64,
+    /// The tributary-worker binary. Default: the one next to this binary.
+    #[arg(long)]
+    pub worker_bin: Option<PathBuf>,
+    /// maxOffsetsPerTrigger in the worker's manifests (0: unset, one batch per run).
+    #[arg(long, default_value_t = 100_000)]
+    pub max_offsets_per_trigger: u64,
+    /// A librdkafka option for the worker's consumer, KEY=VALUE, passed through the manifest's
+    /// source.kafka.options (repeatable): for tuning experiments without changing the worker.
+    #[arg(long = "kafka-option", value_parser = parse_option)]
+    pub kafka_options: Vec<(String, String)>,
+    /// A command the worker runs under, split on spaces, e.g. "perf record -g -o perf.data --"
+    /// (figures then include the wrapper's own cost).
+    #[arg(long, value_delimiter = ' ', num_args = 1)]
+    pub worker_wrapper: Vec<String>,
+    /// Skip the continuous latency run.
+    #[arg(long)]
+    pub skip_latency: bool,
+    /// Only produce and measure the limit (no worker needed).
+    #[arg(long)]
+    pub skip_worker: bool,
+    /// Also run the availableNow ingestion at each of --memory-sizes, to show whether peak RSS
+    /// grows with the number of messages.
+    #[arg(long)]
+    pub memory: bool,
+    #[arg(long, value_delimiter = ',', default_value = "1000000,4000000")]
+    pub memory_sizes: Vec<u64>,
+    /// Where tables, checkpoints, manifests, worker logs and report.json go (kept afterwards).
+    /// Default: a new directory under the system's temp directory.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Seconds after which a worker run is killed and the benchmark fails.
+    #[arg(long, default_value_t = 900)]
+    pub worker_timeout: u64,
+}
+
+impl Args {
+    pub fn max_offsets(&self) -> Option<u64> {
+        (self.max_offsets_per_trigger > 0).then_some(self.max_offsets_per_trigger)
+    }
+}
+
+fn parse_option(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .filter(|(k, _)| !k.is_empty())
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
+}
