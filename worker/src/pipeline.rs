@@ -171,6 +171,7 @@ pub fn run(
         TriggerKind::Once => Some(latest_offsets(
             &metadata_client,
             &subscription_partitions(&metadata_client, &source.subscription, &source.bootstrap)?,
+            &source.bootstrap,
         )?),
         _ => None,
     };
@@ -202,6 +203,7 @@ pub fn run(
             offsets_client: offsets_client.clone(),
             initial,
             fail_on_data_loss: source.read.fail_on_data_loss(),
+            bootstrap: source.bootstrap.clone(),
         },
     };
     let consumer = source::start_consumer(&source, context)?;
@@ -278,7 +280,7 @@ fn resolve_starting_offsets(
             }
         }
         StartingOffsets::Latest => {
-            offsets = latest_offsets(client, &tps)?;
+            offsets = latest_offsets(client, &tps, &source.bootstrap)?;
         }
         StartingOffsets::Specific(specific) => {
             for tp in tps {
@@ -288,7 +290,7 @@ fn resolve_starting_offsets(
                     .copied()
                     .unwrap_or(tributary_crds::OFFSET_EARLIEST);
                 let offset = if wanted == tributary_crds::OFFSET_LATEST {
-                    latest_offsets(client, std::slice::from_ref(&tp))?
+                    latest_offsets(client, std::slice::from_ref(&tp), &source.bootstrap)?
                         .get(&tp)
                         .copied()
                         .unwrap_or(wanted)
@@ -303,22 +305,15 @@ fn resolve_starting_offsets(
     Ok(offsets)
 }
 
+/// The latest offset (high watermark) of each partition.
 fn latest_offsets<C: rdkafka::consumer::ConsumerContext>(
     client: &BaseConsumer<C>,
     tps: &[Tp],
+    bootstrap: &str,
 ) -> Result<BTreeMap<Tp, i64>> {
-    let mut latest = BTreeMap::new();
-    for tp in tps {
-        let (_, high) = client
-            .fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT)
-            .map_err(|source| Error::Kafka {
-                action: format!("read the latest offset of {}-{}", tp.0, tp.1),
-                bootstrap: String::new(),
-                source: Box::new(source),
-            })?;
-        latest.insert(tp.clone(), high);
-    }
-    Ok(latest)
+    tps.iter()
+        .map(|tp| Ok((tp.clone(), source::watermarks(client, tp, bootstrap)?.1)))
+        .collect()
 }
 
 /// The end offsets of this availableNow run: those of an unfinished earlier run (so a restarted
@@ -336,7 +331,7 @@ fn available_now_targets(
         return Ok(from_partition_offsets(&run.targets));
     }
     let tps = subscription_partitions(client, &source.subscription, &source.bootstrap)?;
-    let targets = latest_offsets(client, &tps)?;
+    let targets = latest_offsets(client, &tps, &source.bootstrap)?;
     checkpoint.save_available_now(&AvailableNowRun {
         run_id: run_id.to_string(),
         planned_at: chrono::Utc::now().to_rfc3339(),
@@ -626,13 +621,7 @@ impl Pipeline {
             if target.is_some_and(|t| start.offset >= t) {
                 continue;
             }
-            let (_, latest) = self
-                .offsets_client
-                .fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT)
-                .map_err(Error::kafka(
-                    format!("read the latest offset of {}-{}", tp.0, tp.1),
-                    &self.source.bootstrap,
-                ))?;
+            let (_, latest) = source::watermarks(&self.offsets_client, tp, &self.source.bootstrap)?;
             latest_all.insert(tp.clone(), latest);
             let end = target.map_or(latest, |t| t.min(latest));
             if end > start.offset {

@@ -254,6 +254,21 @@ pub struct PartitionStart {
 /// Looks up the table's txn versions for partitions (the Delta side of [`StartResolver`]).
 pub type TableVersions = dyn Fn(&[Tp]) -> Result<BTreeMap<Tp, i64>> + Send + Sync;
 
+/// A partition's (low, high) watermarks, asked of the broker: the first offset still kept and
+/// the next offset to be written.
+pub fn watermarks<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    tp: &Tp,
+    bootstrap: &str,
+) -> Result<(i64, i64)> {
+    client
+        .fetch_watermarks(&tp.0, tp.1, METADATA_TIMEOUT)
+        .map_err(Error::kafka(
+            format!("read the offsets of {}-{}", tp.0, tp.1),
+            bootstrap,
+        ))
+}
+
 /// Decides where newly assigned partitions start.
 pub struct StartResolver {
     pub table_versions: Box<TableVersions>,
@@ -263,6 +278,8 @@ pub struct StartResolver {
     /// Starting offsets of a new query (resolved numbers, or -2 / -1 for earliest / latest).
     pub initial: BTreeMap<Tp, i64>,
     pub fail_on_data_loss: bool,
+    /// The brokers, named in errors.
+    pub bootstrap: String,
 }
 
 impl StartResolver {
@@ -271,14 +288,7 @@ impl StartResolver {
         let mut starts = BTreeMap::new();
         for tp in tps {
             let (topic, partition) = (tp.0.as_str(), tp.1);
-            let (low, high) = self
-                .offsets_client
-                .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
-                .map_err(|source| Error::Kafka {
-                    action: format!("read the offsets of {topic}-{partition}"),
-                    bootstrap: String::new(),
-                    source: Box::new(source),
-                })?;
+            let (low, high) = watermarks(&self.offsets_client, tp, &self.bootstrap)?;
             let table_version = versions.get(tp).copied();
             let mut offset = match (table_version, self.initial.get(tp)) {
                 (Some(version), _) => version,
