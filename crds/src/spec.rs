@@ -641,11 +641,13 @@ pub struct Checkpoint {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeSource>,
 
-    /// Object store options for a URL location. Default: the sink's.
+    /// Object store options for a URL location. Default: when neither this nor
+    /// secretStorageOptions is set, the sink's (both kinds); setting either replaces all of them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub storage_options: BTreeMap<String, String>,
 
-    /// Object store options for a URL location, read from Secrets. Default: the sink's.
+    /// Object store options for a URL location, read from Secrets. Default: the sink's, as for
+    /// storageOptions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_storage_options: BTreeMap<String, SecretValueSource>,
 }

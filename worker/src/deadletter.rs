@@ -36,7 +36,7 @@ pub fn batch(records: &[Record], bad: &[&BadRecord], query_id: &str) -> Result<R
     let now = chrono::Utc::now().timestamp_micros();
     let columns: Vec<ArrayRef> = vec![
         Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.topic.as_str()),
+            rows.iter().map(|r| &*r.topic),
         )),
         Arc::new(Int32Array::from_iter_values(
             rows.iter().map(|r| r.partition),

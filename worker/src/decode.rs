@@ -511,9 +511,7 @@ fn clean_arrow_error(error: &deltalake::arrow::error::ArrowError) -> String {
 fn metadata_array(column: MetadataColumn, records: &[Record], rows: &[usize]) -> ArrayRef {
     let each = rows.iter().map(|&i| &records[i]);
     match column {
-        MetadataColumn::Topic => Arc::new(StringArray::from_iter_values(
-            each.map(|r| r.topic.as_str()),
-        )),
+        MetadataColumn::Topic => Arc::new(StringArray::from_iter_values(each.map(|r| &*r.topic))),
         MetadataColumn::Partition => {
             Arc::new(Int32Array::from_iter_values(each.map(|r| r.partition)))
         }

@@ -54,6 +54,33 @@ pub enum Error {
         source: Box<rdkafka::error::KafkaError>,
     },
 
+    // The three below come from connection.rs, which says why the first two stop the worker.
+    #[error(
+        "cannot authenticate to Kafka at {bootstrap}: the broker refused the credentials ({reason}). {remedy}"
+    )]
+    KafkaAuthentication {
+        bootstrap: String,
+        /// librdkafka's report (it names the broker), secret values redacted.
+        reason: String,
+        remedy: String,
+    },
+
+    #[error("cannot verify the TLS certificate of Kafka at {bootstrap}: {reason}. {remedy}")]
+    KafkaCertificate {
+        bootstrap: String,
+        reason: String,
+        remedy: String,
+    },
+
+    #[error(
+        "cannot reach Kafka at {bootstrap} within {seconds} s: {reason} (check the bootstrap servers or the Event Hubs namespace, and that the network lets the worker connect)"
+    )]
+    KafkaUnreachable {
+        bootstrap: String,
+        seconds: u64,
+        reason: String,
+    },
+
     #[error("topic {topic} does not exist on {bootstrap} (create it, or fix spec.source)")]
     UnknownTopic { topic: String, bootstrap: String },
 
@@ -95,6 +122,11 @@ pub enum Error {
     )]
     TableMismatch { uri: String, reason: String },
 
+    #[error(
+        "cannot compact the small files of the Delta table at {uri}: {reason} (the table's data is intact; its small files stay until a compaction succeeds: check that the sink's storage credentials can read and write the table)"
+    )]
+    Compact { uri: String, reason: String },
+
     #[error("cannot {action} the Delta table at {uri}: {source}")]
     Delta {
         action: String,
@@ -109,10 +141,19 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[error("cannot {action} at checkpoint location {location}: {reason} ({hint})")]
+    CheckpointStore {
+        action: String,
+        location: String,
+        /// The storage layer's message, with every secret value redacted.
+        reason: String,
+        hint: &'static str,
+    },
+
     #[error(
         "checkpoint file {path} is corrupt: {reason} (restore it, or use a new checkpoint location)"
     )]
-    CorruptCheckpoint { path: PathBuf, reason: String },
+    CorruptCheckpoint { path: String, reason: String },
 
     #[error(
         "checkpoint location {location} belongs to ingestion {owner}, not {me}: each query needs its own checkpoint location"
@@ -139,6 +180,14 @@ impl From<tributary_crds::Error> for Error {
 }
 
 impl Error {
+    /// The brokers refuse this client (credentials or certificate): see connection.rs.
+    pub fn is_refused_connection(&self) -> bool {
+        matches!(
+            self,
+            Error::KafkaAuthentication { .. } | Error::KafkaCertificate { .. }
+        )
+    }
+
     pub fn kafka(
         action: impl Into<String>,
         bootstrap: &str,

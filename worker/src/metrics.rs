@@ -36,6 +36,13 @@ pub struct PartitionLabels {
     pub partition: i32,
 }
 
+/// Labels of compaction runs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CompactionLabels {
+    /// committed, superseded or abandoned.
+    pub outcome: String,
+}
+
 /// One batch, as the metrics see it.
 #[derive(Clone, Debug, Default)]
 pub struct BatchMetrics {
@@ -62,6 +69,8 @@ pub struct Metrics {
     batch_duration: Histogram,
     delta_version: Gauge,
     offsets_behind_latest: Family<PartitionLabels, Gauge>,
+    compactions: Family<CompactionLabels, Counter>,
+    files_compacted: Counter,
     /// The last known lag of each assigned partition (a batch reports only its own).
     lag: Mutex<BTreeMap<(String, i32), i64>>,
     /// Milliseconds since the epoch of the pipeline's last turn; 0 before it starts.
@@ -91,6 +100,8 @@ impl Metrics {
             batch_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
             delta_version: Gauge::default(),
             offsets_behind_latest: Family::default(),
+            compactions: Family::default(),
+            files_compacted: Counter::default(),
             lag: Mutex::new(BTreeMap::new()),
             last_beat_ms: AtomicU64::new(0),
             stall,
@@ -146,7 +157,29 @@ impl Metrics {
             "Offsets between the next one to read and the partition's latest",
             metrics.offsets_behind_latest.clone(),
         );
+        registry.register(
+            "compactions",
+            "Background compaction runs that found work, by outcome",
+            metrics.compactions.clone(),
+        );
+        registry.register(
+            "files_compacted",
+            "Small files rewritten into larger ones by committed compactions",
+            metrics.files_compacted.clone(),
+        );
         metrics
+    }
+
+    /// Records a compaction run that found work (`outcome`: committed, superseded, abandoned).
+    pub fn record_compaction(&self, outcome: &str, files_removed: usize) {
+        self.compactions
+            .get_or_create(&CompactionLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if outcome == "committed" {
+            self.files_compacted.inc_by(files_removed as u64);
+        }
     }
 
     /// Records a committed batch.

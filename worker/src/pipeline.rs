@@ -1,12 +1,13 @@
 //! The micro-batch loop: plan offsets -> read records -> decode -> commit to Delta with the
 //! partitions' txns -> commit group offsets -> report progress; by trigger, until stopped.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
+use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use tokio::runtime::Handle;
@@ -14,11 +15,13 @@ use tracing::{Instrument, info, info_span, warn};
 use tributary_crds::{OnError, StartingOffsets, StreamingIngestion, TriggerKind};
 
 use crate::checkpoint::{
-    AvailableNowRun, CheckpointDir, OwnerClaim, from_partition_offsets, to_partition_offsets,
+    self, AvailableNowRun, CheckpointDir, OwnerClaim, from_partition_offsets, to_partition_offsets,
 };
 use crate::decode::JsonDecoder;
 use crate::error::{Error, Result};
+use crate::maintenance::{self, Maintenance};
 use crate::metrics::BatchMetrics;
+use crate::plan::{Placement, Plan, PlannedPartition, ReadAhead, ReadAheadState, TopicNames};
 use crate::progress::{self, BatchFacts};
 use crate::secrets;
 use crate::sink::{CommitOutcome, DeltaSink, TxnUpdate};
@@ -33,9 +36,22 @@ use crate::{deadletter, source::subscription_partitions};
 /// How long a batch waits for planned offsets that do not arrive before committing what it has.
 const BATCH_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Records read ahead per partition before the partition is paused.
-const CARRY_LIMIT: usize = 50_000;
-/// Environment variable overriding [`CARRY_LIMIT`].
+const READ_AHEAD_RECORDS: usize = 50_000;
+/// Environment variable overriding [`READ_AHEAD_RECORDS`].
 const READ_AHEAD_ENV: &str = "TRIBUTARY_READ_AHEAD_RECORDS";
+/// Bytes read ahead over all partitions before the partition being read is paused.
+const READ_AHEAD_BYTES: usize = 16 << 20;
+/// A batch stops reading at this many bytes of records (payload, key, headers and per-record
+/// overhead) and commits; the rest waits for the next batch. This, the read-ahead and
+/// librdkafka's queue bound the worker's memory whatever the backlog (a first availableNow
+/// batch used to read everything); 32 MiB keeps Parquet files of a few MiB per batch and the
+/// commit's fixed cost small against the batch.
+const MAX_BATCH_BYTES: usize = 32 << 20;
+/// Environment variable overriding [`MAX_BATCH_BYTES`].
+const MAX_BATCH_BYTES_ENV: &str = "TRIBUTARY_MAX_BATCH_BYTES";
+/// Records polled in a row before the batch loop looks at the clock, the stop flag and the
+/// assignment (each costs a lock or a system call, too much to pay per record).
+const POLL_BURST: usize = 512;
 /// Poll interval while idle.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
@@ -80,39 +96,32 @@ pub fn run(
     let source = SourceConfig::from_ingestion(ingestion, bootstrap_override)?;
     info!(bootstrap = %source.bootstrap, group = %source.group_id, options = %source.describe_options(), trigger = %Schedule::describe(kind), "starting");
 
-    let checkpoint = CheckpointDir::open(
+    let delta = &spec.sink.delta;
+    // The checkpoint's storage options default to the sink's, so both are resolved first.
+    let storage_options = secrets::storage_options(
+        &delta.storage_options,
+        &delta.secret_storage_options,
+        "spec.sink.delta",
+    )?;
+    let checkpoint = runtime.block_on(CheckpointDir::open(
         &spec.checkpoint.location,
+        &checkpoint::storage_options(&spec.checkpoint, &storage_options)?,
         &OwnerClaim {
             namespace: namespace.clone(),
             name: name.clone(),
         },
-    )?;
-    let query_id = checkpoint.metadata()?.id;
+    ))?;
+    let query_id = runtime.block_on(checkpoint.metadata())?.id;
     let run_id = uuid::Uuid::new_v4().to_string();
     info!(query_id, run_id, "query identity");
 
     let format = &spec.format.json;
     let decoder = JsonDecoder::new(format, &spec.metadata_columns)?;
-    let delta = &spec.sink.delta;
     let Some(table_uri) = delta.uri.clone() else {
         return Err(Error::Unsupported(
             "spec.sink.delta.table (Unity Catalog) is not supported by this worker yet; use spec.sink.delta.uri".into(),
         ));
     };
-    let mut storage_options: HashMap<String, String> = delta
-        .storage_options
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    for (option, value) in &delta.secret_storage_options {
-        let field = format!("spec.sink.delta.secretStorageOptions[{option}]");
-        storage_options.insert(
-            option.clone(),
-            secrets::resolve(&value.secret_key_ref, &field)?
-                .expose()
-                .to_string(),
-        );
-    }
     let sink_description = format!("DeltaSink[{table_uri}]");
     let sink = runtime.block_on(DeltaSink::open_or_create(
         &table_uri,
@@ -124,6 +133,22 @@ pub fn run(
         &format!("Written by Tributary ingestion {namespace}/{name}"),
     ))?;
     let sink = Arc::new(Mutex::new(sink));
+    // A continuous query compacts its small files in the background, on a second handle; a run
+    // to completion writes few, large batches and leaves the table as it is.
+    let maintenance = if kind == TriggerKind::AvailableNow || kind == TriggerKind::Once {
+        None
+    } else {
+        let handle = runtime.block_on(DeltaSink::open_or_create(
+            &table_uri,
+            storage_options.clone(),
+            decoder.table_schema(),
+            delta.partition_by.clone(),
+            delta.checkpoint_interval.unwrap_or(10),
+            delta.target_file_size.map(|s| s as u64),
+            &format!("Written by Tributary ingestion {namespace}/{name}"),
+        ))?;
+        Maintenance::from_env(handle, runtime.clone())
+    };
     let dead_letter = match (format.on_error(), &format.dead_letter) {
         (OnError::DeadLetter, Some(dead_letter)) => {
             Some(runtime.block_on(DeltaSink::open_or_create(
@@ -144,6 +169,8 @@ pub fn run(
         _ => None,
     };
 
+    // Refused credentials or an untrusted certificate stop the worker here, at once.
+    crate::connection::probe(&source)?;
     // A short-lived client for metadata: starting offsets and availableNow targets are decided
     // before the consumer joins its group.
     let metadata_client: BaseConsumer = {
@@ -154,11 +181,11 @@ pub fn run(
             source: Box::new(e),
         })?
     };
-    let initial = match checkpoint.initial_offsets()? {
+    let initial = match runtime.block_on(checkpoint.initial_offsets())? {
         Some(initial) => initial,
         None => {
             let resolved = resolve_starting_offsets(&metadata_client, &source)?;
-            checkpoint.save_initial_offsets(&resolved)?
+            runtime.block_on(checkpoint.save_initial_offsets(&resolved))?
         }
     };
     let targets: Option<BTreeMap<Tp, i64>> = match kind {
@@ -167,6 +194,7 @@ pub fn run(
             &source,
             &checkpoint,
             &run_id,
+            &runtime,
         )?),
         TriggerKind::Once => Some(latest_offsets(
             &metadata_client,
@@ -205,13 +233,16 @@ pub fn run(
             fail_on_data_loss: source.read.fail_on_data_loss(),
             bootstrap: source.bootstrap.clone(),
         },
+        security: source.security.clone(),
     };
-    let consumer = source::start_consumer(&source, context)?;
+    // A run to completion reads known partitions with a single worker (validation keeps
+    // replicas at 1), so it assigns them directly instead of joining the group.
+    let fixed: Option<Vec<Tp>> = targets.as_ref().map(|t| t.keys().cloned().collect());
+    let consumer = source::start_consumer(&source, context, fixed.as_deref())?;
 
     let mut pipeline = Pipeline {
         source,
         consumer,
-        offsets_client,
         assignment,
         sink,
         dead_letter,
@@ -220,7 +251,13 @@ pub fn run(
         runtime,
         schedule: Schedule::new(kind),
         targets,
-        carry: BTreeMap::new(),
+        read_ahead: ReadAhead::new(
+            // Overridable so that tests can exercise pausing with little data.
+            env_number(READ_AHEAD_ENV).unwrap_or(READ_AHEAD_RECORDS),
+            READ_AHEAD_BYTES,
+        ),
+        topic_names: TopicNames::default(),
+        max_batch_bytes: env_number(MAX_BATCH_BYTES_ENV).unwrap_or(MAX_BATCH_BYTES),
         stop,
         telemetry,
         app_prefix,
@@ -240,15 +277,24 @@ pub fn run(
         previous_start: None,
         offsets_lost: false,
         paused: Default::default(),
-        // Overridable so that tests can exercise pausing with little data.
-        read_ahead_limit: std::env::var(READ_AHEAD_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|v: &usize| *v > 0)
-            .unwrap_or(CARRY_LIMIT),
+        maintenance,
     };
-    pipeline.run()?;
+    if let Err(error) = pipeline.run() {
+        if error.is_refused_connection() {
+            let Pipeline { consumer, .. } = pipeline;
+            crate::connection::abandon(consumer);
+        }
+        return Err(error);
+    }
     Ok(pipeline.summary)
+}
+
+/// A positive number from the environment (tuning knobs and test hooks).
+fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|v: &usize| *v > 0)
 }
 
 /// The txn app id of a partition: derived from the query id, so a new query (new checkpoint)
@@ -323,8 +369,9 @@ fn available_now_targets(
     source: &SourceConfig,
     checkpoint: &CheckpointDir,
     run_id: &str,
+    runtime: &Handle,
 ) -> Result<BTreeMap<Tp, i64>> {
-    if let Some(run) = checkpoint.available_now()?
+    if let Some(run) = runtime.block_on(checkpoint.available_now())?
         && !run.finished
     {
         info!(planned_by = %run.run_id, targets = ?run.targets, "resuming an unfinished availableNow run");
@@ -332,31 +379,19 @@ fn available_now_targets(
     }
     let tps = subscription_partitions(client, &source.subscription, &source.bootstrap)?;
     let targets = latest_offsets(client, &tps, &source.bootstrap)?;
-    checkpoint.save_available_now(&AvailableNowRun {
+    runtime.block_on(checkpoint.save_available_now(&AvailableNowRun {
         run_id: run_id.to_string(),
         planned_at: chrono::Utc::now().to_rfc3339(),
         targets: to_partition_offsets(&targets),
         finished: false,
-    })?;
+    }))?;
     info!(targets = ?to_partition_offsets(&targets), "availableNow targets");
     Ok(targets)
-}
-
-/// One partition's part of a planned batch.
-#[derive(Clone, Debug)]
-struct PlannedPartition {
-    start: PartitionStart,
-    end: i64,
-    latest: i64,
-    /// The next offset to read, as records arrive.
-    cursor: i64,
 }
 
 struct Pipeline {
     source: SourceConfig,
     consumer: BaseConsumer<SourceContext>,
-    /// Latest offsets are asked on this client, not the consumer's busy connection.
-    offsets_client: Arc<BaseConsumer>,
     assignment: Arc<Mutex<Assignment>>,
     sink: Arc<Mutex<DeltaSink>>,
     dead_letter: Option<DeltaSink>,
@@ -366,7 +401,9 @@ struct Pipeline {
     schedule: Schedule,
     targets: Option<BTreeMap<Tp, i64>>,
     /// Records read ahead of a batch's planned end, kept for the next batch.
-    carry: BTreeMap<Tp, VecDeque<Record>>,
+    read_ahead: ReadAhead,
+    topic_names: TopicNames,
+    max_batch_bytes: usize,
     stop: Arc<AtomicBool>,
     app_prefix: String,
     query_id: String,
@@ -380,7 +417,8 @@ struct Pipeline {
     offsets_lost: bool,
     /// Partitions paused because their read-ahead is full.
     paused: std::collections::BTreeSet<Tp>,
-    read_ahead_limit: usize,
+    /// Background compaction (continuous queries).
+    maintenance: Option<Maintenance>,
     /// Metrics, readiness and (in a pod) status.
     telemetry: Telemetry,
 }
@@ -407,9 +445,13 @@ impl Pipeline {
     }
 
     fn run(&mut self) -> Result<()> {
-        let mut batch_id = self.checkpoint.last_batch_id()?.map_or(0, |b| b + 1);
+        let mut batch_id = self
+            .runtime
+            .block_on(self.checkpoint.last_batch_id())?
+            .map_or(0, |b| b + 1);
         loop {
             self.telemetry.heartbeat();
+            self.maintain();
             let wait = self.schedule.wait(Instant::now());
             self.poll_for(wait)?;
             if self.stopped() {
@@ -443,6 +485,18 @@ impl Pipeline {
         }
     }
 
+    /// Starts or collects background compaction between batches.
+    fn maintain(&mut self) {
+        let Some(outcome) = self.maintenance.as_mut().and_then(Maintenance::tick) else {
+            return;
+        };
+        if let Some(label) = maintenance::outcome_label(&outcome) {
+            self.telemetry
+                .metrics
+                .record_compaction(label, outcome.files_removed);
+        }
+    }
+
     /// Polls the consumer (rebalance callbacks run here) for `duration`, keeping any record in
     /// the carry buffer.
     fn poll_for(&mut self, duration: Duration) -> Result<()> {
@@ -470,7 +524,7 @@ impl Pipeline {
         for tp in revoked {
             // Kept in `paused` on purpose: if the partition comes back, the next batch that
             // plans it resumes it (harmless if librdkafka already did).
-            self.carry.remove(&tp);
+            self.read_ahead.forget(&tp);
         }
         if let Some(error) = error {
             return Err(error);
@@ -485,13 +539,10 @@ impl Pipeline {
         Ok(false)
     }
 
-    /// One poll; a record goes to the batch being read (`plan`) or the carry buffer.
-    fn poll_once(
-        &mut self,
-        timeout: Duration,
-        plan: Option<&mut BTreeMap<Tp, (PlannedPartition, Vec<Record>)>>,
-    ) -> bool {
-        let record = match self.consumer.poll(timeout) {
+    /// One poll; a record goes to the batch being read (`plan`) or the read-ahead. False when
+    /// nothing came.
+    fn poll_once(&mut self, timeout: Duration, plan: Option<&mut Plan>) -> bool {
+        let message = match self.consumer.poll(timeout) {
             None => return false,
             Some(Err(rdkafka::error::KafkaError::MessageConsumption(
                 rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange,
@@ -504,35 +555,29 @@ impl Pipeline {
                 warn!(%error, "Kafka consumer error");
                 return false;
             }
-            Some(Ok(message)) => Record::from_message(&message),
+            Some(Ok(message)) => message,
         };
-        let tp = (record.topic.clone(), record.partition);
-        if let Some(plan) = plan
-            && let Some((planned, records)) = plan.get_mut(&tp)
-        {
-            if record.offset < planned.cursor {
-                return true;
-            }
-            if record.offset < planned.end {
-                planned.cursor = record.offset + 1;
-                records.push(record);
-                return true;
-            }
-        }
+        let (partition, offset) = (message.partition(), message.offset());
+        let topic = self.topic_names.get(message.topic());
+        let make = || Record::from_message(&message, topic.clone());
+        let record = match plan {
+            Some(plan) => match plan.offer(&topic, partition, offset, make) {
+                Placement::Taken | Placement::Duplicate => return true,
+                Placement::Elsewhere(record) => record,
+            },
+            None => make(),
+        };
+        drop(message);
+        let tp = (topic.to_string(), partition);
         let position = self.with_assignment(|a| a.partitions.get(&tp).map(|s| s.offset));
-        if position.is_some_and(|p| record.offset >= p) {
-            let queue = self.carry.entry(tp.clone()).or_default();
-            // Read-ahead is kept in offset order; a record older than the tail is a replay
-            // after a seek and is already queued or committed.
-            if queue.back().is_none_or(|last| record.offset > last.offset) {
-                queue.push_back(record);
-            }
+        if position.is_some_and(|p| offset >= p)
+            && self.read_ahead.push(tp.clone(), record) == ReadAheadState::Full
+            && self.paused.insert(tp.clone())
+        {
             // Memory stays bounded: a partition far ahead of the batch stops fetching until
             // a batch needs it again.
-            if queue.len() >= self.read_ahead_limit && self.paused.insert(tp.clone()) {
-                tracing::debug!(topic = %tp.0, partition = tp.1, "read-ahead full: partition paused");
-                self.set_paused(&tp, true);
-            }
+            tracing::debug!(topic = %tp.0, partition = tp.1, "read-ahead full: partition paused");
+            self.set_paused(&tp, true);
         }
         true
     }
@@ -589,10 +634,11 @@ impl Pipeline {
 
     fn finish(&mut self) -> Result<()> {
         if self.schedule.kind() == TriggerKind::AvailableNow
-            && let Some(mut run) = self.checkpoint.available_now()?
+            && let Some(mut run) = self.runtime.block_on(self.checkpoint.available_now())?
         {
             run.finished = true;
-            self.checkpoint.save_available_now(&run)?;
+            self.runtime
+                .block_on(self.checkpoint.save_available_now(&run))?;
         }
         self.summary.completed = true;
         info!(rows = self.summary.output_rows, "run complete");
@@ -605,100 +651,54 @@ impl Pipeline {
         if assigned.is_empty() {
             return Ok(BatchResult::Idle);
         }
-        // Plan: the end offset of each partition.
-        let mut plan: BTreeMap<Tp, (PlannedPartition, Vec<Record>)> = BTreeMap::new();
-        let mut latest_all = BTreeMap::new();
-        for (tp, start) in &assigned {
-            let target = match &self.targets {
-                Some(targets) => match targets.get(tp) {
-                    Some(target) => Some(*target),
-                    // A partition that appeared after an availableNow run was planned waits
-                    // for the next run.
-                    None => continue,
-                },
-                None => None,
-            };
-            if target.is_some_and(|t| start.offset >= t) {
-                continue;
-            }
-            let (_, latest) = source::watermarks(&self.offsets_client, tp, &self.source.bootstrap)?;
-            latest_all.insert(tp.clone(), latest);
-            let end = target.map_or(latest, |t| t.min(latest));
-            if end > start.offset {
-                plan.insert(
-                    tp.clone(),
-                    (
-                        PlannedPartition {
-                            start: *start,
-                            end,
-                            latest,
-                            cursor: start.offset,
-                        },
-                        Vec::new(),
-                    ),
-                );
-            }
-        }
+        let mut plan = self.plan(&assigned)?;
         let latest_offset_ms = started.elapsed().as_millis() as i64;
         if plan.is_empty() {
             return Ok(BatchResult::Idle);
         }
-        if let Some(limit) = self
-            .max_offsets
-            .filter(|_| self.schedule.honours_rate_limit())
-        {
-            let backlogs: Vec<i64> = plan.values().map(|(p, _)| p.end - p.start.offset).collect();
-            let shares = split_limit(&backlogs, limit);
-            for ((planned, _), share) in plan.values_mut().zip(shares) {
-                planned.end = planned.start.offset + share;
-            }
-            plan.retain(|_, (p, _)| p.end > p.start.offset);
-        }
 
         // Read: first what was read ahead, then from the consumer.
-        for (tp, (planned, records)) in plan.iter_mut() {
-            if let Some(queue) = self.carry.get_mut(tp) {
-                while let Some(front) = queue.front() {
-                    if front.offset < planned.cursor {
-                        queue.pop_front();
-                    } else if front.offset < planned.end {
-                        if let Some(record) = queue.pop_front() {
-                            planned.cursor = record.offset + 1;
-                            records.push(record);
-                        }
-                    } else {
-                        break;
-                    }
-                }
-            }
+        let mut moved = 0;
+        for planned in plan.partitions_mut() {
+            moved += self.read_ahead.drain_into(planned);
+            self.resume(&planned.tp);
         }
-        let planned: Vec<Tp> = plan.keys().cloned().collect();
-        for tp in &planned {
-            self.resume(tp);
-        }
+        plan.bytes += moved;
         let mut last_progress = Instant::now();
         loop {
-            if plan.values().all(|(p, _)| p.cursor >= p.end) {
+            if plan.complete() || plan.bytes >= self.max_batch_bytes {
                 break;
             }
             if self.stopped() {
                 info!("stop requested: the batch in flight is abandoned, nothing committed");
                 return Ok(BatchResult::Abandoned);
             }
-            if self.poll_once(Duration::from_millis(100), Some(&mut plan)) {
+            let mut timeout = Duration::from_millis(100);
+            for polled in 0..POLL_BURST {
+                if !self.poll_once(timeout, Some(&mut plan)) {
+                    if polled == 0 {
+                        self.advance_to_positions(&mut plan);
+                    }
+                    break;
+                }
                 last_progress = Instant::now();
+                if plan.bytes >= self.max_batch_bytes {
+                    break;
+                }
+                // Only the first poll of a burst waits; the rest take what is queued.
+                timeout = Duration::ZERO;
             }
             if self.check_assignment()? {
                 info!("partitions were re-read from the table: the batch is abandoned");
                 return Ok(BatchResult::Abandoned);
             }
             if self.with_assignment(|a| a.generation) != generation {
-                let still: Vec<bool> = self.with_assignment(|a| {
-                    plan.keys()
-                        .map(|tp| a.partitions.contains_key(tp))
-                        .collect()
+                let lost = self.with_assignment(|a| {
+                    plan.partitions()
+                        .iter()
+                        .any(|p| !a.partitions.contains_key(&p.tp))
                 });
-                if still.iter().any(|s| !s) {
+                if lost {
                     info!("partitions revoked while reading: the batch is abandoned");
                     self.resync_plan(&plan)?;
                     return Ok(BatchResult::Abandoned);
@@ -709,8 +709,9 @@ impl Pipeline {
                 break;
             }
         }
-        // Partitions whose records did not arrive (e.g. the end of a compacted range).
-        plan.retain(|_, (p, _)| p.cursor > p.start.offset);
+        // Partitions whose records did not arrive (e.g. the end of a compacted range), or that
+        // the byte budget left for the next batch.
+        plan.retain_read();
         if plan.is_empty() {
             return Ok(BatchResult::Idle);
         }
@@ -718,10 +719,7 @@ impl Pipeline {
 
         // Decode.
         let decode_started = Instant::now();
-        let mut records: Vec<Record> = Vec::new();
-        for (_, partition_records) in plan.values_mut() {
-            records.append(partition_records);
-        }
+        let records = plan.take_records();
         let decoded = self.decoder.decode(&records)?;
         let decode_ms = decode_started.elapsed().as_millis() as i64;
         if self.decoder.on_error() == OnError::Fail
@@ -729,7 +727,7 @@ impl Pipeline {
         {
             let record = &records[bad.index];
             return Err(Error::BadRecord {
-                topic: record.topic.clone(),
+                topic: record.topic.to_string(),
                 partition: record.partition,
                 offset: record.offset,
                 reason: bad.reason.clone(),
@@ -740,9 +738,10 @@ impl Pipeline {
         let commit_started = Instant::now();
         let dead_letter_rows = self.write_dead_letters(&records, &decoded.bad, &plan)?;
         let txns: Vec<TxnUpdate> = plan
+            .partitions()
             .iter()
-            .map(|(tp, (p, _))| TxnUpdate {
-                app_id: app_id(&self.app_prefix, tp),
+            .map(|p| TxnUpdate {
+                app_id: app_id(&self.app_prefix, &p.tp),
                 expected: p.start.table_version,
                 version: p.cursor,
             })
@@ -791,8 +790,8 @@ impl Pipeline {
         // The batch is in the table: advance, then tell the consumer group.
         let mut offsets = TopicPartitionList::new();
         self.with_assignment(|a| {
-            for (tp, (p, _)) in &plan {
-                if let Some(start) = a.partitions.get_mut(tp) {
+            for p in plan.partitions() {
+                if let Some(start) = a.partitions.get_mut(&p.tp) {
                     *start = PartitionStart {
                         offset: p.cursor,
                         table_version: Some(p.cursor),
@@ -800,8 +799,8 @@ impl Pipeline {
                 }
             }
         });
-        for (tp, (p, _)) in &plan {
-            let _ = offsets.add_partition_offset(&tp.0, tp.1, Offset::Offset(p.cursor));
+        for p in plan.partitions() {
+            let _ = offsets.add_partition_offset(&p.tp.0, p.tp.1, Offset::Offset(p.cursor));
         }
         if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
             warn!(%error, "cannot commit offsets to the consumer group (only lag tools read them)");
@@ -810,11 +809,11 @@ impl Pipeline {
         let total_ms = started.elapsed().as_millis() as i64;
         let input_rows = records.len() as i64;
         let output_rows = decoded.batch.num_rows() as i64;
-        let mut latest = latest_all;
-        latest.retain(|tp, _| plan.contains_key(tp));
-        for (tp, (p, _)) in &plan {
-            latest.insert(tp.clone(), p.latest);
-        }
+        let latest = plan
+            .partitions()
+            .iter()
+            .map(|p| (p.tp.clone(), p.latest))
+            .collect();
         let facts = BatchFacts {
             query_id: self.query_id.clone(),
             run_id: self.run_id.clone(),
@@ -823,12 +822,14 @@ impl Pipeline {
             source_description: self.source.description.clone(),
             sink_description: self.sink_description.clone(),
             start: plan
+                .partitions()
                 .iter()
-                .map(|(tp, (p, _))| (tp.clone(), p.start.offset))
+                .map(|p| (p.tp.clone(), p.start.offset))
                 .collect(),
             end: plan
+                .partitions()
                 .iter()
-                .map(|(tp, (p, _))| (tp.clone(), p.cursor))
+                .map(|p| (p.tp.clone(), p.cursor))
                 .collect(),
             latest,
             input_rows,
@@ -849,7 +850,8 @@ impl Pipeline {
         };
         self.previous_start = Some(started);
         let progress = progress::build(facts);
-        self.checkpoint.log_progress(&progress)?;
+        self.runtime
+            .block_on(self.checkpoint.log_progress(&progress))?;
         progress::emit(&progress);
         self.telemetry.batch_committed(
             &progress,
@@ -878,13 +880,95 @@ impl Pipeline {
         Ok(BatchResult::Committed)
     }
 
+    /// A partition whose consumer position passed offsets that never arrive as records
+    /// (transaction markers, offsets removed by compaction) is read up to that position;
+    /// otherwise its batch would wait for them until BATCH_READ_TIMEOUT.
+    fn advance_to_positions(&self, plan: &mut Plan) {
+        let Ok(positions) = self.consumer.position() else {
+            return;
+        };
+        for element in positions.elements() {
+            if let Offset::Offset(position) = element.offset()
+                && let Some(planned) = plan.get_mut(element.topic(), element.partition())
+                && position > planned.cursor
+            {
+                planned.cursor = position.min(planned.end);
+            }
+        }
+    }
+
+    /// Plans a batch: for each assigned partition, the offsets it covers. A run to completion
+    /// reads up to its targets; a continuous query up to what the broker had when the batch
+    /// was planned, as Spark does, taken from librdkafka's fetch responses rather than a
+    /// request per partition. The byte budget may end the batch earlier.
+    fn plan(&mut self, assigned: &BTreeMap<Tp, PartitionStart>) -> Result<Plan> {
+        let mut plan = Plan::default();
+        let mut missing_latest = Vec::new();
+        for (tp, start) in assigned {
+            let cached = source::cached_high_watermark(&self.consumer, tp);
+            let end = match &self.targets {
+                // A partition that appeared after a run was planned waits for the next run.
+                Some(targets) => match targets.get(tp) {
+                    Some(target) => *target,
+                    None => continue,
+                },
+                None => match (cached, self.read_ahead.next_offset(tp)) {
+                    (Some(high), ahead) => high.max(ahead.unwrap_or(high)),
+                    (None, Some(ahead)) => ahead,
+                    // Nothing fetched yet for this partition: nothing known to read.
+                    (None, None) => {
+                        missing_latest.push(tp.clone());
+                        continue;
+                    }
+                },
+            };
+            if end <= start.offset {
+                continue;
+            }
+            let topic = self.topic_names.get(&tp.0);
+            plan.push(
+                topic,
+                PlannedPartition {
+                    tp: tp.clone(),
+                    start: *start,
+                    end,
+                    latest: cached.map_or(end, |high| high.max(end)),
+                    cursor: start.offset,
+                    records: Vec::new(),
+                },
+            );
+        }
+        if !missing_latest.is_empty() {
+            tracing::trace!(
+                partitions = missing_latest.len(),
+                "partitions not fetched yet are left to a later batch"
+            );
+        }
+        if let Some(limit) = self
+            .max_offsets
+            .filter(|_| self.schedule.honours_rate_limit())
+        {
+            let backlogs: Vec<i64> = plan
+                .partitions()
+                .iter()
+                .map(|p| p.end - p.start.offset)
+                .collect();
+            let shares = split_limit(&backlogs, limit);
+            for (planned, share) in plan.partitions_mut().iter_mut().zip(shares) {
+                planned.end = planned.start.offset + share;
+            }
+            plan.retain_planned();
+        }
+        Ok(plan)
+    }
+
     /// Writes a batch's bad records to the dead-letter table, skipping those a previous attempt
     /// of the same batch already wrote (its txns say how far each partition got).
     fn write_dead_letters(
         &mut self,
         records: &[Record],
         bad: &[crate::decode::BadRecord],
-        plan: &BTreeMap<Tp, (PlannedPartition, Vec<Record>)>,
+        plan: &Plan,
     ) -> Result<i64> {
         let Some(dead_letter) = self.dead_letter.as_mut() else {
             return Ok(0);
@@ -892,7 +976,7 @@ impl Pipeline {
         if bad.is_empty() {
             return Ok(0);
         }
-        let tps: Vec<Tp> = plan.keys().cloned().collect();
+        let tps: Vec<Tp> = plan.partitions().iter().map(|p| p.tp.clone()).collect();
         let ids: Vec<String> = tps
             .iter()
             .map(|tp| dead_letter_app_id(&self.app_prefix, tp))
@@ -904,7 +988,7 @@ impl Pipeline {
             .filter(|b| {
                 let r = &records[b.index];
                 let done = written
-                    .get(&(r.topic.clone(), r.partition))
+                    .get(&(r.topic.to_string(), r.partition))
                     .copied()
                     .flatten();
                 done.is_none_or(|v| r.offset >= v)
@@ -919,12 +1003,12 @@ impl Pipeline {
             .filter(|tp| {
                 fresh
                     .iter()
-                    .any(|b| records[b.index].topic == tp.0 && records[b.index].partition == tp.1)
+                    .any(|b| *records[b.index].topic == *tp.0 && records[b.index].partition == tp.1)
             })
             .map(|tp| TxnUpdate {
                 app_id: dead_letter_app_id(&self.app_prefix, tp),
                 expected: written.get(tp).copied().flatten(),
-                version: plan.get(tp).map_or(0, |(p, _)| p.cursor),
+                version: plan.get(tp).map_or(0, |p| p.cursor),
             })
             .collect();
         match self
@@ -940,8 +1024,8 @@ impl Pipeline {
 
     /// After an abandoned batch: read what the table says for the batch's partitions that are
     /// still ours and seek there; forget their read-ahead.
-    fn resync_plan(&mut self, plan: &BTreeMap<Tp, (PlannedPartition, Vec<Record>)>) -> Result<()> {
-        let tps: Vec<Tp> = plan.keys().cloned().collect();
+    fn resync_plan(&mut self, plan: &Plan) -> Result<()> {
+        let tps: Vec<Tp> = plan.partitions().iter().map(|p| p.tp.clone()).collect();
         self.resync(&tps)
     }
 
@@ -954,7 +1038,7 @@ impl Pipeline {
                 .collect()
         });
         for tp in tps {
-            self.carry.remove(tp);
+            self.read_ahead.forget(tp);
             self.resume(tp);
         }
         if still.is_empty() {

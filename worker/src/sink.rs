@@ -124,6 +124,18 @@ impl DeltaSink {
         })
     }
 
+    /// Rewrites the table's small files into files of the target size (compact.rs); safe while
+    /// this and other writers append. Leaves the table at its latest version.
+    pub async fn compact(
+        &mut self,
+        policy: &crate::compact::CompactionPolicy,
+    ) -> Result<crate::compact::CompactionOutcome> {
+        let target = self
+            .target_file_size
+            .unwrap_or(crate::compact::DEFAULT_TARGET_FILE_SIZE);
+        crate::compact::compact(&mut self.table, &self.uri, target, policy).await
+    }
+
     /// Reloads the table to its latest version.
     pub async fn refresh(&mut self) -> Result<()> {
         self.table

@@ -17,6 +17,7 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tributary_crds::{ReadOptions, StreamingIngestion};
 
+use crate::connection::Security;
 use crate::error::{Error, Result};
 use crate::secrets::{self, SecretString};
 
@@ -29,7 +30,8 @@ pub const METADATA_TIMEOUT: Duration = Duration::from_secs(15);
 /// One Kafka record, owned.
 #[derive(Clone, Debug)]
 pub struct Record {
-    pub topic: String,
+    /// Shared by every record of the topic: one allocation per topic, not per record.
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
     pub timestamp_ms: Option<i64>,
@@ -41,7 +43,9 @@ pub struct Record {
 }
 
 impl Record {
-    pub fn from_message<M: Message>(message: &M) -> Record {
+    /// Copies a message out of librdkafka's buffer; `topic` is the message's topic name,
+    /// shared.
+    pub fn from_message<M: Message>(message: &M, topic: Arc<str>) -> Record {
         use rdkafka::message::Timestamp;
         let (timestamp_ms, timestamp_type) = match message.timestamp() {
             Timestamp::NotAvailable => (None, -1),
@@ -58,7 +62,7 @@ impl Record {
             })
             .unwrap_or_default();
         Record {
-            topic: message.topic().to_string(),
+            topic,
             partition: message.partition(),
             offset: message.offset(),
             timestamp_ms,
@@ -89,13 +93,17 @@ pub struct SourceConfig {
     pub description: String,
     options: BTreeMap<String, String>,
     secret_options: BTreeMap<String, SecretString>,
+    /// How the source authenticates and what it trusts, for connection errors.
+    pub security: Security,
 }
 
-/// Microsoft's required client settings for the Event Hubs Kafka endpoint.
+/// Microsoft's required client settings for the Event Hubs Kafka endpoint. Its request timeout
+/// (above 20 s) is socket.timeout.ms for a librdkafka consumer: request.timeout.ms is a producer
+/// property that a consumer ignores with a warning.
 const EVENT_HUBS_SETTINGS: &[(&str, &str)] = &[
     ("socket.keepalive.enable", "true"),
     ("metadata.max.age.ms", "180000"),
-    ("request.timeout.ms", "60000"),
+    ("socket.timeout.ms", "60000"),
     ("session.timeout.ms", "30000"),
 ];
 
@@ -195,6 +203,7 @@ impl SourceConfig {
                 format!("KafkaV2[Assign[{}]]", parts.join(", "))
             }
         };
+        let security = Security::new(ingestion, secret_options.values().cloned().collect());
         Ok(SourceConfig {
             bootstrap,
             group_id,
@@ -203,6 +212,7 @@ impl SourceConfig {
             description,
             options,
             secret_options,
+            security,
         })
     }
 
@@ -221,7 +231,15 @@ impl SourceConfig {
             // silently: librdkafka reports it, and the pipeline re-resolves the partition,
             // which applies failOnDataLoss (see StartResolver::resolve).
             .set("auto.offset.reset", "error")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // librdkafka's default prefetch queue (64 MiB) would be the largest part of the
+            // worker's memory; a batch takes its records from here within milliseconds, so a
+            // quarter keeps fetching ahead of the batch loop. Overridable in options.
+            .set("queued.max.messages.kbytes", "16384")
+            // When the batch loop is busy decoding or committing, the queue fills and
+            // librdkafka postpones the partition's next fetch by this much (1 s by default):
+            // that stall, not parsing or writing, made reading 3x slower than a plain consumer.
+            .set("fetch.queue.backoff.ms", "20");
         for (key, value) in &self.options {
             config.set(key, value);
         }
@@ -267,6 +285,31 @@ pub fn watermarks<C: ConsumerContext>(
             format!("read the offsets of {}-{}", tp.0, tp.1),
             bootstrap,
         ))
+}
+
+/// The high watermark librdkafka last saw in a fetch response for a partition, without asking
+/// the broker (None before the first fetch of the partition). Planning a batch with this
+/// instead of a ListOffsets request per partition keeps the fetching connection free: on it a
+/// request waits behind the long-polling fetch, which made planning most of a batch's time.
+pub fn cached_high_watermark<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tp: &Tp,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(tp.0.as_str()).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the handle is valid while `consumer` lives; librdkafka reads its cached values
+    // under its own lock and writes only the two out-pointers, which point at locals.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            tp.1,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
 }
 
 /// Decides where newly assigned partitions start.
@@ -350,9 +393,27 @@ pub struct Assignment {
 pub struct SourceContext {
     pub assignment: Arc<Mutex<Assignment>>,
     pub resolver: StartResolver,
+    pub security: Security,
 }
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    /// Refused credentials and an untrusted certificate stop the pipeline (see
+    /// crate::connection for why); librdkafka retries anything else, and so does the worker.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        match self
+            .security
+            .fatal_error(&error, reason, &self.resolver.bootstrap)
+        {
+            Some(fatal) => self.with_assignment(|a| {
+                a.error.get_or_insert(fatal);
+            }),
+            None => {
+                let reason = self.security.redact(reason);
+                tracing::warn!(%error, %reason, "Kafka client error; retrying");
+            }
+        }
+    }
+}
 
 impl SourceContext {
     fn with_assignment<T>(&self, f: impl FnOnce(&mut Assignment) -> T) -> T {
@@ -534,10 +595,13 @@ pub fn librdkafka_pattern(pattern: &str) -> String {
     format!("^({pattern})$")
 }
 
-/// Creates the consumer and starts reading (subscribe, or assign at the table's offsets).
+/// Creates the consumer and starts reading: subscribe, or assign at the table's offsets (the
+/// `assign` subscription, or `fixed` partitions: a run to completion reads a known set of
+/// partitions alone, so it need not join a group and wait out its rebalance delay).
 pub fn start_consumer(
     config: &SourceConfig,
     context: SourceContext,
+    fixed: Option<&[Tp]>,
 ) -> Result<BaseConsumer<SourceContext>> {
     let consumer: BaseConsumer<SourceContext> = config
         .client_config()
@@ -546,6 +610,15 @@ pub fn start_consumer(
             bootstrap: config.bootstrap.clone(),
             source: Box::new(source),
         })?;
+    if let Some(fixed) = fixed {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in fixed {
+            tpl.add_partition(topic, *partition);
+        }
+        let context = consumer.context().clone();
+        context.assign_at_starts(&consumer, &mut tpl, false)?;
+        return Ok(consumer);
+    }
     match &config.subscription {
         Subscription::Topics(topics) => {
             let topics: Vec<&str> = topics.iter().map(String::as_str).collect();

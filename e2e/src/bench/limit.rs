@@ -37,6 +37,9 @@ pub fn consume_all(
         .set("group.id", "tributary-bench-limit")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
+        // As the worker sets it: a full local queue postpones a partition's next fetch by
+        // this much (librdkafka's default is 1 s).
+        .set("fetch.queue.backoff.ms", "20")
         .create()
         .map_err(BenchError::kafka("create the limit consumer"))?;
     let mut assignment = TopicPartitionList::new();

@@ -23,6 +23,9 @@ use self::config::Args;
 use self::error::{BenchError, Result};
 use self::report::{ConfigFigures, LimitFigures, ProduceFigures, Report};
 
+/// Runs of the plain-consume limit; the fastest is reported.
+const LIMIT_RUNS: usize = 3;
+
 /// A typical reading's size, to size the partitions before producing.
 const TYPICAL_MESSAGE_BYTES: u64 = 165;
 
@@ -107,12 +110,25 @@ pub fn run(args: &Args) -> Result<Report> {
 
     // (b) The limit.
     eprintln!("measuring the plain-consume limit...");
-    let consumed = limit::consume_all(
+    // The best of a few runs: the limit is what the machine can do, and one run of it varies
+    // with scheduling by up to ~2x on two shared cores.
+    let mut consumed = limit::consume_all(
         &broker.bootstrap,
         TOPIC,
         &ends,
         Duration::from_secs(args.worker_timeout),
     )?;
+    for _ in 1..LIMIT_RUNS {
+        let again = limit::consume_all(
+            &broker.bootstrap,
+            TOPIC,
+            &ends,
+            Duration::from_secs(args.worker_timeout),
+        )?;
+        if again.seconds < consumed.seconds {
+            consumed = again;
+        }
+    }
     if consumed.messages != produced.messages || consumed.bytes != produced.bytes {
         return Err(BenchError::Check(format!(
             "the limit consumer read {} messages / {} bytes of {} / {}",

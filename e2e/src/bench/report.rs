@@ -135,7 +135,7 @@ impl Report {
              messages {}  partitions {} ({})\n\
              maxOffsetsPerTrigger {}  kafka options [{}]  out {}\n\n\
              produce:  {} msgs, avg {:.1} B, {:.2} s ({:.0} msg/s, before timing)\n\
-             limit:    {:.2} s   msg/s {:>12.0}   MB/s {:>8.1}   (plain rdkafka consumer, no parsing, no writing)\n\
+             limit:    {:.2} s   msg/s {:>12.0}   MB/s {:>8.1}   (plain rdkafka consumer, no parsing, no writing; best of 3)\n\
              fetch_watermarks per partition: {:.2} ms on an idle consumer, {:.2} ms on one whose fetches wait at the log end\n",
             m.nproc,
             m.cpu_model,

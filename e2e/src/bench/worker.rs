@@ -1,5 +1,5 @@
 //! The worker under test: a `tributary-worker run -f` child process, its manifest, and what the
-//! kernel says it cost (wait4: CPU time and peak RSS of exactly that child).
+//! kernel says it cost (wait4: CPU time of exactly that child; /proc: its peak RSS).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -197,9 +197,13 @@ impl Running {
     }
 
     /// Waits for the exit, polling so the wall time is exact to ~5 ms and a hung worker is
-    /// killed after `timeout`. wait4 gives that child's own CPU time and peak RSS.
+    /// killed after `timeout`. wait4 gives that child's own CPU time; its peak RSS is the
+    /// largest VmHWM read from /proc while it runs. (wait4's ru_maxrss is not the worker's: Linux
+    /// carries the high-water mark of the image before exec over, and a child spawned from this
+    /// process starts with this process's RSS, mock broker data included.)
     pub fn wait(mut self, timeout: Duration) -> Result<Finished> {
         let mut status: libc::c_int = 0;
+        let mut peak_rss_bytes = 0;
         // SAFETY: rusage is plain old data; zeroed is a valid value.
         let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
         loop {
@@ -207,6 +211,9 @@ impl Running {
             let reaped = unsafe { libc::wait4(self.pid, &mut status, libc::WNOHANG, &mut usage) };
             if reaped == self.pid {
                 break;
+            }
+            if let Some(hwm) = resident_high_water_mark(self.pid) {
+                peak_rss_bytes = peak_rss_bytes.max(hwm);
             }
             if reaped < 0 {
                 return Err(BenchError::io("wait for the worker")(
@@ -241,8 +248,7 @@ impl Running {
             wall_s,
             user_s: seconds(usage.ru_utime),
             sys_s: seconds(usage.ru_stime),
-            // Linux reports ru_maxrss in KiB.
-            max_rss_bytes: u64::try_from(usage.ru_maxrss).unwrap_or(0) * 1024,
+            max_rss_bytes: peak_rss_bytes,
             progress,
         })
     }
@@ -250,6 +256,14 @@ impl Running {
     pub fn log(&self) -> &Path {
         &self.log
     }
+}
+
+/// VmHWM of a running process (the peak resident set of its current image), in bytes.
+fn resident_high_water_mark(pid: libc::pid_t) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 fn seconds(t: libc::timeval) -> f64 {

@@ -106,6 +106,13 @@ fn available_now_killed_repeatedly_finishes_at_its_first_targets() {
 
 #[test]
 fn continuous_worker_killed_while_producing_then_drained_and_stopped_with_sigterm() {
+    // Background compaction every second from 3 small files on, so that kills also land
+    // while a compaction reads, writes or commits.
+    let env = [
+        ("TRIBUTARY_READ_AHEAD_RECORDS", "150"),
+        ("TRIBUTARY_COMPACTION_INTERVAL_SECONDS", "1"),
+        ("TRIBUTARY_COMPACTION_MIN_FILES", "3"),
+    ];
     let mut random = Random::from_time();
     let broker = Broker::start();
     broker.topic(TOPIC, PARTITIONS);
@@ -118,7 +125,13 @@ fn continuous_worker_killed_while_producing_then_drained_and_stopped_with_sigter
     let path = ws.write("m.yaml", &manifest.render());
     let mut produced = 0;
     for round in 0..5 {
-        let mut worker = Worker::start(&ws, &path, &broker.bootstrap, &format!("round{round}"));
+        let mut worker = Worker::start_with_env(
+            &ws,
+            &path,
+            &broker.bootstrap,
+            &format!("round{round}"),
+            &env,
+        );
         let kill_after = Duration::from_millis(1000 + random.below(4000));
         let started = std::time::Instant::now();
         while started.elapsed() < kill_after {
@@ -135,7 +148,7 @@ fn continuous_worker_killed_while_producing_then_drained_and_stopped_with_sigter
             ((TOPIC.to_string(), p), count as i64)
         })
         .collect();
-    let mut worker = Worker::start(&ws, &path, &broker.bootstrap, "drain");
+    let mut worker = Worker::start_with_env(&ws, &path, &broker.bootstrap, "drain", &env);
     wait_for("the worker to catch up", Duration::from_secs(90), || {
         let txns = table_txns(&ws.table());
         ends.iter().all(|((topic, partition), end)| {
@@ -151,4 +164,26 @@ fn continuous_worker_killed_while_producing_then_drained_and_stopped_with_sigter
         worker.stderr_text()
     );
     assert_exactly_once(&ws, &ends);
+    let compactions = compaction_commits(&ws.table());
+    assert!(
+        compactions > 0,
+        "no compaction committed while the continuous worker ran"
+    );
+}
+
+/// Commits in the table's log made by the worker's compaction.
+fn compaction_commits(table: &std::path::Path) -> usize {
+    let log = table.join("_delta_log");
+    std::fs::read_dir(&log)
+        .expect("the table's log")
+        .filter_map(|entry| {
+            let path = entry.ok()?.path();
+            (path.extension()? == "json").then_some(path)
+        })
+        .filter(|path| {
+            std::fs::read_to_string(path)
+                .expect("a commit file")
+                .contains("\"operation\":\"OPTIMIZE\"")
+        })
+        .count()
 }

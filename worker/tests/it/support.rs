@@ -147,6 +147,8 @@ pub struct Manifest<'a> {
     pub checkpoint: PathBuf,
     pub trigger: &'a str,
     pub sink_extra: &'a str,
+    /// Lines under `checkpoint:` (indented by four spaces), e.g. storage options.
+    pub checkpoint_extra: String,
     /// librdkafka options. The mock broker makes a joining consumer wait a whole session
     /// timeout when the group had members before (even ones that left cleanly), so tests use a
     /// short one.
@@ -166,6 +168,7 @@ impl Manifest<'_> {
             checkpoint: ws.path("checkpoint"),
             trigger: "{availableNow: true}",
             sink_extra: "",
+            checkpoint_extra: String::new(),
             options: vec![
                 ("session.timeout.ms".into(), "6000".into()),
                 ("heartbeat.interval.ms".into(), "500".into()),
@@ -184,6 +187,18 @@ impl Manifest<'_> {
             .map(|(k, v)| format!("{k}: '{v}'"))
             .collect();
         let source = format!("{}\n      options: {{{}}}", self.source, options.join(", "));
+        // A URL (an object store) needs no volume: `table` and `checkpoint` may hold one.
+        let is_url = |p: &Path| p.to_string_lossy().contains("://");
+        let table_volume = if is_url(&self.table) {
+            ""
+        } else {
+            "\n      volume: {claimName: lake}"
+        };
+        let checkpoint_volume = if is_url(&self.checkpoint) {
+            ""
+        } else {
+            "\n    volume: {size: 1Gi}"
+        };
         format!(
             r#"apiVersion: tributary.dev/v1alpha1
 kind: StreamingIngestion
@@ -203,12 +218,11 @@ spec:
   metadataColumns: {metadata}
   sink:
     delta:
-      uri: {table}
-      volume: {{claimName: lake}}
+      uri: {table}{table_volume}
 {sink_extra}
   checkpoint:
-    location: {checkpoint}
-    volume: {{size: 1Gi}}
+    location: {checkpoint}{checkpoint_volume}
+{checkpoint_extra}
   trigger: {trigger}
 "#,
             name = self.name,
@@ -220,6 +234,7 @@ spec:
             table = self.table.display(),
             sink_extra = self.sink_extra,
             checkpoint = self.checkpoint.display(),
+            checkpoint_extra = self.checkpoint_extra,
             trigger = self.trigger,
         )
     }
