@@ -351,7 +351,9 @@ pub struct EventHubsSource {
     #[schemars(length(min = 1, max = 256))]
     pub event_hub: String,
 
-    /// The consumer group. Default $Default.
+    /// The Kafka consumer group (group.id) the ingestion's workers share. Default
+    /// tributary-<namespace>-<name>: one per ingestion, so two ingestions of one event hub never
+    /// split its partitions between them. Event Hubs creates Kafka consumer groups on first use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub consumer_group: Option<String>,
@@ -372,10 +374,6 @@ impl EventHubsSource {
             format!("{}.servicebus.windows.net", self.namespace)
         };
         format!("{host}:9093")
-    }
-
-    pub fn consumer_group(&self) -> &str {
-        self.consumer_group.as_deref().unwrap_or("$Default")
     }
 }
 
@@ -940,6 +938,5 @@ mod tests {
             source.bootstrap_server(),
             "contoso.servicebus.chinacloudapi.cn:9093"
         );
-        assert_eq!(source.consumer_group(), "$Default");
     }
 }

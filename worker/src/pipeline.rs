@@ -30,7 +30,7 @@ use crate::source::{
     StartResolver, Tp,
 };
 use crate::telemetry::Telemetry;
-use crate::trigger::{Schedule, split_limit};
+use crate::trigger::Schedule;
 use crate::{deadletter, source::subscription_partitions};
 
 /// How long a batch waits for planned offsets that do not arrive before committing what it has.
@@ -278,6 +278,7 @@ pub fn run(
         offsets_lost: false,
         paused: Default::default(),
         maintenance,
+        offsets_client,
     };
     if let Err(error) = pipeline.run() {
         if error.is_refused_connection() {
@@ -419,6 +420,9 @@ struct Pipeline {
     paused: std::collections::BTreeSet<Tp>,
     /// Background compaction (continuous queries).
     maintenance: Option<Maintenance>,
+    /// The client that answers offset lookups; polled every turn so its log and error events
+    /// do not pile up in a long-running worker.
+    offsets_client: Arc<BaseConsumer>,
     /// Metrics, readiness and (in a pod) status.
     telemetry: Telemetry,
 }
@@ -426,7 +430,8 @@ struct Pipeline {
 enum BatchResult {
     /// Nothing to read now.
     Idle,
-    Committed,
+    /// Committed; `full` when the batch stopped at its cap or byte budget with more to read.
+    Committed { full: bool },
     /// Abandoned without committing (revocation, conflict or stop).
     Abandoned,
 }
@@ -466,7 +471,10 @@ impl Pipeline {
             self.schedule.batch_started(started);
             let span = info_span!("batch", batch = batch_id);
             match span.in_scope(|| self.batch(batch_id, started))? {
-                BatchResult::Committed => {
+                BatchResult::Committed { full } => {
+                    if full {
+                        self.schedule.backlog_remains();
+                    }
                     batch_id += 1;
                     if self.schedule.kind() == TriggerKind::Once {
                         self.finish()?;
@@ -485,8 +493,12 @@ impl Pipeline {
         }
     }
 
-    /// Starts or collects background compaction between batches.
+    /// Between batches: serves the offsets client's events, and starts or collects background
+    /// compaction.
     fn maintain(&mut self) {
+        if let Some(Err(error)) = self.offsets_client.poll(Duration::ZERO) {
+            tracing::debug!(%error, "offsets client event");
+        }
         let Some(outcome) = self.maintenance.as_mut().and_then(Maintenance::tick) else {
             return;
         };
@@ -658,15 +670,19 @@ impl Pipeline {
         }
 
         // Read: first what was read ahead, then from the consumer.
-        let mut moved = 0;
+        let (mut moved, mut advanced) = (0, 0);
+        let allowance = plan.allowance();
         for planned in plan.partitions_mut() {
-            moved += self.read_ahead.drain_into(planned);
+            let (bytes, offsets) = self.read_ahead.drain_into(planned, allowance - advanced);
+            moved += bytes;
+            advanced += offsets;
             self.resume(&planned.tp);
         }
         plan.bytes += moved;
+        plan.offsets += advanced;
         let mut last_progress = Instant::now();
         loop {
-            if plan.complete() || plan.bytes >= self.max_batch_bytes {
+            if plan.complete() || plan.capped() || plan.bytes >= self.max_batch_bytes {
                 break;
             }
             if self.stopped() {
@@ -682,7 +698,7 @@ impl Pipeline {
                     break;
                 }
                 last_progress = Instant::now();
-                if plan.bytes >= self.max_batch_bytes {
+                if plan.capped() || plan.bytes >= self.max_batch_bytes {
                     break;
                 }
                 // Only the first poll of a burst waits; the rest take what is queued.
@@ -709,6 +725,7 @@ impl Pipeline {
                 break;
             }
         }
+        let full = plan.capped() || plan.bytes >= self.max_batch_bytes;
         // Partitions whose records did not arrive (e.g. the end of a compacted range), or that
         // the byte budget left for the next batch.
         plan.retain_read();
@@ -877,7 +894,7 @@ impl Pipeline {
         self.summary.dead_letter_rows += dead_letter_rows;
         self.summary.files += files;
         self.summary.delta_version = Some(version);
-        Ok(BatchResult::Committed)
+        Ok(BatchResult::Committed { full })
     }
 
     /// A partition whose consumer position passed offsets that never arrive as records
@@ -902,7 +919,14 @@ impl Pipeline {
     /// was planned, as Spark does, taken from librdkafka's fetch responses rather than a
     /// request per partition. The byte budget may end the batch earlier.
     fn plan(&mut self, assigned: &BTreeMap<Tp, PartitionStart>) -> Result<Plan> {
-        let mut plan = Plan::default();
+        // maxOffsetsPerTrigger caps the batch's offsets in total, taken in the order the records
+        // arrive: librdkafka fetches every partition in turn, so each gets its share. (Spark
+        // splits the cap over partitions by backlog up front; fixed per-partition ends made the
+        // records past them wait in the read-ahead, pause their partitions and be fetched again.)
+        let cap = self
+            .max_offsets
+            .filter(|_| self.schedule.honours_rate_limit());
+        let mut plan = Plan::with_offset_cap(cap);
         let mut missing_latest = Vec::new();
         for (tp, start) in assigned {
             let cached = source::cached_high_watermark(&self.consumer, tp);
@@ -943,21 +967,6 @@ impl Pipeline {
                 partitions = missing_latest.len(),
                 "partitions not fetched yet are left to a later batch"
             );
-        }
-        if let Some(limit) = self
-            .max_offsets
-            .filter(|_| self.schedule.honours_rate_limit())
-        {
-            let backlogs: Vec<i64> = plan
-                .partitions()
-                .iter()
-                .map(|p| p.end - p.start.offset)
-                .collect();
-            let shares = split_limit(&backlogs, limit);
-            for (planned, share) in plan.partitions_mut().iter_mut().zip(shares) {
-                planned.end = planned.start.offset + share;
-            }
-            plan.retain_planned();
         }
         Ok(plan)
     }

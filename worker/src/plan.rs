@@ -55,9 +55,31 @@ pub struct Plan {
     index: HashMap<Arc<str>, HashMap<i32, usize>>,
     /// Bytes of the records read so far.
     pub bytes: usize,
+    /// Offsets read so far, over all partitions.
+    pub offsets: i64,
+    /// At most this many offsets (maxOffsetsPerTrigger), taken in the order records arrive.
+    offset_cap: Option<i64>,
 }
 
 impl Plan {
+    pub fn with_offset_cap(offset_cap: Option<i64>) -> Plan {
+        Plan {
+            offset_cap,
+            ..Plan::default()
+        }
+    }
+
+    /// The offset cap is reached: the batch is full.
+    pub fn capped(&self) -> bool {
+        self.offset_cap.is_some_and(|cap| self.offsets >= cap)
+    }
+
+    /// Offsets the cap still allows (unbounded without one).
+    pub fn allowance(&self) -> i64 {
+        self.offset_cap
+            .map_or(i64::MAX, |cap| cap.saturating_sub(self.offsets))
+    }
+
     pub fn push(&mut self, topic: Arc<str>, planned: PlannedPartition) {
         self.index
             .entry(topic)
@@ -113,18 +135,18 @@ impl Plan {
             return Placement::Duplicate;
         }
         let record = make();
-        if offset >= planned.end {
+        let advance = offset + 1 - planned.cursor;
+        let allowed = self
+            .offset_cap
+            .is_none_or(|cap| self.offsets + advance <= cap);
+        if offset >= planned.end || !allowed {
             return Placement::Elsewhere(record);
         }
         self.bytes += record_bytes(&record);
+        self.offsets += advance;
         planned.cursor = offset + 1;
         planned.records.push(record);
         Placement::Taken
-    }
-
-    /// Keeps only partitions with something planned (after a rate limit cut the ends).
-    pub fn retain_planned(&mut self) {
-        self.retain(|p| p.end > p.start.offset);
     }
 
     /// Keeps only partitions that read something; the rest are not part of the commit.
@@ -201,14 +223,18 @@ impl ReadAhead {
         self.queues.get(tp)?.back().map(|r| r.offset + 1)
     }
 
-    /// Moves a partition's records in [cursor, end) into its planned part, dropping older ones.
-    pub fn drain_into(&mut self, planned: &mut PlannedPartition) -> usize {
+    /// Moves a partition's records in [cursor, end) into its planned part, dropping older ones,
+    /// advancing its cursor by at most `allowance` offsets. Returns the bytes and offsets moved.
+    pub fn drain_into(&mut self, planned: &mut PlannedPartition, allowance: i64) -> (usize, i64) {
         let Some(queue) = self.queues.get_mut(&planned.tp) else {
-            return 0;
+            return (0, 0);
         };
-        let mut moved = 0;
+        let (mut moved, mut advanced) = (0, 0);
         while let Some(front) = queue.front() {
-            if front.offset >= planned.end {
+            if front.offset >= planned.end
+                || (front.offset >= planned.cursor
+                    && advanced + front.offset + 1 - planned.cursor > allowance)
+            {
                 break;
             }
             let Some(record) = queue.pop_front() else {
@@ -217,12 +243,13 @@ impl ReadAhead {
             let size = record_bytes(&record);
             self.bytes = self.bytes.saturating_sub(size);
             if record.offset >= planned.cursor {
+                advanced += record.offset + 1 - planned.cursor;
                 planned.cursor = record.offset + 1;
                 planned.records.push(record);
                 moved += size;
             }
         }
-        moved
+        (moved, advanced)
     }
 
     /// Forgets a partition's records (revoked, or re-read from the table).
@@ -315,6 +342,37 @@ mod tests {
     }
 
     #[test]
+    fn the_offset_cap_takes_records_in_arrival_order_and_never_more() {
+        let mut plan = Plan::with_offset_cap(Some(3));
+        plan.push(Arc::from("t"), planned("t", 0, 0, 100));
+        plan.push(Arc::from("t"), planned("t", 1, 0, 100));
+        for (partition, offset) in [(0, 0), (1, 0), (0, 1)] {
+            assert!(matches!(
+                plan.offer("t", partition, offset, || record("t", partition, offset)),
+                Placement::Taken
+            ));
+        }
+        assert!(plan.capped());
+        assert_eq!(plan.allowance(), 0);
+        assert!(matches!(
+            plan.offer("t", 1, 1, || record("t", 1, 1)),
+            Placement::Elsewhere(_)
+        ));
+        assert_eq!(plan.offsets, 3);
+
+        // Draining read-ahead honours the allowance too.
+        let mut ahead = ReadAhead::new(100, usize::MAX);
+        let tp = ("t".to_string(), 2);
+        for offset in 0..5 {
+            ahead.push(tp.clone(), record("t", 2, offset));
+        }
+        let mut part = planned("t", 2, 0, 100);
+        assert_eq!(ahead.drain_into(&mut part, 2).1, 2);
+        assert_eq!(part.cursor, 2);
+        assert_eq!(ahead.next_offset(&tp), Some(5));
+    }
+
+    #[test]
     fn retain_read_drops_partitions_without_records_and_keeps_lookups_right() {
         let mut plan = Plan::default();
         plan.push(Arc::from("a"), planned("a", 0, 0, 5));
@@ -357,7 +415,7 @@ mod tests {
         assert_eq!(ahead.next_offset(&tp), Some(8));
 
         let mut part = planned("t", 0, 6, 8);
-        assert_eq!(ahead.drain_into(&mut part), 2 * one);
+        assert_eq!(ahead.drain_into(&mut part, i64::MAX), (2 * one, 2));
         assert_eq!(
             part.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
             [6, 7]

@@ -4,6 +4,13 @@ use std::time::{Duration, Instant};
 
 use tributary_crds::TriggerKind;
 
+/// The default trigger starts a batch as soon as the previous one completes (Spark's
+/// semantics), but not sooner than this after the previous one started. Under a steady trickle,
+/// back-to-back batches of a few hundred rows would each commit a Delta version and a file, some
+/// ten a second; at most two a second keeps the log and the files in proportion, and the wait it
+/// adds to a row's latency stays under half a second.
+pub const DEFAULT_TRIGGER_MIN_INTERVAL: Duration = Duration::from_millis(500);
+
 /// Schedules micro-batches.
 pub struct Schedule {
     kind: TriggerKind,
@@ -20,10 +27,21 @@ impl Schedule {
     }
 
     /// Marks the start of a batch; processingTime schedules the next start one interval later
-    /// (or at once, if the batch overruns the interval, as Spark does).
+    /// (or at once, if the batch overruns the interval, as Spark does), the default trigger
+    /// [`DEFAULT_TRIGGER_MIN_INTERVAL`] later.
     pub fn batch_started(&mut self, at: Instant) {
-        if let TriggerKind::ProcessingTime(interval) = self.kind {
-            self.next = Some(at + interval);
+        match self.kind {
+            TriggerKind::ProcessingTime(interval) => self.next = Some(at + interval),
+            TriggerKind::Default => self.next = Some(at + DEFAULT_TRIGGER_MIN_INTERVAL),
+            TriggerKind::AvailableNow | TriggerKind::Once => {}
+        }
+    }
+
+    /// The last batch stopped at its cap or byte budget with more waiting: the default trigger
+    /// starts the next one at once (its minimum interval is for a trickle, not a backlog).
+    pub fn backlog_remains(&mut self) {
+        if self.kind == TriggerKind::Default {
+            self.next = None;
         }
     }
 
@@ -50,54 +68,9 @@ impl Schedule {
     }
 }
 
-/// Splits `limit` offsets over partitions in proportion to their backlogs (Spark's
-/// maxOffsetsPerTrigger). Every partition with a backlog gets at least one offset when the
-/// limit allows, so a small partition is never starved by a big one.
-pub fn split_limit(backlogs: &[i64], limit: i64) -> Vec<i64> {
-    let total: i64 = backlogs.iter().map(|b| (*b).max(0)).sum();
-    if total <= limit {
-        return backlogs.iter().map(|b| (*b).max(0)).collect();
-    }
-    let mut shares: Vec<i64> = backlogs
-        .iter()
-        .map(|b| ((*b).max(0) as i128 * limit as i128 / total as i128) as i64)
-        .collect();
-    let mut left = limit - shares.iter().sum::<i64>();
-    // Hand out the remainder one by one to partitions that still have a backlog, largest first.
-    let mut order: Vec<usize> = (0..backlogs.len()).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(backlogs[i] - shares[i]));
-    while left > 0 {
-        let mut gave = false;
-        for &i in &order {
-            if left == 0 {
-                break;
-            }
-            if shares[i] < backlogs[i] {
-                shares[i] += 1;
-                left -= 1;
-                gave = true;
-            }
-        }
-        if !gave {
-            break;
-        }
-    }
-    shares
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn limit_is_split_by_backlog_and_never_exceeded() {
-        assert_eq!(split_limit(&[10, 20], 100), vec![10, 20]);
-        assert_eq!(split_limit(&[100, 300], 100), vec![25, 75]);
-        let shares = split_limit(&[1, 1000, 1000], 10);
-        assert_eq!(shares.iter().sum::<i64>(), 10);
-        assert!(shares[0] <= 1 && shares.iter().all(|s| *s >= 0));
-        assert_eq!(split_limit(&[0, 5], 3), vec![0, 3]);
-    }
 
     #[test]
     fn processing_time_waits_for_the_rest_of_the_interval() {
@@ -116,5 +89,31 @@ mod tests {
             Schedule::new(TriggerKind::Default).wait(start),
             Duration::ZERO
         );
+    }
+
+    #[test]
+    fn default_trigger_runs_back_to_back_but_at_most_twice_a_second() {
+        let start = Instant::now();
+        let mut schedule = Schedule::new(TriggerKind::Default);
+        schedule.batch_started(start);
+        assert_eq!(
+            schedule.wait(start + Duration::from_millis(100)),
+            Duration::from_millis(400)
+        );
+        // A batch that took longer than the interval is followed at once.
+        assert_eq!(
+            schedule.wait(start + Duration::from_millis(900)),
+            Duration::ZERO
+        );
+        schedule.batch_started(start);
+        schedule.backlog_remains();
+        assert_eq!(
+            schedule.wait(start + Duration::from_millis(100)),
+            Duration::ZERO,
+            "a backlog is read back to back"
+        );
+        let mut run = Schedule::new(TriggerKind::AvailableNow);
+        run.batch_started(start);
+        assert_eq!(run.wait(start), Duration::ZERO);
     }
 }

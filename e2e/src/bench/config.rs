@@ -27,8 +27,9 @@ pub struct Args {
     /// The tributary-worker binary. Default: the one next to this binary.
     #[arg(long)]
     pub worker_bin: Option<PathBuf>,
-    /// maxOffsetsPerTrigger in the worker's manifests (0: unset, one batch per run).
-    #[arg(long, default_value_t = 100_000)]
+    /// maxOffsetsPerTrigger in the worker's manifests (0: unset, as Spark's default: batches
+    /// are then bounded by the worker's byte budget only).
+    #[arg(long, default_value_t = 0)]
     pub max_offsets_per_trigger: u64,
     /// A librdkafka option for the worker's consumer, KEY=VALUE, passed through the manifest's
     /// source.kafka.options (repeatable): for tuning experiments without changing the worker.
