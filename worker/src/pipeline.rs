@@ -49,6 +49,10 @@ const READ_AHEAD_BYTES: usize = 16 << 20;
 const MAX_BATCH_BYTES: usize = 32 << 20;
 /// Environment variable overriding [`MAX_BATCH_BYTES`].
 const MAX_BATCH_BYTES_ENV: &str = "TRIBUTARY_MAX_BATCH_BYTES";
+/// A continuous batch ends when the consumer has had nothing for this long...
+const OPEN_BATCH_QUIET: Duration = Duration::from_millis(20);
+/// ...or after reading this long, so a steady stream still commits within about a second.
+const OPEN_BATCH_MAX_READ: Duration = Duration::from_millis(500);
 /// Records polled in a row before the batch loop looks at the clock, the stop flag and the
 /// assignment (each costs a lock or a system call, too much to pay per record).
 const POLL_BURST: usize = 512;
@@ -681,23 +685,43 @@ impl Pipeline {
         plan.bytes += moved;
         plan.offsets += advanced;
         let mut last_progress = Instant::now();
+        // A continuous batch takes what has arrived: it ends when the consumer has nothing more
+        // for a moment, or after a bounded read; what comes later is the next batch's.
+        let open_ended = self.targets.is_none();
+        let (first_wait, read_until) = if open_ended {
+            (OPEN_BATCH_QUIET, Instant::now() + OPEN_BATCH_MAX_READ)
+        } else {
+            (
+                Duration::from_millis(100),
+                Instant::now() + BATCH_READ_TIMEOUT,
+            )
+        };
+        let mut drained = false;
         loop {
-            if plan.complete() || plan.capped() || plan.bytes >= self.max_batch_bytes {
+            if plan.complete()
+                || plan.capped()
+                || plan.bytes >= self.max_batch_bytes
+                || (open_ended && (drained || Instant::now() >= read_until))
+            {
                 break;
             }
             if self.stopped() {
                 info!("stop requested: the batch in flight is abandoned, nothing committed");
                 return Ok(BatchResult::Abandoned);
             }
-            let mut timeout = Duration::from_millis(100);
+            let mut timeout = first_wait;
             for polled in 0..POLL_BURST {
                 if !self.poll_once(timeout, Some(&mut plan)) {
                     if polled == 0 {
-                        self.advance_to_positions(&mut plan);
+                        drained = true;
+                        if !open_ended {
+                            self.advance_to_positions(&mut plan);
+                        }
                     }
                     break;
                 }
                 last_progress = Instant::now();
+                drained = false;
                 if plan.capped() || plan.bytes >= self.max_batch_bytes {
                     break;
                 }
@@ -829,7 +853,7 @@ impl Pipeline {
         let latest = plan
             .partitions()
             .iter()
-            .map(|p| (p.tp.clone(), p.latest))
+            .map(|p| (p.tp.clone(), p.latest.max(p.cursor)))
             .collect();
         let facts = BatchFacts {
             query_id: self.query_id.clone(),
@@ -901,12 +925,18 @@ impl Pipeline {
     /// (transaction markers, offsets removed by compaction) is read up to that position;
     /// otherwise its batch would wait for them until BATCH_READ_TIMEOUT.
     fn advance_to_positions(&self, plan: &mut Plan) {
+        // Records refused by the cap wait in the read-ahead behind the position: never skip them.
+        if plan.capped() {
+            return;
+        }
         let Ok(positions) = self.consumer.position() else {
             return;
         };
         for element in positions.elements() {
+            let tp = (element.topic().to_string(), element.partition());
             if let Offset::Offset(position) = element.offset()
-                && let Some(planned) = plan.get_mut(element.topic(), element.partition())
+                && self.read_ahead.next_offset(&tp).is_none()
+                && let Some(planned) = plan.get_mut(&tp.0, tp.1)
                 && position > planned.cursor
             {
                 planned.cursor = position.min(planned.end);
@@ -914,10 +944,11 @@ impl Pipeline {
         }
     }
 
-    /// Plans a batch: for each assigned partition, the offsets it covers. A run to completion
-    /// reads up to its targets; a continuous query up to what the broker had when the batch
-    /// was planned, as Spark does, taken from librdkafka's fetch responses rather than a
-    /// request per partition. The byte budget may end the batch earlier.
+    /// Plans a batch: for each assigned partition, the offsets it may cover. A run to
+    /// completion reads up to its targets; a continuous query takes what arrives (the read loop
+    /// bounds it), with librdkafka's high watermarks from fetch responses as the latest offsets
+    /// for lag, rather than a ListOffsets request per partition. The offset cap and the byte
+    /// budget may end a batch earlier.
     fn plan(&mut self, assigned: &BTreeMap<Tp, PartitionStart>) -> Result<Plan> {
         // maxOffsetsPerTrigger caps the batch's offsets in total, taken in the order the records
         // arrive: librdkafka fetches every partition in turn, so each gets its share. (Spark
@@ -927,7 +958,6 @@ impl Pipeline {
             .max_offsets
             .filter(|_| self.schedule.honours_rate_limit());
         let mut plan = Plan::with_offset_cap(cap);
-        let mut missing_latest = Vec::new();
         for (tp, start) in assigned {
             let cached = source::cached_high_watermark(&self.consumer, tp);
             let end = match &self.targets {
@@ -936,15 +966,8 @@ impl Pipeline {
                     Some(target) => *target,
                     None => continue,
                 },
-                None => match (cached, self.read_ahead.next_offset(tp)) {
-                    (Some(high), ahead) => high.max(ahead.unwrap_or(high)),
-                    (None, Some(ahead)) => ahead,
-                    // Nothing fetched yet for this partition: nothing known to read.
-                    (None, None) => {
-                        missing_latest.push(tp.clone());
-                        continue;
-                    }
-                },
+                // Continuous: whatever arrives (see the read loop).
+                None => i64::MAX,
             };
             if end <= start.offset {
                 continue;
@@ -956,16 +979,10 @@ impl Pipeline {
                     tp: tp.clone(),
                     start: *start,
                     end,
-                    latest: cached.map_or(end, |high| high.max(end)),
+                    latest: cached.unwrap_or(start.offset),
                     cursor: start.offset,
                     records: Vec::new(),
                 },
-            );
-        }
-        if !missing_latest.is_empty() {
-            tracing::trace!(
-                partitions = missing_latest.len(),
-                "partitions not fetched yet are left to a later batch"
             );
         }
         Ok(plan)
