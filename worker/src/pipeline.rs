@@ -487,6 +487,7 @@ impl Pipeline {
                 }
                 BatchResult::Abandoned => {}
                 BatchResult::Idle => {
+                    self.schedule.nothing_read();
                     if self.schedule.kind() == TriggerKind::Once && self.once_has_nothing() {
                         self.finish()?;
                         return Ok(());

@@ -45,6 +45,12 @@ impl Schedule {
         }
     }
 
+    /// The last attempt found nothing to read: the default trigger looks again as soon as
+    /// something arrives (processingTime keeps its interval, as Spark does).
+    pub fn nothing_read(&mut self) {
+        self.backlog_remains();
+    }
+
     /// How long to wait before planning the next batch.
     pub fn wait(&self, now: Instant) -> Duration {
         self.next
