@@ -10,6 +10,7 @@ mod decode;
 mod demo;
 mod error;
 mod maintenance;
+mod memory;
 mod metrics;
 mod pipeline;
 mod plan;
@@ -27,11 +28,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Parser, Subcommand};
-
-/// mimalloc returns what a batch freed for the next one to reuse, whichever thread decoded it;
-/// glibc's per-thread arenas kept each batch's peak and tripled the worker's resident memory.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use crate::error::{Error, Result};
 
@@ -69,6 +65,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    memory::configure();
     let cli = Cli::parse();
     init_logging();
     install_crypto_provider();
