@@ -562,8 +562,11 @@ impl Pipeline {
     fn poll_once(&mut self, timeout: Duration, plan: Option<&mut Plan>) -> bool {
         let message = match self.consumer.poll(timeout) {
             None => return false,
+            // The position is no longer on the broker (retention, or the topic was recreated):
+            // reported as OffsetOutOfRange, or, with auto.offset.reset=error, AutoOffsetReset.
             Some(Err(rdkafka::error::KafkaError::MessageConsumption(
-                rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange,
+                rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange
+                | rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
             ))) => {
                 warn!("an offset being read is no longer on the broker; re-reading where to start");
                 self.offsets_lost = true;
@@ -779,7 +782,13 @@ impl Pipeline {
 
         // Commit: dead letters first (idempotent through their own txns), then the batch.
         let commit_started = Instant::now();
-        let dead_letter_rows = self.write_dead_letters(&records, &decoded.bad, &plan)?;
+        let Some(dead_letter_rows) = self.write_dead_letters(&records, &decoded.bad, &plan)? else {
+            warn!(
+                "another worker wrote dead letters for these partitions: the batch is abandoned and the partitions re-read from the table"
+            );
+            self.resync_plan(&plan)?;
+            return Ok(BatchResult::Abandoned);
+        };
         let txns: Vec<TxnUpdate> = plan
             .partitions()
             .iter()
@@ -991,18 +1000,19 @@ impl Pipeline {
     }
 
     /// Writes a batch's bad records to the dead-letter table, skipping those a previous attempt
-    /// of the same batch already wrote (its txns say how far each partition got).
+    /// of the same batch already wrote (its txns say how far each partition got). None when
+    /// another worker moved one of the partitions' dead-letter txns meanwhile: it owns them now.
     fn write_dead_letters(
         &mut self,
         records: &[Record],
         bad: &[crate::decode::BadRecord],
         plan: &Plan,
-    ) -> Result<i64> {
+    ) -> Result<Option<i64>> {
         let Some(dead_letter) = self.dead_letter.as_mut() else {
-            return Ok(0);
+            return Ok(Some(0));
         };
         if bad.is_empty() {
-            return Ok(0);
+            return Ok(Some(0));
         }
         let tps: Vec<Tp> = plan.partitions().iter().map(|p| p.tp.clone()).collect();
         let ids: Vec<String> = tps
@@ -1023,7 +1033,7 @@ impl Pipeline {
             })
             .collect();
         if fresh.is_empty() {
-            return Ok(bad.len() as i64);
+            return Ok(Some(bad.len() as i64));
         }
         let batch = deadletter::batch(records, &fresh, &self.query_id)?;
         let txns: Vec<TxnUpdate> = tps
@@ -1043,10 +1053,11 @@ impl Pipeline {
             .runtime
             .block_on(dead_letter.commit(Some(&batch), &txns, HashMap::new()))?
         {
-            CommitOutcome::Committed { .. } => Ok(bad.len() as i64),
-            CommitOutcome::Conflict(reason) => Err(Error::Runtime(format!(
-                "the dead-letter table was written by another worker for the same partitions ({reason}); restart to re-read them"
-            ))),
+            CommitOutcome::Committed { .. } => Ok(Some(bad.len() as i64)),
+            CommitOutcome::Conflict(reason) => {
+                tracing::debug!(reason, "dead-letter commit conflict");
+                Ok(None)
+            }
         }
     }
 

@@ -284,3 +284,55 @@ fn fail_on_data_loss_stops_naming_the_lost_range_or_skips_it_when_false() {
     expected.extend((low..high).map(|o| ("t".to_string(), 0, o)));
     assert_eq!(read_table(&ws.table()).coordinates(), expected);
 }
+
+#[test]
+fn offsets_deleted_under_a_running_worker_stop_it_naming_the_lost_range() {
+    let broker = Broker::start();
+    fill(&broker, "t", 1, 10);
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "loss-running", "t");
+    // Long enough between batches for the broker to drop what the worker has not read yet.
+    manifest.trigger = "{processingTime: 8s}";
+    let path = ws.write("m.yaml", &manifest.render());
+    // A read-ahead of 150 records: the worker reads that far between batches, then pauses the
+    // partition, as it does under a real backlog.
+    let mut worker = Worker::start(&ws, &path, &broker.bootstrap, "running");
+    wait_for("the first batch", Duration::from_secs(30), || {
+        !worker.progress().is_empty()
+    });
+    for i in 0..300 {
+        broker.send("t", 0, None, reading(i, "oslo", 2.0).as_bytes());
+    }
+    broker.flush();
+    // The mock broker keeps about 5 MiB per partition: 8 MiB more push out everything from
+    // offset 10 on, including where the paused worker stands.
+    let big = reading(0, &"x".repeat(100_000), 1.0);
+    for _ in 0..80 {
+        broker.send("t", 0, None, big.as_bytes());
+    }
+    broker.flush();
+    let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .create()
+        .expect("client");
+    let (low, _) =
+        rdkafka::consumer::Consumer::fetch_watermarks(&client, "t", 0, Duration::from_secs(10))
+            .expect("watermarks");
+    assert!(
+        low > 310,
+        "the broker dropped the unread records (low {low})"
+    );
+
+    let status = worker.wait(Duration::from_secs(40));
+    assert!(!status.success(), "the worker must stop on data loss");
+    let stderr = worker.stderr_text();
+    assert!(
+        stderr.contains(&format!("data loss on t-0: offsets 10..{low}")),
+        "{stderr}"
+    );
+    // Nothing past the first batch was committed.
+    assert_eq!(
+        read_table(&ws.table()).coordinates(),
+        (0..10).map(|o| ("t".to_string(), 0, o)).collect::<Vec<_>>()
+    );
+}
