@@ -128,22 +128,8 @@ pub fn run(
         ));
     };
     let sink_description = format!("DeltaSink[{table_uri}]");
-    let sink = runtime.block_on(DeltaSink::open_or_create(
-        &table_uri,
-        storage_options.clone(),
-        decoder.table_schema(),
-        delta.partition_by.clone(),
-        delta.checkpoint_interval.unwrap_or(10),
-        delta.target_file_size.map(|s| s as u64),
-        &format!("Written by Tributary ingestion {namespace}/{name}"),
-    ))?;
-    let sink = Arc::new(Mutex::new(sink));
-    // Queries that run for long compact their small files in the background, on a second
-    // handle (a long availableNow backfill writes one ~1 MiB file per batch); once is one batch.
-    let maintenance = if kind == TriggerKind::Once {
-        None
-    } else {
-        let handle = runtime.block_on(DeltaSink::open_or_create(
+    let open_table = || {
+        runtime.block_on(DeltaSink::open_or_create(
             &table_uri,
             storage_options.clone(),
             decoder.table_schema(),
@@ -151,8 +137,15 @@ pub fn run(
             delta.checkpoint_interval.unwrap_or(10),
             delta.target_file_size.map(|s| s as u64),
             &format!("Written by Tributary ingestion {namespace}/{name}"),
-        ))?;
-        Maintenance::from_env(handle, runtime.clone())
+        ))
+    };
+    let sink = Arc::new(Mutex::new(open_table()?));
+    // Queries that run for long compact their small files in the background, on a second
+    // handle (a long availableNow backfill writes one ~1 MiB file per batch); once is one batch.
+    let maintenance = if kind == TriggerKind::Once {
+        None
+    } else {
+        Maintenance::from_env(open_table()?, runtime.clone())
     };
     let dead_letter = match (format.on_error(), &format.dead_letter) {
         (OnError::DeadLetter, Some(dead_letter)) => {
