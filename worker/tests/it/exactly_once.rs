@@ -156,6 +156,11 @@ fn continuous_worker_killed_while_producing_then_drained_and_stopped_with_sigter
             txns.iter().any(|(id, v)| id.ends_with(&suffix) && v == end)
         })
     });
+    // The rounds may or may not have been killed mid-compaction; the draining worker compacts
+    // the small files they left before it is stopped.
+    wait_for("a compaction commit", Duration::from_secs(30), || {
+        compaction_commits(&ws.table()) > 0
+    });
     worker.terminate();
     let status = worker.wait(Duration::from_secs(30));
     assert!(
@@ -164,11 +169,6 @@ fn continuous_worker_killed_while_producing_then_drained_and_stopped_with_sigter
         worker.stderr_text()
     );
     assert_exactly_once(&ws, &ends);
-    let compactions = compaction_commits(&ws.table());
-    assert!(
-        compactions > 0,
-        "no compaction committed while the continuous worker ran"
-    );
 }
 
 /// Commits in the table's log made by the worker's compaction.
