@@ -17,13 +17,19 @@ const ARENA_EAGER_COMMIT: mi_option_t = 4;
 /// `mi_option_purge_delay`, likewise.
 const PURGE_DELAY: mi_option_t = 15;
 
-/// Sets the allocator's options; call first thing in main, before other threads start (the
-/// option calls are not thread safe).
+/// Sets the allocator's options, unless mimalloc's own environment variables
+/// (`MIMALLOC_PURGE_DELAY`, `MIMALLOC_ARENA_EAGER_COMMIT`) set them; call first thing in main,
+/// before other threads start (the option calls are not thread safe).
 pub fn configure() {
-    // SAFETY: plain option setters of the linked mimalloc, called before any other thread runs.
-    unsafe {
-        mi_option_set(PURGE_DELAY, 0);
-        mi_option_set(ARENA_EAGER_COMMIT, 0);
+    for (option, variable, value) in [
+        (PURGE_DELAY, "MIMALLOC_PURGE_DELAY", 0),
+        (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0),
+    ] {
+        if std::env::var_os(variable).is_none() {
+            // SAFETY: a plain option setter of the linked mimalloc, called before any other
+            // thread runs.
+            unsafe { mi_option_set(option, value) };
+        }
     }
 }
 

@@ -708,6 +708,7 @@ impl Pipeline {
                 return Ok(BatchResult::Abandoned);
             }
             let mut timeout = first_wait;
+            let mut got = false;
             for polled in 0..POLL_BURST {
                 if !self.poll_once(timeout, Some(&mut plan)) {
                     if polled == 0 {
@@ -718,13 +719,16 @@ impl Pipeline {
                     }
                     break;
                 }
-                last_progress = Instant::now();
-                drained = false;
+                got = true;
                 if plan.capped() || plan.bytes >= self.max_batch_bytes {
                     break;
                 }
                 // Only the first poll of a burst waits; the rest take what is queued.
                 timeout = Duration::ZERO;
+            }
+            if got {
+                last_progress = Instant::now();
+                drained = false;
             }
             if self.check_assignment()? {
                 info!("partitions were re-read from the table: the batch is abandoned");
