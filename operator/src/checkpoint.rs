@@ -26,6 +26,9 @@ pub fn checkpoint_place(ingestion: &StreamingIngestion) -> Option<CheckpointPlac
     let checkpoint = &ingestion.spec.checkpoint;
     let location = checkpoint.location.as_str();
     if !location.starts_with('/') {
+        if let Some(place) = azure_place(location, azure_account(ingestion)) {
+            return Some(CheckpointPlace::Url(place));
+        }
         let (scheme, rest) = location.split_once("://")?;
         return Some(CheckpointPlace::Url(format!(
             "{}://{}",
@@ -45,6 +48,61 @@ pub fn checkpoint_place(ingestion: &StreamingIngestion) -> Option<CheckpointPlac
         claim,
         path: trim_slashes(within),
     })
+}
+
+/// The storage account a checkpoint URL without one (az://container/path) is in: from the
+/// checkpoint's storage options, or the sink's when the checkpoint has none (as the worker
+/// chooses them).
+fn azure_account(ingestion: &StreamingIngestion) -> Option<&str> {
+    let checkpoint = &ingestion.spec.checkpoint;
+    let options =
+        if checkpoint.storage_options.is_empty() && checkpoint.secret_storage_options.is_empty() {
+            &ingestion.spec.sink.delta.storage_options
+        } else {
+            &checkpoint.storage_options
+        };
+    ["azure_storage_account_name", "account_name"]
+        .iter()
+        .find_map(|key| options.get(*key))
+        .map(String::as_str)
+}
+
+/// One spelling for every way of naming a place in Azure storage:
+/// abfs[s]://container@account.dfs|blob.core.windows.net/path,
+/// https://account.dfs|blob.core.windows.net/container/path, and az|azure|adl://container/path
+/// (the account from the options) all become azure://account/container/path. None for other
+/// URLs, and for az:// without a known account (compared as written then: a missed conflict is
+/// still caught by the worker's claim, a false one would block a valid ingestion).
+fn azure_place(location: &str, account: Option<&str>) -> Option<String> {
+    let (scheme, rest) = location.split_once("://")?;
+    let account_of = |host: &str| {
+        host.strip_suffix(".dfs.core.windows.net")
+            .or_else(|| host.strip_suffix(".blob.core.windows.net"))
+            .map(str::to_string)
+    };
+    let (account, container, path) = match scheme.to_ascii_lowercase().as_str() {
+        "abfs" | "abfss" => {
+            let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+            let (container, host) = authority.split_once('@')?;
+            (account_of(host)?, container.to_string(), path)
+        }
+        "https" => {
+            let (host, rest) = rest.split_once('/')?;
+            let (container, path) = rest.split_once('/').unwrap_or((rest, ""));
+            (account_of(host)?, container.to_string(), path)
+        }
+        "az" | "azure" | "adl" => {
+            let (container, path) = rest.split_once('/').unwrap_or((rest, ""));
+            (account?.to_string(), container.to_string(), path)
+        }
+        _ => return None,
+    };
+    Some(format!(
+        "azure://{}/{}/{}",
+        account.to_ascii_lowercase(),
+        container,
+        path.trim_matches('/')
+    ))
 }
 
 /// Orders ingestions by age: older first, names breaking ties (and giving one answer when
@@ -188,6 +246,68 @@ mod tests {
             conflicting_owner(&second, &[first, second.clone()]).as_deref(),
             Some("first")
         );
+    }
+
+    #[test]
+    fn every_spelling_of_one_azure_place_conflicts() {
+        let first = ingestion(
+            "first",
+            "2026-01-01T00:00:00Z",
+            "abfss://cp@lake.dfs.core.windows.net/telemetry/",
+            None,
+        );
+        let mut by_az = ingestion("by-az", "2026-01-02T00:00:00Z", "az://cp/telemetry", None);
+        by_az
+            .spec
+            .checkpoint
+            .storage_options
+            .insert("azure_storage_account_name".into(), "lake".into());
+        let by_https = ingestion(
+            "by-https",
+            "2026-01-03T00:00:00Z",
+            "https://LAKE.blob.core.windows.net/cp/telemetry",
+            None,
+        );
+        let all = [first.clone(), by_az.clone(), by_https.clone()];
+        assert_eq!(conflicting_owner(&by_az, &all).as_deref(), Some("first"));
+        assert_eq!(conflicting_owner(&by_https, &all).as_deref(), Some("first"));
+
+        // The account of az:// comes from the sink when the checkpoint sets no options.
+        let mut from_sink = ingestion(
+            "from-sink",
+            "2026-01-04T00:00:00Z",
+            "az://cp/telemetry",
+            None,
+        );
+        from_sink
+            .spec
+            .sink
+            .delta
+            .storage_options
+            .insert("account_name".into(), "lake".into());
+        assert_eq!(
+            conflicting_owner(&from_sink, &[first.clone(), from_sink.clone()]).as_deref(),
+            Some("first")
+        );
+
+        // Without a known account, or in another account or container, no conflict.
+        let unknown = ingestion("unknown", "2026-01-05T00:00:00Z", "az://cp/telemetry", None);
+        let other_account = ingestion(
+            "other-account",
+            "2026-01-06T00:00:00Z",
+            "abfss://cp@other.dfs.core.windows.net/telemetry",
+            None,
+        );
+        let other_container = ingestion(
+            "other-container",
+            "2026-01-07T00:00:00Z",
+            "abfss://cp2@lake.dfs.core.windows.net/telemetry",
+            None,
+        );
+        for si in [&unknown, &other_account, &other_container] {
+            let all = [first.clone(), si.clone()];
+            assert_eq!(conflicting_owner(si, &all), None, "{:?}", si.metadata.name);
+        }
     }
 
     #[test]
