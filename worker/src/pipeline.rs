@@ -100,6 +100,9 @@ pub fn run(
     let kind = spec.trigger_kind().map_err(Error::Unsupported)?;
     let source = SourceConfig::from_ingestion(ingestion, bootstrap_override)?;
     info!(bootstrap = %source.bootstrap, group = %source.group_id, options = %source.describe_options(), trigger = %Schedule::describe(kind), "starting");
+    // Refused credentials, an untrusted certificate or an unreachable broker stop the worker
+    // here, before the checkpoint is claimed or the table created for a query that cannot read.
+    crate::connection::probe(&source)?;
 
     let delta = &spec.sink.delta;
     // The checkpoint's storage options default to the sink's, so both are resolved first.
@@ -167,8 +170,6 @@ pub fn run(
         _ => None,
     };
 
-    // Refused credentials or an untrusted certificate stop the worker here, at once.
-    crate::connection::probe(&source)?;
     // A short-lived client for metadata: starting offsets and availableNow targets are decided
     // before the consumer joins its group.
     let metadata_client: BaseConsumer = {

@@ -241,6 +241,15 @@ fn a_wrong_connection_string_stops_the_worker_at_once_naming_the_broker_and_the_
     );
     assert_no_secret(&outcome.output, &wrong);
     assert_no_secret(&outcome.output, &broker.connection_string());
+    // The worker stopped before it created the table for a query that cannot read.
+    assert!(
+        !ws.table().join("_delta_log").exists(),
+        "a table was created before the credentials were checked"
+    );
+    assert!(
+        !ws.path("checkpoint").join("owner").exists(),
+        "the checkpoint was claimed before the credentials were checked"
+    );
 }
 
 #[test]
