@@ -75,6 +75,28 @@ pub struct CompactionPolicy {
     /// Bins rewritten per run, each at most the target size of input: bounds the time one run
     /// takes away from ingestion. What is left waits for the next run.
     pub max_bins_per_run: usize,
+    /// Small files are compacted with files of their own size tier only (tier 0 below this
+    /// many bytes, then one tier per factor of [`TIER_FACTOR`]). Without tiers every run merged
+    /// the growing output of the previous runs again with a minute's new files, rewriting each
+    /// byte ~16 times on its way to the target size; with them about once per tier.
+    pub tier_base_bytes: u64,
+}
+
+/// Size ratio between compaction tiers.
+pub const TIER_FACTOR: u64 = 8;
+
+/// The size tier of a file: 0 below `base`, then 1, 2, ... per factor of [`TIER_FACTOR`].
+fn tier(size: u64, base: u64) -> u32 {
+    let mut tier = 0;
+    let mut bound = base.max(1);
+    while size >= bound {
+        tier += 1;
+        match bound.checked_mul(TIER_FACTOR) {
+            Some(next) => bound = next,
+            None => break,
+        }
+    }
+    tier
 }
 
 impl Default for CompactionPolicy {
@@ -83,6 +105,7 @@ impl Default for CompactionPolicy {
             small_file_bytes: None,
             min_small_files: 20,
             max_bins_per_run: 8,
+            tier_base_bytes: 1 << 20,
         }
     }
 }
@@ -246,7 +269,7 @@ fn plan(
 ) -> Result<Plan> {
     let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
     let threshold = policy.small_file_bytes.unwrap_or(target_file_size / 2);
-    let mut by_partition: BTreeMap<PartitionKey, Vec<LogicalFileView>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<(PartitionKey, u32), Vec<LogicalFileView>> = BTreeMap::new();
     for file in snapshot.log_data().iter() {
         let size = u64::try_from(file.size()).unwrap_or(0);
         if size >= threshold {
@@ -260,12 +283,15 @@ fn plan(
         let key: BTreeMap<String, Option<String>> =
             file.partition_values_map().into_iter().collect();
         by_partition
-            .entry(key.into_iter().collect())
+            .entry((
+                key.into_iter().collect(),
+                tier(size, policy.tier_base_bytes),
+            ))
             .or_default()
             .push(file);
     }
     let mut bins = Vec::new();
-    for (partition, mut files) in by_partition {
+    for ((partition, _tier), mut files) in by_partition {
         if files.len() < policy.min_small_files.max(2) {
             continue;
         }
@@ -902,6 +928,55 @@ mod tests {
             append(&mut sink, 0, n, &batch).await;
         }
         sink
+    }
+
+    #[test]
+    fn tiers_grow_by_a_factor_of_eight_from_the_base() {
+        let base = 1 << 20;
+        assert_eq!(tier(0, base), 0);
+        assert_eq!(tier(base - 1, base), 0);
+        assert_eq!(tier(base, base), 1);
+        assert_eq!(tier(8 * base - 1, base), 1);
+        assert_eq!(tier(8 * base, base), 2);
+        assert_eq!(
+            tier(u64::MAX, base),
+            15,
+            "the last tier holds everything above 2^62"
+        );
+    }
+
+    #[tokio::test]
+    async fn files_of_different_tiers_are_compacted_apart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = location(&dir);
+        let mut sink = thirty_appends(&location).await;
+        // First run: the thirty tiny files (all in tier 0 with a base above their size) merge.
+        let policy = CompactionPolicy {
+            min_small_files: 3,
+            tier_base_bytes: 1 << 20,
+            ..CompactionPolicy::default()
+        };
+        let first = sink.compact(&policy).await.expect("first compaction");
+        assert_eq!(first.status, CompactionStatus::Committed);
+        assert_eq!(first.files_added, 1);
+        let merged = first.bytes_after;
+        // Three more tiny appends, then a base that puts the merged file one tier up: the
+        // merged file is left alone and only the three new ones are merged.
+        for n in 31..=33 {
+            let batch = rows(n * 10..n * 10 + 10, |_| None);
+            append(&mut sink, 0, n, &batch).await;
+        }
+        let tiny = CompactionPolicy {
+            tier_base_bytes: merged,
+            ..policy
+        };
+        let second = sink.compact(&tiny).await.expect("second compaction");
+        assert_eq!(second.status, CompactionStatus::Committed);
+        assert_eq!(
+            second.files_removed, 3,
+            "the merged file is not rewritten again"
+        );
+        assert!(second.bytes_before < merged);
     }
 
     #[test]
