@@ -179,6 +179,7 @@ async fn a_crash_loop_reaches_the_status_through_the_pod_watch_within_seconds() 
         "{second}"
     );
     let took = seen.duration_since(released);
+    eprintln!("the crash loop reached the status {took:?} after the pod changed");
     assert!(
         took < DEBOUNCE + Duration::from_secs(5),
         "the crash loop took {took:?} to reach the status"
