@@ -705,4 +705,56 @@ mod tests {
             REQUEUE_ACTIVE
         );
     }
+
+    #[test]
+    fn stale_workloads_skip_objects_being_deleted_and_keep_the_current_kind() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+        let si = crate::resources::test_support::ingestion("");
+        let id = Identity::of(&si).expect("identity");
+        let owned = |name: &str, deleting: bool| ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("iot".into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "tributary.dev/v1alpha1".into(),
+                kind: "StreamingIngestion".into(),
+                name: "sensors".into(),
+                uid: si.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                ..OwnerReference::default()
+            }]),
+            deletion_timestamp: deleting.then_some(Time(Timestamp::UNIX_EPOCH)),
+            ..ObjectMeta::default()
+        };
+        let workloads = Workloads {
+            deployments: vec![Deployment {
+                metadata: owned("sensors", false),
+                ..Deployment::default()
+            }],
+            jobs: vec![
+                Job {
+                    metadata: owned("sensors-1-old", true),
+                    ..Job::default()
+                },
+                Job {
+                    metadata: owned("sensors-2-older", false),
+                    ..Job::default()
+                },
+            ],
+            cron_jobs: vec![],
+        };
+        let desired = resources::build(&si, &Settings::default()).expect("builds");
+        // Continuous: the Deployment stays; the Job not yet being deleted goes.
+        let plan = stale_workloads(&workloads, &si, &id, desired.workload.as_ref());
+        assert_eq!(plan.delete, vec![("Job", "sensors-2-older".to_string())]);
+        // Blocked: everything of ours goes, except what is already going.
+        let plan = stale_workloads(&workloads, &si, &id, None);
+        assert_eq!(
+            plan.delete,
+            vec![
+                ("Deployment", "sensors".to_string()),
+                ("Job", "sensors-2-older".to_string())
+            ]
+        );
+    }
 }
