@@ -54,7 +54,8 @@ pub enum Error {
         source: Box<rdkafka::error::KafkaError>,
     },
 
-    // The three below come from connection.rs, which says why the first two stop the worker.
+    // The three below come from source/security.rs and source/connection.rs; security.rs says
+    // why the first two stop the worker.
     #[error(
         "cannot authenticate to Kafka at {bootstrap}: the broker refused the credentials ({reason}). {remedy}"
     )]
@@ -180,7 +181,7 @@ impl From<tributary_crds::Error> for Error {
 }
 
 impl Error {
-    /// The brokers refuse this client (credentials or certificate): see connection.rs.
+    /// The brokers refuse this client (credentials or certificate): see source/security.rs.
     pub fn is_refused_connection(&self) -> bool {
         matches!(
             self,
