@@ -260,8 +260,8 @@ spec:
       schema:
         - {{name: device_id, type: string}}
   sink:
-    delta: {{uri: /lake/readings}}
-  checkpoint: {{location: /checkpoints/readings}}
+    delta: {{uri: /lake/readings, volume: {{claimName: lake, mountPath: /lake}}}}
+  checkpoint: {{location: /checkpoints/readings, volume: {{size: 1Gi}}}}
 "
         );
         tributary_crds::manifest::load_str(&yaml, "test.yaml")
