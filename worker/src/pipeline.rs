@@ -27,7 +27,7 @@ use crate::secrets;
 use crate::sink::{CommitOutcome, DeltaSink, TxnUpdate};
 use crate::source::{
     self, Assignment, METADATA_TIMEOUT, PartitionStart, Record, SourceConfig, SourceContext,
-    StartResolver, Tp,
+    StartResolver, Subscription, Tp,
 };
 use crate::telemetry::Telemetry;
 use crate::trigger::Schedule;
@@ -275,6 +275,7 @@ pub fn run(
         },
         previous_start: None,
         offsets_lost: false,
+        topic_missing: false,
         paused: Default::default(),
         maintenance,
         offsets_client,
@@ -415,6 +416,9 @@ struct Pipeline {
     previous_start: Option<Instant>,
     /// Set when the broker no longer has an offset we read: every partition is re-resolved.
     offsets_lost: bool,
+    /// Set when the broker said a topic being read is unknown: whether it was deleted is
+    /// checked before the next batch.
+    topic_missing: bool,
     /// Partitions paused because their read-ahead is full.
     paused: std::collections::BTreeSet<Tp>,
     /// Background compaction (continuous queries).
@@ -533,6 +537,8 @@ impl Pipeline {
     fn check_assignment(&mut self) -> Result<bool> {
         let (error, revoked) =
             self.with_assignment(|a| (a.error.take(), std::mem::take(&mut a.revoked)));
+        // A deleted topic's partitions are revoked (or fail to fetch): check before going on.
+        let check_topics = std::mem::take(&mut self.topic_missing) || !revoked.is_empty();
         for tp in revoked {
             // Kept in `paused` on purpose: if the partition comes back, the next batch that
             // plans it resumes it (harmless if librdkafka already did).
@@ -540,6 +546,9 @@ impl Pipeline {
         }
         if let Some(error) = error {
             return Err(error);
+        }
+        if check_topics {
+            self.check_topics_exist()?;
         }
         if std::mem::take(&mut self.offsets_lost) {
             // Data loss is reported (failOnDataLoss) or skipped with a warning by the resolver.
@@ -564,6 +573,17 @@ impl Pipeline {
             ))) => {
                 warn!("an offset being read is no longer on the broker; re-reading where to start");
                 self.offsets_lost = true;
+                return false;
+            }
+            Some(Err(
+                error @ rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopicId,
+                ),
+            )) => {
+                warn!(%error, "the broker does not know a topic being read");
+                self.topic_missing = true;
                 return false;
             }
             Some(Err(error)) => {
@@ -595,6 +615,33 @@ impl Pipeline {
             self.set_paused(&tp, true);
         }
         true
+    }
+
+    /// Fails (failOnDataLoss, as Spark fails when partitions are gone) when a topic named by
+    /// the subscription no longer exists on the broker: its unread offsets are lost, and a
+    /// worker left running would idle forever. A pattern subscription just matches fewer
+    /// topics.
+    fn check_topics_exist(&self) -> Result<()> {
+        let topics: Vec<String> = match &self.source.subscription {
+            Subscription::Topics(topics) => topics.clone(),
+            Subscription::Assign(assign) => assign.keys().cloned().collect(),
+            Subscription::Pattern(_) => return Ok(()),
+        };
+        for topic in topics {
+            let named = Subscription::Topics(vec![topic.clone()]);
+            match subscription_partitions(&*self.offsets_client, &named, &self.source.bootstrap) {
+                Err(Error::UnknownTopic { topic, bootstrap }) => {
+                    if self.source.read.fail_on_data_loss() {
+                        return Err(Error::TopicDeleted { topic, bootstrap });
+                    }
+                    warn!(%topic, "the topic was deleted; its unread offsets are skipped (failOnDataLoss: false)");
+                }
+                // Another failure to ask is not proof of deletion: the next check decides.
+                Err(error) => warn!(%topic, %error, "cannot check that the topic exists"),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
     }
 
     fn set_paused(&self, tp: &Tp, paused: bool) {
