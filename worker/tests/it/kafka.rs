@@ -238,14 +238,12 @@ impl Kafka {
             .create()
             .expect("metadata client");
         loop {
-            for i in 0..self.nodes.len() {
-                if self.nodes[i].child.is_some() && !self.nodes[i].running() {
-                    panic!(
-                        "Kafka node {} exited during start-up\n{}",
-                        self.nodes[i].id,
-                        self.logs()
-                    );
-                }
+            let exited = self
+                .nodes
+                .iter_mut()
+                .find_map(|n| (n.child.is_some() && !n.running()).then_some(n.id));
+            if let Some(id) = exited {
+                panic!("Kafka node {id} exited during start-up\n{}", self.logs());
             }
             if let Ok(metadata) = client.fetch_metadata(None, Duration::from_millis(500))
                 && metadata.brokers().len() >= expected
