@@ -145,6 +145,8 @@ impl Pipeline {
             max_batch_bytes: tuning.max_batch_bytes,
             stop,
             offsets_lost: false,
+            topic_missing: false,
+            fail_on_data_loss: source.config().read.fail_on_data_loss(),
             previous_start: None,
             telemetry,
             summary: RunSummary {
