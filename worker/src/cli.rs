@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
-use crate::outputs::metrics::{self, Metrics};
+use crate::outputs::metrics::Metrics;
 use crate::outputs::report::{self, StatusReporter, StatusTarget};
 use crate::tuning::Tuning;
 use crate::{demo, pipeline, secrets, standalone};
@@ -193,11 +193,16 @@ fn start_telemetry(
 ) -> Result<Telemetry> {
     let metrics = Arc::new(Metrics::default());
     if let Some(port) = metrics_port {
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(("0.0.0.0", port)))
-            .map_err(|source| Error::ServeMetrics { port, source })?;
-        runtime.spawn(metrics::serve(listener, metrics.clone()));
-        tracing::info!(port, "serving /metrics, /healthz and /readyz");
+        let address = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        let server = runtime
+            .block_on(tributary_http::Server::bind(address))
+            .map_err(|source| Error::ServeMetrics { source })?;
+        let probe = metrics.clone();
+        runtime.spawn(async move {
+            if let Err(error) = server.serve(probe).await {
+                tracing::error!(%error, "the metrics endpoint stopped");
+            }
+        });
     }
     let reporter = match StatusTarget::from_env(|key| std::env::var(key).ok()) {
         None => None,
