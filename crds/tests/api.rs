@@ -310,6 +310,20 @@ fn cel_one_replica_for_runs_to_completion() {
 }
 
 #[test]
+fn cel_run_policy_only_for_runs_to_completion() {
+    assert_rejected(
+        |o| o["spec"]["runs"] = json!({"backoffLimit": 5}),
+        tributary_crds::spec::RUNS_NEED_A_RUN_TO_COMPLETION,
+    );
+    for trigger in [json!({"availableNow": true}), json!({"once": true})] {
+        let mut run = valid_object();
+        run["spec"]["trigger"] = trigger;
+        run["spec"]["runs"] = json!({"backoffLimit": 5, "successfulHistory": 1});
+        assert_eq!(cel_errors(&run), Vec::<String>::new());
+    }
+}
+
+#[test]
 fn cel_processing_time_is_a_duration() {
     for good in ["10s", "1m30s", "500ms", "10 seconds", "2 minutes"] {
         let mut object = valid_object();
