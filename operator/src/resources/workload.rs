@@ -8,6 +8,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tributary_crds::{StreamingIngestion, TriggerKind};
@@ -104,6 +105,25 @@ fn rollout(ingestion: &StreamingIngestion, template: &PodTemplateSpec) -> Deploy
             max_surge: Some(IntOrString::Int(1)),
             max_unavailable: Some(IntOrString::Int(0)),
         }),
+    }
+}
+
+/// At most one worker of an ingestion evicted at a time (a node drain, a cluster upgrade): each
+/// eviction is a rebalance for the others, and the partitions of the evicted worker wait until
+/// they are reassigned. For a run to completion, whose single pod it also covers, it never
+/// blocks a drain: the run resumes from its checkpoint.
+pub fn disruption_budget(ingestion: &StreamingIngestion, id: &Identity) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: owned_meta(ingestion, id, names::workload(&id.name), "worker"),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&id.name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
     }
 }
 
@@ -244,6 +264,24 @@ mod tests {
         let update = rolling.rolling_update.expect("rolling update");
         assert_eq!(update.max_surge, Some(IntOrString::Int(1)));
         assert_eq!(update.max_unavailable, Some(IntOrString::Int(0)));
+    }
+
+    #[test]
+    fn one_worker_at_a_time_may_be_evicted() {
+        let si = ingestion("  replicas: 3\n");
+        let id = crate::resources::Identity::of(&si).expect("identity");
+        let budget = disruption_budget(&si, &id);
+        assert_eq!(budget.metadata.name.as_deref(), Some("sensors"));
+        let spec = budget.spec.expect("spec");
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            spec.selector.and_then(|s| s.match_labels),
+            Some(selector_labels("sensors"))
+        );
+        assert_eq!(
+            built("").disruption_budget.metadata.name.as_deref(),
+            Some("sensors")
+        );
     }
 
     #[test]
