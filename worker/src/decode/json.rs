@@ -132,11 +132,9 @@ pub struct JsonDecoder {
     table_schema: SchemaRef,
 }
 
-/// What became of one record.
+/// What became of one record (its cells are in the buffer it was decoded into: one per
+/// declared column, all null when the record is not a row or is rescued whole).
 struct Outcome {
-    /// One cell per declared column (all null when the record is not a row or is rescued
-    /// whole).
-    cells: Vec<Cell>,
     /// What goes into `_rescued_data` (rescue mode).
     rescued: Option<String>,
     /// Why the record is bad (every mode; in rescue mode it is still a row).
@@ -252,14 +250,17 @@ impl JsonDecoder {
     /// Decodes a slice of a batch; `base` is the slice's first index in the batch.
     fn decode_chunk(&self, records: &[Record], base: usize) -> Result<Decoded> {
         let rescue = self.on_error == OnError::Rescue;
-        let mut cells: Vec<Vec<Cell>> = (0..self.columns.len())
-            .map(|_| Vec::with_capacity(records.len()))
-            .collect();
+        let mut sinks = self
+            .columns
+            .iter()
+            .map(|c| build::ColumnSink::new(&c.arrow, records.len()))
+            .collect::<Result<Vec<_>>>()?;
         let mut rows = Vec::with_capacity(records.len());
         let mut rescued = Vec::new();
         let mut bad = Vec::new();
+        let mut cells: Vec<Cell<'_>> = Vec::with_capacity(self.columns.len());
         for (i, record) in records.iter().enumerate() {
-            let outcome = self.decode_record(record.value.as_deref(), rescue);
+            let outcome = self.decode_record(record.value.as_deref(), rescue, &mut cells);
             if !rescue && let Some(reason) = outcome.problem {
                 bad.push(BadRecord {
                     index: base + i,
@@ -267,8 +268,8 @@ impl JsonDecoder {
                 });
                 continue;
             }
-            for (column, cell) in cells.iter_mut().zip(outcome.cells) {
-                column.push(cell);
+            for (sink, cell) in sinks.iter_mut().zip(cells.drain(..)) {
+                sink.push(cell)?;
             }
             rows.push(i);
             if rescue {
@@ -277,11 +278,9 @@ impl JsonDecoder {
         }
         // The table's columns: data, metadata, rescued.
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.table_schema.fields().len());
-        for (column, cells) in self.columns.iter().zip(&cells) {
-            let refs: Vec<&Cell> = cells.iter().collect();
-            columns.push(build::build(&column.arrow, &refs)?);
+        for sink in sinks {
+            columns.push(sink.finish()?);
         }
-        drop(cells);
         for column in &self.metadata {
             columns.push(metadata_array(*column, records, &rows));
         }
@@ -299,31 +298,51 @@ impl JsonDecoder {
         })
     }
 
+    /// The column a top-level name belongs to (names match exactly, as in Spark's parser).
+    fn column_index(&self, name: &str) -> Option<usize> {
+        // A short scan beats hashing for the usual handful of columns.
+        if self.columns.len() <= 16 {
+            return self.columns.iter().position(|c| c.name == name);
+        }
+        self.by_name.get(name).copied()
+    }
+
     /// Reads one record's value. In rescue mode fields that do not read are rescued (with the
     /// fields not in the schema, as Auto Loader's rescued data column does); a value that is
     /// not one JSON object, or whose required field is missing, is rescued whole. In the other
     /// modes fields not in the schema are ignored, as Spark ignores them.
-    fn decode_record(&self, value: Option<&[u8]>, rescue: bool) -> Outcome {
-        let whole = |problem: String| Outcome {
-            cells: vec![Cell::Null; self.columns.len()],
-            rescued: rescue.then(|| raw_text(value)),
-            problem: Some(problem),
+    fn decode_record<'a>(
+        &self,
+        value: Option<&'a [u8]>,
+        rescue: bool,
+        cells: &mut Vec<Cell<'a>>,
+    ) -> Outcome {
+        cells.clear();
+        cells.resize(self.columns.len(), Cell::Null);
+        let whole = |cells: &mut Vec<Cell<'a>>, problem: String| {
+            cells.iter_mut().for_each(|c| *c = Cell::Null);
+            Outcome {
+                rescued: rescue.then(|| raw_text(value)),
+                problem: Some(problem),
+            }
         };
         let members = match read_object(value) {
             Ok(members) => members,
-            Err(problem) => return whole(problem),
+            Err(problem) => return whole(cells, problem),
         };
         if let Err(problem) = convert::no_duplicates(&members) {
-            return whole(format!(
-                "{problem} (Spark keeps the last one; the record is refused rather than \
+            return whole(
+                cells,
+                format!(
+                    "{problem} (Spark keeps the last one; the record is refused rather than \
                  losing a value silently)"
-            ));
+                ),
+            );
         }
-        let mut cells = vec![Cell::Null; self.columns.len()];
         let mut problems: Vec<String> = Vec::new();
         let mut rescued_members: Vec<&Member<'_>> = Vec::new();
         for member in &members {
-            let Some(&index) = self.by_name.get(member.key.as_ref()) else {
+            let Some(index) = self.column_index(member.key.as_ref()) else {
                 if rescue {
                     rescued_members.push(member);
                 }
@@ -344,7 +363,7 @@ impl JsonDecoder {
         if let Some(column) = self
             .columns
             .iter()
-            .zip(&cells)
+            .zip(cells.iter())
             .find(|(c, cell)| c.required && **cell == Cell::Null)
             .map(|(c, _)| c)
             .filter(|_| problems.is_empty())
@@ -355,7 +374,6 @@ impl JsonDecoder {
             );
             if rescued_members.is_empty() {
                 return Outcome {
-                    cells,
                     rescued: rescue.then(|| raw_text(value)),
                     problem: Some(problem),
                 };
@@ -378,7 +396,6 @@ impl JsonDecoder {
             text
         });
         Outcome {
-            cells,
             rescued,
             problem: (!problems.is_empty()).then(|| problems.join("; ")),
         }

@@ -157,3 +157,91 @@ fn an_added_field_is_refused_by_default_and_added_as_a_nullable_column_with_merg
     );
     assert_eq!(read_table(&ws.table()).rows(), 3);
 }
+
+/// The commits whose metadata adds `note`.
+fn evolving_commits(table: &std::path::Path) -> Vec<usize> {
+    commits(table)
+        .iter()
+        .enumerate()
+        .filter(|(_, actions)| {
+            actions.iter().any(|a| {
+                a["metaData"]["schemaString"]
+                    .as_str()
+                    .is_some_and(|s| s.contains("\"note\""))
+            })
+        })
+        .map(|(version, _)| version)
+        .collect()
+}
+
+#[test]
+fn a_worker_killed_around_the_evolving_commit_adds_the_column_once_and_every_row_once() {
+    const PARTITIONS: i32 = 2;
+    let broker = Broker::start();
+    broker.topic(TOPIC, PARTITIONS);
+    for i in 0..200 {
+        let value = reading(i, "oslo", 1.0);
+        broker.send(TOPIC, i as i32 % PARTITIONS, None, value.as_bytes());
+    }
+    broker.flush();
+    let ws = Workspace::new();
+    let first = ws.write(
+        "a.yaml",
+        &Manifest::subscribe(&ws, "killed", TOPIC).render(),
+    );
+    let (worker, status) = run_to_end(&ws, &first, &broker.bootstrap, "first");
+    assert!(status.success(), "{}", worker.stderr_text());
+    for i in 200..3200 {
+        let value = format!(r#"{{"device_id":"d-{i}","site":"oslo","note":"n-{i}"}}"#);
+        broker.send(TOPIC, i % PARTITIONS, None, value.as_bytes());
+    }
+    broker.flush();
+
+    let mut evolved = Manifest::subscribe(&ws, "killed", TOPIC);
+    evolved.schema = WITH_NOTE;
+    evolved.sink_extra = "      mergeSchema: true";
+    evolved.source.push_str("\n      maxOffsetsPerTrigger: 200");
+    let path = ws.write("b.yaml", &evolved.render());
+    // Kill -9 ever later (20 ms more each time) after the start until a kill lands after the
+    // evolving commit: the kills before it land in the start, the read, the Parquet writes
+    // and the commit of the batch that evolves the table.
+    let mut delay_ms = 40;
+    let mut kills_before = 0;
+    for round in 0.. {
+        assert!(round < 100, "the evolving commit never landed");
+        let mut worker = Worker::start(&ws, &path, &broker.bootstrap, &format!("round{round}"));
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        worker.kill();
+        if evolving_commits(&ws.table()).is_empty() {
+            kills_before += 1;
+            delay_ms += 20;
+        } else {
+            break;
+        }
+    }
+    println!(
+        "{kills_before} kills before the evolving commit, the last one {delay_ms} ms after start"
+    );
+    assert!(
+        kills_before >= 1,
+        "no kill landed before the evolving commit"
+    );
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "final");
+    assert!(status.success(), "{}", worker.stderr_text());
+
+    assert_eq!(
+        evolving_commits(&ws.table()).len(),
+        1,
+        "the column is added once"
+    );
+    let table = read_table(&ws.table());
+    let mut ends = std::collections::BTreeMap::new();
+    for p in 0..PARTITIONS {
+        ends.insert((TOPIC.to_string(), p), 1600);
+    }
+    let coordinates = table.coordinates();
+    assert_eq!(coordinates, expected_coordinates(&ends), "every row once");
+    let notes = notes(&table);
+    assert_eq!(notes.iter().filter(|n| n.is_none()).count(), 200);
+    assert_eq!(notes.iter().filter(|n| n.is_some()).count(), 3000);
+}

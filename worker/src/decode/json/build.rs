@@ -13,7 +13,7 @@ use deltalake::arrow::datatypes::{DataType as ArrowType, TimeUnit};
 use super::convert::Cell;
 use crate::error::{Error, Result};
 
-fn mismatch(arrow: &ArrowType, cell: &Cell) -> Error {
+fn mismatch(arrow: &ArrowType, cell: &Cell<'_>) -> Error {
     Error::Decode(format!(
         "internal: a {cell:?} cell does not belong in an Arrow {arrow} column"
     ))
@@ -34,7 +34,7 @@ macro_rules! primitive {
 }
 
 /// One Arrow array of type `arrow` from cells made for it.
-pub(crate) fn build(arrow: &ArrowType, cells: &[&Cell]) -> Result<ArrayRef> {
+pub(crate) fn build(arrow: &ArrowType, cells: &[&Cell<'_>]) -> Result<ArrayRef> {
     let n = cells.len();
     let cells = cells.iter().copied();
     Ok(match arrow {
@@ -44,7 +44,7 @@ pub(crate) fn build(arrow: &ArrowType, cells: &[&Cell]) -> Result<ArrayRef> {
             for cell in cells {
                 match cell {
                     Cell::Null => builder.append_null(),
-                    Cell::Str(s) => builder.append_value(s),
+                    Cell::Str(s) => builder.append_value(s.as_ref()),
                     other => return Err(mismatch(arrow, other)),
                 }
             }
@@ -91,7 +91,7 @@ pub(crate) fn build(arrow: &ArrowType, cells: &[&Cell]) -> Result<ArrayRef> {
             let mut offsets = Vec::with_capacity(n + 1);
             offsets.push(0i32);
             let mut valid = Vec::with_capacity(n);
-            let mut children: Vec<&Cell> = Vec::new();
+            let mut children: Vec<&Cell<'_>> = Vec::new();
             for cell in cells {
                 match cell {
                     Cell::Null => valid.push(false),
@@ -124,14 +124,14 @@ pub(crate) fn build(arrow: &ArrowType, cells: &[&Cell]) -> Result<ArrayRef> {
             offsets.push(0i32);
             let mut valid = Vec::with_capacity(n);
             let mut keys: Vec<Option<&str>> = Vec::new();
-            let mut values: Vec<&Cell> = Vec::new();
+            let mut values: Vec<&Cell<'_>> = Vec::new();
             for cell in cells {
                 match cell {
                     Cell::Null => valid.push(false),
                     Cell::Map(pairs) => {
                         valid.push(true);
                         for (k, v) in pairs {
-                            keys.push(Some(k));
+                            keys.push(Some(k.as_ref()));
                             values.push(v);
                         }
                     }
@@ -157,7 +157,7 @@ pub(crate) fn build(arrow: &ArrowType, cells: &[&Cell]) -> Result<ArrayRef> {
         }
         ArrowType::Struct(fields) => {
             let mut valid = Vec::with_capacity(n);
-            let mut columns: Vec<Vec<&Cell>> = vec![Vec::with_capacity(n); fields.len()];
+            let mut columns: Vec<Vec<&Cell<'_>>> = vec![Vec::with_capacity(n); fields.len()];
             for cell in cells {
                 match cell {
                     Cell::Null => {
@@ -204,5 +204,100 @@ fn nulls(valid: Vec<bool>) -> Option<NullBuffer> {
         None
     } else {
         Some(NullBuffer::from(valid))
+    }
+}
+
+/// One column of a micro-batch being decoded: an Arrow builder for a scalar type (cells go
+/// straight in), cells kept for nested types (built at the end).
+pub(crate) enum ColumnSink<'a> {
+    Utf8(StringBuilder),
+    Boolean(BooleanBuilder),
+    Int8(Int8Builder),
+    Int16(Int16Builder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Date32(Date32Builder),
+    Decimal(Decimal128Builder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Binary(BinaryBuilder),
+    Nested(ArrowType, Vec<Cell<'a>>),
+}
+
+impl<'a> ColumnSink<'a> {
+    pub(crate) fn new(arrow: &ArrowType, n: usize) -> Result<ColumnSink<'a>> {
+        Ok(match arrow {
+            ArrowType::Utf8 => ColumnSink::Utf8(StringBuilder::with_capacity(n, n * 16)),
+            ArrowType::Boolean => ColumnSink::Boolean(BooleanBuilder::with_capacity(n)),
+            ArrowType::Int8 => ColumnSink::Int8(Int8Builder::with_capacity(n)),
+            ArrowType::Int16 => ColumnSink::Int16(Int16Builder::with_capacity(n)),
+            ArrowType::Int32 => ColumnSink::Int32(Int32Builder::with_capacity(n)),
+            ArrowType::Int64 => ColumnSink::Int64(Int64Builder::with_capacity(n)),
+            ArrowType::Float32 => ColumnSink::Float32(Float32Builder::with_capacity(n)),
+            ArrowType::Float64 => ColumnSink::Float64(Float64Builder::with_capacity(n)),
+            ArrowType::Date32 => ColumnSink::Date32(Date32Builder::with_capacity(n)),
+            ArrowType::Decimal128(precision, scale) => ColumnSink::Decimal(
+                Decimal128Builder::with_capacity(n)
+                    .with_precision_and_scale(*precision, *scale)
+                    .map_err(|e| Error::Decode(e.to_string()))?,
+            ),
+            ArrowType::Timestamp(TimeUnit::Microsecond, zone) => ColumnSink::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(n).with_timezone_opt(zone.clone()),
+            ),
+            ArrowType::Binary => ColumnSink::Binary(BinaryBuilder::with_capacity(n, n * 16)),
+            other => ColumnSink::Nested(other.clone(), Vec::with_capacity(n)),
+        })
+    }
+
+    pub(crate) fn push(&mut self, cell: Cell<'a>) -> Result<()> {
+        macro_rules! put {
+            ($builder:expr, $pattern:pat => $value:expr, $arrow:expr) => {
+                match cell {
+                    Cell::Null => $builder.append_null(),
+                    $pattern => $builder.append_value($value),
+                    other => return Err(mismatch(&$arrow, &other)),
+                }
+            };
+        }
+        match self {
+            ColumnSink::Utf8(b) => put!(b, Cell::Str(v) => v.as_ref(), ArrowType::Utf8),
+            ColumnSink::Boolean(b) => put!(b, Cell::Bool(v) => v, ArrowType::Boolean),
+            ColumnSink::Int8(b) => put!(b, Cell::I8(v) => v, ArrowType::Int8),
+            ColumnSink::Int16(b) => put!(b, Cell::I16(v) => v, ArrowType::Int16),
+            ColumnSink::Int32(b) => put!(b, Cell::I32(v) => v, ArrowType::Int32),
+            ColumnSink::Int64(b) => put!(b, Cell::I64(v) => v, ArrowType::Int64),
+            ColumnSink::Float32(b) => put!(b, Cell::F32(v) => v, ArrowType::Float32),
+            ColumnSink::Float64(b) => put!(b, Cell::F64(v) => v, ArrowType::Float64),
+            ColumnSink::Date32(b) => put!(b, Cell::I32(v) => v, ArrowType::Date32),
+            ColumnSink::Decimal(b) => put!(b, Cell::Decimal(v) => v, ArrowType::Decimal128(38, 0)),
+            ColumnSink::Timestamp(b) => {
+                put!(b, Cell::I64(v) => v, ArrowType::Timestamp(TimeUnit::Microsecond, None))
+            }
+            ColumnSink::Binary(b) => put!(b, Cell::Bin(v) => v, ArrowType::Binary),
+            ColumnSink::Nested(_, cells) => cells.push(cell),
+        }
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Result<ArrayRef> {
+        Ok(match self {
+            ColumnSink::Utf8(mut b) => Arc::new(b.finish()),
+            ColumnSink::Boolean(mut b) => Arc::new(b.finish()),
+            ColumnSink::Int8(mut b) => Arc::new(b.finish()),
+            ColumnSink::Int16(mut b) => Arc::new(b.finish()),
+            ColumnSink::Int32(mut b) => Arc::new(b.finish()),
+            ColumnSink::Int64(mut b) => Arc::new(b.finish()),
+            ColumnSink::Float32(mut b) => Arc::new(b.finish()),
+            ColumnSink::Float64(mut b) => Arc::new(b.finish()),
+            ColumnSink::Date32(mut b) => Arc::new(b.finish()),
+            ColumnSink::Decimal(mut b) => Arc::new(b.finish()),
+            ColumnSink::Timestamp(mut b) => Arc::new(b.finish()),
+            ColumnSink::Binary(mut b) => Arc::new(b.finish()),
+            ColumnSink::Nested(arrow, cells) => {
+                let refs: Vec<&Cell<'_>> = cells.iter().collect();
+                build(&arrow, &refs)?
+            }
+        })
     }
 }

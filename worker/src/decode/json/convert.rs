@@ -3,6 +3,8 @@
 //! record marked corrupt) or would read in a way this decoder cannot reproduce exactly is an
 //! error naming why; the caller rescues it or fails the record. Each rule says which it is.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tributary_crds::DataType;
@@ -10,9 +12,10 @@ use tributary_crds::DataType;
 use super::parse::{Member, Value, is_integer};
 use super::time::{parse_date, parse_timestamp};
 
-/// A decoded value, before it goes into an Arrow array.
+/// A decoded value, before it goes into an Arrow array. Strings borrow from the record's
+/// value when they hold no escape.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Cell {
+pub(crate) enum Cell<'a> {
     Null,
     Bool(bool),
     I8(i8),
@@ -25,11 +28,11 @@ pub(crate) enum Cell {
     F64(f64),
     /// A decimal's unscaled value.
     Decimal(i128),
-    Str(String),
+    Str(Cow<'a, str>),
     Bin(Vec<u8>),
-    List(Vec<Cell>),
-    Map(Vec<(String, Cell)>),
-    Struct(Vec<Cell>),
+    List(Vec<Cell<'a>>),
+    Map(Vec<(Cow<'a, str>, Cell<'a>)>),
+    Struct(Vec<Cell<'a>>),
 }
 
 /// Base64 as Jackson reads it for Spark's binary columns: the standard alphabet with padding;
@@ -42,7 +45,7 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Converts `value` to `data_type`. Errors say what the value is and why it is not read.
-pub(crate) fn convert(data_type: &DataType, value: &Value<'_>) -> Result<Cell, String> {
+pub(crate) fn convert<'a>(data_type: &DataType, value: &Value<'a>) -> Result<Cell<'a>, String> {
     if let Value::Null = value {
         return Ok(Cell::Null);
     }
@@ -138,7 +141,7 @@ pub(crate) fn convert(data_type: &DataType, value: &Value<'_>) -> Result<Cell, S
                     .iter()
                     .map(|m| {
                         convert(value_type, &m.value)
-                            .map(|cell| (m.key.to_string(), cell))
+                            .map(|cell| (m.key.clone(), cell))
                             .map_err(|why| format!("key \"{}\": {why}", m.key))
                     })
                     .collect::<Result<Vec<_>, _>>()
@@ -169,6 +172,15 @@ pub(crate) fn convert(data_type: &DataType, value: &Value<'_>) -> Result<Cell, S
 /// are refused here, so that the table never holds one of two values silently.
 pub(crate) fn no_duplicates(members: &[Member<'_>]) -> Result<(), String> {
     if members.len() < 2 {
+        return Ok(());
+    }
+    // Most objects are small: compare pairs without allocating.
+    if members.len() <= 12 {
+        for (i, a) in members.iter().enumerate() {
+            if members[i + 1..].iter().any(|b| b.key == a.key) {
+                return Err(format!("the name \"{}\" appears twice in an object", a.key));
+            }
+        }
         return Ok(());
     }
     let mut keys: Vec<&str> = members.iter().map(|m| m.key.as_ref()).collect();
@@ -330,13 +342,13 @@ pub(crate) fn decimal(text: &str, precision: u8, scale: u8) -> Result<i128, Stri
 /// A value read into a string column. A string is its text; anything else is its JSON text as
 /// Spark writes it back with Jackson: compact, numbers as Java prints them (an integer as
 /// written, a fraction or exponent through a double: `1e5` is `100000.0`).
-fn string(value: &Value<'_>) -> Result<String, String> {
+fn string<'a>(value: &Value<'a>) -> Result<Cow<'a, str>, String> {
     match value {
-        Value::Str(text) => Ok(text.to_string()),
+        Value::Str(text) => Ok(text.clone()),
         other => {
             let mut out = String::new();
             write_json(other, &mut out)?;
-            Ok(out)
+            Ok(Cow::Owned(out))
         }
     }
 }
