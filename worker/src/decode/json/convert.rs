@@ -207,7 +207,18 @@ fn not_read(value: &Value<'_>, type_name: &str, reads: &str) -> String {
         Value::Str(_) => describe(value),
         other => other.kind().to_string(),
     };
-    format!("{what} is not read into a {type_name} column (Spark reads {reads})")
+    format!(
+        "{what} is not read into {} {type_name} column (Spark reads {reads})",
+        article(type_name)
+    )
+}
+
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    }
 }
 
 /// An integer token in `min..=max`. Spark reads no fraction, exponent or string into an
@@ -219,7 +230,12 @@ fn integer(value: &Value<'_>, type_name: &str, min: i64, max: i64) -> Result<i64
             .parse::<i64>()
             .ok()
             .filter(|v| (min..=max).contains(v))
-            .ok_or_else(|| format!("{text} is out of the range of a {type_name} ({min}..{max})")),
+            .ok_or_else(|| {
+                format!(
+                    "{text} is out of the range of {} {type_name} ({min}..{max})",
+                    article(type_name)
+                )
+            }),
         other => Err(not_read(
             other,
             type_name,
