@@ -645,6 +645,15 @@ pub struct DeltaSink {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_CHECKPOINT_INTERVAL, max = MAX_CHECKPOINT_INTERVAL))]
     pub checkpoint_interval: Option<i32>,
+
+    /// Schema evolution, as Spark's mergeSchema: true adds the columns of
+    /// spec.format.json.schema (and metadata columns) that the existing table lacks, as
+    /// nullable columns, in the first commit that writes rows with them (older rows read them
+    /// as null). Default false, as in Spark: such a table is refused, naming the columns. A
+    /// column whose type changed, or one the table has and the ingestion no longer writes, is
+    /// refused either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_schema: Option<bool>,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -666,6 +675,7 @@ impl std::fmt::Debug for DeltaSink {
             .field("volume", &self.volume)
             .field("target_file_size", &self.target_file_size)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("merge_schema", &self.merge_schema)
             .finish()
     }
 }
