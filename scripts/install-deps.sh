@@ -42,3 +42,21 @@ if [ "$installed_azurite" != "$AZURITE_VERSION" ]; then
   mkdir -p "$AZURITE_DIR"
   (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null)
 fi
+
+# ---- A Unity Catalog server, for the worker's catalog tests (worker/tests/it/unity_catalog.rs) ----
+# The open-source Java server (io.unitycatalog:unitycatalog-server) is not served by the Maven
+# registry this project's machines reach (every version answers "not found"), so the tests run
+# olai-uc-server from crates.io: an Apache-2.0 server of the same REST API
+# (/api/2.1/unity-catalog: catalogs, schemas, tables, temporary-table-credentials). Built once
+# into $HOME/.cache/tributary/unity-catalog/bin/uc-server (or $TRIBUTARY_UC_SERVER); its build
+# directory is removed afterwards.
+UC_SERVER_VERSION=0.0.11
+UC_DIR="$HOME/.cache/tributary/unity-catalog"
+if [ "$("$UC_DIR/bin/uc-server" --version 2>/dev/null || true)" != "uc-server $UC_SERVER_VERSION" ]; then
+  echo "building olai-uc-server@$UC_SERVER_VERSION into $UC_DIR (several minutes)"
+  uc_started=$(date +%s)
+  nice -n 5 cargo install olai-uc-server --version "$UC_SERVER_VERSION" --features bin --locked \
+    --root "$UC_DIR" --target-dir "$UC_DIR/build" --quiet
+  rm -rf "$UC_DIR/build"
+  echo "olai-uc-server built in $(( $(date +%s) - uc_started )) s"
+fi

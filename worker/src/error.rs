@@ -164,6 +164,16 @@ pub enum Error {
         me: String,
     },
 
+    #[error("Unity Catalog at {endpoint}: cannot {action}: {reason}{}", remedy_suffix(.remedy))]
+    Catalog {
+        endpoint: String,
+        action: String,
+        problem: crate::catalog::CatalogProblem,
+        /// What the catalog said, secret values redacted.
+        reason: String,
+        remedy: String,
+    },
+
     #[error("cannot decode the micro-batch: {0}")]
     Decode(String),
 
@@ -172,6 +182,14 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+fn remedy_suffix(remedy: &str) -> String {
+    if remedy.is_empty() {
+        String::new()
+    } else {
+        format!(" ({remedy})")
+    }
+}
 
 impl From<tributary_crds::Error> for Error {
     fn from(error: tributary_crds::Error) -> Error {

@@ -2,6 +2,7 @@
 //! exactly once), standalone from a manifest file or in a pod; `demo` runs the sensor example
 //! against an embedded broker.
 
+mod catalog;
 mod checkpoint;
 mod compact;
 mod connection;

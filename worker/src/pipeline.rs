@@ -111,6 +111,21 @@ pub fn run(
         &delta.secret_storage_options,
         "spec.sink.delta",
     )?;
+    let format = &spec.format.json;
+    let decoder = JsonDecoder::new(format, &spec.metadata_columns)?;
+    // A table named through Unity Catalog is resolved (and registered when absent) before the
+    // checkpoint is claimed, so a refused token or an unknown table leaves nothing behind.
+    let sink_table = runtime.block_on(crate::catalog::locate_sink(
+        delta,
+        decoder.table_schema(),
+        &storage_options,
+        &format!("Written by Tributary ingestion {namespace}/{name}"),
+    ))?;
+    let table_uri = sink_table.location.clone();
+    let table_options = sink_table.storage_options.clone();
+    let renewal = sink_table.catalog.and_then(|(client, resolved)| {
+        crate::catalog::Renewal::of(client, &resolved, storage_options.clone())
+    });
     let checkpoint = runtime.block_on(CheckpointDir::open(
         &spec.checkpoint.location,
         &checkpoint::storage_options(&spec.checkpoint, &storage_options)?,
@@ -123,18 +138,11 @@ pub fn run(
     let run_id = uuid::Uuid::new_v4().to_string();
     info!(query_id, run_id, "query identity");
 
-    let format = &spec.format.json;
-    let decoder = JsonDecoder::new(format, &spec.metadata_columns)?;
-    let Some(table_uri) = delta.uri.clone() else {
-        return Err(Error::Unsupported(
-            "spec.sink.delta.table (Unity Catalog) is not supported by this worker yet; use spec.sink.delta.uri".into(),
-        ));
-    };
-    let sink_description = format!("DeltaSink[{table_uri}]");
+    let sink_description = format!("DeltaSink[{}]", sink_table.description);
     let open_table = || {
         runtime.block_on(DeltaSink::open_or_create(
             &table_uri,
-            storage_options.clone(),
+            table_options.clone(),
             decoder.table_schema(),
             delta.partition_by.clone(),
             delta.checkpoint_interval.unwrap_or(10),
@@ -278,6 +286,7 @@ pub fn run(
         paused: Default::default(),
         maintenance,
         offsets_client,
+        renewal,
     };
     if let Err(error) = pipeline.run() {
         if error.is_refused_connection() {
@@ -424,6 +433,8 @@ struct Pipeline {
     offsets_client: Arc<BaseConsumer>,
     /// Metrics, readiness and (in a pod) status.
     telemetry: Telemetry,
+    /// Storage credentials the catalog vended, renewed before they expire.
+    renewal: Option<crate::catalog::Renewal>,
 }
 
 enum BatchResult {
@@ -456,6 +467,7 @@ impl Pipeline {
         loop {
             self.telemetry.heartbeat();
             self.maintain();
+            self.renew_credentials()?;
             let wait = self.schedule.wait(Instant::now());
             self.poll_for(wait)?;
             if self.stopped() {
@@ -507,6 +519,31 @@ impl Pipeline {
                 .metrics
                 .record_compaction(label, outcome.files_removed);
         }
+    }
+
+    /// Between batches: new storage credentials from the catalog when the current ones are
+    /// due for renewal, for the sink and the compaction handle.
+    fn renew_credentials(&mut self) -> Result<()> {
+        let Some(renewal) = self.renewal.as_mut() else {
+            return Ok(());
+        };
+        if !renewal.due(std::time::SystemTime::now()) {
+            return Ok(());
+        }
+        let Some(options) = self.runtime.block_on(renewal.renew())? else {
+            return Ok(());
+        };
+        {
+            let mut sink = self
+                .sink
+                .lock()
+                .map_err(|_| Error::Runtime("sink lock poisoned".into()))?;
+            self.runtime.block_on(sink.reopen_with(options.clone()))?;
+        }
+        if let Some(maintenance) = self.maintenance.as_mut() {
+            maintenance.renew_storage_options(options);
+        }
+        Ok(())
     }
 
     /// Polls the consumer (rebalance callbacks run here) for `duration`, keeping any record in

@@ -136,6 +136,22 @@ impl DeltaSink {
         crate::compact::compact(&mut self.table, &self.uri, target, policy).await
     }
 
+    /// Reopens the table with other storage options (renewed credentials), at its latest
+    /// version.
+    pub async fn reopen_with(&mut self, storage_options: HashMap<String, String>) -> Result<()> {
+        let mut table = DeltaTableBuilder::from_url(table_url(&self.uri)?)
+            .map_err(Error::delta("locate", &self.uri))?
+            .with_storage_options(storage_options)
+            .build()
+            .map_err(Error::delta("open", &self.uri))?;
+        table
+            .load()
+            .await
+            .map_err(Error::delta("load", &self.uri))?;
+        self.table = table;
+        Ok(())
+    }
+
     /// Reloads the table to its latest version.
     pub async fn refresh(&mut self) -> Result<()> {
         self.table
@@ -256,7 +272,26 @@ fn check_fit(
     uri: &str,
 ) -> Result<()> {
     let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
-    let have = snapshot.schema();
+    let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+    let problems = fit_problems(snapshot.schema().as_ref(), &partitions, wanted, partition_by);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::TableMismatch {
+            uri: uri.to_string(),
+            reason: problems.join("; "),
+        })
+    }
+}
+
+/// Why a table with columns `have`, partitioned by `partitions`, cannot take rows of `wanted`
+/// partitioned by `partition_by` (the same rules for a Delta log and a catalog's columns).
+pub fn fit_problems(
+    have: &StructType,
+    partitions: &[String],
+    wanted: &StructType,
+    partition_by: &[String],
+) -> Vec<String> {
     let mut problems = Vec::new();
     for field in wanted.fields() {
         match have.field(field.name()) {
@@ -284,18 +319,10 @@ fn check_fit(
             ));
         }
     }
-    let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
     if partitions != partition_by {
         problems.push(format!(
             "the table is partitioned by {partitions:?}, the spec says {partition_by:?}"
         ));
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::TableMismatch {
-            uri: uri.to_string(),
-            reason: problems.join("; "),
-        })
-    }
+    problems
 }

@@ -4,6 +4,7 @@
 mod adls;
 mod available_now;
 mod azurite;
+mod catalog_tables;
 mod checkpoint;
 mod demo;
 mod event_hubs;
@@ -14,3 +15,4 @@ mod rebalance;
 mod secure_broker;
 mod source_options;
 mod support;
+mod unity_catalog;
