@@ -513,7 +513,10 @@ fn cel_unity_catalog_rules() {
         let rust = tributary_crds::validate(&ingestion)
             .expect_err("Rust validation should reject too")
             .to_string();
-        assert!(rust.contains(expected), "Rust should say {expected:?}; got {rust}");
+        assert!(
+            rust.contains(expected),
+            "Rust should say {expected:?}; got {rust}"
+        );
     };
     rejected(
         &|o| {
@@ -541,7 +544,10 @@ fn cel_unity_catalog_rules() {
         &|o| {
             let delta = o["spec"]["sink"]["delta"].as_object_mut().expect("delta");
             delta.remove("table");
-            delta.insert("uri".into(), json!("abfss://lake@account.dfs.core.windows.net/t"));
+            delta.insert(
+                "uri".into(),
+                json!("abfss://lake@account.dfs.core.windows.net/t"),
+            );
         },
         "spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it",
     );

@@ -537,7 +537,8 @@ fn unity_catalog_checks() {
     );
     expect(
         |v| {
-            v["spec"]["sink"]["delta"]["unityCatalog"] = unity_catalog_sink()["unityCatalog"].clone();
+            v["spec"]["sink"]["delta"]["unityCatalog"] =
+                unity_catalog_sink()["unityCatalog"].clone();
         },
         &[
             "spec.sink.delta.unityCatalog: spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it",

@@ -273,7 +273,12 @@ fn check_fit(
 ) -> Result<()> {
     let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
     let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
-    let problems = fit_problems(snapshot.schema().as_ref(), &partitions, wanted, partition_by);
+    let problems = fit_problems(
+        snapshot.schema().as_ref(),
+        &partitions,
+        wanted,
+        partition_by,
+    );
     if problems.is_empty() {
         Ok(())
     } else {

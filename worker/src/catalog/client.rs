@@ -313,7 +313,10 @@ impl CatalogClient {
         if status.is_success() {
             Ok(Ok(body.to_vec()))
         } else {
-            Ok(Err((status.as_u16(), catalog_message(status.as_u16(), &body))))
+            Ok(Err((
+                status.as_u16(),
+                catalog_message(status.as_u16(), &body),
+            )))
         }
     }
 
@@ -379,10 +382,7 @@ impl CatalogClient {
             }
             Err((status, message)) => return Err(self.refusal(&action, status, message)),
         }
-        let action = format!(
-            "look up schema {} of table {name}",
-            name.schema_full_name()
-        );
+        let action = format!("look up schema {} of table {name}", name.schema_full_name());
         match self
             .call(
                 &action,

@@ -197,7 +197,11 @@ impl Renewal {
             }
             Err(error) => {
                 let now = SystemTime::now();
-                if self.current.expires_at.is_some_and(|at| now + RENEWAL_RETRY >= at) {
+                if self
+                    .current
+                    .expires_at
+                    .is_some_and(|at| now + RENEWAL_RETRY >= at)
+                {
                     return Err(error);
                 }
                 tracing::warn!(table = %self.name, %error, "cannot renew the storage credentials yet; trying again before they expire");
@@ -223,7 +227,10 @@ mod tests {
         .expect("parses");
         let azure = vended_options(azure, issued).expect("maps");
         assert_eq!(
-            azure.options.get("azure_storage_sas_key").map(String::as_str),
+            azure
+                .options
+                .get("azure_storage_sas_key")
+                .map(String::as_str),
             Some("sv=2023&sig=abc")
         );
         assert_eq!(
@@ -265,8 +272,8 @@ mod tests {
                 .contains("Google Cloud")
         );
 
-        let nothing = vended_options(TemporaryCredentialsResponse::default(), issued)
-            .expect("empty is fine");
+        let nothing =
+            vended_options(TemporaryCredentialsResponse::default(), issued).expect("empty is fine");
         assert!(nothing.is_empty());
     }
     #[test]
@@ -301,7 +308,12 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        assert!(runtime.block_on(renewal.renew()).expect("retry later").is_none());
+        assert!(
+            runtime
+                .block_on(renewal.renew())
+                .expect("retry later")
+                .is_none()
+        );
         assert!(!renewal.due(SystemTime::now()));
         assert!(renewal.due(SystemTime::now() + RENEWAL_RETRY));
         renewal.current.expires_at = Some(SystemTime::now() + Duration::from_secs(1));

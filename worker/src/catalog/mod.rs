@@ -15,10 +15,8 @@ mod resolve;
 
 use std::fmt;
 
-pub use client::CatalogClient;
-pub use credentials::{Renewal, VendedCredentials};
-pub use model::{ColumnInfo, TableInfo, TableName, column_infos};
-pub use resolve::{ResolvedTable, SinkTable, TableRequest, locate_sink, resolve};
+pub use credentials::Renewal;
+pub use resolve::locate_sink;
 
 /// What went wrong with the catalog: decides the remedy, and lets callers tell a refused token
 /// from an absent table.

@@ -113,7 +113,8 @@ impl TableInfo {
     /// Why this worker cannot append to the table at all, whatever the credentials.
     pub fn unwritable_reason(&self) -> Option<String> {
         let table_type = self.table_type.as_deref().unwrap_or("unknown");
-        if !table_type.eq_ignore_ascii_case("MANAGED") && !table_type.eq_ignore_ascii_case("EXTERNAL")
+        if !table_type.eq_ignore_ascii_case("MANAGED")
+            && !table_type.eq_ignore_ascii_case("EXTERNAL")
         {
             return Some(format!(
                 "it is a {table_type}, not a table: Tributary appends to MANAGED or EXTERNAL Delta tables"
@@ -198,13 +199,10 @@ pub fn column_infos(
                     .iter()
                     .position(|p| p == field.name())
                     .map(|i| i as i64),
-                comment: field
-                    .metadata()
-                    .get("comment")
-                    .and_then(|v| match v {
-                        deltalake::kernel::MetadataValue::String(s) => Some(s.clone()),
-                        _ => None,
-                    }),
+                comment: field.metadata().get("comment").and_then(|v| match v {
+                    deltalake::kernel::MetadataValue::String(s) => Some(s.clone()),
+                    _ => None,
+                }),
             })
         })
         .collect()
@@ -316,8 +314,8 @@ mod tests {
     }
     #[test]
     fn columns_carry_spark_types_positions_and_partitions() {
-        let columns = column_infos(&sensor_schema(), &["kafka_partition".into()])
-            .expect("describes");
+        let columns =
+            column_infos(&sensor_schema(), &["kafka_partition".into()]).expect("describes");
         let texts: Vec<&str> = columns
             .iter()
             .map(|c| c.type_text.as_deref().unwrap_or(""))

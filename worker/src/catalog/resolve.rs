@@ -209,6 +209,14 @@ pub async fn locate_sink(
         span,
     )
     .await?;
+    tracing::info!(
+        table = %resolved.name,
+        location = %resolved.location,
+        created = resolved.created,
+        table_type = resolved.info.table_type.as_deref().unwrap_or("unknown"),
+        vended_credentials = resolved.credentials.is_some(),
+        "resolved the table through Unity Catalog"
+    );
     Ok(SinkTable {
         location: local_path(&resolved.location),
         storage_options: resolved.storage_options.clone(),

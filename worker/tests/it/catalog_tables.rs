@@ -138,12 +138,17 @@ fn a_new_table_is_registered_then_appended_to_exactly_once_across_a_kill() {
     assert_exactly_once(&location, &ends(200));
 
     // The catalog lists the table as an EXTERNAL Delta table there, with the worker's columns.
-    let listed = catalog.server.table(TABLE).expect("the table is registered");
+    let listed = catalog
+        .server
+        .table(TABLE)
+        .expect("the table is registered");
     assert_eq!(listed["table_type"], "EXTERNAL");
     assert_eq!(listed["data_source_format"], "DELTA");
     let storage = listed["storage_location"].as_str().expect("location");
     assert!(
-        storage.trim_end_matches('/').ends_with("external/bronze/iot/sensor_readings"),
+        storage
+            .trim_end_matches('/')
+            .ends_with("external/bronze/iot/sensor_readings"),
         "{storage}"
     );
     let columns: Vec<(String, String)> = listed["columns"]
@@ -222,7 +227,9 @@ fn a_new_table_is_registered_then_appended_to_exactly_once_across_a_kill() {
     assert_eq!(created.len(), 1, "{created:?}");
     // The progress names the table by its catalog name.
     let progress = last.progress();
-    let sink = progress[0]["sink"]["description"].as_str().unwrap_or_default();
+    let sink = progress[0]["sink"]["description"]
+        .as_str()
+        .unwrap_or_default();
     assert!(sink.contains(TABLE), "{sink}");
 }
 
@@ -276,8 +283,9 @@ fn refusals_are_clear_errors_and_write_nothing() {
 
     let stderr = refused(&catalog, "bronze.plant.readings", &root, TOKEN);
     assert!(
-        stderr.contains("cannot look up schema bronze.plant of table bronze.plant.readings: HTTP 404")
-            && stderr.contains("check the schema part of spec.sink.delta.table"),
+        stderr.contains(
+            "cannot look up schema bronze.plant of table bronze.plant.readings: HTTP 404"
+        ) && stderr.contains("check the schema part of spec.sink.delta.table"),
         "{stderr}"
     );
 
@@ -293,15 +301,18 @@ fn refusals_are_clear_errors_and_write_nothing() {
     );
     let stderr = refused(&catalog, "bronze.iot.absent", "", TOKEN);
     assert!(
-        stderr.contains("the table does not exist and spec.sink.delta.unityCatalog.storageRoot is not set"),
+        stderr.contains(
+            "the table does not exist and spec.sink.delta.unityCatalog.storageRoot is not set"
+        ),
         "{stderr}"
     );
     assert!(catalog.server.table("bronze.iot.absent").is_none());
 
     // A managed table: the open-source catalog vends no credentials for it.
-    catalog
-        .server
-        .create_managed_table("bronze.iot.managed", &[("device_id", "string", "string", false)]);
+    catalog.server.create_managed_table(
+        "bronze.iot.managed",
+        &[("device_id", "string", "string", false)],
+    );
     let stderr = refused(&catalog, "bronze.iot.managed", "", TOKEN);
     assert!(
         stderr.contains("cannot write table bronze.iot.managed: it is a MANAGED table and the catalog vends no credentials to write its storage"),
@@ -324,8 +335,10 @@ fn refusals_are_clear_errors_and_write_nothing() {
     assert!(
         stderr.contains("bronze.iot.misfit (")
             && stderr.contains("the catalog's columns: column site is missing")
-            && stderr.contains("column temperature is string in the table but double in the schema")
-            && stderr.contains("the table has a NOT NULL column owner this ingestion does not write"),
+            && stderr
+                .contains("column temperature is string in the table but double in the schema")
+            && stderr
+                .contains("the table has a NOT NULL column owner this ingestion does not write"),
         "{stderr}"
     );
     assert!(!misfit.join("_delta_log").exists());
@@ -344,9 +357,10 @@ fn oauth_machine_to_machine_signs_in_with_the_client_secret() {
     );
     let path = manifest(&ws, &catalog, TABLE, &oauth, |_| {});
     // One of token and oauth: drop the token line the block starts with.
-    let text = std::fs::read_to_string(&path)
-        .expect("manifest")
-        .replace("        token: {secretKeyRef: {name: uc, key: token}}\n", "");
+    let text = std::fs::read_to_string(&path).expect("manifest").replace(
+        "        token: {secretKeyRef: {name: uc, key: token}}\n",
+        "",
+    );
     std::fs::write(&path, text).expect("manifest");
     let start = |tag: &str, secret: &str| {
         let mut worker = Worker::start_with_env(
@@ -434,8 +448,8 @@ fn credentials_are_renewed_before_they_expire_without_a_failed_batch() {
     let requests = catalog.proxy.credential_requests();
     assert!(requests.len() >= 3, "{requests:?}");
     for pair in requests.windows(2) {
-        let expired_at = UNIX_EPOCH
-            + Duration::from_millis(pair[0].expiration_ms.unwrap_or_default() as u64);
+        let expired_at =
+            UNIX_EPOCH + Duration::from_millis(pair[0].expiration_ms.unwrap_or_default() as u64);
         assert!(
             pair[1].at < expired_at,
             "renewed at {:?}, after the credentials expired at {expired_at:?}",
@@ -445,5 +459,8 @@ fn credentials_are_renewed_before_they_expire_without_a_failed_batch() {
     // No batch failed: the worker never logged an error, and committed every batch it began.
     let stderr = worker.stderr_text();
     assert!(!stderr.contains("ERROR"), "{stderr}");
-    assert!(stderr.contains("renewed the storage credentials"), "{stderr}");
+    assert!(
+        stderr.contains("renewed the storage credentials"),
+        "{stderr}"
+    );
 }

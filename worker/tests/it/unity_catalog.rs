@@ -186,7 +186,10 @@ impl UnityCatalogServer {
                     .header("content-type", "application/json")
                     .body(body.to_string());
             }
-            let response = request.send().await.unwrap_or_else(|e| panic!("{url}: {e}"));
+            let response = request
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{url}: {e}"));
             let status = response.status().as_u16();
             let bytes = response.bytes().await.expect("body");
             (
@@ -550,9 +553,7 @@ impl ProxyState {
         let bytes = answer.bytes().await.unwrap_or_default();
         let mut expiration_ms = None;
         let bytes = match self.credential_lifetime {
-            Some(lifetime)
-                if status == 200 && path.ends_with("/temporary-table-credentials") =>
-            {
+            Some(lifetime) if status == 200 && path.ends_with("/temporary-table-credentials") => {
                 let mut value: Value = serde_json::from_slice(&bytes).unwrap_or(json!({}));
                 let expires = SystemTime::now() + lifetime;
                 let ms = expires
@@ -578,7 +579,10 @@ impl ProxyState {
     /// A workspace's OAuth endpoint: client credentials with HTTP Basic client authentication.
     fn token_endpoint(&self, authorization: Option<&str>, body: &[u8]) -> (u16, Value) {
         let form = String::from_utf8_lossy(body);
-        if !form.split('&').any(|pair| pair == "grant_type=client_credentials") {
+        if !form
+            .split('&')
+            .any(|pair| pair == "grant_type=client_credentials")
+        {
             return (
                 400,
                 json!({"error": "unsupported_grant_type", "error_description": "expected client_credentials"}),
