@@ -99,25 +99,6 @@ pub async fn resolve(
         return Err(client.error(&action, CatalogProblem::Unwritable, reason));
     }
     let location = info.storage_location.clone().unwrap_or_default();
-    // A table registered without columns has only its Delta log to check (the sink does).
-    if !info.columns.is_empty() {
-        let have = info.schema().map_err(|reason| Error::TableMismatch {
-            uri: format!("{name} ({location})"),
-            reason,
-        })?;
-        let problems = crate::sink::fit_problems(
-            &have,
-            &info.partition_columns(),
-            request.schema,
-            request.partition_by,
-        );
-        if !problems.is_empty() {
-            return Err(Error::TableMismatch {
-                uri: format!("{name} ({location})"),
-                reason: format!("the catalog's columns: {}", problems.join("; ")),
-            });
-        }
-    }
     let vended = match client.table_credentials(&name, &info).await {
         // Credentials that expire are kept even when empty, so their renewal is scheduled.
         Ok(vended) => Some(vended).filter(|v| !v.is_empty() || v.expires_at.is_some()),
@@ -136,6 +117,25 @@ pub async fn resolve(
             "it is a MANAGED table and the catalog vends no credentials to write its storage".into(),
             "an engine outside the catalog may write a managed table only with credentials the catalog vends (on Databricks: EXTERNAL USE SCHEMA on the schema); or write to an EXTERNAL table: create it with a LOCATION, or drop it and set storageRoot so Tributary creates one",
         ));
+    }
+    // A table registered without columns has only its Delta log to check (the sink does).
+    if !info.columns.is_empty() {
+        let have = info.schema().map_err(|reason| Error::TableMismatch {
+            uri: format!("{name} ({location})"),
+            reason,
+        })?;
+        let problems = crate::sink::fit_problems(
+            &have,
+            &info.partition_columns(),
+            request.schema,
+            request.partition_by,
+        );
+        if !problems.is_empty() {
+            return Err(Error::TableMismatch {
+                uri: format!("{name} ({location})"),
+                reason: format!("the catalog's columns: {}", problems.join("; ")),
+            });
+        }
     }
     let mut storage_options = request.storage_options.clone();
     if let Some(vended) = &vended {
