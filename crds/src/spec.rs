@@ -259,8 +259,8 @@ pub struct ReadOptions {
     #[x_kube(validation = Rule::new("self == 'earliest' || self == 'latest' || self.matches('^(?s)\\\\s*\\\\{.*\\\\}\\\\s*$')").message("startingOffsets must be earliest, latest, or per-partition JSON such as {\"topic\":{\"0\":23}}"))]
     pub starting_offsets: Option<String>,
 
-    /// Upper bound on offsets read per micro-batch, split across partitions by backlog.
-    /// Default: no limit.
+    /// Upper bound on offsets read per micro-batch, counted over all partitions together and
+    /// taken in the order records arrive (not divided among partitions). Default: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_offsets_per_trigger: Option<i64>,

@@ -115,6 +115,48 @@ fn conditions_are_a_list_map_keyed_by_type() {
     assert_eq!(fields["x-kubernetes-list-map-keys"], json!(["name"]));
 }
 
+#[test]
+fn conditions_are_validated_as_controller_gen_emits_metav1_condition() {
+    let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
+    let item = &conditions["items"];
+    assert_eq!(
+        item["required"],
+        json!(["lastTransitionTime", "message", "reason", "status", "type"])
+    );
+    let fields = &item["properties"];
+    assert_eq!(
+        fields["status"]["enum"],
+        json!(["True", "False", "Unknown"])
+    );
+    assert_eq!(fields["type"]["maxLength"], 316);
+    assert_eq!(fields["reason"]["minLength"], 1);
+    assert_eq!(fields["reason"]["maxLength"], 1024);
+    assert_eq!(fields["message"]["maxLength"], 32768);
+    assert_eq!(fields["observedGeneration"]["minimum"].as_f64(), Some(0.0));
+    assert_eq!(fields["lastTransitionTime"]["format"], "date-time");
+
+    // The patterns admit every type and reason of the shared vocabulary, and refuse what the
+    // API server would refuse.
+    let pattern = |field: &str| {
+        regex::Regex::new(fields[field]["pattern"].as_str().expect("a pattern")).expect("compiles")
+    };
+    let (types, reasons) = (pattern("type"), pattern("reason"));
+    for type_ in tributary_crds::conditions::types::ALL {
+        assert!(types.is_match(type_), "type {type_}");
+    }
+    for reason in tributary_crds::conditions::reasons::ALL {
+        assert!(reasons.is_match(reason), "reason {reason}");
+        assert!(reason.len() <= 1024);
+    }
+    assert!(types.is_match("tributary.dev/Ready"));
+    for bad in ["", "Not Ready", "-Ready", "Ready/"] {
+        assert!(!types.is_match(bad), "type {bad:?} should be refused");
+    }
+    for bad in ["", "Crash Looping", "9Lives", "Failed:"] {
+        assert!(!reasons.is_match(bad), "reason {bad:?} should be refused");
+    }
+}
+
 /// Every problem with a schema node and, recursively, its properties, items and map values.
 fn schema_problems(node: &Value, path: &str, problems: &mut Vec<String>) {
     let Some(map) = node.as_object() else { return };
