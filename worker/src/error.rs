@@ -54,7 +54,8 @@ pub enum Error {
         source: Box<rdkafka::error::KafkaError>,
     },
 
-    // The three below come from connection.rs, which says why the first two stop the worker.
+    // The three below come from source/security.rs and source/connection.rs; security.rs says
+    // why the first two stop the worker.
     #[error(
         "cannot authenticate to Kafka at {bootstrap}: the broker refused the credentials ({reason}). {remedy}"
     )]
@@ -168,7 +169,7 @@ pub enum Error {
     Catalog {
         endpoint: String,
         action: String,
-        problem: crate::catalog::CatalogProblem,
+        problem: CatalogProblem,
         /// What the catalog said, secret values redacted.
         reason: String,
         remedy: String,
@@ -198,7 +199,7 @@ impl From<tributary_crds::Error> for Error {
 }
 
 impl Error {
-    /// The brokers refuse this client (credentials or certificate): see connection.rs.
+    /// The brokers refuse this client (credentials or certificate): see source/security.rs.
     pub fn is_refused_connection(&self) -> bool {
         matches!(
             self,
@@ -243,5 +244,36 @@ impl Error {
             path,
             source,
         }
+    }
+}
+
+/// What went wrong with the catalog: decides the remedy, and lets callers tell a refused token
+/// from an absent table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatalogProblem {
+    /// The catalog cannot be reached or did not answer in time.
+    Unreachable,
+    /// The token or the OAuth client was refused (401), or the principal lacks a privilege (403).
+    Unauthorized,
+    UnknownCatalog,
+    UnknownSchema,
+    TableNotFound,
+    /// The table exists but cannot be written by this worker (not Delta, a view, managed).
+    Unwritable,
+    /// Any other refusal or an answer that does not parse.
+    Failed,
+}
+
+impl std::fmt::Display for CatalogProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CatalogProblem::Unreachable => "CatalogUnreachable",
+            CatalogProblem::Unauthorized => "CatalogUnauthorized",
+            CatalogProblem::UnknownCatalog => "CatalogNotFound",
+            CatalogProblem::UnknownSchema => "SchemaNotFound",
+            CatalogProblem::TableNotFound => "TableNotFound",
+            CatalogProblem::Unwritable => "TableNotWritable",
+            CatalogProblem::Failed => "CatalogError",
+        })
     }
 }

@@ -3,7 +3,7 @@
 //! Each micro-batch of a continuous query commits its own files, a few hundred KB at common
 //! rates; left alone a table collects thousands of them an hour and every reader pays for
 //! opening each. Every interval the batch loop hands a second handle on the table to a
-//! background task that rewrites the small files into target-sized ones (see [`crate::compact`]),
+//! background task that rewrites the small files into target-sized ones (see [`super::compact`]),
 //! so ingestion never waits for it. Appends and compactions commit independently; a
 //! compaction that loses a race to another one (another replica's) gives up its bins.
 
@@ -14,16 +14,9 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-use crate::compact::{CompactionOutcome, CompactionPolicy, CompactionStatus};
+use super::compact::{CompactionOutcome, CompactionPolicy, CompactionStatus};
+use super::delta::DeltaSink;
 use crate::error::Result;
-use crate::sink::DeltaSink;
-
-/// How often a continuous query looks for small files to compact.
-pub const COMPACTION_INTERVAL: Duration = Duration::from_secs(60);
-/// Environment variable overriding [`COMPACTION_INTERVAL`] in seconds (0 turns compaction off).
-pub const COMPACTION_INTERVAL_ENV: &str = "TRIBUTARY_COMPACTION_INTERVAL_SECONDS";
-/// Environment variable overriding [`CompactionPolicy::min_small_files`].
-pub const COMPACTION_MIN_FILES_ENV: &str = "TRIBUTARY_COMPACTION_MIN_FILES";
 
 type Run = JoinHandle<(DeltaSink, Result<CompactionOutcome>)>;
 
@@ -41,30 +34,19 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    /// Maintenance with the interval and policy from the environment, or None when turned off.
-    pub fn from_env(sink: DeltaSink, runtime: Handle) -> Option<Maintenance> {
-        let interval = match std::env::var(COMPACTION_INTERVAL_ENV) {
-            Ok(value) => match value.parse::<f64>() {
-                Ok(seconds) if seconds > 0.0 => Duration::from_secs_f64(seconds),
-                Ok(_) => return None,
-                Err(_) => {
-                    warn!(
-                        variable = COMPACTION_INTERVAL_ENV,
-                        value, "not a number of seconds: compaction keeps its default interval"
-                    );
-                    COMPACTION_INTERVAL
-                }
-            },
-            Err(_) => COMPACTION_INTERVAL,
-        };
+    /// Compaction of `sink`'s table every `interval`, of partitions with at least
+    /// `min_small_files` small files (the policy's default when None).
+    pub fn new(
+        sink: DeltaSink,
+        runtime: Handle,
+        interval: Duration,
+        min_small_files: Option<usize>,
+    ) -> Maintenance {
         let mut policy = CompactionPolicy::default();
-        if let Some(min_files) = std::env::var(COMPACTION_MIN_FILES_ENV)
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
+        if let Some(min_files) = min_small_files {
             policy.min_small_files = min_files;
         }
-        Some(Maintenance {
+        Maintenance {
             idle: Some(sink),
             running: None,
             policy,
@@ -72,7 +54,7 @@ impl Maintenance {
             last_started: Instant::now(),
             runtime,
             renewed_options: None,
-        })
+        }
     }
 
     /// Called between batches: collects a finished run and starts the next one when due.
@@ -148,6 +130,7 @@ fn log(outcome: &CompactionOutcome) {
     match &outcome.status {
         CompactionStatus::NothingToDo => {}
         CompactionStatus::Committed => info!(
+            planned_on = outcome.read_version,
             version = outcome.version,
             files_removed = outcome.files_removed,
             files_added = outcome.files_added,

@@ -22,7 +22,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use tributary_crds::{DataType, JsonFormat, MetadataColumn, OnError, RESCUED_DATA_COLUMN};
 
 use crate::error::{Error, Result};
-use crate::source::Record;
+use crate::record::{BadRecord, Record, raw_text};
 
 /// Batches at least this large are decoded on several threads.
 const PARALLEL_DECODE_MIN_RECORDS: usize = 20_000;
@@ -97,13 +97,6 @@ fn header_fields() -> Fields {
 struct Column {
     name: String,
     required: bool,
-}
-
-/// A record that did not become a row (deadLetter / fail), with why.
-#[derive(Clone, Debug)]
-pub struct BadRecord {
-    pub index: usize,
-    pub reason: String,
 }
 
 /// The outcome of decoding one micro-batch.
@@ -231,110 +224,19 @@ impl JsonDecoder {
 
     /// Decodes a slice of a batch; `base` is the slice's first index in the batch.
     fn decode_chunk(&self, records: &[Record], base: usize) -> Result<Decoded> {
-        // Step 1: per record, a cheap syntax check (valid UTF-8, exactly one JSON object).
-        let mut texts: Vec<Option<&[u8]>> = Vec::with_capacity(records.len());
-        let mut problems: Vec<Option<String>> = vec![None; records.len()];
-        for (i, record) in records.iter().enumerate() {
-            match check_syntax(record.value.as_deref()) {
-                Ok(text) => texts.push(Some(text)),
-                Err(reason) => {
-                    texts.push(None);
-                    problems[i] = Some(reason);
-                }
-            }
-        }
         let rescue = self.on_error == OnError::Rescue;
-        // In rescue mode a bad record still becomes a row: all columns null, raw text rescued.
-        let mut rescued: Vec<Option<String>> = vec![None; records.len()];
-        let mut keep: Vec<bool> = vec![true; records.len()];
-        for i in 0..records.len() {
-            if problems[i].is_some() {
-                if rescue {
-                    rescued[i] = Some(raw_text(records[i].value.as_deref()));
-                } else {
-                    keep[i] = false;
-                }
-            }
-        }
-        // Step 2: the vectorised decode of the whole slice.
-        let inputs: Vec<&[u8]> = (0..records.len())
-            .filter(|&i| keep[i])
-            .map(|i| texts[i].unwrap_or(b"{}"))
-            .collect();
-        let data = match self.decode_many(&inputs, rescue) {
-            Ok(batch) => batch,
-            Err(_) => {
-                // Step 3: record by record, to find which records (and fields) are bad.
-                let mut rows = Vec::with_capacity(inputs.len());
-                let candidates: Vec<usize> = (0..records.len()).filter(|&i| keep[i]).collect();
-                for i in candidates {
-                    let text = texts[i].unwrap_or(b"{}");
-                    match self.decode_many(&[text], rescue) {
-                        Ok(row) => rows.push(row),
-                        Err(error) if rescue => {
-                            let (row, bad_fields) = self.rescue_fields(text)?;
-                            rescued[i] = Some(bad_fields);
-                            rows.push(row);
-                            let _ = error;
-                        }
-                        Err(error) => {
-                            problems[i] = Some(clean_arrow_error(&error));
-                            keep[i] = false;
-                        }
-                    }
-                }
-                concat_batches(&self.decode_schema, &rows)
-                    .map_err(|e| Error::Decode(e.to_string()))?
-            }
-        };
-        // Step 4: required columns. A null there is bad input, like a type error.
-        let kept: Vec<usize> = (0..records.len()).filter(|&i| keep[i]).collect();
-        let mut row_ok = vec![true; kept.len()];
-        for (c, column) in self.columns.iter().enumerate() {
-            if !column.required {
-                continue;
-            }
-            let array = data.column(c);
-            if array.null_count() == 0 {
-                continue;
-            }
-            for (row, &i) in kept.iter().enumerate() {
-                if array.is_null(row) {
-                    let reason = format!(
-                        "field \"{}\" is missing or null, but the schema says nullable: false",
-                        column.name
-                    );
-                    if rescue {
-                        if rescued[i].is_none() {
-                            rescued[i] = Some(raw_text(records[i].value.as_deref()));
-                        }
-                    } else if problems[i].is_none() {
-                        problems[i] = Some(reason);
-                        row_ok[row] = false;
-                    }
-                }
-            }
-        }
-        let data = if row_ok.iter().all(|ok| *ok) {
-            data
-        } else {
-            filter_record_batch(&data, &BooleanArray::from(row_ok.clone()))
-                .map_err(|e| Error::Decode(e.to_string()))?
-        };
-        let rows: Vec<usize> = kept
-            .iter()
-            .zip(&row_ok)
-            .filter(|(_, ok)| **ok)
-            .map(|(i, _)| *i)
-            .collect();
-        // Step 5: the table's columns: data, metadata, rescued.
+        let mut chunk = Chunk::check_syntax(records, rescue);
+        let data = self.decode_kept(&mut chunk, rescue)?;
+        let (data, rows) = self.check_required(records, &mut chunk, data, rescue)?;
+        // The table's columns: data, metadata, rescued.
         let mut columns: Vec<ArrayRef> = data.columns().to_vec();
         for column in &self.metadata {
             columns.push(metadata_array(*column, records, &rows));
         }
         let mut rescued_rows = 0;
         if rescue {
-            let values: Vec<Option<&str>> = rows.iter().map(|&i| rescued[i].as_deref()).collect();
+            let values: Vec<Option<&str>> =
+                rows.iter().map(|&i| chunk.rescued[i].as_deref()).collect();
             rescued_rows = values.iter().filter(|v| v.is_some()).count();
             columns.push(Arc::new(StringArray::from(values)));
         }
@@ -345,7 +247,8 @@ impl JsonDecoder {
         let bad = if rescue {
             Vec::new()
         } else {
-            problems
+            chunk
+                .problems
                 .into_iter()
                 .enumerate()
                 .filter_map(|(i, p)| {
@@ -361,6 +264,87 @@ impl JsonDecoder {
             rescued_rows,
             bad,
         })
+    }
+
+    /// The vectorised decode of the records still kept; when it fails, record by record, to
+    /// find which records (and, in rescue mode, which fields) are bad.
+    fn decode_kept(&self, chunk: &mut Chunk<'_>, rescue: bool) -> Result<RecordBatch> {
+        let kept = chunk.kept();
+        let inputs: Vec<&[u8]> = kept
+            .iter()
+            .map(|&i| chunk.texts[i].unwrap_or(b"{}"))
+            .collect();
+        if let Ok(batch) = self.decode_many(&inputs, rescue) {
+            return Ok(batch);
+        }
+        let mut rows = Vec::with_capacity(inputs.len());
+        for i in kept {
+            let text = chunk.texts[i].unwrap_or(b"{}");
+            match self.decode_many(&[text], rescue) {
+                Ok(row) => rows.push(row),
+                Err(_) if rescue => {
+                    let (row, bad_fields) = self.rescue_fields(text)?;
+                    chunk.rescued[i] = Some(bad_fields);
+                    rows.push(row);
+                }
+                Err(error) => {
+                    chunk.problems[i] = Some(clean_arrow_error(&error));
+                    chunk.keep[i] = false;
+                }
+            }
+        }
+        concat_batches(&self.decode_schema, &rows).map_err(|e| Error::Decode(e.to_string()))
+    }
+
+    /// Required columns: a null there is bad input, like a type error (rescued whole in rescue
+    /// mode). Returns the rows that stay and, for each, its record's index in the chunk.
+    fn check_required(
+        &self,
+        records: &[Record],
+        chunk: &mut Chunk<'_>,
+        data: RecordBatch,
+        rescue: bool,
+    ) -> Result<(RecordBatch, Vec<usize>)> {
+        let kept = chunk.kept();
+        let mut row_ok = vec![true; kept.len()];
+        for (c, column) in self.columns.iter().enumerate() {
+            if !column.required {
+                continue;
+            }
+            let array = data.column(c);
+            if array.null_count() == 0 {
+                continue;
+            }
+            for (row, &i) in kept.iter().enumerate() {
+                if !array.is_null(row) {
+                    continue;
+                }
+                if rescue {
+                    if chunk.rescued[i].is_none() {
+                        chunk.rescued[i] = Some(raw_text(records[i].value.as_deref()));
+                    }
+                } else if chunk.problems[i].is_none() {
+                    chunk.problems[i] = Some(format!(
+                        "field \"{}\" is missing or null, but the schema says nullable: false",
+                        column.name
+                    ));
+                    row_ok[row] = false;
+                }
+            }
+        }
+        let data = if row_ok.iter().all(|ok| *ok) {
+            data
+        } else {
+            filter_record_batch(&data, &BooleanArray::from(row_ok.clone()))
+                .map_err(|e| Error::Decode(e.to_string()))?
+        };
+        let rows = kept
+            .iter()
+            .zip(&row_ok)
+            .filter(|(_, ok)| **ok)
+            .map(|(i, _)| *i)
+            .collect();
+        Ok((data, rows))
     }
 
     /// One arrow-json pass over several JSON objects.
@@ -453,6 +437,51 @@ fn decode_objects(
     Ok(batch)
 }
 
+/// What decoding has found so far about each record of a chunk.
+struct Chunk<'a> {
+    /// The value, when it is one syntactically valid JSON object.
+    texts: Vec<Option<&'a [u8]>>,
+    /// Why the record does not become a row (deadLetter and fail modes).
+    problems: Vec<Option<String>>,
+    /// What goes into `_rescued_data` (rescue mode).
+    rescued: Vec<Option<String>>,
+    /// Whether the record is still decoded into a row.
+    keep: Vec<bool>,
+}
+
+impl<'a> Chunk<'a> {
+    /// A cheap check per record (valid UTF-8, exactly one JSON object). In rescue mode a bad
+    /// record still becomes a row: all columns null, its raw text rescued.
+    fn check_syntax(records: &'a [Record], rescue: bool) -> Chunk<'a> {
+        let mut chunk = Chunk {
+            texts: Vec::with_capacity(records.len()),
+            problems: vec![None; records.len()],
+            rescued: vec![None; records.len()],
+            keep: vec![true; records.len()],
+        };
+        for (i, record) in records.iter().enumerate() {
+            match check_syntax(record.value.as_deref()) {
+                Ok(text) => chunk.texts.push(Some(text)),
+                Err(reason) => {
+                    chunk.texts.push(None);
+                    if rescue {
+                        chunk.rescued[i] = Some(raw_text(record.value.as_deref()));
+                    } else {
+                        chunk.keep[i] = false;
+                    }
+                    chunk.problems[i] = Some(reason);
+                }
+            }
+        }
+        chunk
+    }
+
+    /// The indexes of the records still kept.
+    fn kept(&self) -> Vec<usize> {
+        (0..self.keep.len()).filter(|&i| self.keep[i]).collect()
+    }
+}
+
 /// Checks that a value is UTF-8 holding exactly one JSON object; returns it, or why not.
 fn check_syntax(value: Option<&[u8]>) -> Result<&[u8], String> {
     let Some(value) = value.filter(|v| !v.is_empty()) else {
@@ -471,32 +500,6 @@ fn check_syntax(value: Option<&[u8]>) -> Result<&[u8], String> {
     match value.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => Ok(value),
         _ => Err("the value is JSON but not an object".to_string()),
-    }
-}
-
-/// The value as text for `_rescued_data`: UTF-8 as is; other bytes escaped as `\xNN` so that
-/// nothing of the input is lost.
-pub fn raw_text(value: Option<&[u8]>) -> String {
-    let Some(mut bytes) = value else {
-        return String::new();
-    };
-    let mut text = String::with_capacity(bytes.len());
-    loop {
-        match std::str::from_utf8(bytes) {
-            Ok(valid) => {
-                text.push_str(valid);
-                return text;
-            }
-            Err(error) => {
-                let (valid, rest) = bytes.split_at(error.valid_up_to());
-                text.push_str(std::str::from_utf8(valid).unwrap_or_default());
-                let invalid = error.error_len().unwrap_or(rest.len());
-                for byte in &rest[..invalid] {
-                    text.push_str(&format!("\\x{byte:02X}"));
-                }
-                bytes = &rest[invalid..];
-            }
-        }
     }
 }
 
@@ -556,252 +559,4 @@ fn metadata_array(column: MetadataColumn, records: &[Record], rows: &[usize]) ->
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use deltalake::arrow::array::{Array, AsArray};
-    use deltalake::arrow::datatypes::{Float64Type, Int8Type, Int16Type, TimestampMicrosecondType};
-    use tributary_crds::SchemaField;
-
-    fn record(offset: i64, value: &[u8]) -> Record {
-        Record {
-            topic: "t".into(),
-            partition: 0,
-            offset,
-            timestamp_ms: Some(1_700_000_000_000),
-            timestamp_type: 0,
-            key: Some(b"k".to_vec()),
-            headers: vec![("h".into(), Some(b"v".to_vec()))],
-            value: Some(value.to_vec()),
-        }
-    }
-
-    fn every_type() -> JsonFormat {
-        let field = |name: &str, data_type: &str| SchemaField {
-            name: name.into(),
-            data_type: data_type.into(),
-            ..Default::default()
-        };
-        JsonFormat {
-            schema: vec![
-                field("s", "string"),
-                field("b", "boolean"),
-                field("y", "byte"),
-                field("sh", "short"),
-                field("i", "int"),
-                field("l", "long"),
-                field("f", "float"),
-                field("d", "double"),
-                field("dec", "decimal(10,2)"),
-                field("dt", "date"),
-                field("ts", "timestamp"),
-                field("ntz", "timestamp_ntz"),
-                field("bin", "binary"),
-                field("arr", "array<int>"),
-                field("m", "map<string,double>"),
-                field("st", "struct<lat:double,lon:double>"),
-            ],
-            ..Default::default()
-        }
-    }
-
-    const FULL: &str = r#"{"s":"x","b":true,"y":-3,"sh":300,"i":7,"l":9000000000,"f":1.5,"d":2.25,"dec":"12.34","dt":"2026-01-02","ts":"2026-01-02T03:04:05Z","ntz":"2026-01-02T03:04:05","bin":"cafe","arr":[1,2],"m":{"a":1.0},"st":{"lat":52.1,"lon":4.3}}"#;
-
-    #[test]
-    fn every_spark_type_decodes_into_its_arrow_type_with_metadata_columns() {
-        let decoder = JsonDecoder::new(&every_type(), &MetadataColumn::ALL).expect("decoder");
-        let decoded = decoder
-            .decode(&[record(0, FULL.as_bytes())])
-            .expect("decode");
-        let batch = decoded.batch;
-        assert_eq!(batch.num_rows(), 1);
-        assert_eq!(decoded.rescued_rows, 0);
-        assert_eq!(
-            batch
-                .column_by_name("s")
-                .expect("s")
-                .as_string::<i32>()
-                .value(0),
-            "x"
-        );
-        assert_eq!(
-            batch
-                .column_by_name("y")
-                .expect("y")
-                .as_primitive::<Int8Type>()
-                .value(0),
-            -3
-        );
-        assert_eq!(
-            batch
-                .column_by_name("sh")
-                .expect("sh")
-                .as_primitive::<Int16Type>()
-                .value(0),
-            300
-        );
-        assert_eq!(
-            batch
-                .column_by_name("d")
-                .expect("d")
-                .as_primitive::<Float64Type>()
-                .value(0),
-            2.25
-        );
-        assert_eq!(
-            batch
-                .column_by_name("ts")
-                .expect("ts")
-                .as_primitive::<TimestampMicrosecondType>()
-                .value(0),
-            1_767_323_045_000_000
-        );
-        assert_eq!(
-            batch
-                .column_by_name("arr")
-                .expect("arr")
-                .as_list::<i32>()
-                .value(0)
-                .len(),
-            2
-        );
-        assert!(batch.column_by_name("st").expect("st").is_valid(0));
-        assert_eq!(
-            batch
-                .column_by_name("kafka_key")
-                .expect("key")
-                .as_binary::<i32>()
-                .value(0),
-            b"k"
-        );
-        assert_eq!(
-            batch
-                .column_by_name("kafka_headers")
-                .expect("headers")
-                .as_list::<i32>()
-                .value(0)
-                .len(),
-            1
-        );
-        assert!(
-            batch
-                .column_by_name(RESCUED_DATA_COLUMN)
-                .expect("rescued")
-                .is_null(0)
-        );
-        // The table schema converts to Delta's types.
-        use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
-        let kernel: deltalake::kernel::StructType = decoder
-            .table_schema()
-            .as_ref()
-            .try_into_kernel()
-            .expect("delta schema");
-        assert_eq!(kernel.fields().count(), 16 + 7 + 1);
-    }
-
-    #[test]
-    fn a_wrong_typed_nested_field_is_rescued_alone() {
-        let decoder = JsonDecoder::new(&every_type(), &[]).expect("decoder");
-        let bad = FULL.replace(r#""arr":[1,2]"#, r#""arr":["one"]"#);
-        let decoded = decoder
-            .decode(&[record(0, FULL.as_bytes()), record(1, bad.as_bytes())])
-            .expect("decode");
-        assert_eq!(decoded.batch.num_rows(), 2);
-        let rescued = decoded
-            .batch
-            .column_by_name(RESCUED_DATA_COLUMN)
-            .expect("rescued");
-        assert!(rescued.is_null(0));
-        assert_eq!(rescued.as_string::<i32>().value(1), r#"{"arr":["one"]}"#);
-        assert_eq!(
-            decoded
-                .batch
-                .column_by_name("s")
-                .expect("s")
-                .as_string::<i32>()
-                .value(1),
-            "x"
-        );
-    }
-
-    #[test]
-    fn raw_text_escapes_only_invalid_bytes() {
-        assert_eq!(raw_text(Some(b"ok \xff\xfe \xc3\xa9")), "ok \\xFF\\xFE é");
-        assert_eq!(raw_text(None), "");
-    }
-
-    #[test]
-    fn an_every_type_table_is_created_and_appended() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let decoder = JsonDecoder::new(&every_type(), &MetadataColumn::ALL).expect("decoder");
-        let batch = decoder
-            .decode(&[record(0, FULL.as_bytes())])
-            .expect("decode")
-            .batch;
-        let runtime = tokio::runtime::Runtime::new().expect("runtime");
-        let location = dir.path().join("t").display().to_string();
-        let outcome = runtime.block_on(async {
-            let mut sink = crate::sink::DeltaSink::open_or_create(
-                &location,
-                Default::default(),
-                decoder.table_schema(),
-                vec![],
-                10,
-                None,
-                "test",
-            )
-            .await
-            .expect("create");
-            sink.commit(
-                Some(&batch),
-                &[crate::sink::TxnUpdate {
-                    app_id: "a".into(),
-                    expected: None,
-                    version: 1,
-                }],
-                Default::default(),
-            )
-            .await
-            .expect("commit")
-        });
-        assert!(
-            matches!(
-                outcome,
-                crate::sink::CommitOutcome::Committed {
-                    version: 1,
-                    files: 1,
-                    retries: 0
-                }
-            ),
-            "{outcome:?}"
-        );
-        // Moving an offset backwards is refused by the worker, whatever delta-rs accepts.
-        let again = runtime.block_on(async {
-            let mut sink = crate::sink::DeltaSink::open_or_create(
-                &location,
-                Default::default(),
-                decoder.table_schema(),
-                vec![],
-                10,
-                None,
-                "test",
-            )
-            .await
-            .expect("open");
-            sink.commit(
-                None,
-                &[crate::sink::TxnUpdate {
-                    app_id: "a".into(),
-                    expected: Some(1),
-                    version: 0,
-                }],
-                Default::default(),
-            )
-            .await
-            .expect("commit")
-        });
-        assert!(
-            matches!(again, crate::sink::CommitOutcome::Conflict(_)),
-            "{again:?}"
-        );
-    }
-}
+mod tests;

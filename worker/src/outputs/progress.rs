@@ -6,8 +6,7 @@ use std::io::Write;
 
 use tributary_crds::{SinkProgress, SourceProgress, StreamingQueryProgress};
 
-use crate::checkpoint::to_partition_offsets;
-use crate::source::Tp;
+use crate::partition::{OffsetMap, to_partition_offsets};
 
 /// What one batch did, gathered by the pipeline.
 pub struct BatchFacts {
@@ -17,9 +16,9 @@ pub struct BatchFacts {
     pub batch_id: i64,
     pub source_description: String,
     pub sink_description: String,
-    pub start: BTreeMap<Tp, i64>,
-    pub end: BTreeMap<Tp, i64>,
-    pub latest: BTreeMap<Tp, i64>,
+    pub start: OffsetMap,
+    pub end: OffsetMap,
+    pub latest: OffsetMap,
     pub input_rows: i64,
     pub output_rows: i64,
     pub rescued_rows: i64,

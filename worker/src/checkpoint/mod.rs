@@ -13,7 +13,7 @@
 //! Blob Storage): of two workers racing to write one, exactly one wins and the other reads the
 //! winner's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
@@ -29,8 +29,8 @@ use tributary_crds::{PartitionOffsets, StreamingQueryProgress};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::partition::{OffsetMap, from_partition_offsets, to_partition_offsets};
 use crate::secrets;
-use crate::source::Tp;
 
 /// Progress records kept in an object store (Spark's `minBatchesToRetain` default): a store
 /// cannot append, so each batch is one object and older ones are deleted.
@@ -194,16 +194,13 @@ impl CheckpointDir {
     }
 
     /// Starting offsets of the query, resolved when it first ran (None before that).
-    pub async fn initial_offsets(&self) -> Result<Option<BTreeMap<Tp, i64>>> {
+    pub async fn initial_offsets(&self) -> Result<Option<OffsetMap>> {
         let offsets: Option<PartitionOffsets> = self.read_json("offsets/initial").await?;
         Ok(offsets.map(|o| from_partition_offsets(&o)))
     }
 
     /// Records the starting offsets; if another replica recorded them first, returns theirs.
-    pub async fn save_initial_offsets(
-        &self,
-        offsets: &BTreeMap<Tp, i64>,
-    ) -> Result<BTreeMap<Tp, i64>> {
+    pub async fn save_initial_offsets(&self, offsets: &OffsetMap) -> Result<OffsetMap> {
         let created = self
             .create_new_json(
                 "offsets/initial",
@@ -447,31 +444,10 @@ fn tidy_azure_error(text: &str) -> String {
     }
 }
 
-pub fn to_partition_offsets(offsets: &BTreeMap<Tp, i64>) -> PartitionOffsets {
-    let mut out = PartitionOffsets::new();
-    for ((topic, partition), offset) in offsets {
-        out.entry(topic.clone())
-            .or_default()
-            .insert(partition.to_string(), *offset);
-    }
-    out
-}
-
-pub fn from_partition_offsets(offsets: &PartitionOffsets) -> BTreeMap<Tp, i64> {
-    let mut out = BTreeMap::new();
-    for (topic, partitions) in offsets {
-        for (partition, offset) in partitions {
-            if let Ok(p) = partition.parse::<i32>() {
-                out.insert((topic.clone(), p), *offset);
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::partition::TopicPartition;
 
     fn owner(name: &str) -> OwnerClaim {
         OwnerClaim {
@@ -511,8 +487,8 @@ mod tests {
         let checkpoint = CheckpointDir::open(&location, &HashMap::new(), &owner("x"))
             .await
             .expect("open");
-        let first = BTreeMap::from([(("t".to_string(), 0), 5_i64)]);
-        let second = BTreeMap::from([(("t".to_string(), 0), 9_i64)]);
+        let first = OffsetMap::from([(TopicPartition::new("t", 0), 5_i64)]);
+        let second = OffsetMap::from([(TopicPartition::new("t", 0), 9_i64)]);
         assert_eq!(
             checkpoint.save_initial_offsets(&first).await.expect("save"),
             first

@@ -26,6 +26,8 @@ use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 
+use crate::partition::TopicPartition;
+
 /// A pipeline that has not turned for this long is not ready.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
 
@@ -72,7 +74,7 @@ pub struct Metrics {
     compactions: Family<CompactionLabels, Counter>,
     files_compacted: Counter,
     /// The last known lag of each assigned partition (a batch reports only its own).
-    lag: Mutex<BTreeMap<(String, i32), i64>>,
+    lag: Mutex<BTreeMap<TopicPartition, i64>>,
     /// Milliseconds since the epoch of the pipeline's last turn; 0 before it starts.
     last_beat_ms: AtomicU64,
     /// How long without a beat before /readyz turns red.
@@ -200,8 +202,8 @@ impl Metrics {
     /// Updates the lag of the partitions a batch read, and drops partitions no longer assigned.
     pub fn update_offsets_behind(
         &self,
-        batch: impl IntoIterator<Item = ((String, i32), i64)>,
-        assigned: &[(String, i32)],
+        batch: impl IntoIterator<Item = (TopicPartition, i64)>,
+        assigned: &[TopicPartition],
     ) {
         let mut lag = match self.lag.lock() {
             Ok(lag) => lag,
@@ -210,11 +212,11 @@ impl Metrics {
         lag.extend(batch);
         lag.retain(|partition, _| assigned.contains(partition));
         self.offsets_behind_latest.clear();
-        for ((topic, partition), offsets) in lag.iter() {
+        for (tp, offsets) in lag.iter() {
             self.offsets_behind_latest
                 .get_or_create(&PartitionLabels {
-                    topic: topic.clone(),
-                    partition: *partition,
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
                 })
                 .set(*offsets);
         }
@@ -336,11 +338,11 @@ mod tests {
             commit_conflicts: 1,
         });
         let assigned = [
-            ("sensor-readings".to_string(), 0),
-            ("sensor-readings".to_string(), 1),
+            TopicPartition::new("sensor-readings", 0),
+            TopicPartition::new("sensor-readings", 1),
         ];
-        metrics.update_offsets_behind([(("sensor-readings".to_string(), 0), 42)], &assigned);
-        metrics.update_offsets_behind([(("sensor-readings".to_string(), 1), 5)], &assigned);
+        metrics.update_offsets_behind([(TopicPartition::new("sensor-readings", 0), 42)], &assigned);
+        metrics.update_offsets_behind([(TopicPartition::new("sensor-readings", 1), 5)], &assigned);
         let text = body(respond(&metrics, &Method::GET, "/metrics")).await;
         for line in [
             "tributary_worker_records_read_total 120",
@@ -356,7 +358,10 @@ mod tests {
             assert!(text.contains(line), "{line} in:\n{text}");
         }
         // A batch keeps the lag of partitions it did not read; a lost partition's lag goes.
-        metrics.update_offsets_behind([(("sensor-readings".to_string(), 1), 3)], &assigned[1..]);
+        metrics.update_offsets_behind(
+            [(TopicPartition::new("sensor-readings", 1), 3)],
+            &assigned[1..],
+        );
         let text = body(respond(&metrics, &Method::GET, "/metrics")).await;
         assert!(!text.contains("partition=\"0\""), "{text}");
     }

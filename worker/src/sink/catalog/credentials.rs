@@ -7,11 +7,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 
-use super::client::CatalogClient;
-use super::model::{TableInfo, TableName};
-use super::resolve::ResolvedTable;
-use crate::error::Result;
-
 /// Vended credentials are renewed at the latest this long before they expire.
 const MAX_RENEWAL_MARGIN: Duration = Duration::from_secs(15 * 60);
 
@@ -135,83 +130,6 @@ pub(super) fn vended_options(
     })
 }
 
-/// Keeps a long-running worker's vended credentials fresh: asks for new ones when they are
-/// due ([`VendedCredentials::renew_at`]), and retries a failed request until they expire.
-pub struct Renewal {
-    pub client: CatalogClient,
-    pub name: TableName,
-    pub info: TableInfo,
-    /// The sink's own storage options, under the vended ones.
-    pub base_options: HashMap<String, String>,
-    pub current: VendedCredentials,
-    /// After a failed renewal, the next try.
-    retry_at: Option<SystemTime>,
-}
-
-/// How long to wait before asking again after a failed renewal.
-const RENEWAL_RETRY: Duration = Duration::from_secs(5);
-
-impl Renewal {
-    /// A renewal for a table whose credentials expire; None when they do not.
-    pub fn of(
-        client: CatalogClient,
-        resolved: &ResolvedTable,
-        base_options: HashMap<String, String>,
-    ) -> Option<Renewal> {
-        let current = resolved.credentials.clone()?;
-        current.expires_at?;
-        Some(Renewal {
-            client,
-            name: resolved.name.clone(),
-            info: resolved.info.clone(),
-            base_options,
-            current,
-            retry_at: None,
-        })
-    }
-
-    /// Whether to ask the catalog now.
-    pub fn due(&self, now: SystemTime) -> bool {
-        match (self.retry_at, self.current.renew_at()) {
-            (Some(retry_at), _) => now >= retry_at,
-            (None, Some(renew_at)) => now >= renew_at,
-            (None, None) => false,
-        }
-    }
-
-    /// Asks for new credentials; returns the storage options to reopen the table with, None
-    /// after a failure that leaves time to retry. Fails once the current ones have expired.
-    pub async fn renew(&mut self) -> Result<Option<HashMap<String, String>>> {
-        match self.client.table_credentials(&self.name, &self.info).await {
-            Ok(vended) => {
-                let mut options = self.base_options.clone();
-                options.extend(vended.options.clone());
-                tracing::info!(
-                    table = %self.name,
-                    expires_at = ?vended.expires_at.map(chrono::DateTime::<chrono::Utc>::from),
-                    "renewed the storage credentials"
-                );
-                self.current = vended;
-                self.retry_at = None;
-                Ok(Some(options))
-            }
-            Err(error) => {
-                let now = SystemTime::now();
-                if self
-                    .current
-                    .expires_at
-                    .is_some_and(|at| now + RENEWAL_RETRY >= at)
-                {
-                    return Err(error);
-                }
-                tracing::warn!(table = %self.name, %error, "cannot renew the storage credentials yet; trying again before they expire");
-                self.retry_at = Some(now + RENEWAL_RETRY);
-                Ok(None)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,56 +193,5 @@ mod tests {
         let nothing =
             vended_options(TemporaryCredentialsResponse::default(), issued).expect("empty is fine");
         assert!(nothing.is_empty());
-    }
-    #[test]
-    fn renewals_are_due_at_half_life_and_retried_after_a_failure() {
-        let issued = SystemTime::now();
-        let credentials = VendedCredentials {
-            options: HashMap::new(),
-            expires_at: Some(issued + Duration::from_secs(20)),
-            issued_at: issued,
-        };
-        let mut renewal = Renewal {
-            client: CatalogClient::with_token("http://127.0.0.1:1", "t0ken-value"),
-            name: TableName::parse("a.b.c").expect("name"),
-            info: TableInfo {
-                name: "c".into(),
-                catalog_name: None,
-                schema_name: None,
-                table_id: Some("id".into()),
-                table_type: Some("EXTERNAL".into()),
-                data_source_format: Some("DELTA".into()),
-                storage_location: Some("file:///t".into()),
-                columns: Vec::new(),
-            },
-            base_options: HashMap::new(),
-            current: credentials,
-            retry_at: None,
-        };
-        assert!(!renewal.due(issued + Duration::from_secs(9)));
-        assert!(renewal.due(issued + Duration::from_secs(10)));
-        // Nothing listens on port 1: the renewal fails, and is retried while time is left.
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        assert!(
-            runtime
-                .block_on(renewal.renew())
-                .expect("retry later")
-                .is_none()
-        );
-        assert!(!renewal.due(SystemTime::now()));
-        assert!(renewal.due(SystemTime::now() + RENEWAL_RETRY));
-        renewal.current.expires_at = Some(SystemTime::now() + Duration::from_secs(1));
-        let error = runtime
-            .block_on(renewal.renew())
-            .expect_err("expired")
-            .to_string();
-        assert!(
-            error.contains("cannot vend READ_WRITE credentials for table a.b.c"),
-            "{error}"
-        );
-        assert!(!error.contains("t0ken-value"), "{error}");
     }
 }

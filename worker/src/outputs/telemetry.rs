@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tributary_crds::StreamingQueryProgress;
 
-use crate::metrics::{BatchMetrics, Metrics};
-use crate::report::{StatusReporter, WorkerReport};
-use crate::source::Tp;
+use super::metrics::{BatchMetrics, Metrics};
+use super::report::{StatusReporter, WorkerReport};
+use crate::partition::TopicPartition;
 
 /// The pipeline's outlets for metrics and status.
 #[derive(Clone, Default)]
@@ -27,20 +27,16 @@ impl Telemetry {
         &self,
         progress: &StreamingQueryProgress,
         batch: &BatchMetrics,
-        assigned: &[Tp],
+        assigned: &[TopicPartition],
     ) {
         self.metrics.record_batch(batch);
-        let assigned: Vec<(String, i32)> = assigned.iter().map(|tp| (tp.0.clone(), tp.1)).collect();
         self.metrics
-            .update_offsets_behind(partition_lag(progress), &assigned);
+            .update_offsets_behind(partition_lag(progress), assigned);
         if let Some(reporter) = &self.reporter {
             reporter.report(WorkerReport {
                 query_id: Some(progress.id.clone()),
                 progress: Some(progress.clone()),
-                partitions: assigned
-                    .iter()
-                    .map(|(topic, partition)| format!("{topic}-{partition}"))
-                    .collect(),
+                partitions: assigned.iter().map(ToString::to_string).collect(),
                 error: None,
             });
         }
@@ -48,7 +44,7 @@ impl Telemetry {
 }
 
 /// Offsets behind the latest of each partition a batch read, from its progress record.
-fn partition_lag(progress: &StreamingQueryProgress) -> Vec<((String, i32), i64)> {
+fn partition_lag(progress: &StreamingQueryProgress) -> Vec<(TopicPartition, i64)> {
     let mut lag = Vec::new();
     for source in &progress.sources {
         for (topic, partitions) in &source.latest_offset {
@@ -62,7 +58,10 @@ fn partition_lag(progress: &StreamingQueryProgress) -> Vec<((String, i32), i64)>
                     .and_then(|p| p.get(partition))
                     .copied()
                     .unwrap_or(*latest);
-                lag.push(((topic.clone(), number), (latest - end).max(0)));
+                lag.push((
+                    TopicPartition::new(topic.clone(), number),
+                    (latest - end).max(0),
+                ));
             }
         }
     }
@@ -96,7 +95,10 @@ mod tests {
         };
         assert_eq!(
             partition_lag(&progress),
-            vec![(("t".to_string(), 0), 10), (("t".to_string(), 1), 0)]
+            vec![
+                (TopicPartition::new("t", 0), 10),
+                (TopicPartition::new("t", 1), 0)
+            ]
         );
     }
 }

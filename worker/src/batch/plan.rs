@@ -1,15 +1,15 @@
-//! A micro-batch being read: partition -> [start, end) planned -> records read so far, and the
-//! read-ahead kept for later batches.
+//! A micro-batch being read: partition -> [start, end) planned -> records read so far.
 //!
-//! Both are on the per-record path, so lookups go by the message's borrowed topic name and
-//! partition (no allocation per record), and both count the bytes they hold: a batch stops
-//! reading at its byte budget and the read-ahead pauses partitions at its own, which is what
-//! keeps the worker's memory flat however large the backlog.
+//! On the per-record path, so lookups go by the message's borrowed topic name and partition
+//! (no allocation per record), and it counts the bytes it holds: a batch stops reading at its
+//! byte budget, which with the read-ahead's bound keeps the worker's memory flat however large
+//! the backlog.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::source::{PartitionStart, Record, Tp};
+use crate::partition::{OffsetMap, PartitionStart, StartMap, TopicPartition};
+use crate::record::Record;
 
 /// Bytes a record holds in memory: its payload and key plus the struct and its bookkeeping.
 pub fn record_bytes(record: &Record) -> usize {
@@ -27,7 +27,7 @@ pub fn record_bytes(record: &Record) -> usize {
 /// One partition's part of a batch.
 #[derive(Debug)]
 pub struct PlannedPartition {
-    pub tp: Tp,
+    pub tp: TopicPartition,
     pub start: PartitionStart,
     /// The first offset not in this batch.
     pub end: i64,
@@ -84,7 +84,7 @@ impl Plan {
         self.index
             .entry(topic)
             .or_default()
-            .insert(planned.tp.1, self.partitions.len());
+            .insert(planned.tp.partition, self.partitions.len());
         self.partitions.push(planned);
     }
 
@@ -98,11 +98,6 @@ impl Plan {
 
     pub fn partitions_mut(&mut self) -> &mut [PlannedPartition] {
         &mut self.partitions
-    }
-
-    pub fn get(&self, tp: &Tp) -> Option<&PlannedPartition> {
-        let slot = self.index.get(tp.0.as_str())?.get(&tp.1)?;
-        self.partitions.get(*slot)
     }
 
     pub fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PlannedPartition> {
@@ -159,9 +154,9 @@ impl Plan {
         self.index.clear();
         for (slot, planned) in self.partitions.iter().enumerate() {
             self.index
-                .entry(Arc::from(planned.tp.0.as_str()))
+                .entry(Arc::from(planned.tp.topic.as_str()))
                 .or_default()
-                .insert(planned.tp.1, slot);
+                .insert(planned.tp.partition, slot);
         }
     }
 
@@ -176,111 +171,54 @@ impl Plan {
     }
 }
 
-/// What a record pushed into the read-ahead asks of the consumer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadAheadState {
-    Room,
-    /// The partition's queue or the whole read-ahead is full: pause the partition.
-    Full,
-}
-
-/// Records read ahead of the batch that needs them, per partition, in offset order.
-#[derive(Debug)]
-pub struct ReadAhead {
-    queues: BTreeMap<Tp, VecDeque<Record>>,
-    bytes: usize,
-    max_records_per_partition: usize,
-    max_bytes: usize,
-}
-
-impl ReadAhead {
-    pub fn new(max_records_per_partition: usize, max_bytes: usize) -> ReadAhead {
-        ReadAhead {
-            queues: BTreeMap::new(),
-            bytes: 0,
-            max_records_per_partition,
-            max_bytes,
-        }
-    }
-
-    /// Keeps a record for a later batch (one older than the queue's tail is a replay after a
-    /// seek, already queued or committed, and is dropped).
-    pub fn push(&mut self, tp: Tp, record: Record) -> ReadAheadState {
-        let queue = self.queues.entry(tp).or_default();
-        if queue.back().is_none_or(|last| record.offset > last.offset) {
-            self.bytes += record_bytes(&record);
-            queue.push_back(record);
-        }
-        if queue.len() >= self.max_records_per_partition || self.bytes >= self.max_bytes {
-            ReadAheadState::Full
-        } else {
-            ReadAheadState::Room
-        }
-    }
-
-    /// The offset after the last record kept for a partition.
-    pub fn next_offset(&self, tp: &Tp) -> Option<i64> {
-        self.queues.get(tp)?.back().map(|r| r.offset + 1)
-    }
-
-    /// Moves a partition's records in [cursor, end) into its planned part, dropping older ones,
-    /// advancing its cursor by at most `allowance` offsets. Returns the bytes and offsets moved.
-    pub fn drain_into(&mut self, planned: &mut PlannedPartition, allowance: i64) -> (usize, i64) {
-        let Some(queue) = self.queues.get_mut(&planned.tp) else {
-            return (0, 0);
+/// Plans a batch: for each owned partition (`assigned`, where each reads next), the offsets it
+/// may cover. A run to completion reads up to its `targets`, and a partition that appeared
+/// after the run was planned waits for the next run; a continuous query (no targets) takes
+/// whatever arrives, the read loop bounding it. `cap` is maxOffsetsPerTrigger where the
+/// trigger honours it, on the batch's offsets in total, taken in the order records arrive:
+/// librdkafka fetches every partition in turn, so each gets its share, and no record waits
+/// behind a fixed per-partition end (Spark instead splits the cap by backlog up front). `latest` gives a partition's latest offset as last seen (for the lag;
+/// the start when unknown), `topic` the shared name of a topic.
+pub fn plan_batch(
+    assigned: &StartMap,
+    targets: Option<&OffsetMap>,
+    cap: Option<i64>,
+    mut latest: impl FnMut(&TopicPartition) -> Option<i64>,
+    mut topic: impl FnMut(&str) -> Arc<str>,
+) -> Plan {
+    let mut plan = Plan::with_offset_cap(cap);
+    for (tp, start) in assigned {
+        let end = match targets {
+            Some(targets) => match targets.get(tp) {
+                Some(target) => *target,
+                None => continue,
+            },
+            None => i64::MAX,
         };
-        let (mut moved, mut advanced) = (0, 0);
-        while let Some(front) = queue.front() {
-            if front.offset >= planned.end
-                || (front.offset >= planned.cursor
-                    && advanced + front.offset + 1 - planned.cursor > allowance)
-            {
-                break;
-            }
-            let Some(record) = queue.pop_front() else {
-                break;
-            };
-            let size = record_bytes(&record);
-            self.bytes = self.bytes.saturating_sub(size);
-            if record.offset >= planned.cursor {
-                advanced += record.offset + 1 - planned.cursor;
-                planned.cursor = record.offset + 1;
-                planned.records.push(record);
-                moved += size;
-            }
+        if end <= start.offset {
+            continue;
         }
-        (moved, advanced)
+        plan.push(
+            topic(&tp.topic),
+            PlannedPartition {
+                tp: tp.clone(),
+                start: *start,
+                end,
+                latest: latest(tp).unwrap_or(start.offset),
+                cursor: start.offset,
+                records: Vec::new(),
+            },
+        );
     }
-
-    /// Forgets a partition's records (revoked, or re-read from the table).
-    pub fn forget(&mut self, tp: &Tp) {
-        if let Some(queue) = self.queues.remove(tp) {
-            let size: usize = queue.iter().map(record_bytes).sum();
-            self.bytes = self.bytes.saturating_sub(size);
-        }
-    }
-}
-
-/// Interned topic names: every record of a topic shares one allocation.
-#[derive(Debug, Default)]
-pub struct TopicNames(HashSet<Arc<str>>);
-
-impl TopicNames {
-    pub fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(known) = self.0.get(name) {
-            return known.clone();
-        }
-        let interned: Arc<str> = Arc::from(name);
-        self.0.insert(interned.clone());
-        interned
-    }
+    plan
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::batch::read_ahead::ReadAhead;
 
-    fn record(topic: &str, partition: i32, offset: i64) -> Record {
+    pub(crate) fn record(topic: &str, partition: i32, offset: i64) -> Record {
         Record {
             topic: Arc::from(topic),
             partition,
@@ -293,9 +231,9 @@ mod tests {
         }
     }
 
-    fn planned(topic: &str, partition: i32, start: i64, end: i64) -> PlannedPartition {
+    pub(crate) fn planned(topic: &str, partition: i32, start: i64, end: i64) -> PlannedPartition {
         PlannedPartition {
-            tp: (topic.to_string(), partition),
+            tp: TopicPartition::new(topic, partition),
             start: PartitionStart {
                 offset: start,
                 table_version: None,
@@ -362,7 +300,7 @@ mod tests {
 
         // Draining read-ahead honours the allowance too.
         let mut ahead = ReadAhead::new(100, usize::MAX);
-        let tp = ("t".to_string(), 2);
+        let tp = TopicPartition::new("t", 2);
         for offset in 0..5 {
             ahead.push(tp.clone(), record("t", 2, offset));
         }
@@ -383,65 +321,71 @@ mod tests {
         ));
         plan.retain_read();
         assert_eq!(plan.partitions().len(), 1);
-        assert!(plan.get(&("a".to_string(), 0)).is_none());
+        assert!(plan.get_mut("a", 0).is_none());
         assert!(matches!(
             plan.offer("b", 3, 8, || record("b", 3, 8)),
             Placement::Taken
         ));
-        assert_eq!(plan.get(&("b".to_string(), 3)).map(|p| p.cursor), Some(9));
+        assert_eq!(plan.get_mut("b", 3).map(|p| p.cursor), Some(9));
+    }
+
+    fn starts(pairs: &[(i32, i64)]) -> StartMap {
+        pairs
+            .iter()
+            .map(|(p, o)| {
+                (
+                    TopicPartition::new("t", *p),
+                    PartitionStart {
+                        offset: *o,
+                        table_version: Some(*o),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    fn shared(name: &str) -> Arc<str> {
+        Arc::from(name)
     }
 
     #[test]
-    fn read_ahead_fills_by_records_or_bytes_and_drains_in_order() {
-        let one = record_bytes(&record("t", 0, 0));
-        let mut ahead = ReadAhead::new(3, 10 * one);
-        let tp = ("t".to_string(), 0);
-        assert_eq!(
-            ahead.push(tp.clone(), record("t", 0, 5)),
-            ReadAheadState::Room
-        );
-        assert_eq!(
-            ahead.push(tp.clone(), record("t", 0, 4)),
-            ReadAheadState::Room
-        );
-        assert_eq!(
-            ahead.push(tp.clone(), record("t", 0, 6)),
-            ReadAheadState::Room
-        );
-        assert_eq!(
-            ahead.push(tp.clone(), record("t", 0, 7)),
-            ReadAheadState::Full
-        );
-        assert_eq!(ahead.next_offset(&tp), Some(8));
-
-        let mut part = planned("t", 0, 6, 8);
-        assert_eq!(ahead.drain_into(&mut part, i64::MAX), (2 * one, 2));
-        assert_eq!(
-            part.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            [6, 7]
-        );
-        assert_eq!(part.cursor, 8);
-        assert_eq!(ahead.bytes, 0);
-
-        let mut by_bytes = ReadAhead::new(1000, 2 * one);
-        assert_eq!(
-            by_bytes.push(tp.clone(), record("t", 0, 0)),
-            ReadAheadState::Room
-        );
-        let other = ("u".to_string(), 1);
-        assert_eq!(
-            by_bytes.push(other.clone(), record("u", 1, 0)),
-            ReadAheadState::Full
-        );
-        by_bytes.forget(&other);
-        assert_eq!(by_bytes.bytes, one);
+    fn a_run_to_completion_plans_up_to_its_targets_and_nothing_else() {
+        let assigned = starts(&[(0, 10), (1, 50), (2, 0), (3, 7)]);
+        // Partition 1 is at its target, 2 appeared after the run was planned, 3 has none left.
+        let targets = OffsetMap::from([
+            (TopicPartition::new("t", 0), 40),
+            (TopicPartition::new("t", 1), 50),
+            (TopicPartition::new("t", 3), 5),
+        ]);
+        let plan = plan_batch(&assigned, Some(&targets), None, |_| Some(60), shared);
+        let planned: Vec<(i32, i64, i64, i64)> = plan
+            .partitions()
+            .iter()
+            .map(|p| (p.tp.partition, p.start.offset, p.end, p.latest))
+            .collect();
+        assert_eq!(planned, [(0, 10, 40, 60)]);
+        assert!(!plan.complete());
+        assert_eq!(plan.allowance(), i64::MAX, "no cap given, none applied");
     }
 
     #[test]
-    fn topic_names_are_shared() {
-        let mut names = TopicNames::default();
-        let a = names.get("sensors");
-        let b = names.get("sensors");
-        assert!(Arc::ptr_eq(&a, &b));
+    fn a_continuous_batch_is_open_ended_and_capped_in_total() {
+        let assigned = starts(&[(0, 10), (1, 0)]);
+        let plan = plan_batch(
+            &assigned,
+            None,
+            Some(100),
+            |tp| (tp.partition == 0).then_some(25),
+            shared,
+        );
+        let planned: Vec<(i32, i64, i64)> = plan
+            .partitions()
+            .iter()
+            .map(|p| (p.tp.partition, p.end, p.latest))
+            .collect();
+        // Without a cached high watermark the lag is counted from the start.
+        assert_eq!(planned, [(0, i64::MAX, 25), (1, i64::MAX, 0)]);
+        assert_eq!(plan.allowance(), 100);
+        assert!(plan_batch(&StartMap::new(), None, None, |_| None, shared).is_empty());
     }
 }

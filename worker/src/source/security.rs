@@ -1,11 +1,10 @@
-//! Connections to the brokers: which failures stop the worker, and a probe before the query
-//! starts.
+//! Which connection failures stop the worker, and how a refused one is told to the user.
 //!
 //! librdkafka retries a broker connection forever. That is right while a broker is down,
 //! restarting or out of reach for a while (a rolling restart, Event Hubs maintenance, a network
 //! blip), so a refused or dropped connection is never fatal here: a running consumer keeps
-//! retrying, and at start the probe below waits as long as any metadata request would
-//! ([`METADATA_TIMEOUT`]) before it gives up naming the last connection error.
+//! retrying, and at start the probe ([`super::connection::probe`]) waits as long as any metadata
+//! request would before it gives up naming the last connection error.
 //!
 //! Two failures never heal by retrying, so they are fatal as soon as librdkafka reports them:
 //! - the broker refused the credentials (SASL authentication failed): the same password is
@@ -17,22 +16,12 @@
 //! Kubernetes the pod restarts with back-off and the operator shows that error in the
 //! resource's status, instead of a worker that looks alive while it reads nothing.
 
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
-
-use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use tributary_crds::StreamingIngestion;
 
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::secrets::SecretString;
-use crate::source::{METADATA_TIMEOUT, SourceConfig};
-
-/// How long one metadata attempt of the probe waits before the probe looks at what librdkafka
-/// reported meanwhile: a refused login or an untrusted certificate stops the worker this soon.
-const PROBE_ATTEMPT: Duration = Duration::from_millis(500);
 
 /// A connection failure that retrying cannot fix.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,111 +176,6 @@ impl Security {
             }
         }
         text
-    }
-}
-
-/// Drops a group consumer that the brokers refuse, without closing it. A close leaves the
-/// group and sends the last commits, and waits for them: a broker that refuses the client
-/// never answers, so the close would wait out every request timeout (socket.timeout.ms, a
-/// minute for Event Hubs) before the worker could exit with its error. The process exits
-/// next, which ends the connections; the group notices at its session timeout.
-pub fn abandon<C: ConsumerContext>(consumer: BaseConsumer<C>) {
-    std::mem::forget(consumer);
-}
-
-/// What the probe's client saw: a fatal failure, or the last retryable one.
-#[derive(Default)]
-struct Seen {
-    fatal: Option<Error>,
-    last: Option<String>,
-}
-
-/// The probe client's context: records the errors librdkafka reports.
-struct ProbeContext {
-    security: Security,
-    bootstrap: String,
-    seen: Mutex<Seen>,
-}
-
-impl ProbeContext {
-    fn with_seen<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
-        let mut guard = match self.seen.lock() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        f(&mut guard)
-    }
-}
-
-impl ClientContext for ProbeContext {
-    fn error(&self, error: KafkaError, reason: &str) {
-        match self.security.fatal_error(&error, reason, &self.bootstrap) {
-            Some(fatal) => self.with_seen(|seen| {
-                seen.fatal.get_or_insert(fatal);
-            }),
-            // "1/1 brokers are down" follows each broker's own error and says less.
-            None if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) => {}
-            None => {
-                let reason = self.security.redact(reason);
-                let new = self.with_seen(|seen| {
-                    let new = seen.last.as_ref() != Some(&reason);
-                    seen.last = Some(reason.clone());
-                    new
-                });
-                if new {
-                    tracing::warn!(bootstrap = %self.bootstrap, %error, %reason, "cannot connect to Kafka yet; retrying");
-                }
-            }
-        }
-    }
-}
-
-impl ConsumerContext for ProbeContext {}
-
-/// Connects to the brokers once before the query starts (a metadata request over the source's
-/// own settings: TLS, SASL and all), so that refused credentials or an untrusted certificate
-/// stop the worker at once with an error saying so, and an unreachable broker with an error
-/// naming the last connection failure.
-pub fn probe(source: &SourceConfig) -> Result<()> {
-    let context = ProbeContext {
-        security: source.security.clone(),
-        bootstrap: source.bootstrap.clone(),
-        seen: Mutex::new(Seen::default()),
-    };
-    let mut config = source.client_config();
-    // Not a group member: a metadata request is all it sends.
-    config.remove("group.id");
-    let client: BaseConsumer<ProbeContext> =
-        config
-            .create_with_context(context)
-            .map_err(|source_error| Error::CreateConsumer {
-                bootstrap: source.bootstrap.clone(),
-                source: Box::new(source_error),
-            })?;
-    let started = Instant::now();
-    loop {
-        let attempt = client.fetch_metadata(None, PROBE_ATTEMPT);
-        // Errors reach the context only when the client's queue is served. A poll returns at
-        // an error event, or when its time is up having served the log events queued before
-        // (a zero timeout would serve one event only).
-        while client.poll(Duration::from_millis(10)).is_some() {}
-        let (fatal, last) = client
-            .context()
-            .with_seen(|seen| (seen.fatal.take(), seen.last.clone()));
-        if let Some(fatal) = fatal {
-            return Err(fatal);
-        }
-        match attempt {
-            Ok(_) => return Ok(()),
-            Err(error) if started.elapsed() >= METADATA_TIMEOUT => {
-                return Err(Error::KafkaUnreachable {
-                    bootstrap: source.bootstrap.clone(),
-                    seconds: METADATA_TIMEOUT.as_secs(),
-                    reason: last.unwrap_or_else(|| error.to_string()),
-                });
-            }
-            Err(_) => {}
-        }
     }
 }
 

@@ -1,4 +1,4 @@
-//! Sink: the Delta table. One commit per micro-batch, carrying its data files and one `txn`
+//! The Delta table the worker appends to. One commit per micro-batch, carrying its data files and one `txn`
 //! action per source partition (the next offset to read), so data and offsets land atomically.
 
 use std::collections::HashMap;
@@ -124,16 +124,16 @@ impl DeltaSink {
         })
     }
 
-    /// Rewrites the table's small files into files of the target size (compact.rs); safe while
+    /// Rewrites the table's small files into files of the target size ([`super::compact`]); safe while
     /// this and other writers append. Leaves the table at its latest version.
     pub async fn compact(
         &mut self,
-        policy: &crate::compact::CompactionPolicy,
-    ) -> Result<crate::compact::CompactionOutcome> {
+        policy: &super::compact::CompactionPolicy,
+    ) -> Result<super::compact::CompactionOutcome> {
         let target = self
             .target_file_size
-            .unwrap_or(crate::compact::DEFAULT_TARGET_FILE_SIZE);
-        crate::compact::compact(&mut self.table, &self.uri, target, policy).await
+            .unwrap_or(super::compact::DEFAULT_TARGET_FILE_SIZE);
+        super::compact::compact(&mut self.table, &self.uri, target, policy).await
     }
 
     /// Reopens the table with other storage options (renewed credentials), at its latest
