@@ -9,7 +9,7 @@ pub enum Error {
     #[error("cannot render {what} as YAML: {source}")]
     RenderYaml {
         what: String,
-        source: serde_yaml::Error,
+        source: serde_saphyr::SerializeError,
     },
     #[error("cannot serialise {what}: {source}")]
     Serialize {

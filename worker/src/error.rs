@@ -86,6 +86,11 @@ pub enum Error {
     UnknownTopic { topic: String, bootstrap: String },
 
     #[error(
+        "topic {topic} was deleted from {bootstrap} while the query read it: offsets not yet read are lost (the table holds every batch committed before). Recreate the topic and start a new query (new checkpoint), or set failOnDataLoss: false to go on without it"
+    )]
+    TopicDeleted { topic: String, bootstrap: String },
+
+    #[error(
         "data loss on {topic}-{partition}: offsets {from}..{to} are no longer on the broker (deleted by retention?). Set failOnDataLoss: false to skip them with a warning"
     )]
     DataLoss {

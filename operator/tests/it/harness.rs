@@ -271,7 +271,7 @@ spec:
 {extra_spec}
 "#
     );
-    serde_yaml::from_str(&text).expect("fixture parses")
+    serde_saphyr::from_str(&text).expect("fixture parses")
 }
 
 pub fn to_value(ingestion: &StreamingIngestion) -> Value {

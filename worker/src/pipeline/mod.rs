@@ -110,6 +110,11 @@ pub struct Pipeline {
     stop: Arc<AtomicBool>,
     /// Set when the broker no longer has an offset we read: every partition is re-resolved.
     offsets_lost: bool,
+    /// Set when the broker said a topic being read is unknown: whether it was deleted is
+    /// checked before the next batch.
+    topic_missing: bool,
+    /// Whether lost offsets (and a deleted topic) stop the query.
+    fail_on_data_loss: bool,
     previous_start: Option<Instant>,
     /// Metrics, readiness and (in a pod) status.
     telemetry: Telemetry,

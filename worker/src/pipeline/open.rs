@@ -135,6 +135,7 @@ impl Pipeline {
             &runtime,
         )?;
         let source = start_source(source, metadata_client, initial, &table, targets.as_ref())?;
+        let fail_on_data_loss = source.config().read.fail_on_data_loss();
 
         Ok(Pipeline {
             name: identity.to_string(),
@@ -160,6 +161,8 @@ impl Pipeline {
             max_batch_bytes: tuning.max_batch_bytes,
             stop,
             offsets_lost: false,
+            topic_missing: false,
+            fail_on_data_loss,
             previous_start: None,
             telemetry,
             summary: RunSummary {

@@ -177,6 +177,10 @@ impl Pipeline {
                 self.offsets_lost = true;
                 return false;
             }
+            Polled::TopicMissing => {
+                self.topic_missing = true;
+                return false;
+            }
             Polled::Message(message) => message,
         };
         let (partition, offset) = (message.partition(), message.offset());
@@ -208,6 +212,8 @@ impl Pipeline {
     /// being read must then be abandoned).
     fn check_assignment(&mut self) -> Result<bool> {
         let (error, revoked) = self.source.take_events();
+        // A deleted topic's partitions are revoked (or fail to fetch): check before going on.
+        let check_topics = std::mem::take(&mut self.topic_missing) || !revoked.is_empty();
         for tp in revoked {
             // Left paused on purpose: if the partition comes back, the next batch that plans
             // it resumes it (harmless if librdkafka already did).
@@ -215,6 +221,9 @@ impl Pipeline {
         }
         if let Some(error) = error {
             return Err(error);
+        }
+        if check_topics {
+            self.source.check_topics_exist(self.fail_on_data_loss)?;
         }
         if std::mem::take(&mut self.offsets_lost) {
             // Data loss is reported (failOnDataLoss) or skipped with a warning by the resolver.

@@ -216,7 +216,10 @@ impl SourceConfig {
             // librdkafka postpones the partition's next fetch by this much (1 s by default):
             // that stall, not parsing or writing, would make reading 3x slower than a
             // plain consumer.
-            .set("fetch.queue.backoff.ms", "20");
+            .set("fetch.queue.backoff.ms", "20")
+            // Partitions added to a subscribed topic are found at a metadata refresh (5 min by
+            // default); Spark looks at every batch. Overridable in options.
+            .set("topic.metadata.refresh.interval.ms", "10000");
         for (key, value) in &self.options {
             config.set(key, value);
         }
@@ -260,8 +263,8 @@ spec:
       schema:
         - {{name: device_id, type: string}}
   sink:
-    delta: {{uri: /lake/readings}}
-  checkpoint: {{location: /checkpoints/readings}}
+    delta: {{uri: /lake/readings, volume: {{claimName: lake, mountPath: /lake}}}}
+  checkpoint: {{location: /checkpoints/readings, volume: {{size: 1Gi}}}}
 "
         );
         tributary_crds::manifest::load_str(&yaml, "test.yaml")

@@ -16,7 +16,7 @@ use rdkafka::types::RDKafkaRespErr;
 use tracing::warn;
 
 use super::config::{SourceConfig, Subscription, librdkafka_pattern};
-use super::offsets::cached_high_watermark;
+use super::offsets::{cached_high_watermark, subscription_partitions};
 use super::security::Security;
 use super::start::StartResolver;
 use crate::error::{Error, Result};
@@ -155,6 +155,9 @@ pub enum Polled<'a> {
     Nothing,
     /// An offset being read is no longer on the broker: every partition must be re-resolved.
     OffsetsLost,
+    /// The broker does not know a topic being read: whether it was deleted is checked
+    /// ([`Source::check_topics_exist`]) before the next batch.
+    TopicMissing,
     Message(BorrowedMessage<'a>),
 }
 
@@ -278,6 +281,33 @@ impl Source {
         self.with_assignment(|a| (a.error.take(), std::mem::take(&mut a.revoked)))
     }
 
+    /// Fails (failOnDataLoss, as Spark fails when partitions are gone) when a topic named by
+    /// the subscription no longer exists on the broker: its unread offsets are lost, and a
+    /// worker left running would idle forever. A pattern subscription just matches fewer
+    /// topics.
+    pub fn check_topics_exist(&self, fail_on_data_loss: bool) -> Result<()> {
+        let topics: Vec<String> = match &self.config.subscription {
+            Subscription::Topics(topics) => topics.clone(),
+            Subscription::Assign(assign) => assign.keys().cloned().collect(),
+            Subscription::Pattern(_) => return Ok(()),
+        };
+        for topic in topics {
+            let named = Subscription::Topics(vec![topic.clone()]);
+            match subscription_partitions(&*self.offsets_client, &named, &self.config.bootstrap) {
+                Err(Error::UnknownTopic { topic, bootstrap }) => {
+                    if fail_on_data_loss {
+                        return Err(Error::TopicDeleted { topic, bootstrap });
+                    }
+                    warn!(%topic, "the topic was deleted; its unread offsets are skipped (failOnDataLoss: false)");
+                }
+                // Another failure to ask is not proof of deletion: the next check decides.
+                Err(error) => warn!(%topic, %error, "cannot check that the topic exists"),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// One poll of the consumer (rebalance callbacks run here).
     pub fn poll(&self, timeout: Duration) -> Polled<'_> {
         match self.consumer.poll(timeout) {
@@ -290,6 +320,16 @@ impl Source {
             ))) => {
                 warn!("an offset being read is no longer on the broker; re-reading where to start");
                 Polled::OffsetsLost
+            }
+            Some(Err(
+                error @ rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopicId,
+                ),
+            )) => {
+                warn!(%error, "the broker does not know a topic being read");
+                Polled::TopicMissing
             }
             Some(Err(error)) => {
                 warn!(%error, "Kafka consumer error");
