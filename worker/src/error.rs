@@ -204,6 +204,15 @@ impl From<tributary_crds::Error> for Error {
 }
 
 impl Error {
+    /// The kind of this error as a status condition reason, where the operator has one for
+    /// it: a catalog's refusal, which a person must act on (and which restarting never fixes).
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Error::Catalog { problem, .. } => Some(problem.reason()),
+            _ => None,
+        }
+    }
+
     /// The brokers refuse this client (credentials or certificate): see source/security.rs.
     pub fn is_refused_connection(&self) -> bool {
         matches!(
@@ -269,16 +278,24 @@ pub enum CatalogProblem {
     Failed,
 }
 
+impl CatalogProblem {
+    /// The condition reason the operator shows for it.
+    pub fn reason(self) -> &'static str {
+        use tributary_crds::conditions::reasons;
+        match self {
+            CatalogProblem::Unreachable => reasons::CATALOG_UNREACHABLE,
+            CatalogProblem::Unauthorized => reasons::CATALOG_UNAUTHORIZED,
+            CatalogProblem::UnknownCatalog => reasons::CATALOG_NOT_FOUND,
+            CatalogProblem::UnknownSchema => reasons::SCHEMA_NOT_FOUND,
+            CatalogProblem::TableNotFound => reasons::TABLE_NOT_FOUND,
+            CatalogProblem::Unwritable => reasons::TABLE_NOT_WRITABLE,
+            CatalogProblem::Failed => reasons::CATALOG_ERROR,
+        }
+    }
+}
+
 impl std::fmt::Display for CatalogProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CatalogProblem::Unreachable => "CatalogUnreachable",
-            CatalogProblem::Unauthorized => "CatalogUnauthorized",
-            CatalogProblem::UnknownCatalog => "CatalogNotFound",
-            CatalogProblem::UnknownSchema => "SchemaNotFound",
-            CatalogProblem::TableNotFound => "TableNotFound",
-            CatalogProblem::Unwritable => "TableNotWritable",
-            CatalogProblem::Failed => "CatalogError",
-        })
+        f.write_str(self.reason())
     }
 }

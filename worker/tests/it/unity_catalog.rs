@@ -245,53 +245,64 @@ impl UnityCatalogServer {
         );
     }
 
-    /// Creates a MANAGED Delta table the way a catalog client must: reserve a staging
-    /// location, write the table's first commit there, then register it.
+    /// Creates a MANAGED (catalog-managed) Delta table the way this server requires: its
+    /// `/delta/v1` API reserves a staging location, then registers the table there with the
+    /// protocol and properties the catalog requires of a managed table. The table's storage
+    /// stays empty: the worker must refuse it before it reads or writes anything.
     pub fn create_managed_table(&self, full_name: &str, columns: &[(&str, &str, &str, bool)]) {
         let parts: Vec<&str> = full_name.split('.').collect();
+        let base = format!("/delta/v1/catalogs/{}/schemas/{}", parts[0], parts[1]);
         let staging = self.expect_ok(
             reqwest::Method::POST,
-            "/staging-tables",
-            json!({"name": parts[2], "catalog_name": parts[0], "schema_name": parts[1]}),
+            &format!("{base}/staging-tables"),
+            json!({"name": parts[2]}),
         );
-        let location = staging["staging_location"]
+        let location = staging["location"]
             .as_str()
-            .unwrap_or_else(|| panic!("no staging_location in {staging}"))
+            .unwrap_or_else(|| panic!("no location in {staging}"))
             .to_string();
-        let path = PathBuf::from(
-            location
-                .strip_prefix("file://")
-                .unwrap_or_else(|| panic!("a local staging location: {location}")),
-        );
+        let table_id = staging["table-id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no table-id in {staging}"))
+            .to_string();
         let fields: Vec<Value> = columns
             .iter()
             .map(|(name, _, json_type, nullable)| {
                 json!({"name": name, "type": json_type, "nullable": nullable, "metadata": {}})
             })
             .collect();
-        let schema = json!({"type": "struct", "fields": fields}).to_string();
-        let commit = [
-            json!({"protocol": {"minReaderVersion": 1, "minWriterVersion": 2}}),
-            json!({"metaData": {
-                "id": staging["id"].as_str().unwrap_or("00000000-0000-4000-8000-000000000000"),
-                "format": {"provider": "parquet", "options": {}},
-                "schemaString": schema,
-                "partitionColumns": [],
-                "configuration": {},
-                "createdTime": 0
-            }}),
-        ]
-        .iter()
-        .map(Value::to_string)
-        .collect::<Vec<_>>()
-        .join("\n");
-        std::fs::create_dir_all(path.join("_delta_log")).expect("staging dir");
-        std::fs::write(
-            path.join("_delta_log/00000000000000000000.json"),
-            commit + "\n",
-        )
-        .expect("first commit");
-        self.create_table(full_name, "MANAGED", Some(&location), columns);
+        let features = ["catalogManaged", "v2Checkpoint", "vacuumProtocolCheck"];
+        let mut writer_features = features.to_vec();
+        writer_features.push("inCommitTimestamp");
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or_default();
+        self.expect_ok(
+            reqwest::Method::POST,
+            &format!("{base}/tables"),
+            json!({
+                "name": parts[2],
+                "location": location,
+                "table-type": "MANAGED",
+                "data-source-format": "DELTA",
+                "columns": {"type": "struct", "fields": fields},
+                "protocol": {
+                    "min-reader-version": 3,
+                    "min-writer-version": 7,
+                    "reader-features": features,
+                    "writer-features": writer_features,
+                },
+                "properties": {
+                    "delta.checkpointPolicy": "v2",
+                    "delta.enableInCommitTimestamps": "true",
+                    "delta.checkpoint.writeStatsAsStruct": "true",
+                    "delta.checkpoint.writeStatsAsJson": "true",
+                    "io.unitycatalog.tableId": table_id,
+                },
+                "last-commit-timestamp-ms": now,
+            }),
+        );
     }
 
     /// Registers a table with these columns (`(name, type_text, type_json type, nullable)`).

@@ -64,9 +64,29 @@ pub(super) struct TemporaryCredentialsResponse {
     gcp_oauth_token: Option<GcpToken>,
     #[serde(default)]
     r2_temp_credentials: Option<AwsCredentials>,
-    /// Milliseconds since the epoch.
-    #[serde(default)]
+    /// Milliseconds since the epoch. Databricks documents a JSON number; servers that encode
+    /// the API's protobuf messages with the proto3 JSON mapping send int64 as a string.
+    #[serde(default, deserialize_with = "millis")]
     expiration_time: Option<i64>,
+}
+
+/// An int64 as a JSON number or as a string of digits (the proto3 JSON mapping).
+fn millis<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Millis {
+        Number(i64),
+        Text(String),
+    }
+    match Option::<Millis>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Millis::Number(ms)) => Ok(Some(ms)),
+        Some(Millis::Text(text)) => text.trim().parse().map(Some).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "expiration_time {text:?} is not a number of milliseconds"
+            ))
+        }),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -193,5 +213,24 @@ mod tests {
         let nothing =
             vended_options(TemporaryCredentialsResponse::default(), issued).expect("empty is fine");
         assert!(nothing.is_empty());
+
+        // The proto3 JSON mapping spells int64 as a string: "0" is no expiry, like 0.
+        let quoted: TemporaryCredentialsResponse = serde_json::from_value(serde_json::json!({
+            "expiration_time": "1003600000", "url": "file:///t"
+        }))
+        .expect("parses");
+        assert_eq!(
+            vended_options(quoted, issued).expect("maps").expires_at,
+            Some(UNIX_EPOCH + Duration::from_secs(1_003_600))
+        );
+        let zero: TemporaryCredentialsResponse =
+            serde_json::from_value(serde_json::json!({"expiration_time": "0"})).expect("parses");
+        assert_eq!(vended_options(zero, issued).expect("maps").expires_at, None);
+        let bad = serde_json::from_value::<TemporaryCredentialsResponse>(
+            serde_json::json!({"expiration_time": "soon"}),
+        )
+        .expect_err("refused")
+        .to_string();
+        assert!(bad.contains("expiration_time \"soon\""), "{bad}");
     }
 }
