@@ -1,9 +1,12 @@
 //! A Unity Catalog server as a child process on 127.0.0.1, and a recording proxy in front of
-//! it. `scripts/install-deps.sh` installs the server under
-//! `$HOME/.cache/tributary/unity-catalog`; `TRIBUTARY_UC_SERVER` names another binary.
+//! it. The server is olai-uc-server (`uc-server`, the Rust server of the Unity Catalog REST API
+//! from crates.io; the Java reference server is not served by the Maven registry these machines
+//! reach), which `scripts/install-deps.sh` builds into
+//! `$HOME/.cache/tributary/uc-server-<version>/bin`; `TRIBUTARY_UC_SERVER` names another binary.
 //!
-//! The server keeps its catalog in an in-process SQLite database and allows `file://` tables
-//! under the test's directory only. It signs no one in (it trusts every caller), so the proxy
+//! The server keeps its catalog in an in-process SQLite database (`:memory:`, its default) and
+//! allows `file://` storage under the test's directory only. It signs no one in (it trusts every
+//! caller), so the proxy
 //! plays Databricks' part there: it refuses a wrong bearer token with Databricks' 401 body,
 //! serves a workspace's OAuth token endpoint (`/oidc/v1/token`, client credentials), records
 //! every request, and can shorten the `expiration_time` of vended credentials so a test sees a
@@ -56,12 +59,15 @@ impl Drop for UnityCatalogServer {
     }
 }
 
+/// The version `scripts/install-deps.sh` installs (UC_SERVER_VERSION there).
+const VERSION: &str = "0.0.11";
+
 fn binary() -> PathBuf {
     if let Some(path) = std::env::var_os("TRIBUTARY_UC_SERVER") {
         return PathBuf::from(path);
     }
     let home = std::env::var_os("HOME").expect("HOME");
-    PathBuf::from(home).join(".cache/tributary/unity-catalog/bin/uc-server")
+    PathBuf::from(home).join(format!(".cache/tributary/uc-server-{VERSION}/bin/uc-server"))
 }
 
 fn free_port() -> u16 {
@@ -105,7 +111,7 @@ impl UnityCatalogServer {
             std::fs::write(
                 &config,
                 format!(
-                    "host: 127.0.0.1\nport: {port}\nui:\n  serve: false\nlocal_storage:\n  allowed_roots: [\"{root}\"]\nmanaged_storage_root: \"file://{root}/managed\"\n",
+                    "host: 127.0.0.1\nport: {port}\nui:\n  serve: false\nlocal_storage:\n  allowed-roots: [\"{root}\"]\nmanaged_storage_root: \"file://{root}/managed\"\n",
                     root = root.display()
                 ),
             )

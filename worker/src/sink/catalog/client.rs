@@ -25,11 +25,11 @@ const ACCESS_TOKEN_MARGIN: Duration = Duration::from_secs(60);
 /// At most this much of a catalog's error body goes into a message.
 const MAX_BODY_IN_MESSAGE: usize = 600;
 
-/// A catalog's error body: Databricks and the open-source server both send `error_code` and
-/// `message`.
+/// A catalog's error body: `error_code` and `message` as Databricks documents it; servers that
+/// encode the API with the proto3 JSON mapping spell the code `errorCode`.
 #[derive(Debug, Default, Deserialize)]
 struct ErrorBody {
-    #[serde(default)]
+    #[serde(default, alias = "errorCode")]
     error_code: Option<String>,
     #[serde(default)]
     message: Option<String>,
@@ -520,6 +520,13 @@ mod tests {
                 br#"{"error_code":"TABLE_DOES_NOT_EXIST","message":"Table 'a.b.c' does not exist."}"#
             ),
             "HTTP 404, TABLE_DOES_NOT_EXIST: Table 'a.b.c' does not exist."
+        );
+        assert_eq!(
+            catalog_message(
+                404,
+                br#"{"errorCode":"RESOURCE_NOT_FOUND","message":"The requested resource does not exist."}"#
+            ),
+            "HTTP 404, RESOURCE_NOT_FOUND: The requested resource does not exist."
         );
         assert_eq!(catalog_message(502, b""), "HTTP 502");
         let long = catalog_message(500, "é".repeat(1000).as_bytes());
