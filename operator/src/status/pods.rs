@@ -164,7 +164,10 @@ const PRIORITY: [(&str, &str); 10] = [
         reasons::SCHEMA_NOT_FOUND,
         "the Unity Catalog has no such schema",
     ),
-    (reasons::TABLE_NOT_FOUND, "the Unity Catalog has no such table"),
+    (
+        reasons::TABLE_NOT_FOUND,
+        "the Unity Catalog has no such table",
+    ),
     (
         reasons::TABLE_NOT_WRITABLE,
         "the workers may not write the Unity Catalog table",

@@ -810,7 +810,10 @@ async fn entries_of_gone_workers_are_pruned_with_a_guarded_json_patch() {
 }
 
 /// An ingestion into a Unity Catalog table whose worker reported the catalog's refusal.
-fn refused_by_the_catalog(reason: &str, error: &str) -> (tributary_crds::StreamingIngestion, Contents) {
+fn refused_by_the_catalog(
+    reason: &str,
+    error: &str,
+) -> (tributary_crds::StreamingIngestion, Contents) {
     use tributary_crds::{SecretKeyRef, SecretValueSource, UnityCatalog};
     let mut si = ingestion("");
     let delta = &mut si.spec.sink.delta;

@@ -492,7 +492,8 @@ fn credentials_are_renewed_before_they_expire_without_a_failed_batch() {
     assert!(
         !stderr
             .lines()
-            .any(|l| (l.contains(" ERROR ") || l.contains(" WARN ")) && l.contains("tributary_worker")),
+            .any(|l| (l.contains(" ERROR ") || l.contains(" WARN "))
+                && l.contains("tributary_worker")),
         "{stderr}"
     );
     let renewals = stderr.matches("renewed the storage credentials").count();

@@ -1,7 +1,7 @@
 //! A Unity Catalog server as a child process on 127.0.0.1, and a recording proxy in front of
-//! it. The server is olai-uc-server (`uc-server`, the Rust server of the Unity Catalog REST API
-//! from crates.io; the Java reference server is not served by the Maven registry these machines
-//! reach), which `scripts/install-deps.sh` builds into
+//! it. The server is olai-uc-server (`uc-server` from crates.io: an unofficial Rust server of the
+//! Unity Catalog REST API; the Java reference server is not served by the Maven registry these
+//! machines reach), which `scripts/install-deps.sh` builds into
 //! `$HOME/.cache/tributary/uc-server-<version>/bin`; `TRIBUTARY_UC_SERVER` names another binary.
 //!
 //! The server keeps its catalog in an in-process SQLite database (`:memory:`, its default) and
@@ -67,7 +67,9 @@ fn binary() -> PathBuf {
         return PathBuf::from(path);
     }
     let home = std::env::var_os("HOME").expect("HOME");
-    PathBuf::from(home).join(format!(".cache/tributary/uc-server-{VERSION}/bin/uc-server"))
+    PathBuf::from(home).join(format!(
+        ".cache/tributary/uc-server-{VERSION}/bin/uc-server"
+    ))
 }
 
 fn free_port() -> u16 {
