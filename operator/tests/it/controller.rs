@@ -888,8 +888,7 @@ async fn catalog_scenario(reason: &str, error: &str) -> (Value, Vec<String>) {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    let seen = seen.lock().expect("seen").clone();
-    seen
+    seen.lock().expect("seen").clone()
 }
 
 #[tokio::test]
