@@ -4,6 +4,9 @@
 //! machines reach), which `scripts/install-deps.sh` builds into
 //! `$HOME/.cache/tributary/uc-server-<version>/bin`; `TRIBUTARY_UC_SERVER` names another binary.
 //!
+//! The server is killed when the value is dropped (and, through `PR_SET_PDEATHSIG`, when the
+//! test process dies), and its log is printed when the test panics.
+//!
 //! The server keeps its catalog in an in-process SQLite database (`:memory:`, its default) and
 //! allows `file://` storage under the test's directory only. It signs no one in (it trusts every
 //! caller), so the proxy
@@ -13,6 +16,7 @@
 //! worker renew them.
 
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -119,7 +123,8 @@ impl UnityCatalogServer {
             )
             .expect("config");
             let output = std::fs::File::create(&log).expect("log file");
-            let mut child = Command::new(&bin)
+            let mut command = Command::new(&bin);
+            command
                 .arg("serve")
                 .arg("--config")
                 .arg(&config)
@@ -127,9 +132,16 @@ impl UnityCatalogServer {
                 .env("RUST_LOG", "info")
                 .stdin(Stdio::null())
                 .stderr(output.try_clone().expect("log file"))
-                .stdout(output)
-                .spawn()
-                .expect("start the Unity Catalog server");
+                .stdout(output);
+            // SAFETY: prctl is async-signal-safe; it makes the server die with the test
+            // process, so a test killed by its time limit leaves no server behind.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let mut child = command.spawn().expect("start the Unity Catalog server");
             let deadline = Instant::now() + STARTUP;
             let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
             loop {
