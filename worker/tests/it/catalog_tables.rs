@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::support::*;
+use serde_json::Value;
+
 use crate::unity_catalog::*;
 
 const TOPIC: &str = "sensor-readings";
@@ -503,4 +505,75 @@ fn credentials_are_renewed_before_they_expire_without_a_failed_batch() {
     );
     let renewals = stderr.matches("renewed the storage credentials").count();
     assert_eq!(renewals, requests.len() - 1, "{stderr}");
+}
+
+#[test]
+fn in_a_pod_a_refused_token_reaches_the_status_with_its_reason_and_without_the_token() {
+    use crate::in_pod::FakeApiServer;
+    let catalog = Catalog::start(None);
+    let broker = MockBroker::start();
+    broker.topic(TOPIC, PARTITIONS);
+    let ws = Workspace::new();
+    let root = format!("        storageRoot: {}", catalog.root());
+    let path = manifest(&ws, &catalog, TABLE, &root, |_| {});
+    // The token comes from the Secret the operator mounts, as in a pod.
+    let wrong = "mounted-wrong-token-90b1";
+    let secrets = ws.path("secrets");
+    std::fs::create_dir_all(secrets.join("uc")).expect("secrets dir");
+    std::fs::write(secrets.join("uc").join("token"), wrong).expect("secret");
+    let text = std::fs::read_to_string(&path).expect("manifest");
+    let api = FakeApiServer::start(serde_saphyr::from_str(&text).expect("manifest parses"));
+    let kubeconfig = ws.write(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: test}}}}]\ncurrent-context: fake\n",
+            api.url
+        ),
+    );
+    let (kubeconfig, secrets) = (
+        kubeconfig.display().to_string(),
+        secrets.display().to_string(),
+    );
+    let mut worker = Worker::start_with_env(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "pod",
+        &[
+            ("KUBECONFIG", &kubeconfig),
+            ("TRIBUTARY_REPORT_STATUS", "true"),
+            ("TRIBUTARY_INGESTION_NAME", "uc"),
+            ("TRIBUTARY_INGESTION_NAMESPACE", "test"),
+            ("TRIBUTARY_POD_NAME", "uc-7d9-abcde"),
+            ("TRIBUTARY_SECRETS_DIR", &secrets),
+        ],
+    );
+    let status = worker.wait(Duration::from_secs(120));
+    let stderr = worker.stderr_text();
+    assert!(!status.success(), "{stderr}");
+    let failures: Vec<Value> = api
+        .requests()
+        .into_iter()
+        .map(|r| r.body)
+        .filter(|b| b["status"]["workers"][0]["error"].is_string())
+        .collect();
+    assert_eq!(failures.len(), 1, "one failure report: {failures:?}");
+    let entry = &failures[0]["status"]["workers"][0];
+    assert_eq!(entry["name"], "uc-7d9-abcde");
+    assert_eq!(entry["errorReason"], "CatalogUnauthorized");
+    let error = entry["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with(&format!(
+            "Unity Catalog at {}: cannot look up table {TABLE}: HTTP 401, UNAUTHENTICATED: Invalid access token. (check the token in Secret uc/token",
+            catalog.proxy.url()
+        )),
+        "{error}"
+    );
+    let everything = format!("{:?}{stderr}", api.requests());
+    assert!(
+        !everything.contains(wrong),
+        "the token never shows: {everything}"
+    );
+    assert!(!ws.path("checkpoint").exists());
+    assert!(!catalog.location(TABLE).exists());
 }
