@@ -69,3 +69,25 @@ if [ ! -f "$KAFKA_DIR/kafka_2.13-$KAFKA_VERSION.jar" ] || [ ! -f "$KAFKA_DIR/.co
   rm -rf "$KAFKA_DIR"
   mv "$KAFKA_DIR.tmp" "$KAFKA_DIR"
 fi
+
+# ---- A Unity Catalog server, for the worker's catalog tests (worker/tests/it/unity_catalog.rs) ----
+# Not the Java reference server: io.unitycatalog:unitycatalog-server (and unitycatalog-spark) are
+# not served by the Maven registry this project's machines reach (404 for every version; only
+# unitycatalog-client and unitycatalog-hadoop are), and release downloads are out of reach. The
+# tests run olai-uc-server from crates.io instead (open-lakehouse/mangrove, Apache-2.0; its README
+# calls it an experimental, unofficial Unity Catalog implementation): a Rust server of the same
+# REST API (/api/2.1/unity-catalog: catalogs, schemas, tables, temporary-table-credentials, and
+# the /delta/v1 API for managed tables). Its `uc-server` binary is built once into
+# $HOME/.cache/tributary/uc-server-<version>/bin (the tests' default; TRIBUTARY_UC_SERVER names
+# another); the build directory is removed afterwards. A debug build: the tests ask it for a few
+# dozen requests, and it compiles faster (cold: 6.4 min of CPU).
+UC_SERVER_VERSION=0.0.11
+UC_DIR="$HOME/.cache/tributary/uc-server-$UC_SERVER_VERSION"
+if [ "$("$UC_DIR/bin/uc-server" --version 2>/dev/null || true)" != "uc-server $UC_SERVER_VERSION" ]; then
+  echo "building olai-uc-server $UC_SERVER_VERSION into $UC_DIR (several minutes)"
+  uc_started=$(date +%s)
+  nice -n 5 cargo install olai-uc-server --version "$UC_SERVER_VERSION" --features bin --locked \
+    --debug --root "$UC_DIR" --target-dir "$HOME/.cache/tributary/uc-server-build" --quiet
+  rm -rf "$HOME/.cache/tributary/uc-server-build"
+  echo "olai-uc-server built in $(( $(date +%s) - uc_started )) s"
+fi

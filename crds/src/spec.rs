@@ -590,8 +590,10 @@ pub struct Sink {
 /// option values as `<redacted>`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, PartialEq, Default)]
 #[x_kube(
-    validation = Rule::new("has(self.uri) != has(self.table)").message("spec.sink.delta must set exactly one of uri or table"),
-    validation = Rule::new("!has(self.table) || has(self.unityCatalog)").message("spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog"),
+    validation = Rule::new("has(self.uri) || has(self.table)").message("spec.sink.delta needs uri (the table's location) or table (a Unity Catalog name catalog.schema.table)"),
+    validation = Rule::new("!has(self.uri) || !has(self.table)").message("spec.sink.delta.uri and spec.sink.delta.table both name the table: set uri for a location or table for a Unity Catalog name, not both"),
+    validation = Rule::new("!has(self.table) || has(self.unityCatalog)").message("spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog (the catalog's endpoint and credentials)"),
+    validation = Rule::new("!has(self.unityCatalog) || has(self.table)").message("spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it"),
     validation = Rule::new("!has(self.uri) || self.uri.contains('://') || has(self.volume)").message("spec.sink.delta.uri is a path, so spec.sink.delta.volume must name the claim that holds it (claimName) or ask for one (size)"),
     validation = Rule::new("!has(self.uri) || !has(self.volume) || !has(self.volume.mountPath) || self.uri.startsWith(self.volume.mountPath)").message("spec.sink.delta.uri must be under spec.sink.delta.volume.mountPath"),
     validation = Rule::new("!has(self.outputMode) || self.outputMode == 'append'").message("outputMode update and complete need a streaming aggregation, which an ingestion does not have: use append"),
@@ -690,15 +692,61 @@ pub enum OutputMode {
     Complete,
 }
 
-/// A Unity Catalog endpoint.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// The Unity Catalog that resolves a table name: a Databricks workspace or an open-source Unity
+/// Catalog server (both serve /api/2.1/unity-catalog), and how to sign in to it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("has(self.token) != has(self.oauth)").message("spec.sink.delta.unityCatalog needs exactly one of token (a personal access token) or oauth (a service principal's client id and secret)"),
+    validation = Rule::new("!has(self.tableMustExist) || !self.tableMustExist || !has(self.storageRoot)").message("spec.sink.delta.unityCatalog.storageRoot is where an absent table is created, and tableMustExist says never to create one: set one of them"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct UnityCatalog {
-    /// The workspace or catalog server URL, e.g. https://adb-123.4.azuredatabricks.net.
+    /// The workspace or catalog server URL, e.g. https://adb-123.4.azuredatabricks.net or
+    /// http://unity-catalog:8080.
     #[schemars(length(min = 1, max = 2048))]
     pub endpoint: String,
-    /// A token allowed to read the table and vend its credentials.
-    pub token: SecretValueSource,
+
+    /// A bearer token (a Databricks personal access token, or the open-source server's token)
+    /// allowed to read the table, create it if absent, and vend credentials for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretValueSource>,
+
+    /// OAuth machine-to-machine sign-in with a service principal's client id and secret
+    /// (client credentials grant), as Databricks offers instead of a personal token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<UnityCatalogOAuth>,
+
+    /// Where an absent table is created, as an EXTERNAL Delta table at
+    /// `<storageRoot>/<catalog>/<schema>/<table>` (an abfss://, az://, file:// URL or a path).
+    /// Without it an absent table is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub storage_root: Option<String>,
+
+    /// The table must exist already: never create it. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_must_exist: Option<bool>,
+}
+
+/// OAuth machine-to-machine (client credentials) sign-in.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UnityCatalogOAuth {
+    /// The service principal's client (application) id.
+    pub client_id: SecretValueSource,
+
+    /// The service principal's OAuth secret.
+    pub client_secret: SecretValueSource,
+
+    /// The token endpoint. Default `<endpoint>/oidc/v1/token` (a Databricks workspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub token_endpoint: Option<String>,
+
+    /// The scope asked for. Default `all-apis`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub scope: Option<String>,
 }
 
 /// The checkpoint: the query's identity, its ownership claim, availableNow targets and the

@@ -142,6 +142,11 @@ pub struct WorkerStatus {
     /// Why it stopped, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The kind of that error as a CamelCase reason, where the worker knows it (e.g.
+    /// CatalogUnauthorized, TableNotFound): the operator turns it into the Degraded condition's
+    /// reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
 }
 
 /// Offsets per topic and partition, in Spark's JSON shape: {"topic":{"0":12,"1":7}}.

@@ -601,21 +601,20 @@ fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut 
             if delta.unity_catalog.is_none() {
                 errors.push(
                     path,
-                    "spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog",
+                    "spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog (the catalog's endpoint and credentials)",
                 );
             }
         }
-        _ => errors.push(path, "spec.sink.delta must set exactly one of uri or table"),
+        (None, None) => errors.push(
+            path,
+            "spec.sink.delta needs uri (the table's location) or table (a Unity Catalog name catalog.schema.table)",
+        ),
+        (Some(_), Some(_)) => errors.push(
+            path,
+            "spec.sink.delta.uri and spec.sink.delta.table both name the table: set uri for a location or table for a Unity Catalog name, not both",
+        ),
     }
-    if let Some(catalog) = &delta.unity_catalog
-        && !catalog.endpoint.starts_with("https://")
-        && !catalog.endpoint.starts_with("http://")
-    {
-        errors.push(
-            format!("{path}.unityCatalog.endpoint"),
-            format!("\"{}\" is not an http(s) URL", catalog.endpoint),
-        );
-    }
+    validate_unity_catalog(delta, errors);
     if delta.output_mode.unwrap_or_default() != OutputMode::Append {
         errors.push(
             format!("{path}.outputMode"),
@@ -1062,4 +1061,51 @@ fn first_line(text: &str) -> String {
         .filter(|line| !line.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The catalog connection of a table given by name.
+fn validate_unity_catalog(delta: &DeltaSink, errors: &mut Errors) {
+    let Some(catalog) = &delta.unity_catalog else {
+        return;
+    };
+    let path = "spec.sink.delta.unityCatalog";
+    if delta.table.is_none() {
+        errors.push(
+            path,
+            "spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it",
+        );
+    }
+    let is_http_url = |url: &str| url.starts_with("https://") || url.starts_with("http://");
+    if !is_http_url(&catalog.endpoint) {
+        errors.push(
+            format!("{path}.endpoint"),
+            format!("\"{}\" is not an http(s) URL", catalog.endpoint),
+        );
+    }
+    if catalog.token.is_some() == catalog.oauth.is_some() {
+        errors.push(
+            path,
+            "spec.sink.delta.unityCatalog needs exactly one of token (a personal access token) or oauth (a service principal's client id and secret)",
+        );
+    }
+    if let Some(endpoint) = catalog
+        .oauth
+        .as_ref()
+        .and_then(|oauth| oauth.token_endpoint.as_deref())
+        && !is_http_url(endpoint)
+    {
+        errors.push(
+            format!("{path}.oauth.tokenEndpoint"),
+            format!("\"{endpoint}\" is not an http(s) URL"),
+        );
+    }
+    if let Some(root) = &catalog.storage_root {
+        validate_location(&format!("{path}.storageRoot"), root, errors);
+        if catalog.table_must_exist == Some(true) {
+            errors.push(
+                path,
+                "spec.sink.delta.unityCatalog.storageRoot is where an absent table is created, and tableMustExist says never to create one: set one of them",
+            );
+        }
+    }
 }

@@ -308,7 +308,19 @@ fn sink_checks() {
         |v| v["spec"]["sink"]["delta"] = json!({"table": "bronze.t"}),
         &[
             "spec.sink.delta.table: \"bronze.t\" is not a Unity Catalog name catalog.schema.table",
-            "spec.sink.delta: spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog",
+            "spec.sink.delta: spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog (the catalog's endpoint and credentials)",
+        ],
+    );
+    expect(
+        |v| v["spec"]["sink"]["delta"]["table"] = json!("main.bronze.t"),
+        &[
+            "spec.sink.delta: spec.sink.delta.uri and spec.sink.delta.table both name the table: set uri for a location or table for a Unity Catalog name, not both",
+        ],
+    );
+    expect(
+        |v| v["spec"]["sink"]["delta"] = json!({}),
+        &[
+            "spec.sink.delta: spec.sink.delta needs uri (the table's location) or table (a Unity Catalog name catalog.schema.table)",
         ],
     );
     expect(
@@ -960,4 +972,63 @@ mod never_panics {
             let _ = tributary_crds::manifest::load_str(&spliced, "fuzz.yaml");
         }
     }
+}
+
+fn unity_catalog_sink() -> Value {
+    json!({
+        "table": "main.bronze.sensor_readings",
+        "unityCatalog": {
+            "endpoint": "http://127.0.0.1:8080",
+            "token": {"secretKeyRef": {"name": "uc", "key": "token"}}
+        }
+    })
+}
+
+#[test]
+fn unity_catalog_checks() {
+    let valid = |sink: Value| {
+        let mut value = base();
+        value["spec"]["sink"]["delta"] = sink;
+        assert_eq!(problems(value), "");
+    };
+    valid(unity_catalog_sink());
+    let mut with_root = unity_catalog_sink();
+    with_root["unityCatalog"]["storageRoot"] = json!("file:///lake/tables");
+    valid(with_root);
+
+    expect(
+        |v| {
+            v["spec"]["sink"]["delta"] = unity_catalog_sink();
+            v["spec"]["sink"]["delta"]["unityCatalog"]["oauth"] = json!({
+                "clientId": {"secretKeyRef": {"name": "sp", "key": "client-id"}},
+                "clientSecret": {"secretKeyRef": {"name": "sp", "key": "client_secret!"}},
+                "tokenEndpoint": "login.example/token"
+            });
+        },
+        &[
+            "spec.sink.delta.unityCatalog: spec.sink.delta.unityCatalog needs exactly one of token (a personal access token) or oauth (a service principal's client id and secret)",
+            "spec.sink.delta.unityCatalog.oauth.tokenEndpoint: \"login.example/token\" is not an http(s) URL",
+            "spec.sink.delta.unityCatalog.oauth.clientSecret",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["sink"]["delta"] = unity_catalog_sink();
+            v["spec"]["sink"]["delta"]["unityCatalog"]["storageRoot"] = json!("s3://bucket/tables");
+            v["spec"]["sink"]["delta"]["unityCatalog"]["tableMustExist"] = json!(true);
+        },
+        &[
+            "spec.sink.delta.unityCatalog.storageRoot: s3:// is not supported by this build",
+            "spec.sink.delta.unityCatalog: spec.sink.delta.unityCatalog.storageRoot is where an absent table is created, and tableMustExist says never to create one: set one of them",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["sink"]["delta"]["unityCatalog"] =
+                unity_catalog_sink()["unityCatalog"].clone();
+        },
+        &[
+            "spec.sink.delta.unityCatalog: spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it",
+        ],
+    );
 }

@@ -614,7 +614,8 @@ pub fn transitions(
     }
     let degraded_before = condition_status(previous, types::DEGRADED);
     if let Some(("True", reason, message)) = condition_status(current, types::DEGRADED)
-        && [reasons::CRASH_LOOPING, reasons::UNSCHEDULABLE].contains(&reason)
+        && ([reasons::CRASH_LOOPING, reasons::UNSCHEDULABLE].contains(&reason)
+            || reasons::CATALOG.contains(&reason))
         && degraded_before.is_none_or(|(s, r, _)| s != "True" || r != reason)
     {
         events.push(event(

@@ -189,7 +189,7 @@ fn run(
         telemetry,
     );
     if let (Err(error), Some(reporter)) = (&outcome, &reporter) {
-        reporter.report_failure(secrets::redact(&error.to_string()));
+        reporter.report_failure(secrets::redact(&error.to_string()), error.reason());
     }
     // The pipeline has dropped its handle: this is the last one, so the final write happens.
     if let Some(reporter) = reporter.and_then(|r| Arc::try_unwrap(r).ok()) {

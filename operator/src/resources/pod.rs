@@ -507,6 +507,65 @@ mod tests {
     }
 
     #[test]
+    fn unity_catalog_secrets_are_mounted_like_the_others() {
+        use tributary_crds::{SecretKeyRef, SecretValueSource, UnityCatalog, UnityCatalogOAuth};
+        let reference = |name: &str, key: &str| SecretValueSource {
+            secret_key_ref: SecretKeyRef {
+                name: name.into(),
+                key: key.into(),
+            },
+        };
+        let mut si = ingestion("");
+        let delta = &mut si.spec.sink.delta;
+        delta.uri = None;
+        delta.volume = None;
+        delta.table = Some("main.bronze.sensors".into());
+        delta.unity_catalog = Some(UnityCatalog {
+            endpoint: "https://adb-1.2.azuredatabricks.net".into(),
+            oauth: Some(UnityCatalogOAuth {
+                client_id: reference("service-principal", "client-id"),
+                client_secret: reference("service-principal", "client-secret"),
+                ..UnityCatalogOAuth::default()
+            }),
+            ..UnityCatalog::default()
+        });
+        tributary_crds::validate(&si).expect("valid");
+        let t = template(&si);
+        let spec = t.spec.as_ref().expect("spec");
+        let volume = spec
+            .volumes
+            .as_ref()
+            .expect("volumes")
+            .iter()
+            .find(|v| {
+                v.secret.as_ref().and_then(|s| s.secret_name.as_deref())
+                    == Some("service-principal")
+            })
+            .expect("the catalog's Secret is a volume");
+        let keys: Vec<&str> = volume
+            .secret
+            .as_ref()
+            .and_then(|s| s.items.as_ref())
+            .expect("items")
+            .iter()
+            .map(|item| item.key.as_str())
+            .collect();
+        assert_eq!(keys, ["client-id", "client-secret"]);
+        let mount = spec.containers[0]
+            .volume_mounts
+            .as_ref()
+            .expect("mounts")
+            .iter()
+            .find(|m| m.name == volume.name)
+            .expect("mounted");
+        assert_eq!(
+            mount.mount_path,
+            "/var/run/secrets/tributary/service-principal"
+        );
+        assert_eq!(mount.read_only, Some(true));
+    }
+
+    #[test]
     fn security_context_is_restricted() {
         let t = template(&ingestion(""));
         let spec = t.spec.as_ref().expect("spec");

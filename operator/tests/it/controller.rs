@@ -808,3 +808,124 @@ async fn entries_of_gone_workers_are_pruned_with_a_guarded_json_patch() {
     outcome.result.expect("reconcile succeeds");
     assert_eq!(outcome.api_calls, 11, "was 14");
 }
+
+/// An ingestion into a Unity Catalog table whose worker reported the catalog's refusal.
+fn refused_by_the_catalog(
+    reason: &str,
+    error: &str,
+) -> (tributary_crds::StreamingIngestion, Contents) {
+    use tributary_crds::{SecretKeyRef, SecretValueSource, UnityCatalog};
+    let mut si = ingestion("");
+    let delta = &mut si.spec.sink.delta;
+    delta.uri = None;
+    delta.volume = None;
+    delta.table = Some("bronze.iot.sensors".into());
+    delta.unity_catalog = Some(UnityCatalog {
+        endpoint: "https://adb-1.2.azuredatabricks.net".into(),
+        token: Some(SecretValueSource {
+            secret_key_ref: SecretKeyRef {
+                name: "uc".into(),
+                key: "token".into(),
+            },
+        }),
+        storage_root: Some("abfss://lake@acct.dfs.core.windows.net/tables".into()),
+        ..UnityCatalog::default()
+    });
+    tributary_crds::validate(&si).expect("a valid spec");
+    si.status = Some(tributary_crds::StreamingIngestionStatus {
+        workers: vec![tributary_crds::WorkerStatus {
+            name: "sensors-7d9-abc".into(),
+            error: Some(error.into()),
+            error_reason: Some(reason.into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let pod: k8s_openapi::api::core::v1::Pod = typed(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "sensors-7d9-abc", "namespace": "iot", "labels": {
+            "app.kubernetes.io/name": "tributary-worker", "tributary.dev/ingestion": "sensors"}},
+        "status": {"containerStatuses": [{
+            "name": "worker", "image": "w", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1}}
+        }]}
+    }));
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        pods: vec![pod],
+        ..Contents::default()
+    };
+    (si, cached)
+}
+
+/// One reconcile of [`refused_by_the_catalog`]: the Degraded condition and the events' reasons.
+async fn catalog_scenario(reason: &str, error: &str) -> (Value, Vec<String>) {
+    let (si, cached) = refused_by_the_catalog(reason, error);
+    let si_for_script = si.clone();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((Value::Null, Vec::new())));
+    let record = seen.clone();
+    let outcome = run_scenario(si, cached, move |mut h| async move {
+        secret_exists(&mut h).await;
+        expect(&mut h, Method::GET, "/api/v1/namespaces/iot/secrets/uc")
+            .await
+            .ok(&json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "uc", "namespace": "iot"}}));
+        support_objects_applied(&mut h).await;
+        let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
+        let mut answer = deployment.body.clone();
+        answer["metadata"]["generation"] = json!(1);
+        answer["status"] = json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1});
+        deployment.ok(&answer);
+        let status = status_applied(&mut h, &si_for_script).await;
+        let degraded = condition(&status, types::DEGRADED).clone();
+        let mut reasons_seen = vec![
+            event_published(&mut h).await.0,
+            event_published(&mut h).await.0,
+        ];
+        reasons_seen.sort();
+        *record.lock().expect("record") = (degraded, reasons_seen);
+        h
+    })
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    seen.lock().expect("seen").clone()
+}
+
+#[tokio::test]
+async fn a_catalog_refusing_the_token_is_the_degraded_reason_with_the_catalogs_message() {
+    let error = "Unity Catalog at https://adb-1.2.azuredatabricks.net: cannot look up table bronze.iot.sensors: HTTP 401, UNAUTHENTICATED: Invalid access token. (check the token in Secret uc/token: it must be valid for this catalog, ...)";
+    let (degraded, events) = catalog_scenario(reasons::CATALOG_UNAUTHORIZED, error).await;
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some(reasons::CATALOG_UNAUTHORIZED)),
+        "the catalog's refusal, not the crash loop it causes: {degraded}"
+    );
+    assert_eq!(
+        degraded["message"],
+        format!("the Unity Catalog refuses the workers' credentials: sensors-7d9-abc: {error}")
+    );
+    assert_eq!(events, [reasons::CATALOG_UNAUTHORIZED, "Created"]);
+}
+
+#[tokio::test]
+async fn a_catalog_not_knowing_the_table_is_the_degraded_reason_with_the_catalogs_message() {
+    let error = "Unity Catalog at https://adb-1.2.azuredatabricks.net: cannot find table bronze.iot.sensors: the table does not exist (create it first, or unset spec.sink.delta.unityCatalog.tableMustExist and set storageRoot so Tributary creates it)";
+    let (degraded, events) = catalog_scenario(reasons::TABLE_NOT_FOUND, error).await;
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some(reasons::TABLE_NOT_FOUND))
+    );
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("the Unity Catalog has no such table: sensors-7d9-abc: ")
+            && message.ends_with(error),
+        "{message}"
+    );
+    assert_eq!(events, ["Created", reasons::TABLE_NOT_FOUND]);
+}
+
+#[tokio::test]
+async fn an_unknown_error_reason_is_left_to_the_crash_loop() {
+    let (degraded, _) = catalog_scenario("SomethingElse", "the worker failed").await;
+    assert_eq!(degraded["reason"], reasons::CRASH_LOOPING, "{degraded}");
+}

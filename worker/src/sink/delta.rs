@@ -190,6 +190,22 @@ impl DeltaSink {
         super::compact::compact(&mut self.table, &self.uri, target, policy).await
     }
 
+    /// Reopens the table with other storage options (renewed credentials), at its latest
+    /// version.
+    pub async fn reopen_with(&mut self, storage_options: HashMap<String, String>) -> Result<()> {
+        let mut table = DeltaTableBuilder::from_url(table_url(&self.uri)?)
+            .map_err(Error::delta("locate", &self.uri))?
+            .with_storage_options(storage_options)
+            .build()
+            .map_err(Error::delta("open", &self.uri))?;
+        table
+            .load()
+            .await
+            .map_err(Error::delta("load", &self.uri))?;
+        self.table = table;
+        Ok(())
+    }
+
     /// Reloads the table to its latest version.
     pub async fn refresh(&mut self) -> Result<()> {
         self.table
@@ -355,6 +371,47 @@ fn check_fit(
 ) -> Result<Option<StructType>> {
     let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
     let have = snapshot.schema();
+    let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+    let fit = fit_problems(&have, &partitions, wanted, partition_by, merge_schema);
+    if !fit.problems.is_empty() {
+        return Err(Error::TableMismatch {
+            uri: uri.to_string(),
+            reason: fit.problems.join("; "),
+        });
+    }
+    if fit.added.is_empty() {
+        return Ok(None);
+    }
+    // Old rows have no value for an added column: it is nullable whatever the schema says,
+    // as Spark's mergeSchema makes it.
+    let merged = StructType::try_new(
+        have.fields().cloned().chain(
+            fit.added
+                .into_iter()
+                .map(|f| StructField::new(f.name().clone(), f.data_type().clone(), true)),
+        ),
+    )
+    .map_err(|e| Error::Schema(e.to_string()))?;
+    Ok(Some(merged))
+}
+
+/// What comparing a table's columns with the declared ones found.
+pub struct Fit {
+    /// Why the table cannot take the rows (empty: it can).
+    pub problems: Vec<String>,
+    /// Declared columns the table lacks, which `merge_schema` allows adding.
+    pub added: Vec<StructField>,
+}
+
+/// Whether a table with columns `have`, partitioned by `partitions`, can take rows of `wanted`
+/// partitioned by `partition_by` (the same rules for a Delta log and a catalog's columns).
+pub fn fit_problems(
+    have: &StructType,
+    partitions: &[String],
+    wanted: &StructType,
+    partition_by: &[String],
+    merge_schema: bool,
+) -> Fit {
     let mut problems = Vec::new();
     let mut added = Vec::new();
     for field in wanted.fields() {
@@ -392,30 +449,10 @@ fn check_fit(
             ));
         }
     }
-    let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
     if partitions != partition_by {
         problems.push(format!(
             "the table is partitioned by {partitions:?}, the spec says {partition_by:?}"
         ));
     }
-    if !problems.is_empty() {
-        return Err(Error::TableMismatch {
-            uri: uri.to_string(),
-            reason: problems.join("; "),
-        });
-    }
-    if added.is_empty() {
-        return Ok(None);
-    }
-    // Old rows have no value for an added column: it is nullable whatever the schema says,
-    // as Spark's mergeSchema makes it.
-    let merged = StructType::try_new(
-        have.fields().cloned().chain(
-            added
-                .into_iter()
-                .map(|f| StructField::new(f.name().clone(), f.data_type().clone(), true)),
-        ),
-    )
-    .map_err(|e| Error::Schema(e.to_string()))?;
-    Ok(Some(merged))
+    Fit { problems, added }
 }

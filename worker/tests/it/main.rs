@@ -4,6 +4,7 @@
 mod adls;
 mod available_now;
 mod azurite;
+mod catalog_tables;
 mod checkpoint;
 mod demo;
 mod event_hubs;
@@ -17,3 +18,4 @@ mod schema_evolution;
 mod secure_broker;
 mod source_options;
 mod support;
+mod unity_catalog;
