@@ -94,7 +94,7 @@ async fn create_continuous_applies_everything_then_writes_status() {
         outcome.result.expect("reconcile succeeds"),
         kube::runtime::controller::Action::requeue(tributary_operator::reconcile::REQUEUE_ACTIVE)
     );
-    assert_eq!(outcome.api_calls, 10, "was 13 with uncached lists");
+    assert_eq!(outcome.api_calls, 10);
 }
 
 #[tokio::test]
@@ -128,7 +128,7 @@ async fn invalid_spec_writes_only_the_status() {
     outcome
         .result
         .expect("an invalid spec is a status, not an error");
-    assert_eq!(outcome.api_calls, 2, "was 2");
+    assert_eq!(outcome.api_calls, 2);
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn missing_secret_stops_before_applying() {
     outcome
         .result
         .expect("a missing Secret is a status, not an error");
-    assert_eq!(outcome.api_calls, 3, "was 3");
+    assert_eq!(outcome.api_calls, 3);
 }
 
 #[tokio::test]
@@ -219,7 +219,7 @@ async fn checkpoint_in_use_refuses_the_later_ingestion_and_removes_its_workload(
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 5, "was 9");
+    assert_eq!(outcome.api_calls, 5);
 }
 
 #[tokio::test]
@@ -250,7 +250,7 @@ async fn suspend_scales_the_deployment_to_zero() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 10, "was 13");
+    assert_eq!(outcome.api_calls, 10);
 }
 
 /// The Job's name, from the builder (its hash is unit-tested there).
@@ -319,7 +319,7 @@ async fn job_scenario(job_status: Value) -> (Value, Vec<String>) {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 13, "was 17");
+    assert_eq!(outcome.api_calls, 13);
     rx.await.expect("the script reported")
 }
 
@@ -430,8 +430,8 @@ async fn unchanged_status_is_not_written_again() {
         second.result.expect("second reconcile succeeds"),
         kube::runtime::controller::Action::requeue(tributary_operator::reconcile::REQUEUE_QUIET)
     );
-    assert_eq!(first.api_calls, 10, "was 13");
-    assert_eq!(second.api_calls, 8, "was 11");
+    assert_eq!(first.api_calls, 10);
+    assert_eq!(second.api_calls, 8);
 }
 
 #[tokio::test]
@@ -466,7 +466,7 @@ async fn trigger_change_replaces_the_deployment_with_a_job() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 12, "was 16");
+    assert_eq!(outcome.api_calls, 12);
 }
 
 #[tokio::test]
@@ -525,7 +525,7 @@ async fn a_deleted_ingestion_is_left_to_the_garbage_collector() {
         outcome.result.expect("reconcile succeeds"),
         kube::runtime::controller::Action::await_change()
     );
-    assert_eq!(outcome.api_calls, 0, "was 0");
+    assert_eq!(outcome.api_calls, 0);
 }
 
 #[tokio::test]
@@ -587,7 +587,7 @@ async fn schedule_applies_a_cron_job_and_reports_its_last_run() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 11, "was 14");
+    assert_eq!(outcome.api_calls, 11);
 }
 
 #[tokio::test]
@@ -639,7 +639,7 @@ async fn spec_change_rolls_the_workers_and_says_so() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 10, "was 13");
+    assert_eq!(outcome.api_calls, 10);
 }
 
 #[tokio::test]
@@ -806,7 +806,7 @@ async fn entries_of_gone_workers_are_pruned_with_a_guarded_json_patch() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 11, "was 14");
+    assert_eq!(outcome.api_calls, 11);
 }
 
 /// An ingestion into a Unity Catalog table whose worker reported the catalog's refusal.

@@ -349,11 +349,12 @@ fn refusals_are_clear_errors_and_write_nothing() {
     assert!(
         stderr.contains("bronze.iot.misfit (")
             && stderr.contains("the catalog's columns: ")
-            && stderr.contains("column site is missing")
+            && stderr.contains("column site (string) is not in the table")
             && stderr
                 .contains("column temperature is string in the table but double in the schema")
-            && stderr
-                .contains("the table has a NOT NULL column owner this ingestion does not write"),
+            && stderr.contains(
+                "the table has a column owner (string) that this ingestion does not write"
+            ),
         "{stderr}"
     );
     assert!(!misfit.join("_delta_log").exists());

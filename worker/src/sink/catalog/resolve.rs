@@ -30,6 +30,8 @@ pub struct TableRequest<'a> {
     /// The columns the ingestion writes (schema fields, metadata columns, `_rescued_data`).
     pub schema: &'a StructType,
     pub partition_by: &'a [String],
+    /// Whether declared columns the table lacks may be added (spec.sink.delta.mergeSchema).
+    pub merge_schema: bool,
     /// The sink's own storage options (used where the catalog vends none).
     pub storage_options: &'a HashMap<String, String>,
     /// The comment of a table Tributary creates.
@@ -125,14 +127,12 @@ pub async fn resolve(
             uri: format!("{name} ({location})"),
             reason,
         })?;
-        // A declared column the catalog lacks is the Delta log's to judge (mergeSchema adds
-        // it there, or the sink refuses it with the remedy); types, drops and partitions here.
         let problems = crate::sink::delta::fit_problems(
             &have,
             &info.partition_columns(),
             request.schema,
             request.partition_by,
-            true,
+            request.merge_schema,
         )
         .problems;
         if !problems.is_empty() {
@@ -207,6 +207,7 @@ pub async fn locate_sink(
                 table,
                 schema: &wanted,
                 partition_by: &delta.partition_by,
+                merge_schema: delta.merge_schema.unwrap_or(false),
                 storage_options,
                 comment,
             },
