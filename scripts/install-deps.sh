@@ -42,3 +42,8 @@ if [ "$installed_azurite" != "$AZURITE_VERSION" ]; then
   mkdir -p "$AZURITE_DIR"
   (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null)
 fi
+
+# ---- Kubernetes control plane and helm for e2e/cluster (e2e/tests/it/cluster) ----
+# etcd, kube-apiserver, kube-controller-manager, kubectl and helm built from their Go modules at
+# pinned versions into $HOME/.cache/tributary/k8s-<version>/bin (skipped when present).
+bash "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/e2e/cluster/tools/build.sh"
