@@ -10,7 +10,6 @@ use super::error::{ClusterError, Result};
 
 pub struct Certs {
     pub ca_cert: PathBuf,
-    pub ca_key: PathBuf,
     pub server_cert: PathBuf,
     pub server_key: PathBuf,
     pub admin_cert: PathBuf,
@@ -48,8 +47,10 @@ fn leaf(dir: &Path, name: &str, subject: &str, extensions: &str) -> Result<()> {
     let key = format!("{name}.key");
     let csr = format!("{name}.csr");
     let ext = format!("{name}.ext");
-    std::fs::write(dir.join(&ext), extensions)
-        .map_err(ClusterError::io(format!("write {}", dir.join(&ext).display())))?;
+    std::fs::write(dir.join(&ext), extensions).map_err(ClusterError::io(format!(
+        "write {}",
+        dir.join(&ext).display()
+    )))?;
     let mut req = vec!["req", "-new", "-nodes"];
     req.extend(NEW_KEY);
     req.extend(["-keyout", &key, "-subj", subject, "-out", &csr]);
@@ -59,8 +60,21 @@ fn leaf(dir: &Path, name: &str, subject: &str, extensions: &str) -> Result<()> {
         dir,
         &format!("sign the {name} certificate"),
         &[
-            "x509", "-req", "-in", &csr, "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-days", "7", "-extfile", &ext, "-out", &crt,
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "7",
+            "-extfile",
+            &ext,
+            "-out",
+            &crt,
         ],
     )
 }
@@ -117,7 +131,6 @@ impl Certs {
         )?;
         Ok(Self {
             ca_cert: dir.join("ca.crt"),
-            ca_key: dir.join("ca.key"),
             server_cert: dir.join("apiserver.crt"),
             server_key: dir.join("apiserver.key"),
             admin_cert: dir.join("admin.crt"),

@@ -32,13 +32,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, SecondsFormat, Utc};
 use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, EnvVar, Node, PersistentVolumeClaim, Pod, Secret, ServiceAccount,
-    Volume,
+    ConfigMap, Container, EnvVar, Node, PersistentVolumeClaim, Pod, Secret, ServiceAccount, Volume,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use chrono::{DateTime, SecondsFormat, Utc};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::{Api, Client};
 use regex::Regex;
@@ -131,10 +130,11 @@ pub async fn request_token(
         .map_err(ClusterError::kube(format!(
             "TokenRequest for ServiceAccount {namespace}/{account}"
         )))?;
-    answer
-        .status
-        .map(|s| s.token)
-        .ok_or_else(|| ClusterError::Invalid(format!("TokenRequest for {namespace}/{account} returned no token")))
+    answer.status.map(|s| s.token).ok_or_else(|| {
+        ClusterError::Invalid(format!(
+            "TokenRequest for {namespace}/{account} returned no token"
+        ))
+    })
 }
 
 /// Process groups of running containers, and every container log, shared with `Kubelet` so
@@ -248,7 +248,9 @@ impl Kubelet {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn group_alive(group: u32) -> bool {
@@ -279,7 +281,8 @@ async fn register_node(client: &Client, name: &str) -> Result<()> {
         .await
         .map_err(ClusterError::kube(format!("create Node {name}")))?;
     let now = Utc::now().to_rfc3339_opts(SecondsFormat::Secs, true);
-    let capacity = json!({"cpu": "2", "memory": "24Gi", "pods": "110", "ephemeral-storage": "100Gi"});
+    let capacity =
+        json!({"cpu": "2", "memory": "24Gi", "pods": "110", "ephemeral-storage": "100Gi"});
     let condition = |type_: &str, status: &str, reason: &str| {
         json!({"type": type_, "status": status, "reason": reason, "message": reason,
                "lastHeartbeatTime": now, "lastTransitionTime": now})
@@ -418,7 +421,11 @@ async fn tick(
         }
     }
     // Pods removed by someone else (force deletion): stop what is left of them.
-    let gone: Vec<String> = runs.keys().filter(|u| !seen.contains(*u)).cloned().collect();
+    let gone: Vec<String> = runs
+        .keys()
+        .filter(|u| !seen.contains(*u))
+        .cloned()
+        .collect();
     for uid in gone {
         if let Some(mut run) = runs.remove(&uid) {
             for container in &mut run.containers {
@@ -454,10 +461,16 @@ async fn bind(
             && claims
                 .get_opt(&claim.claim_name)
                 .await
-                .map_err(ClusterError::kube(format!("get claim {}", claim.claim_name)))?
+                .map_err(ClusterError::kube(format!(
+                    "get claim {}",
+                    claim.claim_name
+                )))?
                 .is_none()
         {
-            missing.push(format!("persistentvolumeclaim \"{}\" not found", claim.claim_name));
+            missing.push(format!(
+                "persistentvolumeclaim \"{}\" not found",
+                claim.claim_name
+            ));
         }
     }
     let pods: Api<Pod> = Api::namespaced(context.client.clone(), &namespace);
@@ -470,7 +483,9 @@ async fn bind(
             }]}});
             pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
                 .await
-                .map_err(ClusterError::kube(format!("mark {namespace}/{name} unschedulable")))?;
+                .map_err(ClusterError::kube(format!(
+                    "mark {namespace}/{name} unschedulable"
+                )))?;
             unschedulable.insert(uid, message);
         }
         return Ok(());
@@ -505,8 +520,12 @@ async fn drive(
 
     if pod.metadata.deletion_timestamp.is_some() {
         let grace = Duration::from_secs(
-            u64::try_from(spec.termination_grace_period_seconds.unwrap_or(30).clamp(0, 30))
-                .unwrap_or(30),
+            u64::try_from(
+                spec.termination_grace_period_seconds
+                    .unwrap_or(30)
+                    .clamp(0, 30),
+            )
+            .unwrap_or(30),
         );
         let mut done = true;
         if let Some(run) = runs.get_mut(uid) {
@@ -540,7 +559,8 @@ async fn drive(
             .node_dir
             .join("pods")
             .join(format!("{namespace}_{name}_{uid}"));
-        std::fs::create_dir_all(&dir).map_err(ClusterError::io(format!("create {}", dir.display())))?;
+        std::fs::create_dir_all(&dir)
+            .map_err(ClusterError::io(format!("create {}", dir.display())))?;
         let now = Instant::now();
         let containers = spec
             .containers
@@ -565,7 +585,10 @@ async fn drive(
                 namespace: namespace.clone(),
                 name: name.clone(),
                 dir,
-                restart_policy: spec.restart_policy.clone().unwrap_or_else(|| "Always".into()),
+                restart_policy: spec
+                    .restart_policy
+                    .clone()
+                    .unwrap_or_else(|| "Always".into()),
                 started: Utc::now(),
                 containers,
                 written: None,
@@ -586,22 +609,42 @@ async fn drive(
     }
     let status = pod_status(run);
     if run.written.as_ref() != Some(&status) {
-        pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&json!({"status": status})))
-            .await
-            .map_err(ClusterError::kube(format!("update the status of {namespace}/{name}")))?;
+        pods.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await
+        .map_err(ClusterError::kube(format!(
+            "update the status of {namespace}/{name}"
+        )))?;
         run.written = Some(status);
     }
     Ok(())
 }
 
 /// Starts, reaps and restarts one container.
-async fn advance(context: &Context, pod: &Pod, run: &mut PodRun, index: usize, restart_policy: &str) {
+async fn advance(
+    context: &Context,
+    pod: &Pod,
+    run: &mut PodRun,
+    index: usize,
+    restart_policy: &str,
+) {
     let now = Instant::now();
     let exited = match &mut run.containers[index].state {
-        State::Running { child, started, group, log, .. } => match child.try_wait() {
+        State::Running {
+            child,
+            started,
+            group,
+            log,
+            ..
+        } => match child.try_wait() {
             Ok(Some(status)) => {
                 use std::os::unix::process::ExitStatusExt;
-                let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+                let code = status
+                    .code()
+                    .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
                 let message = (code != 0).then(|| last_lines(log, 2048));
                 lock(&context.shared.groups).remove(&*group);
                 Some(Terminated {
@@ -627,8 +670,9 @@ async fn advance(context: &Context, pod: &Pod, run: &mut PodRun, index: usize, r
             let backoff = if container.restarts == 0 {
                 Duration::from_secs(1)
             } else {
-                (Duration::from_secs(10) * 2u32.saturating_pow((container.restarts - 1).min(8) as u32))
-                    .min(MAX_BACKOFF)
+                (Duration::from_secs(10)
+                    * 2u32.saturating_pow((container.restarts - 1).min(8) as u32))
+                .min(MAX_BACKOFF)
             };
             container.restarts += 1;
             container.last = Some(terminated);
@@ -726,7 +770,9 @@ async fn start_container(
 ) -> std::result::Result<State, StartError> {
     let spec = pod.spec.clone().unwrap_or_default();
     let container = run.containers[index].spec.clone();
-    let Some(image) = context.runtime.binary_for(container.image.as_deref().unwrap_or_default())
+    let Some(image) = context
+        .runtime
+        .binary_for(container.image.as_deref().unwrap_or_default())
     else {
         return Err((
             "ErrImagePull".into(),
@@ -737,7 +783,8 @@ async fn start_container(
         ));
     };
     let rootfs = run.dir.join("rootfs");
-    let volumes = prepare_volumes(context, pod, run, &spec.volumes.clone().unwrap_or_default()).await?;
+    let volumes =
+        prepare_volumes(context, pod, run, &spec.volumes.clone().unwrap_or_default()).await?;
 
     // Mounts: a symlink at <rootfs>/<mountPath> to the volume's directory.
     let mut mount_paths = Vec::new();
@@ -752,10 +799,12 @@ async fn start_container(
             Some(sub) => source.join(sub),
             None => source.clone(),
         };
-        std::fs::create_dir_all(&source).map_err(|e| container_error(format!("{}: {e}", source.display())))?;
+        std::fs::create_dir_all(&source)
+            .map_err(|e| container_error(format!("{}: {e}", source.display())))?;
         let link = rootfs.join(mount.mount_path.trim_start_matches('/'));
         if let Some(parent) = link.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| container_error(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| container_error(format!("{}: {e}", parent.display())))?;
         }
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&source, &link)
@@ -768,7 +817,8 @@ async fn start_container(
         if kind == VolumeKind::ConfigMap
             && let Some(dir) = volumes.get(&volume)
         {
-            rewrite_files(dir, &mapper).map_err(|e| container_error(format!("volume {volume}: {e}")))?;
+            rewrite_files(dir, &mapper)
+                .map_err(|e| container_error(format!("volume {volume}: {e}")))?;
         }
     }
 
@@ -777,15 +827,20 @@ async fn start_container(
     for source in container.env_from.iter().flatten() {
         let prefix = source.prefix.clone().unwrap_or_default();
         if let Some(reference) = &source.config_map_ref {
-            let data = config_map_data(context, &run.namespace, &reference.name, reference.optional).await?;
+            let data =
+                config_map_data(context, &run.namespace, &reference.name, reference.optional)
+                    .await?;
             env.extend(data.into_iter().map(|(k, v)| (format!("{prefix}{k}"), v)));
         }
         if let Some(reference) = &source.secret_ref {
-            let data = secret_data(context, &run.namespace, &reference.name, reference.optional).await?;
-            env.extend(
-                data.into_iter()
-                    .map(|(k, v)| (format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned())),
-            );
+            let data =
+                secret_data(context, &run.namespace, &reference.name, reference.optional).await?;
+            env.extend(data.into_iter().map(|(k, v)| {
+                (
+                    format!("{prefix}{k}"),
+                    String::from_utf8_lossy(&v).into_owned(),
+                )
+            }));
         }
     }
     for var in container.env.iter().flatten() {
@@ -802,13 +857,26 @@ async fn start_container(
         env.push(("TMPDIR".into(), rootfs.join("tmp").display().to_string()));
     }
     if spec.automount_service_account_token != Some(false) {
-        let account = spec.service_account_name.clone().unwrap_or_else(|| "default".into());
-        let token = request_token(&context.client, &run.namespace, &account, Some((&run.name, &run.uid)))
-            .await
-            .map_err(|e| container_error(e.to_string()))?;
+        let account = spec
+            .service_account_name
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let token = request_token(
+            &context.client,
+            &run.namespace,
+            &account,
+            Some((&run.name, &run.uid)),
+        )
+        .await
+        .map_err(|e| container_error(e.to_string()))?;
         let kubeconfig = run.dir.join("kubeconfig");
-        super::write_kubeconfig(&kubeconfig, &context.server, &context.ca_cert, super::Credentials::Token(&token))
-            .map_err(|e| container_error(e.to_string()))?;
+        super::write_kubeconfig(
+            &kubeconfig,
+            &context.server,
+            &context.ca_cert,
+            super::Credentials::Token(&token),
+        )
+        .map_err(|e| container_error(e.to_string()))?;
         env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
     }
 
@@ -834,7 +902,12 @@ async fn start_container(
     if !command_args.is_empty() {
         command_args.remove(0);
     }
-    args.extend(command_args.iter().chain(container.args.iter().flatten()).map(|a| mapper.map_value(a)));
+    args.extend(
+        command_args
+            .iter()
+            .chain(container.args.iter().flatten())
+            .map(|a| mapper.map_value(a)),
+    );
     match (&image.port, main_port) {
         (PortStyle::Env(var), Some(port)) => {
             env.retain(|(k, _)| k != var);
@@ -846,16 +919,20 @@ async fn start_container(
 
     let restarts = run.containers[index].restarts;
     let logs = run.dir.join("logs");
-    std::fs::create_dir_all(&logs).map_err(|e| container_error(format!("{}: {e}", logs.display())))?;
+    std::fs::create_dir_all(&logs)
+        .map_err(|e| container_error(format!("{}: {e}", logs.display())))?;
     let log = logs.join(format!("{}-{restarts}.log", container.name));
     let out = File::create(&log).map_err(|e| container_error(format!("{}: {e}", log.display())))?;
-    let err = out.try_clone().map_err(|e| container_error(e.to_string()))?;
+    let err = out
+        .try_clone()
+        .map_err(|e| container_error(e.to_string()))?;
     let workdir = container
         .working_dir
         .as_deref()
         .map(|w| PathBuf::from(mapper.map_value(w)))
         .unwrap_or_else(|| run.dir.clone());
-    std::fs::create_dir_all(&workdir).map_err(|e| container_error(format!("{}: {e}", workdir.display())))?;
+    std::fs::create_dir_all(&workdir)
+        .map_err(|e| container_error(format!("{}: {e}", workdir.display())))?;
     let mut command = Command::new(&image.binary);
     command
         .args(&args)
@@ -876,7 +953,10 @@ async fn start_container(
     let group = child.id();
     lock(&context.shared.groups).insert(group);
     lock(&context.shared.logs).push((
-        format!("{}/{}/{}#{restarts}", run.namespace, run.name, container.name),
+        format!(
+            "{}/{}/{}#{restarts}",
+            run.namespace, run.name, container.name
+        ),
         log.clone(),
     ));
     Ok(State::Running {
@@ -1011,7 +1091,8 @@ async fn prepare_volumes(
     for volume in volumes {
         let dir = base.join(&volume.name);
         if let Some(source) = &volume.config_map {
-            let data = config_map_data(context, &run.namespace, &source.name, source.optional).await?;
+            let data =
+                config_map_data(context, &run.namespace, &source.name, source.optional).await?;
             let files = select_items(
                 data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
                 source.items.as_deref(),
@@ -1022,7 +1103,8 @@ async fn prepare_volumes(
             let data = secret_data(context, &run.namespace, &name, source.optional).await?;
             write_files(&dir, &select_items(data, source.items.as_deref()))?;
         } else if volume.empty_dir.is_some() {
-            std::fs::create_dir_all(&dir).map_err(|e| container_error(format!("{}: {e}", dir.display())))?;
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| container_error(format!("{}: {e}", dir.display())))?;
         } else if let Some(claim) = &volume.persistent_volume_claim {
             let claim_dir = claim_dir(&context.node_dir, &run.namespace, &claim.claim_name);
             std::fs::create_dir_all(&claim_dir)
@@ -1038,20 +1120,28 @@ async fn prepare_volumes(
                         .as_ref()
                         .and_then(|s| s.service_account_name.clone())
                         .unwrap_or_else(|| "default".into());
-                    let value = request_token(&context.client, &run.namespace, &account, Some((&run.name, &run.uid)))
-                        .await
-                        .map_err(|e| container_error(e.to_string()))?;
+                    let value = request_token(
+                        &context.client,
+                        &run.namespace,
+                        &account,
+                        Some((&run.name, &run.uid)),
+                    )
+                    .await
+                    .map_err(|e| container_error(e.to_string()))?;
                     files.insert(token.path.clone(), value.into_bytes());
                 }
                 if let Some(map) = &source.config_map {
                     // kube-root-ca.crt is published by a controller this cluster does not run:
                     // its one key is the cluster CA, which the kubelet has.
                     if map.name == "kube-root-ca.crt" {
-                        let ca = std::fs::read(&context.ca_cert)
-                            .map_err(|e| container_error(format!("{}: {e}", context.ca_cert.display())))?;
+                        let ca = std::fs::read(&context.ca_cert).map_err(|e| {
+                            container_error(format!("{}: {e}", context.ca_cert.display()))
+                        })?;
                         files.insert("ca.crt".into(), ca);
                     } else {
-                        let data = config_map_data(context, &run.namespace, &map.name, map.optional).await?;
+                        let data =
+                            config_map_data(context, &run.namespace, &map.name, map.optional)
+                                .await?;
                         files.extend(select_items(
                             data.into_iter().map(|(k, v)| (k, v.into_bytes())).collect(),
                             map.items.as_deref(),
@@ -1060,7 +1150,9 @@ async fn prepare_volumes(
                 }
                 if let Some(downward) = &source.downward_api {
                     for item in downward.items.iter().flatten() {
-                        if item.field_ref.as_ref().map(|f| f.field_path.as_str()) == Some("metadata.namespace") {
+                        if item.field_ref.as_ref().map(|f| f.field_path.as_str())
+                            == Some("metadata.namespace")
+                        {
                             files.insert(item.path.clone(), run.namespace.clone().into_bytes());
                         }
                     }
@@ -1091,18 +1183,25 @@ fn select_items(
     }
 }
 
-fn write_files(dir: &Path, files: &BTreeMap<String, Vec<u8>>) -> std::result::Result<(), StartError> {
+fn write_files(
+    dir: &Path,
+    files: &BTreeMap<String, Vec<u8>>,
+) -> std::result::Result<(), StartError> {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).map_err(|e| container_error(format!("{}: {e}", dir.display())))?;
     for (path, bytes) in files {
         if path.split('/').any(|part| part == "..") || path.starts_with('/') {
-            return Err(container_error(format!("volume file path {path:?} leaves its volume")));
+            return Err(container_error(format!(
+                "volume file path {path:?} leaves its volume"
+            )));
         }
         let file = dir.join(path);
         if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| container_error(format!("{}: {e}", parent.display())))?;
+            std::fs::create_dir_all(parent)
+                .map_err(|e| container_error(format!("{}: {e}", parent.display())))?;
         }
-        std::fs::write(&file, bytes).map_err(|e| container_error(format!("{}: {e}", file.display())))?;
+        std::fs::write(&file, bytes)
+            .map_err(|e| container_error(format!("{}: {e}", file.display())))?;
     }
     Ok(())
 }
@@ -1116,7 +1215,11 @@ struct PathMapper {
 
 impl PathMapper {
     fn new(rootfs: &Path, mounts: &[String]) -> Self {
-        let mut mounts: Vec<String> = mounts.iter().filter(|m| m.starts_with('/') && m.len() > 1).cloned().collect();
+        let mut mounts: Vec<String> = mounts
+            .iter()
+            .filter(|m| m.starts_with('/') && m.len() > 1)
+            .cloned()
+            .collect();
         // Longest first, so a nested mount wins over its parent.
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         // Paths in text: a mount path at a token start, followed by `/` or a token end. One
@@ -1141,8 +1244,14 @@ impl PathMapper {
     /// A value that is a path under a mount, or under a directory holding mounts, is mapped.
     fn map_value(&self, value: &str) -> String {
         let under = |base: &str| value == base || value.starts_with(&format!("{base}/"));
-        let parent_of_mount = |value: &str| self.mounts.iter().any(|m| m.starts_with(&format!("{value}/")));
-        if self.mounts.iter().any(|m| under(m)) || (value.starts_with('/') && parent_of_mount(value.trim_end_matches('/'))) {
+        let parent_of_mount = |value: &str| {
+            self.mounts
+                .iter()
+                .any(|m| m.starts_with(&format!("{value}/")))
+        };
+        if self.mounts.iter().any(|m| under(m))
+            || (value.starts_with('/') && parent_of_mount(value.trim_end_matches('/')))
+        {
             format!("{}{value}", self.rootfs)
         } else {
             value.to_string()
@@ -1190,7 +1299,10 @@ async fn probe(container: &mut ContainerRun) {
         .flatten()
         .filter_map(|p| p.name.clone().map(|n| (n, p.container_port)))
         .collect();
-    let State::Running { ready, next_probe, .. } = &mut container.state else {
+    let State::Running {
+        ready, next_probe, ..
+    } = &mut container.state
+    else {
         return;
     };
     if Instant::now() < *next_probe {
@@ -1228,8 +1340,12 @@ async fn probe(container: &mut ContainerRun) {
 
 async fn http_ok(port: u16, path: &str) -> bool {
     let attempt = async {
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        let request = format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nUser-Agent: kube-probe/1.33\r\n\r\n");
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        let request = format!(
+            "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\nUser-Agent: kube-probe/1.33\r\n\r\n"
+        );
         stream.write_all(request.as_bytes()).await.ok()?;
         let mut buffer = vec![0u8; 64];
         let n = stream.read(&mut buffer).await.ok()?;
@@ -1237,7 +1353,10 @@ async fn http_ok(port: u16, path: &str) -> bool {
         let code: u16 = head.split_whitespace().nth(1)?.parse().ok()?;
         Some((200..400).contains(&code))
     };
-    matches!(tokio::time::timeout(Duration::from_secs(1), attempt).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), attempt).await,
+        Ok(Some(true))
+    )
 }
 
 fn time(t: &DateTime<Utc>) -> Value {
@@ -1268,7 +1387,9 @@ fn pod_status(run: &mut PodRun) -> Value {
     let mut all_succeeded = true;
     for container in &run.containers {
         let (state, ready, started) = match &container.state {
-            State::Waiting { reason, message, .. } => {
+            State::Waiting {
+                reason, message, ..
+            } => {
                 all_terminated = false;
                 let mut waiting = json!({"reason": reason});
                 if let Some(m) = message {
@@ -1279,7 +1400,11 @@ fn pod_status(run: &mut PodRun) -> Value {
             State::Running { started, ready, .. } => {
                 all_terminated = false;
                 any_started = true;
-                (json!({"running": {"startedAt": time(started)}}), *ready, true)
+                (
+                    json!({"running": {"startedAt": time(started)}}),
+                    *ready,
+                    true,
+                )
             }
             State::Terminated(t) => {
                 any_started = true;
@@ -1328,7 +1453,11 @@ fn pod_status(run: &mut PodRun) -> Value {
         }
         c
     };
-    let not_ready = (!ready).then_some(if all_terminated { "PodCompleted" } else { "ContainersNotReady" });
+    let not_ready = (!ready).then_some(if all_terminated {
+        "PodCompleted"
+    } else {
+        "ContainersNotReady"
+    });
     let conditions = vec![
         condition("PodReadyToStartContainers", true, None),
         condition("Initialized", true, None),
@@ -1354,20 +1483,36 @@ mod tests {
 
     #[test]
     fn image_names_drop_registry_tag_and_digest() {
-        assert_eq!(image_name("ghcr.io/tributary-dev/tributary-worker:0.1.0"), "tributary-worker");
+        assert_eq!(
+            image_name("ghcr.io/tributary-dev/tributary-worker:0.1.0"),
+            "tributary-worker"
+        );
         assert_eq!(image_name("tributary-operator"), "tributary-operator");
-        assert_eq!(image_name("localhost:5000/x/tributary-worker@sha256:ab"), "tributary-worker");
+        assert_eq!(
+            image_name("localhost:5000/x/tributary-worker@sha256:ab"),
+            "tributary-worker"
+        );
     }
 
     #[test]
     fn paths_under_mounts_are_mapped_once() {
         let mapper = PathMapper::new(
             Path::new("/tmp/pod/rootfs"),
-            &["/lake".into(), "/tmp".into(), "/var/run/secrets/tributary/kafka".into()],
+            &[
+                "/lake".into(),
+                "/tmp".into(),
+                "/var/run/secrets/tributary/kafka".into(),
+            ],
         );
-        assert_eq!(mapper.map_value("/lake/bronze/t"), "/tmp/pod/rootfs/lake/bronze/t");
+        assert_eq!(
+            mapper.map_value("/lake/bronze/t"),
+            "/tmp/pod/rootfs/lake/bronze/t"
+        );
         assert_eq!(mapper.map_value("/lakehouse"), "/lakehouse");
-        assert_eq!(mapper.map_value("/var/run/secrets/tributary"), "/tmp/pod/rootfs/var/run/secrets/tributary");
+        assert_eq!(
+            mapper.map_value("/var/run/secrets/tributary"),
+            "/tmp/pod/rootfs/var/run/secrets/tributary"
+        );
         assert_eq!(mapper.map_value("kafka:9092"), "kafka:9092");
         let text = "sink:\n  delta:\n    uri: /lake/bronze/t\ncheckpoint: {location: \"/tmp\"}\nother: /lakes\n";
         assert_eq!(

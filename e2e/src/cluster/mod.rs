@@ -148,7 +148,10 @@ impl Cluster {
             .arg("--advertise-address=127.0.0.1")
             .arg(format!("--secure-port={port}"))
             .arg(format!("--tls-cert-file={}", certs.server_cert.display()))
-            .arg(format!("--tls-private-key-file={}", certs.server_key.display()))
+            .arg(format!(
+                "--tls-private-key-file={}",
+                certs.server_key.display()
+            ))
             .arg(format!("--client-ca-file={}", certs.ca_cert.display()))
             .arg(format!("--cert-dir={}", root.join("apiserver").display()))
             .arg("--authorization-mode=RBAC")
@@ -232,7 +235,6 @@ impl Cluster {
 
     async fn wait_apiserver_ready(&mut self) -> Result<()> {
         let deadline = Instant::now() + APISERVER_READY;
-        let mut last = String::new();
         loop {
             for process in &mut self.processes {
                 process.check_running("the API server was starting")?;
@@ -240,11 +242,11 @@ impl Cluster {
             let request = http::Request::get("/readyz")
                 .body(Vec::new())
                 .map_err(|e| ClusterError::Invalid(format!("build /readyz request: {e}")))?;
-            match self.client.request_text(request).await {
+            let last = match self.client.request_text(request).await {
                 Ok(body) if body.trim() == "ok" => return Ok(()),
-                Ok(body) => last = body,
-                Err(e) => last = e.to_string(),
-            }
+                Ok(body) => body,
+                Err(e) => e.to_string(),
+            };
             if Instant::now() >= deadline {
                 return Err(self.timeout("kube-apiserver /readyz", APISERVER_READY, &last));
             }
@@ -346,7 +348,12 @@ impl Cluster {
         path: &Path,
     ) -> Result<()> {
         let token = kubelet::request_token(&self.client, namespace, account, None).await?;
-        write_kubeconfig(path, &self.server, &self.ca_cert, Credentials::Token(&token))
+        write_kubeconfig(
+            path,
+            &self.server,
+            &self.ca_cert,
+            Credentials::Token(&token),
+        )
     }
 
     /// Runs kubectl with the admin kubeconfig; the output whatever the exit status.
@@ -472,6 +479,9 @@ pub fn write_kubeconfig(
 
 /// A client from a kubeconfig file.
 pub async fn client_from(path: &Path) -> Result<kube::Client> {
+    // With both ring (kube) and aws-lc-rs (deltalake) linked, rustls cannot pick a provider
+    // itself; the first install wins, later ones are no-ops.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let kubeconfig = Kubeconfig::read_from(path).map_err(|e| ClusterError::Kubeconfig {
         path: path.to_path_buf(),
         message: e.to_string(),

@@ -76,7 +76,10 @@ pub async fn start_cluster() -> Cluster {
 
 /// Fails the test with the cluster's logs.
 pub fn fail(cluster: &Cluster, message: &str) -> ! {
-    panic!("{message}\n\n=== cluster diagnostics ==={}", cluster.diagnostics())
+    panic!(
+        "{message}\n\n=== cluster diagnostics ==={}",
+        cluster.diagnostics()
+    )
 }
 
 /// kubectl that must succeed; its standard output.
@@ -117,7 +120,8 @@ pub async fn get_json(cluster: &Cluster, args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["-o", "json"]);
     let text = kubectl(cluster, &all).await;
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("kubectl {args:?}: not JSON ({e}): {text}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("kubectl {args:?}: not JSON ({e}): {text}"))
 }
 
 /// Polls `check` (true when done) every 500 ms for at most `limit`, failing with `what`.
@@ -129,7 +133,10 @@ where
     let deadline = std::time::Instant::now() + limit;
     while !check().await {
         if std::time::Instant::now() >= deadline {
-            fail(cluster, &format!("{what}: not within {} s", limit.as_secs()));
+            fail(
+                cluster,
+                &format!("{what}: not within {} s", limit.as_secs()),
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -171,7 +178,11 @@ pub async fn install_chart(cluster: &Cluster, extra: &[&str]) -> String {
 /// health.lua run by Lua 5.1 on the object fetched from the API server, in the sandbox the
 /// chart's own tests use.
 pub async fn argocd_health(cluster: &Cluster, namespace: &str, name: &str) -> (String, String) {
-    let object = get_json(cluster, &["-n", namespace, "get", "streamingingestion", name]).await;
+    let object = get_json(
+        cluster,
+        &["-n", namespace, "get", "streamingingestion", name],
+    )
+    .await;
     let script = repo().join("charts/tributary/argocd/health.lua");
     let harness = format!(
         "obj = {}\nlocal check = assert(loadfile({}))\nlocal write = io.write\n\
