@@ -104,7 +104,7 @@ async fn chart_examples_and_cel_rules_against_a_real_api_server() {
         let mut args = vec!["auth", "can-i"];
         args.extend_from_slice(question);
         args.extend(["-n", namespace, "--as", operator]);
-        let output = cluster.kubectl(&args).await.expect("kubectl runs");
+        let output = cluster.kubectl(args).await.expect("kubectl runs");
         let answer = String::from_utf8_lossy(&output.stdout).trim().to_string();
         assert_eq!(
             answer,
