@@ -884,9 +884,9 @@ async fn start_container(
     let mut args: Vec<String> = Vec::new();
     let ports = &mut run.containers[index].ports;
     for port in container.ports.iter().flatten() {
-        if !ports.contains_key(&port.container_port) {
-            let host = free_port().map_err(|e| container_error(e.to_string()))?;
-            ports.insert(port.container_port, host);
+        if let std::collections::btree_map::Entry::Vacant(entry) = ports.entry(port.container_port)
+        {
+            entry.insert(free_port().map_err(|e| container_error(e.to_string()))?);
         }
     }
     let main_port = container
