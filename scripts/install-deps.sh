@@ -43,6 +43,33 @@ if [ "$installed_azurite" != "$AZURITE_VERSION" ]; then
   (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null)
 fi
 
+# ---- Apache Kafka: the broker of the worker's tests (worker/tests/it/kafka.rs) ----
+# The jars of org.apache.kafka:kafka_2.13 and its runtime dependencies, copied by Maven from
+# Maven Central into $HOME/.cache/tributary/kafka-<version>/ (never into the repository); the
+# tests run `java -cp 'DIR/*' kafka.Kafka server.properties`. The version is the pom's.
+KAFKA_POM="$(cd "$(dirname "$0")" && pwd)/kafka/pom.xml"
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
+[ -n "$KAFKA_VERSION" ] || { echo "no <kafka.version> in $KAFKA_POM" >&2; exit 1; }
+KAFKA_DIR="$HOME/.cache/tributary/kafka-$KAFKA_VERSION"
+need_java=()
+command -v java >/dev/null 2>&1 || need_java+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_java+=(maven)
+if [ "${#need_java[@]}" -gt 0 ]; then
+  echo "installing ${need_java[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_java[@]}" >/dev/null
+fi
+if [ ! -f "$KAFKA_DIR/kafka_2.13-$KAFKA_VERSION.jar" ] || [ ! -f "$KAFKA_DIR/.complete" ]; then
+  echo "installing Apache Kafka $KAFKA_VERSION into $KAFKA_DIR"
+  rm -rf "$KAFKA_DIR.tmp"
+  mvn -q -B -Dmaven.repo.local="$HOME/.cache/tributary/m2" -f "$KAFKA_POM" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_DIR.tmp"
+  touch "$KAFKA_DIR.tmp/.complete"
+  rm -rf "$KAFKA_DIR"
+  mv "$KAFKA_DIR.tmp" "$KAFKA_DIR"
+fi
+
 # ---- Kubernetes control plane and helm for e2e/cluster (e2e/tests/it/cluster) ----
 # etcd, kube-apiserver, kube-controller-manager, kubectl and helm built from their Go modules at
 # pinned versions into $HOME/.cache/tributary/k8s-<version>/bin (skipped when present).

@@ -466,7 +466,8 @@ pub fn write_kubeconfig(
         "contexts": [{"name": "e2e", "context": {"cluster": "e2e", "user": "e2e"}}],
         "current-context": "e2e",
     });
-    let text = serde_yaml::to_string(&config).map_err(|e| ClusterError::Kubeconfig {
+    // JSON is YAML: kubectl, helm and kube read this file as it is.
+    let text = serde_json::to_string_pretty(&config).map_err(|e| ClusterError::Kubeconfig {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;

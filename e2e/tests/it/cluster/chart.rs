@@ -352,8 +352,7 @@ async fn operator_pod_names(cluster: &tributary_e2e::cluster::Cluster) -> Vec<St
 
 fn example_json(name: &str) -> Value {
     let text = std::fs::read_to_string(repo().join("examples").join(name)).expect("example");
-    let yaml: serde_yaml::Value = serde_yaml::from_str(&text).expect("example parses");
-    serde_json::to_value(yaml).expect("yaml to json")
+    serde_saphyr::from_str(&text).expect("example parses")
 }
 
 type Mutation = Box<dyn Fn(&mut Value)>;

@@ -550,7 +550,5 @@ async fn ingestions_run_as_a_user_sees_them() {
 }
 
 fn example_value(name: &str, bootstrap: &str) -> Value {
-    let yaml: serde_yaml::Value =
-        serde_yaml::from_str(&example(name, bootstrap)).expect("example parses");
-    serde_json::to_value(yaml).expect("yaml to json")
+    serde_saphyr::from_str(&example(name, bootstrap)).expect("example parses")
 }
