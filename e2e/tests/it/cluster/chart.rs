@@ -16,7 +16,6 @@ const WATCHED: &str = "watched";
 const EXAMPLES_NAMESPACE: &str = "iot";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tributary-operator panics at its first API call against a real TLS server until its main installs a rustls CryptoProvider (e2e/cluster/README.md); passes with that fix"]
 async fn chart_examples_and_cel_rules_against_a_real_api_server() {
     let cluster = start_cluster().await;
     let chart = repo().join("charts/tributary");
@@ -412,7 +411,7 @@ fn cel_violations() -> Vec<(Mutation, &'static str)> {
             Box::new(|o: &mut Value| {
                 o["spec"]["source"]["kafka"]["options"] = json!({"sasl.password": "hunter2"})
             }),
-            "secret options (sasl.password, ssl.key.password, ...) belong in secretOptions",
+            tributary_crds::secrets::SECRET_OPTIONS_RULE_MESSAGE,
         ),
         (
             Box::new(|o: &mut Value| o["spec"]["format"]["json"]["onError"] = json!("deadLetter")),

@@ -1,6 +1,6 @@
 //! Ingestions end to end in the real control plane: the chart's operator turns the examples
-//! into Deployments and Jobs, the kubelet runs their worker pods as processes against a Kafka
-//! broker on 127.0.0.1 (librdkafka's mock cluster), the workers write Delta tables on the
+//! into Deployments and Jobs, the kubelet runs their worker pods as processes against an Apache
+//! Kafka broker on 127.0.0.1 (the worker suite's harness, kafka.rs), the workers write Delta tables on the
 //! claims' directories and their status through their own ServiceAccount's RBAC, and what a
 //! user sees (`kubectl wait`, `kubectl get streams`, `kubectl describe`, the Argo CD health) is
 //! checked at each step: continuous, availableNow, suspend and resume, scaling, a missing
@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use tributary_crds::conditions::reasons;
-use tributary_e2e::bench::broker::Broker;
 use tributary_e2e::bench::produce::produce_all;
 use tributary_e2e::cluster::Cluster;
 
 use super::*;
+use crate::kafka::Kafka;
 
 const NAMESPACE: &str = "iot";
 const TOPIC: &str = "sensor-readings";
@@ -121,7 +121,6 @@ async fn assert_health(cluster: &Cluster, name: &str, expected: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tributary-operator panics at its first API call against a real TLS server until its main installs a rustls CryptoProvider (e2e/cluster/README.md); passes with that fix"]
 async fn ingestions_run_as_a_user_sees_them() {
     let cluster = start_cluster().await;
     let installed = install_chart(&cluster, &[]).await;
@@ -131,8 +130,8 @@ async fn ingestions_run_as_a_user_sees_them() {
         &installed,
     );
 
-    let broker = Broker::start().expect("mock Kafka cluster");
-    broker.create_topic(TOPIC, PARTITIONS).expect("topic");
+    let broker = Kafka::start();
+    broker.topic(TOPIC, PARTITIONS);
     produce_all(&broker.bootstrap, TOPIC, PARTITIONS, FIRST).expect("produce");
 
     kubectl(&cluster, &["create", "namespace", NAMESPACE]).await;
