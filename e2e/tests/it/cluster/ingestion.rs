@@ -18,16 +18,16 @@ use tributary_e2e::cluster::Cluster;
 use super::*;
 use crate::kafka::Kafka;
 
-const NAMESPACE: &str = "iot";
-const TOPIC: &str = "sensor-readings";
-const PARTITIONS: i32 = 3;
+pub(super) const NAMESPACE: &str = "iot";
+pub(super) const TOPIC: &str = "sensor-readings";
+pub(super) const PARTITIONS: i32 = 3;
 const FIRST: u64 = 3000;
 const SECOND: u64 = 2000;
 const THIRD: u64 = 1000;
-const WAIT: Duration = Duration::from_secs(180);
+pub(super) const WAIT: Duration = Duration::from_secs(180);
 
 /// An example with its broker replaced by the test's.
-fn example(name: &str, bootstrap: &str) -> String {
+pub(super) fn example(name: &str, bootstrap: &str) -> String {
     let text = std::fs::read_to_string(repo().join("examples").join(name)).expect("example");
     assert!(
         text.contains("kafka.kafka.svc.cluster.local:9092"),
@@ -38,6 +38,11 @@ fn example(name: &str, bootstrap: &str) -> String {
 
 /// Rows in a Delta table, replaying its log (adds less removes, so compaction counts once).
 fn table_rows(table: &Path) -> Option<u64> {
+    Some(live_files(table)?.values().sum())
+}
+
+/// The live data files of a Delta table and their row counts, replaying its log.
+fn live_files(table: &Path) -> Option<BTreeMap<String, u64>> {
     let log = table.join("_delta_log");
     let mut files: Vec<_> = std::fs::read_dir(&log)
         .ok()?
@@ -61,7 +66,76 @@ fn table_rows(table: &Path) -> Option<u64> {
             }
         }
     }
-    Some(live.values().sum())
+    Some(live)
+}
+
+/// (partition, offset) of every row of a Delta table, read from its live Parquet files: the
+/// `kafka_*` metadata columns the examples ask for, each row naming the record it came from.
+fn table_offsets(table: &Path, topic: &str) -> Vec<(i32, i64)> {
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::{Int32Type, Int64Type};
+    use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+    let files = live_files(table).unwrap_or_else(|| panic!("no Delta log in {}", table.display()));
+    let mut keys = Vec::new();
+    for file in files.keys() {
+        let path = table.join(file);
+        let reader = std::fs::File::open(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|f| ParquetRecordBatchReaderBuilder::try_new(f).map_err(|e| e.to_string()))
+            .and_then(|b| b.build().map_err(|e| e.to_string()))
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        for batch in reader {
+            let batch = batch.unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+            let column = |name: &str| {
+                batch
+                    .column_by_name(name)
+                    .unwrap_or_else(|| panic!("{} has no column {name}", path.display()))
+                    .clone()
+            };
+            let topics = column("kafka_topic");
+            let partitions = column("kafka_partition");
+            let offsets = column("kafka_offset");
+            let topics = topics.as_string::<i32>();
+            let partitions = partitions.as_primitive::<Int32Type>();
+            let offsets = offsets.as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                assert_eq!(topics.value(row), topic, "a row from another topic");
+                keys.push((partitions.value(row), offsets.value(row)));
+            }
+        }
+    }
+    keys
+}
+
+/// Exactly once, record by record: every offset the topic holds is in the table once, none
+/// twice, none missing.
+fn assert_each_record_once(table: &Path, broker: &Kafka, topic: &str) {
+    let mut keys = table_offsets(table, topic);
+    let rows = keys.len();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(
+        keys.len(),
+        rows,
+        "{} holds {} duplicate rows",
+        table.display(),
+        rows - keys.len()
+    );
+    for partition in 0..PARTITIONS {
+        let (low, high) = broker.watermarks(topic, partition);
+        let offsets: Vec<i64> = keys
+            .iter()
+            .filter(|(p, _)| *p == partition)
+            .map(|(_, o)| *o)
+            .collect();
+        let expected: Vec<i64> = (low..high).collect();
+        assert!(
+            offsets == expected,
+            "{topic}-{partition}: the table holds {} offsets, the broker {low}..{high}",
+            offsets.len()
+        );
+    }
 }
 
 async fn wait_rows(cluster: &Cluster, table: &Path, expected: u64) {
@@ -86,11 +160,11 @@ async fn wait_rows(cluster: &Cluster, table: &Path, expected: u64) {
     );
 }
 
-async fn stream(cluster: &Cluster, name: &str) -> Value {
+pub(super) async fn stream(cluster: &Cluster, name: &str) -> Value {
     get_json(cluster, &["-n", NAMESPACE, "get", "stream", name]).await
 }
 
-fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+pub(super) fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
     object["status"]["conditions"]
         .as_array()?
         .iter()
@@ -98,7 +172,7 @@ fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
 }
 
 /// Worker pods of an ingestion that are not being deleted.
-async fn worker_pods(cluster: &Cluster, name: &str) -> Vec<Value> {
+pub(super) async fn worker_pods(cluster: &Cluster, name: &str) -> Vec<Value> {
     let selector = format!("tributary.dev/ingestion={name}");
     let pods = get_json(cluster, &["-n", NAMESPACE, "get", "pods", "-l", &selector]).await;
     pods["items"]
@@ -110,7 +184,32 @@ async fn worker_pods(cluster: &Cluster, name: &str) -> Vec<Value> {
         .collect()
 }
 
-async fn assert_health(cluster: &Cluster, name: &str, expected: &str) {
+fn pod_name(pod: &Value) -> String {
+    pod["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until `replicas` ready worker pods run and none of them is one of `old`: the workers
+/// were replaced.
+async fn wait_replaced(cluster: &Cluster, name: &str, old: &[String], replicas: usize, what: &str) {
+    wait_until(cluster, what, WAIT, || async {
+        let pods = worker_pods(cluster, name).await;
+        let ready = pods.iter().filter(|p| {
+            p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
+        });
+        pods.len() == replicas
+            && ready.count() == replicas
+            && pods.iter().all(|p| !old.contains(&pod_name(p)))
+    })
+    .await;
+}
+
+pub(super) async fn assert_health(cluster: &Cluster, name: &str, expected: &str) {
     wait_until(
         cluster,
         &format!("Argo CD health of {name} = {expected}"),
@@ -313,6 +412,96 @@ async fn ingestions_run_as_a_user_sees_them() {
         &progress,
     );
 
+    // --- availableNow on a schedule: a CronJob; a run started by hand completes ----------------------
+    // A schedule that does not come round during the test (1 January, 00:00): the run under test
+    // is the one started with `kubectl create job --from`.
+    let scheduled = example("sensor-readings-scheduled.yaml", &broker.bootstrap)
+        .replace("\"*/15 * * * *\"", "\"0 0 1 1 *\"");
+    assert!(
+        scheduled.contains("0 0 1 1 *"),
+        "the scheduled example's schedule moved"
+    );
+    let scheduled = write_manifest(&cluster, "scheduled.yaml", &scheduled);
+    kubectl(
+        &cluster,
+        &["apply", "-f", scheduled.to_str().expect("utf-8")],
+    )
+    .await;
+    kubectl(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "wait",
+            "--for=condition=Ready",
+            "stream/sensor-readings-hourly",
+            "--timeout=240s",
+        ],
+    )
+    .await;
+    let object = stream(&cluster, "sensor-readings-hourly").await;
+    assert_eq!(
+        object["status"]["workload"]["kind"], "CronJob",
+        "{}",
+        object["status"]
+    );
+    let cron_job = object["status"]["workload"]["name"]
+        .as_str()
+        .expect("CronJob name")
+        .to_string();
+    let from = format!("--from=cronjob/{cron_job}");
+    let created = kubectl(
+        &cluster,
+        &["-n", NAMESPACE, "create", "job", "hourly-by-hand", &from],
+    )
+    .await;
+    capture(
+        "create-job-from-cronjob",
+        &format!("kubectl create job hourly-by-hand --from=cronjob/{cron_job} -n iot"),
+        &created,
+    );
+    kubectl(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "wait",
+            "--for=condition=Complete",
+            "job/hourly-by-hand",
+            "--timeout=240s",
+        ],
+    )
+    .await;
+    assert_eq!(
+        table_rows(&lake.join("bronze/iot/sensor_readings_hourly")),
+        Some(FIRST),
+        "the scheduled run's table"
+    );
+    wait_until(
+        &cluster,
+        "status.lastRun of sensor-readings-hourly naming the run by hand, Succeeded",
+        WAIT,
+        || async {
+            let object = stream(&cluster, "sensor-readings-hourly").await;
+            let run = &object["status"]["lastRun"];
+            run["jobName"] == "hourly-by-hand" && run["result"] == "Succeeded"
+        },
+    )
+    .await;
+    assert_health(&cluster, "sensor-readings-hourly", "Healthy").await;
+    kubectl(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "delete",
+            "stream",
+            "sensor-readings-hourly",
+            "--wait=true",
+        ],
+    )
+    .await;
+
     // --- suspend and resume ----------------------------------------------------------------------------
     kubectl(
         &cluster,
@@ -380,7 +569,99 @@ async fn ingestions_run_as_a_user_sees_them() {
     .await;
     wait_rows(&cluster, &stream_table, FIRST + SECOND).await;
 
-    // --- kubectl scale: two workers share the partitions, exactly once ----------------------------------
+    // --- the restart annotation replaces the workers, as `kubectl rollout restart` would ---------
+    let before: Vec<String> = worker_pods(&cluster, "sensor-readings")
+        .await
+        .iter()
+        .map(pod_name)
+        .collect();
+    assert_eq!(before.len(), 1, "{before:?}");
+    let restarted = format!(
+        "{}={}",
+        tributary_crds::pod::ANNOTATION_RESTARTED_AT,
+        chrono::Utc::now().to_rfc3339()
+    );
+    kubectl(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "annotate",
+            "stream",
+            "sensor-readings",
+            &restarted,
+            "--overwrite",
+        ],
+    )
+    .await;
+    wait_replaced(
+        &cluster,
+        "sensor-readings",
+        &before,
+        1,
+        "a new worker after the restart annotation",
+    )
+    .await;
+
+    // --- a spec change rolls the workers onto the new configuration -------------------------------
+    let before: Vec<String> = worker_pods(&cluster, "sensor-readings")
+        .await
+        .iter()
+        .map(pod_name)
+        .collect();
+    let generation = stream(&cluster, "sensor-readings").await["metadata"]["generation"].clone();
+    kubectl(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "patch",
+            "stream",
+            "sensor-readings",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"source":{"kafka":{"maxOffsetsPerTrigger":100000}}}}"#,
+        ],
+    )
+    .await;
+    wait_replaced(
+        &cluster,
+        "sensor-readings",
+        &before,
+        1,
+        "a new worker after the spec change",
+    )
+    .await;
+    let object = stream(&cluster, "sensor-readings").await;
+    assert_ne!(object["metadata"]["generation"], generation);
+    wait_until(
+        &cluster,
+        "status.observedGeneration of the changed spec",
+        WAIT,
+        || async {
+            let object = stream(&cluster, "sensor-readings").await;
+            object["status"]["observedGeneration"] == object["metadata"]["generation"]
+        },
+    )
+    .await;
+    let config = get_json(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "get",
+            "configmaps",
+            "-l",
+            "tributary.dev/ingestion=sensor-readings",
+        ],
+    )
+    .await;
+    assert!(
+        config.to_string().contains("100000"),
+        "the workers' configuration does not carry the new maxOffsetsPerTrigger: {config}"
+    );
+
+    // --- kubectl scale: three workers share the partitions, exactly once --------------------------
     kubectl(
         &cluster,
         &[
@@ -388,7 +669,7 @@ async fn ingestions_run_as_a_user_sees_them() {
             NAMESPACE,
             "scale",
             "stream/sensor-readings",
-            "--replicas=2",
+            "--replicas=3",
         ],
     )
     .await;
@@ -398,15 +679,50 @@ async fn ingestions_run_as_a_user_sees_them() {
             "-n",
             NAMESPACE,
             "wait",
-            "--for=jsonpath={.status.readyReplicas}=2",
+            "--for=jsonpath={.status.readyReplicas}=3",
             "stream/sensor-readings",
             "--timeout=240s",
         ],
     )
     .await;
-    assert_eq!(worker_pods(&cluster, "sensor-readings").await.len(), 2);
+    assert_eq!(worker_pods(&cluster, "sensor-readings").await.len(), 3);
     produce_all(&broker.bootstrap, TOPIC, PARTITIONS, THIRD).expect("produce");
     wait_rows(&cluster, &stream_table, FIRST + SECOND + THIRD).await;
+    // Each worker owns a partition (the group shares three among three), and every record is in
+    // the table once.
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let object = stream(&cluster, "sensor-readings").await;
+        let workers = &object["status"]["workers"];
+        let mut owned: Vec<String> = workers
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|w| w["partitions"].as_array().cloned().unwrap_or_default())
+            .filter_map(|p| p.as_str().map(str::to_string))
+            .collect();
+        owned.sort();
+        let each_one = workers.as_array().is_some_and(|w| {
+            w.len() == 3
+                && w.iter()
+                    .all(|w| w["partitions"].as_array().is_some_and(|p| p.len() == 1))
+        });
+        let expected: Vec<String> = (0..PARTITIONS).map(|p| format!("{TOPIC}-{p}")).collect();
+        if each_one && owned == expected {
+            break;
+        }
+        if std::time::Instant::now() >= deadline {
+            fail(
+                &cluster,
+                &format!(
+                    "three workers each reporting one partition: not within {} s; status.workers = {workers}",
+                    WAIT.as_secs()
+                ),
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_each_record_once(&stream_table, &broker, TOPIC);
 
     // --- a missing Secret: a condition with its reason, in describe, with an Event ------------------
     let mut missing = example_value("sensor-readings.yaml", &broker.bootstrap);
@@ -548,6 +864,6 @@ async fn ingestions_run_as_a_user_sees_them() {
     assert_eq!(table_rows(&stream_table), Some(FIRST + SECOND + THIRD));
 }
 
-fn example_value(name: &str, bootstrap: &str) -> Value {
+pub(super) fn example_value(name: &str, bootstrap: &str) -> Value {
     serde_saphyr::from_str(&example(name, bootstrap)).expect("example parses")
 }

@@ -7,6 +7,7 @@
 //! control plane and its workers take most of two cores).
 
 mod chart;
+mod failures;
 mod ingestion;
 
 use std::path::{Path, PathBuf};
