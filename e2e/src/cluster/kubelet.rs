@@ -632,6 +632,14 @@ async fn advance(
     restart_policy: &str,
 ) {
     let now = Instant::now();
+    // As the kubelet: a failed container's log tail becomes its termination message only under
+    // FallbackToLogsOnError. The File policy's file is never read here (the process writes the
+    // host's path), so it gives no message.
+    let fallback = run.containers[index]
+        .spec
+        .termination_message_policy
+        .as_deref()
+        == Some("FallbackToLogsOnError");
     let exited = match &mut run.containers[index].state {
         State::Running {
             child,
@@ -645,7 +653,7 @@ async fn advance(
                 let code = status
                     .code()
                     .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
-                let message = (code != 0).then(|| last_lines(log, 2048));
+                let message = (code != 0 && fallback).then(|| last_lines(log, 2048));
                 lock(&context.shared.groups).remove(&*group);
                 Some(Terminated {
                     exit_code: code,
@@ -743,10 +751,11 @@ fn kill_now(context: &Context, container: &mut ContainerRun) {
     }
 }
 
+/// The kubelet's log fallback: the last 80 lines, at most `bytes` of them.
 fn last_lines(path: &Path, bytes: u64) -> String {
     let text = tail(path, bytes);
     let lines: Vec<&str> = text.lines().collect();
-    let skip = lines.len().saturating_sub(10);
+    let skip = lines.len().saturating_sub(80);
     lines[skip..].join("\n")
 }
 

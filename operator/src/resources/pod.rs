@@ -240,6 +240,10 @@ pub fn pod_template(
         }]),
         liveness_probe: Some(probe("/healthz")),
         readiness_probe: Some(probe("/readyz")),
+        // The worker states why it stopped on its last log lines; with the default policy
+        // (File) a failed container's status would carry no message at all, and the
+        // CrashLooping condition only an exit code.
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         resources: worker.resources.clone(),
         volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
