@@ -24,6 +24,8 @@ pub(super) const PARTITIONS: i32 = 3;
 const FIRST: u64 = 3000;
 const SECOND: u64 = 2000;
 const THIRD: u64 = 1000;
+/// Records per round while waiting for the three workers to report their partitions.
+const ROUND: u64 = 300;
 pub(super) const WAIT: Duration = Duration::from_secs(180);
 
 /// An example with its broker replaced by the test's.
@@ -686,12 +688,17 @@ async fn ingestions_run_as_a_user_sees_them() {
     )
     .await;
     assert_eq!(worker_pods(&cluster, "sensor-readings").await.len(), 3);
-    produce_all(&broker.bootstrap, TOPIC, PARTITIONS, THIRD).expect("produce");
-    wait_rows(&cluster, &stream_table, FIRST + SECOND + THIRD).await;
-    // Each worker owns a partition (the group shares three among three), and every record is in
-    // the table once.
+    // Each worker comes to own one partition (the group shares three among three). A worker
+    // reports its partitions with a committed batch, so records keep coming, a round at a time,
+    // until all three have reported; every round must land in the table exactly once.
+    let mut total = FIRST + SECOND;
+    let mut round = THIRD;
     let deadline = std::time::Instant::now() + WAIT;
     loop {
+        produce_all(&broker.bootstrap, TOPIC, PARTITIONS, round).expect("produce");
+        total += round;
+        round = ROUND;
+        wait_rows(&cluster, &stream_table, total).await;
         let object = stream(&cluster, "sensor-readings").await;
         let workers = &object["status"]["workers"];
         let mut owned: Vec<String> = workers
@@ -720,7 +727,7 @@ async fn ingestions_run_as_a_user_sees_them() {
                 ),
             );
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     assert_each_record_once(&stream_table, &broker, TOPIC);
 
@@ -861,7 +868,7 @@ async fn ingestions_run_as_a_user_sees_them() {
         claims.contains("persistentvolumeclaim/sensor-readings-checkpoint"),
         "{claims}"
     );
-    assert_eq!(table_rows(&stream_table), Some(FIRST + SECOND + THIRD));
+    assert_eq!(table_rows(&stream_table), Some(total));
 }
 
 pub(super) fn example_value(name: &str, bootstrap: &str) -> Value {
