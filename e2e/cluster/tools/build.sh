@@ -43,7 +43,7 @@ staging="$(mktemp -d "$bin/.build.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
 
 started=$SECONDS
-echo "e2e/cluster: building ${missing[*]} into $bin (Kubernetes $K8S_VERSION, helm $HELM_VERSION; cold: about half an hour on 2 cores)"
+echo "e2e/cluster: building ${missing[*]} into $bin (Kubernetes $K8S_VERSION, helm $HELM_VERSION; cold: 8 to 10 minutes on 2 idle cores)"
 
 # Version stamps: the API server reports gitVersion (helm checks the chart's kubeVersion
 # against it), kubectl and helm print theirs.
