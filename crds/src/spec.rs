@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint, Volume, VolumeMount,
+};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -150,6 +153,7 @@ pub const SECRET_KAFKA_OPTIONS: &[&str] = &[
 #[x_kube(
     validation = Rule::new("!has(self.schedule) || (has(self.trigger) && has(self.trigger.availableNow) && self.trigger.availableNow)").message("spec.schedule runs the ingestion as a CronJob and needs spec.trigger: {availableNow: true}"),
     validation = Rule::new("!has(self.replicas) || self.replicas <= 1 || !has(self.trigger) || !((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once))").message("spec.replicas must be 0 or 1 with trigger availableNow or once: a run to completion is a single worker"),
+    validation = Rule::new("!has(self.runs) || (has(self.trigger) && ((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once)))").message(RUNS_NEED_A_RUN_TO_COMPLETION),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StreamingIngestionSpec {
@@ -195,6 +199,11 @@ pub struct StreamingIngestionSpec {
     /// Pod settings for the workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<WorkerSpec>,
+
+    /// Retries and history of runs to completion (the Job of availableNow / once, the Jobs of a
+    /// schedule). Only with trigger availableNow or once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<RunPolicy>,
 }
 
 impl StreamingIngestionSpec {
@@ -636,6 +645,15 @@ pub struct DeltaSink {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_CHECKPOINT_INTERVAL, max = MAX_CHECKPOINT_INTERVAL))]
     pub checkpoint_interval: Option<i32>,
+
+    /// Schema evolution, as Spark's mergeSchema: true adds the columns of
+    /// spec.format.json.schema (and metadata columns) that the existing table lacks, as
+    /// nullable columns, in the first commit that writes rows with them (older rows read them
+    /// as null). Default false, as in Spark: such a table is refused, naming the columns. A
+    /// column whose type changed, or one the table has and the ingestion no longer writes, is
+    /// refused either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_schema: Option<bool>,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -657,6 +675,7 @@ impl std::fmt::Debug for DeltaSink {
             .field("volume", &self.volume)
             .field("target_file_size", &self.target_file_size)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("merge_schema", &self.merge_schema)
             .finish()
     }
 }
@@ -825,9 +844,35 @@ pub struct WorkerSpec {
     /// Always, IfNotPresent or Never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
-    /// CPU and memory requests and limits of each worker.
+    /// CPU and memory requests and limits of each worker. Default: requests cpu 250m and
+    /// memory 256Mi, limit memory 1Gi (no CPU limit), so a worker is never BestEffort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Secrets holding credentials for the registry of the worker image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Annotations on the workers' ServiceAccount (e.g. azure.workload.identity/client-id for
+    /// AKS workload identity).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_account_annotations: BTreeMap<String, String>,
+    /// How the worker pods spread over zones and nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Extra volumes of the worker pods (a CA bundle, a sidecar's socket...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub volumes: Vec<Volume>,
+    /// Where the worker container mounts the extra volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Seconds a stopping worker gets to finish its micro-batch before it is killed (killing
+    /// it is safe: the batch is not committed and runs again). Default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MIN_TERMINATION_GRACE_SECONDS, max = MAX_TERMINATION_GRACE_SECONDS))]
+    pub termination_grace_period_seconds: Option<i64>,
     /// Extra environment variables (e.g. RUST_LOG).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -858,6 +903,29 @@ pub struct WorkerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_METRICS_PORT, max = MAX_METRICS_PORT))]
     pub metrics_port: Option<i32>,
+}
+
+/// The message of the rule that keeps `spec.runs` to runs to completion.
+pub const RUNS_NEED_A_RUN_TO_COMPLETION: &str = "spec.runs sets the retries and history of Jobs and needs trigger availableNow or once; a continuous ingestion restarts its workers instead";
+
+/// Retries and history of runs to completion.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPolicy {
+    /// Failed pods a run may have before it fails (the Job's backoffLimit). Each retry resumes
+    /// from the checkpoint. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_BACKOFF_LIMIT))]
+    pub backoff_limit: Option<i32>,
+    /// Finished successful runs a schedule keeps (the CronJob's successfulJobsHistoryLimit).
+    /// Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_RUN_HISTORY))]
+    pub successful_history: Option<i32>,
+    /// Failed runs a schedule keeps (the CronJob's failedJobsHistoryLimit). Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_RUN_HISTORY))]
+    pub failed_history: Option<i32>,
 }
 
 /// Worker log format.

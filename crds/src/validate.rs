@@ -148,6 +148,76 @@ fn validate_spec_into(spec: &StreamingIngestionSpec, errors: &mut Errors) {
                 errors,
             );
         }
+        if let Some(seconds) = worker.termination_grace_period_seconds {
+            check_range(
+                "spec.worker.terminationGracePeriodSeconds",
+                seconds,
+                MIN_TERMINATION_GRACE_SECONDS,
+                MAX_TERMINATION_GRACE_SECONDS,
+                errors,
+            );
+        }
+        validate_extra_volumes(worker, errors);
+    }
+    if let Some(runs) = &spec.runs {
+        validate_runs(spec, runs, errors);
+    }
+}
+
+/// Extra volumes may not take the names of the operator's own, and every mount must name one
+/// of them: the API server would refuse the workload later, with a message about a Deployment
+/// the user never wrote.
+fn validate_extra_volumes(worker: &WorkerSpec, errors: &mut Errors) {
+    use crate::pod::{RESERVED_VOLUMES, SECRET_VOLUME_PREFIX};
+    for (index, volume) in worker.volumes.iter().enumerate() {
+        if RESERVED_VOLUMES.contains(&volume.name.as_str())
+            || volume.name.starts_with(SECRET_VOLUME_PREFIX)
+        {
+            errors.push(
+                format!("spec.worker.volumes[{index}].name"),
+                format!(
+                    "\"{}\" is the name of a volume the operator adds ({} and {SECRET_VOLUME_PREFIX}N); choose another",
+                    volume.name,
+                    RESERVED_VOLUMES.join(", ")
+                ),
+            );
+        }
+    }
+    for (index, mount) in worker.volume_mounts.iter().enumerate() {
+        if !worker.volumes.iter().any(|v| v.name == mount.name) {
+            errors.push(
+                format!("spec.worker.volumeMounts[{index}].name"),
+                format!("\"{}\" is not one of spec.worker.volumes", mount.name),
+            );
+        }
+    }
+}
+
+fn validate_runs(spec: &StreamingIngestionSpec, runs: &RunPolicy, errors: &mut Errors) {
+    if spec
+        .trigger_kind()
+        .is_ok_and(|trigger| !trigger.runs_to_completion())
+    {
+        errors.push("spec.runs", RUNS_NEED_A_RUN_TO_COMPLETION);
+    }
+    for (field, value, max) in [
+        ("backoffLimit", runs.backoff_limit, MAX_BACKOFF_LIMIT),
+        (
+            "successfulHistory",
+            runs.successful_history,
+            MAX_RUN_HISTORY,
+        ),
+        ("failedHistory", runs.failed_history, MAX_RUN_HISTORY),
+    ] {
+        if let Some(value) = value {
+            check_range(
+                &format!("spec.runs.{field}"),
+                i64::from(value),
+                0,
+                i64::from(max),
+                errors,
+            );
+        }
     }
 }
 

@@ -24,15 +24,17 @@ fn schema() -> Value {
 // ---- the committed manifest ----------------------------------------------------------------
 
 #[test]
-fn committed_crd_matches_the_types() {
-    let path = workspace_root().join(crd::CRD_PATH);
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+fn committed_crds_match_the_types() {
     let generated = crd::crd_yaml().expect("CRD renders");
-    assert!(
-        committed == generated,
-        "{} is out of date with crds/src. Regenerate it with:\n    cargo run -p tributary-crds --bin crdgen",
-        path.display()
-    );
+    for relative in [crd::CRD_PATH, crd::CHART_CRD_PATH] {
+        let path = workspace_root().join(relative);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is out of date with crds/src. Regenerate both copies with:\n    cargo run -p tributary-crds --bin crdgen",
+            path.display()
+        );
+    }
 }
 
 #[test]
@@ -305,6 +307,20 @@ fn cel_one_replica_for_runs_to_completion() {
     let mut continuous = valid_object();
     continuous["spec"]["replicas"] = json!(3);
     assert_eq!(cel_errors(&continuous), Vec::<String>::new());
+}
+
+#[test]
+fn cel_run_policy_only_for_runs_to_completion() {
+    assert_rejected(
+        |o| o["spec"]["runs"] = json!({"backoffLimit": 5}),
+        tributary_crds::spec::RUNS_NEED_A_RUN_TO_COMPLETION,
+    );
+    for trigger in [json!({"availableNow": true}), json!({"once": true})] {
+        let mut run = valid_object();
+        run["spec"]["trigger"] = trigger;
+        run["spec"]["runs"] = json!({"backoffLimit": 5, "successfulHistory": 1});
+        assert_eq!(cel_errors(&run), Vec::<String>::new());
+    }
 }
 
 #[test]

@@ -452,6 +452,55 @@ fn worker_checks() {
         |v| v["spec"]["worker"] = json!({"image": " "}),
         &["spec.worker.image: must not be empty when set"],
     );
+    expect(
+        |v| v["spec"]["worker"] = json!({"terminationGracePeriodSeconds": 2}),
+        &["spec.worker.terminationGracePeriodSeconds: must be at least 10, not 2"],
+    );
+}
+
+#[test]
+fn extra_volumes_keep_clear_of_the_operators_and_are_mounted_by_name() {
+    let mut good = base();
+    good["spec"]["worker"] = json!({
+        "volumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+        "volumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": true}]
+    });
+    assert_eq!(problems(good), "");
+    expect(
+        |v| {
+            v["spec"]["worker"] = json!({
+                "volumes": [{"name": "lake", "emptyDir": {}}, {"name": "secret-1", "emptyDir": {}}]
+            })
+        },
+        &[
+            "spec.worker.volumes[0].name: \"lake\" is the name of a volume the operator adds",
+            "spec.worker.volumes[1].name: \"secret-1\" is the name of a volume the operator adds",
+        ],
+    );
+    expect(
+        |v| v["spec"]["worker"] = json!({"volumeMounts": [{"name": "ca", "mountPath": "/ca"}]}),
+        &["spec.worker.volumeMounts[0].name: \"ca\" is not one of spec.worker.volumes"],
+    );
+}
+
+#[test]
+fn run_policy_checks() {
+    expect(
+        |v| v["spec"]["runs"] = json!({"backoffLimit": 2}),
+        &[
+            "spec.runs: spec.runs sets the retries and history of Jobs and needs trigger availableNow or once",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["trigger"] = json!({"availableNow": true});
+            v["spec"]["runs"] = json!({"backoffLimit": 101, "failedHistory": -1});
+        },
+        &[
+            "spec.runs.backoffLimit: must be at most 100, not 101",
+            "spec.runs.failedHistory: must be at least 0, not -1",
+        ],
+    );
 }
 
 #[test]
@@ -590,7 +639,7 @@ fn misspelt_fields_are_refused_with_the_nearest_known_name() {
         format!(
             "{SCHEMA_HEADER}\n  \
              line 16: spec.workr: unknown field; did you mean worker?\n  \
-             line 17: spec.x: unknown field (known fields here: checkpoint, format, metadataColumns, replicas, schedule, sink, source, suspend, trigger, worker)"
+             line 17: spec.x: unknown field (known fields here: checkpoint, format, metadataColumns, replicas, runs, schedule, sink, source, suspend, trigger, worker)"
         )
     );
     // Inside Kubernetes' own types too.

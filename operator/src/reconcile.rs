@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
@@ -446,6 +447,7 @@ async fn apply_all(ctx: &Context, id: &Identity, desired: &Desired) -> Result<Ap
     for claim in &desired.claims {
         apply::<PersistentVolumeClaim>(client, ns, claim).await?;
     }
+    apply::<PodDisruptionBudget>(client, ns, &desired.disruption_budget).await?;
     Ok(match &desired.workload {
         None => Applied::None,
         Some(Workload::Deployment(d)) => {

@@ -1,5 +1,6 @@
-//! The command line: `run` (one ingestion from a manifest file) and `demo`; the process set-up
-//! around the pipeline (runtime, signals, logging, metrics server, status reporting).
+//! The command line: `run` (one ingestion from a manifest file), `demo` and `broker`; the
+//! process set-up around the pipeline (runtime, signals, logging, metrics server, status
+//! reporting).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,10 +11,10 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
-use crate::outputs::metrics::{self, Metrics};
+use crate::outputs::metrics::Metrics;
 use crate::outputs::report::{self, StatusReporter, StatusTarget};
 use crate::tuning::Tuning;
-use crate::{demo, pipeline, secrets};
+use crate::{demo, pipeline, secrets, standalone};
 
 #[derive(Parser)]
 #[command(
@@ -39,8 +40,19 @@ enum Command {
         /// Serve /metrics, /healthz and /readyz on this port (in a pod the operator sets it).
         #[arg(long, env = tributary_crds::pod::ENV_METRICS_PORT)]
         metrics_port: Option<u16>,
+        /// Place the manifest's absolute local paths (the table, checkpoint and dead-letter
+        /// table: mount paths in a pod, such as /lake/...) under this directory.
+        #[arg(long, value_name = "DIR")]
+        local_root: Option<PathBuf>,
         #[command(flatten)]
         tuning: Tuning,
+    },
+    /// Start the demo's embedded broker with its sensor readings and keep it running, producing
+    /// new readings, until Ctrl-C: a broker to try `run` against. Prints the bootstrap address.
+    Broker {
+        /// New readings produced every second.
+        #[arg(long, default_value_t = 10)]
+        per_second: u32,
     },
     /// Start an embedded broker, produce simulated sensor readings, ingest them availableNow
     /// into a Delta table under DIR, and print a summary.
@@ -75,15 +87,22 @@ impl Cli {
                 file,
                 bootstrap_servers,
                 metrics_port,
+                local_root,
                 tuning,
             } => run(
                 &file,
-                bootstrap_servers.as_deref(),
-                metrics_port,
+                &Standalone {
+                    bootstrap: bootstrap_servers.as_deref(),
+                    metrics_port,
+                    local_root: local_root.as_deref(),
+                },
                 &tuning,
                 stop,
                 &runtime,
             ),
+            Command::Broker { per_second } => {
+                demo::serve_broker(per_second, stop).map(|()| ExitCode::SUCCESS)
+            }
             Command::Demo { dir, tuning } => {
                 demo::run(&dir, &tuning, stop, &runtime).map(|_| ExitCode::SUCCESS)
             }
@@ -95,18 +114,53 @@ impl Cli {
             Err(error) => {
                 // A library's message may quote a request or an option: no secret value leaves.
                 let error = secrets::redact(&error.to_string());
-                tracing::error!(%error, "ingestion failed");
-                eprintln!("error: {error}");
+                // One line per failure: a person reads `error:`; a JSON log collector gets
+                // the same text as a structured record instead of a second copy.
+                if json_logs() {
+                    tracing::error!(%error, "ingestion failed");
+                } else {
+                    eprintln!("error: {error}");
+                }
+                write_termination_message(Path::new(TERMINATION_LOG), &error);
                 ExitCode::FAILURE
             }
         }
     }
 }
 
+/// Where Kubernetes reads a container's last words (the pod's default terminationMessagePath).
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Kubernetes keeps at most this many bytes of it.
+const TERMINATION_MESSAGE_MAX: usize = 4096;
+
+/// Leaves the error where the kubelet puts it into the container's last state, from which the
+/// operator's CrashLooping condition quotes it: a pod that keeps failing (a table that does not
+/// fit, a bad record with onError: fail) says why in `kubectl get`/`describe`. Outside a pod
+/// the file does not exist and nothing is written.
+fn write_termination_message(path: &Path, error: &str) {
+    if !path.exists() {
+        return;
+    }
+    let mut end = error.len().min(TERMINATION_MESSAGE_MAX);
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Err(e) = std::fs::write(path, &error[..end]) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
+    }
+}
+
+/// What `run` takes from the command line beside the manifest.
+struct Standalone<'a> {
+    bootstrap: Option<&'a str>,
+    metrics_port: Option<u16>,
+    local_root: Option<&'a Path>,
+}
+
 fn run(
     file: &Path,
-    bootstrap: Option<&str>,
-    metrics_port: Option<u16>,
+    options: &Standalone<'_>,
     tuning: &Tuning,
     stop: Arc<AtomicBool>,
     runtime: &tokio::runtime::Runtime,
@@ -118,8 +172,13 @@ fn run(
             count: ingestions.len(),
         });
     }
-    let ingestion = ingestions.remove(0);
-    let telemetry = start_telemetry(metrics_port, runtime)?;
+    let mut ingestion = ingestions.remove(0);
+    if let Some(dir) = options.local_root {
+        let root = standalone::place_under(&mut ingestion, dir)?;
+        tracing::info!(root = %root.display(), "local paths of the manifest placed under the local root");
+    }
+    let bootstrap = options.bootstrap;
+    let telemetry = start_telemetry(options.metrics_port, runtime)?;
     let reporter = telemetry.reporter.clone();
     let outcome = pipeline::run(
         &ingestion,
@@ -158,11 +217,16 @@ fn start_telemetry(
 ) -> Result<Telemetry> {
     let metrics = Arc::new(Metrics::default());
     if let Some(port) = metrics_port {
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(("0.0.0.0", port)))
-            .map_err(|source| Error::ServeMetrics { port, source })?;
-        runtime.spawn(metrics::serve(listener, metrics.clone()));
-        tracing::info!(port, "serving /metrics, /healthz and /readyz");
+        let address = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        let server = runtime
+            .block_on(tributary_http::Server::bind(address))
+            .map_err(|source| Error::ServeMetrics { source })?;
+        let probe = metrics.clone();
+        runtime.spawn(async move {
+            if let Err(error) = server.serve(probe).await {
+                tracing::error!(%error, "the metrics endpoint stopped");
+            }
+        });
     }
     let reporter = match StatusTarget::from_env(|key| std::env::var(key).ok()) {
         None => None,
@@ -205,12 +269,18 @@ async fn watch_signals(stop: Arc<AtomicBool>) {
     stop.store(true, Ordering::SeqCst);
 }
 
+/// Whether logs are JSON records for a collector (the pod contract's log format) rather than
+/// lines for a person.
+fn json_logs() -> bool {
+    std::env::var(tributary_crds::pod::ENV_LOG_FORMAT).is_ok_and(|f| f == "json")
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("warn,tributary_worker=info,buoyant_kernel::snapshot::builder=off")
     });
-    let json = std::env::var(tributary_crds::pod::ENV_LOG_FORMAT).is_ok_and(|f| f == "json");
+    let json = json_logs();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -229,6 +299,29 @@ mod tests {
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("tributary-worker").chain(args.iter().copied()))
             .expect("parses")
+    }
+
+    #[test]
+    fn the_error_is_left_as_the_termination_message_only_where_kubernetes_reads_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let absent = dir.path().join("absent");
+        write_termination_message(&absent, "boom");
+        assert!(!absent.exists(), "outside a pod nothing is created");
+        let log = dir.path().join("termination-log");
+        std::fs::write(&log, "").expect("create");
+        write_termination_message(&log, "table /lake/t does not fit this ingestion");
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("read"),
+            "table /lake/t does not fit this ingestion"
+        );
+        let long = "é".repeat(3000);
+        write_termination_message(&log, &long);
+        let written = std::fs::read_to_string(&log).expect("read");
+        assert_eq!(
+            written.len(),
+            4096,
+            "cut at Kubernetes' limit, on a char boundary"
+        );
     }
 
     #[test]

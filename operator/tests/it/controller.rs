@@ -94,7 +94,7 @@ async fn create_continuous_applies_everything_then_writes_status() {
         outcome.result.expect("reconcile succeeds"),
         kube::runtime::controller::Action::requeue(tributary_operator::reconcile::REQUEUE_ACTIVE)
     );
-    assert_eq!(outcome.api_calls, 9, "was 13 with uncached lists");
+    assert_eq!(outcome.api_calls, 10, "was 13 with uncached lists");
 }
 
 #[tokio::test]
@@ -250,7 +250,7 @@ async fn suspend_scales_the_deployment_to_zero() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 9, "was 13");
+    assert_eq!(outcome.api_calls, 10, "was 13");
 }
 
 /// The Job's name, from the builder (its hash is unit-tested there).
@@ -319,7 +319,7 @@ async fn job_scenario(job_status: Value) -> (Value, Vec<String>) {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 12, "was 17");
+    assert_eq!(outcome.api_calls, 13, "was 17");
     rx.await.expect("the script reported")
 }
 
@@ -430,8 +430,8 @@ async fn unchanged_status_is_not_written_again() {
         second.result.expect("second reconcile succeeds"),
         kube::runtime::controller::Action::requeue(tributary_operator::reconcile::REQUEUE_QUIET)
     );
-    assert_eq!(first.api_calls, 9, "was 13");
-    assert_eq!(second.api_calls, 7, "was 11");
+    assert_eq!(first.api_calls, 10, "was 13");
+    assert_eq!(second.api_calls, 8, "was 11");
 }
 
 #[tokio::test]
@@ -466,7 +466,7 @@ async fn trigger_change_replaces_the_deployment_with_a_job() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 11, "was 16");
+    assert_eq!(outcome.api_calls, 12, "was 16");
 }
 
 #[tokio::test]
@@ -587,7 +587,7 @@ async fn schedule_applies_a_cron_job_and_reports_its_last_run() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 10, "was 14");
+    assert_eq!(outcome.api_calls, 11, "was 14");
 }
 
 #[tokio::test]
@@ -639,7 +639,7 @@ async fn spec_change_rolls_the_workers_and_says_so() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 9, "was 13");
+    assert_eq!(outcome.api_calls, 10, "was 13");
 }
 
 #[tokio::test]
@@ -691,7 +691,7 @@ async fn a_crash_looping_worker_in_the_cache_degrades_the_status() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 10);
+    assert_eq!(outcome.api_calls, 11);
 }
 
 #[tokio::test]
@@ -806,5 +806,5 @@ async fn entries_of_gone_workers_are_pruned_with_a_guarded_json_patch() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 10, "was 14");
+    assert_eq!(outcome.api_calls, 11, "was 14");
 }

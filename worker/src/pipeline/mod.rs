@@ -80,8 +80,15 @@ pub fn run(
         }
         return Err(error);
     }
-    Ok(pipeline.summary)
+    let Pipeline {
+        source, summary, ..
+    } = pipeline;
+    source.close_within(CONSUMER_CLOSE_TIMEOUT);
+    Ok(summary)
 }
+
+/// How long a finished run waits for its consumer to leave the group.
+const CONSUMER_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One ingestion's stages, opened.
 pub struct Pipeline {

@@ -21,7 +21,7 @@ use crate::outputs::Telemetry;
 use crate::partition::{OffsetMap, TopicPartition, from_partition_offsets, to_partition_offsets};
 use crate::secrets;
 use crate::sink::{
-    DeadLetterTable, DeltaSink, Maintenance, SharedTable, TxnIds, dead_letter_schema,
+    DeadLetterTable, DeltaSink, Maintenance, OpenOptions, SharedTable, TxnIds, dead_letter_schema,
 };
 use crate::source::{self, RunTargets, Source, SourceConfig, StartResolver};
 use crate::tuning::Tuning;
@@ -215,16 +215,18 @@ fn open_tables(
     let checkpoint_interval = delta
         .checkpoint_interval
         .unwrap_or(DEFAULT_DELTA_CHECKPOINT_INTERVAL);
+    let description = format!("Written by Tributary ingestion {identity}");
     let open_data = || {
-        runtime.block_on(DeltaSink::open_or_create(
-            table_uri,
-            storage_options.clone(),
-            decoder.table_schema(),
-            delta.partition_by.clone(),
+        runtime.block_on(DeltaSink::open(OpenOptions {
+            uri: table_uri,
+            storage_options: storage_options.clone(),
+            schema: decoder.table_schema(),
+            partition_by: delta.partition_by.clone(),
             checkpoint_interval,
-            delta.target_file_size.map(|s| s as u64),
-            &format!("Written by Tributary ingestion {identity}"),
-        ))
+            target_file_size: delta.target_file_size.map(|s| s as u64),
+            description: &description,
+            merge_schema: delta.merge_schema.unwrap_or(false),
+        }))
     };
     let data = open_data()?;
     // Queries that run for long compact their small files in the background, on a second

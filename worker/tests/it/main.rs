@@ -13,6 +13,7 @@ mod kafka;
 mod on_error;
 mod real_broker;
 mod rebalance;
+mod schema_evolution;
 mod secure_broker;
 mod source_options;
 mod support;
