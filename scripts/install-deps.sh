@@ -70,7 +70,7 @@ if [ ! -f "$KAFKA_DIR/kafka_2.13-$KAFKA_VERSION.jar" ] || [ ! -f "$KAFKA_DIR/.co
   mv "$KAFKA_DIR.tmp" "$KAFKA_DIR"
 fi
 
-# ---- A Unity Catalog server, for the worker's catalog tests (worker/tests/it/unity_catalog.rs) ----
+# ---- A Unity Catalog server, for the worker's catalog tests (worker/tests/it/catalog_tables.rs) ----
 # Not the Java reference server: io.unitycatalog:unitycatalog-server (and unitycatalog-spark) are
 # not served by the Maven registry this project's machines reach (404 for every version; only
 # unitycatalog-client and unitycatalog-hadoop are), and release downloads are out of reach. The
@@ -91,3 +91,8 @@ if [ "$("$UC_DIR/bin/uc-server" --version 2>/dev/null || true)" != "uc-server $U
   rm -rf "$HOME/.cache/tributary/uc-server-build"
   echo "olai-uc-server built in $(( $(date +%s) - uc_started )) s"
 fi
+
+# ---- Kubernetes control plane and helm for e2e/cluster (e2e/tests/it/cluster) ----
+# etcd, kube-apiserver, kube-controller-manager, kubectl and helm built from their Go modules at
+# pinned versions into $HOME/.cache/tributary/k8s-<version>/bin (skipped when present).
+bash "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/e2e/cluster/tools/build.sh"

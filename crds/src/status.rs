@@ -57,7 +57,7 @@ pub struct StreamingIngestionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<i64>,
 
-    /// Rows written per second, summed over workers.
+    /// Rows written per second, summed over workers, to 0.1 rows/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_rows_per_second: Option<f64>,
 

@@ -2,3 +2,9 @@
 //! everything again), one module per suite.
 
 mod bench_smoke;
+mod cluster;
+// Apache Kafka brokers: the worker suite's harness, compiled here from its source (it needs only
+// std, rdkafka, futures, libc and tempfile). The cluster scenarios use part of it.
+#[allow(dead_code)]
+#[path = "../../../worker/tests/it/kafka.rs"]
+mod kafka;

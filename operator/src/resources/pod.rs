@@ -265,6 +265,10 @@ pub fn pod_template(
         }]),
         liveness_probe: Some(probe("/healthz")),
         readiness_probe: Some(probe("/readyz")),
+        // The worker writes why it stopped to the termination-message file; a process that
+        // dies before it can (a panic, the OOM killer) still leaves its last log lines, so the
+        // CrashLooping condition never carries only an exit code.
+        termination_message_policy: Some("FallbackToLogsOnError".to_string()),
         resources: Some(worker.resources.clone().unwrap_or_else(default_resources)),
         volume_mounts: Some(mounts),
         security_context: Some(SecurityContext {
