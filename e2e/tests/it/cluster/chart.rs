@@ -431,7 +431,17 @@ fn cel_violations() -> Vec<(Mutation, &'static str)> {
         ),
         (
             Box::new(|o: &mut Value| o["spec"]["sink"]["delta"]["table"] = json!("main.bronze.t")),
-            "spec.sink.delta must set exactly one of uri or table",
+            "spec.sink.delta.uri and spec.sink.delta.table both name the table",
+        ),
+        (
+            Box::new(|o: &mut Value| {
+                o["spec"]["sink"]["delta"] = json!({"table": "main.bronze.t"})
+            }),
+            "spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog",
+        ),
+        (
+            Box::new(|o: &mut Value| o["spec"]["runs"] = json!({"backoffLimit": 1})),
+            tributary_crds::spec::RUNS_NEED_A_RUN_TO_COMPLETION,
         ),
         (
             Box::new(|o: &mut Value| o["spec"]["sink"]["delta"]["outputMode"] = json!("complete")),
