@@ -17,6 +17,16 @@ pub enum Error {
     #[error("unsupported configuration: {0}")]
     Unsupported(String),
 
+    #[error(
+        "the Delta table {table} already holds the offsets query {other} wrote for partitions this new query would read ({offsets}); starting a new query at the checkpoint {checkpoint} (new, or the old one lost) would read them again and write every record twice. Restore the checkpoint of query {other}; or, to continue from the offsets the table records, write {{\"id\":\"{other}\"}} into {checkpoint}/metadata before starting; or write to a new table to start over"
+    )]
+    TableWrittenByAnotherQuery {
+        table: String,
+        other: String,
+        offsets: String,
+        checkpoint: String,
+    },
+
     #[error("{source} (is the port free?)")]
     ServeMetrics { source: tributary_http::Error },
 

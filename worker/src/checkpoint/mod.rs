@@ -176,6 +176,11 @@ impl CheckpointDir {
         Ok(())
     }
 
+    /// The location as the spec names it.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
     /// The query's metadata, created with a new id on first start.
     pub async fn metadata(&self) -> Result<QueryMetadata> {
         let name = "metadata";

@@ -21,6 +21,10 @@ use crate::partition::TopicPartition;
 
 /// A pipeline that has not turned for this long is not ready.
 pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
+/// A pipeline that has not turned for this many stall periods is wedged: /healthz fails and the
+/// kubelet restarts the worker (which resumes from the table, exactly once). Long enough that a
+/// slow commit to object storage is not mistaken for it.
+pub const WEDGED_STALLS: u32 = 5;
 
 /// Labels of per-partition metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -263,6 +267,26 @@ impl tributary_http::Probe for Metrics {
             ))
         }
     }
+
+    fn liveness(&self) -> Result<(), String> {
+        let last = self.last_beat_ms.load(Ordering::Relaxed);
+        // Opening (a large table, a catalog) may take long: only a loop that ran and stopped
+        // turning is wedged.
+        if last == 0 {
+            return Ok(());
+        }
+        let silent = Duration::from_millis(now_ms().saturating_sub(last));
+        let limit = self.stall * WEDGED_STALLS;
+        if silent > limit {
+            Err(format!(
+                "the pipeline is wedged: no batch or poll for {} s (limit {} s)",
+                silent.as_secs(),
+                limit.as_secs()
+            ))
+        } else {
+            Ok(())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -325,7 +349,14 @@ mod tests {
         std::thread::sleep(Duration::from_millis(400));
         let stalled = metrics.readiness().expect_err("stalled");
         assert!(stalled.contains("stalled"), "{stalled}");
-        assert_eq!(metrics.liveness(), Ok(()), "alive even when stalled");
+        assert_eq!(metrics.liveness(), Ok(()), "alive while only stalled");
+        std::thread::sleep(Duration::from_millis(700));
+        let wedged = metrics
+            .liveness()
+            .expect_err("wedged after five stall periods");
+        assert!(wedged.contains("wedged"), "{wedged}");
+        metrics.heartbeat();
+        assert_eq!(metrics.liveness(), Ok(()), "alive again once it turns");
     }
 
     #[tokio::test]

@@ -93,7 +93,7 @@ impl Pipeline {
         // check in the commit.
         let metadata = HashMap::from([
             (
-                "tributary.queryId".to_string(),
+                crate::sink::QUERY_ID_KEY.to_string(),
                 serde_json::json!(self.query_id),
             ),
             (

@@ -126,7 +126,14 @@ impl Pipeline {
             .map(|sink| DeadLetterTable::new(sink, ids, runtime.clone(), query_id.clone()));
 
         let metadata_client = source::metadata_client(&source)?;
-        let initial = initial_offsets(&metadata_client, &source, &checkpoint, &runtime)?;
+        let initial = initial_offsets(
+            &metadata_client,
+            &source,
+            &checkpoint,
+            &table,
+            &table_uri,
+            &runtime,
+        )?;
         let targets = run_targets(
             kind,
             &metadata_client,
@@ -279,14 +286,33 @@ fn open_tables(
 
 /// The query's starting offsets: those the checkpoint recorded when the query was new, or
 /// resolved now and recorded (the first writer wins, and every later start reads its numbers).
+/// The starting offsets of the query: recorded at its first start, before it reads. A query
+/// starting for the first time refuses a table in which another query already recorded offsets
+/// of the same partitions: its checkpoint is that query's lost or replaced one, and reading
+/// again from the starting offsets would write every record twice.
 fn initial_offsets(
     client: &BaseConsumer,
     source: &SourceConfig,
     checkpoint: &CheckpointDir,
+    table: &SharedTable,
+    table_uri: &str,
     runtime: &Handle,
 ) -> Result<OffsetMap> {
     if let Some(initial) = runtime.block_on(checkpoint.initial_offsets())? {
         return Ok(initial);
+    }
+    let tps = source::subscription_partitions(client, &source.subscription, &source.bootstrap)?;
+    if let Some((other, offsets)) = table.offsets_of_other_queries(&tps)? {
+        return Err(Error::TableWrittenByAnotherQuery {
+            table: table_uri.to_string(),
+            other,
+            offsets: offsets
+                .iter()
+                .map(|(tp, offset)| format!("{tp}: {offset}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            checkpoint: checkpoint.location().to_string(),
+        });
     }
     let resolved = source::resolve_starting_offsets(client, source)?;
     runtime.block_on(checkpoint.save_initial_offsets(&resolved))

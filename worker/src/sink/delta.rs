@@ -78,6 +78,9 @@ pub struct OpenOptions<'a> {
     pub merge_schema: bool,
 }
 
+/// The commit-info key under which each batch commit records the query that wrote it.
+pub const QUERY_ID_KEY: &str = "tributary.queryId";
+
 /// The table URL of a location: an absolute path or a URL.
 pub fn table_url(location: &str) -> Result<Url> {
     if location.starts_with('/') {
@@ -212,6 +215,28 @@ impl DeltaSink {
             .update_state()
             .await
             .map_err(Error::delta("refresh", &self.uri))
+    }
+
+    /// The query ids recorded in the table's latest `limit` commits (`tributary.queryId` in
+    /// the commit info), newest first, each once.
+    pub async fn recent_writers(&mut self, limit: usize) -> Result<Vec<String>> {
+        use futures::TryStreamExt;
+        self.refresh().await?;
+        let infos: Vec<_> = self
+            .table
+            .history(Some(limit))
+            .try_collect()
+            .await
+            .map_err(Error::delta("read the history of", &self.uri))?;
+        let mut writers: Vec<String> = Vec::new();
+        for info in infos {
+            if let Some(id) = info.info.get(QUERY_ID_KEY).and_then(|v| v.as_str())
+                && !writers.iter().any(|w| w == id)
+            {
+                writers.push(id.to_string());
+            }
+        }
+        Ok(writers)
     }
 
     /// The latest txn version of each app id (None: never written).

@@ -13,7 +13,7 @@ mod maintenance;
 mod table;
 
 pub use dead_letter::{DeadLetterTable, schema as dead_letter_schema};
-pub use delta::{CommitOutcome, DeltaSink, OpenOptions};
+pub use delta::{CommitOutcome, DeltaSink, OpenOptions, QUERY_ID_KEY};
 pub use maintenance::{Maintenance, outcome_label};
 pub use table::{PartitionCommit, SharedTable, TxnIds};
 

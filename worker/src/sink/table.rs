@@ -17,14 +17,20 @@ use crate::partition::{OffsetMap, TopicPartition};
 /// checkpoint) writing to the same table does not inherit another query's offsets.
 #[derive(Clone, Debug)]
 pub struct TxnIds {
+    query_id: String,
     prefix: String,
 }
 
 impl TxnIds {
     pub fn for_query(query_id: &str) -> TxnIds {
         TxnIds {
+            query_id: query_id.to_string(),
             prefix: format!("tributary-{query_id}"),
         }
+    }
+
+    pub fn query_id(&self) -> &str {
+        &self.query_id
     }
 
     /// The app id of a partition's offset in the data table.
@@ -90,6 +96,38 @@ impl SharedTable {
             .zip(versions)
             .filter_map(|(tp, v)| v.map(|v| (tp.clone(), v)))
             .collect())
+    }
+
+    /// Another query's record of offsets for any of `tps`: the query id and its offsets, from
+    /// the queries that wrote the table's latest commits. A new query must not start where one
+    /// of them already wrote, or it would write the same records again.
+    pub fn offsets_of_other_queries(
+        &self,
+        tps: &[TopicPartition],
+    ) -> Result<Option<(String, OffsetMap)>> {
+        // Recent enough to find a query whose checkpoint was lost, while reading only a
+        // bounded number of commit files at start.
+        const COMMITS_LOOKED_AT: usize = 100;
+        let ours = self.ids.query_id();
+        let writers = self.with_sink(|sink| {
+            self.runtime
+                .block_on(sink.recent_writers(COMMITS_LOOKED_AT))
+        })?;
+        for writer in writers.into_iter().filter(|w| w != ours) {
+            let ids = TxnIds::for_query(&writer);
+            let app_ids: Vec<String> = tps.iter().map(|tp| ids.data(tp)).collect();
+            let versions =
+                self.with_sink(|sink| self.runtime.block_on(sink.txn_versions(&app_ids)))?;
+            let offsets: OffsetMap = tps
+                .iter()
+                .zip(versions)
+                .filter_map(|(tp, v)| v.map(|v| (tp.clone(), v)))
+                .collect();
+            if !offsets.is_empty() {
+                return Ok(Some((writer, offsets)));
+            }
+        }
+        Ok(None)
     }
 
     /// Commits a batch's rows with every partition's move, atomically; a partition that is no

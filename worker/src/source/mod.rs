@@ -17,6 +17,6 @@ pub use connection::probe;
 pub use consumer::{Polled, Source};
 pub use offsets::{
     RunTargets, available_now_targets, latest_of_subscription, metadata_client,
-    resolve_starting_offsets,
+    resolve_starting_offsets, subscription_partitions,
 };
 pub use start::StartResolver;

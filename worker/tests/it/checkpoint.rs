@@ -54,3 +54,63 @@ fn a_table_with_another_schema_is_refused() {
     );
     assert_eq!(read_table(&ws.table()).rows(), 1);
 }
+
+/// A lost checkpoint: a new query would read everything again from its starting offsets. It is
+/// refused, naming the query whose offsets the table holds; adopting that query's id resumes
+/// from the table's own record, and nothing lands twice.
+#[test]
+fn a_lost_checkpoint_is_refused_and_the_table_record_resumes_exactly_once() {
+    let broker = Broker::start();
+    broker.topic("t", 2);
+    let send = |from: usize, to: usize| {
+        for i in from..to {
+            let partition = (i % 2) as i32;
+            broker.send("t", partition, None, reading(i, "oslo", 1.0).as_bytes());
+        }
+        broker.flush();
+    };
+    send(0, 40);
+    let ws = Workspace::new();
+    let manifest = ws.write("m.yaml", &Manifest::subscribe(&ws, "lost", "t").render());
+    let (worker, status) = run_to_end(&ws, &manifest, &broker.bootstrap, "first");
+    assert!(status.success(), "{}", worker.stderr_text());
+    let metadata: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(ws.path("checkpoint").join("metadata")).expect("metadata"),
+    )
+    .expect("json");
+    let first_query = metadata["id"].as_str().expect("id").to_string();
+
+    // The checkpoint is lost.
+    std::fs::remove_dir_all(ws.path("checkpoint")).expect("remove the checkpoint");
+    send(40, 50);
+    let (worker, status) = run_to_end(&ws, &manifest, &broker.bootstrap, "second");
+    assert!(
+        !status.success(),
+        "a new query over another's offsets must stop"
+    );
+    let stderr = worker.stderr_text();
+    assert!(
+        stderr.contains(&format!(
+            "already holds the offsets query {first_query} wrote"
+        )) && stderr.contains("t-0: 20")
+            && stderr.contains("write every record twice"),
+        "{stderr}"
+    );
+    assert_eq!(read_table(&ws.table()).rows(), 40, "nothing written twice");
+
+    // Adopting the first query's id continues from the offsets the table records.
+    std::fs::remove_dir_all(ws.path("checkpoint")).expect("remove the new checkpoint");
+    std::fs::create_dir_all(ws.path("checkpoint")).expect("checkpoint dir");
+    std::fs::write(
+        ws.path("checkpoint").join("metadata"),
+        format!("{{\"id\":\"{first_query}\"}}"),
+    )
+    .expect("write metadata");
+    let (worker, status) = run_to_end(&ws, &manifest, &broker.bootstrap, "third");
+    assert!(status.success(), "{}", worker.stderr_text());
+    let table = read_table(&ws.table());
+    let mut seen = table.coordinates();
+    assert_eq!(seen.len(), 50, "the 10 new records, once");
+    seen.dedup();
+    assert_eq!(seen.len(), 50, "no record twice");
+}

@@ -186,6 +186,14 @@ pub(super) async fn worker_pods(cluster: &Cluster, name: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Every pod of an ingestion, terminating ones included: a terminating worker may still finish
+/// its micro-batch.
+async fn any_pods(cluster: &Cluster, name: &str) -> usize {
+    let selector = format!("tributary.dev/ingestion={name}");
+    let pods = get_json(cluster, &["-n", NAMESPACE, "get", "pods", "-l", &selector]).await;
+    pods["items"].as_array().map_or(0, Vec::len)
+}
+
 fn pod_name(pod: &Value) -> String {
     pod["metadata"]["name"]
         .as_str()
@@ -531,8 +539,9 @@ async fn ingestions_run_as_a_user_sees_them() {
         ],
     )
     .await;
+    // Until the last worker has exited, not only been asked to: it finishes its batch first.
     wait_until(&cluster, "no worker pods while suspended", WAIT, || async {
-        worker_pods(&cluster, "sensor-readings").await.is_empty()
+        any_pods(&cluster, "sensor-readings").await == 0
     })
     .await;
     assert_health(&cluster, "sensor-readings", "Suspended").await;
