@@ -129,8 +129,19 @@ def op_check_table(context, request):
             continue
         reference[(r["topic"], r["partition"], r["offset"])] = r
 
+    try:
+        rows = table.collect()
+    except Exception as e:  # noqa: BLE001 - name the columns Spark cannot read, then give up
+        failing = []
+        for field in table.schema.fields:
+            try:
+                table.select(F.col(f"`{field.name}`")).collect()
+            except Exception as column_error:  # noqa: BLE001
+                failing.append(f"{field.name}: {str(column_error).splitlines()[0]}")
+        problems.append(f"{name}: Spark cannot read the table ({str(e).splitlines()[0]}); columns: {failing}")
+        return {"problems": problems, "rows": 0, "history": history(spark, path), "detail": detail(spark, path)}
     seen = {}
-    for r in table.collect():
+    for r in rows:
         key = coordinates(r)
         if key in seen:
             problems.append(f"{name}: {key} appears more than once")

@@ -2,3 +2,4 @@
 //! everything again), one module per suite.
 
 mod bench_smoke;
+mod spark;
