@@ -111,7 +111,11 @@ def op_check_table(context, request):
     # The table's schema is the declared one, then the metadata columns, then _rescued_data.
     declared = _parse_datatype_string(ddl)
     wanted = [(f.name, f.dataType.simpleString()) for f in declared.fields]
-    wanted += [(f"kafka_{m}", METADATA_TYPES[m]) for m in request.get("metadata", [])]
+    # Tributary's column names: kafka_<name>, timestampType as kafka_timestamp_type.
+    wanted += [
+        ("kafka_timestamp_type" if m == "timestampType" else f"kafka_{m}", METADATA_TYPES[m])
+        for m in request.get("metadata", [])
+    ]
     if request.get("rescue"):
         wanted.append(("_rescued_data", "string"))
     have = [(f.name, f.dataType.simpleString()) for f in table.schema.fields]
