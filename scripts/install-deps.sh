@@ -43,6 +43,33 @@ if [ "$installed_azurite" != "$AZURITE_VERSION" ]; then
   (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null)
 fi
 
+# ---- Apache Kafka: the broker of the worker's tests (worker/tests/it/kafka.rs) ----
+# The jars of org.apache.kafka:kafka_2.13 and its runtime dependencies, copied by Maven from
+# Maven Central into $HOME/.cache/tributary/kafka-<version>/ (never into the repository); the
+# tests run `java -cp 'DIR/*' kafka.Kafka server.properties`. The version is the pom's.
+KAFKA_POM="$(cd "$(dirname "$0")" && pwd)/kafka/pom.xml"
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
+[ -n "$KAFKA_VERSION" ] || { echo "no <kafka.version> in $KAFKA_POM" >&2; exit 1; }
+KAFKA_DIR="$HOME/.cache/tributary/kafka-$KAFKA_VERSION"
+need_java=()
+command -v java >/dev/null 2>&1 || need_java+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null 2>&1 || need_java+=(maven)
+if [ "${#need_java[@]}" -gt 0 ]; then
+  echo "installing ${need_java[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need_java[@]}" >/dev/null
+fi
+if [ ! -f "$KAFKA_DIR/kafka_2.13-$KAFKA_VERSION.jar" ] || [ ! -f "$KAFKA_DIR/.complete" ]; then
+  echo "installing Apache Kafka $KAFKA_VERSION into $KAFKA_DIR"
+  rm -rf "$KAFKA_DIR.tmp"
+  mvn -q -B -Dmaven.repo.local="$HOME/.cache/tributary/m2" -f "$KAFKA_POM" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$KAFKA_DIR.tmp"
+  touch "$KAFKA_DIR.tmp/.complete"
+  rm -rf "$KAFKA_DIR"
+  mv "$KAFKA_DIR.tmp" "$KAFKA_DIR"
+fi
+
 # ---- Spark with Delta Lake and the Kafka source, for the e2e Spark suite (e2e/tests/it/spark) ----
 # pyspark (which bundles Spark's own jars) into a virtualenv, and the delta-spark, delta-storage
 # and spark-sql-kafka-0-10 jars with their runtime dependencies from Maven Central into a
@@ -54,12 +81,7 @@ SPARK_VENV="$SPARK_CACHE/spark-venv"
 SPARK_REQUIREMENTS="e2e/spark/requirements.txt"
 SPARK_POM="e2e/spark/pom.xml"
 cd "$(dirname "$0")/.."
-if ! command -v java >/dev/null 2>&1 || ! command -v mvn >/dev/null 2>&1; then
-  echo "installing openjdk-17-jre-headless maven"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends openjdk-17-jre-headless maven >/dev/null
-fi
+# java and mvn: installed above for Apache Kafka
 spark_requirements_hash=$(sha256sum "$SPARK_REQUIREMENTS" | cut -c1-16)
 if [ "$(cat "$SPARK_VENV/.requirements" 2>/dev/null)" != "$spark_requirements_hash" ]; then
   echo "installing pyspark and delta-spark into $SPARK_VENV"

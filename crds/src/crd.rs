@@ -30,8 +30,8 @@ pub fn crd() -> CustomResourceDefinition {
 }
 
 /// The CRD manifest as YAML, with a header saying how it is made.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    let body = serde_yaml::to_string(&crd())?;
+pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
+    let body = serde_saphyr::to_string(&crd())?;
     Ok(format!(
         "# Generated from crds/src by `cargo run -p tributary-crds --bin crdgen`. Do not edit.\n{body}"
     ))

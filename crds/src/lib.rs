@@ -6,11 +6,13 @@
 pub mod conditions;
 pub mod crd;
 pub mod datatype;
+pub mod limits;
 pub mod manifest;
 pub mod pod;
 pub mod secrets;
 pub mod spec;
 pub mod status;
+pub mod strict;
 pub mod validate;
 
 pub use datatype::DataType;

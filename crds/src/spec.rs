@@ -12,6 +12,8 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use crate::limits::parse_duration;
+use crate::limits::*;
 use crate::status::StreamingIngestionStatus;
 
 /// Options Tributary manages itself, refused in `options` (Spark refuses the same ones).
@@ -26,13 +28,23 @@ pub const FORBIDDEN_KAFKA_OPTIONS: &[&str] = &[
     "metadata.broker.list",
 ];
 
-/// librdkafka options whose values are secrets: they belong in `secretOptions`.
+/// librdkafka (and Java client) options whose values are credentials: they belong in
+/// `secretOptions`. Names that contain password, passphrase, secret or jaas count too (see
+/// [`crate::secrets::is_secret_option`]).
 pub const SECRET_KAFKA_OPTIONS: &[&str] = &[
     "sasl.password",
+    "sasl.jaas.config",
+    "sasl.oauthbearer.config",
     "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.client.credentials.client.secret",
+    "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem",
     "ssl.key.password",
     "ssl.key.pem",
+    "ssl_key",
     "ssl.keystore.password",
+    "ssl.keystore.key",
+    "ssl.truststore.password",
 ];
 
 // kube's printcolumn(...) arguments repeat keys such as type_ by design; clippy reads them as
@@ -173,7 +185,7 @@ pub struct StreamingIngestionSpec {
     /// Number of workers sharing the partitions through one consumer group. Default 1.
     /// Continuous triggers only; availableNow and once run a single worker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0, max = 1000))]
+    #[schemars(range(min = 0, max = MAX_REPLICAS))]
     pub replicas: Option<i32>,
 
     /// Stops all workers (phase Suspended) without deleting anything. Default false.
@@ -244,11 +256,13 @@ pub struct KafkaSource {
 
     /// Credentials and other secret librdkafka options, read from Secrets (e.g. sasl.password).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_OPTIONS))]
     pub secret_options: BTreeMap<String, SecretValueSource>,
 }
 
-/// Read options shared by every source (Spark's names).
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// Read options shared by every source (Spark's names). Debug shows credential-like option
+/// values as `<redacted>` (validation refuses them, but a refused spec may still be printed).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadOptions {
     /// Where a new query starts: earliest, latest, or per-partition JSON such as
@@ -259,10 +273,10 @@ pub struct ReadOptions {
     #[x_kube(validation = Rule::new("self == 'earliest' || self == 'latest' || self.matches('^(?s)\\\\s*\\\\{.*\\\\}\\\\s*$')").message("startingOffsets must be earliest, latest, or per-partition JSON such as {\"topic\":{\"0\":23}}"))]
     pub starting_offsets: Option<String>,
 
-    /// Upper bound on offsets read per micro-batch, split across partitions by backlog.
-    /// Default: no limit.
+    /// Upper bound on offsets read per micro-batch, counted over all partitions together and
+    /// taken in the order records arrive (at most 2^53 - 1). Default: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1))]
+    #[schemars(range(min = 1, max = MAX_OFFSET))]
     pub max_offsets_per_trigger: Option<i64>,
 
     /// Whether offsets lost to retention stop the query (true, the default) or are skipped with
@@ -271,11 +285,28 @@ pub struct ReadOptions {
     pub fail_on_data_loss: Option<bool>,
 
     /// librdkafka client options passed through (Spark's kafka.* options without the prefix),
-    /// e.g. security.protocol: SASL_SSL. Offsets and deserialisers are managed by Tributary.
+    /// e.g. security.protocol: SASL_SSL. Offsets and deserialisers are managed by Tributary;
+    /// credentials (sasl.password, sasl.jaas.config, ssl.key.password, ...) belong in
+    /// secretOptions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = MAX_OPTIONS))]
     #[x_kube(validation = Rule::new("self.all(k, !(k in ['auto.offset.reset', 'enable.auto.commit', 'enable.auto.offset.store', 'key.deserializer', 'value.deserializer', 'interceptor.classes', 'bootstrap.servers', 'metadata.broker.list']))").message("options must not set auto.offset.reset, enable.auto.commit, enable.auto.offset.store, key/value.deserializer, interceptor.classes or bootstrap.servers: Tributary manages offsets itself (use startingOffsets) and reads bootstrapServers"))]
-    #[x_kube(validation = Rule::new("self.all(k, !(k in ['sasl.password', 'sasl.oauthbearer.client.secret', 'ssl.key.password', 'ssl.key.pem', 'ssl.keystore.password']))").message("secret options (sasl.password, ssl.key.password, ...) belong in secretOptions, which reads them from a Secret"))]
+    #[x_kube(validation = Rule::new(crate::secrets::secret_options_rule()).message(crate::secrets::SECRET_OPTIONS_RULE_MESSAGE))]
     pub options: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for ReadOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadOptions")
+            .field("starting_offsets", &self.starting_offsets)
+            .field("max_offsets_per_trigger", &self.max_offsets_per_trigger)
+            .field("fail_on_data_loss", &self.fail_on_data_loss)
+            .field(
+                "options",
+                &crate::secrets::RedactedOptions(&self.options, crate::secrets::is_secret_option),
+            )
+            .finish()
+    }
 }
 
 impl ReadOptions {
@@ -329,6 +360,11 @@ impl StartingOffsets {
                 if offset < OFFSET_EARLIEST {
                     return Err(format!(
                         "offset {offset} for {topic}-{partition} is invalid (use an offset >= 0, -2 for earliest or -1 for latest)"
+                    ));
+                }
+                if offset > MAX_OFFSET {
+                    return Err(format!(
+                        "offset {offset} for {topic}-{partition} is above {MAX_OFFSET}, the largest offset a spec may name"
                     ));
                 }
                 offsets.insert(number, offset);
@@ -541,8 +577,9 @@ pub struct Sink {
     pub delta: DeltaSink,
 }
 
-/// A Delta Lake table, by location or by Unity Catalog name.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// A Delta Lake table, by location or by Unity Catalog name. Debug shows secret-like storage
+/// option values as `<redacted>`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, PartialEq, Default)]
 #[x_kube(
     validation = Rule::new("has(self.uri) != has(self.table)").message("spec.sink.delta must set exactly one of uri or table"),
     validation = Rule::new("!has(self.table) || has(self.unityCatalog)").message("spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog"),
@@ -590,15 +627,38 @@ pub struct DeltaSink {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeSource>,
 
-    /// Target size of the Parquet files written, in bytes. Default 128 MiB.
+    /// Target size of the Parquet files written, in bytes, from 1 MiB to 4 GiB. Default 128 MiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1048576))]
+    #[schemars(range(min = MIN_TARGET_FILE_SIZE, max = MAX_TARGET_FILE_SIZE))]
     pub target_file_size: Option<i64>,
 
     /// Delta log checkpoint interval of a new table (commits). Default 10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = MIN_CHECKPOINT_INTERVAL, max = MAX_CHECKPOINT_INTERVAL))]
     pub checkpoint_interval: Option<i32>,
+}
+
+impl std::fmt::Debug for DeltaSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeltaSink")
+            .field("uri", &self.uri)
+            .field("table", &self.table)
+            .field("unity_catalog", &self.unity_catalog)
+            .field("output_mode", &self.output_mode)
+            .field("partition_by", &self.partition_by)
+            .field(
+                "storage_options",
+                &crate::secrets::RedactedOptions(
+                    &self.storage_options,
+                    crate::secrets::is_secret_storage_option,
+                ),
+            )
+            .field("secret_storage_options", &self.secret_storage_options)
+            .field("volume", &self.volume)
+            .field("target_file_size", &self.target_file_size)
+            .field("checkpoint_interval", &self.checkpoint_interval)
+            .finish()
+    }
 }
 
 /// Spark's output modes.
@@ -624,7 +684,7 @@ pub struct UnityCatalog {
 
 /// The checkpoint: the query's identity, its ownership claim, availableNow targets and the
 /// progress log. The table itself records which offsets were written.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, PartialEq, Default)]
 #[x_kube(
     validation = Rule::new("self.location.contains('://') || has(self.volume)").message("spec.checkpoint.location is a path, so spec.checkpoint.volume must name the claim that holds it (claimName) or ask for one (size)"),
     validation = Rule::new("!has(self.volume) || !has(self.volume.mountPath) || self.location.startsWith(self.volume.mountPath)").message("spec.checkpoint.location must be under spec.checkpoint.volume.mountPath"),
@@ -648,6 +708,23 @@ pub struct Checkpoint {
     /// storageOptions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_storage_options: BTreeMap<String, SecretValueSource>,
+}
+
+impl std::fmt::Debug for Checkpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpoint")
+            .field("location", &self.location)
+            .field("volume", &self.volume)
+            .field(
+                "storage_options",
+                &crate::secrets::RedactedOptions(
+                    &self.storage_options,
+                    crate::secrets::is_secret_storage_option,
+                ),
+            )
+            .field("secret_storage_options", &self.secret_storage_options)
+            .finish()
+    }
 }
 
 /// A PersistentVolumeClaim: an existing one, or one the operator creates.
@@ -685,10 +762,12 @@ pub struct VolumeSource {
 #[x_kube(validation = Rule::new("(has(self.processingTime) ? 1 : 0) + ((has(self.availableNow) && self.availableNow) ? 1 : 0) + ((has(self.once) && self.once) ? 1 : 0) <= 1").message("spec.trigger may set only one of processingTime, availableNow or once"))]
 #[serde(rename_all = "camelCase")]
 pub struct Trigger {
-    /// Micro-batches at a fixed interval: 10s, 1m30s, 500ms, or Spark's "10 seconds".
+    /// Micro-batches at a fixed interval: 10s, 1m30s, 500ms, or Spark's "10 seconds"; at most
+    /// 24h ("1 day").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new("self.matches('^\\\\s*(([0-9]+(\\\\.[0-9]+)?(ms|s|m|h))+|[0-9]+\\\\s*(milliseconds?|seconds?|minutes?|hours?|days?)|0)\\\\s*$')").message("processingTime must be a duration such as 10s, 1m30s, 500ms or \"10 seconds\""))]
+    #[x_kube(validation = Rule::new(crate::limits::processing_time_format_rule()).message(PROCESSING_TIME_FORMAT_MESSAGE))]
+    #[x_kube(validation = Rule::new(processing_time_bound_rule()).message(PROCESSING_TIME_BOUND_MESSAGE))]
     pub processing_time: Option<String>,
 
     /// Process everything available at start (in several batches if maxOffsetsPerTrigger says
@@ -736,63 +815,6 @@ impl Trigger {
     }
 }
 
-/// Parses a processingTime interval: Go-style (10s, 1m30s, 500ms, 1.5h) or Spark's
-/// "<n> <unit>" (10 seconds, 1 minute).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let trimmed = text.trim();
-    let invalid = || {
-        format!(
-            "processingTime must be a duration such as 10s, 1m30s, 500ms or \"10 seconds\", not \"{text}\""
-        )
-    };
-    if trimmed == "0" {
-        return Ok(Duration::ZERO);
-    }
-    // Spark's "<n> <unit>" form.
-    if let Some((number, unit)) = trimmed.split_once(char::is_whitespace) {
-        let n: u64 = number.parse().map_err(|_| invalid())?;
-        let seconds_per_unit = match unit.trim().trim_end_matches('s') {
-            "millisecond" => return Ok(Duration::from_millis(n)),
-            "second" => 1,
-            "minute" => 60,
-            "hour" => 3600,
-            "day" => 86_400,
-            _ => return Err(invalid()),
-        };
-        return Ok(Duration::from_secs(n * seconds_per_unit));
-    }
-    // Go-style sequence of <number><unit>.
-    let mut total = Duration::ZERO;
-    let mut rest = trimmed;
-    if rest.is_empty() {
-        return Err(invalid());
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(invalid)?;
-        if digits == 0 {
-            return Err(invalid());
-        }
-        let value: f64 = rest[..digits].parse().map_err(|_| invalid())?;
-        rest = &rest[digits..];
-        let (unit_seconds, unit_len) = if rest.starts_with("ms") {
-            (0.001, 2)
-        } else if rest.starts_with('s') {
-            (1.0, 1)
-        } else if rest.starts_with('m') {
-            (60.0, 1)
-        } else if rest.starts_with('h') {
-            (3600.0, 1)
-        } else {
-            return Err(invalid());
-        };
-        total += Duration::from_secs_f64(value * unit_seconds);
-        rest = &rest[unit_len..];
-    }
-    Ok(total)
-}
-
 /// Pod settings for the workers.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -834,7 +856,7 @@ pub struct WorkerSpec {
     pub log_format: Option<LogFormat>,
     /// Port of /metrics, /healthz and /readyz. Default 9090.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1024, max = 65535))]
+    #[schemars(range(min = MIN_METRICS_PORT, max = MAX_METRICS_PORT))]
     pub metrics_port: Option<i32>,
 }
 
@@ -850,25 +872,6 @@ pub enum LogFormat {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_parse_in_go_and_spark_forms() {
-        for (text, expected) in [
-            ("10s", Duration::from_secs(10)),
-            ("1m30s", Duration::from_secs(90)),
-            ("500ms", Duration::from_millis(500)),
-            ("1.5h", Duration::from_secs(5400)),
-            ("10 seconds", Duration::from_secs(10)),
-            ("1 minute", Duration::from_secs(60)),
-            ("250 milliseconds", Duration::from_millis(250)),
-            ("0", Duration::ZERO),
-        ] {
-            assert_eq!(parse_duration(text), Ok(expected), "{text}");
-        }
-        for bad in ["", "10", "ten seconds", "10 fortnights", "s", "10x"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn trigger_kinds_resolve_with_defaults() {

@@ -20,8 +20,9 @@ pub struct StreamingIngestionStatus {
     pub phase: Option<Phase>,
 
     /// Ready, Progressing and Degraded, each with a CamelCase reason and a message.
+    // The schema holds each to metav1.Condition's rules: see crate::conditions::schema.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    #[schemars(schema_with = "crate::conditions::schema")]
     pub conditions: Vec<Condition>,
 
     /// The spec generation the operator last acted on.

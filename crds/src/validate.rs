@@ -12,7 +12,10 @@ use std::fmt;
 use regex::Regex;
 
 use crate::datatype::DataType;
-use crate::secrets::secret_references;
+use crate::limits::*;
+use crate::secrets::{
+    SECRET_STORAGE_OPTIONS, is_secret_option, secret_option_remedy, secret_references,
+};
 use crate::spec::*;
 
 /// One problem, at one field.
@@ -45,6 +48,13 @@ impl fmt::Display for ValidationErrors {
     }
 }
 
+/// Credential settings of the Java Kafka client that librdkafka does not have.
+const JAVA_ONLY_SECRET_OPTIONS: &[&str] = &[
+    "sasl.jaas.config",
+    "ssl.truststore.password",
+    "ssl.keystore.key",
+];
+
 /// Longest ingestion name: it names a CronJob, whose Jobs and pods append their own suffixes.
 pub const MAX_NAME_LENGTH: usize = 52;
 
@@ -65,7 +75,26 @@ pub fn validate(ingestion: &crate::StreamingIngestion) -> Result<(), ValidationE
         }
     }
     validate_spec_into(&ingestion.spec, &mut errors);
+    validate_manifest_size(ingestion, &mut errors);
     errors.finish()
+}
+
+/// The manifest a worker reads must fit the ConfigMap the operator hands it over in.
+fn validate_manifest_size(ingestion: &crate::StreamingIngestion, errors: &mut Errors) {
+    let name = ingestion.metadata.name.as_deref().unwrap_or_default();
+    let namespace = ingestion.metadata.namespace.as_deref().unwrap_or("default");
+    match crate::manifest::worker_manifest(ingestion, name, namespace) {
+        Ok(text) if text.len() > crate::manifest::MAX_MANIFEST_BYTES => errors.push(
+            "spec",
+            format!(
+                "is {} bytes as the workers' manifest; {}",
+                text.len(),
+                crate::manifest::MANIFEST_BOUND_REASON
+            ),
+        ),
+        Ok(_) => {}
+        Err(error) => errors.push("spec", format!("cannot be written as YAML: {error}")),
+    }
 }
 
 /// Validates a spec alone.
@@ -104,11 +133,30 @@ fn validate_spec_into(spec: &StreamingIngestionSpec, errors: &mut Errors) {
     for (path, reference) in secret_references(spec) {
         validate_secret_ref(&path, reference, errors);
     }
-    if let Some(worker) = &spec.worker
-        && let Some(image) = &worker.image
-        && image.trim().is_empty()
-    {
-        errors.push("spec.worker.image", "must not be empty when set");
+    if let Some(worker) = &spec.worker {
+        if let Some(image) = &worker.image
+            && image.trim().is_empty()
+        {
+            errors.push("spec.worker.image", "must not be empty when set");
+        }
+        if let Some(port) = worker.metrics_port {
+            check_range(
+                "spec.worker.metricsPort",
+                i64::from(port),
+                i64::from(MIN_METRICS_PORT),
+                i64::from(MAX_METRICS_PORT),
+                errors,
+            );
+        }
+    }
+}
+
+/// Pushes an error when `value` lies outside `min..=max`, in the words of the schema walk.
+fn check_range(path: &str, value: i64, min: i64, max: i64, errors: &mut Errors) {
+    if value < min {
+        errors.push(path, format!("must be at least {min}, not {value}"));
+    } else if value > max {
+        errors.push(path, format!("must be at most {max}, not {value}"));
     }
 }
 
@@ -183,6 +231,15 @@ fn validate_kafka(kafka: &KafkaSource, errors: &mut Errors) {
     }
     let known_topics = (kafka.subscribe_pattern.is_none()).then_some(&topics);
     validate_read_options(path, &kafka.read, known_topics, errors);
+    if kafka.secret_options.len() > MAX_OPTIONS {
+        errors.push(
+            format!("{path}.secretOptions"),
+            format!(
+                "sets {} options; at most {MAX_OPTIONS} are allowed",
+                kafka.secret_options.len()
+            ),
+        );
+    }
     for option in kafka.secret_options.keys() {
         if FORBIDDEN_KAFKA_OPTIONS.contains(&option.as_str()) {
             errors.push(
@@ -194,6 +251,17 @@ fn validate_kafka(kafka: &KafkaSource, errors: &mut Errors) {
             errors.push(
                 format!("{path}.secretOptions[{option}]"),
                 "is also set in options: set it in one place",
+            );
+        }
+        if let Some(stripped) = option.strip_prefix("kafka.") {
+            errors.push(
+                format!("{path}.secretOptions[{option}]"),
+                format!("write librdkafka names without Spark's kafka. prefix: \"{stripped}\""),
+            );
+        } else if JAVA_ONLY_SECRET_OPTIONS.contains(&option.as_str()) {
+            errors.push(
+                format!("{path}.secretOptions[{option}]"),
+                "is a setting of the Java Kafka client, which librdkafka does not know: use sasl.username in options and sasl.password here (or ssl.key.pem for a client key)",
             );
         }
     }
@@ -253,12 +321,22 @@ fn validate_read_options(
         }
         Ok(_) => {}
     }
-    if let Some(max) = read.max_offsets_per_trigger
-        && max < 1
-    {
+    if let Some(max) = read.max_offsets_per_trigger {
+        check_range(
+            &format!("{path}.maxOffsetsPerTrigger"),
+            max,
+            1,
+            MAX_OFFSET,
+            errors,
+        );
+    }
+    if read.options.len() > MAX_OPTIONS {
         errors.push(
-            format!("{path}.maxOffsetsPerTrigger"),
-            format!("must be at least 1, not {max}"),
+            format!("{path}.options"),
+            format!(
+                "sets {} options; at most {MAX_OPTIONS} are allowed",
+                read.options.len()
+            ),
         );
     }
     for (option, value) in &read.options {
@@ -268,10 +346,10 @@ fn validate_read_options(
                 at,
                 "options must not set auto.offset.reset, enable.auto.commit, enable.auto.offset.store, key/value.deserializer, interceptor.classes or bootstrap.servers: Tributary manages offsets itself (use startingOffsets) and reads bootstrapServers",
             );
-        } else if SECRET_KAFKA_OPTIONS.contains(&option.as_str()) {
+        } else if is_secret_option(option) {
             errors.push(
-                at,
-                "secret options (sasl.password, ssl.key.password, ...) belong in secretOptions, which reads them from a Secret",
+                &at,
+                secret_option_remedy(&format!("{path}.options"), option),
             );
         } else if let Some(stripped) = option.strip_prefix("kafka.") {
             errors.push(
@@ -421,26 +499,6 @@ fn metadata_column_type(column: MetadataColumn) -> DataType {
 
 // ---- sink ---------------------------------------------------------------------------------
 
-/// Object store options that hold secrets and must come from secretStorageOptions.
-const SECRET_STORAGE_OPTIONS: &[&str] = &[
-    "azure_storage_account_key",
-    "azure_storage_access_key",
-    "azure_storage_master_key",
-    "account_key",
-    "access_key",
-    "master_key",
-    "azure_storage_sas_key",
-    "azure_storage_sas_token",
-    "sas_key",
-    "sas_token",
-    "azure_client_secret",
-    "client_secret",
-    "azure_storage_token",
-    "bearer_token",
-    "aws_secret_access_key",
-    "secret_access_key",
-];
-
 fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut Errors) {
     let path = "spec.sink.delta";
     let delta = &spec.sink.delta;
@@ -526,6 +584,24 @@ fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut 
         &delta.secret_storage_options,
         errors,
     );
+    if let Some(size) = delta.target_file_size {
+        check_range(
+            &format!("{path}.targetFileSize"),
+            size,
+            MIN_TARGET_FILE_SIZE,
+            MAX_TARGET_FILE_SIZE,
+            errors,
+        );
+    }
+    if let Some(interval) = delta.checkpoint_interval {
+        check_range(
+            &format!("{path}.checkpointInterval"),
+            i64::from(interval),
+            i64::from(MIN_CHECKPOINT_INTERVAL),
+            i64::from(MAX_CHECKPOINT_INTERVAL),
+            errors,
+        );
+    }
 }
 
 fn validate_storage_options(
@@ -673,8 +749,14 @@ fn validate_trigger(spec: &StreamingIngestionSpec, errors: &mut Errors) {
             "spec.replicas must be 0 or 1 with trigger availableNow or once: a run to completion is a single worker",
         );
     }
-    if spec.replicas() < 0 {
-        errors.push("spec.replicas", "must not be negative");
+    if let Some(replicas) = spec.replicas {
+        check_range(
+            "spec.replicas",
+            i64::from(replicas),
+            0,
+            i64::from(MAX_REPLICAS),
+            errors,
+        );
     }
 }
 

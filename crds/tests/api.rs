@@ -115,6 +115,48 @@ fn conditions_are_a_list_map_keyed_by_type() {
     assert_eq!(fields["x-kubernetes-list-map-keys"], json!(["name"]));
 }
 
+#[test]
+fn conditions_are_validated_as_controller_gen_emits_metav1_condition() {
+    let conditions = &schema()["properties"]["status"]["properties"]["conditions"];
+    let item = &conditions["items"];
+    assert_eq!(
+        item["required"],
+        json!(["lastTransitionTime", "message", "reason", "status", "type"])
+    );
+    let fields = &item["properties"];
+    assert_eq!(
+        fields["status"]["enum"],
+        json!(["True", "False", "Unknown"])
+    );
+    assert_eq!(fields["type"]["maxLength"], 316);
+    assert_eq!(fields["reason"]["minLength"], 1);
+    assert_eq!(fields["reason"]["maxLength"], 1024);
+    assert_eq!(fields["message"]["maxLength"], 32768);
+    assert_eq!(fields["observedGeneration"]["minimum"].as_f64(), Some(0.0));
+    assert_eq!(fields["lastTransitionTime"]["format"], "date-time");
+
+    // The patterns admit every type and reason of the shared vocabulary, and refuse what the
+    // API server would refuse.
+    let pattern = |field: &str| {
+        regex::Regex::new(fields[field]["pattern"].as_str().expect("a pattern")).expect("compiles")
+    };
+    let (types, reasons) = (pattern("type"), pattern("reason"));
+    for type_ in tributary_crds::conditions::types::ALL {
+        assert!(types.is_match(type_), "type {type_}");
+    }
+    for reason in tributary_crds::conditions::reasons::ALL {
+        assert!(reasons.is_match(reason), "reason {reason}");
+        assert!(reason.len() <= 1024);
+    }
+    assert!(types.is_match("tributary.dev/Ready"));
+    for bad in ["", "Not Ready", "-Ready", "Ready/"] {
+        assert!(!types.is_match(bad), "type {bad:?} should be refused");
+    }
+    for bad in ["", "Crash Looping", "9Lives", "Failed:"] {
+        assert!(!reasons.is_match(bad), "reason {bad:?} should be refused");
+    }
+}
+
 /// Every problem with a schema node and, recursively, its properties, items and map values.
 fn schema_problems(node: &Value, path: &str, problems: &mut Vec<String>) {
     let Some(map) = node.as_object() else { return };
@@ -162,8 +204,7 @@ fn crd_holds_nothing_the_api_server_strips_and_describes_every_field() {
 fn valid_object() -> Value {
     let text = std::fs::read_to_string(workspace_root().join("examples/sensor-readings.yaml"))
         .expect("example exists");
-    let value: serde_yaml::Value = serde_yaml::from_str(&text).expect("example parses");
-    serde_json::to_value(value).expect("yaml to json")
+    serde_saphyr::from_str(&text).expect("example parses")
 }
 
 fn cel_errors(object: &Value) -> Vec<String> {
@@ -282,6 +323,42 @@ fn cel_processing_time_is_a_duration() {
 }
 
 #[test]
+fn cel_processing_time_is_bounded_as_validation_bounds_it() {
+    for good in [
+        "24h",
+        "1 day",
+        "86400000ms",
+        "1440 minutes",
+        "23h59m59.999s",
+        "0010s",
+        "0",
+        "1.5h",
+    ] {
+        let mut object = valid_object();
+        object["spec"]["trigger"] = json!({"processingTime": good});
+        assert_eq!(cel_errors(&object), Vec::<String>::new(), "{good}");
+        let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+        assert_eq!(tributary_crds::validate(&ingestion), Ok(()), "{good}");
+    }
+    for bad in [
+        "25h",
+        "2 days",
+        "86400001ms",
+        "1441 minutes",
+        "24h0.001s",
+        "99999999999999999999h",
+        "18446744073709551615 days",
+        "213503982334602 days",
+        "999999h999999h",
+    ] {
+        assert_rejected(
+            |o| o["spec"]["trigger"] = json!({"processingTime": bad}),
+            "processingTime must be at most 24h (\"1 day\"); for rarer runs use trigger {availableNow: true} with a spec.schedule",
+        );
+    }
+}
+
+#[test]
 fn cel_one_trigger_at_most() {
     assert_rejected(
         |o| o["spec"]["trigger"] = json!({"processingTime": "10s", "availableNow": true}),
@@ -316,10 +393,29 @@ fn cel_options_tributary_manages() {
         |o| o["spec"]["source"]["kafka"]["options"] = json!({"enable.auto.commit": "true"}),
         "options must not set auto.offset.reset, enable.auto.commit",
     );
-    assert_rejected(
-        |o| o["spec"]["source"]["kafka"]["options"] = json!({"sasl.password": "hunter2"}),
-        "secret options (sasl.password, ssl.key.password, ...) belong in secretOptions",
-    );
+    // CEL names the rule; validation names the option and the secretOptions form to use.
+    for option in ["sasl.password", "kafka.sasl.jaas.config", "ssl.key.pem"] {
+        let mut object = valid_object();
+        object["spec"]["source"]["kafka"]["options"] = json!({option: "hunter2"});
+        let errors = cel_errors(&object);
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("options must not hold credentials")),
+            "{option}: {errors:?}"
+        );
+        let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+        let rust = tributary_crds::validate(&ingestion)
+            .expect_err("refused")
+            .to_string();
+        assert!(
+            rust.contains(&format!(
+                "spec.source.kafka.options[{option}]: carries a credential"
+            )) && rust.contains("secretOptions: {")
+                && !rust.contains("hunter2"),
+            "{rust}"
+        );
+    }
 }
 
 #[test]
@@ -415,6 +511,21 @@ fn schema_bounds_on_numbers_and_lists() {
     let spec = &schema()["properties"]["spec"]["properties"];
     let kafka = &spec["source"]["properties"]["kafka"]["properties"];
     assert_eq!(kafka["maxOffsetsPerTrigger"]["minimum"].as_f64(), Some(1.0));
+    assert_eq!(
+        kafka["maxOffsetsPerTrigger"]["maximum"].as_f64(),
+        Some(tributary_crds::limits::MAX_OFFSET as f64)
+    );
+    assert_eq!(kafka["options"]["maxProperties"].as_u64(), Some(256));
+    assert_eq!(spec["replicas"]["maximum"].as_f64(), Some(1000.0));
+    let delta = &spec["sink"]["properties"]["delta"]["properties"];
+    assert_eq!(
+        delta["targetFileSize"]["maximum"].as_f64(),
+        Some(4_294_967_296.0)
+    );
+    assert_eq!(
+        delta["checkpointInterval"]["maximum"].as_f64(),
+        Some(1000.0)
+    );
     assert_eq!(kafka["subscribe"]["minItems"].as_u64(), Some(1));
     assert_eq!(spec["replicas"]["minimum"].as_f64(), Some(0.0));
     assert_eq!(

@@ -154,7 +154,7 @@ fn kafka_options_checks() {
         },
         &[
             "spec.source.kafka.options[auto.offset.reset]: options must not set auto.offset.reset",
-            "spec.source.kafka.options[sasl.password]: secret options",
+            "spec.source.kafka.options[sasl.password]: carries a credential, which must never be written in options (it would be stored and shown in plain text); read it from a Secret instead: secretOptions: {sasl.password: {secretKeyRef: {name: <secret>, key: <key>}}}",
             "spec.source.kafka.options[kafka.security.protocol]: write librdkafka names without Spark's kafka. prefix: \"security.protocol\"",
             "spec.source.kafka.options[client.id]: has an empty value",
         ],
@@ -171,6 +171,18 @@ fn kafka_options_checks() {
             "spec.source.kafka.secretOptions[sasl.username]: is also set in options",
             "spec.source.kafka.secretOptions[group.id].secretKeyRef.name: \"Bad_Name\" is not a valid Secret name",
             "spec.source.kafka.secretOptions[group.id].secretKeyRef.key: \"k/k\" is not a valid Secret key",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["source"]["kafka"]["secretOptions"] = json!({
+                "sasl.jaas.config": {"secretKeyRef": {"name": "creds", "key": "jaas"}},
+                "kafka.sasl.password": {"secretKeyRef": {"name": "creds", "key": "password"}}
+            });
+        },
+        &[
+            "spec.source.kafka.secretOptions[sasl.jaas.config]: is a setting of the Java Kafka client, which librdkafka does not know: use sasl.username in options and sasl.password here (or ssl.key.pem for a client key)",
+            "spec.source.kafka.secretOptions[kafka.sasl.password]: write librdkafka names without Spark's kafka. prefix: \"sasl.password\"",
         ],
     );
 }
@@ -445,14 +457,14 @@ fn worker_checks() {
 #[test]
 fn manifests_name_the_document_and_the_problem() {
     let text = "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\n---\napiVersion: tributary.dev/v1alpha1\nkind: StreamingIngestion\nmetadata: {name: x}\nspec:\n  source: {kafka: {subscribe: [t]}}\n";
-    let error = tributary_crds::manifest::load_str(text, "bad.yaml")
-        .expect_err("missing fields")
-        .to_string();
-    assert!(
-        error.starts_with("bad.yaml: document 2 (starting at line 5)"),
-        "{error}"
+    assert_eq!(
+        load_error(text),
+        "m.yaml: StreamingIngestion x does not match the API (the API server and kubectl apply --validate=strict refuse it too):\n  \
+         line 9: spec.source.kafka.bootstrapServers: required field is missing\n  \
+         line 8: spec.checkpoint: required field is missing\n  \
+         line 8: spec.format: required field is missing\n  \
+         line 8: spec.sink: required field is missing"
     );
-    assert!(error.contains("bootstrapServers"), "{error}");
 
     let error =
         tributary_crds::manifest::load_str("apiVersion: v1\nkind: Secret\n", "only-secret.yaml")
@@ -465,7 +477,7 @@ fn manifests_name_the_document_and_the_problem() {
 
     let mut invalid = base();
     invalid["spec"]["format"]["json"]["schema"][0]["type"] = json!("strign");
-    let yaml = serde_yaml::to_string(&invalid).expect("yaml");
+    let yaml = serde_saphyr::to_string(&invalid).expect("yaml");
     let error = tributary_crds::manifest::load_str(&yaml, "typo.yaml")
         .expect_err("invalid")
         .to_string();
@@ -473,4 +485,430 @@ fn manifests_name_the_document_and_the_problem() {
         error.contains("typo.yaml: StreamingIngestion sensors is invalid: spec.format.json.schema[0].type: unknown type \"strign\""),
         "{error}"
     );
+}
+
+// ---- manifests as `run -f` and `render -f` read them ----------------------------------------
+
+/// A valid manifest; line 9 is the first after the Kafka source's fields.
+const MANIFEST: &str = "\
+apiVersion: tributary.dev/v1alpha1
+kind: StreamingIngestion
+metadata: {name: sensors, namespace: iot}
+spec:
+  source:
+    kafka:
+      bootstrapServers: 127.0.0.1:9092
+      subscribe: [sensor-readings]
+  format:
+    json:
+      schema:
+        - {name: device_id, type: string}
+  sink:
+    delta: {uri: /lake/t, volume: {claimName: lake}}
+  checkpoint: {location: /checkpoints/t, volume: {size: 1Gi}}
+";
+
+/// MANIFEST with `kafka` lines added after line 8 and `spec` lines at its end.
+fn manifest(kafka: &str, spec: &str) -> String {
+    MANIFEST.replace("  format:\n", &format!("{kafka}  format:\n")) + spec
+}
+
+fn load_error(text: &str) -> String {
+    tributary_crds::manifest::load_str(text, "m.yaml")
+        .expect_err("the manifest is refused")
+        .to_string()
+}
+
+const SCHEMA_HEADER: &str = "m.yaml: StreamingIngestion sensors does not match the API (the API server and kubectl apply --validate=strict refuse it too):";
+
+#[test]
+fn the_manifest_loads() {
+    let loaded = tributary_crds::manifest::load_str(MANIFEST, "m.yaml").expect("valid");
+    assert_eq!(loaded.len(), 1);
+    // Quantities may be numbers, as in any Kubernetes manifest.
+    let text = manifest(
+        "",
+        "  worker:\n    resources: {limits: {cpu: 1, memory: 512Mi}}\n",
+    );
+    let loaded = tributary_crds::manifest::load_str(&text, "m.yaml").expect("valid");
+    let limits = loaded[0]
+        .spec
+        .worker
+        .as_ref()
+        .and_then(|w| w.resources.as_ref())
+        .and_then(|r| r.limits.as_ref())
+        .expect("limits");
+    assert_eq!(limits["cpu"].0, "1");
+    assert_eq!(
+        loaded[0]
+            .spec
+            .source
+            .kafka
+            .as_ref()
+            .map(|k| k.bootstrap_servers.as_str()),
+        Some("127.0.0.1:9092")
+    );
+}
+
+#[test]
+fn misspelt_fields_are_refused_with_the_nearest_known_name() {
+    assert_eq!(
+        load_error(&manifest("      startingOffset: earliest\n", "")),
+        format!(
+            "{SCHEMA_HEADER}\n  line 9: spec.source.kafka.startingOffset: unknown field; did you mean startingOffsets?"
+        )
+    );
+    let text = manifest(
+        "      maxOffsetPerTrigger: 100\n",
+        "  trigger: {procesingTime: 10s}\n",
+    )
+    .replace("      schema:\n", "      onErorr: fail\n      schema:\n")
+    .replace(
+        "metadata: {name: sensors,",
+        "metadata: {nmae: x, name: sensors,",
+    );
+    assert_eq!(
+        load_error(&text),
+        format!(
+            "{SCHEMA_HEADER}\n  \
+             line 3: metadata.nmae: unknown field; did you mean name?\n  \
+             line 9: spec.source.kafka.maxOffsetPerTrigger: unknown field; did you mean maxOffsetsPerTrigger?\n  \
+             line 12: spec.format.json.onErorr: unknown field; did you mean onError?\n  \
+             line 18: spec.trigger.procesingTime: unknown field; did you mean processingTime?"
+        )
+    );
+    // Spark's option names, where Tributary has its own field.
+    assert_eq!(
+        load_error(&manifest("      kafka.bootstrap.servers: b:9092\n", "")),
+        format!(
+            "{SCHEMA_HEADER}\n  line 9: spec.source.kafka.kafka.bootstrap.servers: unknown field; did you mean bootstrapServers?"
+        )
+    );
+    // Nothing near: the known names are listed.
+    assert_eq!(
+        load_error(&manifest("", "  workr: {}\n  x: 1\n")),
+        format!(
+            "{SCHEMA_HEADER}\n  \
+             line 16: spec.workr: unknown field; did you mean worker?\n  \
+             line 17: spec.x: unknown field (known fields here: checkpoint, format, metadataColumns, replicas, schedule, sink, source, suspend, trigger, worker)"
+        )
+    );
+    // Inside Kubernetes' own types too.
+    assert_eq!(
+        load_error(&manifest(
+            "",
+            "  worker:\n    resources: {limit: {cpu: 1}}\n    env: [{name: A, vaule: b}]\n"
+        )),
+        format!(
+            "{SCHEMA_HEADER}\n  \
+             line 17: spec.worker.resources.limit: unknown field; did you mean limits?\n  \
+             line 18: spec.worker.env[0].vaule: unknown field; did you mean value?"
+        )
+    );
+}
+
+#[test]
+fn event_hubs_fields_are_checked_through_the_shared_read_options() {
+    let text = MANIFEST.replace(
+        "    kafka:\n      bootstrapServers: 127.0.0.1:9092\n      subscribe: [sensor-readings]\n",
+        "    eventHubs:\n      namespace: contoso\n      eventHub: sensor-readings\n      connectionString: {secretKeyRef: {name: eh, key: cs}}\n      failOnDataloss: false\n",
+    );
+    assert_eq!(
+        load_error(&text),
+        format!(
+            "{SCHEMA_HEADER}\n  line 10: spec.source.eventHubs.failOnDataloss: unknown field; did you mean failOnDataLoss?"
+        )
+    );
+}
+
+#[test]
+fn values_of_the_wrong_type_or_out_of_bounds_are_refused_with_their_field() {
+    assert_eq!(
+        load_error(&manifest(
+            "      maxOffsetsPerTrigger: 99999999999999999999\n      options: {fetch.max.bytes: 1048576}\n",
+            "  replicas: 5000\n  suspend: \"yes\"\n"
+        )),
+        format!(
+            "{SCHEMA_HEADER}\n  \
+             line 9: spec.source.kafka.maxOffsetsPerTrigger: must be at most 9007199254740991, not 1e20\n  \
+             line 10: spec.source.kafka.options[fetch.max.bytes]: must be a string, not an integer (put the value in quotes)\n  \
+             line 18: spec.replicas: must be at most 1000, not 5000\n  \
+             line 19: spec.suspend: must be a boolean (true or false), not a string"
+        )
+    );
+    assert_eq!(
+        load_error(&MANIFEST.replace("subscribe: [sensor-readings]", "subscribe: sensor-readings")),
+        format!(
+            "{SCHEMA_HEADER}\n  line 8: spec.source.kafka.subscribe: must be a list, not a string"
+        )
+    );
+    assert_eq!(
+        load_error(&MANIFEST.replace("      schema:\n", "      onError: faill\n      schema:\n")),
+        format!(
+            "{SCHEMA_HEADER}\n  line 11: spec.format.json.onError: \"faill\" is not one of rescue, deadLetter, fail; did you mean fail?"
+        )
+    );
+}
+
+#[test]
+fn durations_out_of_bounds_are_refused_not_panicking_or_wrapping() {
+    for (interval, shown) in [
+        ("99999999999999999999h", "99999999999999999999h"),
+        ("18446744073709551615 days", "18446744073709551615 days"),
+        ("213503982334602 days", "213503982334602 days"),
+        ("25h", "25h"),
+    ] {
+        let text = manifest(
+            "",
+            &format!("  trigger: {{processingTime: \"{interval}\"}}\n"),
+        );
+        assert_eq!(
+            load_error(&text),
+            format!(
+                "m.yaml: StreamingIngestion sensors is invalid: spec.trigger.processingTime: processingTime must be at most 24h (\"1 day\"); for rarer runs use trigger {{availableNow: true}} with a spec.schedule, not \"{shown}\""
+            )
+        );
+    }
+    let text = manifest("", "  trigger: {processingTime: 1 day}\n");
+    let loaded = tributary_crds::manifest::load_str(&text, "m.yaml").expect("a day is allowed");
+    assert_eq!(
+        loaded[0].spec.trigger_kind(),
+        Ok(tributary_crds::TriggerKind::ProcessingTime(
+            std::time::Duration::from_secs(86_400)
+        ))
+    );
+}
+
+#[test]
+fn numbers_are_bounded_in_validation() {
+    expect(
+        |v| v["spec"]["source"]["kafka"]["maxOffsetsPerTrigger"] = json!(i64::MAX),
+        &[
+            "spec.source.kafka.maxOffsetsPerTrigger: must be at most 9007199254740991, not 9223372036854775807",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["source"]["kafka"]["startingOffsets"] =
+                json!(r#"{"sensor-readings":{"0":9223372036854775807}}"#)
+        },
+        &[
+            "spec.source.kafka.startingOffsets: offset 9223372036854775807 for sensor-readings-0 is above 9007199254740991, the largest offset a spec may name",
+        ],
+    );
+    expect(
+        |v| v["spec"]["replicas"] = json!(1001),
+        &["spec.replicas: must be at most 1000, not 1001"],
+    );
+    expect(
+        |v| v["spec"]["replicas"] = json!(-1),
+        &["spec.replicas: must be at least 0, not -1"],
+    );
+    expect(
+        |v| {
+            v["spec"]["sink"]["delta"]["targetFileSize"] = json!(i64::MAX);
+            v["spec"]["sink"]["delta"]["checkpointInterval"] = json!(0);
+            v["spec"]["worker"] = json!({"metricsPort": 80});
+        },
+        &[
+            "spec.sink.delta.targetFileSize: must be at most 4294967296, not 9223372036854775807",
+            "spec.sink.delta.checkpointInterval: must be at least 1, not 0",
+            "spec.worker.metricsPort: must be at least 1024, not 80",
+        ],
+    );
+}
+
+#[test]
+fn credentials_in_options_are_refused_with_the_secret_options_form_and_never_shown() {
+    let text = manifest(
+        "      options:\n        kafka.sasl.jaas.config: 'org.apache.kafka.common.security.plain.PlainLoginModule required username=\"u\" password=\"hunter2\";'\n        ssl.key.password: hunter2\n        sasl.oauthbearer.config: clientSecret=hunter2\n",
+        "",
+    );
+    let error = load_error(&text);
+    assert_eq!(
+        error,
+        "m.yaml: StreamingIngestion sensors is invalid: \
+         spec.source.kafka.options[kafka.sasl.jaas.config]: carries a credential, which must never be written in options (it would be stored and shown in plain text); sasl.jaas.config is the Java client's; librdkafka takes the user in options and the password from a Secret: options: {sasl.username: <user>} and secretOptions: {sasl.password: {secretKeyRef: {name: <secret>, key: <key>}}}; \
+         spec.source.kafka.options[sasl.oauthbearer.config]: carries a credential, which must never be written in options (it would be stored and shown in plain text); read it from a Secret instead: secretOptions: {sasl.oauthbearer.config: {secretKeyRef: {name: <secret>, key: <key>}}}; \
+         spec.source.kafka.options[ssl.key.password]: carries a credential, which must never be written in options (it would be stored and shown in plain text); read it from a Secret instead: secretOptions: {ssl.key.password: {secretKeyRef: {name: <secret>, key: <key>}}}"
+    );
+    assert!(!error.contains("hunter2"), "{error}");
+
+    let ingestion: StreamingIngestion = serde_saphyr::from_str(&text).expect("parses");
+    let shown = format!("{ingestion:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(
+        shown.contains("\"ssl.key.password\": \"<redacted>\""),
+        "{shown}"
+    );
+
+    let hubs = MANIFEST.replace(
+        "    kafka:\n      bootstrapServers: 127.0.0.1:9092\n      subscribe: [sensor-readings]\n",
+        "    eventHubs:\n      namespace: contoso\n      eventHub: sensor-readings\n      connectionString: {secretKeyRef: {name: eh, key: cs}}\n      options: {sasl.password: hunter2}\n",
+    );
+    assert_eq!(
+        load_error(&hubs),
+        "m.yaml: StreamingIngestion sensors is invalid: spec.source.eventHubs.options[sasl.password]: carries a credential, which must never be written in options (it would be stored and shown in plain text): Event Hubs signs in with the connection string from the Secret named in spec.source.eventHubs.connectionString.secretKeyRef"
+    );
+}
+
+#[test]
+fn oversized_and_deeply_nested_manifests_are_refused_at_once() {
+    let started = std::time::Instant::now();
+    let deep_flow = format!(
+        "{}\nx: {}{}\n",
+        MANIFEST,
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    assert_eq!(
+        load_error(&deep_flow.replace("\nx:", "\n---\nx:")),
+        "m.yaml: document 2, line 18: nests mappings and lists deeper than 32 levels; a StreamingIngestion needs about 12"
+    );
+    let oversized = MANIFEST.to_string() + &"#".repeat(1_000_001 - MANIFEST.len());
+    assert_eq!(
+        load_error(&oversized),
+        "m.yaml is more than 1000000 bytes; a manifest may hold at most 1,000,000 bytes: the operator hands it to the workers in a ConfigMap, which the API server limits to 1 MiB"
+    );
+    let deep_block: String = (0..1000)
+        .map(|i| format!("{}k:\n", " ".repeat(i)))
+        .collect();
+    assert_eq!(
+        load_error(&deep_block),
+        "m.yaml: document 1, line 33: nests mappings and lists deeper than 32 levels; a StreamingIngestion needs about 12"
+    );
+
+    // 11.5 MB read from a file stops at the bound.
+    let dir = std::env::temp_dir().join(format!("tributary-crds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let big = dir.join("big.yaml");
+    let padding = format!("# {}\n", "x".repeat(1000));
+    std::fs::write(&big, MANIFEST.to_string() + &padding.repeat(11_500)).expect("writes");
+    let error = tributary_crds::manifest::load_file(&big)
+        .expect_err("too large")
+        .to_string();
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(
+        error,
+        format!(
+            "{} is more than 1000000 bytes; a manifest may hold at most 1,000,000 bytes: the operator hands it to the workers in a ConfigMap, which the API server limits to 1 MiB",
+            big.display()
+        )
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "refusing took {:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn a_spec_too_large_for_the_workers_configmap_is_invalid() {
+    let mut value = base();
+    value["spec"]["format"]["json"]["schema"] = json!(
+        (0..1000)
+            .map(|i| json!({"name": format!("c{i}"), "type": "string", "description": "d".repeat(1100)}))
+            .collect::<Vec<_>>()
+    );
+    let found = problems(value);
+    assert!(
+        found.starts_with("spec: is 1") && found.ends_with(" bytes as the workers' manifest; a manifest may hold at most 1,000,000 bytes: the operator hands it to the workers in a ConfigMap, which the API server limits to 1 MiB"),
+        "{found}"
+    );
+}
+
+#[test]
+fn yaml_errors_name_the_line_and_the_field() {
+    assert_eq!(
+        load_error(&manifest("      subscribe: [again]\n", "")),
+        "m.yaml: document 1, line 9: duplicate mapping key `subscribe` is not allowed here"
+    );
+    assert_eq!(
+        load_error(
+            &("a: 1\n---\n".to_string()
+                + &MANIFEST.replace(
+                    "kind: StreamingIngestion",
+                    "kind: StreamingIngestion\n  bad indent: x"
+                ))
+        ),
+        "m.yaml: document 2, line 5: mapping values are not allowed in this context"
+    );
+    assert_eq!(
+        load_error(&MANIFEST.replace("v1alpha1", "v1")),
+        "m.yaml: document 1 is a StreamingIngestion of apiVersion tributary.dev/v1, which this version of Tributary does not know (use tributary.dev/v1alpha1)"
+    );
+}
+
+// ---- nothing a user writes panics ----------------------------------------------------------
+
+mod never_panics {
+    use proptest::prelude::*;
+    use serde_json::json;
+    use tributary_crds::{StreamingIngestion, parse_duration, validate};
+
+    use super::{MANIFEST, base};
+
+    fn durations() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[0-9.]{0,40}(ms|s|m|h)?([0-9.]{0,25}(ms|s|m|h))?",
+            "[0-9]{0,30} ?(milliseconds?|seconds?|minutes?|hours?|days?)",
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn the_duration_parser_never_panics_and_keeps_its_bound(text in durations()) {
+            if let Ok(duration) = parse_duration(&text) {
+                prop_assert!(duration <= tributary_crds::limits::MAX_PROCESSING_TIME);
+            }
+        }
+
+        #[test]
+        fn validate_never_panics(
+            interval in durations(),
+            max_offsets in any::<i64>(),
+            replicas in any::<i32>(),
+            file_size in any::<i64>(),
+            interval_commits in any::<i32>(),
+            port in any::<i32>(),
+            offset in any::<i64>(),
+            partition in any::<i32>(),
+            text in any::<String>(),
+            option in "[a-z._]{0,24}",
+        ) {
+            let mut value = base();
+            value["spec"]["trigger"] = json!({"processingTime": interval});
+            value["spec"]["replicas"] = json!(replicas);
+            value["spec"]["worker"] = json!({"metricsPort": port, "image": text.clone()});
+            let kafka = &mut value["spec"]["source"]["kafka"];
+            kafka["maxOffsetsPerTrigger"] = json!(max_offsets);
+            kafka["startingOffsets"] =
+                json!(format!("{{\"sensor-readings\":{{\"{partition}\":{offset}}}}}"));
+            kafka["options"] = json!({option: text.clone()});
+            kafka["subscribePattern"] = json!(text.clone());
+            let delta = &mut value["spec"]["sink"]["delta"];
+            delta["targetFileSize"] = json!(file_size);
+            delta["checkpointInterval"] = json!(interval_commits);
+            delta["partitionBy"] = json!([text.clone()]);
+            value["spec"]["format"]["json"]["schema"][0]["type"] = json!(text.clone());
+            value["spec"]["schedule"] = json!(text.clone());
+            value["spec"]["checkpoint"]["location"] = json!(text);
+            let ingestion: StreamingIngestion =
+                serde_json::from_value(value).expect("the shape is right");
+            let _ = validate(&ingestion);
+            let _ = ingestion.spec.trigger_kind();
+        }
+
+        #[test]
+        fn loading_never_panics(text in any::<String>(), at in 0usize..700) {
+            let _ = tributary_crds::manifest::load_str(&text, "fuzz.yaml");
+            let mut cut = at.min(MANIFEST.len());
+            while !MANIFEST.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            let spliced = format!("{}{}{}", &MANIFEST[..cut], text, &MANIFEST[cut..]);
+            let _ = tributary_crds::manifest::load_str(&spliced, "fuzz.yaml");
+        }
+    }
 }

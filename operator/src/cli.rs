@@ -25,7 +25,7 @@ pub enum Command {
     /// Print, as YAML, every object the controller would apply for the StreamingIngestions in FILE.
     Render {
         /// A manifest file (several documents; other kinds are skipped).
-        #[arg(short = 'f', long = "filename")]
+        #[arg(short = 'f', long = "filename", visible_alias = "file")]
         file: PathBuf,
         #[arg(long, env = "TRIBUTARY_WORKER_IMAGE", default_value = DEFAULT_WORKER_IMAGE)]
         worker_image: String,

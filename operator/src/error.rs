@@ -9,7 +9,7 @@ pub enum Error {
     #[error("cannot render {what} as YAML: {source}")]
     RenderYaml {
         what: String,
-        source: serde_yaml::Error,
+        source: serde_saphyr::SerializeError,
     },
     #[error("cannot serialise {what}: {source}")]
     Serialize {
@@ -20,19 +20,19 @@ pub enum Error {
     MissingMetadata(&'static str),
     #[error("cannot read Secret {name}: {source}")]
     ReadSecret { name: String, source: kube::Error },
-    #[error("cannot list StreamingIngestions in {namespace}: {source}")]
-    ListIngestions {
-        namespace: String,
-        source: kube::Error,
-    },
     #[error("cannot apply {kind} {name}: {source}")]
     Apply {
         kind: String,
         name: String,
         source: kube::Error,
     },
-    #[error("cannot list {kind}: {source}")]
-    List { kind: String, source: kube::Error },
+    #[error(
+        "the cache of {kind} objects did not fill within {waited:?}: can the operator list and watch them (its ClusterRole)?"
+    )]
+    CacheNotReady {
+        kind: &'static str,
+        waited: std::time::Duration,
+    },
     #[error("cannot delete {kind} {name}: {source}")]
     Delete {
         kind: String,
@@ -47,11 +47,8 @@ pub enum Error {
     LeaderElection { name: String, source: kube::Error },
     #[error("leadership of Lease {0} was lost")]
     LeadershipLost(String),
-    #[error("cannot serve metrics on {addr}: {source}")]
-    ServeMetrics {
-        addr: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Http(#[from] tributary_http::Error),
     #[error("invalid setting {name}: {message}")]
     Setting { name: &'static str, message: String },
 }
@@ -65,15 +62,14 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::MissingMetadata(_) => "missing_metadata",
             Error::ReadSecret { .. } => "read_secret",
-            Error::ListIngestions { .. } => "list_ingestions",
             Error::Apply { .. } => "apply",
-            Error::List { .. } => "list",
+            Error::CacheNotReady { .. } => "cache_not_ready",
             Error::Delete { .. } => "delete",
             Error::PatchStatus { .. } => "patch_status",
             Error::Client(_) => "client",
             Error::LeaderElection { .. } => "leader_election",
             Error::LeadershipLost(_) => "leadership_lost",
-            Error::ServeMetrics { .. } => "serve_metrics",
+            Error::Http(_) => "http",
             Error::Setting { .. } => "setting",
         }
     }

@@ -2,6 +2,15 @@
 //! reconcile at once: the leader renews the Lease; a standby takes it over only after it
 //! expired. Losing it ends the process (the pod restarts as a standby) rather than risking
 //! two writers.
+//!
+//! Every write of the Lease is a `replace` carrying the `resourceVersion` that was read, as
+//! client-go's leader election does: of two replicas that act on the same reading (a standby
+//! taking over an expired Lease while the late leader renews it), exactly one succeeds and the
+//! other sees a conflict. The `kube-lease-manager` crate was weighed for this and not taken:
+//! it takes over an expired Lease with a strategic-merge patch that carries no
+//! `resourceVersion` (so a late renewal is overwritten and the old leader learns it lost only
+//! at its next renewal, both leading meanwhile), and its watch channel keeps reporting
+//! leadership while renewals fail.
 
 use std::time::Duration;
 
@@ -20,6 +29,9 @@ pub const LEASE_NAME: &str = "tributary-operator";
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
 /// How often the leader renews, and a standby retries.
 pub const RENEW_PERIOD: Duration = Duration::from_secs(5);
+/// A leader that could not renew for this long steps down. Shorter than [`LEASE_DURATION`], so
+/// it stops before a standby may take the Lease over.
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
 
 /// What to do with the Lease as it is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -143,8 +155,8 @@ impl LeaderElector {
         }
     }
 
-    /// Renews until the Lease is lost (another holder, or no successful renewal for a whole
-    /// lease duration); then returns the error that ends the process.
+    /// Renews until the Lease is lost (another holder, or no successful renewal within
+    /// [`RENEW_DEADLINE`]); then returns the error that ends the process.
     pub async fn keep(&self) -> Error {
         let mut last_renewal = tokio::time::Instant::now();
         loop {
@@ -154,7 +166,7 @@ impl LeaderElector {
                 Ok(false) => return Error::LeadershipLost(LEASE_NAME.to_string()),
                 Err(error) => {
                     warn!(%error, "cannot renew the Lease");
-                    if last_renewal.elapsed() >= LEASE_DURATION {
+                    if last_renewal.elapsed() >= RENEW_DEADLINE {
                         return Error::LeadershipLost(LEASE_NAME.to_string());
                     }
                 }

@@ -1,10 +1,13 @@
 //! tributary-operator: reconciles StreamingIngestion into Deployments, Jobs and CronJobs.
 //!
 //! A pure core ([`resources`], [`status`], [`checkpoint`]) computes what should exist and what
-//! the status says; [`reconcile`] is the thin edge that reads and writes the API.
+//! the status says; [`reconcile`] is the thin edge that reads the caches and writes the API;
+//! [`controller`] runs the watches that trigger it and fill its [`cache`].
 
+pub mod cache;
 pub mod checkpoint;
 pub mod cli;
+pub mod controller;
 pub mod error;
 pub mod leader;
 pub mod metrics;

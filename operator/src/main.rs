@@ -7,10 +7,10 @@ use std::sync::Arc;
 use clap::Parser;
 use tracing::{error, info};
 use tributary_operator::cli::{Cli, Command, RunArgs};
+use tributary_operator::controller;
 use tributary_operator::error::Error;
 use tributary_operator::leader::LeaderElector;
-use tributary_operator::metrics::{self, Metrics};
-use tributary_operator::reconcile::{self, Context};
+use tributary_operator::metrics::Metrics;
 use tributary_operator::render;
 use tributary_operator::resources::Settings;
 
@@ -52,8 +52,8 @@ fn main() -> ExitCode {
 async fn run(args: RunArgs) -> Result<(), Error> {
     let namespaces = args.namespaces();
     let metrics = Arc::new(Metrics::new());
-    let listener = metrics::bind(args.metrics_addr).await?;
-    let server = tokio::spawn(metrics::serve(listener, metrics.clone()));
+    let endpoint = tributary_http::Server::bind(args.metrics_addr).await?;
+    let server = tokio::spawn(endpoint.serve(metrics.clone()));
     let client = kube::Client::try_default().await.map_err(Error::Client)?;
 
     let elector = if args.leader_election {
@@ -84,14 +84,14 @@ async fn run(args: RunArgs) -> Result<(), Error> {
         worker_image_pull_policy: args.worker_image_pull_policy,
     };
     info!(image = %settings.worker_image, namespaces = ?namespaces, "starting the controller");
-    let ctx = Arc::new(Context::new(client, settings, metrics));
+    let controllers = controller::run(client, settings, metrics, namespaces);
     let outcome = match &elector {
         Some(elector) => tokio::select! {
-            _ = reconcile::run(ctx, namespaces) => Ok(()),
+            _ = controllers => Ok(()),
             lost = elector.keep() => Err(lost),
         },
         None => {
-            reconcile::run(ctx, namespaces).await;
+            controllers.await;
             Ok(())
         }
     };

@@ -1,25 +1,14 @@
-//! Prometheus metrics and the operator's own HTTP endpoint: /metrics, /healthz, /readyz.
+//! The controller's Prometheus metrics and its readiness, served by `tributary-http` on
+//! /metrics, /healthz and /readyz.
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tracing::{debug, info};
 
 use crate::error::Error;
 
@@ -97,88 +86,19 @@ impl Metrics {
     }
 }
 
-/// Answers one request.
-pub fn respond(
-    metrics: &Metrics,
-    method: &Method,
-    path: &str,
-) -> (StatusCode, &'static str, String) {
-    if method != Method::GET {
-        return (
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain",
-            "GET only\n".into(),
-        );
+impl tributary_http::Probe for Metrics {
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
-    match path {
-        "/metrics" => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
-        "/readyz" if metrics.ready.load(Ordering::SeqCst) => {
-            (StatusCode::OK, "text/plain", "ready\n".into())
+
+    /// Ready once the process serves: a standby replica waiting for the Lease is ready too,
+    /// so readiness never blocks a rollout of the operator's own Deployment.
+    fn readiness(&self) -> Result<(), String> {
+        if self.ready.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err("the controller is starting".into())
         }
-        "/readyz" => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "starting\n".into(),
-        ),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
-    }
-}
-
-async fn handle(
-    metrics: Arc<Metrics>,
-    request: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let (status, content_type, body) = respond(&metrics, request.method(), request.uri().path());
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    Ok(response)
-}
-
-/// Binds the endpoint (so a bad address fails at start, not later).
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, Error> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::ServeMetrics {
-            addr: addr.to_string(),
-            source,
-        })
-}
-
-/// Serves /metrics, /healthz and /readyz until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) -> Result<(), Error> {
-    let addr = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    info!(%addr, "serving /metrics, /healthz and /readyz");
-    loop {
-        let (stream, _) = listener
-            .accept()
-            .await
-            .map_err(|source| Error::ServeMetrics {
-                addr: addr.clone(),
-                source,
-            })?;
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| handle(metrics.clone(), request));
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%error, "metrics connection");
-            }
-        });
     }
 }
 
@@ -209,55 +129,47 @@ mod tests {
         );
     }
 
-    #[test]
-    fn readyz_waits_for_the_controller() {
-        let metrics = Metrics::new();
-        assert_eq!(
-            respond(&metrics, &Method::GET, "/healthz").0,
-            StatusCode::OK
-        );
-        assert_eq!(
-            respond(&metrics, &Method::GET, "/readyz").0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
-        metrics.set_ready();
-        assert_eq!(respond(&metrics, &Method::GET, "/readyz").0, StatusCode::OK);
-        assert_eq!(
-            respond(&metrics, &Method::GET, "/nope").0,
-            StatusCode::NOT_FOUND
-        );
-        assert_eq!(
-            respond(&metrics, &Method::POST, "/metrics").0,
-            StatusCode::METHOD_NOT_ALLOWED
-        );
-    }
-
     #[tokio::test]
-    async fn the_endpoint_answers_over_http() {
-        let listener = bind("127.0.0.1:0".parse().expect("addr"))
+    async fn the_endpoint_serves_the_metrics_and_readiness_over_http() {
+        use std::sync::Arc;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        async fn get(addr: std::net::SocketAddr, path: &str) -> String {
+            let mut stream = tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("connects");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.expect("writes");
+            let mut response = String::new();
+            tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
+                .await
+                .expect("answers in time")
+                .expect("reads");
+            response
+        }
+
+        let server = tributary_http::Server::bind("127.0.0.1:0".parse().expect("addr"))
             .await
             .expect("binds");
-        let addr = listener.local_addr().expect("addr");
+        let addr = server.local_addr();
         let metrics = Arc::new(Metrics::new());
-        let server = tokio::spawn(serve(listener, metrics));
-        let mut stream = tokio::net::TcpStream::connect(addr)
-            .await
-            .expect("connects");
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("writes");
-        let mut response = String::new();
-        tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut response))
-            .await
-            .expect("answers in time")
-            .expect("reads");
+        metrics.observe(Duration::from_millis(5), None);
+        let serving = tokio::spawn(server.serve(metrics.clone()));
+        let response = get(addr, "/metrics").await;
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(
-            response.contains("tributary_operator_reconciles_total"),
+            response.contains("tributary_operator_reconciles_total 1"),
             "{response}"
         );
-        server.abort();
+        let starting = get(addr, "/readyz").await;
+        assert!(starting.starts_with("HTTP/1.1 503"), "{starting}");
+        assert!(
+            starting.contains("the controller is starting"),
+            "{starting}"
+        );
+        metrics.set_ready();
+        assert!(get(addr, "/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(get(addr, "/healthz").await.starts_with("HTTP/1.1 200"));
+        serving.abort();
     }
 }

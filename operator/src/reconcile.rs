@@ -1,33 +1,39 @@
-//! The controller: a staged reconcile of one StreamingIngestion.
+//! The reconcile of one StreamingIngestion, in stages:
 //!
-//! read -> validate (nothing touches the API before it passes) -> referenced Secrets exist ->
-//! checkpoint not used by an older ingestion -> build (pure) -> apply (server-side, one field
-//! manager) -> delete workloads of another kind -> status (only when it changed) -> events.
+//! 1. validate the spec on its own (pure: an invalid spec touches nothing but the status);
+//! 2. dereference: whether the referenced Secrets exist (a metadata GET each: their values are
+//!    never read) and, from the caches, the namespace's other ingestions, this ingestion's
+//!    workloads and its worker pods;
+//! 3. validate against what was dereferenced (pure: missing Secrets, a checkpoint an older
+//!    ingestion owns);
+//! 4. build every object (pure, [`resources`]);
+//! 5. apply them (server-side, one field manager), workload last;
+//! 6. remove workloads of another kind, or of an earlier run;
+//! 7. status (pure [`status`], written only when it changed) and events.
 
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
-use kube::runtime::controller::{self, Action, Controller};
+use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
-use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{Instrument, info, info_span, warn};
-use tributary_crds::conditions::{field_managers, reasons, types};
-use tributary_crds::pod::LABEL_INGESTION;
+use tributary_crds::conditions::{Status, field_managers, reasons, types};
 use tributary_crds::{StreamingIngestion, StreamingIngestionStatus};
 
+use crate::cache::{Cache, Workloads};
 use crate::checkpoint::conflicting_owner;
 use crate::error::{Error, Result};
 use crate::metrics::Metrics;
@@ -35,31 +41,32 @@ use crate::resources::pod::referenced_secrets;
 use crate::resources::{self, Desired, Identity, Settings, Workload};
 use crate::status::{self, Blocker, Observation, ObservedJob, ObservedWorkload};
 
-/// Requeue while something is changing (rollouts, runs, crash loops): pods are not watched, so
-/// this is how a crash loop or a finished rollout reaches the status.
+/// Requeue while something is changing (rollouts, runs, crash loops). Pods and workloads are
+/// watched, so changes reach the status at once; this only refreshes what nothing announces
+/// (the time a rollout takes, the workers' aggregates).
 pub const REQUEUE_ACTIVE: Duration = Duration::from_secs(30);
 /// Requeue when all is quiet: refreshes the workers' aggregates.
 pub const REQUEUE_QUIET: Duration = Duration::from_secs(300);
 /// First retry after an error; doubles per consecutive failure of the same object.
 pub const BACKOFF_BASE: Duration = Duration::from_secs(5);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(300);
-/// Triggers of one object within this window make one reconcile.
-pub const DEBOUNCE: Duration = Duration::from_secs(2);
-/// Reconciles running at once.
-pub const CONCURRENCY: u16 = 8;
+/// How long a reconcile waits for the caches' first complete lists before it fails (and is
+/// retried with back-off).
+pub const CACHE_WAIT: Duration = Duration::from_secs(30);
 
-/// What every reconcile shares.
+/// What every reconcile of one watched scope shares.
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    pub cache: Cache,
     /// Consecutive failures per object (namespace/name), for the per-object back-off.
     failures: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>) -> Context {
+    pub fn new(client: Client, settings: Settings, metrics: Arc<Metrics>, cache: Cache) -> Context {
         let reporter = Reporter {
             controller: field_managers::OPERATOR.to_string(),
             instance: std::env::var("POD_NAME").ok(),
@@ -69,6 +76,7 @@ impl Context {
             client,
             settings,
             metrics,
+            cache,
             failures: Mutex::new(HashMap::new()),
         }
     }
@@ -136,67 +144,42 @@ async fn reconcile_inner(ingestion: &StreamingIngestion, ctx: &Context) -> Resul
     }
     let id = Identity::of(ingestion)?;
 
-    // Stage 1: validate. An invalid spec touches nothing but the status.
+    // Stage 1: the spec on its own.
     if let Err(errors) = tributary_crds::validate(ingestion) {
-        return finish_blocked(
-            ingestion,
-            ctx,
-            &id,
-            Blocker::InvalidSpec(errors.to_string()),
-            &[],
-        )
-        .await;
+        let blocker = Blocker::InvalidSpec(errors.to_string());
+        return finish(ingestion, ctx, &id, Some(blocker), Observed::default()).await;
     }
 
-    // Stage 2: referenced Secrets exist (never read their values: only whether they exist).
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &id.namespace);
-    let mut missing = Vec::new();
-    for name in referenced_secrets(ingestion).into_keys() {
-        let found = secrets
-            .get_metadata_opt(&name)
-            .await
-            .map_err(|source| Error::ReadSecret {
-                name: name.clone(),
-                source,
-            })?;
-        if found.is_none() {
-            missing.push(name);
+    // Stage 2: what the spec refers to, and what exists.
+    let world = dereference(ingestion, ctx, &id).await?;
+
+    // Stage 3: the spec against what exists.
+    match check(ingestion, &world) {
+        Some(blocker @ Blocker::CheckpointInUse(_)) => {
+            // Two writers must never share a checkpoint: remove any workload this one has.
+            let plan = stale_workloads(&world.workloads, ingestion, &id, None);
+            let deleted = delete_workloads(ctx, &id, &plan.delete).await?;
+            let observed = Observed {
+                deleted,
+                ..Observed::default()
+            };
+            return finish(ingestion, ctx, &id, Some(blocker), observed).await;
         }
-    }
-    if !missing.is_empty() {
-        return finish_blocked(ingestion, ctx, &id, Blocker::SecretsMissing(missing), &[]).await;
-    }
-
-    // Stage 3: the checkpoint is ours.
-    let ingestions: Api<StreamingIngestion> = Api::namespaced(ctx.client.clone(), &id.namespace);
-    let others = ingestions
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::ListIngestions {
-            namespace: id.namespace.clone(),
-            source,
-        })?;
-    if let Some(owner) = conflicting_owner(ingestion, &others.items) {
-        // Two writers must never share a checkpoint: remove any workload this one has.
-        let deleted = delete_stale_workloads(ingestion, ctx, &id, None)
-            .await?
-            .deleted;
-        return finish_blocked(
-            ingestion,
-            ctx,
-            &id,
-            Blocker::CheckpointInUse(owner),
-            &deleted,
-        )
-        .await;
+        Some(blocker) => {
+            return finish(ingestion, ctx, &id, Some(blocker), Observed::default()).await;
+        }
+        None => {}
     }
 
-    // Stage 4: build and apply.
+    // Stage 4: build.
     let desired = resources::build(ingestion, &ctx.settings)?;
+
+    // Stage 5: apply.
     let applied = apply_all(ctx, &id, &desired).await?;
 
-    // Stage 5: remove workloads of a kind (or a Job of a run) that no longer applies.
-    let stale = delete_stale_workloads(ingestion, ctx, &id, desired.workload.as_ref()).await?;
+    // Stage 6: remove workloads of a kind (or a Job of a run) that no longer applies.
+    let plan = stale_workloads(&world.workloads, ingestion, &id, desired.workload.as_ref());
+    let deleted = delete_workloads(ctx, &id, &plan.delete).await?;
     let workload = match applied {
         Applied::None => ObservedWorkload::None,
         Applied::Deployment(d) => ObservedWorkload::Deployment {
@@ -211,22 +194,181 @@ async fn reconcile_inner(ingestion: &StreamingIngestion, ctx: &Context) -> Resul
         Applied::CronJob(c) => ObservedWorkload::CronJob {
             name: c.name_any(),
             status: c.status,
-            last_job: stale.last_cron_run,
+            last_job: plan.last_cron_run,
         },
     };
 
-    // Stage 6: the worker pods, for crash loops, scheduling and the workers' aggregates.
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &id.namespace);
-    let pods = pods
-        .list(&ListParams::default().labels(&resources::selector_string(&id.name)))
-        .await
-        .map_err(|source| Error::List {
-            kind: "Pod".into(),
+    // Stage 7: status.
+    prune_worker_entries(ingestion, ctx, &id, &world.pods).await?;
+    let observed = Observed {
+        workload,
+        pods: world.pods,
+        deleted,
+    };
+    finish(ingestion, ctx, &id, None, observed).await
+}
+
+/// What stage 2 found.
+#[derive(Clone, Debug, Default)]
+pub struct World {
+    /// Referenced Secrets that do not exist.
+    pub missing_secrets: Vec<String>,
+    /// Every ingestion of the namespace (this one included).
+    pub ingestions: Vec<StreamingIngestion>,
+    /// Workloads carrying this ingestion's label.
+    pub workloads: Workloads,
+    /// This ingestion's worker pods.
+    pub pods: Vec<Pod>,
+}
+
+async fn dereference(
+    ingestion: &StreamingIngestion,
+    ctx: &Context,
+    id: &Identity,
+) -> Result<World> {
+    // Never cached: watching Secrets would need the right to read every Secret's value.
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &id.namespace);
+    let mut missing_secrets = Vec::new();
+    for name in referenced_secrets(ingestion).into_keys() {
+        let found = secrets
+            .get_metadata_opt(&name)
+            .await
+            .map_err(|source| Error::ReadSecret {
+                name: name.clone(),
+                source,
+            })?;
+        if found.is_none() {
+            missing_secrets.push(name);
+        }
+    }
+    ctx.cache.wait_until_ready(CACHE_WAIT).await?;
+    Ok(World {
+        missing_secrets,
+        ingestions: ctx.cache.ingestions_in(&id.namespace),
+        workloads: ctx.cache.workloads_of(id),
+        pods: ctx.cache.worker_pods(id),
+    })
+}
+
+/// What stops the reconcile before anything is applied, judged from what exists.
+pub fn check(ingestion: &StreamingIngestion, world: &World) -> Option<Blocker> {
+    if !world.missing_secrets.is_empty() {
+        return Some(Blocker::SecretsMissing(world.missing_secrets.clone()));
+    }
+    conflicting_owner(ingestion, &world.ingestions).map(Blocker::CheckpointInUse)
+}
+
+/// Which cached workloads to delete, and the newest run of the ingestion's CronJob.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StalePlan {
+    /// (kind, name), in the order they are deleted.
+    pub delete: Vec<(&'static str, String)>,
+    pub last_cron_run: Option<ObservedJob>,
+}
+
+fn controlled_by(meta: &ObjectMeta, kind: &str, uid: Option<&str>, name: &str) -> bool {
+    meta.owner_references.iter().flatten().any(|o| {
+        o.controller == Some(true)
+            && o.kind == kind
+            && o.name == name
+            && uid.is_none_or(|uid| o.uid == uid)
+    })
+}
+
+/// The workloads this ingestion controls that are not `keep` (another kind after a trigger
+/// change, or the Job of an earlier run: a new generation or template is a new run, and the
+/// old one must not keep writing the same checkpoint). Objects already being deleted are left
+/// alone. Workloads that only carry our label, without our controller reference, are not ours.
+pub fn stale_workloads(
+    workloads: &Workloads,
+    ingestion: &StreamingIngestion,
+    id: &Identity,
+    keep: Option<&Workload>,
+) -> StalePlan {
+    let uid = ingestion.metadata.uid.as_deref();
+    let keep_kind = keep.map(Workload::kind);
+    let keep_name = keep.map(Workload::name);
+    let ours = |meta: &ObjectMeta| {
+        meta.deletion_timestamp.is_none()
+            && controlled_by(meta, "StreamingIngestion", uid, &id.name)
+    };
+    let mut plan = StalePlan::default();
+    if keep_kind != Some("Deployment") {
+        for d in workloads.deployments.iter().filter(|d| ours(&d.metadata)) {
+            plan.delete.push(("Deployment", d.name_any()));
+        }
+    }
+    if keep_kind != Some("CronJob") {
+        for c in workloads.cron_jobs.iter().filter(|c| ours(&c.metadata)) {
+            plan.delete.push(("CronJob", c.name_any()));
+        }
+    }
+    let mut last_cron_run: Option<&Job> = None;
+    for j in &workloads.jobs {
+        if ours(&j.metadata) {
+            let keep_this = keep_kind == Some("Job") && keep_name.as_deref() == Some(&j.name_any());
+            if !keep_this {
+                plan.delete.push(("Job", j.name_any()));
+            }
+        } else if keep_kind == Some("CronJob")
+            && controlled_by(&j.metadata, "CronJob", None, &id.name)
+        {
+            let newer = last_cron_run.is_none_or(|best| {
+                j.metadata.creation_timestamp.as_ref().map(|t| t.0)
+                    > best.metadata.creation_timestamp.as_ref().map(|t| t.0)
+            });
+            if newer {
+                last_cron_run = Some(j);
+            }
+        }
+    }
+    plan.last_cron_run = last_cron_run.map(|j| ObservedJob {
+        name: j.name_any(),
+        status: j.status.clone(),
+    });
+    plan
+}
+
+/// Deletes the planned workloads; returns "Kind name" of each one this call removed (one
+/// already gone, e.g. still in a lagging cache, is neither an error nor announced again).
+async fn delete_workloads(
+    ctx: &Context,
+    id: &Identity,
+    plan: &[(&'static str, String)],
+) -> Result<Vec<String>> {
+    let mut deleted = Vec::new();
+    for (kind, name) in plan {
+        let removed = match *kind {
+            "Deployment" => delete_named::<Deployment>(&ctx.client, id, name).await?,
+            "CronJob" => delete_named::<CronJob>(&ctx.client, id, name).await?,
+            _ => delete_named::<Job>(&ctx.client, id, name).await?,
+        };
+        if removed {
+            deleted.push(format!("{kind} {name}"));
+        }
+    }
+    Ok(deleted)
+}
+
+/// Deletes one object; false when it was already gone.
+async fn delete_named<K>(client: &Client, id: &Identity, name: &str) -> Result<bool>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + DeserializeOwned
+        + Clone
+        + Debug,
+{
+    let api: Api<K> = Api::namespaced(client.clone(), &id.namespace);
+    // Background propagation: a Job's or Deployment's pods go with it.
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(source) => Err(Error::Delete {
+            kind: K::kind(&()).to_string(),
+            name: name.to_string(),
             source,
-        })?
-        .items;
-    prune_worker_entries(ingestion, ctx, &id, &pods).await?;
-    finish(ingestion, ctx, &id, None, workload, &pods, &stale.deleted).await
+        }),
+    }
 }
 
 /// Removes the `status.workers` entries of pods that are gone (rolled, scaled down, finished),
@@ -316,143 +458,13 @@ async fn apply_all(ctx: &Context, id: &Identity, desired: &Desired) -> Result<Ap
     })
 }
 
-struct StaleOutcome {
-    /// "Kind name" of each deleted workload.
+/// What the status stage is given besides the blocker.
+#[derive(Clone, Debug, Default)]
+struct Observed {
+    workload: ObservedWorkload,
+    pods: Vec<Pod>,
+    /// "Kind name" of each workload this reconcile deleted.
     deleted: Vec<String>,
-    /// The newest Job started by this ingestion's CronJob.
-    last_cron_run: Option<ObservedJob>,
-}
-
-fn controlled_by(
-    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-    kind: &str,
-    uid: Option<&str>,
-    name: &str,
-) -> bool {
-    meta.owner_references.iter().flatten().any(|o| {
-        o.controller == Some(true)
-            && o.kind == kind
-            && o.name == name
-            && uid.is_none_or(|uid| o.uid == uid)
-    })
-}
-
-async fn list_labelled<K>(client: &Client, id: &Identity) -> Result<Vec<K>>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), &id.namespace);
-    let selector = format!("{LABEL_INGESTION}={}", id.name);
-    Ok(api
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(|source| Error::List {
-            kind: K::kind(&()).to_string(),
-            source,
-        })?
-        .items)
-}
-
-async fn delete_named<K>(client: &Client, id: &Identity, name: &str) -> Result<()>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + DeserializeOwned
-        + Clone
-        + Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), &id.namespace);
-    // Background propagation: a Job's or Deployment's pods go with it.
-    match api.delete(name, &DeleteParams::background()).await {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Delete {
-            kind: K::kind(&()).to_string(),
-            name: name.to_string(),
-            source,
-        }),
-    }
-}
-
-/// Deletes the workloads this ingestion controls that are not `keep`: another kind after a
-/// trigger change, or the Job of an earlier run (a new generation or template is a new run;
-/// the old one must not keep writing the same checkpoint).
-async fn delete_stale_workloads(
-    ingestion: &StreamingIngestion,
-    ctx: &Context,
-    id: &Identity,
-    keep: Option<&Workload>,
-) -> Result<StaleOutcome> {
-    let uid = ingestion.metadata.uid.as_deref();
-    let keep_kind = keep.map(Workload::kind);
-    let keep_name = keep.map(Workload::name);
-    let mut deleted = Vec::new();
-
-    if keep_kind != Some("Deployment") {
-        for d in list_labelled::<Deployment>(&ctx.client, id).await? {
-            if controlled_by(&d.metadata, "StreamingIngestion", uid, &id.name) {
-                delete_named::<Deployment>(&ctx.client, id, &d.name_any()).await?;
-                deleted.push(format!("Deployment {}", d.name_any()));
-            }
-        }
-    }
-    if keep_kind != Some("CronJob") {
-        for c in list_labelled::<CronJob>(&ctx.client, id).await? {
-            if controlled_by(&c.metadata, "StreamingIngestion", uid, &id.name) {
-                delete_named::<CronJob>(&ctx.client, id, &c.name_any()).await?;
-                deleted.push(format!("CronJob {}", c.name_any()));
-            }
-        }
-    }
-    let mut last_cron_run: Option<Job> = None;
-    for j in list_labelled::<Job>(&ctx.client, id).await? {
-        if controlled_by(&j.metadata, "StreamingIngestion", uid, &id.name) {
-            let keep_this = keep_kind == Some("Job") && keep_name.as_deref() == Some(&j.name_any());
-            if !keep_this {
-                delete_named::<Job>(&ctx.client, id, &j.name_any()).await?;
-                deleted.push(format!("Job {}", j.name_any()));
-            }
-        } else if keep_kind == Some("CronJob")
-            && controlled_by(&j.metadata, "CronJob", None, &id.name)
-        {
-            let newer = last_cron_run.as_ref().is_none_or(|best| {
-                j.metadata.creation_timestamp.as_ref().map(|t| t.0)
-                    > best.metadata.creation_timestamp.as_ref().map(|t| t.0)
-            });
-            if newer {
-                last_cron_run = Some(j);
-            }
-        }
-    }
-    Ok(StaleOutcome {
-        deleted,
-        last_cron_run: last_cron_run.map(|j| ObservedJob {
-            name: j.name_any(),
-            status: j.status,
-        }),
-    })
-}
-
-/// Ends a reconcile that a blocker stopped before any workload was applied: status only.
-async fn finish_blocked(
-    ingestion: &StreamingIngestion,
-    ctx: &Context,
-    id: &Identity,
-    blocker: Blocker,
-    deleted: &[String],
-) -> Result<Action> {
-    finish(
-        ingestion,
-        ctx,
-        id,
-        Some(blocker),
-        ObservedWorkload::None,
-        &[],
-        deleted,
-    )
-    .await
 }
 
 /// Writes the status when it changed, publishes events for the transitions, and decides when
@@ -462,15 +474,13 @@ async fn finish(
     ctx: &Context,
     id: &Identity,
     blocker: Option<Blocker>,
-    workload: ObservedWorkload,
-    pods: &[Pod],
-    deleted: &[String],
+    observed: Observed,
 ) -> Result<Action> {
     let computed = status::compute(&Observation {
         ingestion,
         blocker,
-        workload,
-        pods,
+        workload: observed.workload,
+        pods: &observed.pods,
         now: Timestamp::now(),
     });
     if status::needs_write(ingestion, &computed) {
@@ -493,7 +503,7 @@ async fn finish(
         info!(phase = ?computed.phase, "status written");
     }
     let reference = ingestion.object_ref(&());
-    for event in transitions(ingestion.status.as_ref(), &computed, deleted) {
+    for event in transitions(ingestion.status.as_ref(), &computed, &observed.deleted) {
         // Events are best effort: a refused event must not fail the reconcile.
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             warn!(%error, reason = %event.reason, "cannot publish event");
@@ -515,9 +525,13 @@ fn condition_status<'a>(
 
 /// When to look again: soon while something changes or is wrong, rarely when all is quiet.
 pub fn requeue_after(status: &StreamingIngestionStatus) -> Duration {
-    let busy = condition_status(status, types::PROGRESSING).is_some_and(|(s, _, _)| s == "True")
-        || condition_status(status, types::DEGRADED).is_some_and(|(s, _, _)| s != "False")
-        || condition_status(status, types::READY).is_some_and(|(s, _, _)| s == "Unknown");
+    let is = |type_, wanted: Status| {
+        condition_status(status, type_).is_some_and(|(s, _, _)| s == wanted.as_str())
+    };
+    let busy = is(types::PROGRESSING, Status::True)
+        || condition_status(status, types::DEGRADED)
+            .is_some_and(|(s, _, _)| s != Status::False.as_str())
+        || is(types::READY, Status::Unknown);
     if busy { REQUEUE_ACTIVE } else { REQUEUE_QUIET }
 }
 
@@ -611,62 +625,6 @@ pub fn transitions(
     events
 }
 
-/// Runs one controller per watched namespace (all namespaces when the list is empty) until
-/// SIGTERM or Ctrl-C.
-pub async fn run(ctx: Arc<Context>, namespaces: Vec<String>) {
-    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
-        vec![None]
-    } else {
-        namespaces.into_iter().map(Some).collect()
-    };
-    let controllers = scopes.into_iter().map(|scope| {
-        let client = ctx.client.clone();
-        fn api<K>(client: &Client, scope: &Option<String>) -> Api<K>
-        where
-            K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
-        {
-            match scope {
-                Some(ns) => Api::namespaced(client.clone(), ns),
-                None => Api::all(client.clone()),
-            }
-        }
-        // Only our own children: a cluster's other Deployments and Jobs are none of our business.
-        let owned = watcher::Config::default().labels(&format!(
-            "{}={}",
-            tributary_crds::pod::LABEL_MANAGED_BY,
-            field_managers::OPERATOR
-        ));
-        Controller::new(
-            api::<StreamingIngestion>(&client, &scope),
-            watcher::Config::default(),
-        )
-        .owns(api::<Deployment>(&client, &scope), owned.clone())
-        .owns(api::<Job>(&client, &scope), owned.clone())
-        .owns(api::<CronJob>(&client, &scope), owned.clone())
-        .owns(api::<ConfigMap>(&client, &scope), owned.clone())
-        .owns(api::<ServiceAccount>(&client, &scope), owned.clone())
-        .owns(api::<Role>(&client, &scope), owned.clone())
-        .owns(api::<RoleBinding>(&client, &scope), owned.clone())
-        .owns(api::<PersistentVolumeClaim>(&client, &scope), owned)
-        // Workers write their status entries often; coalesce the reconciles those writes
-        // trigger, and bound the API load of many ingestions.
-        .with_config(
-            controller::Config::default()
-                .debounce(DEBOUNCE)
-                .concurrency(CONCURRENCY),
-        )
-        .shutdown_on_signal()
-        .run(reconcile, error_policy, ctx.clone())
-        .for_each(|result| async move {
-            match result {
-                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
-                Err(error) => warn!(%error, "controller"),
-            }
-        })
-    });
-    futures::future::join_all(controllers).await;
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -745,6 +703,58 @@ mod tests {
         assert_eq!(
             requeue_after(&with_ready("Unknown", reasons::RECONCILING, "")),
             REQUEUE_ACTIVE
+        );
+    }
+
+    #[test]
+    fn stale_workloads_skip_objects_being_deleted_and_keep_the_current_kind() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+
+        let si = crate::resources::test_support::ingestion("");
+        let id = Identity::of(&si).expect("identity");
+        let owned = |name: &str, deleting: bool| ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("iot".into()),
+            owner_references: Some(vec![OwnerReference {
+                api_version: "tributary.dev/v1alpha1".into(),
+                kind: "StreamingIngestion".into(),
+                name: "sensors".into(),
+                uid: si.metadata.uid.clone().unwrap_or_default(),
+                controller: Some(true),
+                ..OwnerReference::default()
+            }]),
+            deletion_timestamp: deleting.then_some(Time(Timestamp::UNIX_EPOCH)),
+            ..ObjectMeta::default()
+        };
+        let workloads = Workloads {
+            deployments: vec![Deployment {
+                metadata: owned("sensors", false),
+                ..Deployment::default()
+            }],
+            jobs: vec![
+                Job {
+                    metadata: owned("sensors-1-old", true),
+                    ..Job::default()
+                },
+                Job {
+                    metadata: owned("sensors-2-older", false),
+                    ..Job::default()
+                },
+            ],
+            cron_jobs: vec![],
+        };
+        let desired = resources::build(&si, &Settings::default()).expect("builds");
+        // Continuous: the Deployment stays; the Job not yet being deleted goes.
+        let plan = stale_workloads(&workloads, &si, &id, desired.workload.as_ref());
+        assert_eq!(plan.delete, vec![("Job", "sensors-2-older".to_string())]);
+        // Blocked: everything of ours goes, except what is already going.
+        let plan = stale_workloads(&workloads, &si, &id, None);
+        assert_eq!(
+            plan.delete,
+            vec![
+                ("Deployment", "sensors".to_string()),
+                ("Job", "sensors-2-older".to_string())
+            ]
         );
     }
 }

@@ -44,7 +44,7 @@ pub fn render_file(path: &Path, settings: &Settings) -> Result<String> {
         let desired = resources::build(ingestion, settings)?;
         let name = ingestion.metadata.name.clone().unwrap_or_default();
         for (index, object) in objects(&desired)?.into_iter().enumerate() {
-            let text = serde_yaml::to_string(&object).map_err(|source| Error::RenderYaml {
+            let text = serde_saphyr::to_string(&object).map_err(|source| Error::RenderYaml {
                 what: format!("an object of {name}"),
                 source,
             })?;
@@ -64,7 +64,6 @@ pub fn render_file(path: &Path, settings: &Settings) -> Result<String> {
 mod tests {
     use std::path::PathBuf;
 
-    use serde::Deserialize;
     use tributary_crds::TriggerKind;
     use tributary_crds::pod::{ANNOTATION_CONFIG_HASH, CONFIG_FILE};
 
@@ -83,8 +82,9 @@ mod tests {
     }
 
     fn documents(text: &str) -> Vec<Value> {
-        serde_yaml::Deserializer::from_str(text)
-            .map(|doc| Value::deserialize(doc).expect("every document is YAML"))
+        serde_saphyr::from_multiple::<Value>(text)
+            .expect("every document is YAML")
+            .into_iter()
             .filter(|v| !v.is_null())
             .collect()
     }
@@ -236,6 +236,79 @@ mod tests {
                 assert!(docs.iter().all(|d| str_at(d, "/kind") != "Secret"));
             }
         }
+    }
+
+    /// Renders `text` from a file, expecting an error; returns its message.
+    fn render_error(text: &str) -> String {
+        let dir = tempfile_dir();
+        let file = dir.join("m.yaml");
+        std::fs::write(&file, text).expect("writes");
+        let error = render_file(&file, &Settings::default()).expect_err("refused");
+        std::fs::remove_dir_all(&dir).ok();
+        error
+            .to_string()
+            .replace(&file.display().to_string(), "m.yaml")
+    }
+
+    fn tempfile_dir() -> PathBuf {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "tributary-render-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        dir
+    }
+
+    const MANIFEST: &str = "\
+apiVersion: tributary.dev/v1alpha1
+kind: StreamingIngestion
+metadata: {name: sensors, namespace: iot}
+spec:
+  source:
+    kafka:
+      bootstrapServers: 127.0.0.1:9092
+      subscribe: [sensor-readings]
+  format: {json: {schema: [{name: device_id, type: string}]}}
+  sink: {delta: {uri: /lake/t, volume: {claimName: lake}}}
+  checkpoint: {location: /checkpoints/t, volume: {size: 1Gi}}
+";
+
+    #[test]
+    fn render_refuses_unknown_fields_like_kubectl_strict() {
+        let text = MANIFEST.replace(
+            "      subscribe:",
+            "      startingOffset: earliest\n      subscribe:",
+        );
+        assert_eq!(
+            render_error(&text),
+            "cannot read manifests: m.yaml: StreamingIngestion sensors does not match the API (the API server and kubectl apply --validate=strict refuse it too):\n  line 8: spec.source.kafka.startingOffset: unknown field; did you mean startingOffsets?"
+        );
+    }
+
+    #[test]
+    fn render_refuses_credentials_in_options_and_never_prints_them() {
+        let text = MANIFEST.replace(
+            "      subscribe:",
+            "      options: {sasl.jaas.config: 'PlainLoginModule required password=\"hunter2\";', sasl.mechanism: PLAIN}\n      subscribe:",
+        );
+        let error = render_error(&text);
+        assert_eq!(
+            error,
+            "cannot read manifests: m.yaml: StreamingIngestion sensors is invalid: spec.source.kafka.options[sasl.jaas.config]: carries a credential, which must never be written in options (it would be stored and shown in plain text); sasl.jaas.config is the Java client's; librdkafka takes the user in options and the password from a Secret: options: {sasl.username: <user>} and secretOptions: {sasl.password: {secretKeyRef: {name: <secret>, key: <key>}}}"
+        );
+        assert!(!error.contains("hunter2"));
+    }
+
+    #[test]
+    fn render_refuses_a_processing_time_it_cannot_hold() {
+        let text = MANIFEST.to_string() + "  trigger: {processingTime: 99999999999999999999h}\n";
+        assert_eq!(
+            render_error(&text),
+            "cannot read manifests: m.yaml: StreamingIngestion sensors is invalid: spec.trigger.processingTime: processingTime must be at most 24h (\"1 day\"); for rarer runs use trigger {availableNow: true} with a spec.schedule, not \"99999999999999999999h\""
+        );
     }
 
     #[test]

@@ -12,8 +12,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 use crate::error::{Error, Result};
+use crate::outputs::Telemetry;
 use crate::pipeline::{self, RunSummary};
-use crate::telemetry::Telemetry;
+use crate::tuning::Tuning;
 
 const EXAMPLE: &str = include_str!("../../examples/sensor-readings-available-now.yaml");
 const TOPIC: &str = "sensor-readings";
@@ -26,6 +27,7 @@ const WRONG_TYPE_EVERY: usize = 700;
 
 pub fn run(
     dir: &Path,
+    tuning: &Tuning,
     stop: Arc<AtomicBool>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<RunSummary> {
@@ -64,6 +66,7 @@ pub fn run(
     let summary = pipeline::run(
         &ingestion,
         Some(&bootstrap),
+        tuning,
         stop,
         runtime.handle().clone(),
         Telemetry::default(),

@@ -54,7 +54,8 @@ pub enum Error {
         source: Box<rdkafka::error::KafkaError>,
     },
 
-    // The three below come from connection.rs, which says why the first two stop the worker.
+    // The three below come from source/security.rs and source/connection.rs; security.rs says
+    // why the first two stop the worker.
     #[error(
         "cannot authenticate to Kafka at {bootstrap}: the broker refused the credentials ({reason}). {remedy}"
     )]
@@ -83,6 +84,11 @@ pub enum Error {
 
     #[error("topic {topic} does not exist on {bootstrap} (create it, or fix spec.source)")]
     UnknownTopic { topic: String, bootstrap: String },
+
+    #[error(
+        "topic {topic} was deleted from {bootstrap} while the query read it: offsets not yet read are lost (the table holds every batch committed before). Recreate the topic and start a new query (new checkpoint), or set failOnDataLoss: false to go on without it"
+    )]
+    TopicDeleted { topic: String, bootstrap: String },
 
     #[error(
         "data loss on {topic}-{partition}: offsets {from}..{to} are no longer on the broker (deleted by retention?). Set failOnDataLoss: false to skip them with a warning"
@@ -180,7 +186,7 @@ impl From<tributary_crds::Error> for Error {
 }
 
 impl Error {
-    /// The brokers refuse this client (credentials or certificate): see connection.rs.
+    /// The brokers refuse this client (credentials or certificate): see source/security.rs.
     pub fn is_refused_connection(&self) -> bool {
         matches!(
             self,

@@ -2,9 +2,9 @@
 //!
 //! Batches are decoded on short-lived threads and freed on another, so glibc's per-thread
 //! arenas kept every batch's peak; mimalloc reuses it, but by default still keeps freed memory
-//! committed for a while and commits whole arenas eagerly, which left an availableNow run at
-//! ~380 MiB resident. Purging at once and committing on demand brought it to ~220 MiB at the
-//! same speed (measured with the e2e bench, 1M readings).
+//! committed for a while and commits whole arenas eagerly: an availableNow run then sits at
+//! ~380 MiB resident. Purging at once and committing on demand keeps it at ~220 MiB at the same
+//! speed (measured with the e2e bench, 1M readings).
 
 use libmimalloc_sys::{mi_option_set, mi_option_t};
 

@@ -3,28 +3,21 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use serde_json::json;
 use tributary_crds::StreamingIngestion;
 use tributary_crds::pod::CONFIG_FILE;
 
 use super::{Identity, names, owned_meta};
 use crate::error::{Error, Result};
 
-/// The manifest the worker reads: the ingestion with its metadata reduced to name and
-/// namespace (no uid, resourceVersion or last-applied annotation, which would change the hash
-/// without changing the query) and the spec as the user wrote it. The spec holds only Secret
-/// *references*; values are mounted from the Secrets themselves.
+/// The manifest the worker reads (see [`tributary_crds::manifest::worker_manifest`]): the
+/// ingestion with its metadata reduced to name and namespace, and the spec as the user wrote it.
 pub fn render_manifest(ingestion: &StreamingIngestion, id: &Identity) -> Result<String> {
-    let document = json!({
-        "apiVersion": format!("{}/{}", tributary_crds::GROUP, tributary_crds::VERSION),
-        "kind": "StreamingIngestion",
-        "metadata": {"name": id.name, "namespace": id.namespace},
-        "spec": ingestion.spec,
-    });
-    serde_yaml::to_string(&document).map_err(|source| Error::RenderYaml {
-        what: format!("the manifest of {}", id.name),
-        source,
-    })
+    tributary_crds::manifest::worker_manifest(ingestion, &id.name, &id.namespace).map_err(
+        |source| Error::RenderYaml {
+            what: format!("the manifest of {}", id.name),
+            source,
+        },
+    )
 }
 
 pub fn config_map(ingestion: &StreamingIngestion, id: &Identity, rendered: String) -> ConfigMap {
@@ -48,7 +41,7 @@ mod tests {
         let cm = config_map(&si, &id, rendered);
         assert_eq!(cm.metadata.name.as_deref(), Some("sensors-config"));
         let text = &cm.data.as_ref().expect("data")[CONFIG_FILE];
-        let back: StreamingIngestion = serde_yaml::from_str(text).expect("round-trips");
+        let back: StreamingIngestion = serde_saphyr::from_str(text).expect("round-trips");
         assert_eq!(back.spec, si.spec);
         assert_eq!(back.metadata.name.as_deref(), Some("sensors"));
         assert_eq!(back.metadata.namespace.as_deref(), Some("iot"));

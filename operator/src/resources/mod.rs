@@ -276,7 +276,7 @@ spec:
 "#
         );
         let ingestion: StreamingIngestion =
-            serde_yaml::from_str(&text).expect("test manifest parses");
+            serde_saphyr::from_str(&text).expect("test manifest parses");
         tributary_crds::validate(&ingestion).expect("test manifest is valid");
         ingestion
     }

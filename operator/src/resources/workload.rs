@@ -1,5 +1,7 @@
-//! The workload: a Deployment for continuous triggers, a Job for a run to completion, a
-//! CronJob for scheduled runs (DESIGN.md, "Mapping to workloads").
+//! The workload: a Deployment for continuous triggers (a query that never ends, restarted when
+//! it fails), a Job for a run to completion (`availableNow`, `once`: it ends, and its outcome is
+//! the run's), a CronJob for `availableNow` on a `schedule` (one such run per tick, never two at
+//! once). The operator's README tables each one's name and settings.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};

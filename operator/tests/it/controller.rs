@@ -1,17 +1,34 @@
-//! One reconcile per test against the scripted API server, checking the exact requests.
+//! One reconcile per test against the scripted API server, checking the exact requests and
+//! counting them. The namespace's ingestions, the workloads and the worker pods come from the
+//! reconcile's caches, so no test answers a list: each `api_calls` below is the number of
+//! requests one reconcile sends, events included. Before the caches, every reconcile also
+//! listed the namespace's ingestions, the other workload kinds and the pods (3 or 4 lists
+//! more: a steady-state reconcile of a Deployment made 11 requests, now 7).
 
 use http::Method;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tributary_crds::conditions::{reasons, types};
+use tributary_operator::cache::Contents;
 
 use crate::harness::*;
 
 const DEPLOYMENTS: &str = "/apis/apps/v1/namespaces/iot/deployments";
 const JOBS: &str = "/apis/batch/v1/namespaces/iot/jobs";
-const CRONJOBS: &str = "/apis/batch/v1/namespaces/iot/cronjobs";
-const PODS: &str = "/api/v1/namespaces/iot/pods";
 
-fn owned_by_ingestion(mut object: Value) -> Value {
+fn typed<K: DeserializeOwned>(value: Value) -> K {
+    serde_json::from_value(value).expect("a valid object")
+}
+
+/// A workload carrying the ingestion's label, in its namespace, without an owner.
+fn labelled(api_version: &str, kind: &str, name: &str) -> Value {
+    json!({"apiVersion": api_version, "kind": kind, "metadata": {
+        "name": name, "namespace": "iot", "labels": {"tributary.dev/ingestion": "sensors"}}})
+}
+
+/// A workload the ingestion controls.
+fn workload(api_version: &str, kind: &str, name: &str) -> Value {
+    let mut object = labelled(api_version, kind, name);
     object["metadata"]["ownerReferences"] = json!([{
         "apiVersion": "tributary.dev/v1alpha1", "kind": "StreamingIngestion", "name": "sensors",
         "uid": "5f0c0a4e-0000-4000-8000-00000000abcd", "controller": true, "blockOwnerDeletion": true
@@ -22,11 +39,10 @@ fn owned_by_ingestion(mut object: Value) -> Value {
 #[tokio::test]
 async fn create_continuous_applies_everything_then_writes_status() {
     let si = ingestion("  replicas: 2\n");
-    let listed_si = to_value(&si);
+    let cached = only(&[&si]);
     let si_for_script = si.clone();
-    let action = run_scenario(si, move |mut h| async move {
+    let outcome = run_scenario(si, cached, move |mut h| async move {
         secret_exists(&mut h).await;
-        ingestions_listed(&mut h, vec![listed_si]).await;
         support_objects_applied(&mut h).await;
 
         let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
@@ -49,11 +65,7 @@ async fn create_continuous_applies_everything_then_writes_status() {
         assert_eq!(template["spec"]["serviceAccountName"], "sensors-worker");
         deployment.echo();
 
-        // Workloads of other kinds are looked for (none), then the pods.
-        listed(&mut h, CRONJOBS, vec![]).await;
-        listed(&mut h, JOBS, vec![]).await;
-        listed(&mut h, PODS, vec![]).await;
-
+        // Workloads of other kinds and the pods come from the caches: straight to the status.
         let status = status_applied(&mut h, &si_for_script).await;
         assert_eq!(status["phase"], "Pending");
         assert_eq!(status["observedGeneration"], 2);
@@ -77,20 +89,21 @@ async fn create_continuous_applies_everything_then_writes_status() {
         );
         h
     })
-    .await
-    .expect("reconcile succeeds");
+    .await;
     assert_eq!(
-        action,
+        outcome.result.expect("reconcile succeeds"),
         kube::runtime::controller::Action::requeue(tributary_operator::reconcile::REQUEUE_ACTIVE)
     );
+    assert_eq!(outcome.api_calls, 9, "was 13 with uncached lists");
 }
 
 #[tokio::test]
 async fn invalid_spec_writes_only_the_status() {
     // processingTime and once together: refused by validation.
     let si = ingestion("  trigger: {processingTime: 10s, once: true}\n");
+    let cached = only(&[&si]);
     let si_for_script = si.clone();
-    run_scenario(si, move |mut h| async move {
+    let outcome = run_scenario(si, cached, move |mut h| async move {
         let status = status_applied(&mut h, &si_for_script).await;
         assert_eq!(status["phase"], "Pending");
         let ready = condition(&status, types::READY);
@@ -111,15 +124,19 @@ async fn invalid_spec_writes_only_the_status() {
         assert_eq!(reason, reasons::INVALID_SPEC);
         h
     })
-    .await
-    .expect("an invalid spec is a status, not an error");
+    .await;
+    outcome
+        .result
+        .expect("an invalid spec is a status, not an error");
+    assert_eq!(outcome.api_calls, 2, "was 2");
 }
 
 #[tokio::test]
 async fn missing_secret_stops_before_applying() {
     let si = ingestion("");
+    let cached = only(&[&si]);
     let si_for_script = si.clone();
-    run_scenario(si, move |mut h| async move {
+    let outcome = run_scenario(si, cached, move |mut h| async move {
         expect(
             &mut h,
             Method::GET,
@@ -140,8 +157,11 @@ async fn missing_secret_stops_before_applying() {
         assert!(note.contains("kafka-creds"));
         h
     })
-    .await
-    .expect("a missing Secret is a status, not an error");
+    .await;
+    outcome
+        .result
+        .expect("a missing Secret is a status, not an error");
+    assert_eq!(outcome.api_calls, 3, "was 3");
 }
 
 #[tokio::test]
@@ -162,47 +182,53 @@ async fn checkpoint_in_use_refuses_the_later_ingestion_and_removes_its_workload(
     older.spec.checkpoint.volume = Some(shared.clone());
     let mut si = si;
     si.spec.checkpoint.volume = Some(shared);
-    let listed_items = vec![to_value(&older), to_value(&si)];
+    let cached = Contents {
+        ingestions: vec![older, si.clone()],
+        deployments: vec![typed(workload("apps/v1", "Deployment", "sensors"))],
+        ..Contents::default()
+    };
     let si_for_script = si.clone();
-    run_scenario(si, move |mut h| async move {
+    let outcome = run_scenario(si, cached, move |mut h| async move {
         secret_exists(&mut h).await;
-        ingestions_listed(&mut h, listed_items).await;
         // A Deployment it had before the conflict is deleted; nothing is applied.
-        listed(
-            &mut h,
-            DEPLOYMENTS,
-            vec![owned_by_ingestion(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sensors", "namespace": "iot"}}))],
-        )
-        .await;
         let delete = expect(&mut h, Method::DELETE, &format!("{DEPLOYMENTS}/sensors")).await;
         assert_eq!(delete.body["propagationPolicy"], "Background");
         delete.ok(&json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}));
-        listed(&mut h, CRONJOBS, vec![]).await;
-        listed(&mut h, JOBS, vec![]).await;
 
         let status = status_applied(&mut h, &si_for_script).await;
         let ready = condition(&status, types::READY);
-        assert_eq!((ready["status"].as_str(), ready["reason"].as_str()), (Some("False"), Some(reasons::CHECKPOINT_IN_USE)));
-        assert!(ready["message"].as_str().is_some_and(|m| m.contains("first-owner")), "{ready}");
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some(reasons::CHECKPOINT_IN_USE))
+        );
+        assert!(
+            ready["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("first-owner")),
+            "{ready}"
+        );
         assert!(status.get("workload").is_none());
         assert_eq!(status["replicas"], 0);
-        let mut reasons_seen = vec![event_published(&mut h).await.0, event_published(&mut h).await.0];
+        let mut reasons_seen = vec![
+            event_published(&mut h).await.0,
+            event_published(&mut h).await.0,
+        ];
         reasons_seen.sort();
         assert_eq!(reasons_seen, ["CheckpointInUse", "Deleted"]);
         h
     })
-    .await
-    .expect("reconcile succeeds");
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 5, "was 9");
 }
 
 #[tokio::test]
 async fn suspend_scales_the_deployment_to_zero() {
     let si = ingestion("  suspend: true\n");
-    let listed_si = to_value(&si);
+    let cached = only(&[&si]);
     let si_for_script = si.clone();
-    run_scenario(si, move |mut h| async move {
+    let outcome = run_scenario(si, cached, move |mut h| async move {
         secret_exists(&mut h).await;
-        ingestions_listed(&mut h, vec![listed_si]).await;
         support_objects_applied(&mut h).await;
         let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
         deployment.assert_apply();
@@ -211,9 +237,6 @@ async fn suspend_scales_the_deployment_to_zero() {
         answer["metadata"]["generation"] = json!(4);
         answer["status"] = json!({"observedGeneration": 4, "replicas": 0});
         deployment.ok(&answer);
-        listed(&mut h, CRONJOBS, vec![]).await;
-        listed(&mut h, JOBS, vec![]).await;
-        listed(&mut h, PODS, vec![]).await;
         let status = status_applied(&mut h, &si_for_script).await;
         assert_eq!(status["phase"], "Suspended");
         assert_eq!(
@@ -225,8 +248,9 @@ async fn suspend_scales_the_deployment_to_zero() {
         assert_eq!(reason, "Created");
         h
     })
-    .await
-    .expect("reconcile succeeds");
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 9, "was 13");
 }
 
 /// The Job's name, from the builder (its hash is unit-tested there).
@@ -250,31 +274,40 @@ async fn job_scenario(job_status: Value) -> (Value, Vec<String>) {
     let si = ingestion("  trigger: {availableNow: true}\n");
     let name = job_name(&si);
     assert!(name.starts_with("sensors-2-"), "{name}");
-    let listed_si = to_value(&si);
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        jobs: vec![
+            typed(workload("batch/v1", "Job", &name)),
+            typed(workload("batch/v1", "Job", "sensors-1-00000000")),
+        ],
+        ..Contents::default()
+    };
     let si_for_script = si.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
-    run_scenario(si, move |mut h| async move {
+    let outcome = run_scenario(si, cached, move |mut h| async move {
         secret_exists(&mut h).await;
-        ingestions_listed(&mut h, vec![listed_si]).await;
         support_objects_applied(&mut h).await;
         let job = expect(&mut h, Method::PATCH, &format!("{JOBS}/{name}")).await;
         job.assert_apply();
         assert_eq!(job.body["spec"]["completions"], 1);
-        assert_eq!(job.body["spec"]["template"]["spec"]["restartPolicy"], "Never");
+        assert_eq!(
+            job.body["spec"]["template"]["spec"]["restartPolicy"],
+            "Never"
+        );
         assert_eq!(job.str_at("/metadata/ownerReferences/0/name"), "sensors");
         let mut answer = job.body.clone();
         answer["status"] = job_status;
         job.ok(&answer);
 
-        listed(&mut h, DEPLOYMENTS, vec![]).await;
-        listed(&mut h, CRONJOBS, vec![]).await;
-        let current = owned_by_ingestion(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name, "namespace": "iot"}}));
-        let previous_run = owned_by_ingestion(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "sensors-1-00000000", "namespace": "iot"}}));
-        listed(&mut h, JOBS, vec![current, previous_run]).await;
-        let delete = expect(&mut h, Method::DELETE, &format!("{JOBS}/sensors-1-00000000")).await;
+        // The earlier run's Job (in the cache) is deleted; the current one is kept.
+        let delete = expect(
+            &mut h,
+            Method::DELETE,
+            &format!("{JOBS}/sensors-1-00000000"),
+        )
+        .await;
         assert_eq!(delete.body["propagationPolicy"], "Background");
         delete.ok(&json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}));
-        listed(&mut h, PODS, vec![]).await;
 
         let status = status_applied(&mut h, &si_for_script).await;
         let mut reasons_seen = Vec::new();
@@ -284,8 +317,9 @@ async fn job_scenario(job_status: Value) -> (Value, Vec<String>) {
         tx.send((status, reasons_seen)).expect("the test waits");
         h
     })
-    .await
-    .expect("reconcile succeeds");
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 12, "was 17");
     rx.await.expect("the script reported")
 }
 
@@ -345,7 +379,7 @@ async fn job_failure_is_failed() {
 async fn unchanged_status_is_not_written_again() {
     // First reconcile: capture the status the operator applies.
     let si = ingestion("");
-    let listed_si = to_value(&si);
+    let cached = only(&[&si]);
     let si_for_script = si.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let ready_deployment = |mut body: Value| {
@@ -353,16 +387,12 @@ async fn unchanged_status_is_not_written_again() {
         body["status"] = json!({"observedGeneration": 1, "replicas": 1, "readyReplicas": 1, "updatedReplicas": 1, "availableReplicas": 1});
         body
     };
-    run_scenario(si.clone(), move |mut h| async move {
+    let first = run_scenario(si.clone(), cached, move |mut h| async move {
         secret_exists(&mut h).await;
-        ingestions_listed(&mut h, vec![listed_si]).await;
         support_objects_applied(&mut h).await;
         let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
         let answer = ready_deployment(deployment.body.clone());
         deployment.ok(&answer);
-        listed(&mut h, CRONJOBS, vec![]).await;
-        listed(&mut h, JOBS, vec![]).await;
-        listed(&mut h, PODS, vec![]).await;
         let status = status_applied(&mut h, &si_for_script).await;
         assert_eq!(status["phase"], "Running");
         assert_eq!(condition(&status, types::READY)["status"], "True");
@@ -370,66 +400,61 @@ async fn unchanged_status_is_not_written_again() {
         tx.send(status).expect("the test waits");
         h
     })
-    .await
-    .expect("first reconcile succeeds");
+    .await;
+    first.result.expect("first reconcile succeeds");
     let status = rx.await.expect("status captured");
 
     // Second reconcile of the same object with that status: applies again (idempotent), but
-    // neither the status nor an event is written.
+    // neither the status nor an event is written. This is the steady state of a healthy
+    // continuous ingestion: one Secret check and six applies.
     let mut again = si;
     again.status = Some(serde_json::from_value(status).expect("status parses"));
-    let listed_again = to_value(&again);
-    let action = run_scenario(again, move |mut h| async move {
+    let cached = only(&[&again]);
+    let second = run_scenario(again, cached, move |mut h| async move {
         secret_exists(&mut h).await;
-        ingestions_listed(&mut h, vec![listed_again]).await;
         support_objects_applied(&mut h).await;
         let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
         let answer = ready_deployment(deployment.body.clone());
         deployment.ok(&answer);
-        listed(&mut h, CRONJOBS, vec![]).await;
-        listed(&mut h, JOBS, vec![]).await;
-        listed(&mut h, PODS, vec![]).await;
         // Nothing else: a status PATCH or an event would be an unexpected request.
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(300), h.next_request())
                 .await
                 .is_err(),
-            "no request after the pods"
+            "no request after the workload"
         );
         h
     })
-    .await
-    .expect("second reconcile succeeds");
+    .await;
     assert_eq!(
-        action,
+        second.result.expect("second reconcile succeeds"),
         kube::runtime::controller::Action::requeue(tributary_operator::reconcile::REQUEUE_QUIET)
     );
+    assert_eq!(first.api_calls, 9, "was 13");
+    assert_eq!(second.api_calls, 7, "was 11");
 }
 
 #[tokio::test]
 async fn trigger_change_replaces_the_deployment_with_a_job() {
     let si = ingestion("  trigger: {once: true}\n");
     let name = job_name(&si);
-    let listed_si = to_value(&si);
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        deployments: vec![typed(workload("apps/v1", "Deployment", "sensors"))],
+        // A Job of someone else carrying the same label is left alone (no controller ref to us).
+        jobs: vec![typed(labelled("batch/v1", "Job", "unrelated"))],
+        ..Contents::default()
+    };
     let si_for_script = si.clone();
-    run_scenario(si, move |mut h| async move {
+    let outcome = run_scenario(si, cached, move |mut h| async move {
         secret_exists(&mut h).await;
-        ingestions_listed(&mut h, vec![listed_si]).await;
         support_objects_applied(&mut h).await;
-        expect(&mut h, Method::PATCH, &format!("{JOBS}/{name}")).await.echo();
-        listed(
-            &mut h,
-            DEPLOYMENTS,
-            vec![owned_by_ingestion(json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "sensors", "namespace": "iot"}}))],
-        )
-        .await;
+        expect(&mut h, Method::PATCH, &format!("{JOBS}/{name}"))
+            .await
+            .echo();
         expect(&mut h, Method::DELETE, &format!("{DEPLOYMENTS}/sensors"))
             .await
             .ok(&json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}));
-        listed(&mut h, CRONJOBS, vec![]).await;
-        // A Job of someone else carrying the same label is left alone (no controller ref to us).
-        listed(&mut h, JOBS, vec![json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "unrelated", "namespace": "iot"}})]).await;
-        listed(&mut h, PODS, vec![]).await;
         let status = status_applied(&mut h, &si_for_script).await;
         assert_eq!(status["workload"], json!({"kind": "Job", "name": name}));
         assert_eq!(status["trigger"], "once");
@@ -439,8 +464,44 @@ async fn trigger_change_replaces_the_deployment_with_a_job() {
         assert_eq!(event_published(&mut h).await.0, "Created");
         h
     })
-    .await
-    .expect("reconcile succeeds");
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 11, "was 16");
+}
+
+#[tokio::test]
+async fn a_workload_already_gone_is_not_announced_again() {
+    // The cache still holds a Deployment this ingestion's previous reconcile deleted (its
+    // watch event has not arrived): the DELETE finds nothing, and no second Deleted event.
+    let si = ingestion("  trigger: {once: true}\n");
+    let name = job_name(&si);
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        deployments: vec![typed(workload("apps/v1", "Deployment", "sensors"))],
+        ..Contents::default()
+    };
+    let si_for_script = si.clone();
+    let outcome = run_scenario(si, cached, move |mut h| async move {
+        secret_exists(&mut h).await;
+        support_objects_applied(&mut h).await;
+        expect(&mut h, Method::PATCH, &format!("{JOBS}/{name}"))
+            .await
+            .echo();
+        expect(&mut h, Method::DELETE, &format!("{DEPLOYMENTS}/sensors"))
+            .await
+            .not_found();
+        status_applied(&mut h, &si_for_script).await;
+        assert_eq!(event_published(&mut h).await.0, "Created");
+        assert!(
+            tokio::time::timeout(std::time::Duration::from_millis(300), h.next_request())
+                .await
+                .is_err(),
+            "no Deleted event for what was already gone"
+        );
+        h
+    })
+    .await;
+    outcome.result.expect("reconcile succeeds");
 }
 
 #[tokio::test]
@@ -449,7 +510,8 @@ async fn a_deleted_ingestion_is_left_to_the_garbage_collector() {
     si.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
         "2026-02-03T00:00:00Z".parse().expect("time"),
     ));
-    let action = run_scenario(si, |mut h| async move {
+    let cached = only(&[&si]);
+    let outcome = run_scenario(si, cached, |mut h| async move {
         assert!(
             tokio::time::timeout(std::time::Duration::from_millis(300), h.next_request())
                 .await
@@ -458,21 +520,43 @@ async fn a_deleted_ingestion_is_left_to_the_garbage_collector() {
         );
         h
     })
-    .await
-    .expect("reconcile succeeds");
-    assert_eq!(action, kube::runtime::controller::Action::await_change());
+    .await;
+    assert_eq!(
+        outcome.result.expect("reconcile succeeds"),
+        kube::runtime::controller::Action::await_change()
+    );
+    assert_eq!(outcome.api_calls, 0, "was 0");
 }
 
 #[tokio::test]
 async fn schedule_applies_a_cron_job_and_reports_its_last_run() {
     let si = ingestion("  trigger: {availableNow: true}\n  schedule: \"0 * * * *\"\n");
-    let listed_si = to_value(&si);
+    // Two runs of the CronJob (owned by it, not by the ingestion): the newer one counts.
+    let run = |name: &str, created: &str, outcome: &str| {
+        let mut job = labelled("batch/v1", "Job", name);
+        job["metadata"]["creationTimestamp"] = json!(created);
+        job["metadata"]["ownerReferences"] = json!([{"apiVersion": "batch/v1", "kind": "CronJob", "name": "sensors", "uid": "c", "controller": true}]);
+        job["status"] = json!({"conditions": [{"type": outcome, "status": "True", "reason": "BackoffLimitExceeded"}]});
+        typed(job)
+    };
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        jobs: vec![
+            run("sensors-100", "2026-02-02T09:00:00Z", "Complete"),
+            run("sensors-200", "2026-02-02T10:00:00Z", "Failed"),
+        ],
+        ..Contents::default()
+    };
     let si_for_script = si.clone();
-    run_scenario(si, move |mut h| async move {
+    let outcome = run_scenario(si, cached, move |mut h| async move {
         secret_exists(&mut h).await;
-        ingestions_listed(&mut h, vec![listed_si]).await;
         support_objects_applied(&mut h).await;
-        let cron = expect(&mut h, Method::PATCH, &format!("{CRONJOBS}/sensors")).await;
+        let cron = expect(
+            &mut h,
+            Method::PATCH,
+            "/apis/batch/v1/namespaces/iot/cronjobs/sensors",
+        )
+        .await;
         cron.assert_apply();
         assert_eq!(cron.body["spec"]["schedule"], "0 * * * *");
         assert_eq!(cron.body["spec"]["concurrencyPolicy"], "Forbid");
@@ -480,38 +564,30 @@ async fn schedule_applies_a_cron_job_and_reports_its_last_run() {
         let mut answer = cron.body.clone();
         answer["status"] = json!({"lastScheduleTime": "2026-02-02T10:00:00Z"});
         cron.ok(&answer);
-        listed(&mut h, DEPLOYMENTS, vec![]).await;
-        // Two runs of the CronJob (owned by it, not by the ingestion): the newer one counts.
-        let run = |name: &str, created: &str, outcome: &str| {
-            json!({"apiVersion": "batch/v1", "kind": "Job",
-                "metadata": {"name": name, "namespace": "iot", "creationTimestamp": created,
-                    "ownerReferences": [{"apiVersion": "batch/v1", "kind": "CronJob", "name": "sensors", "uid": "c", "controller": true}]},
-                "status": {"conditions": [{"type": outcome, "status": "True", "reason": "BackoffLimitExceeded"}]}})
-        };
-        listed(
-            &mut h,
-            JOBS,
-            vec![
-                run("sensors-100", "2026-02-02T09:00:00Z", "Complete"),
-                run("sensors-200", "2026-02-02T10:00:00Z", "Failed"),
-            ],
-        )
-        .await;
-        listed(&mut h, PODS, vec![]).await;
         let status = status_applied(&mut h, &si_for_script).await;
         assert_eq!(status["phase"], "Running");
         assert_eq!(status["trigger"], "availableNow@0 * * * *");
-        assert_eq!(status["workload"], json!({"kind": "CronJob", "name": "sensors"}));
+        assert_eq!(
+            status["workload"],
+            json!({"kind": "CronJob", "name": "sensors"})
+        );
         assert_eq!(status["lastRun"]["jobName"], "sensors-200");
         assert_eq!(status["lastRun"]["result"], "Failed");
-        assert_eq!(condition(&status, types::DEGRADED)["reason"], reasons::RUN_FAILED);
-        let mut reasons_seen = vec![event_published(&mut h).await.0, event_published(&mut h).await.0];
+        assert_eq!(
+            condition(&status, types::DEGRADED)["reason"],
+            reasons::RUN_FAILED
+        );
+        let mut reasons_seen = vec![
+            event_published(&mut h).await.0,
+            event_published(&mut h).await.0,
+        ];
         reasons_seen.sort();
         assert_eq!(reasons_seen, ["Created", reasons::RUN_FAILED]);
         h
     })
-    .await
-    .expect("reconcile succeeds");
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 10, "was 14");
 }
 
 #[tokio::test]
@@ -536,11 +612,14 @@ async fn spec_change_rolls_the_workers_and_says_so() {
         }),
         ..Default::default()
     });
-    let listed_si = to_value(&si);
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        deployments: vec![typed(workload("apps/v1", "Deployment", "sensors"))],
+        ..Contents::default()
+    };
     let si_for_script = si.clone();
-    run_scenario(si, move |mut h| async move {
+    let outcome = run_scenario(si, cached, move |mut h| async move {
         secret_exists(&mut h).await;
-        ingestions_listed(&mut h, vec![listed_si]).await;
         support_objects_applied(&mut h).await;
         let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
         let hash = deployment
@@ -548,9 +627,6 @@ async fn spec_change_rolls_the_workers_and_says_so() {
             .to_string();
         assert_ne!(hash, old_hash, "a spec change must change the pod template");
         deployment.echo();
-        listed(&mut h, CRONJOBS, vec![]).await;
-        listed(&mut h, JOBS, vec![]).await;
-        listed(&mut h, PODS, vec![]).await;
         let status = status_applied(&mut h, &si_for_script).await;
         assert_eq!(status["observedGeneration"], 2);
         assert_eq!(status["trigger"], "processingTime=1m");
@@ -561,8 +637,61 @@ async fn spec_change_rolls_the_workers_and_says_so() {
         );
         h
     })
-    .await
-    .expect("reconcile succeeds");
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 9, "was 13");
+}
+
+#[tokio::test]
+async fn a_crash_looping_worker_in_the_cache_degrades_the_status() {
+    let si = ingestion("");
+    let pod: k8s_openapi::api::core::v1::Pod = typed(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "sensors-7d9-abc", "namespace": "iot", "labels": {
+            "app.kubernetes.io/name": "tributary-worker", "tributary.dev/ingestion": "sensors"}},
+        "status": {"containerStatuses": [{
+            "name": "worker", "image": "w", "imageID": "", "ready": false, "restartCount": 4,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 2, "message": "broker unreachable"}}
+        }]}
+    }));
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        pods: vec![pod],
+        ..Contents::default()
+    };
+    let si_for_script = si.clone();
+    let outcome = run_scenario(si, cached, move |mut h| async move {
+        secret_exists(&mut h).await;
+        support_objects_applied(&mut h).await;
+        let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
+        let mut answer = deployment.body.clone();
+        answer["metadata"]["generation"] = json!(1);
+        answer["status"] = json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1});
+        deployment.ok(&answer);
+        let status = status_applied(&mut h, &si_for_script).await;
+        let degraded = condition(&status, types::DEGRADED);
+        assert_eq!(
+            (degraded["status"].as_str(), degraded["reason"].as_str()),
+            (Some("True"), Some(reasons::CRASH_LOOPING))
+        );
+        assert!(
+            degraded["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("sensors-7d9-abc") && m.contains("exit code 2")),
+            "{degraded}"
+        );
+        let mut reasons_seen = vec![
+            event_published(&mut h).await.0,
+            event_published(&mut h).await.0,
+        ];
+        reasons_seen.sort();
+        assert_eq!(reasons_seen, [reasons::CRASH_LOOPING, "Created"]);
+        h
+    })
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 10);
 }
 
 #[tokio::test]
@@ -579,6 +708,7 @@ async fn api_errors_back_off_per_object_and_are_counted_by_kind() {
         kube::Client::new(service, "default"),
         tributary_operator::resources::Settings::default(),
         metrics.clone(),
+        tributary_operator::cache::Cache::preloaded(Contents::default()),
     ));
     let si = Arc::new(ingestion(""));
     let server = tokio::spawn(async move {
@@ -638,18 +768,14 @@ async fn entries_of_gone_workers_are_pruned_with_a_guarded_json_patch() {
         }],
         ..Default::default()
     });
-    let listed_si = to_value(&si);
+    let cached = only(&[&si]);
     let si_for_script = si.clone();
-    run_scenario(si, move |mut h| async move {
+    let outcome = run_scenario(si, cached, move |mut h| async move {
         secret_exists(&mut h).await;
-        ingestions_listed(&mut h, vec![listed_si]).await;
         support_objects_applied(&mut h).await;
         expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors"))
             .await
             .echo();
-        listed(&mut h, CRONJOBS, vec![]).await;
-        listed(&mut h, JOBS, vec![]).await;
-        listed(&mut h, PODS, vec![]).await;
 
         let prune = expect(
             &mut h,
@@ -678,6 +804,7 @@ async fn entries_of_gone_workers_are_pruned_with_a_guarded_json_patch() {
         event_published(&mut h).await;
         h
     })
-    .await
-    .expect("reconcile succeeds");
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 10, "was 14");
 }

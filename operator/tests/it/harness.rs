@@ -1,10 +1,13 @@
 //! A mocked API server (tower-test): each test scripts the exact requests it expects, in order,
 //! and answers them. A missing call times out; an unexpected one fails the method/path check
-//! or leaves the reconcile waiting until its own timeout.
+//! or leaves the reconcile waiting until its own timeout. The objects the reconcile reads from
+//! its caches are given to it up front ([`Contents`]); every request that reaches the API
+//! server is counted.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use http::{Method, Request, Response, StatusCode};
@@ -12,6 +15,7 @@ use kube::client::Body;
 use kube::runtime::controller::Action;
 use serde_json::{Value, json};
 use tributary_crds::StreamingIngestion;
+use tributary_operator::cache::{Cache, Contents};
 use tributary_operator::metrics::Metrics;
 use tributary_operator::reconcile::{Context, reconcile};
 use tributary_operator::resources::Settings;
@@ -163,18 +167,48 @@ pub fn list(items: Vec<Value>) -> Value {
     json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items})
 }
 
-/// Runs one reconcile against a scripted API server; returns the reconcile's result after
-/// checking the script ran to its end.
+/// How one reconcile went.
+pub struct Outcome {
+    pub result: Result<Action, tributary_operator::Error>,
+    /// Requests the reconcile sent to the API server (events included).
+    pub api_calls: usize,
+}
+
+/// A client whose every request is counted, talking to a scripted API server.
+pub fn counted_client() -> (kube::Client, Handle, Arc<AtomicUsize>) {
+    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let service = tower::ServiceBuilder::new()
+        .map_request(move |request: Request<Body>| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            request
+        })
+        .service(service);
+    (kube::Client::new(service, "default"), handle, calls)
+}
+
+/// The cache of a namespace holding only these ingestions.
+pub fn only(ingestions: &[&StreamingIngestion]) -> Contents {
+    Contents {
+        ingestions: ingestions.iter().map(|si| (*si).clone()).collect(),
+        ..Contents::default()
+    }
+}
+
+/// Runs one reconcile of `ingestion` against a scripted API server, with its caches holding
+/// `cached`; returns the reconcile's result and its API calls after checking the script ran
+/// to its end.
 pub async fn run_scenario<F, Fut>(
     ingestion: StreamingIngestion,
+    cached: Contents,
     script: F,
-) -> Result<Action, tributary_operator::Error>
+) -> Outcome
 where
     F: FnOnce(Handle) -> Fut,
     Fut: Future<Output = Handle> + Send + 'static,
 {
-    let (service, handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-    let client = kube::Client::new(service, "default");
+    let (client, handle, calls) = counted_client();
     let ctx = Arc::new(Context::new(
         client,
         Settings {
@@ -182,6 +216,7 @@ where
             ..Default::default()
         },
         Arc::new(Metrics::new()),
+        Cache::preloaded(cached),
     ));
     let server = tokio::spawn(script(handle));
     let result = tokio::time::timeout(
@@ -195,7 +230,10 @@ where
         .expect("the script finished")
         .expect("the script's checks passed");
     drop(handle);
-    result
+    Outcome {
+        result,
+        api_calls: calls.load(Ordering::SeqCst),
+    }
 }
 
 /// A valid continuous ingestion with a Secret reference, a created checkpoint claim and an
@@ -233,14 +271,13 @@ spec:
 {extra_spec}
 "#
     );
-    serde_yaml::from_str(&text).expect("fixture parses")
+    serde_saphyr::from_str(&text).expect("fixture parses")
 }
 
 pub fn to_value(ingestion: &StreamingIngestion) -> Value {
     serde_json::to_value(ingestion).expect("serialisable")
 }
 
-pub const SELECTOR: &str = "tributary.dev/ingestion=sensors";
 pub const POD_SELECTOR: &str =
     "app.kubernetes.io/name=tributary-worker,tributary.dev/ingestion=sensors";
 
@@ -249,17 +286,6 @@ pub async fn secret_exists(handle: &mut Handle) {
     expect(handle, Method::GET, "/api/v1/namespaces/iot/secrets/kafka-creds")
         .await
         .ok(&json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "kafka-creds", "namespace": "iot"}}));
-}
-
-/// The namespace's ingestions.
-pub async fn ingestions_listed(handle: &mut Handle, items: Vec<Value>) {
-    expect(
-        handle,
-        Method::GET,
-        "/apis/tributary.dev/v1alpha1/namespaces/iot/streamingingestions",
-    )
-    .await
-    .ok(&list(items));
 }
 
 /// ServiceAccount, Role, RoleBinding, ConfigMap and the checkpoint claim, applied in order.
@@ -334,22 +360,6 @@ pub async fn support_objects_applied(handle: &mut Handle) {
         "a retained claim has no owner"
     );
     claim.echo();
-}
-
-/// A labelled list of one workload kind.
-pub async fn listed(handle: &mut Handle, path: &str, items: Vec<Value>) {
-    let call = expect(handle, Method::GET, path).await;
-    let selector = if path.ends_with("/pods") {
-        POD_SELECTOR
-    } else {
-        SELECTOR
-    };
-    assert_eq!(
-        call.query.get("labelSelector").map(String::as_str),
-        Some(selector),
-        "{path}"
-    );
-    call.ok(&list(items));
 }
 
 /// The status write: checks the field manager and returns the applied status.

@@ -105,3 +105,52 @@ async fn an_expired_lease_is_taken_with_optimistic_concurrency() {
         .await
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_leader_that_cannot_renew_steps_down_before_its_lease_expires() {
+    use tributary_operator::leader::{LEASE_DURATION, RENEW_DEADLINE};
+
+    let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+    let elector = LeaderElector::new(
+        kube::Client::new(service, "default"),
+        "tributary-system",
+        "operator-a".into(),
+    );
+    // Every renewal attempt fails: the API server answers 500.
+    let server = tokio::spawn(async move {
+        let mut attempts = 0;
+        while let Ok(Some((request, send))) =
+            tokio::time::timeout(Duration::from_secs(60), handle.next_request()).await
+        {
+            assert_eq!(request.method(), Method::GET);
+            assert_eq!(request.uri().path(), format!("{LEASES}/tributary-operator"));
+            attempts += 1;
+            let body = serde_json::to_vec(&json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "InternalError", "code": 500, "message": "etcd is down"}))
+                .expect("serialisable");
+            send.send_response(
+                Response::builder()
+                    .status(StatusCode::INTERNAL_SERVER_ERROR)
+                    .header("content-type", "application/json")
+                    .body(Body::from(body))
+                    .expect("response builds"),
+            );
+        }
+        attempts
+    });
+    let started = tokio::time::Instant::now();
+    let lost = tokio::time::timeout(Duration::from_secs(60), elector.keep())
+        .await
+        .expect("the leader gives up");
+    let held_for = started.elapsed();
+    assert!(
+        matches!(lost, tributary_operator::Error::LeadershipLost(_)),
+        "{lost}"
+    );
+    assert!(
+        held_for >= RENEW_DEADLINE && held_for < LEASE_DURATION,
+        "stepped down after {held_for:?}: must be after the renew deadline and before a standby may take over"
+    );
+    drop(elector);
+    let attempts = server.await.expect("the script ran");
+    assert!(attempts >= 2, "{attempts} renewal attempts");
+}

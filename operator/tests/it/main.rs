@@ -4,3 +4,4 @@ mod cli;
 mod controller;
 mod harness;
 mod leader;
+mod watch;

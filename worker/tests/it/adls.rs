@@ -57,7 +57,7 @@ fn start(
     Worker::start_with_env(ws, manifest, bootstrap, tag, &env)
 }
 
-fn produce(broker: &Broker, from: usize, count: usize) {
+fn produce(broker: &MockBroker, from: usize, count: usize) {
     for i in from..from + count {
         broker.send(
             TOPIC,
@@ -76,7 +76,7 @@ fn table_and_checkpoint_on_adls_survive_kill_9_exactly_once() {
     let azurite = Azurite::start();
     azurite.create_container("lake");
     azurite.create_container("checkpoints");
-    let broker = Broker::start();
+    let broker = MockBroker::start();
     broker.topic(TOPIC, PARTITIONS);
     produce(&broker, 0, 4_000);
     let ws = Workspace::new();
@@ -190,7 +190,7 @@ fn of_two_ingestions_racing_for_one_adls_checkpoint_one_wins_and_the_other_names
     let azurite = Azurite::start();
     azurite.create_container("lake");
     azurite.create_container("checkpoints");
-    let broker = Broker::start();
+    let broker = MockBroker::start();
     broker.topic(TOPIC, 1);
     broker.send(TOPIC, 0, None, reading(1, "oslo", 1.0).as_bytes());
     broker.flush();
@@ -247,7 +247,7 @@ fn a_missing_or_wrong_adls_key_is_a_clear_error_naming_the_location_not_the_key(
     let azurite = Azurite::start();
     azurite.create_container("lake");
     azurite.create_container("checkpoints");
-    let broker = Broker::start();
+    let broker = MockBroker::start();
     broker.topic(TOPIC, 1);
     broker.send(TOPIC, 0, None, reading(1, "oslo", 1.0).as_bytes());
     broker.flush();
@@ -432,7 +432,7 @@ fn workload_identity_from_the_pod_environment_reaches_the_checkpoint_and_the_tab
     azurite.create_container("lake");
     azurite.create_container("checkpoints");
     let tokens = TokenEndpoint::start();
-    let broker = Broker::start();
+    let broker = MockBroker::start();
     broker.topic(TOPIC, 1);
     broker.send(TOPIC, 0, None, reading(1, "oslo", 1.0).as_bytes());
     broker.flush();

@@ -171,7 +171,7 @@ fn assert_contains_all(text: &str, expected: &[&str]) {
 #[test]
 fn event_hubs_source_reads_over_sasl_ssl_with_the_connection_string() {
     let ws = Workspace::new();
-    let broker = SecureBroker::start(&ws.path("tls"));
+    let broker = SecureBroker::start();
     broker.topic("telemetry", 2);
     let producer = broker.producer();
     for partition in 0..2 {
@@ -222,7 +222,7 @@ fn event_hubs_source_reads_over_sasl_ssl_with_the_connection_string() {
 #[test]
 fn a_wrong_connection_string_stops_the_worker_at_once_naming_the_broker_and_the_secret() {
     let ws = Workspace::new();
-    let broker = SecureBroker::start(&ws.path("tls"));
+    let broker = SecureBroker::start();
     broker.topic("telemetry", 1);
     let wrong = fake_connection_string("tributary-test");
 
@@ -255,7 +255,7 @@ fn a_wrong_connection_string_stops_the_worker_at_once_naming_the_broker_and_the_
 #[test]
 fn a_connection_string_revoked_while_running_stops_the_worker_with_the_same_error() {
     let ws = Workspace::new();
-    let broker = SecureBroker::start(&ws.path("tls"));
+    let mut broker = SecureBroker::start();
     broker.topic("telemetry", 1);
     let producer = broker.producer();
     for i in 0..5 {
@@ -305,7 +305,7 @@ fn a_connection_string_revoked_while_running_stops_the_worker_with_the_same_erro
 fn an_untrusted_broker_certificate_stops_the_worker_at_once_saying_how_to_trust_it() {
     // Not given the test CA: the system's CAs do not know it.
     let ws = Workspace::new();
-    let broker = SecureBroker::start(&ws.path("tls"));
+    let broker = SecureBroker::start();
     broker.topic("telemetry", 1);
     let secret = broker.connection_string();
     let outcome = run(&ws, &broker.bootstrap, Ca::System, &secret);
@@ -326,7 +326,7 @@ fn an_untrusted_broker_certificate_stops_the_worker_at_once_saying_how_to_trust_
 
     // Given the CA, but the certificate names another host: host name verification refuses it.
     let ws = Workspace::new();
-    let broker = SecureBroker::start_with_san(&ws.path("tls"), "DNS:broker.elsewhere.test");
+    let broker = SecureBroker::start_with_san("DNS:broker.elsewhere.test");
     broker.topic("telemetry", 1);
     let secret = broker.connection_string();
     let outcome = run(&ws, &broker.bootstrap, Ca::File(&broker.ca), &secret);
@@ -377,4 +377,51 @@ fn an_unreachable_endpoint_is_retried_for_a_while_then_named_in_the_error() {
         ],
     );
     assert_no_secret(&outcome.output, &secret);
+}
+
+#[test]
+fn an_unknown_sasl_user_of_a_kafka_source_stops_the_worker_naming_its_settings() {
+    // A plain `source.kafka` over the same SASL_SSL listener, as a user of a self-hosted Kafka
+    // writes it: the broker knows no user "nobody".
+    let broker = SecureBroker::start();
+    broker.topic("telemetry", 1);
+    let ws = Workspace::new();
+    let password = "nobody-password-never-printed";
+    let mut manifest = Manifest::subscribe(&ws, "unknown-user", "telemetry");
+    manifest.option("security.protocol", "SASL_SSL");
+    manifest.option("sasl.mechanism", "PLAIN");
+    manifest.option("sasl.username", "nobody");
+    manifest.option("ssl.ca.location", &broker.ca.display().to_string());
+    manifest.source.push_str(
+        "\n      secretOptions: {sasl.password: {secretKeyRef: {name: kafka-login, key: password}}}",
+    );
+    let path = ws.write("m.yaml", &manifest.render());
+    std::fs::create_dir_all(ws.path("secrets").join("kafka-login")).expect("secrets dir");
+    std::fs::write(
+        ws.path("secrets").join("kafka-login").join("password"),
+        password,
+    )
+    .expect("secret");
+    let secrets = ws.path("secrets").display().to_string();
+    let started = Instant::now();
+    let worker = Worker::start_with_env(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "worker",
+        &[("TRIBUTARY_SECRETS_DIR", &secrets)],
+    );
+    let outcome = finish(worker, started);
+    let error = outcome.prompt_error();
+    assert_contains_all(
+        error,
+        &[
+            &format!("cannot authenticate to Kafka at {}", broker.bootstrap),
+            "Authentication failed: Invalid username or password",
+            "sasl.username=nobody (options)",
+            "sasl.password from Secret kafka-login, key password (secretOptions)",
+        ],
+    );
+    assert!(!outcome.output.contains(password), "{}", outcome.output);
+    assert!(!ws.table().join("_delta_log").exists());
 }

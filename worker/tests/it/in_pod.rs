@@ -130,7 +130,7 @@ fn metric(text: &str, name: &str) -> Option<f64> {
 
 #[test]
 fn reports_status_and_serves_metrics_like_a_pod() {
-    let broker = Broker::start();
+    let broker = MockBroker::start();
     broker.topic("readings", 2);
     let ws = Workspace::new();
     let secret = "pod-secret-VALUE-must-not-reach-status";
@@ -145,7 +145,7 @@ fn reports_status_and_serves_metrics_like_a_pod() {
     );
     let text = manifest.render();
     let path = ws.write("m.yaml", &text);
-    let answer: Value = serde_yaml::from_str(&text).expect("manifest parses");
+    let answer: Value = serde_saphyr::from_str(&text).expect("manifest parses");
     let api = FakeApiServer::start(answer);
     let kubeconfig = ws.write(
         "kubeconfig",

@@ -243,11 +243,16 @@ fn fail_on_data_loss_stops_naming_the_lost_range_or_skips_it_when_false() {
     );
     let (worker, status) = run_to_end(&ws, &strict, &broker.bootstrap, "first");
     assert!(status.success(), "{}", worker.stderr_text());
-    let (low, high) = push_out_old_records(&broker, "t", 0);
-    assert!(
-        low > 10,
-        "the broker dropped the first records (low watermark {low})"
-    );
+    // 20 more records (offsets 10..30), then the broker deletes everything below 25: the ten
+    // unread records 10..25 are gone.
+    for i in 0..20 {
+        broker.send("t", 0, None, reading(i, "rome", 2.0).as_bytes());
+    }
+    broker.flush();
+    let low = broker.delete_records("t", 0, 25);
+    assert_eq!(low, 25, "the broker's new low watermark");
+    let high = broker.watermarks("t", 0).1;
+    assert_eq!(high, 30);
 
     let (worker, status) = run_to_end(&ws, &strict, &broker.bootstrap, "strict");
     assert!(!status.success());
@@ -272,27 +277,6 @@ fn fail_on_data_loss_stops_naming_the_lost_range_or_skips_it_when_false() {
     assert_eq!(read_table(&ws.table()).coordinates(), expected);
 }
 
-/// The mock broker keeps about 5 MiB per partition: 8 MiB more push the oldest records out, as
-/// retention would. Returns the partition's watermarks afterwards.
-fn push_out_old_records(broker: &Broker, topic: &str, partition: i32) -> (i64, i64) {
-    let big = reading(0, &"x".repeat(100_000), 1.0);
-    for _ in 0..80 {
-        broker.send(topic, partition, None, big.as_bytes());
-    }
-    broker.flush();
-    let client: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", &broker.bootstrap)
-        .create()
-        .expect("client");
-    rdkafka::consumer::Consumer::fetch_watermarks(
-        &client,
-        topic,
-        partition,
-        Duration::from_secs(10),
-    )
-    .expect("watermarks")
-}
-
 #[test]
 fn offsets_deleted_under_a_running_worker_stop_it_naming_the_lost_range() {
     let broker = Broker::start();
@@ -312,12 +296,13 @@ fn offsets_deleted_under_a_running_worker_stop_it_naming_the_lost_range() {
         broker.send("t", 0, None, reading(i, "oslo", 2.0).as_bytes());
     }
     broker.flush();
-    // Everything from offset 10 on goes, including where the paused worker stands.
-    let (low, _) = push_out_old_records(&broker, "t", 0);
-    assert!(
-        low > 310,
-        "the broker dropped the unread records (low {low})"
-    );
+    // Everything below 310 goes, including where the paused worker stands; 310..315 stay.
+    let low = broker.delete_records("t", 0, 310);
+    assert_eq!(low, 310, "the broker's new low watermark");
+    for i in 0..5 {
+        broker.send("t", 0, None, reading(i, "rome", 3.0).as_bytes());
+    }
+    broker.flush();
 
     let status = worker.wait(Duration::from_secs(40));
     assert!(!status.success(), "the worker must stop on data loss");

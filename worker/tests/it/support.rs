@@ -1,4 +1,5 @@
-//! Test support: a real Kafka-protocol broker (librdkafka's mock cluster) in the test process,
+//! Test support: Apache Kafka brokers ([`Broker`], see kafka.rs) or librdkafka's mock cluster
+//! in the test process ([`MockBroker`]: no JVM, for the tests that only need records to read),
 //! the worker as a real child process, and an independent Delta reader (the `_delta_log` JSON
 //! replayed with serde_json, the Parquet files read with the parquet crate).
 
@@ -17,19 +18,23 @@ use serde_json::Value;
 
 pub const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
 
-/// A broker on 127.0.0.1 that lives as long as this value.
-pub struct Broker {
+/// Apache Kafka: the broker of every test that proves what the worker does with Kafka.
+pub use crate::kafka::Kafka as Broker;
+
+/// librdkafka's mock cluster on 127.0.0.1, living as long as this value: the same interface as
+/// [`Broker`] without a JVM, for tests about the table side (storage, pods).
+pub struct MockBroker {
     cluster: MockCluster<'static, DefaultProducerContext>,
     pub bootstrap: String,
     producer: ThreadedProducer<DefaultProducerContext>,
 }
 
-impl Broker {
-    pub fn start() -> Broker {
+impl MockBroker {
+    pub fn start() -> MockBroker {
         let cluster = MockCluster::new(1).expect("mock cluster");
         let bootstrap = cluster.bootstrap_servers();
         let producer = producer(&bootstrap);
-        Broker {
+        MockBroker {
             cluster,
             bootstrap,
             producer,

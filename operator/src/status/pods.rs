@@ -1,0 +1,142 @@
+//! What the worker pods say that needs a person: containers that cannot start, crash loops,
+//! and pods the scheduler cannot place.
+
+use k8s_openapi::api::core::v1::Pod;
+use tributary_crds::conditions::{Status, reasons};
+
+use super::ConditionState;
+
+/// A worker pod that needs a person.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodProblem {
+    CrashLooping {
+        pod: String,
+        message: String,
+    },
+    Unschedulable {
+        pod: String,
+        message: String,
+    },
+    /// Waiting on something that does not fix itself: an image that cannot be pulled, a
+    /// missing Secret or ConfigMap.
+    CannotStart {
+        pod: String,
+        message: String,
+    },
+}
+
+/// Container waiting reasons that need a person rather than time.
+const CANNOT_START_REASONS: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+];
+
+/// Crash-looping, unstartable and unschedulable worker pods.
+pub fn pod_problems(pods: &[Pod]) -> Vec<PodProblem> {
+    let mut problems = Vec::new();
+    for pod in pods {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let Some(status) = &pod.status else { continue };
+        for container in status.container_statuses.iter().flatten() {
+            let waiting = container.state.as_ref().and_then(|s| s.waiting.as_ref());
+            let waiting_reason = waiting.and_then(|w| w.reason.as_deref());
+            if let Some(reason) = waiting_reason.filter(|r| CANNOT_START_REASONS.contains(r)) {
+                let detail = waiting
+                    .and_then(|w| w.message.as_deref())
+                    .map(|m| format!(": {}", m.trim()))
+                    .unwrap_or_default();
+                problems.push(PodProblem::CannotStart {
+                    pod: name.clone(),
+                    message: format!(
+                        "container {} is waiting with {reason}{detail}",
+                        container.name
+                    ),
+                });
+            }
+            if waiting_reason == Some("CrashLoopBackOff") {
+                let last = container
+                    .last_state
+                    .as_ref()
+                    .and_then(|s| s.terminated.as_ref());
+                let detail = match last {
+                    Some(t) => format!(
+                        "exit code {}{}",
+                        t.exit_code,
+                        t.message
+                            .as_deref()
+                            .or(t.reason.as_deref())
+                            .map(|m| format!(": {}", m.trim()))
+                            .unwrap_or_default()
+                    ),
+                    None => "back-off restarting".to_string(),
+                };
+                problems.push(PodProblem::CrashLooping {
+                    pod: name.clone(),
+                    message: format!(
+                        "container {} restarted {} times, {detail}",
+                        container.name, container.restart_count
+                    ),
+                });
+            }
+        }
+        for condition in status.conditions.iter().flatten() {
+            if condition.type_ == "PodScheduled"
+                && condition.status == Status::False.as_str()
+                && condition.reason.as_deref() == Some("Unschedulable")
+            {
+                problems.push(PodProblem::Unschedulable {
+                    pod: name.clone(),
+                    message: condition.message.clone().unwrap_or_default(),
+                });
+            }
+        }
+    }
+    problems
+}
+
+impl PodProblem {
+    /// The Degraded reason of this kind of problem (see [`PRIORITY`]).
+    fn reason(&self) -> &'static str {
+        match self {
+            PodProblem::CannotStart { .. } => reasons::WORKERS_CANNOT_START,
+            PodProblem::CrashLooping { .. } => reasons::CRASH_LOOPING,
+            PodProblem::Unschedulable { .. } => reasons::UNSCHEDULABLE,
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            PodProblem::CannotStart { pod, message }
+            | PodProblem::CrashLooping { pod, message }
+            | PodProblem::Unschedulable { pod, message } => format!("{pod}: {message}"),
+        }
+    }
+}
+
+/// Pod problem reasons, most actionable first, with the summary a Degraded message starts with.
+const PRIORITY: [(&str, &str); 3] = [
+    (reasons::WORKERS_CANNOT_START, "workers cannot start"),
+    (reasons::CRASH_LOOPING, "workers crash-looping"),
+    (reasons::UNSCHEDULABLE, "workers cannot be scheduled"),
+];
+
+/// The most actionable kind of pod problem present, as a Degraded condition.
+pub fn degraded_by_pods(problems: &[PodProblem]) -> Option<ConditionState> {
+    PRIORITY.into_iter().find_map(|(reason, summary)| {
+        let found: Vec<String> = problems
+            .iter()
+            .filter(|p| p.reason() == reason)
+            .map(PodProblem::describe)
+            .collect();
+        (!found.is_empty()).then(|| {
+            ConditionState::new(
+                Status::True,
+                reason,
+                format!("{summary}: {}", found.join("; ")),
+            )
+        })
+    })
+}

@@ -1,0 +1,550 @@
+//! The checkpoint location: the query's identity (`metadata`), the ownership claim (`owner`),
+//! the starting offsets of a new query (`offsets/initial`), the targets of the current
+//! availableNow run (`availableNow`), and the progress log.
+//!
+//! What was written is recorded in the Delta table, not here: these files never decide which
+//! offsets are read next, except where the table has nothing for a partition yet.
+//!
+//! A location is a directory on a volume (`/checkpoints/q`, `file:///checkpoints/q`) or an object
+//! store URL (`abfss://container@account.dfs.core.windows.net/q`, `az://container/q`). Both are
+//! reached through object_store (the version deltalake links), so every file is written whole or
+//! not at all, and the files that must be written once (`owner`, `metadata`, `offsets/initial`)
+//! are conditional puts (`PutMode::Create`: a hard link on a volume, `If-None-Match: *` on Azure
+//! Blob Storage): of two workers racing to write one, exactly one wins and the other reads the
+//! winner's.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::{Arc, LazyLock};
+
+use deltalake::logstore::object_store::local::LocalFileSystem;
+use deltalake::logstore::object_store::{
+    self, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, path::Path,
+};
+use futures::TryStreamExt;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use tributary_crds::{PartitionOffsets, StreamingQueryProgress};
+use url::Url;
+
+use crate::error::{Error, Result};
+use crate::partition::{OffsetMap, from_partition_offsets, to_partition_offsets};
+use crate::secrets;
+
+/// Progress records kept in an object store (Spark's `minBatchesToRetain` default): a store
+/// cannot append, so each batch is one object and older ones are deleted.
+const PROGRESS_RETAINED: usize = 100;
+/// Batches between two prunings of the progress records in an object store.
+const PROGRESS_PRUNE_EVERY: i64 = 10;
+/// The progress log of a location on a volume: one JSON line per batch, appended.
+const PROGRESS_LOG: &str = "progress.jsonl";
+/// The progress records of a location in an object store: `progress/<batch id>-<writer>.json`.
+const PROGRESS_DIR: &str = "progress";
+
+/// The query's identity, as Spark's `metadata` file.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct QueryMetadata {
+    pub id: String,
+}
+
+/// Who owns the location.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OwnerClaim {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for OwnerClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The planned end of an availableNow run.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailableNowRun {
+    pub run_id: String,
+    pub planned_at: String,
+    /// topic -> partition -> offset to stop before.
+    pub targets: PartitionOffsets,
+    pub finished: bool,
+}
+
+/// The object store options of the checkpoint: its own when it sets any (plain or from
+/// Secrets), else the sink's. All or nothing, rather than key by key, so that a checkpoint in
+/// another account or with another kind of credential never inherits the sink's key.
+pub fn storage_options(
+    checkpoint: &tributary_crds::Checkpoint,
+    sink: &HashMap<String, String>,
+) -> Result<HashMap<String, String>> {
+    if checkpoint.storage_options.is_empty() && checkpoint.secret_storage_options.is_empty() {
+        return Ok(sink.clone());
+    }
+    secrets::storage_options(
+        &checkpoint.storage_options,
+        &checkpoint.secret_storage_options,
+        "spec.checkpoint",
+    )
+}
+
+/// A checkpoint location: a directory on a volume, or a prefix in an object store.
+pub struct CheckpointDir {
+    /// Rooted at the location: object paths are relative to it.
+    store: Arc<dyn ObjectStore>,
+    /// As the manifest wrote it, for messages.
+    location: String,
+    /// The directory, for a location on a volume.
+    local: Option<PathBuf>,
+    /// Tells this process's progress records apart from another replica's with the same id.
+    writer: String,
+}
+
+impl CheckpointDir {
+    /// Opens (creating) the location and claims it for `owner`, or refuses if another
+    /// ingestion holds it. `storage_options` (see [`storage_options`]) are used for a URL.
+    pub async fn open(
+        location: &str,
+        storage_options: &HashMap<String, String>,
+        owner: &OwnerClaim,
+    ) -> Result<CheckpointDir> {
+        let local = match location.strip_prefix("file://") {
+            Some(path) => Some(PathBuf::from(path)),
+            None if location.starts_with('/') => Some(PathBuf::from(location)),
+            None => None,
+        };
+        let store: Arc<dyn ObjectStore> = match &local {
+            Some(root) => {
+                std::fs::create_dir_all(root)
+                    .map_err(Error::checkpoint("create the checkpoint directory", root))?;
+                Arc::new(
+                    LocalFileSystem::new_with_prefix(root)
+                        .map_err(store_error("open", location, true))?,
+                )
+            }
+            None => {
+                let url = Url::parse(location).map_err(|e| {
+                    Error::Unsupported(format!(
+                        "checkpoint location {location} is neither an absolute path nor a URL ({e})"
+                    ))
+                })?;
+                // The same factory deltalake builds the table's store with, so a checkpoint
+                // takes credentials exactly as the table does. For Azure that is
+                // deltalake-azure's AzureConfigHelper: the storage options first, then any
+                // AZURE_* environment variable fills a credential the options name only in
+                // part, or gives a whole one when the options give none. That is how AKS
+                // workload identity reaches both: its webhook injects AZURE_CLIENT_ID,
+                // AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and AZURE_AUTHORITY_HOST, and
+                // object_store exchanges the federated token file for an access token.
+                deltalake::logstore::store_for(&url, storage_options).map_err(|e| {
+                    Error::CheckpointStore {
+                        action: "open".into(),
+                        location: location.to_string(),
+                        reason: secrets::redact(&e.to_string()),
+                        hint: HINT_URL,
+                    }
+                })?
+            }
+        };
+        let checkpoint = CheckpointDir {
+            store,
+            location: location.to_string(),
+            local,
+            writer: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
+        };
+        checkpoint.claim(owner).await?;
+        Ok(checkpoint)
+    }
+
+    async fn claim(&self, owner: &OwnerClaim) -> Result<()> {
+        let name = "owner";
+        let existing: OwnerClaim = match self.create_new_json(name, owner, "claim").await? {
+            true => return Ok(()),
+            false => self
+                .read_json(name)
+                .await?
+                .ok_or_else(|| self.corrupt(name, "the ownership claim vanished"))?,
+        };
+        if &existing != owner {
+            return Err(Error::CheckpointClaimed {
+                location: self.location.clone(),
+                owner: existing.to_string(),
+                me: owner.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The query's metadata, created with a new id on first start.
+    pub async fn metadata(&self) -> Result<QueryMetadata> {
+        let name = "metadata";
+        let fresh = QueryMetadata {
+            id: uuid::Uuid::new_v4().to_string(),
+        };
+        if self
+            .create_new_json(name, &fresh, "record the query id")
+            .await?
+        {
+            return Ok(fresh);
+        }
+        self.read_json(name)
+            .await?
+            .ok_or_else(|| self.corrupt(name, "metadata vanished"))
+    }
+
+    /// Starting offsets of the query, resolved when it first ran (None before that).
+    pub async fn initial_offsets(&self) -> Result<Option<OffsetMap>> {
+        let offsets: Option<PartitionOffsets> = self.read_json("offsets/initial").await?;
+        Ok(offsets.map(|o| from_partition_offsets(&o)))
+    }
+
+    /// Records the starting offsets; if another replica recorded them first, returns theirs.
+    pub async fn save_initial_offsets(&self, offsets: &OffsetMap) -> Result<OffsetMap> {
+        let created = self
+            .create_new_json(
+                "offsets/initial",
+                &to_partition_offsets(offsets),
+                "record the starting offsets",
+            )
+            .await?;
+        if created {
+            return Ok(offsets.clone());
+        }
+        Ok(self
+            .initial_offsets()
+            .await?
+            .unwrap_or_else(|| offsets.clone()))
+    }
+
+    pub async fn available_now(&self) -> Result<Option<AvailableNowRun>> {
+        self.read_json("availableNow").await
+    }
+
+    pub async fn save_available_now(&self, run: &AvailableNowRun) -> Result<()> {
+        let name = "availableNow";
+        let bytes = self.to_json(name, run)?;
+        self.put(
+            name,
+            bytes,
+            PutMode::Overwrite,
+            "save the availableNow targets",
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Appends one batch to the progress log.
+    pub async fn log_progress(&self, progress: &StreamingQueryProgress) -> Result<()> {
+        match &self.local {
+            Some(root) => {
+                let path = root.join(PROGRESS_LOG);
+                let mut line = serde_json::to_string(progress)
+                    .map_err(|e| self.corrupt(PROGRESS_LOG, &e.to_string()))?;
+                line.push('\n');
+                // An object store cannot append; a file can, and one file is what a person
+                // tails on a volume.
+                let mut file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(Error::checkpoint("open the progress log", &path))?;
+                file.write_all(line.as_bytes())
+                    .map_err(Error::checkpoint("append to the progress log", &path))
+            }
+            None => {
+                let name = format!(
+                    "{PROGRESS_DIR}/{:020}-{}.json",
+                    progress.batch_id.max(0),
+                    self.writer
+                );
+                let bytes = self.to_json(&name, progress)?;
+                self.put(&name, bytes, PutMode::Overwrite, "write the progress log")
+                    .await?;
+                if progress.batch_id % PROGRESS_PRUNE_EVERY == 0 {
+                    self.prune_progress().await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// The last batch id in the progress log (the next run continues the numbering).
+    pub async fn last_batch_id(&self) -> Result<Option<i64>> {
+        match &self.local {
+            Some(root) => {
+                let path = root.join(PROGRESS_LOG);
+                let text = match std::fs::read_to_string(&path) {
+                    Ok(text) => text,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(Error::checkpoint("read the progress log", &path)(e)),
+                };
+                // A line torn by a crash is skipped: the batch ids only number the progress
+                // records.
+                Ok(text
+                    .lines()
+                    .filter_map(|line| serde_json::from_str::<StreamingQueryProgress>(line).ok())
+                    .map(|p| p.batch_id)
+                    .max())
+            }
+            None => Ok(self
+                .progress_records()
+                .await?
+                .iter()
+                .filter_map(|(batch_id, _)| *batch_id)
+                .max()),
+        }
+    }
+
+    /// The progress records in the object store, oldest first, with their batch ids.
+    async fn progress_records(&self) -> Result<Vec<(Option<i64>, Path)>> {
+        let prefix = Path::from(PROGRESS_DIR);
+        let listed: Vec<_> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .map_err(self.error("list the progress log"))?;
+        let mut records: Vec<(Option<i64>, Path)> = listed
+            .into_iter()
+            .map(|meta| {
+                let batch_id = meta
+                    .location
+                    .filename()
+                    .and_then(|f| f.split('-').next())
+                    .and_then(|id| id.parse().ok());
+                (batch_id, meta.location)
+            })
+            .collect();
+        // Zero-padded ids: name order is batch order.
+        records.sort_by(|a, b| a.1.as_ref().cmp(b.1.as_ref()));
+        Ok(records)
+    }
+
+    /// Deletes all but the newest [`PROGRESS_RETAINED`] progress records.
+    async fn prune_progress(&self) -> Result<()> {
+        let records = self.progress_records().await?;
+        let excess = records.len().saturating_sub(PROGRESS_RETAINED);
+        for (_, path) in records.into_iter().take(excess) {
+            match self.store.delete(&path).await {
+                // Another replica pruned it first.
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                Err(e) => return Err(self.error("prune the progress log")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn to_json<T: Serialize>(&self, name: &str, value: &T) -> Result<Vec<u8>> {
+        serde_json::to_vec_pretty(value).map_err(|e| self.corrupt(name, &e.to_string()))
+    }
+
+    async fn read_json<T: for<'de> Deserialize<'de>>(&self, name: &str) -> Result<Option<T>> {
+        let bytes = match self.store.get(&Path::from(name)).await {
+            Ok(found) => found
+                .bytes()
+                .await
+                .map_err(self.error(&format!("read {name}")))?,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(self.error(&format!("read {name}"))(e)),
+        };
+        serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| self.corrupt(name, &e.to_string()))
+    }
+
+    /// Writes an object only if none exists. Returns false if it existed.
+    async fn create_new_json<T: Serialize>(
+        &self,
+        name: &str,
+        value: &T,
+        action: &str,
+    ) -> Result<bool> {
+        let bytes = self.to_json(name, value)?;
+        self.put(name, bytes, PutMode::Create, action).await
+    }
+
+    /// Puts a whole object; false when `PutMode::Create` found one there. A retried create
+    /// whose first attempt had landed also finds one: callers then read it back and find
+    /// their own.
+    async fn put(&self, name: &str, bytes: Vec<u8>, mode: PutMode, action: &str) -> Result<bool> {
+        let path = Path::from(name);
+        let options = PutOptions::from(mode);
+        match self
+            .store
+            .put_opts(&path, PutPayload::from(bytes), options)
+            .await
+        {
+            Ok(_) => {}
+            // Azure answers 409 to `If-None-Match: *`; other stores may answer 412.
+            Err(object_store::Error::AlreadyExists { .. })
+            | Err(object_store::Error::Precondition { .. }) => return Ok(false),
+            Err(e) => return Err(self.error(action)(e)),
+        }
+        self.sync_local(name)?;
+        Ok(true)
+    }
+
+    /// On a volume, flushes a written file and its directory entry to disk, so that the
+    /// query's identity survives a node crash (object_store's local store does not sync).
+    fn sync_local(&self, name: &str) -> Result<()> {
+        let Some(root) = &self.local else {
+            return Ok(());
+        };
+        let path = root.join(name);
+        let sync = |p: &std::path::Path| std::fs::File::open(p).and_then(|f| f.sync_all());
+        sync(&path).map_err(Error::checkpoint("flush", &path))?;
+        if let Some(dir) = path.parent() {
+            sync(dir).map_err(Error::checkpoint("flush", dir))?;
+        }
+        Ok(())
+    }
+
+    fn corrupt(&self, name: &str, reason: &str) -> Error {
+        Error::CorruptCheckpoint {
+            path: format!("{}/{name}", self.location.trim_end_matches('/')),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn error(&self, action: &str) -> impl FnOnce(object_store::Error) -> Error {
+        store_error(action, &self.location, self.local.is_some())
+    }
+}
+
+const HINT_LOCAL: &str = "is the checkpoint volume mounted and writable?";
+const HINT_URL: &str = "check the credentials in spec.checkpoint.storageOptions and secretStorageOptions, or the sink's when the checkpoint sets neither, and that the container exists";
+
+fn store_error(
+    action: &str,
+    location: &str,
+    local: bool,
+) -> impl FnOnce(object_store::Error) -> Error {
+    let action = action.to_string();
+    let location = location.to_string();
+    move |source| Error::CheckpointStore {
+        action,
+        location,
+        // object_store already leaves signed request URLs out of its errors; the redaction
+        // also catches a secret quoted by any layer below.
+        reason: secrets::redact(&tidy_azure_error(&source.to_string())),
+        hint: if local { HINT_LOCAL } else { HINT_URL },
+    }
+}
+
+/// An Azure error body (XML) quoted in a message, as `Code: Message` on one line.
+static AZURE_ERROR_BODY: LazyLock<Option<Regex>> = LazyLock::new(|| {
+    Regex::new(r"(?s)<\?xml[^>]*>\s*<Error>\s*<Code>([^<]*)</Code>\s*<Message>([^<\n]*)[^<]*</Message>.*?</Error>").ok()
+});
+
+fn tidy_azure_error(text: &str) -> String {
+    match AZURE_ERROR_BODY.as_ref() {
+        Some(body) => body.replace_all(text, "$1: $2").into_owned(),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::TopicPartition;
+
+    fn owner(name: &str) -> OwnerClaim {
+        OwnerClaim {
+            namespace: "iot".into(),
+            name: name.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_second_ingestion_is_refused_naming_the_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().join("cp").display().to_string();
+        let none = HashMap::new();
+        let checkpoint = CheckpointDir::open(&location, &none, &owner("a"))
+            .await
+            .expect("first claim");
+        let id = checkpoint.metadata().await.expect("metadata").id;
+        let reopened = CheckpointDir::open(&location, &none, &owner("a"))
+            .await
+            .expect("reopen");
+        assert_eq!(reopened.metadata().await.expect("metadata").id, id);
+        let error = CheckpointDir::open(&location, &none, &owner("b"))
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(
+            error.contains("belongs to ingestion iot/a, not iot/b"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn initial_offsets_are_written_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = format!("file://{}", dir.path().display());
+        let checkpoint = CheckpointDir::open(&location, &HashMap::new(), &owner("x"))
+            .await
+            .expect("open");
+        let first = OffsetMap::from([(TopicPartition::new("t", 0), 5_i64)]);
+        let second = OffsetMap::from([(TopicPartition::new("t", 0), 9_i64)]);
+        assert_eq!(
+            checkpoint.save_initial_offsets(&first).await.expect("save"),
+            first
+        );
+        assert_eq!(
+            checkpoint
+                .save_initial_offsets(&second)
+                .await
+                .expect("save"),
+            first
+        );
+        // The files keep the layout of earlier versions, so existing checkpoints still open.
+        let text = std::fs::read_to_string(dir.path().join("offsets/initial")).expect("file");
+        assert!(text.contains("\"t\""), "{text}");
+        assert!(dir.path().join("owner").exists());
+    }
+
+    #[tokio::test]
+    async fn concurrent_claims_have_one_winner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().display().to_string();
+        let none = HashMap::new();
+        let claims: Vec<_> = (0..8)
+            .map(|i| {
+                let location = location.clone();
+                let none = none.clone();
+                tokio::spawn(async move {
+                    CheckpointDir::open(&location, &none, &owner(&format!("q{i}")))
+                        .await
+                        .is_ok()
+                })
+            })
+            .collect();
+        let mut winners = 0;
+        for claim in claims {
+            winners += usize::from(claim.await.expect("join"));
+        }
+        assert_eq!(winners, 1);
+    }
+
+    #[test]
+    fn azure_error_bodies_become_one_line() {
+        let text = "Error performing PUT http://h/c/o in 4ms - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<Error>\n  <Code>AuthorizationFailure</Code>\n  <Message>Server failed to authenticate the request.\nRequestId:c95\nTime:2026-11-24T05:48:57.917Z</Message>\n</Error>";
+        assert_eq!(
+            tidy_azure_error(text),
+            "Error performing PUT http://h/c/o in 4ms - Server returned non-2xx status code: 403 Forbidden: AuthorizationFailure: Server failed to authenticate the request."
+        );
+    }
+
+    #[tokio::test]
+    async fn a_relative_path_is_refused() {
+        let error = CheckpointDir::open("checkpoints/q", &HashMap::new(), &owner("a"))
+            .await
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(error.contains("checkpoints/q"), "{error}");
+    }
+}

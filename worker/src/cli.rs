@@ -1,0 +1,253 @@
+//! The command line: `run` (one ingestion from a manifest file) and `demo`; the process set-up
+//! around the pipeline (runtime, signals, logging, metrics server, status reporting).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clap::{Parser, Subcommand};
+
+use crate::error::{Error, Result};
+use crate::outputs::Telemetry;
+use crate::outputs::metrics::{self, Metrics};
+use crate::outputs::report::{self, StatusReporter, StatusTarget};
+use crate::tuning::Tuning;
+use crate::{demo, pipeline, secrets};
+
+#[derive(Parser)]
+#[command(
+    name = "tributary-worker",
+    version,
+    about = "Kafka / Event Hubs -> Delta Lake ingestion, exactly once (Spark Structured Streaming's pattern, without Spark)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the StreamingIngestion of a manifest file until its trigger says it is done.
+    Run {
+        /// The manifest (the same YAML you would kubectl apply).
+        #[arg(short = 'f', long = "filename", visible_alias = "file")]
+        file: PathBuf,
+        /// Use these brokers instead of the manifest's bootstrapServers.
+        #[arg(long)]
+        bootstrap_servers: Option<String>,
+        /// Serve /metrics, /healthz and /readyz on this port (in a pod the operator sets it).
+        #[arg(long, env = tributary_crds::pod::ENV_METRICS_PORT)]
+        metrics_port: Option<u16>,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// Start an embedded broker, produce simulated sensor readings, ingest them availableNow
+    /// into a Delta table under DIR, and print a summary.
+    Demo {
+        #[arg(long, default_value = "./demo-lake")]
+        dir: PathBuf,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+}
+
+impl Cli {
+    /// Runs the command to its end; the exit code says how it ended.
+    pub fn run(self) -> ExitCode {
+        init_logging();
+        crate::install_crypto_provider();
+        let runtime = match tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .thread_name("tributary-io")
+            .build()
+        {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                eprintln!("error: cannot start the runtime: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        runtime.spawn(watch_signals(stop.clone()));
+        let result = match self.command {
+            Command::Run {
+                file,
+                bootstrap_servers,
+                metrics_port,
+                tuning,
+            } => run(
+                &file,
+                bootstrap_servers.as_deref(),
+                metrics_port,
+                &tuning,
+                stop,
+                &runtime,
+            ),
+            Command::Demo { dir, tuning } => {
+                demo::run(&dir, &tuning, stop, &runtime).map(|_| ExitCode::SUCCESS)
+            }
+        };
+        // Close Delta's background uploads and the consumer before leaving.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        match result {
+            Ok(code) => code,
+            Err(error) => {
+                // A library's message may quote a request or an option: no secret value leaves.
+                let error = secrets::redact(&error.to_string());
+                tracing::error!(%error, "ingestion failed");
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn run(
+    file: &Path,
+    bootstrap: Option<&str>,
+    metrics_port: Option<u16>,
+    tuning: &Tuning,
+    stop: Arc<AtomicBool>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<ExitCode> {
+    let mut ingestions = tributary_crds::manifest::load_file(file)?;
+    if ingestions.len() != 1 {
+        return Err(Error::SeveralIngestions {
+            path: file.display().to_string(),
+            count: ingestions.len(),
+        });
+    }
+    let ingestion = ingestions.remove(0);
+    let telemetry = start_telemetry(metrics_port, runtime)?;
+    let reporter = telemetry.reporter.clone();
+    let outcome = pipeline::run(
+        &ingestion,
+        bootstrap,
+        tuning,
+        stop,
+        runtime.handle().clone(),
+        telemetry,
+    );
+    if let (Err(error), Some(reporter)) = (&outcome, &reporter) {
+        reporter.report_failure(secrets::redact(&error.to_string()));
+    }
+    // The pipeline has dropped its handle: this is the last one, so the final write happens.
+    if let Some(reporter) = reporter.and_then(|r| Arc::try_unwrap(r).ok()) {
+        runtime.block_on(reporter.close(report::FLUSH_TIMEOUT));
+    }
+    let summary = outcome?;
+    let to_completion = ingestion
+        .spec
+        .trigger_kind()
+        .map(|k| k.runs_to_completion())
+        .unwrap_or(false);
+    if to_completion && !summary.completed {
+        // Stopped (SIGTERM) before reaching the targets: not a success for a Job; the next
+        // attempt finishes the same run.
+        return Ok(ExitCode::from(143));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Metrics always; the metrics server when a port is given; status reporting when the operator
+/// asked for it through the pod's environment.
+fn start_telemetry(
+    metrics_port: Option<u16>,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Telemetry> {
+    let metrics = Arc::new(Metrics::default());
+    if let Some(port) = metrics_port {
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind(("0.0.0.0", port)))
+            .map_err(|source| Error::ServeMetrics { port, source })?;
+        runtime.spawn(metrics::serve(listener, metrics.clone()));
+        tracing::info!(port, "serving /metrics, /healthz and /readyz");
+    }
+    let reporter = match StatusTarget::from_env(|key| std::env::var(key).ok()) {
+        None => None,
+        Some(target) => {
+            let client = runtime
+                .block_on(kube::Client::try_default())
+                .map_err(|source| Error::KubeClient {
+                    source: Box::new(source),
+                })?;
+            tracing::info!(pod = %target.pod, "reporting progress into the StreamingIngestion's status");
+            let _entered = runtime.enter();
+            Some(Arc::new(StatusReporter::start(
+                client,
+                target,
+                report::DEFAULT_INTERVAL,
+            )))
+        }
+    };
+    Ok(Telemetry { metrics, reporter })
+}
+
+/// SIGTERM (Kubernetes) or Ctrl-C: finish or abandon the batch in flight, commit nothing half.
+async fn watch_signals(stop: Arc<AtomicBool>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut term) = signal(SignalKind::terminate()) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("stop requested");
+    stop.store(true, Ordering::SeqCst);
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("warn,tributary_worker=info,buoyant_kernel::snapshot::builder=off")
+    });
+    let json = std::env::var(tributary_crds::pod::ENV_LOG_FORMAT).is_ok_and(|f| f == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("tributary-worker").chain(args.iter().copied()))
+            .expect("parses")
+    }
+
+    #[test]
+    fn run_takes_the_manifest_as_f_filename_or_file() {
+        for flag in ["-f", "--filename", "--file"] {
+            let Command::Run { file, .. } = parse(&["run", flag, "x.yaml"]).command else {
+                panic!("expected run");
+            };
+            assert_eq!(file, PathBuf::from("x.yaml"), "{flag}");
+        }
+    }
+
+    #[test]
+    fn run_takes_the_tuning_flags() {
+        let Command::Run { tuning, .. } =
+            parse(&["run", "-f", "x.yaml", "--max-batch-bytes", "4096"]).command
+        else {
+            panic!("expected run");
+        };
+        assert_eq!(tuning.max_batch_bytes, 4096);
+    }
+}

@@ -1,0 +1,414 @@
+//! The worker's Prometheus metrics and its HTTP endpoint: /metrics, /healthz, /readyz.
+//!
+//! The pipeline updates [`Metrics`] after each batch and beats [`Metrics::heartbeat`] on every
+//! turn of its loop, busy or idle; /readyz is green while those beats are recent, so a worker
+//! stuck in a commit or a fetch stops receiving the readiness it would otherwise claim.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+
+use crate::partition::TopicPartition;
+
+/// A pipeline that has not turned for this long is not ready.
+pub const DEFAULT_STALL: Duration = Duration::from_secs(120);
+
+/// Labels of per-partition metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    pub topic: String,
+    pub partition: i32,
+}
+
+/// Labels of compaction runs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CompactionLabels {
+    /// committed, superseded or abandoned.
+    pub outcome: String,
+}
+
+/// One batch, as the metrics see it.
+#[derive(Clone, Debug, Default)]
+pub struct BatchMetrics {
+    pub records: u64,
+    pub bytes: u64,
+    pub rows_written: u64,
+    pub rescued_rows: u64,
+    pub dead_letter_rows: u64,
+    pub duration: Duration,
+    pub delta_version: Option<i64>,
+    pub commit_conflicts: u64,
+}
+
+/// The worker's metrics.
+pub struct Metrics {
+    registry: Registry,
+    records_read: Counter,
+    bytes_read: Counter,
+    rows_written: Counter,
+    rescued_rows: Counter,
+    dead_letter_rows: Counter,
+    commit_conflicts: Counter,
+    batches: Counter,
+    batch_duration: Histogram,
+    delta_version: Gauge,
+    offsets_behind_latest: Family<PartitionLabels, Gauge>,
+    compactions: Family<CompactionLabels, Counter>,
+    files_compacted: Counter,
+    /// The last known lag of each assigned partition (a batch reports only its own).
+    lag: Mutex<BTreeMap<TopicPartition, i64>>,
+    /// Milliseconds since the epoch of the pipeline's last turn; 0 before it starts.
+    last_beat_ms: AtomicU64,
+    /// How long without a beat before /readyz turns red.
+    stall: Duration,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new(DEFAULT_STALL)
+    }
+}
+
+impl Metrics {
+    pub fn new(stall: Duration) -> Metrics {
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix("tributary_worker"),
+            records_read: Counter::default(),
+            bytes_read: Counter::default(),
+            rows_written: Counter::default(),
+            rescued_rows: Counter::default(),
+            dead_letter_rows: Counter::default(),
+            commit_conflicts: Counter::default(),
+            batches: Counter::default(),
+            // 10 ms .. ~80 s: from a near-empty batch to a large availableNow batch.
+            batch_duration: Histogram::new(exponential_buckets(0.01, 2.0, 14)),
+            delta_version: Gauge::default(),
+            offsets_behind_latest: Family::default(),
+            compactions: Family::default(),
+            files_compacted: Counter::default(),
+            lag: Mutex::new(BTreeMap::new()),
+            last_beat_ms: AtomicU64::new(0),
+            stall,
+        };
+        let registry = &mut metrics.registry;
+        registry.register(
+            "records_read",
+            "Kafka records read",
+            metrics.records_read.clone(),
+        );
+        registry.register(
+            "bytes_read",
+            "Bytes of Kafka record values read",
+            metrics.bytes_read.clone(),
+        );
+        registry.register(
+            "rows_written",
+            "Rows committed to the Delta table",
+            metrics.rows_written.clone(),
+        );
+        registry.register(
+            "rescued_rows",
+            "Rows whose input did not parse, kept with the raw text in _rescued_data",
+            metrics.rescued_rows.clone(),
+        );
+        registry.register(
+            "dead_letter_rows",
+            "Records written to the dead-letter table",
+            metrics.dead_letter_rows.clone(),
+        );
+        registry.register(
+            "commit_conflicts",
+            "Delta commits retried after a concurrent commit",
+            metrics.commit_conflicts.clone(),
+        );
+        registry.register(
+            "batches",
+            "Micro-batches committed",
+            metrics.batches.clone(),
+        );
+        registry.register(
+            "batch_duration_seconds",
+            "Time from the start of a micro-batch to its Delta commit",
+            metrics.batch_duration.clone(),
+        );
+        registry.register(
+            "delta_version",
+            "The Delta table version the last batch committed",
+            metrics.delta_version.clone(),
+        );
+        registry.register(
+            "offsets_behind_latest",
+            "Offsets between the next one to read and the partition's latest",
+            metrics.offsets_behind_latest.clone(),
+        );
+        registry.register(
+            "compactions",
+            "Background compaction runs that found work, by outcome",
+            metrics.compactions.clone(),
+        );
+        registry.register(
+            "files_compacted",
+            "Small files rewritten into larger ones by committed compactions",
+            metrics.files_compacted.clone(),
+        );
+        metrics
+    }
+
+    /// Records a compaction run that found work (`outcome`: committed, superseded, abandoned).
+    pub fn record_compaction(&self, outcome: &str, files_removed: usize) {
+        self.compactions
+            .get_or_create(&CompactionLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        if outcome == "committed" {
+            self.files_compacted.inc_by(files_removed as u64);
+        }
+    }
+
+    /// Records a committed batch.
+    pub fn record_batch(&self, batch: &BatchMetrics) {
+        self.records_read.inc_by(batch.records);
+        self.bytes_read.inc_by(batch.bytes);
+        self.rows_written.inc_by(batch.rows_written);
+        self.rescued_rows.inc_by(batch.rescued_rows);
+        self.dead_letter_rows.inc_by(batch.dead_letter_rows);
+        self.commit_conflicts.inc_by(batch.commit_conflicts);
+        self.batches.inc();
+        self.batch_duration.observe(batch.duration.as_secs_f64());
+        if let Some(version) = batch.delta_version {
+            self.delta_version.set(version);
+        }
+    }
+
+    /// Updates the lag of the partitions a batch read, and drops partitions no longer assigned.
+    pub fn update_offsets_behind(
+        &self,
+        batch: impl IntoIterator<Item = (TopicPartition, i64)>,
+        assigned: &[TopicPartition],
+    ) {
+        let mut lag = match self.lag.lock() {
+            Ok(lag) => lag,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        lag.extend(batch);
+        lag.retain(|partition, _| assigned.contains(partition));
+        self.offsets_behind_latest.clear();
+        for (tp, offsets) in lag.iter() {
+            self.offsets_behind_latest
+                .get_or_create(&PartitionLabels {
+                    topic: tp.topic.clone(),
+                    partition: tp.partition,
+                })
+                .set(*offsets);
+        }
+    }
+
+    /// The pipeline turned (a batch, or an idle poll).
+    pub fn heartbeat(&self) {
+        self.last_beat_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Ready: the pipeline has started and turned recently.
+    pub fn ready(&self) -> bool {
+        let last = self.last_beat_ms.load(Ordering::Relaxed);
+        let stall = u64::try_from(self.stall.as_millis()).unwrap_or(u64::MAX);
+        last > 0 && now_ms().saturating_sub(last) <= stall
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        if let Err(error) = prometheus_client::encoding::text::encode(&mut text, &self.registry) {
+            warn!(%error, "cannot encode metrics");
+        }
+        text
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Answers one request.
+pub fn respond(metrics: &Metrics, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match (method, path) {
+        (&Method::GET, "/metrics") => (
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.encode(),
+        ),
+        (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        (&Method::GET, "/readyz") if metrics.ready() => {
+            (StatusCode::OK, "text/plain", "ready\n".to_string())
+        }
+        (&Method::GET, "/readyz") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: the pipeline has not started or has stalled\n".to_string(),
+        ),
+        _ => (
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            "not found\n".to_string(),
+        ),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// Serves /metrics, /healthz and /readyz until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                warn!(%error, "cannot accept a metrics connection");
+                continue;
+            }
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request: Request<Incoming>| {
+                let response = respond(&metrics, request.method(), request.uri().path());
+                async move { Ok::<_, Infallible>(response) }
+            });
+            if let Err(error) = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(%error, %peer, "metrics connection ended");
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body(response: Response<Full<Bytes>>) -> String {
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        String::from_utf8(bytes.to_vec()).expect("utf-8")
+    }
+
+    #[tokio::test]
+    async fn metrics_count_batches_and_lag() {
+        let metrics = Metrics::default();
+        metrics.record_batch(&BatchMetrics {
+            records: 120,
+            bytes: 18_000,
+            rows_written: 118,
+            rescued_rows: 2,
+            dead_letter_rows: 0,
+            duration: Duration::from_millis(250),
+            delta_version: Some(7),
+            commit_conflicts: 1,
+        });
+        let assigned = [
+            TopicPartition::new("sensor-readings", 0),
+            TopicPartition::new("sensor-readings", 1),
+        ];
+        metrics.update_offsets_behind([(TopicPartition::new("sensor-readings", 0), 42)], &assigned);
+        metrics.update_offsets_behind([(TopicPartition::new("sensor-readings", 1), 5)], &assigned);
+        let text = body(respond(&metrics, &Method::GET, "/metrics")).await;
+        for line in [
+            "tributary_worker_records_read_total 120",
+            "tributary_worker_bytes_read_total 18000",
+            "tributary_worker_rows_written_total 118",
+            "tributary_worker_rescued_rows_total 2",
+            "tributary_worker_commit_conflicts_total 1",
+            "tributary_worker_delta_version 7",
+            "tributary_worker_offsets_behind_latest{topic=\"sensor-readings\",partition=\"0\"} 42",
+            "tributary_worker_offsets_behind_latest{topic=\"sensor-readings\",partition=\"1\"} 5",
+            "tributary_worker_batch_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(line), "{line} in:\n{text}");
+        }
+        // A batch keeps the lag of partitions it did not read; a lost partition's lag goes.
+        metrics.update_offsets_behind(
+            [(TopicPartition::new("sensor-readings", 1), 3)],
+            &assigned[1..],
+        );
+        let text = body(respond(&metrics, &Method::GET, "/metrics")).await;
+        assert!(!text.contains("partition=\"0\""), "{text}");
+    }
+
+    #[tokio::test]
+    async fn readiness_follows_the_pipeline_heartbeat() {
+        let metrics = Metrics::new(Duration::from_millis(200));
+        let status = |m: &Metrics| respond(m, &Method::GET, "/readyz").status();
+        assert_eq!(
+            status(&metrics),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not started"
+        );
+        metrics.heartbeat();
+        assert_eq!(status(&metrics), StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(status(&metrics), StatusCode::SERVICE_UNAVAILABLE, "stalled");
+        assert_eq!(
+            respond(&metrics, &Method::GET, "/healthz").status(),
+            StatusCode::OK,
+            "alive even when stalled"
+        );
+        assert_eq!(
+            respond(&metrics, &Method::GET, "/nope").status(),
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn serves_over_tcp() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let metrics = Arc::new(Metrics::default());
+        metrics.heartbeat();
+        let server = tokio::spawn(serve(listener, metrics));
+        let mut stream = tokio::net::TcpStream::connect(address)
+            .await
+            .expect("connect");
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        stream
+            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .expect("write");
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.expect("read");
+        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+        assert!(answer.ends_with("ready\n"), "{answer}");
+        server.abort();
+    }
+}

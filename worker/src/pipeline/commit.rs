@@ -1,0 +1,135 @@
+//! The decode and commit stages: records -> rows, then dead letters and the batch's rows with
+//! every partition's next offset, each in one Delta commit.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use tracing::warn;
+use tributary_crds::OnError;
+
+use super::Pipeline;
+use super::read::ReadBatch;
+use crate::decode::Decoded;
+use crate::error::{Error, Result};
+use crate::partition::OffsetMap;
+use crate::sink::{CommitOutcome, PartitionCommit};
+
+/// A batch's rows, and how long decoding took.
+pub(super) struct DecodedBatch {
+    pub decoded: Decoded,
+    pub decode_ms: i64,
+}
+
+/// A batch in the table.
+pub(super) struct Committed {
+    pub version: i64,
+    pub files: usize,
+    /// Commits retried after another replica's commit.
+    pub retries: u64,
+    pub dead_letter_rows: i64,
+    pub commit_ms: i64,
+}
+
+impl Pipeline {
+    /// Decodes the batch's records; with `onError: fail` the first bad record stops the query,
+    /// named by its offset.
+    pub(super) fn decode(&self, read: &ReadBatch) -> Result<DecodedBatch> {
+        let started = Instant::now();
+        let decoded = self.decoder.decode(&read.records)?;
+        let decode_ms = started.elapsed().as_millis() as i64;
+        if self.decoder.on_error() == OnError::Fail
+            && let Some(bad) = decoded.bad.first()
+        {
+            let record = &read.records[bad.index];
+            return Err(Error::BadRecord {
+                topic: record.topic.to_string(),
+                partition: record.partition,
+                offset: record.offset,
+                reason: bad.reason.clone(),
+            });
+        }
+        Ok(DecodedBatch { decoded, decode_ms })
+    }
+
+    /// Commits dead letters first (idempotent through their own txns), then the batch. None
+    /// when another writer moved one of the batch's partitions: the batch is abandoned and its
+    /// partitions re-read from the table.
+    pub(super) fn commit(
+        &mut self,
+        batch_id: i64,
+        read: &ReadBatch,
+        decoded: &DecodedBatch,
+    ) -> Result<Option<Committed>> {
+        let started = Instant::now();
+        let ends: OffsetMap = read
+            .plan
+            .partitions()
+            .iter()
+            .map(|p| (p.tp.clone(), p.cursor))
+            .collect();
+        let dead_letter_rows = match self.dead_letter.as_mut() {
+            None => Some(0),
+            Some(table) => table.write(&read.records, &decoded.decoded.bad, &ends)?,
+        };
+        let Some(dead_letter_rows) = dead_letter_rows else {
+            warn!(
+                "another worker wrote dead letters for these partitions: the batch is abandoned and the partitions re-read from the table"
+            );
+            self.resync_plan(&read.plan)?;
+            return Ok(None);
+        };
+        let partitions: Vec<PartitionCommit> = read
+            .plan
+            .partitions()
+            .iter()
+            .map(|p| PartitionCommit {
+                tp: p.tp.clone(),
+                expected: p.start.table_version,
+                next: p.cursor,
+            })
+            .collect();
+        // Callbacks only run inside poll, so the assignment cannot change from here to the
+        // commit; a partition lost to a rebalance we have not polled yet is caught by the txn
+        // check in the commit.
+        let metadata = HashMap::from([
+            (
+                "tributary.queryId".to_string(),
+                serde_json::json!(self.query_id),
+            ),
+            (
+                "tributary.runId".to_string(),
+                serde_json::json!(self.run_id),
+            ),
+            ("tributary.batchId".to_string(), serde_json::json!(batch_id)),
+        ]);
+        let (version, files, retries) = match self.table.commit(
+            &decoded.decoded.batch,
+            &partitions,
+            metadata,
+        )? {
+            CommitOutcome::Committed {
+                version,
+                files,
+                retries,
+            } => (version, files, retries),
+            CommitOutcome::Conflict(reason) => {
+                warn!(
+                    reason,
+                    "another writer moved these partitions: the batch is abandoned and the partitions re-read from the table"
+                );
+                self.resync_plan(&read.plan)?;
+                return Ok(None);
+            }
+        };
+        let commit_ms = started.elapsed().as_millis() as i64;
+        // The batch is in the table: its partitions continue after it.
+        self.source.committed(&ends);
+        Ok(Some(Committed {
+            version,
+            files,
+            retries,
+            dead_letter_rows,
+            commit_ms,
+        }))
+    }
+}

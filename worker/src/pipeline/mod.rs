@@ -1,0 +1,211 @@
+//! The micro-batch loop that ties the stages together, by trigger, until done or stopped:
+//!
+//! ```text
+//! Pipeline::open   (open.rs)    set-up: source, checkpoint, tables, offsets, consumer
+//! loop             (this file)  wait for the trigger, then one batch:
+//!   read_batch     (read.rs)    plan offsets, read records            -> source/, batch/
+//!   decode         (commit.rs)  records -> rows                       -> decode/
+//!   commit         (commit.rs)  dead letters, then rows + txns        -> sink/
+//!   publish        (publish.rs) progress record, metrics, status      -> checkpoint/, outputs/
+//! ```
+//!
+//! The pipeline is the only module that knows every stage; the stages know only the leaf
+//! modules (`partition`, `record`, `error`, `secrets`, `tuning`), not each other.
+
+mod commit;
+mod open;
+mod publish;
+mod read;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tracing::{info, info_span};
+use tributary_crds::{StreamingIngestion, TriggerKind};
+
+use crate::batch::{BatchOutcome, Next, ReadAhead, Schedule, TopicNames};
+use crate::checkpoint::CheckpointDir;
+use crate::decode::JsonDecoder;
+use crate::error::Result;
+use crate::outputs::Telemetry;
+use crate::partition::OffsetMap;
+use crate::sink::{DeadLetterTable, Maintenance, SharedTable, outcome_label};
+use crate::source::Source;
+use crate::tuning::Tuning;
+
+/// Poll interval while idle.
+const IDLE_POLL: Duration = Duration::from_millis(100);
+
+/// How a run ended.
+#[derive(Debug, Clone, Default)]
+pub struct RunSummary {
+    pub query_id: String,
+    pub batches: i64,
+    pub input_rows: i64,
+    pub output_rows: i64,
+    pub rescued_rows: i64,
+    pub dead_letter_rows: i64,
+    pub files: usize,
+    pub delta_version: Option<i64>,
+    pub table: String,
+    /// False when stopped (SIGTERM) before an availableNow/once run reached its targets.
+    pub completed: bool,
+}
+
+/// Runs one ingestion until its trigger says it is done, or `stop` is set.
+pub fn run(
+    ingestion: &StreamingIngestion,
+    bootstrap_override: Option<&str>,
+    tuning: &Tuning,
+    stop: Arc<AtomicBool>,
+    runtime: Handle,
+    telemetry: Telemetry,
+) -> Result<RunSummary> {
+    let span = info_span!("ingestion", ingestion = %open::Identity::of(ingestion));
+    let _entered = span.enter();
+    let mut pipeline = Pipeline::open(
+        ingestion,
+        bootstrap_override,
+        tuning,
+        stop,
+        runtime,
+        telemetry,
+    )?;
+    if let Err(error) = pipeline.run() {
+        if error.is_refused_connection() {
+            let Pipeline { source, .. } = pipeline;
+            source.abandon();
+        }
+        return Err(error);
+    }
+    Ok(pipeline.summary)
+}
+
+/// One ingestion's stages, opened.
+pub struct Pipeline {
+    /// `namespace/name`.
+    name: String,
+    query_id: String,
+    run_id: String,
+    source: Source,
+    table: SharedTable,
+    sink_description: String,
+    dead_letter: Option<DeadLetterTable>,
+    /// Background compaction (queries that run for long).
+    maintenance: Option<Maintenance>,
+    decoder: JsonDecoder,
+    checkpoint: CheckpointDir,
+    runtime: Handle,
+    schedule: Schedule,
+    /// The end offsets of a run to completion.
+    targets: Option<OffsetMap>,
+    max_offsets_per_trigger: Option<i64>,
+    /// Records read ahead of a batch's planned end, kept for the next batch.
+    read_ahead: ReadAhead,
+    topic_names: TopicNames,
+    max_batch_bytes: usize,
+    stop: Arc<AtomicBool>,
+    /// Set when the broker no longer has an offset we read: every partition is re-resolved.
+    offsets_lost: bool,
+    /// Set when the broker said a topic being read is unknown: whether it was deleted is
+    /// checked before the next batch.
+    topic_missing: bool,
+    /// Whether lost offsets (and a deleted topic) stop the query.
+    fail_on_data_loss: bool,
+    previous_start: Option<Instant>,
+    /// Metrics, readiness and (in a pod) status.
+    telemetry: Telemetry,
+    summary: RunSummary,
+}
+
+impl Pipeline {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The loop: wait for the trigger, then read, decode, commit and publish one batch.
+    fn run(&mut self) -> Result<()> {
+        let mut batch_id = self
+            .runtime
+            .block_on(self.checkpoint.last_batch_id())?
+            .map_or(0, |b| b + 1);
+        loop {
+            self.telemetry.heartbeat();
+            self.maintain();
+            let wait = self.schedule.wait(Instant::now());
+            self.poll_for(wait)?;
+            if self.stopped() {
+                info!("stopping: no batch in flight");
+                return Ok(());
+            }
+            if self
+                .schedule
+                .run_complete(self.targets.as_ref(), &self.source.assigned().0)
+            {
+                return self.finish();
+            }
+            let started = Instant::now();
+            self.schedule.batch_started(started);
+            let span = info_span!("batch", batch = batch_id);
+            let outcome = span.in_scope(|| self.batch(batch_id, started))?;
+            if matches!(outcome, BatchOutcome::Committed { .. }) {
+                batch_id += 1;
+            }
+            let assigned = self.source.assigned().0;
+            match self
+                .schedule
+                .after_batch(outcome, self.targets.as_ref(), &assigned)
+            {
+                Next::Continue => {}
+                Next::Idle => self.poll_for(IDLE_POLL)?,
+                Next::Finish => return self.finish(),
+            }
+        }
+    }
+
+    /// One micro-batch: read -> decode -> commit -> publish.
+    fn batch(&mut self, batch_id: i64, started: Instant) -> Result<BatchOutcome> {
+        let read = match self.read_batch(started)? {
+            read::Read::Batch(read) => read,
+            read::Read::Idle => return Ok(BatchOutcome::Idle),
+            read::Read::Abandoned => return Ok(BatchOutcome::Abandoned),
+        };
+        let decoded = self.decode(&read)?;
+        let Some(committed) = self.commit(batch_id, &read, &decoded)? else {
+            return Ok(BatchOutcome::Abandoned);
+        };
+        self.publish(batch_id, started, &read, &decoded, &committed)?;
+        Ok(BatchOutcome::Committed { full: read.full })
+    }
+
+    /// Between batches: serves the offsets client's events, and starts or collects background
+    /// compaction.
+    fn maintain(&mut self) {
+        self.source.serve_offsets_client();
+        let Some(outcome) = self.maintenance.as_mut().and_then(Maintenance::tick) else {
+            return;
+        };
+        if let Some(label) = outcome_label(&outcome) {
+            self.telemetry
+                .metrics
+                .record_compaction(label, outcome.files_removed);
+        }
+    }
+
+    /// The run reached its end: an availableNow run is marked finished in the checkpoint, so
+    /// the next run plans new targets.
+    fn finish(&mut self) -> Result<()> {
+        if self.schedule.kind() == TriggerKind::AvailableNow
+            && let Some(mut run) = self.runtime.block_on(self.checkpoint.available_now())?
+        {
+            run.finished = true;
+            self.runtime
+                .block_on(self.checkpoint.save_available_now(&run))?;
+        }
+        self.summary.completed = true;
+        info!(rows = self.summary.output_rows, "run complete");
+        Ok(())
+    }
+}

@@ -1,0 +1,338 @@
+//! `Pipeline::open`: the set-up stages, in order. The broker is checked before anything is
+//! claimed or created; the checkpoint is claimed before the tables are opened; the offsets a
+//! run reads are fixed before the consumer joins its group.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use rdkafka::consumer::BaseConsumer;
+use tokio::runtime::Handle;
+use tracing::info;
+use tributary_crds::{OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind};
+
+use super::{Pipeline, RunSummary};
+use crate::batch::{ReadAhead, Schedule, TopicNames};
+use crate::checkpoint::{self, AvailableNowRun, CheckpointDir, OwnerClaim};
+use crate::decode::JsonDecoder;
+use crate::error::{Error, Result};
+use crate::outputs::Telemetry;
+use crate::partition::{OffsetMap, TopicPartition, from_partition_offsets, to_partition_offsets};
+use crate::secrets;
+use crate::sink::{
+    DeadLetterTable, DeltaSink, Maintenance, SharedTable, TxnIds, dead_letter_schema,
+};
+use crate::source::{self, RunTargets, Source, SourceConfig, StartResolver};
+use crate::tuning::Tuning;
+
+/// Bytes read ahead over all partitions before the partition being read is paused.
+const READ_AHEAD_BYTES: usize = 16 << 20;
+/// Delta checkpoint interval of tables the worker creates, unless the spec sets one.
+const DEFAULT_DELTA_CHECKPOINT_INTERVAL: i32 = 10;
+
+/// Which ingestion this is.
+pub(super) struct Identity {
+    namespace: String,
+    name: String,
+}
+
+impl Identity {
+    pub(super) fn of(ingestion: &StreamingIngestion) -> Identity {
+        Identity {
+            namespace: ingestion
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: ingestion
+                .metadata
+                .name
+                .clone()
+                .unwrap_or_else(|| "ingestion".into()),
+        }
+    }
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// The tables a batch is committed to.
+struct Tables {
+    data: DeltaSink,
+    maintenance: Option<Maintenance>,
+    dead_letter: Option<DeltaSink>,
+}
+
+impl Pipeline {
+    /// Opens every stage of one ingestion; nothing is read yet.
+    pub fn open(
+        ingestion: &StreamingIngestion,
+        bootstrap_override: Option<&str>,
+        tuning: &Tuning,
+        stop: Arc<AtomicBool>,
+        runtime: Handle,
+        telemetry: Telemetry,
+    ) -> Result<Pipeline> {
+        let identity = Identity::of(ingestion);
+        let spec = &ingestion.spec;
+        let kind = spec.trigger_kind().map_err(Error::Unsupported)?;
+        let source = check_source(ingestion, bootstrap_override, kind)?;
+        // The checkpoint's storage options default to the sink's, so both are resolved first.
+        let storage_options = secrets::storage_options(
+            &spec.sink.delta.storage_options,
+            &spec.sink.delta.secret_storage_options,
+            "spec.sink.delta",
+        )?;
+        let checkpoint = claim_checkpoint(spec, &storage_options, &identity, &runtime)?;
+        let query_id = runtime.block_on(checkpoint.metadata())?.id;
+        let run_id = uuid::Uuid::new_v4().to_string();
+        info!(query_id, run_id, "query identity");
+
+        let decoder = JsonDecoder::new(&spec.format.json, &spec.metadata_columns)?;
+        let table_uri = table_uri(spec)?;
+        let tables = open_tables(
+            spec,
+            &table_uri,
+            &storage_options,
+            &decoder,
+            &identity,
+            kind,
+            tuning,
+            &runtime,
+        )?;
+        let ids = TxnIds::for_query(&query_id);
+        let table = SharedTable::new(tables.data, runtime.clone(), ids.clone());
+        let dead_letter = tables
+            .dead_letter
+            .map(|sink| DeadLetterTable::new(sink, ids, runtime.clone(), query_id.clone()));
+
+        let metadata_client = source::metadata_client(&source)?;
+        let initial = initial_offsets(&metadata_client, &source, &checkpoint, &runtime)?;
+        let targets = run_targets(
+            kind,
+            &metadata_client,
+            &source,
+            &checkpoint,
+            &run_id,
+            &runtime,
+        )?;
+        let source = start_source(source, metadata_client, initial, &table, targets.as_ref())?;
+        let fail_on_data_loss = source.config().read.fail_on_data_loss();
+
+        Ok(Pipeline {
+            name: identity.to_string(),
+            query_id: query_id.clone(),
+            run_id,
+            source,
+            table,
+            sink_description: format!("DeltaSink[{table_uri}]"),
+            dead_letter,
+            maintenance: tables.maintenance,
+            decoder,
+            checkpoint,
+            runtime,
+            schedule: Schedule::new(kind),
+            targets,
+            max_offsets_per_trigger: spec
+                .source
+                .read_options()
+                .and_then(|r| r.max_offsets_per_trigger),
+            read_ahead: ReadAhead::new(tuning.read_ahead_records, READ_AHEAD_BYTES),
+            topic_names: TopicNames::default(),
+            max_batch_bytes: tuning.max_batch_bytes,
+            stop,
+            offsets_lost: false,
+            topic_missing: false,
+            fail_on_data_loss,
+            previous_start: None,
+            telemetry,
+            summary: RunSummary {
+                query_id,
+                table: table_uri,
+                ..RunSummary::default()
+            },
+        })
+    }
+}
+
+/// Resolves the source's settings and checks the brokers: refused credentials, an untrusted
+/// certificate or an unreachable broker stop the worker here, before the checkpoint is claimed
+/// or the table created for a query that cannot read.
+fn check_source(
+    ingestion: &StreamingIngestion,
+    bootstrap_override: Option<&str>,
+    kind: TriggerKind,
+) -> Result<SourceConfig> {
+    let source = SourceConfig::from_ingestion(ingestion, bootstrap_override)?;
+    info!(bootstrap = %source.bootstrap, group = %source.group_id, options = %source.describe_options(), trigger = %Schedule::describe(kind), "starting");
+    source::probe(&source)?;
+    Ok(source)
+}
+
+/// Opens the checkpoint location and claims it for this ingestion.
+fn claim_checkpoint(
+    spec: &StreamingIngestionSpec,
+    sink_storage_options: &HashMap<String, String>,
+    identity: &Identity,
+    runtime: &Handle,
+) -> Result<CheckpointDir> {
+    runtime.block_on(CheckpointDir::open(
+        &spec.checkpoint.location,
+        &checkpoint::storage_options(&spec.checkpoint, sink_storage_options)?,
+        &OwnerClaim {
+            namespace: identity.namespace.clone(),
+            name: identity.name.clone(),
+        },
+    ))
+}
+
+fn table_uri(spec: &StreamingIngestionSpec) -> Result<String> {
+    spec.sink.delta.uri.clone().ok_or_else(|| {
+        Error::Unsupported(
+            "spec.sink.delta.table (Unity Catalog) is not supported by this worker yet; use spec.sink.delta.uri".into(),
+        )
+    })
+}
+
+/// Opens (creating) the data table, a second handle on it for background compaction, and the
+/// dead-letter table when `onError: deadLetter`.
+#[allow(clippy::too_many_arguments)]
+fn open_tables(
+    spec: &StreamingIngestionSpec,
+    table_uri: &str,
+    storage_options: &HashMap<String, String>,
+    decoder: &JsonDecoder,
+    identity: &Identity,
+    kind: TriggerKind,
+    tuning: &Tuning,
+    runtime: &Handle,
+) -> Result<Tables> {
+    let delta = &spec.sink.delta;
+    let checkpoint_interval = delta
+        .checkpoint_interval
+        .unwrap_or(DEFAULT_DELTA_CHECKPOINT_INTERVAL);
+    let open_data = || {
+        runtime.block_on(DeltaSink::open_or_create(
+            table_uri,
+            storage_options.clone(),
+            decoder.table_schema(),
+            delta.partition_by.clone(),
+            checkpoint_interval,
+            delta.target_file_size.map(|s| s as u64),
+            &format!("Written by Tributary ingestion {identity}"),
+        ))
+    };
+    let data = open_data()?;
+    // Queries that run for long compact their small files in the background, on a second
+    // handle (a long availableNow backfill writes one ~1 MiB file per batch); once is one batch.
+    let maintenance = match tuning.compaction_interval() {
+        Some(interval) if kind != TriggerKind::Once => Some(Maintenance::new(
+            open_data()?,
+            runtime.clone(),
+            interval,
+            tuning.compaction_min_files,
+        )),
+        _ => None,
+    };
+    let format = &spec.format.json;
+    let dead_letter = match (format.on_error(), &format.dead_letter) {
+        (OnError::DeadLetter, Some(dead_letter)) => {
+            Some(runtime.block_on(DeltaSink::open_or_create(
+                &dead_letter.uri,
+                storage_options.clone(),
+                dead_letter_schema(),
+                Vec::new(),
+                checkpoint_interval,
+                None,
+                &format!("Dead letters of Tributary ingestion {identity}"),
+            ))?)
+        }
+        (OnError::DeadLetter, None) => {
+            return Err(Error::Unsupported(
+                "onError: deadLetter needs format.json.deadLetter.uri".into(),
+            ));
+        }
+        _ => None,
+    };
+    Ok(Tables {
+        data,
+        maintenance,
+        dead_letter,
+    })
+}
+
+/// The query's starting offsets: those the checkpoint recorded when the query was new, or
+/// resolved now and recorded (the first writer wins, and every later start reads its numbers).
+fn initial_offsets(
+    client: &BaseConsumer,
+    source: &SourceConfig,
+    checkpoint: &CheckpointDir,
+    runtime: &Handle,
+) -> Result<OffsetMap> {
+    if let Some(initial) = runtime.block_on(checkpoint.initial_offsets())? {
+        return Ok(initial);
+    }
+    let resolved = source::resolve_starting_offsets(client, source)?;
+    runtime.block_on(checkpoint.save_initial_offsets(&resolved))
+}
+
+/// The end offsets of a run to completion: availableNow's (an unfinished earlier run's, or the
+/// latest now, recorded before reading), or once's (the latest now); None for a continuous
+/// query.
+fn run_targets(
+    kind: TriggerKind,
+    client: &BaseConsumer,
+    source: &SourceConfig,
+    checkpoint: &CheckpointDir,
+    run_id: &str,
+    runtime: &Handle,
+) -> Result<Option<OffsetMap>> {
+    match kind {
+        TriggerKind::AvailableNow => {
+            let unfinished = runtime
+                .block_on(checkpoint.available_now())?
+                .filter(|run| !run.finished)
+                .map(|run| from_partition_offsets(&run.targets));
+            let targets = source::available_now_targets(client, source, unfinished)?;
+            if let RunTargets::Planned(planned) = &targets {
+                runtime.block_on(checkpoint.save_available_now(&AvailableNowRun {
+                    run_id: run_id.to_string(),
+                    planned_at: chrono::Utc::now().to_rfc3339(),
+                    targets: to_partition_offsets(planned),
+                    finished: false,
+                }))?;
+            }
+            Ok(Some(targets.into_offsets()))
+        }
+        TriggerKind::Once => Ok(Some(source::latest_of_subscription(client, source)?)),
+        TriggerKind::Default | TriggerKind::ProcessingTime(_) => Ok(None),
+    }
+}
+
+/// Starts the consumer, with the table as the judge of where each partition starts. A run to
+/// completion reads known partitions with a single worker (validation keeps replicas at 1), so
+/// it assigns them directly instead of joining the group.
+fn start_source(
+    source: SourceConfig,
+    metadata_client: BaseConsumer,
+    initial: OffsetMap,
+    table: &SharedTable,
+    targets: Option<&OffsetMap>,
+) -> Result<Source> {
+    let resolver = StartResolver {
+        table_offsets: Box::new({
+            let table = table.clone();
+            move |tps: &[TopicPartition]| table.committed_offsets(tps)
+        }),
+        offsets_client: Arc::new(metadata_client),
+        initial,
+        fail_on_data_loss: source.read.fail_on_data_loss(),
+        bootstrap: source.bootstrap.clone(),
+    };
+    let fixed: Option<Vec<TopicPartition>> = targets.map(|t| t.keys().cloned().collect());
+    Source::start(source, resolver, fixed.as_deref())
+}

@@ -1,0 +1,96 @@
+//! The publish stage: a committed batch's progress record (checkpoint and stdout), metrics,
+//! status, and the run's totals.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use super::Pipeline;
+use super::commit::{Committed, DecodedBatch};
+use super::read::ReadBatch;
+use crate::error::Result;
+use crate::outputs::metrics::BatchMetrics;
+use crate::outputs::progress::{self, BatchFacts};
+
+impl Pipeline {
+    pub(super) fn publish(
+        &mut self,
+        batch_id: i64,
+        started: Instant,
+        read: &ReadBatch,
+        decoded: &DecodedBatch,
+        committed: &Committed,
+    ) -> Result<()> {
+        let total_ms = started.elapsed().as_millis() as i64;
+        let input_rows = read.records.len() as i64;
+        let output_rows = decoded.decoded.batch.num_rows() as i64;
+        let rescued_rows = decoded.decoded.rescued_rows as i64;
+        let partitions = read.plan.partitions();
+        let facts = BatchFacts {
+            query_id: self.query_id.clone(),
+            run_id: self.run_id.clone(),
+            name: self.name.clone(),
+            batch_id,
+            source_description: self.source.config().description.clone(),
+            sink_description: self.sink_description.clone(),
+            start: partitions
+                .iter()
+                .map(|p| (p.tp.clone(), p.start.offset))
+                .collect(),
+            end: partitions
+                .iter()
+                .map(|p| (p.tp.clone(), p.cursor))
+                .collect(),
+            latest: partitions
+                .iter()
+                .map(|p| (p.tp.clone(), p.latest.max(p.cursor)))
+                .collect(),
+            input_rows,
+            output_rows,
+            rescued_rows,
+            dead_letter_rows: committed.dead_letter_rows,
+            delta_version: Some(committed.version),
+            duration_ms: BTreeMap::from([
+                ("latestOffset".to_string(), read.latest_offset_ms),
+                ("fetch".to_string(), read.fetch_ms),
+                ("decode".to_string(), decoded.decode_ms),
+                ("commit".to_string(), committed.commit_ms),
+                ("triggerExecution".to_string(), total_ms),
+            ]),
+            since_previous_s: self
+                .previous_start
+                .map(|p| started.duration_since(p).as_secs_f64()),
+        };
+        self.previous_start = Some(started);
+        let progress = progress::build(facts);
+        self.runtime
+            .block_on(self.checkpoint.log_progress(&progress))?;
+        progress::emit(&progress);
+        self.telemetry.batch_committed(
+            &progress,
+            &BatchMetrics {
+                records: input_rows as u64,
+                bytes: read
+                    .records
+                    .iter()
+                    .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+                    .sum(),
+                rows_written: output_rows as u64,
+                rescued_rows: rescued_rows as u64,
+                dead_letter_rows: committed.dead_letter_rows as u64,
+                duration: started.elapsed(),
+                delta_version: Some(committed.version),
+                commit_conflicts: committed.retries,
+            },
+            &self.source.assigned_partitions(),
+        );
+        let summary = &mut self.summary;
+        summary.batches += 1;
+        summary.input_rows += input_rows;
+        summary.output_rows += output_rows;
+        summary.rescued_rows += rescued_rows;
+        summary.dead_letter_rows += committed.dead_letter_rows;
+        summary.files += committed.files;
+        summary.delta_version = Some(committed.version);
+        Ok(())
+    }
+}

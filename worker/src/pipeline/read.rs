@@ -1,0 +1,271 @@
+//! The read stage: plan a batch, fill it from the read-ahead and the consumer, and keep what
+//! arrives for later batches; watch the assignment while doing so.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use tracing::{info, warn};
+
+use super::Pipeline;
+use crate::batch::{POLL_BURST, Placement, Plan, ReadAheadState, ReadLimits, plan_batch};
+use crate::error::Result;
+use crate::partition::TopicPartition;
+use crate::record::Record;
+use crate::source::Polled;
+
+/// A batch read and ready to decode.
+pub(super) struct ReadBatch {
+    /// The partitions that read something, with where each started and stopped.
+    pub plan: Plan,
+    pub records: Vec<Record>,
+    /// Stopped at its offset cap or byte budget with more to read.
+    pub full: bool,
+    pub latest_offset_ms: i64,
+    pub fetch_ms: i64,
+}
+
+pub(super) enum Read {
+    Batch(ReadBatch),
+    /// Nothing to read now.
+    Idle,
+    /// Given up: a stop was requested, or partitions moved meanwhile.
+    Abandoned,
+}
+
+impl Pipeline {
+    /// Plans and reads one batch: what the read-ahead holds first, then from the consumer,
+    /// until the batch's read limits say stop.
+    pub(super) fn read_batch(&mut self, started: Instant) -> Result<Read> {
+        let (assigned, generation) = self.source.assigned();
+        if assigned.is_empty() {
+            return Ok(Read::Idle);
+        }
+        let cap = self.schedule.offset_cap(self.max_offsets_per_trigger);
+        let mut plan = plan_batch(
+            &assigned,
+            self.targets.as_ref(),
+            cap,
+            |tp| self.source.cached_high_watermark(tp),
+            |topic| self.topic_names.get(topic),
+        );
+        let latest_offset_ms = started.elapsed().as_millis() as i64;
+        if plan.is_empty() {
+            return Ok(Read::Idle);
+        }
+        self.drain_read_ahead(&mut plan);
+        let limits = ReadLimits::new(self.targets.is_none(), self.max_batch_bytes, Instant::now());
+        if !self.read_into(&mut plan, &limits, generation)? {
+            return Ok(Read::Abandoned);
+        }
+        let full = limits.full(&plan);
+        // Partitions whose records did not arrive (e.g. the end of a compacted range), or that
+        // the byte budget left for the next batch.
+        plan.retain_read();
+        if plan.is_empty() {
+            return Ok(Read::Idle);
+        }
+        let fetch_ms = started.elapsed().as_millis() as i64 - latest_offset_ms;
+        let records = plan.take_records();
+        Ok(Read::Batch(ReadBatch {
+            plan,
+            records,
+            full,
+            latest_offset_ms,
+            fetch_ms,
+        }))
+    }
+
+    /// Moves what was read ahead into the plan, within its offset cap, and lets the planned
+    /// partitions fetch again.
+    fn drain_read_ahead(&mut self, plan: &mut Plan) {
+        let (mut moved, mut advanced) = (0, 0);
+        let allowance = plan.allowance();
+        for planned in plan.partitions_mut() {
+            let (bytes, offsets) = self.read_ahead.drain_into(planned, allowance - advanced);
+            moved += bytes;
+            advanced += offsets;
+            self.source.resume(&planned.tp);
+        }
+        plan.bytes += moved;
+        plan.offsets += advanced;
+    }
+
+    /// Polls records into the plan until its limits are reached. False when the batch is
+    /// abandoned (stop requested, or partitions moved).
+    fn read_into(&mut self, plan: &mut Plan, limits: &ReadLimits, generation: u64) -> Result<bool> {
+        let mut last_progress = Instant::now();
+        let mut drained = false;
+        loop {
+            if limits.done(plan, drained, Instant::now()) {
+                return Ok(true);
+            }
+            if self.stopped() {
+                info!("stop requested: the batch in flight is abandoned, nothing committed");
+                return Ok(false);
+            }
+            let (got, quiet) = self.poll_burst(plan, limits);
+            if quiet {
+                drained = true;
+                if !limits.open_ended() {
+                    self.advance_to_positions(plan);
+                }
+            }
+            if got {
+                last_progress = Instant::now();
+                drained = false;
+            }
+            if self.check_assignment()? {
+                info!("partitions were re-read from the table: the batch is abandoned");
+                return Ok(false);
+            }
+            if self.source.generation() != generation
+                && self
+                    .source
+                    .lost_any(plan.partitions().iter().map(|p| &p.tp))
+            {
+                info!("partitions revoked while reading: the batch is abandoned");
+                self.resync_plan(plan)?;
+                return Ok(false);
+            }
+            if limits.stalled(last_progress, Instant::now()) {
+                warn!("planned offsets did not all arrive in time; committing what was read");
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Up to [`POLL_BURST`] polls in a row; only the first waits. Returns (whether anything
+    /// came, whether the first poll found nothing).
+    fn poll_burst(&mut self, plan: &mut Plan, limits: &ReadLimits) -> (bool, bool) {
+        let mut timeout = limits.first_wait();
+        for polled in 0..POLL_BURST {
+            if !self.poll_once(timeout, Some(plan)) {
+                return (polled > 0, polled == 0);
+            }
+            if limits.full(plan) {
+                break;
+            }
+            timeout = Duration::ZERO;
+        }
+        (true, false)
+    }
+
+    /// Polls the consumer (rebalance callbacks run here) for `duration`, keeping any record in
+    /// the read-ahead.
+    pub(super) fn poll_for(&mut self, duration: Duration) -> Result<()> {
+        let deadline = Instant::now() + duration;
+        loop {
+            self.poll_once(
+                Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())),
+                None,
+            );
+            self.check_assignment()?;
+            // Waiting out a processingTime interval or an idle spell is a healthy turn too.
+            self.telemetry.heartbeat();
+            if Instant::now() >= deadline || self.stopped() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One poll; a record goes to the batch being read (`plan`) or the read-ahead. False when
+    /// nothing came.
+    fn poll_once(&mut self, timeout: Duration, plan: Option<&mut Plan>) -> bool {
+        let message = match self.source.poll(timeout) {
+            Polled::Nothing => return false,
+            Polled::OffsetsLost => {
+                self.offsets_lost = true;
+                return false;
+            }
+            Polled::TopicMissing => {
+                self.topic_missing = true;
+                return false;
+            }
+            Polled::Message(message) => message,
+        };
+        let (partition, offset) = (message.partition(), message.offset());
+        let topic = self.topic_names.get(message.topic());
+        let make = || Record::from_message(&message, topic.clone());
+        let record = match plan {
+            Some(plan) => match plan.offer(&topic, partition, offset, make) {
+                Placement::Taken | Placement::Duplicate => return true,
+                Placement::Elsewhere(record) => record,
+            },
+            None => make(),
+        };
+        drop(message);
+        let tp = TopicPartition::new(&*topic, partition);
+        let position = self.source.next_offset(&tp);
+        if position.is_some_and(|p| offset >= p)
+            && self.read_ahead.push(tp.clone(), record) == ReadAheadState::Full
+            && self.source.pause(&tp)
+        {
+            // Memory stays bounded: a partition far ahead of the batch stops fetching until
+            // a batch needs it again.
+            tracing::debug!(topic = %tp.topic, partition = tp.partition, "read-ahead full: partition paused");
+        }
+        true
+    }
+
+    /// Reports a failure from a callback, forgets read-ahead of revoked partitions, and
+    /// re-resolves partitions whose offsets vanished. True when partitions were moved (a batch
+    /// being read must then be abandoned).
+    fn check_assignment(&mut self) -> Result<bool> {
+        let (error, revoked) = self.source.take_events();
+        // A deleted topic's partitions are revoked (or fail to fetch): check before going on.
+        let check_topics = std::mem::take(&mut self.topic_missing) || !revoked.is_empty();
+        for tp in revoked {
+            // Left paused on purpose: if the partition comes back, the next batch that plans
+            // it resumes it (harmless if librdkafka already did).
+            self.read_ahead.forget(&tp);
+        }
+        if let Some(error) = error {
+            return Err(error);
+        }
+        if check_topics {
+            self.source.check_topics_exist(self.fail_on_data_loss)?;
+        }
+        if std::mem::take(&mut self.offsets_lost) {
+            // Data loss is reported (failOnDataLoss) or skipped with a warning by the resolver.
+            let assigned = self.source.assigned_partitions();
+            self.resync(&assigned)?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// A partition whose consumer position passed offsets that never arrive as records
+    /// (transaction markers, offsets removed by compaction) is read up to that position;
+    /// otherwise its batch would wait for them until the read times out.
+    fn advance_to_positions(&self, plan: &mut Plan) {
+        // Records refused by the cap wait in the read-ahead behind the position: never skip them.
+        if plan.capped() {
+            return;
+        }
+        let Some(positions) = self.source.positions() else {
+            return;
+        };
+        for (tp, position) in positions {
+            if self.read_ahead.next_offset(&tp).is_none()
+                && let Some(planned) = plan.get_mut(&tp.topic, tp.partition)
+                && position > planned.cursor
+            {
+                planned.cursor = position.min(planned.end);
+            }
+        }
+    }
+
+    /// After an abandoned batch: the batch's partitions that are still ours continue where the
+    /// table says; their read-ahead is forgotten.
+    pub(super) fn resync_plan(&mut self, plan: &Plan) -> Result<()> {
+        let tps: Vec<TopicPartition> = plan.partitions().iter().map(|p| p.tp.clone()).collect();
+        self.resync(&tps)
+    }
+
+    fn resync(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        for tp in tps {
+            self.read_ahead.forget(tp);
+        }
+        self.source.seek_to_table(tps)
+    }
+}

@@ -1,0 +1,301 @@
+//! The Delta table the worker appends to. One commit per micro-batch, carrying its data files and one `txn`
+//! action per source partition (the next offset to read), so data and offsets land atomically.
+
+use std::collections::HashMap;
+
+use deltalake::arrow::datatypes::SchemaRef;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{
+    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
+};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::operations::create::CreateBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
+use url::Url;
+
+use crate::error::{Error, Result};
+
+/// Commits retried by delta-rs when another writer (a replica) committed first and the two
+/// commits do not conflict (appends to different partitions' txns).
+const COMMIT_RETRIES: usize = 50;
+
+/// A partition's offset update in a commit.
+#[derive(Clone, Debug)]
+pub struct TxnUpdate {
+    pub app_id: String,
+    /// The version the table must hold now (None: never written). Anything else means another
+    /// writer moved this partition since the batch was planned.
+    pub expected: Option<i64>,
+    /// The next offset to read after this batch.
+    pub version: i64,
+}
+
+/// What became of a commit.
+#[derive(Debug)]
+pub enum CommitOutcome {
+    Committed {
+        version: i64,
+        files: usize,
+        /// Times delta-rs retried after a concurrent commit (of another replica's partitions).
+        retries: u64,
+    },
+    /// Another writer owns (or owned) one of the partitions: nothing was committed.
+    Conflict(String),
+}
+
+/// A Delta table the worker appends to.
+pub struct DeltaSink {
+    uri: String,
+    table: DeltaTable,
+    partition_by: Vec<String>,
+    target_file_size: Option<u64>,
+}
+
+/// The table URL of a location: an absolute path or a URL.
+pub fn table_url(location: &str) -> Result<Url> {
+    if location.starts_with('/') {
+        std::fs::create_dir_all(location).map_err(Error::checkpoint(
+            "create the table directory",
+            location.as_ref(),
+        ))?;
+        Url::from_directory_path(location)
+            .map_err(|_| Error::Unsupported(format!("{location} is not an absolute path")))
+    } else {
+        Url::parse(location).map_err(|e| Error::Unsupported(format!("{location}: {e}")))
+    }
+}
+
+impl DeltaSink {
+    /// Opens the table, or creates it from the schema on first use; refuses a table whose
+    /// schema or partitioning differs.
+    pub async fn open_or_create(
+        uri: &str,
+        storage_options: HashMap<String, String>,
+        schema: SchemaRef,
+        partition_by: Vec<String>,
+        checkpoint_interval: i32,
+        target_file_size: Option<u64>,
+        description: &str,
+    ) -> Result<DeltaSink> {
+        let url = table_url(uri)?;
+        let wanted: StructType = schema
+            .as_ref()
+            .try_into_kernel()
+            .map_err(|e| Error::Schema(e.to_string()))?;
+        let mut table = DeltaTableBuilder::from_url(url.clone())
+            .map_err(Error::delta("locate", uri))?
+            .with_storage_options(storage_options.clone())
+            .build()
+            .map_err(Error::delta("open", uri))?;
+        match table.load().await {
+            Ok(()) => {
+                check_fit(&table, &wanted, &partition_by, uri)?;
+            }
+            Err(DeltaTableError::NotATable(_)) => {
+                let created = CreateBuilder::new()
+                    .with_location(url.to_string())
+                    .with_storage_options(storage_options)
+                    .with_columns(wanted.fields().cloned())
+                    .with_partition_columns(partition_by.clone())
+                    .with_comment(description)
+                    .with_configuration_property(
+                        TableProperty::CheckpointInterval,
+                        Some(checkpoint_interval.to_string()),
+                    )
+                    // Another replica may create it at the same moment: then use theirs.
+                    .with_save_mode(SaveMode::Ignore)
+                    .await
+                    .map_err(Error::delta("create", uri))?;
+                table = created;
+                table.load().await.map_err(Error::delta("load", uri))?;
+                check_fit(&table, &wanted, &partition_by, uri)?;
+                tracing::info!(table = uri, "created the Delta table");
+            }
+            Err(source) => return Err(Error::delta("load", uri)(source)),
+        }
+        Ok(DeltaSink {
+            uri: uri.to_string(),
+            table,
+            partition_by,
+            target_file_size,
+        })
+    }
+
+    /// Rewrites the table's small files into files of the target size ([`super::compact`]); safe while
+    /// this and other writers append. Leaves the table at its latest version.
+    pub async fn compact(
+        &mut self,
+        policy: &super::compact::CompactionPolicy,
+    ) -> Result<super::compact::CompactionOutcome> {
+        let target = self
+            .target_file_size
+            .unwrap_or(super::compact::DEFAULT_TARGET_FILE_SIZE);
+        super::compact::compact(&mut self.table, &self.uri, target, policy).await
+    }
+
+    /// Reloads the table to its latest version.
+    pub async fn refresh(&mut self) -> Result<()> {
+        self.table
+            .update_state()
+            .await
+            .map_err(Error::delta("refresh", &self.uri))
+    }
+
+    /// The latest txn version of each app id (None: never written).
+    pub async fn txn_versions(&mut self, app_ids: &[String]) -> Result<Vec<Option<i64>>> {
+        self.refresh().await?;
+        let log_store = self.table.log_store();
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(Error::delta("read", &self.uri))?;
+        let mut versions = Vec::with_capacity(app_ids.len());
+        for app_id in app_ids {
+            versions.push(
+                snapshot
+                    .transaction_version(log_store.as_ref(), app_id)
+                    .await
+                    .map_err(Error::delta("read the txn versions of", &self.uri))?,
+            );
+        }
+        Ok(versions)
+    }
+
+    /// Writes `batch` (if any rows) and commits it with `txns`, atomically; checks first that
+    /// every partition's txn is where this batch started, so no offset is written twice or moves
+    /// backwards.
+    pub async fn commit(
+        &mut self,
+        batch: Option<&RecordBatch>,
+        txns: &[TxnUpdate],
+        app_metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<CommitOutcome> {
+        let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
+        let current = self.txn_versions(&app_ids).await?;
+        for (txn, now) in txns.iter().zip(&current) {
+            if *now != txn.expected {
+                return Ok(CommitOutcome::Conflict(format!(
+                    "{} is at {:?} in the table, the batch started at {:?}",
+                    txn.app_id, now, txn.expected
+                )));
+            }
+            if now.is_some_and(|v| txn.version <= v) {
+                return Ok(CommitOutcome::Conflict(format!(
+                    "{} would move from {:?} back to {}",
+                    txn.app_id, now, txn.version
+                )));
+            }
+        }
+        let mut actions = Vec::new();
+        if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
+            let mut writer = RecordBatchWriter::for_table(&self.table)
+                .map_err(Error::delta("write to", &self.uri))?;
+            if let Some(size) = self.target_file_size {
+                writer = writer.with_target_file_size(size);
+            }
+            writer
+                .write(batch.clone())
+                .await
+                .map_err(Error::delta("write Parquet files to", &self.uri))?;
+            let adds = writer
+                .flush()
+                .await
+                .map_err(Error::delta("write Parquet files to", &self.uri))?;
+            actions.extend(adds.into_iter().map(Action::Add));
+        }
+        let files = actions.len();
+        let properties = CommitProperties::default()
+            .with_application_transactions(
+                txns.iter()
+                    .map(|t| Transaction::new(&t.app_id, t.version))
+                    .collect(),
+            )
+            .with_metadata(app_metadata)
+            .with_max_retries(COMMIT_RETRIES);
+        let partition_by = (!self.partition_by.is_empty()).then(|| self.partition_by.clone());
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(Error::delta("read", &self.uri))?;
+        let result = CommitBuilder::from(properties)
+            .with_actions(actions)
+            .build(
+                Some(snapshot),
+                self.table.log_store(),
+                DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by,
+                    predicate: None,
+                },
+            )
+            .await;
+        match result {
+            Ok(finalized) => Ok(CommitOutcome::Committed {
+                version: finalized.version() as i64,
+                files,
+                retries: finalized.metrics.num_retries,
+            }),
+            Err(DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+            }) => Ok(CommitOutcome::Conflict(
+                "a concurrent commit wrote the same partitions".into(),
+            )),
+            Err(source) => Err(Error::delta("commit to", &self.uri)(source)),
+        }
+    }
+}
+
+/// Checks that an existing table can take this ingestion's rows.
+fn check_fit(
+    table: &DeltaTable,
+    wanted: &StructType,
+    partition_by: &[String],
+    uri: &str,
+) -> Result<()> {
+    let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
+    let have = snapshot.schema();
+    let mut problems = Vec::new();
+    for field in wanted.fields() {
+        match have.field(field.name()) {
+            None => problems.push(format!("column {} is missing", field.name())),
+            Some(existing) if existing.data_type() != field.data_type() => problems.push(format!(
+                "column {} is {} in the table but {} in the schema",
+                field.name(),
+                existing.data_type(),
+                field.data_type()
+            )),
+            Some(existing) if !existing.is_nullable() && field.is_nullable() => {
+                problems.push(format!(
+                    "column {} is NOT NULL in the table but nullable here",
+                    field.name()
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    for field in have.fields() {
+        if wanted.field(field.name()).is_none() && !field.is_nullable() {
+            problems.push(format!(
+                "the table has a NOT NULL column {} this ingestion does not write",
+                field.name()
+            ));
+        }
+    }
+    let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+    if partitions != partition_by {
+        problems.push(format!(
+            "the table is partitioned by {partitions:?}, the spec says {partition_by:?}"
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::TableMismatch {
+            uri: uri.to_string(),
+            reason: problems.join("; "),
+        })
+    }
+}

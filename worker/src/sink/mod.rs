@@ -1,0 +1,19 @@
+//! The sink stage: the Delta table a batch is committed to with its partitions' offsets, the
+//! dead-letter table, and the table's upkeep (compaction of small files in the background).
+//!
+//! Inside, each module uses only those listed before it: `compact`, `delta` (the table
+//! writer), `table` (txn ids, the handle shared with the source), `dead_letter`, `maintenance`.
+
+mod compact;
+mod dead_letter;
+mod delta;
+mod maintenance;
+mod table;
+
+pub use dead_letter::{DeadLetterTable, schema as dead_letter_schema};
+pub use delta::{CommitOutcome, DeltaSink};
+pub use maintenance::{Maintenance, outcome_label};
+pub use table::{PartitionCommit, SharedTable, TxnIds};
+
+#[cfg(test)]
+pub use delta::{TxnUpdate, table_url};

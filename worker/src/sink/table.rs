@@ -1,0 +1,129 @@
+//! The table as the pipeline and the source share it: how the table names each source
+//! partition's offset (a `txn` app id per partition), and one handle through which the source
+//! reads those offsets (when partitions are assigned) and the pipeline commits batches.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use deltalake::arrow::record_batch::RecordBatch;
+use tokio::runtime::Handle;
+use tracing::Instrument;
+
+use super::delta::{CommitOutcome, DeltaSink, TxnUpdate};
+use crate::error::{Error, Result};
+use crate::partition::{OffsetMap, TopicPartition};
+
+/// The txn app ids of a query's partitions: derived from the query id, so a new query (new
+/// checkpoint) writing to the same table does not inherit another query's offsets.
+#[derive(Clone, Debug)]
+pub struct TxnIds {
+    prefix: String,
+}
+
+impl TxnIds {
+    pub fn for_query(query_id: &str) -> TxnIds {
+        TxnIds {
+            prefix: format!("tributary-{query_id}"),
+        }
+    }
+
+    /// The app id of a partition's offset in the data table.
+    pub fn data(&self, tp: &TopicPartition) -> String {
+        format!("{}-{}-{}", self.prefix, tp.topic, tp.partition)
+    }
+
+    /// The app id of a partition's offset in the dead-letter table.
+    pub fn dead_letter(&self, tp: &TopicPartition) -> String {
+        format!("{}-deadletter-{}-{}", self.prefix, tp.topic, tp.partition)
+    }
+}
+
+/// One partition's move in a batch commit: from where the batch started (the table's txn
+/// then, None if never written) to the next offset after the batch.
+#[derive(Clone, Debug)]
+pub struct PartitionCommit {
+    pub tp: TopicPartition,
+    pub expected: Option<i64>,
+    pub next: i64,
+}
+
+/// The data table, shared by the source's start resolver and the pipeline's commits. Both use
+/// it on the pipeline's thread (rebalance callbacks run inside its polls); the lock is for the
+/// consumer context, which librdkafka requires to be `Sync`.
+#[derive(Clone)]
+pub struct SharedTable {
+    sink: Arc<Mutex<DeltaSink>>,
+    runtime: Handle,
+    ids: TxnIds,
+}
+
+impl SharedTable {
+    pub fn new(sink: DeltaSink, runtime: Handle, ids: TxnIds) -> SharedTable {
+        SharedTable {
+            sink: Arc::new(Mutex::new(sink)),
+            runtime,
+            ids,
+        }
+    }
+
+    fn with_sink<T>(&self, f: impl FnOnce(&mut DeltaSink) -> Result<T>) -> Result<T> {
+        let mut sink = self
+            .sink
+            .lock()
+            .map_err(|_| Error::Runtime("sink lock poisoned".into()))?;
+        f(&mut sink)
+    }
+
+    /// The next offset the table records for each of `tps` (absent: never written by this
+    /// query).
+    pub fn committed_offsets(&self, tps: &[TopicPartition]) -> Result<OffsetMap> {
+        let ids: Vec<String> = tps.iter().map(|tp| self.ids.data(tp)).collect();
+        let versions = self.with_sink(|sink| self.runtime.block_on(sink.txn_versions(&ids)))?;
+        Ok(tps
+            .iter()
+            .zip(versions)
+            .filter_map(|(tp, v)| v.map(|v| (tp.clone(), v)))
+            .collect())
+    }
+
+    /// Commits a batch's rows with every partition's move, atomically; a partition that is no
+    /// longer where the batch started makes it a [`CommitOutcome::Conflict`].
+    pub fn commit(
+        &self,
+        batch: &RecordBatch,
+        partitions: &[PartitionCommit],
+        metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<CommitOutcome> {
+        let txns: Vec<TxnUpdate> = partitions
+            .iter()
+            .map(|p| TxnUpdate {
+                app_id: self.ids.data(&p.tp),
+                expected: p.expected,
+                version: p.next,
+            })
+            .collect();
+        self.with_sink(|sink| {
+            self.runtime.block_on(
+                sink.commit(Some(batch), &txns, metadata)
+                    .instrument(tracing::info_span!("commit")),
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txn_ids_belong_to_one_query_and_one_table() {
+        let ids = TxnIds::for_query("q1");
+        let tp = TopicPartition::new("sensor-readings", 3);
+        assert_eq!(ids.data(&tp), "tributary-q1-sensor-readings-3");
+        assert_eq!(
+            ids.dead_letter(&tp),
+            "tributary-q1-deadletter-sensor-readings-3"
+        );
+        assert_ne!(TxnIds::for_query("q2").data(&tp), ids.data(&tp));
+    }
+}

@@ -1,0 +1,460 @@
+//! The Kafka (or Event Hubs) consumer: group membership and rebalances, the partitions this
+//! worker owns, polling, pausing, and the group offsets written for lag tools.
+//!
+//! Every partition the consumer gets is positioned by [`super::start`] inside the rebalance
+//! callback, so no message is ever fetched from a position the table did not choose.
+
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tracing::warn;
+
+use super::config::{SourceConfig, Subscription, librdkafka_pattern};
+use super::offsets::{cached_high_watermark, subscription_partitions};
+use super::security::Security;
+use super::start::StartResolver;
+use crate::error::{Error, Result};
+use crate::partition::{OffsetMap, PartitionStart, StartMap, TopicPartition};
+
+/// The partitions this worker owns, as the rebalance callbacks leave them.
+#[derive(Default)]
+pub struct Assignment {
+    pub partitions: StartMap,
+    /// Bumped at every change, so a batch can tell whether its partitions moved meanwhile.
+    pub generation: u64,
+    /// Partitions revoked since the pipeline last looked.
+    pub revoked: Vec<TopicPartition>,
+    /// A failure inside a callback, reported by the pipeline.
+    pub error: Option<Error>,
+}
+
+/// The consumer's context: assigns partitions where the table says.
+pub struct SourceContext {
+    assignment: Arc<Mutex<Assignment>>,
+    resolver: StartResolver,
+    security: Security,
+}
+
+impl ClientContext for SourceContext {
+    /// Refused credentials and an untrusted certificate stop the pipeline (see
+    /// [`super::security`] for why); librdkafka retries anything else, and so does the worker.
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        match self
+            .security
+            .fatal_error(&error, reason, &self.resolver.bootstrap)
+        {
+            Some(fatal) => self.with_assignment(|a| {
+                a.error.get_or_insert(fatal);
+            }),
+            None => {
+                let reason = self.security.redact(reason);
+                tracing::warn!(%error, %reason, "Kafka client error; retrying");
+            }
+        }
+    }
+}
+
+impl SourceContext {
+    fn with_assignment<T>(&self, f: impl FnOnce(&mut Assignment) -> T) -> T {
+        let mut guard = match self.assignment.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    /// Assigns partitions at the table's offsets (manual `assign`, or inside a rebalance) and
+    /// records them as owned.
+    fn assign(
+        &self,
+        consumer: &BaseConsumer<SourceContext>,
+        tpl: &mut TopicPartitionList,
+        incremental: bool,
+    ) -> Result<()> {
+        let starts = self.resolver.assign(consumer, tpl, incremental)?;
+        self.with_assignment(|a| {
+            if !incremental {
+                a.partitions.clear();
+            }
+            a.partitions.extend(starts);
+            a.generation += 1;
+        });
+        Ok(())
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                if let Err(error) = self.assign(consumer, tpl, cooperative) {
+                    tracing::error!(%error, "cannot assign partitions");
+                    self.with_assignment(|a| a.error = Some(error));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let revoked: Vec<TopicPartition> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| TopicPartition::new(e.topic(), e.partition()))
+                    .collect();
+                for tp in &revoked {
+                    tracing::info!(topic = %tp.topic, partition = tp.partition, "partition revoked");
+                }
+                self.with_assignment(|a| {
+                    for tp in &revoked {
+                        a.partitions.remove(tp);
+                    }
+                    if !cooperative {
+                        a.partitions.clear();
+                    }
+                    a.revoked.extend(revoked.iter().cloned());
+                    a.generation += 1;
+                });
+                let result = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
+                if let Err(error) = result {
+                    tracing::warn!(%error, "cannot unassign revoked partitions");
+                }
+            }
+            other => {
+                tracing::warn!(error = ?other, "rebalance error; dropping the assignment");
+                self.with_assignment(|a| {
+                    let all: Vec<TopicPartition> = a.partitions.keys().cloned().collect();
+                    a.revoked.extend(all);
+                    a.partitions.clear();
+                    a.generation += 1;
+                });
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+/// What one poll brought.
+pub enum Polled<'a> {
+    /// Nothing within the timeout, or an error librdkafka retries (logged).
+    Nothing,
+    /// An offset being read is no longer on the broker: every partition must be re-resolved.
+    OffsetsLost,
+    /// The broker does not know a topic being read: whether it was deleted is checked
+    /// ([`Source::check_topics_exist`]) before the next batch.
+    TopicMissing,
+    Message(BorrowedMessage<'a>),
+}
+
+/// The running consumer and the partitions it owns.
+pub struct Source {
+    config: SourceConfig,
+    consumer: BaseConsumer<SourceContext>,
+    assignment: Arc<Mutex<Assignment>>,
+    /// Partitions paused because the batch side holds enough of them.
+    paused: BTreeSet<TopicPartition>,
+    /// The client that answers offset lookups; served every turn so its log and error events
+    /// do not pile up in a long-running worker.
+    offsets_client: Arc<BaseConsumer>,
+}
+
+impl Source {
+    /// Creates the consumer and starts reading: subscribe, or assign at the table's offsets
+    /// (the `assign` subscription, or `fixed` partitions: a run to completion reads a known set
+    /// of partitions alone, so it need not join a group and wait out its rebalance delay).
+    pub fn start(
+        config: SourceConfig,
+        resolver: StartResolver,
+        fixed: Option<&[TopicPartition]>,
+    ) -> Result<Source> {
+        let assignment = Arc::new(Mutex::new(Assignment::default()));
+        let offsets_client = resolver.offsets_client.clone();
+        let context = SourceContext {
+            assignment: assignment.clone(),
+            resolver,
+            security: config.security.clone(),
+        };
+        let consumer: BaseConsumer<SourceContext> = config
+            .client_config()
+            .create_with_context(context)
+            .map_err(|source| Error::CreateConsumer {
+                bootstrap: config.bootstrap.clone(),
+                source: Box::new(source),
+            })?;
+        let manual: Option<Vec<TopicPartition>> = match (fixed, &config.subscription) {
+            (Some(fixed), _) => Some(fixed.to_vec()),
+            (None, Subscription::Assign(assign)) => Some(
+                assign
+                    .iter()
+                    .flat_map(|(topic, partitions)| {
+                        partitions
+                            .iter()
+                            .map(|p| TopicPartition::new(topic.clone(), *p))
+                    })
+                    .collect(),
+            ),
+            (None, _) => None,
+        };
+        if let Some(partitions) = manual {
+            let mut tpl = TopicPartitionList::new();
+            for tp in &partitions {
+                tpl.add_partition(&tp.topic, tp.partition);
+            }
+            consumer.context().assign(&consumer, &mut tpl, false)?;
+        } else {
+            match &config.subscription {
+                Subscription::Topics(topics) => {
+                    let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+                    consumer
+                        .subscribe(&topics)
+                        .map_err(Error::kafka("subscribe", &config.bootstrap))?;
+                }
+                Subscription::Pattern(pattern) => {
+                    consumer
+                        .subscribe(&[&librdkafka_pattern(pattern)])
+                        .map_err(Error::kafka("subscribe to a pattern", &config.bootstrap))?;
+                }
+                Subscription::Assign(_) => {}
+            }
+        }
+        Ok(Source {
+            config,
+            consumer,
+            assignment,
+            paused: BTreeSet::new(),
+            offsets_client,
+        })
+    }
+
+    pub fn config(&self) -> &SourceConfig {
+        &self.config
+    }
+
+    fn with_assignment<T>(&self, f: impl FnOnce(&mut Assignment) -> T) -> T {
+        let mut guard = match self.assignment.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        f(&mut guard)
+    }
+
+    /// The owned partitions and where each reads next, with the assignment's generation.
+    pub fn assigned(&self) -> (StartMap, u64) {
+        self.with_assignment(|a| (a.partitions.clone(), a.generation))
+    }
+
+    pub fn assigned_partitions(&self) -> Vec<TopicPartition> {
+        self.with_assignment(|a| a.partitions.keys().cloned().collect())
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.with_assignment(|a| a.generation)
+    }
+
+    /// Where an owned partition reads next (None when not ours).
+    pub fn next_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.with_assignment(|a| a.partitions.get(tp).map(|s| s.offset))
+    }
+
+    /// Whether any of `tps` is no longer ours.
+    pub fn lost_any<'a>(&self, mut tps: impl Iterator<Item = &'a TopicPartition>) -> bool {
+        self.with_assignment(|a| tps.any(|tp| !a.partitions.contains_key(tp)))
+    }
+
+    /// A failure a callback left, and the partitions revoked since the last call.
+    pub fn take_events(&self) -> (Option<Error>, Vec<TopicPartition>) {
+        self.with_assignment(|a| (a.error.take(), std::mem::take(&mut a.revoked)))
+    }
+
+    /// Fails (failOnDataLoss, as Spark fails when partitions are gone) when a topic named by
+    /// the subscription no longer exists on the broker: its unread offsets are lost, and a
+    /// worker left running would idle forever. A pattern subscription just matches fewer
+    /// topics.
+    pub fn check_topics_exist(&self, fail_on_data_loss: bool) -> Result<()> {
+        let topics: Vec<String> = match &self.config.subscription {
+            Subscription::Topics(topics) => topics.clone(),
+            Subscription::Assign(assign) => assign.keys().cloned().collect(),
+            Subscription::Pattern(_) => return Ok(()),
+        };
+        for topic in topics {
+            let named = Subscription::Topics(vec![topic.clone()]);
+            match subscription_partitions(&*self.offsets_client, &named, &self.config.bootstrap) {
+                Err(Error::UnknownTopic { topic, bootstrap }) => {
+                    if fail_on_data_loss {
+                        return Err(Error::TopicDeleted { topic, bootstrap });
+                    }
+                    warn!(%topic, "the topic was deleted; its unread offsets are skipped (failOnDataLoss: false)");
+                }
+                // Another failure to ask is not proof of deletion: the next check decides.
+                Err(error) => warn!(%topic, %error, "cannot check that the topic exists"),
+                Ok(_) => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// One poll of the consumer (rebalance callbacks run here).
+    pub fn poll(&self, timeout: Duration) -> Polled<'_> {
+        match self.consumer.poll(timeout) {
+            None => Polled::Nothing,
+            // The position is no longer on the broker (retention, or the topic was recreated):
+            // reported as OffsetOutOfRange, or, with auto.offset.reset=error, AutoOffsetReset.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange
+                | rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
+            ))) => {
+                warn!("an offset being read is no longer on the broker; re-reading where to start");
+                Polled::OffsetsLost
+            }
+            Some(Err(
+                error @ rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopicId,
+                ),
+            )) => {
+                warn!(%error, "the broker does not know a topic being read");
+                Polled::TopicMissing
+            }
+            Some(Err(error)) => {
+                warn!(%error, "Kafka consumer error");
+                Polled::Nothing
+            }
+            Some(Ok(message)) => Polled::Message(message),
+        }
+    }
+
+    /// Stops fetching a partition; true when it was not paused already.
+    pub fn pause(&mut self, tp: &TopicPartition) -> bool {
+        if !self.paused.insert(tp.clone()) {
+            return false;
+        }
+        self.set_paused(tp, true);
+        true
+    }
+
+    /// Lets a paused partition fetch again.
+    pub fn resume(&mut self, tp: &TopicPartition) {
+        if self.paused.remove(tp) {
+            self.set_paused(tp, false);
+        }
+    }
+
+    fn set_paused(&self, tp: &TopicPartition, paused: bool) {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(&tp.topic, tp.partition);
+        let result = if paused {
+            self.consumer.pause(&tpl)
+        } else {
+            self.consumer.resume(&tpl)
+        };
+        if let Err(error) = result {
+            warn!(topic = %tp.topic, partition = tp.partition, paused, %error, "cannot pause or resume a partition");
+        }
+    }
+
+    /// The consumer's fetch position of each partition.
+    pub fn positions(&self) -> Option<OffsetMap> {
+        let positions = self.consumer.position().ok()?;
+        Some(
+            positions
+                .elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(position) => {
+                        Some((TopicPartition::new(e.topic(), e.partition()), position))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+
+    /// The high watermark the last fetch response reported (see [`cached_high_watermark`]).
+    pub fn cached_high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
+        cached_high_watermark(&self.consumer, tp)
+    }
+
+    /// A batch is in the table: its partitions (those still ours) continue at `ends`, which
+    /// the table's txns now record, and the consumer group hears of it for lag tools.
+    pub fn committed(&self, ends: &OffsetMap) {
+        self.with_assignment(|a| {
+            for (tp, end) in ends {
+                if let Some(start) = a.partitions.get_mut(tp) {
+                    *start = PartitionStart {
+                        offset: *end,
+                        table_version: Some(*end),
+                    };
+                }
+            }
+        });
+        let mut offsets = TopicPartitionList::new();
+        for (tp, end) in ends {
+            let _ = offsets.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*end));
+        }
+        if let Err(error) = self.consumer.commit(&offsets, CommitMode::Async) {
+            warn!(%error, "cannot commit offsets to the consumer group (only lag tools read them)");
+        }
+    }
+
+    /// Puts partitions (those still ours) back where the table says they continue, resuming
+    /// any that were paused.
+    pub fn seek_to_table(&mut self, tps: &[TopicPartition]) -> Result<()> {
+        for tp in tps {
+            self.resume(tp);
+        }
+        let still: Vec<TopicPartition> = self.with_assignment(|a| {
+            tps.iter()
+                .filter(|tp| a.partitions.contains_key(*tp))
+                .cloned()
+                .collect()
+        });
+        if still.is_empty() {
+            return Ok(());
+        }
+        let starts = self
+            .consumer
+            .context()
+            .resolver
+            .seek(&self.consumer, &still)?;
+        self.with_assignment(|a| {
+            for (tp, start) in starts {
+                if let Some(slot) = a.partitions.get_mut(&tp) {
+                    *slot = start;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    /// Serves the offsets client's queued events.
+    pub fn serve_offsets_client(&self) {
+        if let Some(Err(error)) = self.offsets_client.poll(Duration::ZERO) {
+            tracing::debug!(%error, "offsets client event");
+        }
+    }
+
+    /// Drops a group consumer that the brokers refuse, without closing it. A close leaves the
+    /// group and sends the last commits, and waits for them: a broker that refuses the client
+    /// never answers, so the close would wait out every request timeout (socket.timeout.ms, a
+    /// minute for Event Hubs) before the worker could exit with its error. The process exits
+    /// next, which ends the connections; the group notices at its session timeout.
+    pub fn abandon(self) {
+        std::mem::forget(self.consumer);
+    }
+}

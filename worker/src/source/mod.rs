@@ -1,0 +1,22 @@
+//! The source stage: Kafka or Event Hubs, read exactly once into the table.
+//!
+//! Inside, each module uses only those listed before it: `security` (which connection failures
+//! stop the worker), `config` (the consumer's settings), `offsets` (offset queries to the
+//! brokers), `start` (where a partition reads next: the exactly-once core), `connection` (the
+//! check before the query starts), `consumer` (the group member, rebalances and polling).
+
+mod config;
+mod connection;
+mod consumer;
+mod offsets;
+mod security;
+mod start;
+
+pub use config::SourceConfig;
+pub use connection::probe;
+pub use consumer::{Polled, Source};
+pub use offsets::{
+    RunTargets, available_now_targets, latest_of_subscription, metadata_client,
+    resolve_starting_offsets,
+};
+pub use start::StartResolver;

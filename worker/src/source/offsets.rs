@@ -1,0 +1,217 @@
+//! Offset queries to the brokers: partitions of the subscription, watermarks, the starting
+//! offsets of a new query and the targets of a run to completion. Asked on a client of their
+//! own ([`metadata_client`]): on the consumer's connection a ListOffsets request waits behind the
+//! long-polling Fetch.
+
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use tracing::info;
+use tributary_crds::StartingOffsets;
+
+use super::config::{METADATA_TIMEOUT, SourceConfig, Subscription};
+use crate::error::{Error, Result};
+use crate::partition::{OffsetMap, TopicPartition, to_partition_offsets};
+
+/// A client for metadata and offset lookups, outside the consumer group.
+pub fn metadata_client(source: &SourceConfig) -> Result<BaseConsumer> {
+    let mut config = source.client_config();
+    config.set("group.id", format!("{}-metadata", source.group_id));
+    config.create().map_err(|e| Error::CreateConsumer {
+        bootstrap: source.bootstrap.clone(),
+        source: Box::new(e),
+    })
+}
+
+/// A partition's (low, high) watermarks, asked of the broker: the first offset still kept and
+/// the next offset to be written.
+pub fn watermarks<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    tp: &TopicPartition,
+    bootstrap: &str,
+) -> Result<(i64, i64)> {
+    client
+        .fetch_watermarks(&tp.topic, tp.partition, METADATA_TIMEOUT)
+        .map_err(Error::kafka(format!("read the offsets of {tp}"), bootstrap))
+}
+
+/// The high watermark librdkafka last saw in a fetch response for a partition, without asking
+/// the broker (None before the first fetch of the partition). Planning a batch with this
+/// instead of a ListOffsets request per partition keeps the fetching connection free: on it a
+/// request waits behind the long-polling fetch, which would make planning most of a batch's
+/// time.
+pub fn cached_high_watermark<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tp: &TopicPartition,
+) -> Option<i64> {
+    let topic = std::ffi::CString::new(tp.topic.as_str()).ok()?;
+    let (mut low, mut high) = (-1_i64, -1_i64);
+    // SAFETY: the handle is valid while `consumer` lives; librdkafka reads its cached values
+    // under its own lock and writes only the two out-pointers, which point at locals.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            tp.partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0)
+        .then_some(high)
+}
+
+/// Every partition the subscription covers now (for the starting offsets of a new query and
+/// the targets of availableNow).
+pub fn subscription_partitions<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    subscription: &Subscription,
+    bootstrap: &str,
+) -> Result<Vec<TopicPartition>> {
+    let mut tps = Vec::new();
+    match subscription {
+        Subscription::Topics(topics) => {
+            for topic in topics {
+                let metadata = consumer
+                    .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+                    .map_err(Error::kafka(
+                        format!("read the metadata of topic {topic}"),
+                        bootstrap,
+                    ))?;
+                let found = metadata.topics().iter().find(|t| {
+                    t.name() == topic && t.error().is_none() && !t.partitions().is_empty()
+                });
+                let Some(found) = found else {
+                    return Err(Error::UnknownTopic {
+                        topic: topic.clone(),
+                        bootstrap: bootstrap.to_string(),
+                    });
+                };
+                tps.extend(
+                    found
+                        .partitions()
+                        .iter()
+                        .map(|p| TopicPartition::new(topic.clone(), p.id())),
+                );
+            }
+        }
+        Subscription::Pattern(pattern) => {
+            let regex = regex::Regex::new(&format!("^(?:{pattern})$"))
+                .map_err(|e| Error::Unsupported(format!("subscribePattern {pattern:?}: {e}")))?;
+            let metadata = consumer
+                .fetch_metadata(None, METADATA_TIMEOUT)
+                .map_err(Error::kafka("list topics", bootstrap))?;
+            for topic in metadata.topics() {
+                if regex.is_match(topic.name()) && topic.error().is_none() {
+                    tps.extend(
+                        topic
+                            .partitions()
+                            .iter()
+                            .map(|p| TopicPartition::new(topic.name(), p.id())),
+                    );
+                }
+            }
+        }
+        Subscription::Assign(assign) => {
+            for (topic, partitions) in assign {
+                tps.extend(
+                    partitions
+                        .iter()
+                        .map(|p| TopicPartition::new(topic.clone(), *p)),
+                );
+            }
+        }
+    }
+    tps.sort();
+    Ok(tps)
+}
+
+/// The latest offset (high watermark) of each partition.
+pub fn latest_offsets<C: ConsumerContext>(
+    client: &BaseConsumer<C>,
+    tps: &[TopicPartition],
+    bootstrap: &str,
+) -> Result<OffsetMap> {
+    tps.iter()
+        .map(|tp| Ok((tp.clone(), watermarks(client, tp, bootstrap)?.1)))
+        .collect()
+}
+
+/// The latest offset of every partition the subscription covers now: what a `once` run reads.
+pub fn latest_of_subscription(client: &BaseConsumer, source: &SourceConfig) -> Result<OffsetMap> {
+    let tps = subscription_partitions(client, &source.subscription, &source.bootstrap)?;
+    latest_offsets(client, &tps, &source.bootstrap)
+}
+
+/// startingOffsets of a new query, as numbers where Spark would pin them (latest is read now;
+/// earliest stays symbolic so that retention never turns it into data loss).
+pub fn resolve_starting_offsets(client: &BaseConsumer, source: &SourceConfig) -> Result<OffsetMap> {
+    let tps = subscription_partitions(client, &source.subscription, &source.bootstrap)?;
+    let starting = source
+        .read
+        .starting_offsets()
+        .map_err(|e| Error::Unsupported(format!("startingOffsets: {e}")))?;
+    let mut offsets = OffsetMap::new();
+    match starting {
+        StartingOffsets::Earliest => {
+            for tp in tps {
+                offsets.insert(tp, tributary_crds::OFFSET_EARLIEST);
+            }
+        }
+        StartingOffsets::Latest => {
+            offsets = latest_offsets(client, &tps, &source.bootstrap)?;
+        }
+        StartingOffsets::Specific(specific) => {
+            for tp in tps {
+                let wanted = specific
+                    .get(&tp.topic)
+                    .and_then(|p| p.get(&tp.partition))
+                    .copied()
+                    .unwrap_or(tributary_crds::OFFSET_EARLIEST);
+                let offset = if wanted == tributary_crds::OFFSET_LATEST {
+                    latest_offsets(client, std::slice::from_ref(&tp), &source.bootstrap)?
+                        .get(&tp)
+                        .copied()
+                        .unwrap_or(wanted)
+                } else {
+                    wanted
+                };
+                offsets.insert(tp, offset);
+            }
+        }
+    }
+    info!(offsets = ?to_partition_offsets(&offsets), "starting offsets of the new query");
+    Ok(offsets)
+}
+
+/// The end offsets of an availableNow run.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RunTargets {
+    /// Those of an unfinished earlier run: a restarted Job ends where the first attempt would
+    /// have.
+    Resumed(OffsetMap),
+    /// The latest offsets now, for a new run; to be saved before the run reads.
+    Planned(OffsetMap),
+}
+
+impl RunTargets {
+    pub fn into_offsets(self) -> OffsetMap {
+        match self {
+            RunTargets::Resumed(offsets) | RunTargets::Planned(offsets) => offsets,
+        }
+    }
+}
+
+/// The targets of this availableNow run: `unfinished` (the targets of an earlier run that did
+/// not reach them) when there is one, else the latest offsets now.
+pub fn available_now_targets(
+    client: &BaseConsumer,
+    source: &SourceConfig,
+    unfinished: Option<OffsetMap>,
+) -> Result<RunTargets> {
+    if let Some(targets) = unfinished {
+        info!(targets = ?to_partition_offsets(&targets), "resuming an unfinished availableNow run");
+        return Ok(RunTargets::Resumed(targets));
+    }
+    let targets = latest_of_subscription(client, source)?;
+    info!(targets = ?to_partition_offsets(&targets), "availableNow targets");
+    Ok(RunTargets::Planned(targets))
+}

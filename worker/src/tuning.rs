@@ -1,0 +1,162 @@
+//! The worker's tuning knobs: flags of `run`, or environment variables (`spec.worker.env` in a
+//! pod). The defaults suit a pod with a few hundred MiB; a value that is not a number in range
+//! stops the worker at start with an error naming the flag.
+
+use std::time::Duration;
+
+/// Records read ahead per partition before the partition is paused.
+pub const DEFAULT_READ_AHEAD_RECORDS: usize = 50_000;
+/// A batch stops reading at this many bytes of records (payload, key, headers and per-record
+/// overhead) and commits; the rest waits for the next batch. With the read-ahead and
+/// librdkafka's queue this bounds the worker's memory whatever the backlog. At 16 MiB a batch is
+/// ~100k sensor readings and a ~1 MiB Parquet file, the commit's fixed cost is small against it,
+/// and an availableNow run peaks at ~210 MiB resident (32 MiB: ~280 MiB, no faster); background
+/// compaction merges the files.
+pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
+/// How often a long-running query looks for small files to compact, in seconds.
+pub const DEFAULT_COMPACTION_INTERVAL_SECONDS: f64 = 60.0;
+
+#[derive(clap::Args, Clone, Debug, PartialEq)]
+pub struct Tuning {
+    /// Records read ahead per partition before the partition is paused.
+    #[arg(
+        long,
+        env = "TRIBUTARY_READ_AHEAD_RECORDS",
+        default_value_t = DEFAULT_READ_AHEAD_RECORDS,
+        value_parser = positive,
+        value_name = "RECORDS"
+    )]
+    pub read_ahead_records: usize,
+
+    /// A micro-batch stops reading at this many bytes of records and commits.
+    #[arg(
+        long,
+        env = "TRIBUTARY_MAX_BATCH_BYTES",
+        default_value_t = DEFAULT_MAX_BATCH_BYTES,
+        value_parser = positive,
+        value_name = "BYTES"
+    )]
+    pub max_batch_bytes: usize,
+
+    /// Seconds between background compactions of small files (0 turns compaction off).
+    #[arg(
+        long,
+        env = "TRIBUTARY_COMPACTION_INTERVAL_SECONDS",
+        default_value_t = DEFAULT_COMPACTION_INTERVAL_SECONDS,
+        value_parser = seconds,
+        value_name = "SECONDS"
+    )]
+    pub compaction_interval_seconds: f64,
+
+    /// Small files a partition must hold before it is compacted (default 20).
+    #[arg(
+        long,
+        env = "TRIBUTARY_COMPACTION_MIN_FILES",
+        value_parser = positive,
+        value_name = "FILES"
+    )]
+    pub compaction_min_files: Option<usize>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            read_ahead_records: DEFAULT_READ_AHEAD_RECORDS,
+            max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
+            compaction_interval_seconds: DEFAULT_COMPACTION_INTERVAL_SECONDS,
+            compaction_min_files: None,
+        }
+    }
+}
+
+impl Tuning {
+    /// The compaction interval; None when compaction is off.
+    pub fn compaction_interval(&self) -> Option<Duration> {
+        (self.compaction_interval_seconds > 0.0)
+            .then(|| Duration::from_secs_f64(self.compaction_interval_seconds))
+    }
+}
+
+fn positive(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
+}
+
+fn seconds(text: &str) -> Result<f64, String> {
+    match text.trim().parse::<f64>() {
+        Ok(s) if s.is_finite() && s >= 0.0 => Ok(s),
+        _ => Err(format!("{text:?} is not a number of seconds (0 or more)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Probe {
+        #[command(flatten)]
+        tuning: Tuning,
+    }
+
+    fn parse(args: &[&str]) -> Result<Tuning, clap::Error> {
+        Probe::try_parse_from(std::iter::once("probe").chain(args.iter().copied()))
+            .map(|p| p.tuning)
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        // The variables may be set in the test's environment; flags win over them.
+        let tuning = parse(&[
+            "--read-ahead-records",
+            "150",
+            "--max-batch-bytes",
+            "1048576",
+            "--compaction-interval-seconds",
+            "0.5",
+            "--compaction-min-files",
+            "3",
+        ])
+        .expect("parses");
+        assert_eq!(tuning.read_ahead_records, 150);
+        assert_eq!(tuning.max_batch_bytes, 1 << 20);
+        assert_eq!(
+            tuning.compaction_interval(),
+            Some(Duration::from_millis(500))
+        );
+        assert_eq!(tuning.compaction_min_files, Some(3));
+        let off = parse(&["--compaction-interval-seconds", "0"]).expect("parses");
+        assert_eq!(off.compaction_interval(), None, "0 turns compaction off");
+        assert_eq!(
+            Tuning::default().compaction_interval(),
+            Some(Duration::from_secs(60))
+        );
+    }
+
+    #[test]
+    fn values_out_of_range_are_refused_naming_the_flag() {
+        for (flag, arg) in [
+            ("--read-ahead-records", "--read-ahead-records=0"),
+            ("--max-batch-bytes", "--max-batch-bytes=lots"),
+            (
+                "--compaction-interval-seconds",
+                "--compaction-interval-seconds=-1",
+            ),
+            ("--compaction-min-files", "--compaction-min-files=2.5"),
+        ] {
+            let error = parse(&[arg])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                error.contains(flag) && error.contains("invalid value"),
+                "{arg}: {error}"
+            );
+        }
+    }
+}
