@@ -32,10 +32,13 @@ class Context:
         self.spark = spark
         self.work_dir = work_dir
         self.streams = {}
+        self.ingestions = {}
 
     def stop(self):
         for stream in self.streams.values():
             stream.query.stop()
+        for query in self.ingestions.values():
+            query.stop()
 
 
 def canonical(value):
@@ -322,3 +325,56 @@ def op_stream_finish(context, request):
         "batches": stream.batches,
         "progress_batches": len(progress),
     }
+
+
+def op_ingest_start(context, request):
+    """Starts the seed's own pipeline, the one Tributary replaces: readStream from Kafka,
+    `from_json(value, schema)` plus the record's coordinates, writeStream to a Delta table with
+    a checkpoint, a batch every `trigger` of at most `max_offsets_per_trigger` records.
+
+    request: id, bootstrap, topic, columns [{name, type}], path, checkpoint, trigger,
+    max_offsets_per_trigger. Answers the query's id (its txn app id in the table)."""
+    ddl = ", ".join(f"`{c['name']}` {c['type']}" for c in request["columns"])
+    records = (
+        context.spark.readStream.format("kafka")
+        .option("kafka.bootstrap.servers", request["bootstrap"])
+        .option("subscribe", request["topic"])
+        .option("startingOffsets", "earliest")
+        .option("maxOffsetsPerTrigger", str(request["max_offsets_per_trigger"]))
+        .load()
+    )
+    rows = records.select(
+        F.from_json(F.col("value").cast("string"), ddl).alias("data"),
+        F.col("topic").alias("kafka_topic"),
+        F.col("partition").alias("kafka_partition"),
+        F.col("offset").alias("kafka_offset"),
+    ).select("data.*", "kafka_topic", "kafka_partition", "kafka_offset")
+    query = (
+        rows.writeStream.format("delta")
+        .option("checkpointLocation", request["checkpoint"])
+        .trigger(processingTime=request["trigger"])
+        .queryName(request["id"])
+        .start(request["path"])
+    )
+    context.ingestions[request["id"]] = query
+    return {"query_id": query.id}
+
+
+def op_ingest_status(context, request):
+    """The last batch a running ingestion finished, and its error if it failed."""
+    query = context.ingestions[request["id"]]
+    error = query.exception()
+    progress = query.lastProgress
+    return {
+        "batch": progress["batchId"] if progress else None,
+        "active": query.isActive,
+        "error": str(error) if error else None,
+    }
+
+
+def op_ingest_stop(context, request):
+    """Stops an ingestion the way a user does (query.stop()): the batch in flight is abandoned."""
+    query = context.ingestions.pop(request["id"])
+    query.stop()
+    error = query.exception()
+    return {"error": str(error) if error else None}

@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
 use crate::outputs::metrics::{self, Metrics};
 use crate::outputs::report::{self, StatusReporter, StatusTarget};
+use crate::source::SparkTakeover;
 use crate::tuning::Tuning;
 use crate::{demo, pipeline, secrets};
 
@@ -41,6 +42,8 @@ enum Command {
         metrics_port: Option<u16>,
         #[command(flatten)]
         tuning: Tuning,
+        #[command(flatten)]
+        takeover: TakeoverArgs,
     },
     /// Start an embedded broker, produce simulated sensor readings, ingest them availableNow
     /// into a Delta table under DIR, and print a summary.
@@ -50,6 +53,36 @@ enum Command {
         #[command(flatten)]
         tuning: Tuning,
     },
+}
+
+/// Moving a Spark Structured Streaming query onto Tributary.
+#[derive(clap::Args, Clone, Debug)]
+struct TakeoverArgs {
+    /// Start a new query where the stopped Spark query with this checkpointLocation (a local or
+    /// mounted directory) left off in the same Delta table: from the end offsets of the last
+    /// batch the table holds. Read only while this query's own checkpoint is new.
+    #[arg(long, value_name = "DIR")]
+    from_spark_checkpoint: Option<PathBuf>,
+    /// How long the Spark checkpoint must have been unchanged before the Spark query counts as
+    /// stopped.
+    #[arg(
+        long,
+        default_value_t = 120,
+        value_name = "SECONDS",
+        requires = "from_spark_checkpoint"
+    )]
+    spark_quiet_seconds: u64,
+}
+
+impl TakeoverArgs {
+    fn takeover(&self) -> Option<SparkTakeover> {
+        self.from_spark_checkpoint
+            .as_ref()
+            .map(|checkpoint| SparkTakeover {
+                checkpoint: checkpoint.clone(),
+                quiet: std::time::Duration::from_secs(self.spark_quiet_seconds),
+            })
+    }
 }
 
 impl Cli {
@@ -76,11 +109,13 @@ impl Cli {
                 bootstrap_servers,
                 metrics_port,
                 tuning,
+                takeover,
             } => run(
                 &file,
                 bootstrap_servers.as_deref(),
                 metrics_port,
                 &tuning,
+                takeover.takeover().as_ref(),
                 stop,
                 &runtime,
             ),
@@ -108,6 +143,7 @@ fn run(
     bootstrap: Option<&str>,
     metrics_port: Option<u16>,
     tuning: &Tuning,
+    takeover: Option<&SparkTakeover>,
     stop: Arc<AtomicBool>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<ExitCode> {
@@ -128,6 +164,7 @@ fn run(
         stop,
         runtime.handle().clone(),
         telemetry,
+        takeover,
     );
     if let (Err(error), Some(reporter)) = (&outcome, &reporter) {
         reporter.report_failure(secrets::redact(&error.to_string()));

@@ -32,7 +32,7 @@ use crate::error::Result;
 use crate::outputs::Telemetry;
 use crate::partition::OffsetMap;
 use crate::sink::{DeadLetterTable, Maintenance, SharedTable, outcome_label};
-use crate::source::Source;
+use crate::source::{Source, SparkTakeover};
 use crate::tuning::Tuning;
 
 /// Poll interval while idle.
@@ -62,6 +62,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
     runtime: Handle,
     telemetry: Telemetry,
+    takeover: Option<&SparkTakeover>,
 ) -> Result<RunSummary> {
     let span = info_span!("ingestion", ingestion = %open::Identity::of(ingestion));
     let _entered = span.enter();
@@ -72,6 +73,7 @@ pub fn run(
         stop,
         runtime,
         telemetry,
+        takeover,
     )?;
     if let Err(error) = pipeline.run() {
         if error.is_refused_connection() {

@@ -3,8 +3,10 @@
 
 use serde_json::{Map, Value, json};
 
-/// Every Spark type a schema field may have (crds/src/datatype.rs), nested ones included,
-/// except `timestamp_ntz`: see [`NTZ`].
+/// Every Spark type a schema field may have (crds/src/datatype.rs), nested ones included.
+/// `timestamp_ntz` gives the table a table-features protocol (reader 3, writer 7, feature
+/// `timestampNtz`), which Spark reads because every column is nullable (a NOT NULL column would
+/// be an invariant the protocol must list too).
 pub const EVERY_TYPE: &[(&str, &str)] = &[
     ("s", "string"),
     ("b", "boolean"),
@@ -30,15 +32,10 @@ pub const EVERY_TYPE: &[(&str, &str)] = &[
         "deep",
         "struct<inner:struct<list:array<map<string,string>>,n:long>>",
     ),
+    ("ntz", "timestamp_ntz"),
 ];
 
-/// `timestamp_ntz` alone. A table with it gets a table-features protocol (reader 3, writer 7)
-/// listing only `timestampNtz`, while its NOT NULL `kafka_*` columns are invariants that Spark
-/// requires the protocol to list too: Spark refuses to read such a table (the suite pins this
-/// known bug until the worker creates tables Spark can read).
-pub const NTZ: &[(&str, &str)] = &[("ntz", "timestamp_ntz")];
-
-/// The values each field of [`EVERY_TYPE`] and [`NTZ`] takes in turn (JSON as a producer writes it);
+/// The values each field of [`EVERY_TYPE`] takes in turn (JSON as a producer writes it);
 /// `null` is always one of them, and a field is sometimes left out.
 fn variants(field: &str) -> Vec<Value> {
     match field {
@@ -147,11 +144,6 @@ fn variants(field: &str) -> Vec<Value> {
 /// every seventh field of a record is left out.
 pub fn every_type_record(n: usize) -> String {
     record(EVERY_TYPE, n)
-}
-
-/// The `n`-th record of the timestamp_ntz table.
-pub fn ntz_record(n: usize) -> String {
-    record(NTZ, n)
 }
 
 fn record(fields: &[(&str, &str)], n: usize) -> String {

@@ -203,7 +203,8 @@ impl Spark {
         )
     }
 
-    fn kill(&mut self) {
+    /// SIGKILL to Python and its JVM at once, as a crashed driver stops.
+    pub fn kill(&mut self) {
         // SAFETY: signals our own child's process group, created by process_group(0).
         unsafe {
             libc::kill(-(self.child.id() as i32), libc::SIGKILL);

@@ -203,7 +203,7 @@ impl Ingestion {
         let schema: String = self
             .columns
             .iter()
-            .map(|(n, t)| format!("\n        - {{name: {n}, type: \"{t}\"}}"))
+            .map(|(n, t)| format!("\n        - {{name: \"{n}\", type: \"{t}\"}}"))
             .collect();
         let mut source = format!(
             "subscribe: [{}]\n      startingOffsets: earliest",
@@ -285,6 +285,16 @@ pub struct Worker {
 impl Worker {
     /// Starts `tributary-worker run -f <dir>/manifest.yaml` with extra environment variables.
     pub fn start(ingestion: &Ingestion, bootstrap: &str, env: &[(&str, &str)]) -> Worker {
+        Worker::start_with_args(ingestion, bootstrap, env, &[])
+    }
+
+    /// Like [`Worker::start`], with extra arguments to `run`.
+    pub fn start_with_args(
+        ingestion: &Ingestion,
+        bootstrap: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Worker {
         let dir = ingestion.dir();
         std::fs::create_dir_all(&dir).expect("create the ingestion's directory");
         let manifest = dir.join("manifest.yaml");
@@ -295,6 +305,7 @@ impl Worker {
             .args(["run", "-f"])
             .arg(&manifest)
             .args(["--bootstrap-servers", bootstrap])
+            .args(args)
             .env("RUST_LOG", "warn,tributary_worker=info")
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.join("worker.stdout")).expect("stdout file"))

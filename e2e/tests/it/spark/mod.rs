@@ -12,3 +12,4 @@ mod harness;
 mod lake;
 mod spark_created;
 mod tables;
+mod takeover;

@@ -109,15 +109,6 @@ fn every_type(kafka: &mut Kafka, dir: &Path) -> Written {
     written(ingestion, &produced)
 }
 
-/// A `timestamp_ntz` column (see [`data::NTZ`]).
-fn timestamp_ntz(kafka: &mut Kafka, dir: &Path) -> Written {
-    let records: Vec<(String, bool)> = (0..40).map(|n| (data::ntz_record(n), false)).collect();
-    let produced = produce(kafka, "timestamp_ntz", 2, &records);
-    let ingestion = Ingestion::new(dir, "timestamp_ntz", data::NTZ);
-    run_to_end(&ingestion, &kafka.bootstrap, &[]);
-    written(ingestion, &produced)
-}
-
 /// partitionBy a string with characters paths must escape (and nulls) and a date.
 fn partitioned(kafka: &mut Kafka, dir: &Path) -> Written {
     let records: Vec<(String, bool)> = (0..200).map(|n| (data::reading(n), false)).collect();
@@ -253,7 +244,6 @@ fn spark_reads_every_table_tributary_writes() {
     let mut kafka = Kafka::start();
 
     let every = every_type(&mut kafka, dir);
-    let ntz = timestamp_ntz(&mut kafka, dir);
     let partitioned = partitioned(&mut kafka, dir);
     let rescued = rescued(&mut kafka, dir);
     let dead = dead_lettered(&mut kafka, dir);
@@ -268,25 +258,6 @@ fn spark_reads_every_table_tributary_writes() {
 
     let answer = check(&mut spark, &every, &mut all);
     check_history("every_type", &answer, false, &mut all);
-    // The known bug of data::NTZ: this check fails once it is fixed, to have timestamp_ntz
-    // moved back into EVERY_TYPE (and this check removed).
-    match spark.try_request(ntz.ingestion.check_request(&ntz.expected), CHECK_TIMEOUT) {
-        Err(error)
-            if error.contains("DELTA_FEATURES_PROTOCOL_METADATA_MISMATCH")
-                && error.contains("invariants") =>
-        {
-            eprintln!("timestamp_ntz: the known bug is still there: {error}");
-        }
-        Err(error) => all.push(format!(
-            "timestamp_ntz: Spark cannot read the table, and not for the known reason: {error}"
-        )),
-        Ok(answer) => all.push(format!(
-            "timestamp_ntz: Spark reads the table now ({} rows, problems {:?}): the protocol bug \
-             is fixed; move timestamp_ntz back into EVERY_TYPE and remove this check",
-            answer["rows"],
-            problems(&answer)
-        )),
-    }
     let answer = check(&mut spark, &partitioned, &mut all);
     check_history("partitioned", &answer, false, &mut all);
     if answer["detail"]["partitionColumns"] != json!(["site", "day"]) {
