@@ -8,6 +8,7 @@ show every difference at once, each naming the table, the Kafka coordinates and 
 
 import json
 import threading
+import time
 
 from pyspark.sql import Row
 from pyspark.sql import functions as F
@@ -327,37 +328,55 @@ def op_stream_finish(context, request):
     }
 
 
-def op_ingest_start(context, request):
-    """Starts the seed's own pipeline, the one Tributary replaces: readStream from Kafka,
+def seed_pipeline(context, request):
+    """The seed's own pipeline, the one Tributary replaces: readStream from Kafka,
     `from_json(value, schema)` plus the record's coordinates, writeStream to a Delta table with
-    a checkpoint, a batch every `trigger` of at most `max_offsets_per_trigger` records.
+    a checkpoint (a DataStreamWriter, trigger not set yet).
 
-    request: id, bootstrap, topic, columns [{name, type}], path, checkpoint, trigger,
-    max_offsets_per_trigger. Answers the query's id (its txn app id in the table)."""
+    request: id, bootstrap, topic, columns [{name, type}], path, checkpoint, and optionally
+    max_offsets_per_trigger."""
     ddl = ", ".join(f"`{c['name']}` {c['type']}" for c in request["columns"])
-    records = (
+    reader = (
         context.spark.readStream.format("kafka")
         .option("kafka.bootstrap.servers", request["bootstrap"])
         .option("subscribe", request["topic"])
         .option("startingOffsets", "earliest")
-        .option("maxOffsetsPerTrigger", str(request["max_offsets_per_trigger"]))
-        .load()
     )
-    rows = records.select(
+    if request.get("max_offsets_per_trigger"):
+        reader = reader.option("maxOffsetsPerTrigger", str(request["max_offsets_per_trigger"]))
+    rows = reader.load().select(
         F.from_json(F.col("value").cast("string"), ddl).alias("data"),
         F.col("topic").alias("kafka_topic"),
         F.col("partition").alias("kafka_partition"),
         F.col("offset").alias("kafka_offset"),
     ).select("data.*", "kafka_topic", "kafka_partition", "kafka_offset")
-    query = (
+    return (
         rows.writeStream.format("delta")
         .option("checkpointLocation", request["checkpoint"])
-        .trigger(processingTime=request["trigger"])
         .queryName(request["id"])
-        .start(request["path"])
     )
+
+
+def op_ingest_start(context, request):
+    """Starts the seed's pipeline (see seed_pipeline) with a batch every `trigger`.
+    Answers the query's id (its txn app id in the table)."""
+    query = seed_pipeline(context, request).trigger(processingTime=request["trigger"]).start(request["path"])
     context.ingestions[request["id"]] = query
     return {"query_id": query.id}
+
+
+def op_ingest_available_now(context, request):
+    """Runs the seed's pipeline with trigger(availableNow=True) to its end, as the benchmark's
+    Spark side. Answers when it started (epoch ms) and how long it ran."""
+    started_ms = int(time.time() * 1000)
+    started = time.monotonic()
+    query = seed_pipeline(context, request).trigger(availableNow=True).start(request["path"])
+    query.awaitTermination()
+    seconds = time.monotonic() - started
+    error = query.exception()
+    if error:
+        raise RuntimeError(f"the availableNow query failed: {error}")
+    return {"query_id": query.id, "started_ms": started_ms, "query_seconds": seconds}
 
 
 def op_ingest_status(context, request):

@@ -438,14 +438,12 @@ mod tests {
     #[tokio::test]
     async fn refuses_a_table_requiring_invariants_naming_the_feature_and_the_way_out() {
         let dir = tempfile::tempdir().expect("tempdir");
-        spark_table_with_features(
-            dir.path(),
-            &["appendOnly", "invariants", "deletionVectors"],
-        );
+        spark_table_with_features(dir.path(), &["appendOnly", "invariants", "deletionVectors"]);
         let location = dir.path().to_str().expect("utf-8").to_string();
         let error = open(&location).await.err().expect("refused").to_string();
         assert!(
-            error.contains("table features Tributary's Delta writer does not implement: invariants")
+            error
+                .contains("table features Tributary's Delta writer does not implement: invariants")
                 && error.contains("minWriterVersion 2")
                 && error.contains(&location),
             "{error}"

@@ -68,19 +68,17 @@ impl SparkCheckpoint {
         let json: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| {
             refuse(
                 dir,
-                format!("{} is not a Spark query's metadata: {e}", metadata.display()),
+                format!(
+                    "{} is not a Spark query's metadata: {e}",
+                    metadata.display()
+                ),
             )
         })?;
         let query_id = json
             .get("id")
             .and_then(|id| id.as_str())
             .filter(|id| !id.is_empty())
-            .ok_or_else(|| {
-                refuse(
-                    dir,
-                    format!("{} names no query id", metadata.display()),
-                )
-            })?
+            .ok_or_else(|| refuse(dir, format!("{} names no query id", metadata.display())))?
             .to_string();
         Ok(SparkCheckpoint {
             dir: dir.to_path_buf(),
@@ -126,7 +124,9 @@ impl SparkCheckpoint {
                 let path = self.dir.join(log).join(batch.to_string());
                 let modified = std::fs::metadata(&path)
                     .and_then(|m| m.modified())
-                    .map_err(|e| refuse(&self.dir, format!("cannot stat {}: {e}", path.display())))?;
+                    .map_err(|e| {
+                        refuse(&self.dir, format!("cannot stat {}: {e}", path.display()))
+                    })?;
                 let age = now.duration_since(modified).unwrap_or_default();
                 if age < quiet {
                     return Err(refuse(
@@ -171,12 +171,8 @@ impl SparkCheckpoint {
         // The batch's metadata (watermark, timestamp, conf), then one line per source.
         let sources: Vec<&str> = lines.skip(1).collect();
         match sources.as_slice() {
-            [line] => parse_kafka_offsets(line).map_err(|reason| {
-                refuse(
-                    &self.dir,
-                    format!("{}: {reason}", path.display()),
-                )
-            }),
+            [line] => parse_kafka_offsets(line)
+                .map_err(|reason| refuse(&self.dir, format!("{}: {reason}", path.display()))),
             _ => Err(refuse(
                 &self.dir,
                 format!(
@@ -203,15 +199,12 @@ impl SparkCheckpoint {
         };
         // A zero byte (kept for Spark 2.1's reader), a version line, then the offsets' JSON.
         let text = String::from_utf8_lossy(&bytes);
-        let json = text
-            .find('{')
-            .map(|at| text[at..].trim())
-            .ok_or_else(|| {
-                refuse(
-                    &self.dir,
-                    format!("{} holds no Kafka offsets", path.display()),
-                )
-            })?;
+        let json = text.find('{').map(|at| text[at..].trim()).ok_or_else(|| {
+            refuse(
+                &self.dir,
+                format!("{} holds no Kafka offsets", path.display()),
+            )
+        })?;
         parse_kafka_offsets(json)
             .map(Some)
             .map_err(|reason| refuse(&self.dir, format!("{}: {reason}", path.display())))
@@ -294,9 +287,9 @@ fn refuse(dir: &Path, reason: String) -> Error {
 fn parse_kafka_offsets(line: &str) -> std::result::Result<SparkOffsets, String> {
     let json: serde_json::Value = serde_json::from_str(line.trim())
         .map_err(|e| format!("the source's offsets are not JSON ({e}): {line}"))?;
-    let topics = json
-        .as_object()
-        .ok_or_else(|| format!("the source's offsets are not Kafka's {{topic: {{partition: offset}}}}: {line}"))?;
+    let topics = json.as_object().ok_or_else(|| {
+        format!("the source's offsets are not Kafka's {{topic: {{partition: offset}}}}: {line}")
+    })?;
     let mut offsets = SparkOffsets::new();
     for (topic, partitions) in topics {
         let partitions = partitions.as_object().ok_or_else(|| {
@@ -332,11 +325,8 @@ mod tests {
         for log in ["offsets", "commits", "sources/0"] {
             std::fs::create_dir_all(root.join(log)).expect("mkdir");
         }
-        std::fs::write(
-            root.join("sources/0/0"),
-            b"\0v1\n{\"t\":{\"0\":0,\"1\":0}}",
-        )
-        .expect("write");
+        std::fs::write(root.join("sources/0/0"), b"\0v1\n{\"t\":{\"0\":0,\"1\":0}}")
+            .expect("write");
         for batch in 0..planned {
             std::fs::write(
                 root.join(format!("offsets/{batch}")),
@@ -399,8 +389,14 @@ mod tests {
     fn refusals_name_what_disagrees() {
         let dir = checkpoint(2, 2);
         let spark = SparkCheckpoint::open(dir.path()).expect("open");
-        let error = spark.handover(None).expect_err("no txn in the table").to_string();
-        assert!(error.contains("disagree") && error.contains("q-1"), "{error}");
+        let error = spark
+            .handover(None)
+            .expect_err("no txn in the table")
+            .to_string();
+        assert!(
+            error.contains("disagree") && error.contains("q-1"),
+            "{error}"
+        );
         let error = spark.handover(Some(7)).expect_err("purged").to_string();
         assert!(error.contains("offsets/7"), "{error}");
         let handover = spark.handover(Some(1)).expect("handover");
@@ -408,7 +404,10 @@ mod tests {
             .start_offsets(dir.path(), &tps("other", 2))
             .expect_err("other topics")
             .to_string();
-        assert!(error.contains("\"other\"") && error.contains("\"t\""), "{error}");
+        assert!(
+            error.contains("\"other\"") && error.contains("\"t\""),
+            "{error}"
+        );
         let error = spark
             .check_stopped(Duration::from_secs(3600), SystemTime::now())
             .expect_err("just written")

@@ -189,6 +189,11 @@ impl Spark {
         }
     }
 
+    /// The Python driver's process id (the JVM is its child).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The last 8 KB of Spark's log, for failure messages.
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

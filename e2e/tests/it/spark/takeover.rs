@@ -49,7 +49,10 @@ impl Topic {
             let partition = (n % 2) as i32;
             let value = data::reading(n);
             kafka.send(&self.name, partition, None, value.as_bytes());
-            let next = self.next.get_mut(&partition).expect("a partition of the topic");
+            let next = self
+                .next
+                .get_mut(&partition)
+                .expect("a partition of the topic");
             self.produced.push(Produced {
                 topic: self.name.clone(),
                 partition,
@@ -94,7 +97,11 @@ fn quiet_for(checkpoint: &Path) -> Duration {
                 .map(move |b| checkpoint.join(log).join(b.to_string()))
         })
         .filter_map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
-        .map(|modified| SystemTime::now().duration_since(modified).unwrap_or_default())
+        .map(|modified| {
+            SystemTime::now()
+                .duration_since(modified)
+                .unwrap_or_default()
+        })
         .min()
         .unwrap_or(Duration::MAX)
 }
@@ -175,9 +182,13 @@ fn expect_refusal(
         .unwrap_or("(no error line)")
         .to_string();
     if ok {
-        all.push(format!("{what}: the worker took over instead of refusing; log:\n{log}"));
+        all.push(format!(
+            "{what}: the worker took over instead of refusing; log:\n{log}"
+        ));
     } else if !error.contains(wanted) {
-        all.push(format!("{what}: the refusal does not say {wanted:?}: {error}"));
+        all.push(format!(
+            "{what}: the refusal does not say {wanted:?}: {error}"
+        ));
     } else {
         eprintln!("{what}: refused as expected: {error}");
     }
@@ -268,7 +279,10 @@ fn a_spark_query_hands_over_to_tributary_exactly_once() {
         &mut all,
     );
     let answer = spark.request(json!({"op": "ingest_stop", "id": stopped.name}), TIMEOUT);
-    assert!(answer["error"].is_null(), "the Spark query failed: {answer}");
+    assert!(
+        answer["error"].is_null(),
+        "the Spark query failed: {answer}"
+    );
 
     // Kill the other driver while a batch is planned (offsets/N) and not committed (commits/N).
     let killed_checkpoint = spark_checkpoint(&killed);
@@ -339,7 +353,12 @@ fn a_spark_query_hands_over_to_tributary_exactly_once() {
 
     // The takeovers.
     for (ingestion, topic) in [(&stopped, &stopped_topic), (&killed, &killed_topic)] {
-        let (ok, log) = take_over(ingestion, &kafka, &spark_checkpoint(ingestion), QUIET_SECONDS);
+        let (ok, log) = take_over(
+            ingestion,
+            &kafka,
+            &spark_checkpoint(ingestion),
+            QUIET_SECONDS,
+        );
         assert!(ok, "{}: the takeover failed; log:\n{log}", ingestion.name);
         let line = log
             .lines()
@@ -349,7 +368,10 @@ fn a_spark_query_hands_over_to_tributary_exactly_once() {
         check_table(&mut spark, ingestion, topic, &mut all);
     }
 
-    eprintln!("takeover suite done in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "takeover suite done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
     assert!(
         all.is_empty(),
         "the takeover from Spark went wrong ({} problems):\n{}",
