@@ -138,6 +138,8 @@ impl Figures {
     }
 }
 
+// The child is reaped by wait4 (which also gives its CPU time), not by Child::wait.
+#[allow(clippy::zombie_processes)]
 fn run_tributary(ingestion: &Ingestion, kafka: &Kafka) -> Figures {
     let dir = ingestion.dir();
     std::fs::create_dir_all(&dir).expect("create the ingestion's directory");
@@ -170,6 +172,7 @@ fn run_tributary(ingestion: &Ingestion, kafka: &Kafka) -> Figures {
         }
         if Instant::now() > deadline {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("the worker did not finish within 900 s");
         }
         std::thread::sleep(Duration::from_millis(20));
