@@ -48,7 +48,7 @@ const CASES: &[Case] = &[
         properties: "'delta.columnMapping.mode' = 'name'",
         after_create: &[],
         feature: &["columnMapping"],
-        default: true,
+        default: false,
     },
     Case {
         name: "row_tracking",

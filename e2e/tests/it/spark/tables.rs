@@ -150,7 +150,7 @@ fn dead_lettered(kafka: &mut Kafka, dir: &Path) -> Written {
 }
 
 /// One record per commit: 1,000+ commits and a Delta log checkpoint every 10.
-fn many_commits(kafka: &mut Kafka, dir: &Path) -> Written {
+fn many_commits(kafka: &mut Kafka, dir: &Path) -> (Written, Worker) {
     let records: Vec<(String, bool)> = (0..MANY_COMMITS)
         .map(|n| (data::reading(n), false))
         .collect();
@@ -158,13 +158,9 @@ fn many_commits(kafka: &mut Kafka, dir: &Path) -> Written {
     let mut ingestion = Ingestion::new(dir, "many_commits", SENSOR);
     ingestion.max_offsets_per_trigger = Some(1);
     ingestion.checkpoint_interval = Some(10);
-    let started = Instant::now();
-    run_to_end(&ingestion, &kafka.bootstrap, &[]);
-    eprintln!(
-        "many_commits: {MANY_COMMITS} commits written in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
-    written(ingestion, &produced)
+    // The longest table to write: started first, and waited for only before Spark checks it.
+    let worker = Worker::start(&ingestion, &kafka.bootstrap, &[]);
+    (written(ingestion, &produced), worker)
 }
 
 /// Checks what Spark's DESCRIBE HISTORY says of a table Tributary created and appended to.
@@ -243,11 +239,12 @@ fn spark_reads_every_table_tributary_writes() {
     let mut spark = Spark::start(&dir.join("spark"));
     let mut kafka = Kafka::start();
 
+    let started_many = Instant::now();
+    let (many, mut many_worker) = many_commits(&mut kafka, dir);
     let every = every_type(&mut kafka, dir);
     let partitioned = partitioned(&mut kafka, dir);
     let rescued = rescued(&mut kafka, dir);
     let dead = dead_lettered(&mut kafka, dir);
-    let many = many_commits(&mut kafka, dir);
     eprintln!(
         "tables written after {:.1} s",
         started.elapsed().as_secs_f64()
@@ -286,6 +283,16 @@ fn spark_reads_every_table_tributary_writes() {
             answer["rows"]
         ));
     }
+    let status = many_worker.wait(Duration::from_secs(600));
+    assert!(
+        status.success(),
+        "many_commits: the worker failed ({status}); its log:\n{}",
+        many_worker.log()
+    );
+    eprintln!(
+        "many_commits: {MANY_COMMITS} commits written {:.1} s after they were started",
+        started_many.elapsed().as_secs_f64()
+    );
     let answer = check(&mut spark, &many, &mut all);
     check_history("many_commits", &answer, false, &mut all);
     let versions = answer["history"].as_array().map_or(0, Vec::len);
