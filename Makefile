@@ -7,12 +7,12 @@ BAKE_FLAGS ?=
 CRD := crds/streamingingestions.tributary.dev.yaml
 CHART := charts/tributary
 
-.PHONY: help images image-operator image-worker crd test test-rust test-chart e2e-kind
+.PHONY: help images image-operator image-worker crd test test-chart e2e-kind
 
 help:
 	@echo "make images      build both container images (docker buildx bake; REGISTRY=$(REGISTRY) TAG=$(TAG))"
-	@echo "make crd         regenerate $(CRD) from the Rust types and copy it into $(CHART)/crds/"
-	@echo "make test        every test: Rust (scripts/test), then the chart and Argo CD health tests"
+	@echo "make crd         regenerate $(CRD) and $(CHART)/crds/ from the Rust types"
+	@echo "make test        every test (scripts/test: the chart and Argo CD health tests, then Rust)"
 	@echo "make test-chart  only the chart and Argo CD health tests ($(CHART)/tests/run.sh)"
 	@echo "make e2e-kind    the real-cluster suite (needs Docker, kind, kubectl, helm)"
 
@@ -24,11 +24,9 @@ image-operator image-worker: image-%:
 
 crd:
 	cargo run --quiet -p tributary-crds --bin crdgen
-	cp $(CRD) $(CHART)/crds/
 
-test: test-rust test-chart
-
-test-rust:
+# scripts/test runs the chart tests first, so `make test` runs each test once.
+test:
 	bash scripts/test
 
 test-chart:

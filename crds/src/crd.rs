@@ -1,7 +1,7 @@
 //! The CustomResourceDefinition, generated from the Rust types.
 //!
-//! The committed `crds/streamingingestions.tributary.dev.yaml` must equal [`crd_yaml`]; a test
-//! checks it and `cargo run -p tributary-crds --bin crdgen` rewrites it.
+//! The committed `crds/streamingingestions.tributary.dev.yaml` and the chart's copy must equal
+//! [`crd_yaml`]; a test checks both and `cargo run -p tributary-crds --bin crdgen` rewrites both.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -11,6 +11,10 @@ use crate::StreamingIngestion;
 
 /// Path of the committed manifest, relative to the workspace root.
 pub const CRD_PATH: &str = "crds/streamingingestions.tributary.dev.yaml";
+
+/// Path of the chart's copy (Helm installs a chart's `crds/` folder), relative to the workspace
+/// root.
+pub const CHART_CRD_PATH: &str = "charts/tributary/crds/streamingingestions.tributary.dev.yaml";
 
 /// The CRD as the API server should store it.
 pub fn crd() -> CustomResourceDefinition {

@@ -24,15 +24,17 @@ fn schema() -> Value {
 // ---- the committed manifest ----------------------------------------------------------------
 
 #[test]
-fn committed_crd_matches_the_types() {
-    let path = workspace_root().join(crd::CRD_PATH);
-    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+fn committed_crds_match_the_types() {
     let generated = crd::crd_yaml().expect("CRD renders");
-    assert!(
-        committed == generated,
-        "{} is out of date with crds/src. Regenerate it with:\n    cargo run -p tributary-crds --bin crdgen",
-        path.display()
-    );
+    for relative in [crd::CRD_PATH, crd::CHART_CRD_PATH] {
+        let path = workspace_root().join(relative);
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == generated,
+            "{} is out of date with crds/src. Regenerate both copies with:\n    cargo run -p tributary-crds --bin crdgen",
+            path.display()
+        );
+    }
 }
 
 #[test]

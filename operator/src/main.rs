@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
-use tracing::{error, info};
+use tracing::info;
 use tributary_operator::cli::{Cli, Command, RunArgs};
 use tributary_operator::controller;
 use tributary_operator::error::Error;
@@ -20,6 +20,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Colour codes only for a terminal: redirected to a file or a pod log they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -42,7 +44,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            error!(%error);
+            // Printed once, as the last line: the logs above already carry the context.
             eprintln!("error: {error}");
             ExitCode::FAILURE
         }

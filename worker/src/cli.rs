@@ -1,5 +1,6 @@
-//! The command line: `run` (one ingestion from a manifest file) and `demo`; the process set-up
-//! around the pipeline (runtime, signals, logging, metrics server, status reporting).
+//! The command line: `run` (one ingestion from a manifest file), `demo` and `broker`; the
+//! process set-up around the pipeline (runtime, signals, logging, metrics server, status
+//! reporting).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -10,11 +11,11 @@ use clap::{Parser, Subcommand};
 
 use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
-use crate::outputs::metrics::{self, Metrics};
+use crate::outputs::metrics::Metrics;
 use crate::outputs::report::{self, StatusReporter, StatusTarget};
 use crate::source::SparkTakeover;
 use crate::tuning::Tuning;
-use crate::{demo, pipeline, secrets};
+use crate::{demo, pipeline, secrets, standalone};
 
 #[derive(Parser)]
 #[command(
@@ -40,10 +41,21 @@ enum Command {
         /// Serve /metrics, /healthz and /readyz on this port (in a pod the operator sets it).
         #[arg(long, env = tributary_crds::pod::ENV_METRICS_PORT)]
         metrics_port: Option<u16>,
+        /// Place the manifest's absolute local paths (the table, checkpoint and dead-letter
+        /// table: mount paths in a pod, such as /lake/...) under this directory.
+        #[arg(long, value_name = "DIR")]
+        local_root: Option<PathBuf>,
         #[command(flatten)]
         tuning: Tuning,
         #[command(flatten)]
         takeover: TakeoverArgs,
+    },
+    /// Start the demo's embedded broker with its sensor readings and keep it running, producing
+    /// new readings, until Ctrl-C: a broker to try `run` against. Prints the bootstrap address.
+    Broker {
+        /// New readings produced every second.
+        #[arg(long, default_value_t = 10)]
+        per_second: u32,
     },
     /// Start an embedded broker, produce simulated sensor readings, ingest them availableNow
     /// into a Delta table under DIR, and print a summary.
@@ -108,17 +120,24 @@ impl Cli {
                 file,
                 bootstrap_servers,
                 metrics_port,
+                local_root,
                 tuning,
                 takeover,
             } => run(
                 &file,
-                bootstrap_servers.as_deref(),
-                metrics_port,
+                &Standalone {
+                    bootstrap: bootstrap_servers.as_deref(),
+                    metrics_port,
+                    local_root: local_root.as_deref(),
+                },
                 &tuning,
                 takeover.takeover().as_ref(),
                 stop,
                 &runtime,
             ),
+            Command::Broker { per_second } => {
+                demo::serve_broker(per_second, stop).map(|()| ExitCode::SUCCESS)
+            }
             Command::Demo { dir, tuning } => {
                 demo::run(&dir, &tuning, stop, &runtime).map(|_| ExitCode::SUCCESS)
             }
@@ -130,18 +149,29 @@ impl Cli {
             Err(error) => {
                 // A library's message may quote a request or an option: no secret value leaves.
                 let error = secrets::redact(&error.to_string());
-                tracing::error!(%error, "ingestion failed");
-                eprintln!("error: {error}");
+                // One line per failure: a person reads `error:`; a JSON log collector gets
+                // the same text as a structured record instead of a second copy.
+                if json_logs() {
+                    tracing::error!(%error, "ingestion failed");
+                } else {
+                    eprintln!("error: {error}");
+                }
                 ExitCode::FAILURE
             }
         }
     }
 }
 
+/// What `run` takes from the command line beside the manifest.
+struct Standalone<'a> {
+    bootstrap: Option<&'a str>,
+    metrics_port: Option<u16>,
+    local_root: Option<&'a Path>,
+}
+
 fn run(
     file: &Path,
-    bootstrap: Option<&str>,
-    metrics_port: Option<u16>,
+    options: &Standalone<'_>,
     tuning: &Tuning,
     takeover: Option<&SparkTakeover>,
     stop: Arc<AtomicBool>,
@@ -154,8 +184,13 @@ fn run(
             count: ingestions.len(),
         });
     }
-    let ingestion = ingestions.remove(0);
-    let telemetry = start_telemetry(metrics_port, runtime)?;
+    let mut ingestion = ingestions.remove(0);
+    if let Some(dir) = options.local_root {
+        let root = standalone::place_under(&mut ingestion, dir)?;
+        tracing::info!(root = %root.display(), "local paths of the manifest placed under the local root");
+    }
+    let bootstrap = options.bootstrap;
+    let telemetry = start_telemetry(options.metrics_port, runtime)?;
     let reporter = telemetry.reporter.clone();
     let outcome = pipeline::run(
         &ingestion,
@@ -195,11 +230,16 @@ fn start_telemetry(
 ) -> Result<Telemetry> {
     let metrics = Arc::new(Metrics::default());
     if let Some(port) = metrics_port {
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(("0.0.0.0", port)))
-            .map_err(|source| Error::ServeMetrics { port, source })?;
-        runtime.spawn(metrics::serve(listener, metrics.clone()));
-        tracing::info!(port, "serving /metrics, /healthz and /readyz");
+        let address = std::net::SocketAddr::from(([0, 0, 0, 0], port));
+        let server = runtime
+            .block_on(tributary_http::Server::bind(address))
+            .map_err(|source| Error::ServeMetrics { source })?;
+        let probe = metrics.clone();
+        runtime.spawn(async move {
+            if let Err(error) = server.serve(probe).await {
+                tracing::error!(%error, "the metrics endpoint stopped");
+            }
+        });
     }
     let reporter = match StatusTarget::from_env(|key| std::env::var(key).ok()) {
         None => None,
@@ -242,12 +282,18 @@ async fn watch_signals(stop: Arc<AtomicBool>) {
     stop.store(true, Ordering::SeqCst);
 }
 
+/// Whether logs are JSON records for a collector (the pod contract's log format) rather than
+/// lines for a person.
+fn json_logs() -> bool {
+    std::env::var(tributary_crds::pod::ENV_LOG_FORMAT).is_ok_and(|f| f == "json")
+}
+
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         EnvFilter::new("warn,tributary_worker=info,buoyant_kernel::snapshot::builder=off")
     });
-    let json = std::env::var(tributary_crds::pod::ENV_LOG_FORMAT).is_ok_and(|f| f == "json");
+    let json = json_logs();
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -103,68 +103,156 @@ pub fn run(
     Ok(summary)
 }
 
-/// Produces the readings; returns how many, and how many are malformed.
+/// Produces the demo's readings; returns how many, and how many are malformed.
 fn produce_readings(bootstrap: &str) -> Result<(usize, usize)> {
-    let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+    let producer = producer(bootstrap)?;
+    let mut readings = Readings::new();
+    let start = chrono::Utc::now() - chrono::Duration::minutes(30);
+    let mut bad = 0;
+    for i in 0..READINGS {
+        let reading = readings.next(start + chrono::Duration::milliseconds(i as i64 * 300));
+        bad += usize::from(reading.malformed);
+        send(&producer, &reading, bootstrap)?;
+    }
+    producer
+        .flush(Duration::from_secs(30))
+        .map_err(Error::kafka("flush sensor readings", bootstrap))?;
+    Ok((READINGS, bad))
+}
+
+/// `tributary-worker broker`: the demo's broker and readings, kept running (with `per_second`
+/// new readings every second) until the process is stopped, so that `run` can be tried against
+/// it. Prints the bootstrap address alone on stdout for scripts.
+pub fn serve_broker(per_second: u32, stop: Arc<AtomicBool>) -> Result<()> {
+    let cluster =
+        MockCluster::new(1).map_err(Error::kafka("start the embedded broker", "127.0.0.1"))?;
+    let bootstrap = cluster.bootstrap_servers();
+    cluster
+        .create_topic(TOPIC, PARTITIONS, 1)
+        .map_err(Error::kafka(format!("create topic {TOPIC}"), &bootstrap))?;
+    let (produced, bad) = produce_readings(&bootstrap)?;
+    println!("{bootstrap}");
+    eprintln!(
+        "embedded Kafka broker on {bootstrap}: topic {TOPIC} ({PARTITIONS} partitions) holds \
+         {produced} sensor readings ({bad} malformed), {per_second} more every second.\n\
+         In another terminal:\n  \
+         tributary-worker run -f examples/sensor-readings.yaml --bootstrap-servers {bootstrap} \
+         --local-root ./local-lake\n\
+         Ctrl-C stops the broker; its records live in memory only."
+    );
+    let producer = producer(&bootstrap)?;
+    let mut readings = Readings::new();
+    while !stop.load(Ordering::SeqCst) {
+        for _ in 0..per_second {
+            send(&producer, &readings.next(chrono::Utc::now()), &bootstrap)?;
+        }
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    // Whatever was produced is lost with the broker anyway: no need to wait for deliveries.
+    drop(producer);
+    drop(cluster);
+    Ok(())
+}
+
+fn producer(bootstrap: &str) -> Result<ThreadedProducer<DefaultProducerContext>> {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("linger.ms", "5")
         .create()
         .map_err(|source| Error::CreateConsumer {
             bootstrap: bootstrap.to_string(),
             source: Box::new(source),
-        })?;
-    let mut random = XorShift(0x5eed_1234_abcd_0001);
-    let sites = ["amsterdam", "berlin", "lisbon", "oslo"];
-    let statuses = ["ok", "ok", "ok", "ok", "degraded", "maintenance"];
-    let start = chrono::Utc::now() - chrono::Duration::minutes(30);
-    let mut bad = 0;
-    for i in 0..READINGS {
-        let device = format!("sensor-{:03}", random.next() % 120);
-        let value = if i % MALFORMED_EVERY == MALFORMED_EVERY - 1 {
-            // A truncated reading, as a flaky device firmware sends it.
-            bad += 1;
-            format!("{{\"device_id\":\"{device}\",\"temperature\":21.")
-        } else if i % WRONG_TYPE_EVERY == WRONG_TYPE_EVERY / 2 {
-            bad += 1;
-            format!(
-                "{{\"device_id\":\"{device}\",\"site\":\"oslo\",\"battery_pct\":\"low\",\"status\":\"ok\"}}"
-            )
-        } else {
-            let site = sites[(random.next() % sites.len() as u64) as usize];
-            let status = statuses[(random.next() % statuses.len() as u64) as usize];
-            let temperature = 15.0 + (random.next() % 1500) as f64 / 100.0;
-            let humidity = 30.0 + (random.next() % 5000) as f64 / 100.0;
-            let battery = random.next() % 101;
-            let at = start + chrono::Duration::milliseconds(i as i64 * 300);
-            format!(
-                "{{\"device_id\":\"{device}\",\"site\":\"{site}\",\"temperature\":{temperature:.2},\"humidity\":{humidity:.2},\"battery_pct\":{battery},\"status\":\"{status}\",\"timestamp\":\"{}\"}}",
-                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
-            )
-        };
-        let mut record = BaseRecord::to(TOPIC).key(&device).payload(&value);
-        // The in-memory queue can fill up; wait for deliveries and try again.
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((error, returned)) => {
-                    if !matches!(
-                        error,
-                        rdkafka::error::KafkaError::MessageProduction(
-                            rdkafka::types::RDKafkaErrorCode::QueueFull
-                        )
-                    ) {
-                        return Err(Error::kafka("produce sensor readings", bootstrap)(error));
-                    }
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(10));
+        })
+}
+
+fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    reading: &Reading,
+    bootstrap: &str,
+) -> Result<()> {
+    let mut record = BaseRecord::to(TOPIC)
+        .key(&reading.device)
+        .payload(&reading.value);
+    // The in-memory queue can fill up; wait for deliveries and try again.
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((error, returned)) => {
+                if !matches!(
+                    error,
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull
+                    )
+                ) {
+                    return Err(Error::kafka("produce sensor readings", bootstrap)(error));
                 }
+                record = returned;
+                std::thread::sleep(Duration::from_millis(10));
             }
         }
     }
-    producer
-        .flush(Duration::from_secs(30))
-        .map_err(Error::kafka("flush sensor readings", bootstrap))?;
-    Ok((READINGS, bad))
+}
+
+/// One simulated reading: the device is the record key, the value is JSON (or, now and then,
+/// not quite).
+struct Reading {
+    device: String,
+    value: String,
+    malformed: bool,
+}
+
+/// The simulated devices: deterministic, so that the demo is the same every time.
+struct Readings {
+    random: XorShift,
+    count: usize,
+}
+
+impl Readings {
+    fn new() -> Readings {
+        Readings {
+            random: XorShift(0x5eed_1234_abcd_0001),
+            count: 0,
+        }
+    }
+
+    fn next(&mut self, at: chrono::DateTime<chrono::Utc>) -> Reading {
+        const SITES: [&str; 4] = ["amsterdam", "berlin", "lisbon", "oslo"];
+        const STATUSES: [&str; 6] = ["ok", "ok", "ok", "ok", "degraded", "maintenance"];
+        let i = self.count;
+        self.count += 1;
+        let random = &mut self.random;
+        let device = format!("sensor-{:03}", random.next() % 120);
+        let (value, malformed) = if i % MALFORMED_EVERY == MALFORMED_EVERY - 1 {
+            // A truncated reading, as a flaky device firmware sends it.
+            (
+                format!("{{\"device_id\":\"{device}\",\"temperature\":21."),
+                true,
+            )
+        } else if i % WRONG_TYPE_EVERY == WRONG_TYPE_EVERY / 2 {
+            (
+                format!(
+                    "{{\"device_id\":\"{device}\",\"site\":\"oslo\",\"battery_pct\":\"low\",\"status\":\"ok\"}}"
+                ),
+                true,
+            )
+        } else {
+            let site = SITES[(random.next() % SITES.len() as u64) as usize];
+            let status = STATUSES[(random.next() % STATUSES.len() as u64) as usize];
+            let temperature = 15.0 + (random.next() % 1500) as f64 / 100.0;
+            let humidity = 30.0 + (random.next() % 5000) as f64 / 100.0;
+            let battery = random.next() % 101;
+            let value = format!(
+                "{{\"device_id\":\"{device}\",\"site\":\"{site}\",\"temperature\":{temperature:.2},\"humidity\":{humidity:.2},\"battery_pct\":{battery},\"status\":\"{status}\",\"timestamp\":\"{}\"}}",
+                at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            );
+            (value, false)
+        };
+        Reading {
+            device,
+            value,
+            malformed,
+        }
+    }
 }
 
 /// A tiny deterministic generator: the demo is the same every time.

@@ -17,10 +17,8 @@ pub enum Error {
     #[error("unsupported configuration: {0}")]
     Unsupported(String),
 
-    #[error(
-        "cannot serve /metrics, /healthz and /readyz on port {port}: {source} (is the port free?)"
-    )]
-    ServeMetrics { port: u16, source: std::io::Error },
+    #[error("{source} (is the port free?)")]
+    ServeMetrics { source: tributary_http::Error },
 
     #[error(
         "cannot reach the Kubernetes API to report status: {source} (the worker reports status only in a pod the operator created; unset {} to run without)",

@@ -1,6 +1,6 @@
 //! tributary-worker: runs one StreamingIngestion (Kafka / Event Hubs -> JSON -> Delta Lake,
 //! exactly once), standalone from a manifest file or in a pod; `demo` runs the sensor example
-//! against an embedded broker.
+//! against an embedded broker, and `broker` keeps one running for the README's standalone steps.
 //!
 //! The modules follow the data:
 //!
@@ -13,8 +13,9 @@
 //! ```
 //!
 //! `pipeline` opens the stages and runs the loop (read_batch -> decode -> commit -> publish);
-//! `cli` and `demo` start it. The stages never use each other, only the leaf modules below them
-//! (`partition`, `record`, `error`, `secrets`, `tuning`); a test in this file checks it.
+//! `cli` and `demo` start it (`standalone` places a cluster manifest's paths on a workstation).
+//! The stages never use each other, only the leaf modules below them (`partition`, `record`,
+//! `error`, `secrets`, `tuning`); a test in this file checks it.
 
 pub mod cli;
 mod demo;
@@ -24,6 +25,7 @@ mod partition;
 mod pipeline;
 mod record;
 mod secrets;
+mod standalone;
 mod tuning;
 
 mod batch;

@@ -1,7 +1,10 @@
-//! Writes the generated CRD manifest: `cargo run -p tributary-crds --bin crdgen` (to the
-//! committed file) or `crdgen -` (to stdout).
+//! Writes the generated CRD manifest: `cargo run -p tributary-crds --bin crdgen` writes both
+//! committed copies (`crds/` and the chart's `crds/`, which Helm installs), `crdgen FILE` one
+//! file, `crdgen -` stdout.
 
 use std::process::ExitCode;
+
+use tributary_crds::crd::{CHART_CRD_PATH, CRD_PATH};
 
 fn main() -> ExitCode {
     let yaml = match tributary_crds::crd::crd_yaml() {
@@ -11,26 +14,23 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let target = std::env::args().nth(1);
-    if target.as_deref() == Some("-") {
-        print!("{yaml}");
-        return ExitCode::SUCCESS;
-    }
-    let path = target.unwrap_or_else(|| {
-        format!(
-            "{}/../{}",
-            env!("CARGO_MANIFEST_DIR"),
-            tributary_crds::crd::CRD_PATH
-        )
-    });
-    match std::fs::write(&path, yaml) {
-        Ok(()) => {
-            eprintln!("crdgen: wrote {path}");
-            ExitCode::SUCCESS
+    let targets = match std::env::args().nth(1) {
+        Some(target) if target == "-" => {
+            print!("{yaml}");
+            return ExitCode::SUCCESS;
         }
-        Err(error) => {
+        Some(target) => vec![target],
+        None => [CRD_PATH, CHART_CRD_PATH]
+            .iter()
+            .map(|path| format!("{}/../{path}", env!("CARGO_MANIFEST_DIR")))
+            .collect(),
+    };
+    for path in targets {
+        if let Err(error) = std::fs::write(&path, &yaml) {
             eprintln!("crdgen: cannot write {path}: {error}");
-            ExitCode::FAILURE
+            return ExitCode::FAILURE;
         }
+        eprintln!("crdgen: wrote {path}");
     }
+    ExitCode::SUCCESS
 }

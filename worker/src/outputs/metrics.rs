@@ -5,26 +5,17 @@
 //! stuck in a commit or a fetch stops receiving the readiness it would otherwise claim.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tracing::{debug, warn};
+use tracing::warn;
 
 use crate::partition::TopicPartition;
 
@@ -250,82 +241,40 @@ fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Answers one request.
-pub fn respond(metrics: &Metrics, method: &Method, path: &str) -> Response<Full<Bytes>> {
-    let (status, content_type, body) = match (method, path) {
-        (&Method::GET, "/metrics") => (
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.encode(),
-        ),
-        (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_string()),
-        (&Method::GET, "/readyz") if metrics.ready() => {
-            (StatusCode::OK, "text/plain", "ready\n".to_string())
-        }
-        (&Method::GET, "/readyz") => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain",
-            "not ready: the pipeline has not started or has stalled\n".to_string(),
-        ),
-        _ => (
-            StatusCode::NOT_FOUND,
-            "text/plain",
-            "not found\n".to_string(),
-        ),
-    };
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
+/// What /healthz and /readyz answer (served by `tributary_http`).
+impl tributary_http::Probe for Metrics {
+    fn registry(&self) -> &Registry {
+        &self.registry
     }
-    response
-}
 
-/// Serves /metrics, /healthz and /readyz until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>) {
-    loop {
-        let (stream, peer) = match listener.accept().await {
-            Ok(accepted) => accepted,
-            Err(error) => {
-                warn!(%error, "cannot accept a metrics connection");
-                continue;
-            }
-        };
-        let metrics = metrics.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: Request<Incoming>| {
-                let response = respond(&metrics, request.method(), request.uri().path());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            if let Err(error) = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                debug!(%error, %peer, "metrics connection ended");
-            }
-        });
+    fn readiness(&self) -> Result<(), String> {
+        let last = self.last_beat_ms.load(Ordering::Relaxed);
+        if last == 0 {
+            return Err("the pipeline has not started".into());
+        }
+        if self.ready() {
+            Ok(())
+        } else {
+            let silent = Duration::from_millis(now_ms().saturating_sub(last));
+            Err(format!(
+                "the pipeline has stalled: no batch or poll for {} s (limit {} s)",
+                silent.as_secs(),
+                self.stall.as_secs()
+            ))
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use tributary_http::Probe;
+
     use super::*;
-    use http_body_util::BodyExt;
 
-    async fn body(response: Response<Full<Bytes>>) -> String {
-        let bytes = response
-            .into_body()
-            .collect()
-            .await
-            .expect("body")
-            .to_bytes();
-        String::from_utf8(bytes.to_vec()).expect("utf-8")
-    }
-
-    #[tokio::test]
-    async fn metrics_count_batches_and_lag() {
+    #[test]
+    fn metrics_count_batches_and_lag() {
         let metrics = Metrics::default();
         metrics.record_batch(&BatchMetrics {
             records: 120,
@@ -343,7 +292,7 @@ mod tests {
         ];
         metrics.update_offsets_behind([(TopicPartition::new("sensor-readings", 0), 42)], &assigned);
         metrics.update_offsets_behind([(TopicPartition::new("sensor-readings", 1), 5)], &assigned);
-        let text = body(respond(&metrics, &Method::GET, "/metrics")).await;
+        let text = metrics.encode();
         for line in [
             "tributary_worker_records_read_total 120",
             "tributary_worker_bytes_read_total 18000",
@@ -362,53 +311,56 @@ mod tests {
             [(TopicPartition::new("sensor-readings", 1), 3)],
             &assigned[1..],
         );
-        let text = body(respond(&metrics, &Method::GET, "/metrics")).await;
+        let text = metrics.encode();
         assert!(!text.contains("partition=\"0\""), "{text}");
     }
 
-    #[tokio::test]
-    async fn readiness_follows_the_pipeline_heartbeat() {
+    #[test]
+    fn readiness_follows_the_pipeline_heartbeat() {
         let metrics = Metrics::new(Duration::from_millis(200));
-        let status = |m: &Metrics| respond(m, &Method::GET, "/readyz").status();
-        assert_eq!(
-            status(&metrics),
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not started"
-        );
+        let not_started = metrics.readiness().expect_err("not started");
+        assert!(not_started.contains("has not started"), "{not_started}");
         metrics.heartbeat();
-        assert_eq!(status(&metrics), StatusCode::OK);
-        tokio::time::sleep(Duration::from_millis(400)).await;
-        assert_eq!(status(&metrics), StatusCode::SERVICE_UNAVAILABLE, "stalled");
-        assert_eq!(
-            respond(&metrics, &Method::GET, "/healthz").status(),
-            StatusCode::OK,
-            "alive even when stalled"
-        );
-        assert_eq!(
-            respond(&metrics, &Method::GET, "/nope").status(),
-            StatusCode::NOT_FOUND
-        );
+        assert_eq!(metrics.readiness(), Ok(()));
+        std::thread::sleep(Duration::from_millis(400));
+        let stalled = metrics.readiness().expect_err("stalled");
+        assert!(stalled.contains("stalled"), "{stalled}");
+        assert_eq!(metrics.liveness(), Ok(()), "alive even when stalled");
     }
 
     #[tokio::test]
-    async fn serves_over_tcp() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let address = listener.local_addr().expect("address");
+    async fn serves_readiness_and_metrics_over_tcp() {
         let metrics = Arc::new(Metrics::default());
+        let server = tributary_http::Server::bind("127.0.0.1:0".parse().expect("address"))
+            .await
+            .expect("bind");
+        let address = server.local_addr();
+        let task = tokio::spawn(server.serve(metrics.clone()));
+        let get = |path: &'static str| async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut stream = tokio::net::TcpStream::connect(address)
+                .await
+                .expect("connect");
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut answer = String::new();
+            stream.read_to_string(&mut answer).await.expect("read");
+            answer
+        };
+        let answer = get("/readyz").await;
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(
+            answer.ends_with("not ready: the pipeline has not started\n"),
+            "{answer}"
+        );
         metrics.heartbeat();
-        let server = tokio::spawn(serve(listener, metrics));
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connect");
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        stream
-            .write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            .await
-            .expect("write");
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).await.expect("read");
-        assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
-        assert!(answer.ends_with("ready\n"), "{answer}");
-        server.abort();
+        let answer = get("/readyz").await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let answer = get("/metrics").await;
+        assert!(
+            answer.contains("tributary_worker_records_read_total 0"),
+            "{answer}"
+        );
+        task.abort();
     }
 }
