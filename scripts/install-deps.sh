@@ -78,9 +78,9 @@ fi
 # Versions are pinned in e2e/spark/requirements.txt and e2e/spark/pom.xml (they must match).
 SPARK_CACHE="$HOME/.cache/tributary"
 SPARK_VENV="$SPARK_CACHE/spark-venv"
-SPARK_REQUIREMENTS="e2e/spark/requirements.txt"
-SPARK_POM="e2e/spark/pom.xml"
-cd "$(dirname "$0")/.."
+SPARK_SOURCES="$(cd "$(dirname "$0")/.." && pwd)/e2e/spark"
+SPARK_REQUIREMENTS="$SPARK_SOURCES/requirements.txt"
+SPARK_POM="$SPARK_SOURCES/pom.xml"
 # java and mvn: installed above for Apache Kafka
 spark_requirements_hash=$(sha256sum "$SPARK_REQUIREMENTS" | cut -c1-16)
 if [ "$(cat "$SPARK_VENV/.requirements" 2>/dev/null)" != "$spark_requirements_hash" ]; then
@@ -121,3 +121,30 @@ PY
   echo "$spark_pom_hash" >"$staging/.pom"
   rm -rf "$SPARK_JARS" && mv "$staging" "$SPARK_JARS"
 fi
+
+# ---- A Unity Catalog server, for the worker's catalog tests (worker/tests/it/catalog_tables.rs) ----
+# Not the Java reference server: io.unitycatalog:unitycatalog-server (and unitycatalog-spark) are
+# not served by the Maven registry this project's machines reach (404 for every version; only
+# unitycatalog-client and unitycatalog-hadoop are), and release downloads are out of reach. The
+# tests run olai-uc-server from crates.io instead (open-lakehouse/mangrove, Apache-2.0; its README
+# calls it an experimental, unofficial Unity Catalog implementation): a Rust server of the same
+# REST API (/api/2.1/unity-catalog: catalogs, schemas, tables, temporary-table-credentials, and
+# the /delta/v1 API for managed tables). Its `uc-server` binary is built once into
+# $HOME/.cache/tributary/uc-server-<version>/bin (the tests' default; TRIBUTARY_UC_SERVER names
+# another); the build directory is removed afterwards. A debug build: the tests ask it for a few
+# dozen requests, and it compiles faster (cold: 6.4 min of CPU).
+UC_SERVER_VERSION=0.0.11
+UC_DIR="$HOME/.cache/tributary/uc-server-$UC_SERVER_VERSION"
+if [ "$("$UC_DIR/bin/uc-server" --version 2>/dev/null || true)" != "uc-server $UC_SERVER_VERSION" ]; then
+  echo "building olai-uc-server $UC_SERVER_VERSION into $UC_DIR (several minutes)"
+  uc_started=$(date +%s)
+  nice -n 5 cargo install olai-uc-server --version "$UC_SERVER_VERSION" --features bin --locked \
+    --debug --root "$UC_DIR" --target-dir "$HOME/.cache/tributary/uc-server-build" --quiet
+  rm -rf "$HOME/.cache/tributary/uc-server-build"
+  echo "olai-uc-server built in $(( $(date +%s) - uc_started )) s"
+fi
+
+# ---- Kubernetes control plane and helm for e2e/cluster (e2e/tests/it/cluster) ----
+# etcd, kube-apiserver, kube-controller-manager, kubectl and helm built from their Go modules at
+# pinned versions into $HOME/.cache/tributary/k8s-<version>/bin (skipped when present).
+bash "$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/e2e/cluster/tools/build.sh"

@@ -74,9 +74,36 @@ pub mod reasons {
     pub const SUSPENDED: &str = "Suspended";
     pub const AS_EXPECTED: &str = "AsExpected";
     pub const UNKNOWN: &str = "Unknown";
+    /// The Unity Catalog of `sink.delta.table` refuses the workers' token or OAuth client, or
+    /// their principal lacks a privilege.
+    pub const CATALOG_UNAUTHORIZED: &str = "CatalogUnauthorized";
+    /// The catalog named in `sink.delta.table` does not exist.
+    pub const CATALOG_NOT_FOUND: &str = "CatalogNotFound";
+    /// The schema named in `sink.delta.table` does not exist.
+    pub const SCHEMA_NOT_FOUND: &str = "SchemaNotFound";
+    /// The table does not exist and may not be created (tableMustExist, or no storageRoot).
+    pub const TABLE_NOT_FOUND: &str = "TableNotFound";
+    /// The table exists but the workers may not write it (a view, not Delta, managed).
+    pub const TABLE_NOT_WRITABLE: &str = "TableNotWritable";
+    /// The catalog's endpoint cannot be reached.
+    pub const CATALOG_UNREACHABLE: &str = "CatalogUnreachable";
+    /// Any other refusal by the catalog.
+    pub const CATALOG_ERROR: &str = "CatalogError";
+
+    /// The reasons a worker reports for a catalog's refusal (`status.workers[].errorReason`),
+    /// most actionable first.
+    pub const CATALOG: [&str; 7] = [
+        CATALOG_UNAUTHORIZED,
+        CATALOG_NOT_FOUND,
+        SCHEMA_NOT_FOUND,
+        TABLE_NOT_FOUND,
+        TABLE_NOT_WRITABLE,
+        CATALOG_UNREACHABLE,
+        CATALOG_ERROR,
+    ];
 
     /// Every reason the operator sets.
-    pub const ALL: [&str; 18] = [
+    pub const ALL: [&str; 25] = [
         RECONCILING,
         INVALID_SPEC,
         SECRET_NOT_FOUND,
@@ -95,6 +122,13 @@ pub mod reasons {
         SUSPENDED,
         AS_EXPECTED,
         UNKNOWN,
+        CATALOG_UNAUTHORIZED,
+        CATALOG_NOT_FOUND,
+        SCHEMA_NOT_FOUND,
+        TABLE_NOT_FOUND,
+        TABLE_NOT_WRITABLE,
+        CATALOG_UNREACHABLE,
+        CATALOG_ERROR,
     ];
 }
 

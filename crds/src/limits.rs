@@ -28,6 +28,15 @@ pub const MAX_CHECKPOINT_INTERVAL: i32 = 1000;
 
 /// Port range of the workers' metrics endpoint (unprivileged ports only: workers run as non-root).
 pub const MIN_METRICS_PORT: i32 = 1024;
+/// Bounds of `spec.worker.terminationGracePeriodSeconds`: long enough to finish a batch and
+/// close the consumer, short enough that a drained node does not wait an hour.
+pub const MIN_TERMINATION_GRACE_SECONDS: i64 = 10;
+pub const MAX_TERMINATION_GRACE_SECONDS: i64 = 3600;
+/// Bounds of `spec.runs.backoffLimit` (Kubernetes' own Job limit is unbounded; more than this
+/// hides a failure that retrying will not fix).
+pub const MAX_BACKOFF_LIMIT: i32 = 100;
+/// Bounds of the CronJob history limits in `spec.runs`.
+pub const MAX_RUN_HISTORY: i32 = 100;
 pub const MAX_METRICS_PORT: i32 = 65535;
 
 /// Most librdkafka options in one `options` or `secretOptions` map (librdkafka has about 150).

@@ -8,6 +8,11 @@ pub const CONFIG_DIR: &str = "/etc/tributary";
 pub const CONFIG_FILE: &str = "ingestion.yaml";
 /// Writable scratch space (an emptyDir: the root filesystem is read-only).
 pub const SCRATCH_DIR: &str = "/tmp";
+/// Names of the volumes the operator gives every worker pod; `spec.worker.volumes` may not use
+/// them, nor names starting with [`SECRET_VOLUME_PREFIX`].
+pub const RESERVED_VOLUMES: [&str; 4] = ["config", "scratch", "checkpoint", "lake"];
+/// Prefix of the volumes of referenced Secrets (`secret-0`, `secret-1`, ...).
+pub const SECRET_VOLUME_PREFIX: &str = "secret-";
 
 /// The StreamingIngestion's name (set by the operator).
 pub const ENV_INGESTION_NAME: &str = "TRIBUTARY_INGESTION_NAME";

@@ -59,10 +59,22 @@ pub fn secret_references(spec: &StreamingIngestionSpec) -> Vec<(String, &SecretK
         ));
     }
     if let Some(catalog) = &delta.unity_catalog {
-        found.push((
-            "spec.sink.delta.unityCatalog.token".to_string(),
-            &catalog.token.secret_key_ref,
-        ));
+        if let Some(token) = &catalog.token {
+            found.push((
+                "spec.sink.delta.unityCatalog.token".to_string(),
+                &token.secret_key_ref,
+            ));
+        }
+        if let Some(oauth) = &catalog.oauth {
+            found.push((
+                "spec.sink.delta.unityCatalog.oauth.clientId".to_string(),
+                &oauth.client_id.secret_key_ref,
+            ));
+            found.push((
+                "spec.sink.delta.unityCatalog.oauth.clientSecret".to_string(),
+                &oauth.client_secret.secret_key_ref,
+            ));
+        }
     }
     for (option, value) in &spec.checkpoint.secret_storage_options {
         found.push((

@@ -7,7 +7,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
+use k8s_openapi::api::core::v1::{
+    Affinity, EnvVar, LocalObjectReference, ResourceRequirements, Toleration,
+    TopologySpreadConstraint, Volume, VolumeMount,
+};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -150,6 +153,7 @@ pub const SECRET_KAFKA_OPTIONS: &[&str] = &[
 #[x_kube(
     validation = Rule::new("!has(self.schedule) || (has(self.trigger) && has(self.trigger.availableNow) && self.trigger.availableNow)").message("spec.schedule runs the ingestion as a CronJob and needs spec.trigger: {availableNow: true}"),
     validation = Rule::new("!has(self.replicas) || self.replicas <= 1 || !has(self.trigger) || !((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once))").message("spec.replicas must be 0 or 1 with trigger availableNow or once: a run to completion is a single worker"),
+    validation = Rule::new("!has(self.runs) || (has(self.trigger) && ((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once)))").message(RUNS_NEED_A_RUN_TO_COMPLETION),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StreamingIngestionSpec {
@@ -195,6 +199,11 @@ pub struct StreamingIngestionSpec {
     /// Pod settings for the workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<WorkerSpec>,
+
+    /// Retries and history of runs to completion (the Job of availableNow / once, the Jobs of a
+    /// schedule). Only with trigger availableNow or once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runs: Option<RunPolicy>,
 }
 
 impl StreamingIngestionSpec {
@@ -581,8 +590,10 @@ pub struct Sink {
 /// option values as `<redacted>`.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, PartialEq, Default)]
 #[x_kube(
-    validation = Rule::new("has(self.uri) != has(self.table)").message("spec.sink.delta must set exactly one of uri or table"),
-    validation = Rule::new("!has(self.table) || has(self.unityCatalog)").message("spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog"),
+    validation = Rule::new("has(self.uri) || has(self.table)").message("spec.sink.delta needs uri (the table's location) or table (a Unity Catalog name catalog.schema.table)"),
+    validation = Rule::new("!has(self.uri) || !has(self.table)").message("spec.sink.delta.uri and spec.sink.delta.table both name the table: set uri for a location or table for a Unity Catalog name, not both"),
+    validation = Rule::new("!has(self.table) || has(self.unityCatalog)").message("spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog (the catalog's endpoint and credentials)"),
+    validation = Rule::new("!has(self.unityCatalog) || has(self.table)").message("spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it"),
     validation = Rule::new("!has(self.uri) || self.uri.contains('://') || has(self.volume)").message("spec.sink.delta.uri is a path, so spec.sink.delta.volume must name the claim that holds it (claimName) or ask for one (size)"),
     validation = Rule::new("!has(self.uri) || !has(self.volume) || !has(self.volume.mountPath) || self.uri.startsWith(self.volume.mountPath)").message("spec.sink.delta.uri must be under spec.sink.delta.volume.mountPath"),
     validation = Rule::new("!has(self.outputMode) || self.outputMode == 'append'").message("outputMode update and complete need a streaming aggregation, which an ingestion does not have: use append"),
@@ -636,6 +647,15 @@ pub struct DeltaSink {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_CHECKPOINT_INTERVAL, max = MAX_CHECKPOINT_INTERVAL))]
     pub checkpoint_interval: Option<i32>,
+
+    /// Schema evolution, as Spark's mergeSchema: true adds the columns of
+    /// spec.format.json.schema (and metadata columns) that the existing table lacks, as
+    /// nullable columns, in the first commit that writes rows with them (older rows read them
+    /// as null). Default false, as in Spark: such a table is refused, naming the columns. A
+    /// column whose type changed, or one the table has and the ingestion no longer writes, is
+    /// refused either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merge_schema: Option<bool>,
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -657,6 +677,7 @@ impl std::fmt::Debug for DeltaSink {
             .field("volume", &self.volume)
             .field("target_file_size", &self.target_file_size)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("merge_schema", &self.merge_schema)
             .finish()
     }
 }
@@ -671,15 +692,61 @@ pub enum OutputMode {
     Complete,
 }
 
-/// A Unity Catalog endpoint.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// The Unity Catalog that resolves a table name: a Databricks workspace or an open-source Unity
+/// Catalog server (both serve /api/2.1/unity-catalog), and how to sign in to it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new("has(self.token) != has(self.oauth)").message("spec.sink.delta.unityCatalog needs exactly one of token (a personal access token) or oauth (a service principal's client id and secret)"),
+    validation = Rule::new("!has(self.tableMustExist) || !self.tableMustExist || !has(self.storageRoot)").message("spec.sink.delta.unityCatalog.storageRoot is where an absent table is created, and tableMustExist says never to create one: set one of them"),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct UnityCatalog {
-    /// The workspace or catalog server URL, e.g. https://adb-123.4.azuredatabricks.net.
+    /// The workspace or catalog server URL, e.g. https://adb-123.4.azuredatabricks.net or
+    /// http://unity-catalog:8080.
     #[schemars(length(min = 1, max = 2048))]
     pub endpoint: String,
-    /// A token allowed to read the table and vend its credentials.
-    pub token: SecretValueSource,
+
+    /// A bearer token (a Databricks personal access token, or the open-source server's token)
+    /// allowed to read the table, create it if absent, and vend credentials for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<SecretValueSource>,
+
+    /// OAuth machine-to-machine sign-in with a service principal's client id and secret
+    /// (client credentials grant), as Databricks offers instead of a personal token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<UnityCatalogOAuth>,
+
+    /// Where an absent table is created, as an EXTERNAL Delta table at
+    /// `<storageRoot>/<catalog>/<schema>/<table>` (an abfss://, az://, file:// URL or a path).
+    /// Without it an absent table is an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub storage_root: Option<String>,
+
+    /// The table must exist already: never create it. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_must_exist: Option<bool>,
+}
+
+/// OAuth machine-to-machine (client credentials) sign-in.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct UnityCatalogOAuth {
+    /// The service principal's client (application) id.
+    pub client_id: SecretValueSource,
+
+    /// The service principal's OAuth secret.
+    pub client_secret: SecretValueSource,
+
+    /// The token endpoint. Default `<endpoint>/oidc/v1/token` (a Databricks workspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048))]
+    pub token_endpoint: Option<String>,
+
+    /// The scope asked for. Default `all-apis`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 1024))]
+    pub scope: Option<String>,
 }
 
 /// The checkpoint: the query's identity, its ownership claim, availableNow targets and the
@@ -825,9 +892,35 @@ pub struct WorkerSpec {
     /// Always, IfNotPresent or Never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
-    /// CPU and memory requests and limits of each worker.
+    /// CPU and memory requests and limits of each worker. Default: requests cpu 250m and
+    /// memory 256Mi, limit memory 1Gi (no CPU limit), so a worker is never BestEffort.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
+    /// Secrets holding credentials for the registry of the worker image.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+    /// Annotations on the workers' ServiceAccount (e.g. azure.workload.identity/client-id for
+    /// AKS workload identity).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub service_account_annotations: BTreeMap<String, String>,
+    /// How the worker pods spread over zones and nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    /// Extra volumes of the worker pods (a CA bundle, a sidecar's socket...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub volumes: Vec<Volume>,
+    /// Where the worker container mounts the extra volumes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub volume_mounts: Vec<VolumeMount>,
+    /// Seconds a stopping worker gets to finish its micro-batch before it is killed (killing
+    /// it is safe: the batch is not committed and runs again). Default 60.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = MIN_TERMINATION_GRACE_SECONDS, max = MAX_TERMINATION_GRACE_SECONDS))]
+    pub termination_grace_period_seconds: Option<i64>,
     /// Extra environment variables (e.g. RUST_LOG).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
@@ -858,6 +951,29 @@ pub struct WorkerSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_METRICS_PORT, max = MAX_METRICS_PORT))]
     pub metrics_port: Option<i32>,
+}
+
+/// The message of the rule that keeps `spec.runs` to runs to completion.
+pub const RUNS_NEED_A_RUN_TO_COMPLETION: &str = "spec.runs sets the retries and history of Jobs and needs trigger availableNow or once; a continuous ingestion restarts its workers instead";
+
+/// Retries and history of runs to completion.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RunPolicy {
+    /// Failed pods a run may have before it fails (the Job's backoffLimit). Each retry resumes
+    /// from the checkpoint. Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_BACKOFF_LIMIT))]
+    pub backoff_limit: Option<i32>,
+    /// Finished successful runs a schedule keeps (the CronJob's successfulJobsHistoryLimit).
+    /// Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_RUN_HISTORY))]
+    pub successful_history: Option<i32>,
+    /// Failed runs a schedule keeps (the CronJob's failedJobsHistoryLimit). Default 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_RUN_HISTORY))]
+    pub failed_history: Option<i32>,
 }
 
 /// Worker log format.

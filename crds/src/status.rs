@@ -57,7 +57,7 @@ pub struct StreamingIngestionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<i64>,
 
-    /// Rows written per second, summed over workers.
+    /// Rows written per second, summed over workers, to 0.1 rows/s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_rows_per_second: Option<f64>,
 
@@ -142,6 +142,11 @@ pub struct WorkerStatus {
     /// Why it stopped, when it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The kind of that error as a CamelCase reason, where the worker knows it (e.g.
+    /// CatalogUnauthorized, TableNotFound): the operator turns it into the Degraded condition's
+    /// reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_reason: Option<String>,
 }
 
 /// Offsets per topic and partition, in Spark's JSON shape: {"topic":{"0":12,"1":7}}.

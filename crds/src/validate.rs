@@ -148,6 +148,76 @@ fn validate_spec_into(spec: &StreamingIngestionSpec, errors: &mut Errors) {
                 errors,
             );
         }
+        if let Some(seconds) = worker.termination_grace_period_seconds {
+            check_range(
+                "spec.worker.terminationGracePeriodSeconds",
+                seconds,
+                MIN_TERMINATION_GRACE_SECONDS,
+                MAX_TERMINATION_GRACE_SECONDS,
+                errors,
+            );
+        }
+        validate_extra_volumes(worker, errors);
+    }
+    if let Some(runs) = &spec.runs {
+        validate_runs(spec, runs, errors);
+    }
+}
+
+/// Extra volumes may not take the names of the operator's own, and every mount must name one
+/// of them: the API server would refuse the workload later, with a message about a Deployment
+/// the user never wrote.
+fn validate_extra_volumes(worker: &WorkerSpec, errors: &mut Errors) {
+    use crate::pod::{RESERVED_VOLUMES, SECRET_VOLUME_PREFIX};
+    for (index, volume) in worker.volumes.iter().enumerate() {
+        if RESERVED_VOLUMES.contains(&volume.name.as_str())
+            || volume.name.starts_with(SECRET_VOLUME_PREFIX)
+        {
+            errors.push(
+                format!("spec.worker.volumes[{index}].name"),
+                format!(
+                    "\"{}\" is the name of a volume the operator adds ({} and {SECRET_VOLUME_PREFIX}N); choose another",
+                    volume.name,
+                    RESERVED_VOLUMES.join(", ")
+                ),
+            );
+        }
+    }
+    for (index, mount) in worker.volume_mounts.iter().enumerate() {
+        if !worker.volumes.iter().any(|v| v.name == mount.name) {
+            errors.push(
+                format!("spec.worker.volumeMounts[{index}].name"),
+                format!("\"{}\" is not one of spec.worker.volumes", mount.name),
+            );
+        }
+    }
+}
+
+fn validate_runs(spec: &StreamingIngestionSpec, runs: &RunPolicy, errors: &mut Errors) {
+    if spec
+        .trigger_kind()
+        .is_ok_and(|trigger| !trigger.runs_to_completion())
+    {
+        errors.push("spec.runs", RUNS_NEED_A_RUN_TO_COMPLETION);
+    }
+    for (field, value, max) in [
+        ("backoffLimit", runs.backoff_limit, MAX_BACKOFF_LIMIT),
+        (
+            "successfulHistory",
+            runs.successful_history,
+            MAX_RUN_HISTORY,
+        ),
+        ("failedHistory", runs.failed_history, MAX_RUN_HISTORY),
+    ] {
+        if let Some(value) = value {
+            check_range(
+                &format!("spec.runs.{field}"),
+                i64::from(value),
+                0,
+                i64::from(max),
+                errors,
+            );
+        }
     }
 }
 
@@ -531,21 +601,20 @@ fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut 
             if delta.unity_catalog.is_none() {
                 errors.push(
                     path,
-                    "spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog",
+                    "spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog (the catalog's endpoint and credentials)",
                 );
             }
         }
-        _ => errors.push(path, "spec.sink.delta must set exactly one of uri or table"),
+        (None, None) => errors.push(
+            path,
+            "spec.sink.delta needs uri (the table's location) or table (a Unity Catalog name catalog.schema.table)",
+        ),
+        (Some(_), Some(_)) => errors.push(
+            path,
+            "spec.sink.delta.uri and spec.sink.delta.table both name the table: set uri for a location or table for a Unity Catalog name, not both",
+        ),
     }
-    if let Some(catalog) = &delta.unity_catalog
-        && !catalog.endpoint.starts_with("https://")
-        && !catalog.endpoint.starts_with("http://")
-    {
-        errors.push(
-            format!("{path}.unityCatalog.endpoint"),
-            format!("\"{}\" is not an http(s) URL", catalog.endpoint),
-        );
-    }
+    validate_unity_catalog(delta, errors);
     if delta.output_mode.unwrap_or_default() != OutputMode::Append {
         errors.push(
             format!("{path}.outputMode"),
@@ -992,4 +1061,51 @@ fn first_line(text: &str) -> String {
         .filter(|line| !line.is_empty())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// The catalog connection of a table given by name.
+fn validate_unity_catalog(delta: &DeltaSink, errors: &mut Errors) {
+    let Some(catalog) = &delta.unity_catalog else {
+        return;
+    };
+    let path = "spec.sink.delta.unityCatalog";
+    if delta.table.is_none() {
+        errors.push(
+            path,
+            "spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it",
+        );
+    }
+    let is_http_url = |url: &str| url.starts_with("https://") || url.starts_with("http://");
+    if !is_http_url(&catalog.endpoint) {
+        errors.push(
+            format!("{path}.endpoint"),
+            format!("\"{}\" is not an http(s) URL", catalog.endpoint),
+        );
+    }
+    if catalog.token.is_some() == catalog.oauth.is_some() {
+        errors.push(
+            path,
+            "spec.sink.delta.unityCatalog needs exactly one of token (a personal access token) or oauth (a service principal's client id and secret)",
+        );
+    }
+    if let Some(endpoint) = catalog
+        .oauth
+        .as_ref()
+        .and_then(|oauth| oauth.token_endpoint.as_deref())
+        && !is_http_url(endpoint)
+    {
+        errors.push(
+            format!("{path}.oauth.tokenEndpoint"),
+            format!("\"{endpoint}\" is not an http(s) URL"),
+        );
+    }
+    if let Some(root) = &catalog.storage_root {
+        validate_location(&format!("{path}.storageRoot"), root, errors);
+        if catalog.table_must_exist == Some(true) {
+            errors.push(
+                path,
+                "spec.sink.delta.unityCatalog.storageRoot is where an absent table is created, and tableMustExist says never to create one: set one of them",
+            );
+        }
+    }
 }

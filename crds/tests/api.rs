@@ -310,6 +310,20 @@ fn cel_one_replica_for_runs_to_completion() {
 }
 
 #[test]
+fn cel_run_policy_only_for_runs_to_completion() {
+    assert_rejected(
+        |o| o["spec"]["runs"] = json!({"backoffLimit": 5}),
+        tributary_crds::spec::RUNS_NEED_A_RUN_TO_COMPLETION,
+    );
+    for trigger in [json!({"availableNow": true}), json!({"once": true})] {
+        let mut run = valid_object();
+        run["spec"]["trigger"] = trigger;
+        run["spec"]["runs"] = json!({"backoffLimit": 5, "successfulHistory": 1});
+        assert_eq!(cel_errors(&run), Vec::<String>::new());
+    }
+}
+
+#[test]
 fn cel_processing_time_is_a_duration() {
     for good in ["10s", "1m30s", "500ms", "10 seconds", "2 minutes"] {
         let mut object = valid_object();
@@ -450,7 +464,15 @@ fn cel_schema_field_names_and_types() {
 fn cel_sink_rules() {
     assert_rejected(
         |o| o["spec"]["sink"]["delta"]["table"] = json!("main.bronze.t"),
-        "spec.sink.delta must set exactly one of uri or table",
+        "spec.sink.delta.uri and spec.sink.delta.table both name the table: set uri for a location or table for a Unity Catalog name, not both",
+    );
+    assert_rejected(
+        |o| {
+            let delta = o["spec"]["sink"]["delta"].as_object_mut().expect("delta");
+            delta.remove("uri");
+            delta.remove("volume");
+        },
+        "spec.sink.delta needs uri (the table's location) or table (a Unity Catalog name catalog.schema.table)",
     );
     assert_rejected(
         |o| {
@@ -565,15 +587,15 @@ fn every_example_parses_validates_and_passes_cel() {
         }
     }
     assert!(
-        checked >= 7,
-        "expected the seven examples, checked {checked}"
+        checked >= 8,
+        "expected the eight examples, checked {checked}"
     );
 }
 
 #[test]
 fn examples_do_not_hold_real_secrets_in_ingestions() {
     // Secrets in examples are placeholders, and only ever inside a Secret object.
-    for name in ["event-hubs.yaml", "adls.yaml"] {
+    for name in ["event-hubs.yaml", "adls.yaml", "unity-catalog.yaml"] {
         let text = std::fs::read_to_string(workspace_root().join("examples").join(name))
             .expect("example exists");
         let ingestion_part = text
@@ -582,4 +604,97 @@ fn examples_do_not_hold_real_secrets_in_ingestions() {
             .expect("has one");
         assert!(!ingestion_part.contains("REPLACE_ME"), "{name}");
     }
+}
+
+/// A sink that names its table through Unity Catalog, as the Unity Catalog example does.
+fn unity_catalog_object() -> Value {
+    let mut object = valid_object();
+    object["spec"]["sink"]["delta"] = json!({
+        "table": "main.bronze.sensor_readings",
+        "unityCatalog": {
+            "endpoint": "https://adb-1.2.azuredatabricks.net",
+            "token": {"secretKeyRef": {"name": "uc", "key": "token"}},
+            "storageRoot": "abfss://lake@account.dfs.core.windows.net/tables"
+        }
+    });
+    object
+}
+
+#[test]
+fn cel_unity_catalog_rules() {
+    assert_eq!(cel_errors(&unity_catalog_object()), Vec::<String>::new());
+    let ingestion: StreamingIngestion =
+        serde_json::from_value(unity_catalog_object()).expect("deserialises");
+    assert_eq!(tributary_crds::validate(&ingestion), Ok(()));
+
+    let rejected = |mutate: &dyn Fn(&mut Value), expected: &str| {
+        let mut object = unity_catalog_object();
+        mutate(&mut object);
+        let errors = cel_errors(&object);
+        assert!(
+            errors.iter().any(|e| e.contains(expected)),
+            "CEL should reject with {expected:?}; got {errors:?}"
+        );
+        let ingestion: StreamingIngestion =
+            serde_json::from_value(object).expect("mutated object still deserialises");
+        let rust = tributary_crds::validate(&ingestion)
+            .expect_err("Rust validation should reject too")
+            .to_string();
+        assert!(
+            rust.contains(expected),
+            "Rust should say {expected:?}; got {rust}"
+        );
+    };
+    rejected(
+        &|o| {
+            o["spec"]["sink"]["delta"]["unityCatalog"]
+                .as_object_mut()
+                .expect("catalog")
+                .remove("token");
+        },
+        "spec.sink.delta.unityCatalog needs exactly one of token (a personal access token) or oauth",
+    );
+    rejected(
+        &|o| {
+            o["spec"]["sink"]["delta"]["unityCatalog"]["oauth"] = json!({
+                "clientId": {"secretKeyRef": {"name": "sp", "key": "client-id"}},
+                "clientSecret": {"secretKeyRef": {"name": "sp", "key": "client-secret"}}
+            });
+        },
+        "spec.sink.delta.unityCatalog needs exactly one of token (a personal access token) or oauth",
+    );
+    rejected(
+        &|o| o["spec"]["sink"]["delta"]["unityCatalog"]["tableMustExist"] = json!(true),
+        "tableMustExist says never to create one: set one of them",
+    );
+    rejected(
+        &|o| {
+            let delta = o["spec"]["sink"]["delta"].as_object_mut().expect("delta");
+            delta.remove("table");
+            delta.insert(
+                "uri".into(),
+                json!("abfss://lake@account.dfs.core.windows.net/t"),
+            );
+        },
+        "spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it",
+    );
+
+    // OAuth machine-to-machine instead of a token, and a table that must exist already.
+    let mut oauth = unity_catalog_object();
+    let catalog = oauth["spec"]["sink"]["delta"]["unityCatalog"]
+        .as_object_mut()
+        .expect("catalog");
+    catalog.remove("token");
+    catalog.remove("storageRoot");
+    catalog.insert("tableMustExist".into(), json!(true));
+    catalog.insert(
+        "oauth".into(),
+        json!({
+            "clientId": {"secretKeyRef": {"name": "sp", "key": "client-id"}},
+            "clientSecret": {"secretKeyRef": {"name": "sp", "key": "client-secret"}}
+        }),
+    );
+    assert_eq!(cel_errors(&oauth), Vec::<String>::new());
+    let ingestion: StreamingIngestion = serde_json::from_value(oauth).expect("deserialises");
+    assert_eq!(tributary_crds::validate(&ingestion), Ok(()));
 }

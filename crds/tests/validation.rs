@@ -308,7 +308,19 @@ fn sink_checks() {
         |v| v["spec"]["sink"]["delta"] = json!({"table": "bronze.t"}),
         &[
             "spec.sink.delta.table: \"bronze.t\" is not a Unity Catalog name catalog.schema.table",
-            "spec.sink.delta: spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog",
+            "spec.sink.delta: spec.sink.delta.table is a Unity Catalog name and needs spec.sink.delta.unityCatalog (the catalog's endpoint and credentials)",
+        ],
+    );
+    expect(
+        |v| v["spec"]["sink"]["delta"]["table"] = json!("main.bronze.t"),
+        &[
+            "spec.sink.delta: spec.sink.delta.uri and spec.sink.delta.table both name the table: set uri for a location or table for a Unity Catalog name, not both",
+        ],
+    );
+    expect(
+        |v| v["spec"]["sink"]["delta"] = json!({}),
+        &[
+            "spec.sink.delta: spec.sink.delta needs uri (the table's location) or table (a Unity Catalog name catalog.schema.table)",
         ],
     );
     expect(
@@ -452,6 +464,55 @@ fn worker_checks() {
         |v| v["spec"]["worker"] = json!({"image": " "}),
         &["spec.worker.image: must not be empty when set"],
     );
+    expect(
+        |v| v["spec"]["worker"] = json!({"terminationGracePeriodSeconds": 2}),
+        &["spec.worker.terminationGracePeriodSeconds: must be at least 10, not 2"],
+    );
+}
+
+#[test]
+fn extra_volumes_keep_clear_of_the_operators_and_are_mounted_by_name() {
+    let mut good = base();
+    good["spec"]["worker"] = json!({
+        "volumes": [{"name": "ca", "configMap": {"name": "corporate-ca"}}],
+        "volumeMounts": [{"name": "ca", "mountPath": "/etc/ssl/corporate", "readOnly": true}]
+    });
+    assert_eq!(problems(good), "");
+    expect(
+        |v| {
+            v["spec"]["worker"] = json!({
+                "volumes": [{"name": "lake", "emptyDir": {}}, {"name": "secret-1", "emptyDir": {}}]
+            })
+        },
+        &[
+            "spec.worker.volumes[0].name: \"lake\" is the name of a volume the operator adds",
+            "spec.worker.volumes[1].name: \"secret-1\" is the name of a volume the operator adds",
+        ],
+    );
+    expect(
+        |v| v["spec"]["worker"] = json!({"volumeMounts": [{"name": "ca", "mountPath": "/ca"}]}),
+        &["spec.worker.volumeMounts[0].name: \"ca\" is not one of spec.worker.volumes"],
+    );
+}
+
+#[test]
+fn run_policy_checks() {
+    expect(
+        |v| v["spec"]["runs"] = json!({"backoffLimit": 2}),
+        &[
+            "spec.runs: spec.runs sets the retries and history of Jobs and needs trigger availableNow or once",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["trigger"] = json!({"availableNow": true});
+            v["spec"]["runs"] = json!({"backoffLimit": 101, "failedHistory": -1});
+        },
+        &[
+            "spec.runs.backoffLimit: must be at most 100, not 101",
+            "spec.runs.failedHistory: must be at least 0, not -1",
+        ],
+    );
 }
 
 #[test]
@@ -590,7 +651,7 @@ fn misspelt_fields_are_refused_with_the_nearest_known_name() {
         format!(
             "{SCHEMA_HEADER}\n  \
              line 16: spec.workr: unknown field; did you mean worker?\n  \
-             line 17: spec.x: unknown field (known fields here: checkpoint, format, metadataColumns, replicas, schedule, sink, source, suspend, trigger, worker)"
+             line 17: spec.x: unknown field (known fields here: checkpoint, format, metadataColumns, replicas, runs, schedule, sink, source, suspend, trigger, worker)"
         )
     );
     // Inside Kubernetes' own types too.
@@ -911,4 +972,63 @@ mod never_panics {
             let _ = tributary_crds::manifest::load_str(&spliced, "fuzz.yaml");
         }
     }
+}
+
+fn unity_catalog_sink() -> Value {
+    json!({
+        "table": "main.bronze.sensor_readings",
+        "unityCatalog": {
+            "endpoint": "http://127.0.0.1:8080",
+            "token": {"secretKeyRef": {"name": "uc", "key": "token"}}
+        }
+    })
+}
+
+#[test]
+fn unity_catalog_checks() {
+    let valid = |sink: Value| {
+        let mut value = base();
+        value["spec"]["sink"]["delta"] = sink;
+        assert_eq!(problems(value), "");
+    };
+    valid(unity_catalog_sink());
+    let mut with_root = unity_catalog_sink();
+    with_root["unityCatalog"]["storageRoot"] = json!("file:///lake/tables");
+    valid(with_root);
+
+    expect(
+        |v| {
+            v["spec"]["sink"]["delta"] = unity_catalog_sink();
+            v["spec"]["sink"]["delta"]["unityCatalog"]["oauth"] = json!({
+                "clientId": {"secretKeyRef": {"name": "sp", "key": "client-id"}},
+                "clientSecret": {"secretKeyRef": {"name": "sp", "key": "client_secret!"}},
+                "tokenEndpoint": "login.example/token"
+            });
+        },
+        &[
+            "spec.sink.delta.unityCatalog: spec.sink.delta.unityCatalog needs exactly one of token (a personal access token) or oauth (a service principal's client id and secret)",
+            "spec.sink.delta.unityCatalog.oauth.tokenEndpoint: \"login.example/token\" is not an http(s) URL",
+            "spec.sink.delta.unityCatalog.oauth.clientSecret",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["sink"]["delta"] = unity_catalog_sink();
+            v["spec"]["sink"]["delta"]["unityCatalog"]["storageRoot"] = json!("s3://bucket/tables");
+            v["spec"]["sink"]["delta"]["unityCatalog"]["tableMustExist"] = json!(true);
+        },
+        &[
+            "spec.sink.delta.unityCatalog.storageRoot: s3:// is not supported by this build",
+            "spec.sink.delta.unityCatalog: spec.sink.delta.unityCatalog.storageRoot is where an absent table is created, and tableMustExist says never to create one: set one of them",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["sink"]["delta"]["unityCatalog"] =
+                unity_catalog_sink()["unityCatalog"].clone();
+        },
+        &[
+            "spec.sink.delta.unityCatalog: spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it",
+        ],
+    );
 }

@@ -130,7 +130,7 @@ sa="system:serviceaccount:$release_ns:$release-operator"
 [ "$(kubectl auth can-i get secrets -n iot --as="$sa")" = yes ] || fail "operator cannot get secrets"
 [ "$(kubectl auth can-i list secrets -n iot --as="$sa" || true)" = no ] || fail "operator can list secrets"
 [ "$(kubectl auth can-i delete streamingingestions -n iot --as="$sa" || true)" = no ] || fail "operator can delete ingestions"
-[ "$(kubectl auth can-i patch streamingingestions/status -n iot --as="$sa")" = yes ] || fail "operator cannot patch status"
+[ "$(kubectl auth can-i patch streamingingestions --subresource=status -n iot --as="$sa")" = yes ] || fail "operator cannot patch status"
 [ "$(kubectl auth can-i create leases -n "$release_ns" --as="$sa")" = yes ] || fail "operator cannot create leases"
 
 # --- Kafka and data ---------------------------------------------------------------------------

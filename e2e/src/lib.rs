@@ -2,3 +2,4 @@
 //! machine's plain-consume limit.
 
 pub mod bench;
+pub mod cluster;

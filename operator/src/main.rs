@@ -15,6 +15,12 @@ use tributary_operator::render;
 use tributary_operator::resources::Settings;
 
 fn main() -> ExitCode {
+    // kube's client links rustls with ring. A workspace build unifies rustls's features with the
+    // worker's (deltalake brings aws-lc-rs), and with two providers compiled in rustls refuses
+    // to choose one: the first TLS connection to the API server would panic. Installing ring,
+    // the provider this binary already links, settles it for both builds; an error only means a
+    // provider is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Secret, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
@@ -446,6 +447,7 @@ async fn apply_all(ctx: &Context, id: &Identity, desired: &Desired) -> Result<Ap
     for claim in &desired.claims {
         apply::<PersistentVolumeClaim>(client, ns, claim).await?;
     }
+    apply::<PodDisruptionBudget>(client, ns, &desired.disruption_budget).await?;
     Ok(match &desired.workload {
         None => Applied::None,
         Some(Workload::Deployment(d)) => {
@@ -535,6 +537,23 @@ pub fn requeue_after(status: &StreamingIngestionStatus) -> Duration {
     if busy { REQUEUE_ACTIVE } else { REQUEUE_QUIET }
 }
 
+/// The API server refuses an Event whose note is longer than this many bytes.
+pub const EVENT_NOTE_MAX_BYTES: usize = 1024;
+
+/// A condition message cut to what an Event's note may hold (the API server refuses the whole
+/// Event otherwise). The condition keeps the full text; the note says where to find it.
+fn event_note(message: String) -> String {
+    if message.len() <= EVENT_NOTE_MAX_BYTES {
+        return message;
+    }
+    const MORE: &str = " ... (the full message is in the status conditions)";
+    let mut end = EVENT_NOTE_MAX_BYTES - MORE.len();
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{MORE}", &message[..end])
+}
+
 /// The events a status change deserves: what was created or changed, what was refused, how a
 /// run ended, and what was deleted. Derived from the status before and after, so an unchanged
 /// object produces no event on a requeue.
@@ -546,7 +565,7 @@ pub fn transitions(
     let event = |type_, reason: &str, action: &str, note: String| Event {
         type_,
         reason: reason.to_string(),
-        note: Some(note),
+        note: Some(event_note(note)),
         action: action.to_string(),
         secondary: None,
     };
@@ -612,7 +631,8 @@ pub fn transitions(
     }
     let degraded_before = condition_status(previous, types::DEGRADED);
     if let Some(("True", reason, message)) = condition_status(current, types::DEGRADED)
-        && [reasons::CRASH_LOOPING, reasons::UNSCHEDULABLE].contains(&reason)
+        && ([reasons::CRASH_LOOPING, reasons::UNSCHEDULABLE].contains(&reason)
+            || reasons::CATALOG.contains(&reason))
         && degraded_before.is_none_or(|(s, r, _)| s != "True" || r != reason)
     {
         events.push(event(
@@ -648,6 +668,25 @@ mod tests {
             }],
             ..StreamingIngestionStatus::default()
         }
+    }
+
+    #[test]
+    fn a_long_message_is_cut_to_what_an_event_may_hold() {
+        // A crash loop's message carries the worker's last log lines: often over 1 KiB.
+        let long = format!(
+            "workers crash-looping: {}",
+            "é cannot reach Kafka ".repeat(80)
+        );
+        let previous = with_ready("True", reasons::WORKERS_READY, "1/1");
+        let refused = with_ready("False", reasons::SECRET_NOT_FOUND, &long);
+        let events = transitions(Some(&previous), &refused, &[]);
+        let note = events[0].note.as_deref().expect("a note");
+        assert!(note.len() <= EVENT_NOTE_MAX_BYTES, "{} bytes", note.len());
+        assert!(note.starts_with("workers crash-looping: é cannot reach Kafka"));
+        assert!(note.ends_with("(the full message is in the status conditions)"));
+        let short = with_ready("False", reasons::SECRET_NOT_FOUND, "Secret x not found");
+        let events = transitions(Some(&previous), &short, &[]);
+        assert_eq!(events[0].note.as_deref(), Some("Secret x not found"));
     }
 
     #[test]

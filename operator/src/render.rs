@@ -27,6 +27,7 @@ pub fn objects(desired: &Desired) -> Result<Vec<Value>> {
     for claim in &desired.claims {
         objects.push(to_value("PersistentVolumeClaim", claim)?);
     }
+    objects.push(to_value("PodDisruptionBudget", &desired.disruption_budget)?);
     match &desired.workload {
         Some(Workload::Deployment(d)) => objects.push(to_value("Deployment", d.as_ref())?),
         Some(Workload::Job(j)) => objects.push(to_value("Job", j.as_ref())?),
@@ -147,6 +148,7 @@ mod tests {
                 if wants_claim {
                     expected.push("PersistentVolumeClaim");
                 }
+                expected.push("PodDisruptionBudget");
                 expected.push(workload);
                 assert_eq!(kinds, expected, "{}", file.display());
                 for doc in &mine {

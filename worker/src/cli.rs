@@ -156,9 +156,33 @@ impl Cli {
                 } else {
                     eprintln!("error: {error}");
                 }
+                write_termination_message(Path::new(TERMINATION_LOG), &error);
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// Where Kubernetes reads a container's last words (the pod's default terminationMessagePath).
+const TERMINATION_LOG: &str = "/dev/termination-log";
+
+/// Kubernetes keeps at most this many bytes of it.
+const TERMINATION_MESSAGE_MAX: usize = 4096;
+
+/// Leaves the error where the kubelet puts it into the container's last state, from which the
+/// operator's CrashLooping condition quotes it: a pod that keeps failing (a table that does not
+/// fit, a bad record with onError: fail) says why in `kubectl get`/`describe`. Outside a pod
+/// the file does not exist and nothing is written.
+fn write_termination_message(path: &Path, error: &str) {
+    if !path.exists() {
+        return;
+    }
+    let mut end = error.len().min(TERMINATION_MESSAGE_MAX);
+    while !error.is_char_boundary(end) {
+        end -= 1;
+    }
+    if let Err(e) = std::fs::write(path, &error[..end]) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the termination message");
     }
 }
 
@@ -202,7 +226,7 @@ fn run(
         takeover,
     );
     if let (Err(error), Some(reporter)) = (&outcome, &reporter) {
-        reporter.report_failure(secrets::redact(&error.to_string()));
+        reporter.report_failure(secrets::redact(&error.to_string()), error.reason());
     }
     // The pipeline has dropped its handle: this is the last one, so the final write happens.
     if let Some(reporter) = reporter.and_then(|r| Arc::try_unwrap(r).ok()) {
@@ -312,6 +336,29 @@ mod tests {
     fn parse(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("tributary-worker").chain(args.iter().copied()))
             .expect("parses")
+    }
+
+    #[test]
+    fn the_error_is_left_as_the_termination_message_only_where_kubernetes_reads_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let absent = dir.path().join("absent");
+        write_termination_message(&absent, "boom");
+        assert!(!absent.exists(), "outside a pod nothing is created");
+        let log = dir.path().join("termination-log");
+        std::fs::write(&log, "").expect("create");
+        write_termination_message(&log, "table /lake/t does not fit this ingestion");
+        assert_eq!(
+            std::fs::read_to_string(&log).expect("read"),
+            "table /lake/t does not fit this ingestion"
+        );
+        let long = "é".repeat(3000);
+        write_termination_message(&log, &long);
+        let written = std::fs::read_to_string(&log).expect("read");
+        assert_eq!(
+            written.len(),
+            4096,
+            "cut at Kubernetes' limit, on a char boundary"
+        );
     }
 
     #[test]

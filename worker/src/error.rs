@@ -180,6 +180,16 @@ pub enum Error {
         me: String,
     },
 
+    #[error("Unity Catalog at {endpoint}: cannot {action}: {reason}{}", remedy_suffix(.remedy))]
+    Catalog {
+        endpoint: String,
+        action: String,
+        problem: CatalogProblem,
+        /// What the catalog said, secret values redacted.
+        reason: String,
+        remedy: String,
+    },
+
     #[error("cannot decode the micro-batch: {0}")]
     Decode(String),
 
@@ -189,6 +199,14 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+fn remedy_suffix(remedy: &str) -> String {
+    if remedy.is_empty() {
+        String::new()
+    } else {
+        format!(" ({remedy})")
+    }
+}
+
 impl From<tributary_crds::Error> for Error {
     fn from(error: tributary_crds::Error) -> Error {
         Error::Manifest(Box::new(error))
@@ -196,6 +214,15 @@ impl From<tributary_crds::Error> for Error {
 }
 
 impl Error {
+    /// The kind of this error as a status condition reason, where the operator has one for
+    /// it: a catalog's refusal, which a person must act on (and which restarting never fixes).
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Error::Catalog { problem, .. } => Some(problem.reason()),
+            _ => None,
+        }
+    }
+
     /// The brokers refuse this client (credentials or certificate): see source/security.rs.
     pub fn is_refused_connection(&self) -> bool {
         matches!(
@@ -241,5 +268,44 @@ impl Error {
             path,
             source,
         }
+    }
+}
+
+/// What went wrong with the catalog: decides the remedy, and lets callers tell a refused token
+/// from an absent table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CatalogProblem {
+    /// The catalog cannot be reached or did not answer in time.
+    Unreachable,
+    /// The token or the OAuth client was refused (401), or the principal lacks a privilege (403).
+    Unauthorized,
+    UnknownCatalog,
+    UnknownSchema,
+    TableNotFound,
+    /// The table exists but cannot be written by this worker (not Delta, a view, managed).
+    Unwritable,
+    /// Any other refusal or an answer that does not parse.
+    Failed,
+}
+
+impl CatalogProblem {
+    /// The condition reason the operator shows for it.
+    pub fn reason(self) -> &'static str {
+        use tributary_crds::conditions::reasons;
+        match self {
+            CatalogProblem::Unreachable => reasons::CATALOG_UNREACHABLE,
+            CatalogProblem::Unauthorized => reasons::CATALOG_UNAUTHORIZED,
+            CatalogProblem::UnknownCatalog => reasons::CATALOG_NOT_FOUND,
+            CatalogProblem::UnknownSchema => reasons::SCHEMA_NOT_FOUND,
+            CatalogProblem::TableNotFound => reasons::TABLE_NOT_FOUND,
+            CatalogProblem::Unwritable => reasons::TABLE_NOT_WRITABLE,
+            CatalogProblem::Failed => reasons::CATALOG_ERROR,
+        }
+    }
+}
+
+impl std::fmt::Display for CatalogProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason())
     }
 }

@@ -57,7 +57,9 @@ pub fn redact(text: &str) -> String {
     out
 }
 
-fn remember(value: String) -> SecretString {
+/// Keeps a secret the process learnt some other way (an access token, vended credentials) out
+/// of messages too.
+pub fn remember(value: String) -> SecretString {
     if let Ok(mut values) = RESOLVED.lock()
         && !values.contains(&value)
     {

@@ -26,6 +26,7 @@ OPERATOR_PERMISSIONS = frozenset(
     + [("batch", r, v) for r in ("jobs", "cronjobs") for v in RW]
     + [("", r, v) for r in ("configmaps", "serviceaccounts", "persistentvolumeclaims") for v in RW]
     + [("rbac.authorization.k8s.io", r, v) for r in ("roles", "rolebindings") for v in RW]
+    + [("policy", "poddisruptionbudgets", v) for v in ("get", "create", "patch", "update", "delete")]
     + [("", "pods", v) for v in ("get", "list", "watch")]
     + [("", "secrets", "get")]
     + [(g, "events", v) for g in ("", "events.k8s.io") for v in ("create", "patch")]

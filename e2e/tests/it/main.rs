@@ -2,15 +2,11 @@
 //! everything again), one module per suite.
 
 mod bench_smoke;
+mod cluster;
 mod spark;
-
-// Apache Kafka for the suites that need a real broker (Spark's Java client among them): the
-// worker suite's harness, shared by path rather than copied; `support` and `secure_broker` are
-// the modules it calls into.
+// Apache Kafka brokers: the worker suite's harness, compiled here from its source (it needs only
+// std, rdkafka, futures, libc and tempfile). The cluster scenarios and the Spark takeover and
+// benchmark use part of it.
 #[allow(dead_code)]
 #[path = "../../../worker/tests/it/kafka.rs"]
 mod kafka;
-#[allow(dead_code)]
-#[path = "../../../worker/tests/it/secure_broker.rs"]
-mod secure_broker;
-mod support;

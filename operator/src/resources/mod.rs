@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::Resource;
@@ -215,6 +216,7 @@ pub struct Desired {
     pub role_binding: RoleBinding,
     pub config_map: ConfigMap,
     pub claims: Vec<PersistentVolumeClaim>,
+    pub disruption_budget: PodDisruptionBudget,
     pub workload: Option<Workload>,
     /// Hash of the rendered configuration (also on the pod template).
     pub config_hash: String,
@@ -232,6 +234,7 @@ pub fn build(ingestion: &StreamingIngestion, settings: &Settings) -> Result<Desi
         role_binding: rbac::role_binding(ingestion, &id),
         config_map: config::config_map(ingestion, &id, rendered),
         claims: volumes::claims(ingestion, &id),
+        disruption_budget: workload::disruption_budget(ingestion, &id),
         workload: workload::workload(ingestion, &id, template)?,
         config_hash,
     })

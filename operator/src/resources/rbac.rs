@@ -8,8 +8,18 @@ use tributary_crds::StreamingIngestion;
 use super::{Identity, names, owned_meta};
 
 pub fn service_account(ingestion: &StreamingIngestion, id: &Identity) -> ServiceAccount {
+    let mut metadata = owned_meta(ingestion, id, names::service_account(&id.name), "worker");
+    // Workload identity (AKS, EKS, GKE) binds a cloud identity through these annotations.
+    if let Some(worker) = &ingestion.spec.worker
+        && !worker.service_account_annotations.is_empty()
+    {
+        metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .extend(worker.service_account_annotations.clone());
+    }
     ServiceAccount {
-        metadata: owned_meta(ingestion, id, names::service_account(&id.name), "worker"),
+        metadata,
         // The token is mounted by the pod spec explicitly; the account itself does not
         // auto-mount tokens into pods that might reuse it.
         automount_service_account_token: Some(false),
@@ -55,6 +65,24 @@ pub fn role_binding(ingestion: &StreamingIngestion, id: &Identity) -> RoleBindin
 mod tests {
     use super::*;
     use crate::resources::test_support::ingestion;
+
+    #[test]
+    fn service_account_carries_the_workload_identity_annotations() {
+        let si = crate::resources::test_support::ingestion(
+            "  worker:\n    serviceAccountAnnotations: {azure.workload.identity/client-id: 00000000-1111}\n",
+        );
+        let id = Identity::of(&si).expect("identity");
+        let annotations = service_account(&si, &id)
+            .metadata
+            .annotations
+            .expect("annotations");
+        assert_eq!(
+            annotations
+                .get("azure.workload.identity/client-id")
+                .map(String::as_str),
+            Some("00000000-1111")
+        );
+    }
 
     #[test]
     fn role_grants_only_get_and_status_patch_on_the_one_ingestion() {

@@ -3,10 +3,14 @@
 //! the run's), a CronJob for `availableNow` on a `schedule` (one such run per tick, never two at
 //! once). The operator's README tables each one's name and settings.
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, Job, JobSpec, JobTemplateSpec};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tributary_crds::{StreamingIngestion, TriggerKind};
 
 use super::{Identity, Workload, labels, names, owned_meta, selector_labels, stable_hash};
@@ -68,17 +72,58 @@ pub fn deployment(
                 match_labels: Some(selector_labels(&id.name)),
                 ..LabelSelector::default()
             },
-            // Recreate: the old workers stop before new ones start, so a ReadWriteOnce
-            // checkpoint claim is never wanted by two nodes at once.
-            strategy: Some(DeploymentStrategy {
-                type_: Some("Recreate".to_string()),
-                ..DeploymentStrategy::default()
-            }),
+            strategy: Some(rollout(ingestion, &template)),
             revision_history_limit: Some(3),
             template,
             ..DeploymentSpec::default()
         }),
         ..Deployment::default()
+    }
+}
+
+/// How a spec change replaces the workers. Exactly once holds across any mix of old and new
+/// workers (each partition's first read starts where the table says), so a rolling update
+/// (one new worker up before an old one stops) keeps the stream flowing. The exception is a
+/// single worker with a claim: the claim may be ReadWriteOnce, which a second pod on another
+/// node cannot mount, so the old worker stops first (Recreate). Several workers sharing claims
+/// already need ReadWriteMany.
+fn rollout(ingestion: &StreamingIngestion, template: &PodTemplateSpec) -> DeploymentStrategy {
+    let mounts_a_claim = template
+        .spec
+        .as_ref()
+        .and_then(|pod| pod.volumes.as_ref())
+        .is_some_and(|volumes| volumes.iter().any(|v| v.persistent_volume_claim.is_some()));
+    if mounts_a_claim && ingestion.spec.replicas() <= 1 {
+        return DeploymentStrategy {
+            type_: Some("Recreate".to_string()),
+            ..DeploymentStrategy::default()
+        };
+    }
+    DeploymentStrategy {
+        type_: Some("RollingUpdate".to_string()),
+        rolling_update: Some(RollingUpdateDeployment {
+            max_surge: Some(IntOrString::Int(1)),
+            max_unavailable: Some(IntOrString::Int(0)),
+        }),
+    }
+}
+
+/// At most one worker of an ingestion evicted at a time (a node drain, a cluster upgrade): each
+/// eviction is a rebalance for the others, and the partitions of the evicted worker wait until
+/// they are reassigned. For a run to completion, whose single pod it also covers, it never
+/// blocks a drain: the run resumes from its checkpoint.
+pub fn disruption_budget(ingestion: &StreamingIngestion, id: &Identity) -> PodDisruptionBudget {
+    PodDisruptionBudget {
+        metadata: owned_meta(ingestion, id, names::workload(&id.name), "worker"),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(&id.name)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
     }
 }
 
@@ -91,7 +136,14 @@ fn job_spec(ingestion: &StreamingIngestion, mut template: PodTemplateSpec) -> Jo
     JobSpec {
         parallelism: Some(parallelism),
         completions: Some(1),
-        backoff_limit: Some(JOB_BACKOFF_LIMIT),
+        backoff_limit: Some(
+            ingestion
+                .spec
+                .runs
+                .as_ref()
+                .and_then(|runs| runs.backoff_limit)
+                .unwrap_or(JOB_BACKOFF_LIMIT),
+        ),
         template,
         ..JobSpec::default()
     }
@@ -122,6 +174,7 @@ pub fn cron_job(
     template: PodTemplateSpec,
     schedule: &str,
 ) -> CronJob {
+    let runs = ingestion.spec.runs.as_ref();
     CronJob {
         metadata: owned_meta(ingestion, id, names::workload(&id.name), "worker"),
         spec: Some(CronJobSpec {
@@ -129,8 +182,13 @@ pub fn cron_job(
             // Two runs must never share a checkpoint.
             concurrency_policy: Some("Forbid".to_string()),
             suspend: Some(ingestion.spec.suspended()),
-            successful_jobs_history_limit: Some(CRON_HISTORY),
-            failed_jobs_history_limit: Some(CRON_HISTORY),
+            successful_jobs_history_limit: Some(
+                runs.and_then(|r| r.successful_history)
+                    .unwrap_or(CRON_HISTORY),
+            ),
+            failed_jobs_history_limit: Some(
+                runs.and_then(|r| r.failed_history).unwrap_or(CRON_HISTORY),
+            ),
             job_template: JobTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(labels(&id.name, "worker")),
@@ -188,6 +246,60 @@ mod tests {
             }
             assert_eq!(template_hash(&spec.template), desired.config_hash);
         }
+    }
+
+    fn strategy(extra: &str) -> DeploymentStrategy {
+        let Some(Workload::Deployment(d)) = built(extra).workload else {
+            panic!("expected a Deployment for {extra}")
+        };
+        d.spec.and_then(|s| s.strategy).expect("strategy")
+    }
+
+    #[test]
+    fn one_worker_with_a_claim_is_recreated_others_roll() {
+        // The test ingestion mounts a lake claim and a created checkpoint claim.
+        assert_eq!(strategy("").type_.as_deref(), Some("Recreate"));
+        let rolling = strategy("  replicas: 3\n");
+        assert_eq!(rolling.type_.as_deref(), Some("RollingUpdate"));
+        let update = rolling.rolling_update.expect("rolling update");
+        assert_eq!(update.max_surge, Some(IntOrString::Int(1)));
+        assert_eq!(update.max_unavailable, Some(IntOrString::Int(0)));
+    }
+
+    #[test]
+    fn one_worker_at_a_time_may_be_evicted() {
+        let si = ingestion("  replicas: 3\n");
+        let id = crate::resources::Identity::of(&si).expect("identity");
+        let budget = disruption_budget(&si, &id);
+        assert_eq!(budget.metadata.name.as_deref(), Some("sensors"));
+        let spec = budget.spec.expect("spec");
+        assert_eq!(spec.max_unavailable, Some(IntOrString::Int(1)));
+        assert_eq!(
+            spec.selector.and_then(|s| s.match_labels),
+            Some(selector_labels("sensors"))
+        );
+        assert_eq!(
+            built("").disruption_budget.metadata.name.as_deref(),
+            Some("sensors")
+        );
+    }
+
+    #[test]
+    fn run_policy_sets_job_retries_and_cron_history() {
+        let job_extra = "  trigger: {availableNow: true}\n  runs: {backoffLimit: 7}\n";
+        let Some(Workload::Job(job)) = built(job_extra).workload else {
+            panic!("expected a Job")
+        };
+        assert_eq!(job.spec.and_then(|s| s.backoff_limit), Some(7));
+        let cron_extra = "  trigger: {availableNow: true}\n  schedule: \"@hourly\"\n  runs: {successfulHistory: 1, failedHistory: 5}\n";
+        let Some(Workload::CronJob(cron)) = built(cron_extra).workload else {
+            panic!("expected a CronJob")
+        };
+        let spec = cron.spec.expect("spec");
+        assert_eq!(spec.successful_jobs_history_limit, Some(1));
+        assert_eq!(spec.failed_jobs_history_limit, Some(5));
+        let job = spec.job_template.spec.expect("job spec");
+        assert_eq!(job.backoff_limit, Some(JOB_BACKOFF_LIMIT), "the default");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tributary_crds::{
 
 use crate::resources::selector_string;
 
-pub use pods::{PodProblem, pod_problems};
+pub use pods::{PodProblem, catalog_problems, pod_problems};
 pub use workers::{prune_workers_patch, stale_worker_entries};
 
 /// Why the reconcile stopped before applying anything.
@@ -203,7 +203,8 @@ pub fn compute(observation: &Observation<'_>) -> StreamingIngestionStatus {
     let ingestion = observation.ingestion;
     let name = ingestion.metadata.name.clone().unwrap_or_default();
     let previous = ingestion.status.clone().unwrap_or_default();
-    let problems = pod_problems(observation.pods);
+    let mut problems = pod_problems(observation.pods);
+    problems.extend(catalog_problems(&previous.workers, observation.pods));
 
     let assessment = match (&observation.blocker, &observation.workload) {
         (Some(blocker), _) => blocked::assess(ingestion, &previous, blocker),

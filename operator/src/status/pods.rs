@@ -1,7 +1,8 @@
 //! What the worker pods say that needs a person: containers that cannot start, crash loops,
-//! and pods the scheduler cannot place.
+//! pods the scheduler cannot place, and workers a Unity Catalog refuses.
 
 use k8s_openapi::api::core::v1::Pod;
+use tributary_crds::WorkerStatus;
 use tributary_crds::conditions::{Status, reasons};
 
 use super::ConditionState;
@@ -21,6 +22,13 @@ pub enum PodProblem {
     /// missing Secret or ConfigMap.
     CannotStart {
         pod: String,
+        message: String,
+    },
+    /// The worker stopped because the Unity Catalog refused it (its own report, with the
+    /// catalog's message; one of [`reasons::CATALOG`]).
+    CatalogRefused {
+        pod: String,
+        reason: &'static str,
         message: String,
     },
 }
@@ -97,6 +105,29 @@ pub fn pod_problems(pods: &[Pod]) -> Vec<PodProblem> {
     problems
 }
 
+/// Workers of live pods that stopped because the Unity Catalog refused them, from their own
+/// `status.workers` entries. The worker reports the catalog's message with secret values
+/// redacted, so the condition can quote it; its crash loop is the symptom, this the cause.
+pub fn catalog_problems(entries: &[WorkerStatus], pods: &[Pod]) -> Vec<PodProblem> {
+    entries
+        .iter()
+        .filter(|entry| {
+            pods.iter()
+                .any(|pod| pod.metadata.name.as_deref() == Some(entry.name.as_str()))
+        })
+        .filter_map(|entry| {
+            let reason = reasons::CATALOG
+                .into_iter()
+                .find(|r| entry.error_reason.as_deref() == Some(*r))?;
+            Some(PodProblem::CatalogRefused {
+                pod: entry.name.clone(),
+                reason,
+                message: entry.error.clone().unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
 impl PodProblem {
     /// The Degraded reason of this kind of problem (see [`PRIORITY`]).
     fn reason(&self) -> &'static str {
@@ -104,6 +135,7 @@ impl PodProblem {
             PodProblem::CannotStart { .. } => reasons::WORKERS_CANNOT_START,
             PodProblem::CrashLooping { .. } => reasons::CRASH_LOOPING,
             PodProblem::Unschedulable { .. } => reasons::UNSCHEDULABLE,
+            PodProblem::CatalogRefused { reason, .. } => reason,
         }
     }
 
@@ -111,13 +143,43 @@ impl PodProblem {
         match self {
             PodProblem::CannotStart { pod, message }
             | PodProblem::CrashLooping { pod, message }
-            | PodProblem::Unschedulable { pod, message } => format!("{pod}: {message}"),
+            | PodProblem::Unschedulable { pod, message }
+            | PodProblem::CatalogRefused { pod, message, .. } => format!("{pod}: {message}"),
         }
     }
 }
 
 /// Pod problem reasons, most actionable first, with the summary a Degraded message starts with.
-const PRIORITY: [(&str, &str); 3] = [
+/// A catalog's refusal comes first: it is why such workers crash-loop.
+const PRIORITY: [(&str, &str); 10] = [
+    (
+        reasons::CATALOG_UNAUTHORIZED,
+        "the Unity Catalog refuses the workers' credentials",
+    ),
+    (
+        reasons::CATALOG_NOT_FOUND,
+        "the Unity Catalog has no such catalog",
+    ),
+    (
+        reasons::SCHEMA_NOT_FOUND,
+        "the Unity Catalog has no such schema",
+    ),
+    (
+        reasons::TABLE_NOT_FOUND,
+        "the Unity Catalog has no such table",
+    ),
+    (
+        reasons::TABLE_NOT_WRITABLE,
+        "the workers may not write the Unity Catalog table",
+    ),
+    (
+        reasons::CATALOG_UNREACHABLE,
+        "the workers cannot reach the Unity Catalog",
+    ),
+    (
+        reasons::CATALOG_ERROR,
+        "the Unity Catalog refuses the workers' requests",
+    ),
     (reasons::WORKERS_CANNOT_START, "workers cannot start"),
     (reasons::CRASH_LOOPING, "workers crash-looping"),
     (reasons::UNSCHEDULABLE, "workers cannot be scheduled"),

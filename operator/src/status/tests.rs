@@ -571,7 +571,7 @@ fn worker_entries_of_live_pods_are_summed() {
     si.status = Some(StreamingIngestionStatus {
         workers: vec![
             entry("w-1", 10, 100.0),
-            entry("w-2", 5, 50.5),
+            entry("w-2", 5, 50.5378),
             entry("gone", 1000, 1.0),
         ],
         ..StreamingIngestionStatus::default()
@@ -582,6 +582,7 @@ fn worker_entries_of_live_pods_are_summed() {
     ];
     let status = compute_with(&si, None, deployment(2, 2, 2), &pods);
     assert_eq!(status.lag, Some(15));
+    // Rounded to 0.1 rows/s for the printer column.
     assert_eq!(status.processed_rows_per_second, Some(150.5));
     assert_eq!(status.trigger.as_deref(), Some("processingTime=10s"));
     assert!(

@@ -74,6 +74,13 @@ pub fn totals(entries: &[WorkerStatus], pods: &[Pod]) -> Totals {
         .collect();
     Totals {
         lag: (!lags.is_empty()).then(|| lags.iter().sum()),
-        processed_rows_per_second: (!rates.is_empty()).then(|| rates.iter().sum()),
+        processed_rows_per_second: (!rates.is_empty()).then(|| one_decimal(rates.iter().sum())),
     }
+}
+
+/// A rate as people read it. kubectl prints a number column as the float it holds, so the sum
+/// is rounded here (to 0.1 rows/s) rather than shown as 21276.59574468085; the workers' own
+/// entries and lastProgress keep Spark's unrounded figures.
+fn one_decimal(rate: f64) -> f64 {
+    (rate * 10.0).round() / 10.0
 }

@@ -40,6 +40,7 @@ fn render_prints_the_objects_of_an_example() {
             "RoleBinding",
             "ConfigMap",
             "PersistentVolumeClaim",
+            "PodDisruptionBudget",
             "Job"
         ]
     );

@@ -94,7 +94,7 @@ async fn create_continuous_applies_everything_then_writes_status() {
         outcome.result.expect("reconcile succeeds"),
         kube::runtime::controller::Action::requeue(tributary_operator::reconcile::REQUEUE_ACTIVE)
     );
-    assert_eq!(outcome.api_calls, 9, "was 13 with uncached lists");
+    assert_eq!(outcome.api_calls, 10);
 }
 
 #[tokio::test]
@@ -128,7 +128,7 @@ async fn invalid_spec_writes_only_the_status() {
     outcome
         .result
         .expect("an invalid spec is a status, not an error");
-    assert_eq!(outcome.api_calls, 2, "was 2");
+    assert_eq!(outcome.api_calls, 2);
 }
 
 #[tokio::test]
@@ -161,7 +161,7 @@ async fn missing_secret_stops_before_applying() {
     outcome
         .result
         .expect("a missing Secret is a status, not an error");
-    assert_eq!(outcome.api_calls, 3, "was 3");
+    assert_eq!(outcome.api_calls, 3);
 }
 
 #[tokio::test]
@@ -219,7 +219,7 @@ async fn checkpoint_in_use_refuses_the_later_ingestion_and_removes_its_workload(
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 5, "was 9");
+    assert_eq!(outcome.api_calls, 5);
 }
 
 #[tokio::test]
@@ -250,7 +250,7 @@ async fn suspend_scales_the_deployment_to_zero() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 9, "was 13");
+    assert_eq!(outcome.api_calls, 10);
 }
 
 /// The Job's name, from the builder (its hash is unit-tested there).
@@ -319,7 +319,7 @@ async fn job_scenario(job_status: Value) -> (Value, Vec<String>) {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 12, "was 17");
+    assert_eq!(outcome.api_calls, 13);
     rx.await.expect("the script reported")
 }
 
@@ -430,8 +430,8 @@ async fn unchanged_status_is_not_written_again() {
         second.result.expect("second reconcile succeeds"),
         kube::runtime::controller::Action::requeue(tributary_operator::reconcile::REQUEUE_QUIET)
     );
-    assert_eq!(first.api_calls, 9, "was 13");
-    assert_eq!(second.api_calls, 7, "was 11");
+    assert_eq!(first.api_calls, 10);
+    assert_eq!(second.api_calls, 8);
 }
 
 #[tokio::test]
@@ -466,7 +466,7 @@ async fn trigger_change_replaces_the_deployment_with_a_job() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 11, "was 16");
+    assert_eq!(outcome.api_calls, 12);
 }
 
 #[tokio::test]
@@ -525,7 +525,7 @@ async fn a_deleted_ingestion_is_left_to_the_garbage_collector() {
         outcome.result.expect("reconcile succeeds"),
         kube::runtime::controller::Action::await_change()
     );
-    assert_eq!(outcome.api_calls, 0, "was 0");
+    assert_eq!(outcome.api_calls, 0);
 }
 
 #[tokio::test]
@@ -587,7 +587,7 @@ async fn schedule_applies_a_cron_job_and_reports_its_last_run() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 10, "was 14");
+    assert_eq!(outcome.api_calls, 11);
 }
 
 #[tokio::test]
@@ -639,7 +639,7 @@ async fn spec_change_rolls_the_workers_and_says_so() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 9, "was 13");
+    assert_eq!(outcome.api_calls, 10);
 }
 
 #[tokio::test]
@@ -691,7 +691,7 @@ async fn a_crash_looping_worker_in_the_cache_degrades_the_status() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 10);
+    assert_eq!(outcome.api_calls, 11);
 }
 
 #[tokio::test]
@@ -806,5 +806,126 @@ async fn entries_of_gone_workers_are_pruned_with_a_guarded_json_patch() {
     })
     .await;
     outcome.result.expect("reconcile succeeds");
-    assert_eq!(outcome.api_calls, 10, "was 14");
+    assert_eq!(outcome.api_calls, 11);
+}
+
+/// An ingestion into a Unity Catalog table whose worker reported the catalog's refusal.
+fn refused_by_the_catalog(
+    reason: &str,
+    error: &str,
+) -> (tributary_crds::StreamingIngestion, Contents) {
+    use tributary_crds::{SecretKeyRef, SecretValueSource, UnityCatalog};
+    let mut si = ingestion("");
+    let delta = &mut si.spec.sink.delta;
+    delta.uri = None;
+    delta.volume = None;
+    delta.table = Some("bronze.iot.sensors".into());
+    delta.unity_catalog = Some(UnityCatalog {
+        endpoint: "https://adb-1.2.azuredatabricks.net".into(),
+        token: Some(SecretValueSource {
+            secret_key_ref: SecretKeyRef {
+                name: "uc".into(),
+                key: "token".into(),
+            },
+        }),
+        storage_root: Some("abfss://lake@acct.dfs.core.windows.net/tables".into()),
+        ..UnityCatalog::default()
+    });
+    tributary_crds::validate(&si).expect("a valid spec");
+    si.status = Some(tributary_crds::StreamingIngestionStatus {
+        workers: vec![tributary_crds::WorkerStatus {
+            name: "sensors-7d9-abc".into(),
+            error: Some(error.into()),
+            error_reason: Some(reason.into()),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    let pod: k8s_openapi::api::core::v1::Pod = typed(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "sensors-7d9-abc", "namespace": "iot", "labels": {
+            "app.kubernetes.io/name": "tributary-worker", "tributary.dev/ingestion": "sensors"}},
+        "status": {"containerStatuses": [{
+            "name": "worker", "image": "w", "imageID": "", "ready": false, "restartCount": 3,
+            "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+            "lastState": {"terminated": {"exitCode": 1}}
+        }]}
+    }));
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        pods: vec![pod],
+        ..Contents::default()
+    };
+    (si, cached)
+}
+
+/// One reconcile of [`refused_by_the_catalog`]: the Degraded condition and the events' reasons.
+async fn catalog_scenario(reason: &str, error: &str) -> (Value, Vec<String>) {
+    let (si, cached) = refused_by_the_catalog(reason, error);
+    let si_for_script = si.clone();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new((Value::Null, Vec::new())));
+    let record = seen.clone();
+    let outcome = run_scenario(si, cached, move |mut h| async move {
+        secret_exists(&mut h).await;
+        expect(&mut h, Method::GET, "/api/v1/namespaces/iot/secrets/uc")
+            .await
+            .ok(&json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "uc", "namespace": "iot"}}));
+        support_objects_applied(&mut h).await;
+        let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
+        let mut answer = deployment.body.clone();
+        answer["metadata"]["generation"] = json!(1);
+        answer["status"] = json!({"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1});
+        deployment.ok(&answer);
+        let status = status_applied(&mut h, &si_for_script).await;
+        let degraded = condition(&status, types::DEGRADED).clone();
+        let mut reasons_seen = vec![
+            event_published(&mut h).await.0,
+            event_published(&mut h).await.0,
+        ];
+        reasons_seen.sort();
+        *record.lock().expect("record") = (degraded, reasons_seen);
+        h
+    })
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    seen.lock().expect("seen").clone()
+}
+
+#[tokio::test]
+async fn a_catalog_refusing_the_token_is_the_degraded_reason_with_the_catalogs_message() {
+    let error = "Unity Catalog at https://adb-1.2.azuredatabricks.net: cannot look up table bronze.iot.sensors: HTTP 401, UNAUTHENTICATED: Invalid access token. (check the token in Secret uc/token: it must be valid for this catalog, ...)";
+    let (degraded, events) = catalog_scenario(reasons::CATALOG_UNAUTHORIZED, error).await;
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some(reasons::CATALOG_UNAUTHORIZED)),
+        "the catalog's refusal, not the crash loop it causes: {degraded}"
+    );
+    assert_eq!(
+        degraded["message"],
+        format!("the Unity Catalog refuses the workers' credentials: sensors-7d9-abc: {error}")
+    );
+    assert_eq!(events, [reasons::CATALOG_UNAUTHORIZED, "Created"]);
+}
+
+#[tokio::test]
+async fn a_catalog_not_knowing_the_table_is_the_degraded_reason_with_the_catalogs_message() {
+    let error = "Unity Catalog at https://adb-1.2.azuredatabricks.net: cannot find table bronze.iot.sensors: the table does not exist (create it first, or unset spec.sink.delta.unityCatalog.tableMustExist and set storageRoot so Tributary creates it)";
+    let (degraded, events) = catalog_scenario(reasons::TABLE_NOT_FOUND, error).await;
+    assert_eq!(
+        (degraded["status"].as_str(), degraded["reason"].as_str()),
+        (Some("True"), Some(reasons::TABLE_NOT_FOUND))
+    );
+    let message = degraded["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("the Unity Catalog has no such table: sensors-7d9-abc: ")
+            && message.ends_with(error),
+        "{message}"
+    );
+    assert_eq!(events, ["Created", reasons::TABLE_NOT_FOUND]);
+}
+
+#[tokio::test]
+async fn an_unknown_error_reason_is_left_to_the_crash_loop() {
+    let (degraded, _) = catalog_scenario("SomethingElse", "the worker failed").await;
+    assert_eq!(degraded["reason"], reasons::CRASH_LOOPING, "{degraded}");
 }

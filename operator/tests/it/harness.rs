@@ -288,7 +288,8 @@ pub async fn secret_exists(handle: &mut Handle) {
         .ok(&json!({"apiVersion": "meta.k8s.io/v1", "kind": "PartialObjectMetadata", "metadata": {"name": "kafka-creds", "namespace": "iot"}}));
 }
 
-/// ServiceAccount, Role, RoleBinding, ConfigMap and the checkpoint claim, applied in order.
+/// ServiceAccount, Role, RoleBinding, ConfigMap, the checkpoint claim and the disruption
+/// budget, applied in order.
 pub async fn support_objects_applied(handle: &mut Handle) {
     let sa = expect(
         handle,
@@ -360,6 +361,16 @@ pub async fn support_objects_applied(handle: &mut Handle) {
         "a retained claim has no owner"
     );
     claim.echo();
+
+    let budget = expect(
+        handle,
+        Method::PATCH,
+        "/apis/policy/v1/namespaces/iot/poddisruptionbudgets/sensors",
+    )
+    .await;
+    budget.assert_apply();
+    assert_eq!(budget.body.pointer("/spec/maxUnavailable"), Some(&json!(1)));
+    budget.echo();
 }
 
 /// The status write: checks the field manager and returns the applied status.

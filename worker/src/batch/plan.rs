@@ -177,8 +177,9 @@ impl Plan {
 /// whatever arrives, the read loop bounding it. `cap` is maxOffsetsPerTrigger where the
 /// trigger honours it, on the batch's offsets in total, taken in the order records arrive:
 /// librdkafka fetches every partition in turn, so each gets its share, and no record waits
-/// behind a fixed per-partition end (Spark instead splits the cap by backlog up front). `latest` gives a partition's latest offset as last seen (for the lag;
-/// the start when unknown), `topic` the shared name of a topic.
+/// behind a fixed per-partition end (Spark instead splits the cap by backlog up front).
+/// `latest` gives a partition's latest offset as last seen (for the lag; the start when
+/// unknown), `topic` the shared name of a topic.
 pub fn plan_batch(
     assigned: &StartMap,
     targets: Option<&OffsetMap>,

@@ -1,28 +1,38 @@
-//! Decode: Kafka record values (JSON) -> Arrow, against the declared schema, with arrow-json.
+//! Decode: Kafka record values (JSON) -> Arrow, against the declared schema, reading every
+//! value as Spark's `from_json` does (PERMISSIVE, session time zone UTC, default options).
 //!
-//! The fast path feeds every syntactically valid JSON object of the micro-batch to one arrow-json
-//! decoder (vectorised; split over threads when the batch is large). Only when that fails does a
-//! batch fall back to record-by-record decoding, which finds the bad records and, for `rescue`,
-//! the bad fields inside them. Every input record ends up either as a row or as a [`BadRecord`]:
+//! Each record is parsed (`parse`), each top-level field converted by Spark's rules for its
+//! type (`convert`, `time`), and the cells of the micro-batch built into Arrow arrays
+//! (`build`); large batches are split over threads. Where Spark would read a value as null
+//! (it cannot read it) or where this decoder cannot reproduce Spark's value exactly, the field
+//! is bad input: rescued into `_rescued_data` (rescue), or the record goes to the dead letters
+//! (deadLetter) or stops the query (fail), named by its offset and column. A cell never holds a
+//! value Spark would not. Every input record ends up either as a row or as a [`BadRecord`]:
 //! nothing is dropped.
 
-use std::collections::BTreeSet;
+mod build;
+mod convert;
+mod parse;
+mod time;
+
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanArray, Int32Array, Int64Array, ListBuilder, StringArray,
-    StringBuilder, StructBuilder, TimestampMicrosecondArray,
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, ListBuilder, StringArray, StringBuilder,
+    StructBuilder, TimestampMicrosecondArray,
 };
-use deltalake::arrow::compute::{concat_batches, filter_record_batch};
+use deltalake::arrow::compute::concat_batches;
 use deltalake::arrow::datatypes::{
     DataType as ArrowType, Field, Fields, Schema, SchemaRef, TimeUnit,
 };
-use deltalake::arrow::json::ReaderBuilder;
 use deltalake::arrow::record_batch::RecordBatch;
 use tributary_crds::{DataType, JsonFormat, MetadataColumn, OnError, RESCUED_DATA_COLUMN};
 
 use crate::error::{Error, Result};
 use crate::record::{BadRecord, Record, raw_text};
+use convert::Cell;
+use parse::{Member, Value};
 
 /// Batches at least this large are decoded on several threads.
 const PARALLEL_DECODE_MIN_RECORDS: usize = 20_000;
@@ -96,6 +106,8 @@ fn header_fields() -> Fields {
 #[derive(Clone, Debug)]
 struct Column {
     name: String,
+    data_type: DataType,
+    arrow: ArrowType,
     required: bool,
 }
 
@@ -113,33 +125,41 @@ pub struct Decoded {
 pub struct JsonDecoder {
     on_error: OnError,
     columns: Vec<Column>,
-    /// What arrow-json decodes into: the declared columns, all nullable (required columns are
-    /// checked afterwards so that a missing value becomes a bad record, not a failed batch).
-    decode_schema: SchemaRef,
+    /// Column index by field name (names match exactly, as in Spark's parser).
+    by_name: HashMap<String, usize>,
     metadata: Vec<MetadataColumn>,
     /// The table's schema: declared columns, metadata columns, then `_rescued_data` (rescue).
     table_schema: SchemaRef,
+}
+
+/// What became of one record (its cells are in the buffer it was decoded into: one per
+/// declared column, all null when the record is not a row or is rescued whole).
+struct Outcome {
+    /// What goes into `_rescued_data` (rescue mode).
+    rescued: Option<String>,
+    /// Why the record is bad (every mode; in rescue mode it is still a row).
+    problem: Option<String>,
 }
 
 impl JsonDecoder {
     pub fn new(format: &JsonFormat, metadata: &[MetadataColumn]) -> Result<JsonDecoder> {
         let on_error = format.on_error();
         let mut columns = Vec::new();
-        let mut decode_fields = Vec::new();
         let mut table_fields = Vec::new();
         for field in &format.schema {
             let data_type = DataType::parse(&field.data_type)
                 .map_err(|e| Error::Schema(format!("field {}: {e}", field.name)))?;
             let required = !field.nullable.unwrap_or(true);
             let arrow = arrow_type(&data_type);
-            decode_fields.push(Field::new(&field.name, arrow.clone(), true));
             // In rescue mode a required field that is missing still keeps its row (with the
             // record in _rescued_data), so the column has to be nullable, as Spark's from_json
             // makes every column nullable. The other modes keep nulls out of the table.
             let nullable = !required || on_error == OnError::Rescue;
-            table_fields.push(Field::new(&field.name, arrow, nullable));
+            table_fields.push(Field::new(&field.name, arrow.clone(), nullable));
             columns.push(Column {
                 name: field.name.clone(),
+                data_type,
+                arrow,
                 required,
             });
         }
@@ -166,10 +186,15 @@ impl JsonDecoder {
                 "a schema field has the name of a metadata column or of {RESCUED_DATA_COLUMN}"
             )));
         }
+        let by_name = columns
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.clone(), i))
+            .collect();
         Ok(JsonDecoder {
             on_error,
             columns,
-            decode_schema: Arc::new(Schema::new(decode_fields)),
+            by_name,
             metadata,
             table_schema: Arc::new(Schema::new(table_fields)),
         })
@@ -225,40 +250,47 @@ impl JsonDecoder {
     /// Decodes a slice of a batch; `base` is the slice's first index in the batch.
     fn decode_chunk(&self, records: &[Record], base: usize) -> Result<Decoded> {
         let rescue = self.on_error == OnError::Rescue;
-        let mut chunk = Chunk::check_syntax(records, rescue);
-        let data = self.decode_kept(&mut chunk, rescue)?;
-        let (data, rows) = self.check_required(records, &mut chunk, data, rescue)?;
+        let mut sinks = self
+            .columns
+            .iter()
+            .map(|c| build::ColumnSink::new(&c.arrow, records.len()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut rows = Vec::with_capacity(records.len());
+        let mut rescued = Vec::new();
+        let mut bad = Vec::new();
+        let mut cells: Vec<Cell<'_>> = Vec::with_capacity(self.columns.len());
+        for (i, record) in records.iter().enumerate() {
+            let outcome = self.decode_record(record.value.as_deref(), rescue, &mut cells);
+            if !rescue && let Some(reason) = outcome.problem {
+                bad.push(BadRecord {
+                    index: base + i,
+                    reason,
+                });
+                continue;
+            }
+            for (sink, cell) in sinks.iter_mut().zip(cells.drain(..)) {
+                sink.push(cell)?;
+            }
+            rows.push(i);
+            if rescue {
+                rescued.push(outcome.rescued);
+            }
+        }
         // The table's columns: data, metadata, rescued.
-        let mut columns: Vec<ArrayRef> = data.columns().to_vec();
+        let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.table_schema.fields().len());
+        for sink in sinks {
+            columns.push(sink.finish()?);
+        }
         for column in &self.metadata {
             columns.push(metadata_array(*column, records, &rows));
         }
         let mut rescued_rows = 0;
         if rescue {
-            let values: Vec<Option<&str>> =
-                rows.iter().map(|&i| chunk.rescued[i].as_deref()).collect();
-            rescued_rows = values.iter().filter(|v| v.is_some()).count();
-            columns.push(Arc::new(StringArray::from(values)));
+            rescued_rows = rescued.iter().filter(|v| v.is_some()).count();
+            columns.push(Arc::new(StringArray::from(rescued)));
         }
         let batch = RecordBatch::try_new(self.table_schema.clone(), columns)
             .map_err(|e| Error::Decode(e.to_string()))?;
-        // In rescue mode every record is a row; otherwise exactly the records with a problem
-        // are not.
-        let bad = if rescue {
-            Vec::new()
-        } else {
-            chunk
-                .problems
-                .into_iter()
-                .enumerate()
-                .filter_map(|(i, p)| {
-                    p.map(|reason| BadRecord {
-                        index: base + i,
-                        reason,
-                    })
-                })
-                .collect()
-        };
         Ok(Decoded {
             batch,
             rescued_rows,
@@ -266,248 +298,130 @@ impl JsonDecoder {
         })
     }
 
-    /// The vectorised decode of the records still kept; when it fails, record by record, to
-    /// find which records (and, in rescue mode, which fields) are bad.
-    fn decode_kept(&self, chunk: &mut Chunk<'_>, rescue: bool) -> Result<RecordBatch> {
-        let kept = chunk.kept();
-        let inputs: Vec<&[u8]> = kept
-            .iter()
-            .map(|&i| chunk.texts[i].unwrap_or(b"{}"))
-            .collect();
-        if let Ok(batch) = self.decode_many(&inputs, rescue) {
-            return Ok(batch);
+    /// The column a top-level name belongs to (names match exactly, as in Spark's parser).
+    fn column_index(&self, name: &str) -> Option<usize> {
+        // A short scan beats hashing for the usual handful of columns.
+        if self.columns.len() <= 16 {
+            return self.columns.iter().position(|c| c.name == name);
         }
-        let mut rows = Vec::with_capacity(inputs.len());
-        for i in kept {
-            let text = chunk.texts[i].unwrap_or(b"{}");
-            match self.decode_many(&[text], rescue) {
-                Ok(row) => rows.push(row),
-                Err(_) if rescue => {
-                    let (row, bad_fields) = self.rescue_fields(text)?;
-                    chunk.rescued[i] = Some(bad_fields);
-                    rows.push(row);
-                }
-                Err(error) => {
-                    chunk.problems[i] = Some(clean_arrow_error(&error));
-                    chunk.keep[i] = false;
-                }
-            }
-        }
-        concat_batches(&self.decode_schema, &rows).map_err(|e| Error::Decode(e.to_string()))
+        self.by_name.get(name).copied()
     }
 
-    /// Required columns: a null there is bad input, like a type error (rescued whole in rescue
-    /// mode). Returns the rows that stay and, for each, its record's index in the chunk.
-    fn check_required(
+    /// Reads one record's value. In rescue mode fields that do not read are rescued (with the
+    /// fields not in the schema, as Auto Loader's rescued data column does); a value that is
+    /// not one JSON object, or whose required field is missing, is rescued whole. In the other
+    /// modes fields not in the schema are ignored, as Spark ignores them.
+    fn decode_record<'a>(
         &self,
-        records: &[Record],
-        chunk: &mut Chunk<'_>,
-        data: RecordBatch,
+        value: Option<&'a [u8]>,
         rescue: bool,
-    ) -> Result<(RecordBatch, Vec<usize>)> {
-        let kept = chunk.kept();
-        let mut row_ok = vec![true; kept.len()];
-        for (c, column) in self.columns.iter().enumerate() {
-            if !column.required {
-                continue;
+        cells: &mut Vec<Cell<'a>>,
+    ) -> Outcome {
+        cells.clear();
+        cells.resize(self.columns.len(), Cell::Null);
+        let whole = |cells: &mut Vec<Cell<'a>>, problem: String| {
+            cells.iter_mut().for_each(|c| *c = Cell::Null);
+            Outcome {
+                rescued: rescue.then(|| raw_text(value)),
+                problem: Some(problem),
             }
-            let array = data.column(c);
-            if array.null_count() == 0 {
-                continue;
-            }
-            for (row, &i) in kept.iter().enumerate() {
-                if !array.is_null(row) {
-                    continue;
-                }
-                if rescue {
-                    if chunk.rescued[i].is_none() {
-                        chunk.rescued[i] = Some(raw_text(records[i].value.as_deref()));
-                    }
-                } else if chunk.problems[i].is_none() {
-                    chunk.problems[i] = Some(format!(
-                        "field \"{}\" is missing or null, but the schema says nullable: false",
-                        column.name
-                    ));
-                    row_ok[row] = false;
-                }
-            }
+        };
+        let members = match read_object(value) {
+            Ok(members) => members,
+            Err(problem) => return whole(cells, problem),
+        };
+        if let Err(problem) = convert::no_duplicates(&members) {
+            return whole(
+                cells,
+                format!(
+                    "{problem} (Spark keeps the last one; the record is refused rather than \
+                 losing a value silently)"
+                ),
+            );
         }
-        let data = if row_ok.iter().all(|ok| *ok) {
-            data
-        } else {
-            filter_record_batch(&data, &BooleanArray::from(row_ok.clone()))
-                .map_err(|e| Error::Decode(e.to_string()))?
-        };
-        let rows = kept
-            .iter()
-            .zip(&row_ok)
-            .filter(|(_, ok)| **ok)
-            .map(|(i, _)| *i)
-            .collect();
-        Ok((data, rows))
-    }
-
-    /// One arrow-json pass over several JSON objects.
-    fn decode_many(
-        &self,
-        inputs: &[&[u8]],
-        strict: bool,
-    ) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {
-        decode_objects(self.decode_schema.clone(), inputs, strict)
-    }
-
-    /// Splits a record that failed as a whole into the fields that decode and the ones that do
-    /// not (wrong type, or not in the schema), as Auto Loader's rescued data column does.
-    /// Returns the row and the JSON object of the rescued fields.
-    fn rescue_fields(&self, text: &[u8]) -> Result<(RecordBatch, String)> {
-        let object: serde_json::Map<String, serde_json::Value> = match serde_json::from_slice(text)
-        {
-            Ok(object) => object,
-            Err(_) => {
-                let row = self
-                    .decode_many(&[b"{}"], true)
-                    .map_err(|e| Error::Decode(e.to_string()))?;
-                return Ok((row, raw_text(Some(text))));
-            }
-        };
-        let mut good = serde_json::Map::new();
-        let mut bad = serde_json::Map::new();
-        for (key, value) in object {
-            let Ok(index) = self.decode_schema.index_of(&key) else {
-                bad.insert(key, value);
+        let mut problems: Vec<String> = Vec::new();
+        let mut rescued_members: Vec<&Member<'_>> = Vec::new();
+        for member in &members {
+            let Some(index) = self.column_index(member.key.as_ref()) else {
+                if rescue {
+                    rescued_members.push(member);
+                }
                 continue;
             };
-            let field = Arc::new(Schema::new(vec![self.decode_schema.field(index).clone()]));
-            let mut single = serde_json::Map::new();
-            single.insert(key.clone(), value.clone());
-            let bytes = serde_json::Value::Object(single).to_string();
-            if decode_objects(field, &[bytes.as_bytes()], true).is_ok() {
-                good.insert(key, value);
-            } else {
-                bad.insert(key, value);
-            }
-        }
-        let good_text = serde_json::Value::Object(good).to_string();
-        let row = match self.decode_many(&[good_text.as_bytes()], true) {
-            Ok(row) => row,
-            // Fields that decode alone but not together cannot happen with a flat object; keep
-            // the row anyway, with everything rescued.
-            Err(_) => {
-                let row = self
-                    .decode_many(&[b"{}"], true)
-                    .map_err(|e| Error::Decode(e.to_string()))?;
-                return Ok((row, raw_text(Some(text))));
-            }
-        };
-        Ok((row, serde_json::Value::Object(bad).to_string()))
-    }
-}
-
-/// Decodes JSON objects (each one complete) into one batch; errors if any does not fit.
-fn decode_objects(
-    schema: SchemaRef,
-    inputs: &[&[u8]],
-    strict: bool,
-) -> Result<RecordBatch, deltalake::arrow::error::ArrowError> {
-    use deltalake::arrow::error::ArrowError;
-    let mut decoder = ReaderBuilder::new(schema.clone())
-        .with_batch_size(inputs.len().max(1))
-        .with_strict_mode(strict)
-        .with_coerce_primitive(true)
-        .build_decoder()?;
-    for input in inputs {
-        let consumed = decoder.decode(input)?;
-        // A newline ends each value so that a number at the end of one record cannot run
-        // into the next one.
-        decoder.decode(b"\n")?;
-        if consumed != input.len() || decoder.has_partial_record() {
-            return Err(ArrowError::JsonError("incomplete JSON value".into()));
-        }
-    }
-    let batch = decoder
-        .flush()?
-        .unwrap_or_else(|| RecordBatch::new_empty(schema.clone()));
-    if batch.num_rows() != inputs.len() {
-        return Err(ArrowError::JsonError(format!(
-            "expected {} rows, decoded {}",
-            inputs.len(),
-            batch.num_rows()
-        )));
-    }
-    Ok(batch)
-}
-
-/// What decoding has found so far about each record of a chunk.
-struct Chunk<'a> {
-    /// The value, when it is one syntactically valid JSON object.
-    texts: Vec<Option<&'a [u8]>>,
-    /// Why the record does not become a row (deadLetter and fail modes).
-    problems: Vec<Option<String>>,
-    /// What goes into `_rescued_data` (rescue mode).
-    rescued: Vec<Option<String>>,
-    /// Whether the record is still decoded into a row.
-    keep: Vec<bool>,
-}
-
-impl<'a> Chunk<'a> {
-    /// A cheap check per record (valid UTF-8, exactly one JSON object). In rescue mode a bad
-    /// record still becomes a row: all columns null, its raw text rescued.
-    fn check_syntax(records: &'a [Record], rescue: bool) -> Chunk<'a> {
-        let mut chunk = Chunk {
-            texts: Vec::with_capacity(records.len()),
-            problems: vec![None; records.len()],
-            rescued: vec![None; records.len()],
-            keep: vec![true; records.len()],
-        };
-        for (i, record) in records.iter().enumerate() {
-            match check_syntax(record.value.as_deref()) {
-                Ok(text) => chunk.texts.push(Some(text)),
-                Err(reason) => {
-                    chunk.texts.push(None);
-                    if rescue {
-                        chunk.rescued[i] = Some(raw_text(record.value.as_deref()));
-                    } else {
-                        chunk.keep[i] = false;
-                    }
-                    chunk.problems[i] = Some(reason);
+            let column = &self.columns[index];
+            match convert::convert(&column.data_type, &member.value) {
+                Ok(cell) => cells[index] = cell,
+                Err(why) => {
+                    problems.push(format!(
+                        "column \"{}\" ({}): {why}",
+                        column.name, column.data_type
+                    ));
+                    rescued_members.push(member);
                 }
             }
         }
-        chunk
-    }
-
-    /// The indexes of the records still kept.
-    fn kept(&self) -> Vec<usize> {
-        (0..self.keep.len()).filter(|&i| self.keep[i]).collect()
+        if let Some(column) = self
+            .columns
+            .iter()
+            .zip(cells.iter())
+            .find(|(c, cell)| c.required && **cell == Cell::Null)
+            .map(|(c, _)| c)
+            .filter(|_| problems.is_empty())
+        {
+            let problem = format!(
+                "field \"{}\" is missing or null, but the schema says nullable: false",
+                column.name
+            );
+            if rescued_members.is_empty() {
+                return Outcome {
+                    rescued: rescue.then(|| raw_text(value)),
+                    problem: Some(problem),
+                };
+            }
+            problems.push(problem);
+        }
+        let rescued = (rescue && !rescued_members.is_empty()).then(|| {
+            let mut text = String::from("{");
+            for (i, member) in rescued_members.iter().enumerate() {
+                if i > 0 {
+                    text.push(',');
+                }
+                text.push_str(
+                    &serde_json::to_string(member.key.as_ref()).unwrap_or_else(|_| "\"\"".into()),
+                );
+                text.push(':');
+                text.push_str(member.raw);
+            }
+            text.push('}');
+            text
+        });
+        Outcome {
+            rescued,
+            problem: (!problems.is_empty()).then(|| problems.join("; ")),
+        }
     }
 }
 
-/// Checks that a value is UTF-8 holding exactly one JSON object; returns it, or why not.
-fn check_syntax(value: Option<&[u8]>) -> Result<&[u8], String> {
+/// The members of a value that is one JSON object, or why it is not.
+fn read_object(value: Option<&[u8]>) -> std::result::Result<Vec<Member<'_>>, String> {
     let Some(value) = value.filter(|v| !v.is_empty()) else {
         return Err("the record has no value".to_string());
     };
-    if let Err(error) = std::str::from_utf8(value) {
-        return Err(format!(
-            "the value is not valid UTF-8 (invalid byte at position {})",
+    let text = std::str::from_utf8(value).map_err(|error| {
+        format!(
+            "the value is not valid UTF-8 (invalid byte at position {}; Spark would read it \
+             with U+FFFD in place of the bytes)",
             error.valid_up_to()
-        ));
+        )
+    })?;
+    match parse::parse(text)? {
+        Value::Object(members) => Ok(members),
+        other => Err(format!(
+            "the value is JSON but {} rather than an object (Spark's from_json reads it as \
+             null)",
+            other.kind()
+        )),
     }
-    // serde_json validates the whole text (one value, nothing after it) without allocating.
-    if let Err(error) = serde_json::from_slice::<serde::de::IgnoredAny>(value) {
-        return Err(format!("the value is not valid JSON: {error}"));
-    }
-    match value.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => Ok(value),
-        _ => Err("the value is JSON but not an object".to_string()),
-    }
-}
-
-fn clean_arrow_error(error: &deltalake::arrow::error::ArrowError) -> String {
-    error
-        .to_string()
-        .trim_start_matches("Json error: ")
-        .to_string()
 }
 
 /// A metadata column for the rows `rows` (indices into `records`).
@@ -558,5 +472,7 @@ fn metadata_array(column: MetadataColumn, records: &[Record], rows: &[usize]) ->
     }
 }
 
+#[cfg(test)]
+mod differential;
 #[cfg(test)]
 mod tests;

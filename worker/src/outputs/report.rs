@@ -56,6 +56,8 @@ pub struct WorkerReport {
     pub partitions: Vec<String>,
     /// Why the worker stopped, when it failed.
     pub error: Option<String>,
+    /// The condition reason of that error, where there is one.
+    pub error_reason: Option<String>,
 }
 
 /// The server-side apply body for one report: only the fields a worker owns.
@@ -79,6 +81,7 @@ pub fn status_patch(target: &StatusTarget, report: &WorkerReport) -> Value {
                 .unwrap_or_else(|| chrono::Utc::now().to_rfc3339()),
         ),
         error: report.error.clone(),
+        error_reason: report.error_reason.clone(),
     };
     let mut status = json!({ "workers": [entry] });
     if let Some(query_id) = &report.query_id {
@@ -115,10 +118,11 @@ impl StatusReporter {
     }
 
     /// Records that the worker failed, keeping its last progress, and writes it now.
-    pub fn report_failure(&self, error: String) {
+    pub fn report_failure(&self, error: String, reason: Option<&str>) {
         self.latest.send_modify(|slot| {
             let mut report = slot.take().map(|(report, _)| report).unwrap_or_default();
             report.error = Some(error);
+            report.error_reason = reason.map(str::to_string);
             *slot = Some((report, true));
         });
     }
@@ -231,6 +235,7 @@ mod tests {
             progress: Some(progress(batch_id, 7)),
             partitions: vec!["sensor-readings-0".into()],
             error: None,
+            error_reason: None,
         }
     }
 
@@ -337,6 +342,7 @@ mod tests {
             body["status"]["workers"][0]["error"],
             "decode sensor-readings-0 at offset 41: expected value"
         );
+        assert!(body["status"]["workers"][0].get("errorReason").is_none());
     }
 
     #[tokio::test]
@@ -383,11 +389,18 @@ mod tests {
         reporter.report(report(1));
         next_apply(&mut handle).await;
         reporter.report(report(2));
-        reporter.report_failure("broker unreachable".into());
+        reporter.report_failure(
+            "Unity Catalog at https://uc: cannot look up table a.b.c: HTTP 401".into(),
+            Some("CatalogUnauthorized"),
+        );
         let failure = next_apply(&mut handle).await;
         assert_eq!(
             failure["status"]["workers"][0]["error"],
-            "broker unreachable"
+            "Unity Catalog at https://uc: cannot look up table a.b.c: HTTP 401"
+        );
+        assert_eq!(
+            failure["status"]["workers"][0]["errorReason"],
+            "CatalogUnauthorized"
         );
         assert_eq!(
             failure["status"]["lastProgress"]["batchId"], 2,

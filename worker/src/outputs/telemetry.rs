@@ -38,6 +38,7 @@ impl Telemetry {
                 progress: Some(progress.clone()),
                 partitions: assigned.iter().map(ToString::to_string).collect(),
                 error: None,
+                error_reason: None,
             });
         }
     }

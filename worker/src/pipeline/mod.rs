@@ -31,6 +31,7 @@ use crate::decode::JsonDecoder;
 use crate::error::Result;
 use crate::outputs::Telemetry;
 use crate::partition::OffsetMap;
+use crate::sink::catalog::Renewal;
 use crate::sink::{DeadLetterTable, Maintenance, SharedTable, outcome_label};
 use crate::source::{Source, SparkTakeover};
 use crate::tuning::Tuning;
@@ -82,8 +83,15 @@ pub fn run(
         }
         return Err(error);
     }
-    Ok(pipeline.summary)
+    let Pipeline {
+        source, summary, ..
+    } = pipeline;
+    source.close_within(CONSUMER_CLOSE_TIMEOUT);
+    Ok(summary)
 }
+
+/// How long a finished run waits for its consumer to leave the group.
+const CONSUMER_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// One ingestion's stages, opened.
 pub struct Pipeline {
@@ -120,6 +128,8 @@ pub struct Pipeline {
     /// Metrics, readiness and (in a pod) status.
     telemetry: Telemetry,
     summary: RunSummary,
+    /// Storage credentials the catalog vended, renewed before they expire.
+    renewal: Option<Renewal>,
 }
 
 impl Pipeline {
@@ -136,6 +146,7 @@ impl Pipeline {
         loop {
             self.telemetry.heartbeat();
             self.maintain();
+            self.renew_credentials()?;
             let wait = self.schedule.wait(Instant::now());
             self.poll_for(wait)?;
             if self.stopped() {
@@ -194,6 +205,25 @@ impl Pipeline {
                 .metrics
                 .record_compaction(label, outcome.files_removed);
         }
+    }
+
+    /// Between batches: new storage credentials from the catalog when the current ones are
+    /// due for renewal, for the table and its compaction handle.
+    fn renew_credentials(&mut self) -> Result<()> {
+        let Some(renewal) = self.renewal.as_mut() else {
+            return Ok(());
+        };
+        if !renewal.due(std::time::SystemTime::now()) {
+            return Ok(());
+        }
+        let Some(options) = self.runtime.block_on(renewal.renew())? else {
+            return Ok(());
+        };
+        self.table.reopen_with(options.clone())?;
+        if let Some(maintenance) = self.maintenance.as_mut() {
+            maintenance.renew_storage_options(options);
+        }
+        Ok(())
     }
 
     /// The run reached its end: an availableNow run is marked finished in the checkpoint, so

@@ -21,7 +21,8 @@ use crate::outputs::Telemetry;
 use crate::partition::{OffsetMap, TopicPartition, from_partition_offsets, to_partition_offsets};
 use crate::secrets;
 use crate::sink::{
-    DeadLetterTable, DeltaSink, Maintenance, SharedTable, TxnIds, dead_letter_schema,
+    DeadLetterTable, DeltaSink, Maintenance, OpenOptions, SharedTable, TxnIds, catalog,
+    dead_letter_schema,
 };
 use crate::source::{
     self, RunTargets, Source, SourceConfig, SparkCheckpoint, SparkTakeover, StartResolver,
@@ -90,16 +91,30 @@ impl Pipeline {
             &spec.sink.delta.secret_storage_options,
             "spec.sink.delta",
         )?;
+        let decoder = JsonDecoder::new(&spec.format.json, &spec.metadata_columns)?;
+        // A table named through Unity Catalog is resolved (and registered when absent) before
+        // the checkpoint is claimed, so a refused token or an unknown table leaves nothing.
+        let sink_table = runtime.block_on(catalog::locate_sink(
+            &spec.sink.delta,
+            decoder.table_schema(),
+            &storage_options,
+            &format!("Written by Tributary ingestion {identity}"),
+        ))?;
+        let table_uri = sink_table.location.clone();
+        let sink_description = format!("DeltaSink[{}]", sink_table.description);
+        let table_options = sink_table.storage_options.clone();
+        let renewal = sink_table.catalog.and_then(|(client, resolved)| {
+            catalog::Renewal::of(client, &resolved, storage_options.clone())
+        });
         let checkpoint = claim_checkpoint(spec, &storage_options, &identity, &runtime)?;
         let query_id = runtime.block_on(checkpoint.metadata())?.id;
         let run_id = uuid::Uuid::new_v4().to_string();
         info!(query_id, run_id, "query identity");
 
-        let decoder = JsonDecoder::new(&spec.format.json, &spec.metadata_columns)?;
-        let table_uri = table_uri(spec)?;
         let tables = open_tables(
             spec,
             &table_uri,
+            &table_options,
             &storage_options,
             &decoder,
             &identity,
@@ -139,7 +154,8 @@ impl Pipeline {
             run_id,
             source,
             table,
-            sink_description: format!("DeltaSink[{table_uri}]"),
+            sink_description,
+            renewal,
             dead_letter,
             maintenance: tables.maintenance,
             decoder,
@@ -200,20 +216,14 @@ fn claim_checkpoint(
     ))
 }
 
-fn table_uri(spec: &StreamingIngestionSpec) -> Result<String> {
-    spec.sink.delta.uri.clone().ok_or_else(|| {
-        Error::Unsupported(
-            "spec.sink.delta.table (Unity Catalog) is not supported by this worker yet; use spec.sink.delta.uri".into(),
-        )
-    })
-}
-
 /// Opens (creating) the data table, a second handle on it for background compaction, and the
-/// dead-letter table when `onError: deadLetter`.
+/// dead-letter table when `onError: deadLetter` (with the sink's own storage options: vended
+/// credentials are for the data table only).
 #[allow(clippy::too_many_arguments)]
 fn open_tables(
     spec: &StreamingIngestionSpec,
     table_uri: &str,
+    table_options: &HashMap<String, String>,
     storage_options: &HashMap<String, String>,
     decoder: &JsonDecoder,
     identity: &Identity,
@@ -225,16 +235,18 @@ fn open_tables(
     let checkpoint_interval = delta
         .checkpoint_interval
         .unwrap_or(DEFAULT_DELTA_CHECKPOINT_INTERVAL);
+    let description = format!("Written by Tributary ingestion {identity}");
     let open_data = || {
-        runtime.block_on(DeltaSink::open_or_create(
-            table_uri,
-            storage_options.clone(),
-            decoder.table_schema(),
-            delta.partition_by.clone(),
+        runtime.block_on(DeltaSink::open(OpenOptions {
+            uri: table_uri,
+            storage_options: table_options.clone(),
+            schema: decoder.table_schema(),
+            partition_by: delta.partition_by.clone(),
             checkpoint_interval,
-            delta.target_file_size.map(|s| s as u64),
-            &format!("Written by Tributary ingestion {identity}"),
-        ))
+            target_file_size: delta.target_file_size.map(|s| s as u64),
+            description: &description,
+            merge_schema: delta.merge_schema.unwrap_or(false),
+        }))
     };
     let data = open_data()?;
     // Queries that run for long compact their small files in the background, on a second

@@ -3,9 +3,12 @@
 
 use std::collections::HashMap;
 
-use deltalake::arrow::datatypes::SchemaRef;
+use std::sync::Arc;
+
+use deltalake::arrow::datatypes::{Schema as ArrowSchema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
-use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::MetadataExt;
+use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{
     CommitBuilder, CommitConflictError, CommitProperties, PROTOCOL, TransactionError,
 };
@@ -49,9 +52,30 @@ pub enum CommitOutcome {
 /// A Delta table the worker appends to.
 pub struct DeltaSink {
     uri: String,
+    url: Url,
+    storage_options: HashMap<String, String>,
     table: DeltaTable,
     partition_by: Vec<String>,
     target_file_size: Option<u64>,
+    /// The table's schema with the declared columns it lacks, added by the next commit that
+    /// carries rows (mergeSchema).
+    evolve_to: Option<StructType>,
+}
+
+/// How to open (or create) a table.
+pub struct OpenOptions<'a> {
+    pub uri: &'a str,
+    pub storage_options: HashMap<String, String>,
+    /// The rows' schema.
+    pub schema: SchemaRef,
+    pub partition_by: Vec<String>,
+    pub checkpoint_interval: i32,
+    pub target_file_size: Option<u64>,
+    /// The comment of a new table.
+    pub description: &'a str,
+    /// Add the columns of `schema` that an existing table lacks (Spark's mergeSchema);
+    /// otherwise such a table is refused.
+    pub merge_schema: bool,
 }
 
 /// The table URL of a location: an absolute path or a URL.
@@ -80,7 +104,35 @@ impl DeltaSink {
         target_file_size: Option<u64>,
         description: &str,
     ) -> Result<DeltaSink> {
+        DeltaSink::open(OpenOptions {
+            uri,
+            storage_options,
+            schema,
+            partition_by,
+            checkpoint_interval,
+            target_file_size,
+            description,
+            merge_schema: false,
+        })
+        .await
+    }
+
+    /// Opens the table, or creates it from the schema on first use; refuses a table whose
+    /// schema or partitioning differs, except for columns it lacks when `merge_schema`: those
+    /// are added by the first commit that carries rows.
+    pub async fn open(options: OpenOptions<'_>) -> Result<DeltaSink> {
+        let OpenOptions {
+            uri,
+            storage_options,
+            schema,
+            partition_by,
+            checkpoint_interval,
+            target_file_size,
+            description,
+            merge_schema,
+        } = options;
         let url = table_url(uri)?;
+        let writer_options = storage_options.clone();
         let wanted: StructType = schema
             .as_ref()
             .try_into_kernel()
@@ -90,10 +142,8 @@ impl DeltaSink {
             .with_storage_options(storage_options.clone())
             .build()
             .map_err(Error::delta("open", uri))?;
-        match table.load().await {
-            Ok(()) => {
-                check_fit(&table, &wanted, &partition_by, uri)?;
-            }
+        let evolve_to = match table.load().await {
+            Ok(()) => check_fit(&table, &wanted, &partition_by, uri, merge_schema)?,
             Err(DeltaTableError::NotATable(_)) => {
                 // Every column nullable, as Spark creates the table of a Kafka source query
                 // (`from_json` and the Kafka columns are all nullable): a NOT NULL column is an
@@ -118,16 +168,20 @@ impl DeltaSink {
                     .map_err(Error::delta("create", uri))?;
                 table = created;
                 table.load().await.map_err(Error::delta("load", uri))?;
-                check_fit(&table, &wanted, &partition_by, uri)?;
+                let evolve_to = check_fit(&table, &wanted, &partition_by, uri, merge_schema)?;
                 tracing::info!(table = uri, "created the Delta table");
+                evolve_to
             }
             Err(source) => return Err(Error::delta("load", uri)(source)),
-        }
+        };
         Ok(DeltaSink {
             uri: uri.to_string(),
+            url,
+            storage_options: writer_options,
             table,
             partition_by,
             target_file_size,
+            evolve_to,
         })
     }
 
@@ -141,6 +195,22 @@ impl DeltaSink {
             .target_file_size
             .unwrap_or(super::compact::DEFAULT_TARGET_FILE_SIZE);
         super::compact::compact(&mut self.table, &self.uri, target, policy).await
+    }
+
+    /// Reopens the table with other storage options (renewed credentials), at its latest
+    /// version.
+    pub async fn reopen_with(&mut self, storage_options: HashMap<String, String>) -> Result<()> {
+        let mut table = DeltaTableBuilder::from_url(table_url(&self.uri)?)
+            .map_err(Error::delta("locate", &self.uri))?
+            .with_storage_options(storage_options)
+            .build()
+            .map_err(Error::delta("open", &self.uri))?;
+        table
+            .load()
+            .await
+            .map_err(Error::delta("load", &self.uri))?;
+        self.table = table;
+        Ok(())
     }
 
     /// Reloads the table to its latest version.
@@ -197,9 +267,26 @@ impl DeltaSink {
             }
         }
         let mut actions = Vec::new();
+        let mut evolves = false;
         if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
-            let mut writer = RecordBatchWriter::for_table(&self.table)
-                .map_err(Error::delta("write to", &self.uri))?;
+            let mut writer = match &self.evolve_to {
+                // The files carry the added columns; the commit's metadata action adds them to
+                // the table, atomically with the rows and the offsets.
+                Some(merged) => {
+                    let arrow: ArrowSchema = merged
+                        .try_into_arrow()
+                        .map_err(|e| Error::Schema(e.to_string()))?;
+                    evolves = true;
+                    RecordBatchWriter::try_new(
+                        self.url.as_str(),
+                        Arc::new(arrow),
+                        (!self.partition_by.is_empty()).then(|| self.partition_by.clone()),
+                        Some(self.storage_options.clone()),
+                    )
+                }
+                None => RecordBatchWriter::for_table(&self.table),
+            }
+            .map_err(Error::delta("write to", &self.uri))?;
             if let Some(size) = self.target_file_size {
                 writer = writer.with_target_file_size(size);
             }
@@ -227,6 +314,16 @@ impl DeltaSink {
             .table
             .snapshot()
             .map_err(Error::delta("read", &self.uri))?;
+        if evolves && let Some(merged) = &self.evolve_to {
+            let metadata = snapshot
+                .metadata()
+                .clone()
+                .with_schema(merged)
+                .map_err(|e| {
+                    Error::Schema(format!("cannot evolve the schema of {}: {e}", self.uri))
+                })?;
+            actions.push(Action::Metadata(metadata));
+        }
         let result = CommitBuilder::from(properties)
             .with_actions(actions)
             .build(
@@ -240,11 +337,26 @@ impl DeltaSink {
             )
             .await;
         match result {
-            Ok(finalized) => Ok(CommitOutcome::Committed {
-                version: finalized.version() as i64,
-                files,
-                retries: finalized.metrics.num_retries,
-            }),
+            Ok(finalized) => {
+                if evolves && let Some(merged) = self.evolve_to.take() {
+                    let added: Vec<&str> = merged
+                        .fields()
+                        .map(|f| f.name().as_str())
+                        .filter(|name| snapshot.schema().field(name).is_none())
+                        .collect();
+                    tracing::info!(
+                        table = %self.uri,
+                        version = finalized.version(),
+                        columns = ?added,
+                        "added the columns to the table (mergeSchema)"
+                    );
+                }
+                Ok(CommitOutcome::Committed {
+                    version: finalized.version() as i64,
+                    files,
+                    retries: finalized.metrics.num_retries,
+                })
+            }
             Err(DeltaTableError::Transaction {
                 source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
             }) => Ok(CommitOutcome::Conflict(
@@ -292,22 +404,73 @@ fn unwritable_remedy(features: &[String]) -> String {
     }
 }
 
-/// Checks that an existing table can take this ingestion's rows.
+/// Checks that an existing table can take this ingestion's rows. Returns the schema the
+/// table evolves to when it lacks declared columns and `merge_schema` allows adding them.
 fn check_fit(
     table: &DeltaTable,
     wanted: &StructType,
     partition_by: &[String],
     uri: &str,
-) -> Result<()> {
+    merge_schema: bool,
+) -> Result<Option<StructType>> {
     check_writable(table, uri)?;
     let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
     let have = snapshot.schema();
+    let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
+    let fit = fit_problems(&have, &partitions, wanted, partition_by, merge_schema);
+    if !fit.problems.is_empty() {
+        return Err(Error::TableMismatch {
+            uri: uri.to_string(),
+            reason: fit.problems.join("; "),
+        });
+    }
+    if fit.added.is_empty() {
+        return Ok(None);
+    }
+    // Old rows have no value for an added column: it is nullable whatever the schema says,
+    // as Spark's mergeSchema makes it.
+    let merged = StructType::try_new(
+        have.fields().cloned().chain(
+            fit.added
+                .into_iter()
+                .map(|f| StructField::new(f.name().clone(), f.data_type().clone(), true)),
+        ),
+    )
+    .map_err(|e| Error::Schema(e.to_string()))?;
+    Ok(Some(merged))
+}
+
+/// What comparing a table's columns with the declared ones found.
+pub struct Fit {
+    /// Why the table cannot take the rows (empty: it can).
+    pub problems: Vec<String>,
+    /// Declared columns the table lacks, which `merge_schema` allows adding.
+    pub added: Vec<StructField>,
+}
+
+/// Whether a table with columns `have`, partitioned by `partitions`, can take rows of `wanted`
+/// partitioned by `partition_by` (the same rules for a Delta log and a catalog's columns).
+pub fn fit_problems(
+    have: &StructType,
+    partitions: &[String],
+    wanted: &StructType,
+    partition_by: &[String],
+    merge_schema: bool,
+) -> Fit {
     let mut problems = Vec::new();
+    let mut added = Vec::new();
     for field in wanted.fields() {
         match have.field(field.name()) {
-            None => problems.push(format!("column {} is missing", field.name())),
+            None if merge_schema => added.push(field.clone()),
+            None => problems.push(format!(
+                "column {} ({}) is not in the table; spec.sink.delta.mergeSchema: true adds it \
+                 as a nullable column, as Spark's mergeSchema does (off by default, as in Spark)",
+                field.name(),
+                field.data_type()
+            )),
             Some(existing) if existing.data_type() != field.data_type() => problems.push(format!(
-                "column {} is {} in the table but {} in the schema",
+                "column {} is {} in the table but {} in the schema (a type is never changed, \
+                 mergeSchema or not)",
                 field.name(),
                 existing.data_type(),
                 field.data_type()
@@ -322,27 +485,21 @@ fn check_fit(
         }
     }
     for field in have.fields() {
-        if wanted.field(field.name()).is_none() && !field.is_nullable() {
+        if wanted.field(field.name()).is_none() {
             problems.push(format!(
-                "the table has a NOT NULL column {} this ingestion does not write",
-                field.name()
+                "the table has a column {} ({}) that this ingestion does not write: a column \
+                 dropped from the schema is refused (declare it again, or write to a new table)",
+                field.name(),
+                field.data_type()
             ));
         }
     }
-    let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
     if partitions != partition_by {
         problems.push(format!(
             "the table is partitioned by {partitions:?}, the spec says {partition_by:?}"
         ));
     }
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::TableMismatch {
-            uri: uri.to_string(),
-            reason: problems.join("; "),
-        })
-    }
+    Fit { problems, added }
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! so ingestion never waits for it. Appends and compactions commit independently; a
 //! compaction that loses a race to another one (another replica's) gives up its bins.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
@@ -28,6 +29,8 @@ pub struct Maintenance {
     interval: Duration,
     last_started: Instant,
     runtime: Handle,
+    /// Renewed storage credentials, for the handle before its next run.
+    renewed_options: Option<HashMap<String, String>>,
 }
 
 impl Maintenance {
@@ -50,6 +53,7 @@ impl Maintenance {
             interval,
             last_started: Instant::now(),
             runtime,
+            renewed_options: None,
         }
     }
 
@@ -62,13 +66,24 @@ impl Maintenance {
             && let Some(mut sink) = self.idle.take()
         {
             let policy = self.policy.clone();
+            let renewed = self.renewed_options.take();
             self.last_started = Instant::now();
             self.running = Some(self.runtime.spawn(async move {
+                if let Some(options) = renewed
+                    && let Err(error) = sink.reopen_with(options).await
+                {
+                    return (sink, Err(error));
+                }
                 let result = sink.compact(&policy).await;
                 (sink, result)
             }));
         }
         finished
+    }
+
+    /// Storage options with renewed credentials: the next run opens the table with them.
+    pub fn renew_storage_options(&mut self, options: HashMap<String, String>) {
+        self.renewed_options = Some(options);
     }
 
     fn collect(&mut self) -> Option<CompactionOutcome> {

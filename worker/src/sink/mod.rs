@@ -2,8 +2,10 @@
 //! dead-letter table, and the table's upkeep (compaction of small files in the background).
 //!
 //! Inside, each module uses only those listed before it: `compact`, `delta` (the table
-//! writer), `table` (txn ids, the handle shared with the source), `dead_letter`, `maintenance`.
+//! writer), `table` (txn ids, the handle shared with the source), `dead_letter`, `maintenance`,
+//! `catalog` (a table named through Unity Catalog: resolved to a location and credentials).
 
+pub mod catalog;
 mod compact;
 mod dead_letter;
 mod delta;
@@ -11,7 +13,7 @@ mod maintenance;
 mod table;
 
 pub use dead_letter::{DeadLetterTable, schema as dead_letter_schema};
-pub use delta::{CommitOutcome, DeltaSink};
+pub use delta::{CommitOutcome, DeltaSink, OpenOptions};
 pub use maintenance::{Maintenance, outcome_label};
 pub use table::{PartitionCommit, SharedTable, TxnIds};
 

@@ -74,6 +74,12 @@ impl SharedTable {
         f(&mut sink)
     }
 
+    /// Reopens the table with other storage options (renewed credentials).
+    pub fn reopen_with(&self, storage_options: HashMap<String, String>) -> Result<()> {
+        let runtime = self.runtime.clone();
+        self.with_sink(|sink| runtime.block_on(sink.reopen_with(storage_options)))
+    }
+
     /// The next offset the table records for each of `tps` (absent: never written by this
     /// query).
     pub fn committed_offsets(&self, tps: &[TopicPartition]) -> Result<OffsetMap> {

@@ -457,4 +457,27 @@ impl Source {
     pub fn abandon(self) {
         std::mem::forget(self.consumer);
     }
+
+    /// Closes the consumer at the end of a run: a close leaves the group, so the next run (or
+    /// another worker) gets the partitions without waiting out the session timeout. A close
+    /// waits for the brokers, though, and a broker that died after the last commit would keep
+    /// a finished Job running for most of a minute; after `timeout` the close is left to
+    /// finish, or not, while the process exits (nothing is committed through the consumer).
+    pub fn close_within(self, timeout: Duration) {
+        let consumer = self.consumer;
+        let (closed, wait) = std::sync::mpsc::channel();
+        let closing = std::thread::Builder::new()
+            .name("consumer-close".into())
+            .spawn(move || {
+                drop(consumer);
+                let _ = closed.send(());
+            });
+        // A thread that cannot start drops the closure, and the consumer with it, here.
+        if closing.is_ok() && wait.recv_timeout(timeout).is_err() {
+            warn!(
+                seconds = timeout.as_secs(),
+                "the Kafka consumer did not close in time (are the brokers reachable?); exiting without waiting for it"
+            );
+        }
+    }
 }

@@ -3,6 +3,8 @@
 //! own ([`metadata_client`]): on the consumer's connection a ListOffsets request waits behind the
 //! long-polling Fetch.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use tracing::info;
 use tributary_crds::StartingOffsets;
@@ -160,6 +162,7 @@ pub fn resolve_starting_offsets(client: &BaseConsumer, source: &SourceConfig) ->
             offsets = latest_offsets(client, &tps, &source.bootstrap)?;
         }
         StartingOffsets::Specific(specific) => {
+            check_specific_partitions(&specific, &tps)?;
             for tp in tps {
                 let wanted = specific
                     .get(&tp.topic)
@@ -180,6 +183,49 @@ pub fn resolve_starting_offsets(client: &BaseConsumer, source: &SourceConfig) ->
     }
     info!(offsets = ?to_partition_offsets(&offsets), "starting offsets of the new query");
     Ok(offsets)
+}
+
+/// Per-partition startingOffsets must name exactly the partitions the query reads, as Spark's
+/// Kafka source requires: an entry for a partition that does not exist is a typo or a topic
+/// that changed, and a partition left out would silently start somewhere the user did not say.
+fn check_specific_partitions(
+    specific: &BTreeMap<String, BTreeMap<i32, i64>>,
+    tps: &[TopicPartition],
+) -> Result<()> {
+    let specified: BTreeSet<TopicPartition> = specific
+        .iter()
+        .flat_map(|(topic, partitions)| {
+            partitions
+                .keys()
+                .map(move |partition| TopicPartition::new(topic.clone(), *partition))
+        })
+        .collect();
+    let read: BTreeSet<TopicPartition> = tps.iter().cloned().collect();
+    let unknown: Vec<String> = specified
+        .difference(&read)
+        .map(|tp| tp.to_string())
+        .collect();
+    let missing: Vec<String> = read
+        .difference(&specified)
+        .map(|tp| tp.to_string())
+        .collect();
+    if unknown.is_empty() && missing.is_empty() {
+        return Ok(());
+    }
+    let mut problems = Vec::new();
+    if !unknown.is_empty() {
+        problems.push(format!(
+            "it names {} that the query does not read (no such partition, or a topic outside the subscription)",
+            unknown.join(", ")
+        ));
+    }
+    if !missing.is_empty() {
+        problems.push(format!("it leaves out {}", missing.join(", ")));
+    }
+    Err(Error::Unsupported(format!(
+        "startingOffsets must give an offset for every partition the query reads, and only those (-2 for earliest, -1 for latest), as Spark's Kafka source requires: {}",
+        problems.join("; ")
+    )))
 }
 
 /// The end offsets of an availableNow run.
@@ -214,4 +260,38 @@ pub fn available_now_targets(
     let targets = latest_of_subscription(client, source)?;
     info!(targets = ?to_partition_offsets(&targets), "availableNow targets");
     Ok(RunTargets::Planned(targets))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specific(entries: &[(&str, i32, i64)]) -> BTreeMap<String, BTreeMap<i32, i64>> {
+        let mut map: BTreeMap<String, BTreeMap<i32, i64>> = BTreeMap::new();
+        for (topic, partition, offset) in entries {
+            map.entry(topic.to_string())
+                .or_default()
+                .insert(*partition, *offset);
+        }
+        map
+    }
+
+    #[test]
+    fn specific_offsets_must_name_exactly_the_partitions_read() {
+        let tps = [TopicPartition::new("t", 0), TopicPartition::new("t", 1)];
+        assert!(check_specific_partitions(&specific(&[("t", 0, 3), ("t", 1, -2)]), &tps).is_ok());
+        let message =
+            check_specific_partitions(&specific(&[("t", 0, 3), ("t", 1, -2), ("t", 7, 0)]), &tps)
+                .expect_err("partition 7 does not exist")
+                .to_string();
+        assert!(
+            message.contains("it names t-7 that the query does not read"),
+            "{message}"
+        );
+        let message = check_specific_partitions(&specific(&[("t", 0, 3)]), &tps)
+            .expect_err("partition 1 left out")
+            .to_string();
+        assert!(message.contains("it leaves out t-1"), "{message}");
+        assert!(message.contains("-2 for earliest"), "{message}");
+    }
 }

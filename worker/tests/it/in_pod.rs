@@ -12,22 +12,22 @@ use crate::support::*;
 
 /// One request the fake API server received.
 #[derive(Clone, Debug)]
-struct Recorded {
-    method: String,
-    target: String,
-    content_type: String,
-    body: Value,
+pub struct Recorded {
+    pub method: String,
+    pub target: String,
+    pub content_type: String,
+    pub body: Value,
 }
 
 /// A minimal HTTP/1.1 server that records every request and answers each status write with the
 /// ingestion itself, as the API server does.
-struct FakeApiServer {
-    url: String,
+pub struct FakeApiServer {
+    pub url: String,
     requests: Arc<Mutex<Vec<Recorded>>>,
 }
 
 impl FakeApiServer {
-    fn start(answer: Value) -> FakeApiServer {
+    pub fn start(answer: Value) -> FakeApiServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("address"));
         let requests = Arc::new(Mutex::new(Vec::new()));
@@ -42,7 +42,7 @@ impl FakeApiServer {
         FakeApiServer { url, requests }
     }
 
-    fn requests(&self) -> Vec<Recorded> {
+    pub fn requests(&self) -> Vec<Recorded> {
         self.requests.lock().expect("lock").clone()
     }
 }

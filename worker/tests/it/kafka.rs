@@ -15,6 +15,9 @@
 //! README). Storage is formatted once per node id (one fixed cluster id) into a cache next to the
 //! jars and copied for each broker: a formatted KRaft log directory does not depend on ports, and
 //! copying saves the second JVM start that `kafka-storage format` costs.
+//!
+//! The e2e cluster suite compiles this file too (`#[path]` in e2e/tests/it/main.rs), so it
+//! depends on nothing of this test crate: only std, rdkafka, futures, libc and tempfile.
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
@@ -28,7 +31,7 @@ use rdkafka::TopicPartitionList;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
 /// The Kafka release the tests run: the one `scripts/kafka/pom.xml` installs.
 pub fn version() -> &'static str {
@@ -172,7 +175,7 @@ impl Kafka {
             })
             .collect();
         let ca = config.sasl.as_ref().map(|sasl| {
-            let certs = crate::secure_broker::certificates(&dir.path().join("tls"), &sasl.san);
+            let certs = certificates(&dir.path().join("tls"), &sasl.san);
             // Kafka's PEM key store: the (unencrypted PKCS#8) key, then the certificate chain.
             let key = std::fs::read_to_string(&certs.server_key).expect("server key");
             let chain = std::fs::read_to_string(&certs.server_chain).expect("server chain");
@@ -204,7 +207,7 @@ impl Kafka {
             spawn(node, &jars, dir.path());
         }
         let mut kafka = Kafka {
-            producer: crate::support::producer(&bootstrap),
+            producer: producer(&bootstrap),
             admin: ClientConfig::new()
                 .set("bootstrap.servers", &bootstrap)
                 .create()
@@ -415,7 +418,7 @@ impl Kafka {
 
     /// Produces to an explicit partition; offsets follow the order of sends.
     pub fn send(&self, topic: &str, partition: i32, key: Option<&[u8]>, value: &[u8]) {
-        crate::support::send(&self.producer, topic, partition, key, value);
+        send(&self.producer, topic, partition, key, value);
     }
 
     pub fn flush(&self) {
@@ -743,6 +746,126 @@ fn copy_dir(from: &Path, to: &Path) {
             copy_dir(&entry.path(), &target);
         } else {
             std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
+
+/// The test CA and a server certificate it signed.
+pub struct Certificates {
+    pub ca: PathBuf,
+    pub server_chain: PathBuf,
+    pub server_key: PathBuf,
+}
+
+/// Generates a CA and a server certificate for `san` (e.g. `DNS:localhost,IP:127.0.0.1`) in
+/// `dir` with the openssl CLI.
+pub fn certificates(dir: &Path, san: &str) -> Certificates {
+    std::fs::create_dir_all(dir).expect("certificate directory");
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run the openssl CLI ({e}): run scripts/install-deps.sh (Debian package openssl)")
+            });
+        assert!(
+            output.status.success(),
+            "openssl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Tributary test CA",
+    ]);
+    openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=tributary test broker",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        format!(
+            "subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        ),
+    )
+    .expect("write server.ext");
+    openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "server.ext",
+    ]);
+    Certificates {
+        ca: dir.join("ca.pem"),
+        server_chain: dir.join("server.pem"),
+        server_key: dir.join("server.key"),
+    }
+}
+
+pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "2")
+        .set("message.max.bytes", "2000000")
+        // Offsets must follow the order of sends exactly: one request in flight, no reordering.
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("producer")
+}
+
+pub fn send(
+    producer: &ThreadedProducer<DefaultProducerContext>,
+    topic: &str,
+    partition: i32,
+    key: Option<&[u8]>,
+    value: &[u8],
+) {
+    let mut record = BaseRecord::<[u8], [u8]>::to(topic)
+        .partition(partition)
+        .payload(value);
+    if let Some(key) = key {
+        record = record.key(key);
+    }
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, returned)) => {
+                // Queue full: wait for deliveries.
+                record = returned;
+                producer.poll(Duration::from_millis(10));
+            }
         }
     }
 }

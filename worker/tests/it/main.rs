@@ -4,6 +4,7 @@
 mod adls;
 mod available_now;
 mod azurite;
+mod catalog_tables;
 mod checkpoint;
 mod demo;
 mod event_hubs;
@@ -13,6 +14,8 @@ mod kafka;
 mod on_error;
 mod real_broker;
 mod rebalance;
+mod schema_evolution;
 mod secure_broker;
 mod source_options;
 mod support;
+mod unity_catalog;

@@ -198,7 +198,13 @@ fn fail_stops_naming_topic_partition_and_offset() {
         stderr.contains("record readings-0 at offset 5 does not parse"),
         "{stderr}"
     );
-    assert!(stderr.contains("battery_pct"), "{stderr}");
+    // The column, its type and Spark's rule for it.
+    assert!(
+        stderr.contains(
+            r#"column "battery_pct" (int): the string "low" is not read into an int column"#
+        ),
+        "{stderr}"
+    );
     // The failed batch committed nothing.
     let table = read_table(&ws.table());
     assert_eq!(table.rows(), 0);

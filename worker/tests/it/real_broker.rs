@@ -230,6 +230,40 @@ fn broker_killed_and_restarted_under_a_running_worker_loses_and_duplicates_nothi
     crate::exactly_once::assert_exactly_once(&ws, &ends);
 }
 
+/// A worker whose brokers died stops within a bound when asked to (a Job's pod after its run,
+/// a Deployment's pod on a rollout): closing the consumer would otherwise wait for brokers
+/// that never answer.
+#[test]
+fn a_worker_whose_broker_died_stops_within_seconds() {
+    const TOPIC: &str = "gone";
+    let mut broker = Broker::start();
+    broker.topic(TOPIC, 2);
+    for partition in 0..2 {
+        for i in 0..50 {
+            broker.send(TOPIC, partition, None, reading(i, "oslo", 1.0).as_bytes());
+        }
+    }
+    broker.flush();
+    let ws = Workspace::new();
+    let path = continuous_manifest(&ws, "gone", TOPIC);
+    let mut worker = Worker::start(&ws, &path, &broker.bootstrap, "worker");
+    wait_for("a batch", Duration::from_secs(60), || {
+        !worker.progress().is_empty()
+    });
+    broker.kill(1);
+    std::thread::sleep(Duration::from_secs(1));
+    let asked = Instant::now();
+    worker.terminate();
+    let status = worker.wait(Duration::from_secs(60));
+    let took = asked.elapsed();
+    assert!(status.success(), "{}", worker.stderr_text());
+    assert!(
+        took < Duration::from_secs(20),
+        "took {took:?} to stop after SIGTERM with the broker gone:\n{}",
+        worker.stderr_text()
+    );
+}
+
 #[test]
 #[ignore = "found, not yet fixed: after the leader of a partition is killed the worker made no batch for 90 s (see the real-kafka report)"]
 fn partition_leader_killed_in_a_three_broker_cluster_loses_and_duplicates_nothing() {

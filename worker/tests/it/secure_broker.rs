@@ -4,8 +4,7 @@
 //! the test generates with the openssl CLI. The broker's plain listener serves the test's own
 //! set-up (topics); the worker and the test's SASL producer use only the SASL_SSL listener.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -15,90 +14,6 @@ use crate::kafka::{Kafka, KafkaConfig, SaslConfig};
 
 /// The SASL PLAIN user name of Event Hubs' Kafka endpoint.
 pub const EVENT_HUBS_USER: &str = "$ConnectionString";
-
-/// The test CA and a server certificate it signed.
-pub struct Certificates {
-    pub ca: PathBuf,
-    pub server_chain: PathBuf,
-    pub server_key: PathBuf,
-}
-
-/// Generates a CA and a server certificate for `san` (e.g. `DNS:localhost,IP:127.0.0.1`) in
-/// `dir` with the openssl CLI.
-pub fn certificates(dir: &Path, san: &str) -> Certificates {
-    std::fs::create_dir_all(dir).expect("certificate directory");
-    let openssl = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run the openssl CLI ({e}): run scripts/install-deps.sh (Debian package openssl)")
-            });
-        assert!(
-            output.status.success(),
-            "openssl {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=Tributary test CA",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=tributary test broker",
-    ]);
-    std::fs::write(
-        dir.join("server.ext"),
-        format!(
-            "subjectAltName={san}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
-        ),
-    )
-    .expect("write server.ext");
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-    Certificates {
-        ca: dir.join("ca.pem"),
-        server_chain: dir.join("server.pem"),
-        server_key: dir.join("server.key"),
-    }
-}
 
 /// A connection string shaped like Event Hubs' with a fresh random key (base64-like, 44 chars).
 pub fn fake_connection_string(namespace: &str) -> String {

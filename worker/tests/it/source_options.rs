@@ -63,6 +63,31 @@ fn assign_reads_only_its_partitions_from_json_starting_offsets() {
 }
 
 #[test]
+fn starting_offsets_for_a_partition_that_does_not_exist_are_refused() {
+    let broker = Broker::start();
+    fill(&broker, "t", 2, 5);
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "typo", "t");
+    manifest.source =
+        "subscribe: [t]\n      startingOffsets: '{\"t\":{\"0\":1,\"1\":-2,\"5\":0}}'".into();
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "run");
+    assert!(
+        !status.success(),
+        "a partition that does not exist must stop the query"
+    );
+    let stderr = worker.stderr_text();
+    assert!(
+        stderr.contains("it names t-5 that the query does not read"),
+        "{stderr}"
+    );
+    // The table may have been created (empty) before the offsets were resolved.
+    if ws.table().join("_delta_log").exists() {
+        assert_eq!(read_table(&ws.table()).rows(), 0, "nothing written");
+    }
+}
+
+#[test]
 fn subscribe_pattern_matches_whole_topic_names() {
     let broker = Broker::start();
     fill(&broker, "iot-a", 2, 5);

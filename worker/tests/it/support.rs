@@ -11,15 +11,15 @@ use std::time::{Duration, Instant};
 use deltalake::arrow::array::{Array, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::{Int32Type, Int64Type};
 use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 use serde_json::Value;
 
 pub const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
 
 /// Apache Kafka: the broker of every test that proves what the worker does with Kafka.
 pub use crate::kafka::Kafka as Broker;
+pub use crate::kafka::{producer, send};
 
 /// librdkafka's mock cluster on 127.0.0.1, living as long as this value: the same interface as
 /// [`Broker`] without a JVM, for tests about the table side (storage, pods).
@@ -54,42 +54,6 @@ impl MockBroker {
 
     pub fn flush(&self) {
         self.producer.flush(Duration::from_secs(30)).expect("flush");
-    }
-}
-
-pub fn producer(bootstrap: &str) -> ThreadedProducer<DefaultProducerContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "2")
-        .set("message.max.bytes", "2000000")
-        // Offsets must follow the order of sends exactly: one request in flight, no reordering.
-        .set("enable.idempotence", "true")
-        .create()
-        .expect("producer")
-}
-
-pub fn send(
-    producer: &ThreadedProducer<DefaultProducerContext>,
-    topic: &str,
-    partition: i32,
-    key: Option<&[u8]>,
-    value: &[u8],
-) {
-    let mut record = BaseRecord::<[u8], [u8]>::to(topic)
-        .partition(partition)
-        .payload(value);
-    if let Some(key) = key {
-        record = record.key(key);
-    }
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, returned)) => {
-                // Queue full: wait for deliveries.
-                record = returned;
-                producer.poll(Duration::from_millis(10));
-            }
-        }
     }
 }
 

@@ -241,3 +241,282 @@ fn an_every_type_table_is_created_and_appended() {
         "{again:?}"
     );
 }
+
+/// Decodes `{"c": <json>}` against one column of `data_type` in rescue mode: the cell as text
+/// (None when null) and whether the record was rescued.
+fn one(data_type: &str, json: &str) -> (Option<String>, bool) {
+    let format = JsonFormat {
+        schema: vec![SchemaField {
+            name: "c".into(),
+            data_type: data_type.into(),
+            ..Default::default()
+        }],
+        on_error: Some(OnError::Rescue),
+        ..Default::default()
+    };
+    let decoder = JsonDecoder::new(&format, &[]).expect("decoder");
+    let value = format!(r#"{{"c":{json}}}"#);
+    let batch = decoder
+        .decode(&[record(0, value.as_bytes())])
+        .expect("decode")
+        .batch;
+    let column = batch.column_by_name("c").expect("c");
+    let cell = column.is_valid(0).then(|| {
+        deltalake::arrow::util::display::array_value_to_string(column, 0).expect("display")
+    });
+    let rescued = batch
+        .column_by_name(RESCUED_DATA_COLUMN)
+        .expect("rescued")
+        .is_valid(0);
+    (cell, rescued)
+}
+
+/// The value Spark reads, not rescued.
+fn reads(data_type: &str, json: &str, expected: &str) {
+    assert_eq!(
+        one(data_type, json),
+        (Some(expected.to_string()), false),
+        "{json} into {data_type}"
+    );
+}
+
+/// Not read: the cell is null and the record rescued.
+fn rescued(data_type: &str, json: &str) {
+    assert_eq!(
+        one(data_type, json),
+        (None, true),
+        "{json} into {data_type}"
+    );
+}
+
+#[test]
+fn a_fraction_or_exponent_or_string_is_not_read_into_an_integer_column() {
+    reads("int", "7", "7");
+    reads("int", "-0", "0");
+    for json in ["1.9", "1.0", "1e2", r#""1""#, "true", r#""""#] {
+        rescued("int", json);
+        rescued("long", json);
+    }
+}
+
+#[test]
+fn integers_past_the_columns_range_are_rescued_not_wrapped() {
+    reads("int", "2147483647", "2147483647");
+    rescued("int", "2147483648");
+    reads("long", "-9223372036854775808", "-9223372036854775808");
+    rescued("long", "9223372036854775808");
+    reads("short", "-32768", "-32768");
+    rescued("short", "32768");
+    reads("byte", "127", "127");
+    // Jackson reads 128..=255 into a byte as -128..=-1; that wrap is refused.
+    rescued("byte", "200");
+    rescued("byte", "-129");
+}
+
+#[test]
+fn a_timestamp_number_is_whole_seconds_since_the_epoch() {
+    reads("timestamp", "1700000000", "2023-11-14T22:13:20Z");
+    reads("timestamp", "-1", "1969-12-31T23:59:59Z");
+    // Spark reads no fraction; and its multiplication by 10^6 would overflow past this.
+    rescued("timestamp", "1700000000.5");
+    rescued("timestamp", "9223372036855");
+}
+
+#[test]
+fn timestamp_strings_follow_sparks_cast_with_utc_for_a_missing_zone() {
+    reads(
+        "timestamp",
+        r#""2026-01-02T03:04:05Z""#,
+        "2026-01-02T03:04:05Z",
+    );
+    reads(
+        "timestamp",
+        r#""2026-01-02 03:04:05""#,
+        "2026-01-02T03:04:05Z",
+    );
+    reads(
+        "timestamp",
+        r#""2026-01-02T03:04:05+01:00""#,
+        "2026-01-02T02:04:05Z",
+    );
+    reads(
+        "timestamp",
+        r#""2026-01-02T03:04:05-0530""#,
+        "2026-01-02T08:34:05Z",
+    );
+    reads(
+        "timestamp",
+        r#""2026-01-02T03:04:05 GMT+1""#,
+        "2026-01-02T02:04:05Z",
+    );
+    reads("timestamp", r#""2026-01-02""#, "2026-01-02T00:00:00Z");
+    reads("timestamp", r#""2026""#, "2026-01-01T00:00:00Z");
+    // One to nine digits of fraction; past six they are cut off, not rounded.
+    reads(
+        "timestamp",
+        r#""2026-01-02T03:04:05.1Z""#,
+        "2026-01-02T03:04:05.100Z",
+    );
+    reads(
+        "timestamp",
+        r#""2026-01-02T03:04:05.999999999Z""#,
+        "2026-01-02T03:04:05.999999Z",
+    );
+    // Spark refuses a zone after minutes, hour 24, an offset past 18 hours.
+    rescued("timestamp", r#""2026-01-02T03:04Z""#);
+    rescued("timestamp", r#""2026-01-02T24:00:00Z""#);
+    rescued("timestamp", r#""2026-01-02T03:04:05+19:00""#);
+    // Spark reads zone names and a time alone (as today's): not reproduced, so rescued.
+    rescued("timestamp", r#""2026-01-02T03:04:05 Europe/Paris""#);
+    rescued("timestamp", r#""03:04:05""#);
+}
+
+#[test]
+fn a_timestamp_ntz_refuses_a_zone_and_a_number() {
+    reads(
+        "timestamp_ntz",
+        r#""2026-01-02T03:04:05.5""#,
+        "2026-01-02T03:04:05.500",
+    );
+    rescued("timestamp_ntz", r#""2026-01-02T03:04:05Z""#);
+    rescued("timestamp_ntz", "1700000000");
+}
+
+#[test]
+fn dates_follow_sparks_cast_and_its_day_number_fallback() {
+    reads("date", r#""2026-01-02""#, "2026-01-02");
+    reads("date", r#""2026-1-2""#, "2026-01-02");
+    reads("date", r#""2026-01""#, "2026-01-01");
+    reads("date", r#""2026-01-02T03:04:05Z""#, "2026-01-02");
+    reads("date", r#""123""#, "1970-05-04");
+    rescued("date", r#""2023-02-29""#);
+    rescued("date", r#""2026/01/02""#);
+    rescued("date", "20000");
+}
+
+#[test]
+fn decimals_round_half_up_and_overflow_is_rescued() {
+    reads("decimal(10,2)", "1.239", "1.24");
+    reads("decimal(10,2)", "1.235", "1.24");
+    reads("decimal(10,2)", "-1.235", "-1.24");
+    reads("decimal(10,2)", r#""1,234.5""#, "1234.50");
+    reads("decimal(10,2)", "1e2", "100.00");
+    rescued("decimal(10,2)", "99999999.995");
+    rescued("decimal(10,2)", r#"" 1.5""#);
+    rescued("decimal(10,2)", "NaN");
+}
+
+#[test]
+fn binary_is_base64() {
+    reads("binary", r#""cafe""#, "71a7de");
+    reads("binary", r#""YQ==""#, "61");
+    reads("binary", r#""""#, "");
+    rescued("binary", r#""YQ""#);
+    rescued("binary", "1");
+}
+
+#[test]
+fn floats_read_nan_and_infinity_tokens_and_strings_and_round_once() {
+    reads("double", "NaN", "NaN");
+    reads("double", r#""-INF""#, "-inf");
+    reads("double", "1e400", "inf");
+    reads("double", "-0.0", "-0.0");
+    reads("float", "-0", "0.0");
+    // Nearest float to the decimal text, not to the double nearest to it.
+    reads("float", "1.00000005960464485", "1.0000001");
+    rescued("double", r#""1.5""#);
+    rescued("double", r#""nan""#);
+}
+
+#[test]
+fn booleans_are_only_true_and_false() {
+    reads("boolean", "true", "true");
+    rescued("boolean", r#""true""#);
+    rescued("boolean", "1");
+}
+
+#[test]
+fn a_non_string_into_a_string_column_is_its_json_text_as_jackson_writes_it() {
+    reads("string", "1e5", "100000.0");
+    reads("string", "-1.50", "-1.5");
+    reads(
+        "string",
+        r#"{ "a" : [1, 2.50, "x"] }"#,
+        r#"{"a":[1,2.5,"x"]}"#,
+    );
+    reads("string", "[NaN]", r#"["NaN"]"#);
+    reads(
+        "string",
+        "12345678901234567890123",
+        "12345678901234567890123",
+    );
+    // Java 17 prints 9.999999999999999E22, Java 21 1.0E23: Spark's answer depends on its JVM.
+    rescued("string", "1.0E23");
+    rescued("string", "4.9e-324");
+    reads("string", "true", "true");
+}
+
+#[test]
+fn field_names_match_exactly_and_nested_unknown_fields_are_skipped() {
+    reads("struct<lat:double>", r#"{"lat":1,"extra":2}"#, "{lat: 1.0}");
+    reads("struct<lat:double>", r#"{"LAT":1}"#, "{lat: }");
+    rescued("struct<lat:double>", r#"{"lat":1,"lat":2}"#);
+    rescued("map<string,int>", r#"{"a":1,"a":2}"#);
+}
+
+#[test]
+fn non_standard_json_that_spark_accepts_is_read() {
+    let format = every_type();
+    let decoder = JsonDecoder::new(&format, &[]).expect("decoder");
+    let decoded = decoder
+        .decode(&[record(0, br#"{'s':'single', "d":-Infinity}"#)])
+        .expect("decode");
+    assert_eq!(decoded.rescued_rows, 0);
+    let batch = decoded.batch;
+    assert_eq!(
+        batch
+            .column_by_name("s")
+            .expect("s")
+            .as_string::<i32>()
+            .value(0),
+        "single"
+    );
+}
+
+#[test]
+fn fail_and_dead_letter_name_the_column_a_value_does_not_read_into() {
+    for mode in [OnError::Fail, OnError::DeadLetter] {
+        let mut format = every_type();
+        format.on_error = Some(mode);
+        let decoder = JsonDecoder::new(&format, &[]).expect("decoder");
+        let decoded = decoder
+            .decode(&[
+                record(0, FULL.as_bytes()),
+                record(1, br#"{"s":"x","i":1.9}"#),
+                record(2, br#"{"ts":"2026-01-02T03:04:05 Europe/Paris"}"#),
+            ])
+            .expect("decode");
+        assert_eq!(decoded.batch.num_rows(), 1);
+        assert_eq!(decoded.bad.len(), 2);
+        assert_eq!(decoded.bad[0].index, 1);
+        assert!(
+            decoded.bad[0]
+                .reason
+                .contains(r#"column "i" (int): an integer"#)
+                || decoded.bad[0].reason.contains(r#"column "i" (int)"#),
+            "{}",
+            decoded.bad[0].reason
+        );
+        assert!(
+            decoded.bad[0].reason.contains("1.9"),
+            "{}",
+            decoded.bad[0].reason
+        );
+        assert!(
+            decoded.bad[1].reason.contains(r#"column "ts" (timestamp)"#)
+                && decoded.bad[1].reason.contains("Europe/Paris"),
+            "{}",
+            decoded.bad[1].reason
+        );
+    }
+}

@@ -1,0 +1,358 @@
+//! Dates and timestamps from JSON strings, as Spark's `from_json` reads them without a
+//! `dateFormat`/`timestampFormat`: Spark's cast grammar (`[+-]yyyy[-m[m][-d[d]]]`, then for
+//! timestamps `T` or a space and `h[h][:m[m][:s[s][.fraction]]]`, then a zone), proleptic
+//! Gregorian calendar, fractions past microseconds cut off (not rounded), the session time zone
+//! (UTC) when the text has none.
+//!
+//! Zones: `Z`, offsets (`+h`, `+hh`, `+hh:mm`, `+hhmm`, `+hh:mm:ss`, `+hhmmss`, with Spark's
+//! repairs of `+h:mm` and `+hh:m`) and `UTC`/`GMT`/`UT` alone or followed by an offset. Spark
+//! also reads region names (`Europe/Paris`) and three-letter ids (`PST`) with the JVM's zone
+//! rules, and a time without a date as today's: those are refused here (the record is bad
+//! input, never a different value).
+
+/// Why a string is not read.
+pub(crate) type Refusal = String;
+
+const MICROS_PER_SECOND: i64 = 1_000_000;
+const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
+
+/// Days since 1970-01-01 of a proleptic Gregorian date, or None when it is not a date.
+pub(crate) fn days_from_civil(year: i64, month: u32, day: u32) -> Option<i64> {
+    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let m = i64::from(month);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    Some(era * 146_097 + doe - 719_468)
+}
+
+fn days_in_month(year: i64, month: u32) -> u32 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// Spark trims bytes up to the space (and the other ASCII controls) at both ends.
+fn trim(text: &str) -> &str {
+    text.trim_matches(|c: char| c <= ' ')
+}
+
+/// A run of ASCII digits at the start of `s`: its value (the first `keep` digits) and length.
+fn leading_digits(s: &[u8], keep: usize) -> (i64, usize) {
+    let mut value = 0i64;
+    let mut count = 0;
+    for &b in s {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        if count < keep {
+            value = value * 10 + i64::from(b - b'0');
+        }
+        count += 1;
+    }
+    (value, count)
+}
+
+/// Year, month, day.
+type Ymd = (i64, u32, u32);
+
+/// The date part shared by dates and timestamps: `[+-]yyyy[-m[m][-d[d]]]`, the year with
+/// `min_year..=max_year` digits. Returns (year, month, day) and the rest of the text.
+fn date_part(s: &[u8], max_year: usize) -> Option<(Ymd, &[u8])> {
+    let (sign, mut rest) = match s.first() {
+        Some(b'-') => (-1, &s[1..]),
+        Some(b'+') => (1, &s[1..]),
+        _ => (1, s),
+    };
+    let (year, digits) = leading_digits(rest, usize::MAX);
+    if !(4..=max_year).contains(&digits) {
+        return None;
+    }
+    rest = &rest[digits..];
+    let mut parts = [1u32, 1u32];
+    for part in &mut parts {
+        if rest.first() != Some(&b'-') {
+            break;
+        }
+        let (value, digits) = leading_digits(&rest[1..], 2);
+        if !(1..=2).contains(&digits) {
+            return None;
+        }
+        *part = value as u32;
+        rest = &rest[1 + digits..];
+    }
+    Some(((sign * year, parts[0], parts[1]), rest))
+}
+
+/// A date string: Spark's `stringToDate`, then its fallback of a whole number of days.
+pub(crate) fn parse_date(text: &str) -> Result<i32, Refusal> {
+    if let Some(days) = string_to_date(text) {
+        return Ok(days);
+    }
+    // Spark's fallback reads an integer (Java's Integer.parseInt, untrimmed) as days since the
+    // epoch, converted from the Julian calendar: the same number after 1582-10-15.
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+        let days: i32 = text
+            .parse()
+            .map_err(|_| format!("\"{text}\" is out of the range of a date"))?;
+        if days >= GREGORIAN_CUTOVER_DAYS {
+            return Ok(days);
+        }
+        return Err(format!(
+            "\"{text}\" is a day number before 1582-10-15, which Spark moves from the Julian calendar"
+        ));
+    }
+    Err(format!("\"{text}\" is not a date"))
+}
+
+/// 1582-10-15, the first day of the Gregorian calendar, in days since the epoch.
+const GREGORIAN_CUTOVER_DAYS: i32 = -141_427;
+
+fn string_to_date(text: &str) -> Option<i32> {
+    let s = trim(text).as_bytes();
+    let ((year, month, day), rest) = date_part(s, 7)?;
+    // Whatever follows a space or `T` after the day is ignored; after a year or a month
+    // nothing may follow.
+    if !rest.is_empty() {
+        let full_date = s.len() - rest.len() > 0 && has_day(s, rest);
+        if !(full_date && matches!(rest[0], b' ' | b'T')) {
+            return None;
+        }
+    }
+    let days = days_from_civil(year, month, day)?;
+    i32::try_from(days).ok()
+}
+
+/// Whether the date part before `rest` had a day (two dashes after the year).
+fn has_day(s: &[u8], rest: &[u8]) -> bool {
+    let part = &s[..s.len() - rest.len()];
+    let part = part.strip_prefix(b"-").unwrap_or(part);
+    let part = part.strip_prefix(b"+").unwrap_or(part);
+    part.iter().filter(|&&b| b == b'-').count() == 2
+}
+
+/// A timestamp string, in microseconds since the epoch. `ntz`: a timestamp without time zone,
+/// which refuses a zone in the text.
+pub(crate) fn parse_timestamp(text: &str, ntz: bool) -> Result<i64, Refusal> {
+    let s = trim(text).as_bytes();
+    let not = || format!("\"{text}\" is not a timestamp");
+    if s.is_empty() {
+        return Err(not());
+    }
+    if s[0] == b'T' || (s[0].is_ascii_digit() && time_first(s)) {
+        return Err(format!(
+            "\"{text}\" is a time without a date, which Spark reads as today's"
+        ));
+    }
+    let ((year, month, day), mut rest) = date_part(s, 6).ok_or_else(not)?;
+    let (mut hour, mut minute, mut second, mut micros) = (0i64, 0i64, 0i64, 0i64);
+    let mut zone: Option<&[u8]> = None;
+    if !rest.is_empty() {
+        if !(has_day(s, rest) && matches!(rest[0], b' ' | b'T')) {
+            return Err(not());
+        }
+        rest = &rest[1..];
+        let (value, digits) = leading_digits(rest, 2);
+        if !(1..=2).contains(&digits) {
+            return Err(not());
+        }
+        hour = value;
+        rest = &rest[digits..];
+        // Minutes and seconds each follow a ':'; a zone may only follow the seconds.
+        for (index, slot) in [&mut minute, &mut second].into_iter().enumerate() {
+            if rest.is_empty() {
+                break;
+            }
+            if rest[0] != b':' {
+                if index == 0 {
+                    return Err(not());
+                }
+                break;
+            }
+            let (value, digits) = leading_digits(&rest[1..], 2);
+            if !(1..=2).contains(&digits) {
+                return Err(not());
+            }
+            *slot = value;
+            rest = &rest[1 + digits..];
+            if index == 0 && !rest.is_empty() && rest[0] != b':' {
+                return Err(not());
+            }
+        }
+        if rest.first() == Some(&b'.') {
+            let (value, digits) = leading_digits(&rest[1..], 6);
+            micros = value * 10i64.pow(6 - digits.min(6) as u32);
+            rest = &rest[1 + digits..];
+        }
+        if !rest.is_empty() {
+            zone = Some(rest);
+        }
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return Err(not());
+    }
+    let offset_seconds = match zone {
+        None => 0,
+        Some(_) if ntz => {
+            return Err(format!(
+                "\"{text}\" has a time zone, which a timestamp_ntz column refuses"
+            ));
+        }
+        Some(zone) => {
+            let zone = std::str::from_utf8(zone).map_err(|_| not())?;
+            zone_offset_seconds(zone.trim_matches(|c: char| c <= ' ')).ok_or_else(|| {
+                format!(
+                    "\"{text}\": the zone \"{}\" is not Z, an offset or UTC/GMT with an offset \
+                     (Spark's zone names are not read)",
+                    zone.trim()
+                )
+            })?
+        }
+    };
+    let days = days_from_civil(year, month, day).ok_or_else(not)?;
+    let seconds = (hour * 60 + minute) * 60 + second - offset_seconds;
+    days.checked_mul(MICROS_PER_DAY)
+        .and_then(|d| d.checked_add(seconds * MICROS_PER_SECOND))
+        .and_then(|t| t.checked_add(micros))
+        .ok_or_else(|| format!("\"{text}\" is out of the range of a timestamp"))
+}
+
+/// Whether a text starting with digits is a time (`h[h]:`), not a year.
+fn time_first(s: &[u8]) -> bool {
+    let (_, digits) = leading_digits(s, 2);
+    s.get(digits) == Some(&b':')
+}
+
+/// The offset of a zone: `Z`, an offset, or `UTC`/`GMT`/`UT` with an optional offset.
+fn zone_offset_seconds(zone: &str) -> Option<i64> {
+    if zone == "Z" {
+        return Some(0);
+    }
+    let repaired = repair_offset(zone);
+    let zone = repaired.as_str();
+    for prefix in ["UTC", "GMT", "UT"] {
+        if let Some(rest) = zone.strip_prefix(prefix) {
+            if rest.is_empty() {
+                return Some(0);
+            }
+            if rest.starts_with(['+', '-']) {
+                return offset_seconds(rest);
+            }
+            // `UTC` matched as `UT` followed by `C` and the like are not offsets.
+            if prefix != "UT" {
+                return None;
+            }
+        }
+    }
+    if zone.starts_with(['+', '-']) {
+        return offset_seconds(zone);
+    }
+    None
+}
+
+/// Spark's repairs before Java reads a zone: `+h:` becomes `+0h:` (the first one), and a
+/// final `+hh:m` becomes `+hh:0m`.
+fn repair_offset(zone: &str) -> String {
+    let mut s = zone.to_string();
+    let b = s.as_bytes();
+    if let Some(i) = (0..b.len().saturating_sub(2))
+        .find(|&i| matches!(b[i], b'+' | b'-') && b[i + 1].is_ascii_digit() && b[i + 2] == b':')
+    {
+        s.insert(i + 1, '0');
+    }
+    let b = s.as_bytes();
+    let n = b.len();
+    if n >= 5
+        && matches!(b[n - 5], b'+' | b'-')
+        && b[n - 4].is_ascii_digit()
+        && b[n - 3].is_ascii_digit()
+        && b[n - 2] == b':'
+        && b[n - 1].is_ascii_digit()
+    {
+        s.insert(n - 1, '0');
+    }
+    s
+}
+
+/// Java's ZoneOffset.of: `+h`, `+hh`, `+hhmm`, `+hh:mm`, `+hhmmss`, `+hh:mm:ss`, at most 18
+/// hours.
+fn offset_seconds(offset: &str) -> Option<i64> {
+    let b = offset.as_bytes();
+    let sign = match b.first()? {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let two = |at: usize, colon: bool| -> Option<i64> {
+        if colon && b.get(at - 1) != Some(&b':') {
+            return None;
+        }
+        let d = b.get(at..at + 2)?;
+        if !d.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        Some(i64::from(d[0] - b'0') * 10 + i64::from(d[1] - b'0'))
+    };
+    let (hours, minutes, seconds) = match b.len() {
+        2 if b[1].is_ascii_digit() => (i64::from(b[1] - b'0'), 0, 0),
+        3 => (two(1, false)?, 0, 0),
+        5 => (two(1, false)?, two(3, false)?, 0),
+        6 => (two(1, false)?, two(4, true)?, 0),
+        7 => (two(1, false)?, two(3, false)?, two(5, false)?),
+        9 => (two(1, false)?, two(4, true)?, two(7, true)?),
+        _ => return None,
+    };
+    if hours > 18 || minutes > 59 || seconds > 59 {
+        return None;
+    }
+    let total = hours * 3600 + minutes * 60 + seconds;
+    if total > 18 * 3600 {
+        return None;
+    }
+    Some(sign * total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn days_from_civil_matches_known_dates() {
+        assert_eq!(days_from_civil(1970, 1, 1), Some(0));
+        assert_eq!(days_from_civil(2026, 1, 2), Some(20455));
+        assert_eq!(days_from_civil(1, 1, 1), Some(-719_162));
+        assert_eq!(days_from_civil(-1, 1, 1), Some(-719_893));
+        assert_eq!(days_from_civil(2023, 2, 29), None);
+        assert_eq!(days_from_civil(2024, 2, 29), Some(19782));
+    }
+
+    #[test]
+    fn offsets_are_read_as_javas_zone_offset_after_sparks_repairs() {
+        assert_eq!(zone_offset_seconds("+01:00"), Some(3600));
+        assert_eq!(zone_offset_seconds("+0100"), Some(3600));
+        assert_eq!(zone_offset_seconds("+01"), Some(3600));
+        assert_eq!(zone_offset_seconds("+1"), Some(3600));
+        assert_eq!(zone_offset_seconds("+1:00"), Some(3600));
+        assert_eq!(zone_offset_seconds("+01:5"), Some(3900));
+        assert_eq!(zone_offset_seconds("-05:30"), Some(-19800));
+        assert_eq!(zone_offset_seconds("+01:00:30"), Some(3630));
+        assert_eq!(zone_offset_seconds("+18:00"), Some(64800));
+        assert_eq!(zone_offset_seconds("+19:00"), None);
+        assert_eq!(zone_offset_seconds("GMT+01:00"), Some(3600));
+        assert_eq!(zone_offset_seconds("UTC"), Some(0));
+        assert_eq!(zone_offset_seconds("z"), None);
+        assert_eq!(zone_offset_seconds("Zjunk"), None);
+        assert_eq!(zone_offset_seconds("Europe/Paris"), None);
+        assert_eq!(zone_offset_seconds("+01:00junk"), None);
+    }
+}
