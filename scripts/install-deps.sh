@@ -70,6 +70,58 @@ if [ ! -f "$KAFKA_DIR/kafka_2.13-$KAFKA_VERSION.jar" ] || [ ! -f "$KAFKA_DIR/.co
   mv "$KAFKA_DIR.tmp" "$KAFKA_DIR"
 fi
 
+# ---- Spark with Delta Lake and the Kafka source, for the e2e Spark suite (e2e/tests/it/spark) ----
+# pyspark (which bundles Spark's own jars) into a virtualenv, and the delta-spark, delta-storage
+# and spark-sql-kafka-0-10 jars with their runtime dependencies from Maven Central into a
+# versioned folder (e2e/spark/pom.xml), minus every artifact pyspark already ships; the tests
+# hand those jars to Spark with spark.jars, so nothing is resolved when a test runs.
+# Versions are pinned in e2e/spark/requirements.txt and e2e/spark/pom.xml (they must match).
+SPARK_CACHE="$HOME/.cache/tributary"
+SPARK_VENV="$SPARK_CACHE/spark-venv"
+SPARK_SOURCES="$(cd "$(dirname "$0")/.." && pwd)/e2e/spark"
+SPARK_REQUIREMENTS="$SPARK_SOURCES/requirements.txt"
+SPARK_POM="$SPARK_SOURCES/pom.xml"
+# java and mvn: installed above for Apache Kafka
+spark_requirements_hash=$(sha256sum "$SPARK_REQUIREMENTS" | cut -c1-16)
+if [ "$(cat "$SPARK_VENV/.requirements" 2>/dev/null)" != "$spark_requirements_hash" ]; then
+  echo "installing pyspark and delta-spark into $SPARK_VENV"
+  rm -rf "$SPARK_VENV"
+  python3 -m venv "$SPARK_VENV"
+  "$SPARK_VENV/bin/pip" install -q --disable-pip-version-check -r "$SPARK_REQUIREMENTS"
+  echo "$spark_requirements_hash" >"$SPARK_VENV/.requirements"
+fi
+spark_version=$(sed -n 's|.*<spark.version>\(.*\)</spark.version>.*|\1|p' "$SPARK_POM")
+delta_version=$(sed -n 's|.*<delta.version>\(.*\)</delta.version>.*|\1|p' "$SPARK_POM")
+SPARK_JARS="$SPARK_CACHE/spark-jars-$spark_version-delta-$delta_version"
+spark_pom_hash=$(sha256sum "$SPARK_POM" | cut -c1-16)
+if [ "$(cat "$SPARK_JARS/.pom" 2>/dev/null)" != "$spark_pom_hash" ]; then
+  echo "copying the Delta and Kafka jars for Spark $spark_version into $SPARK_JARS"
+  staging="$SPARK_JARS.partial"
+  rm -rf "$staging" && mkdir -p "$staging"
+  mvn -q -B -f "$SPARK_POM" -Dmaven.repo.local="$SPARK_CACHE/m2" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$staging" \
+    dependency:list -DincludeScope=runtime -DoutputFile="$staging/.artifacts" >/dev/null
+  # Drop what Spark already has (Scala, Hadoop, Jackson, Parquet, log4j, ...): pyspark's
+  # version is the one Spark runs with, and a second copy on the class path only invites clashes.
+  "$SPARK_VENV/bin/python" - "$staging" <<'PY'
+import os, re, sys, pyspark
+staging = sys.argv[1]
+spark_jars = os.listdir(os.path.join(os.path.dirname(pyspark.__file__), "jars"))
+line = re.compile(r"^\s+[\w.\-]+:([\w.\-]+):jar:(?:[\w.\-]+:)?([\w.\-]+):(?:compile|runtime)")
+for text in open(os.path.join(staging, ".artifacts")):
+    m = line.match(text)
+    if not m:
+        continue
+    artifact, version = m.groups()
+    if any(re.fullmatch(re.escape(artifact) + r"-\d[\w.\-]*\.jar", j) for j in spark_jars):
+        for jar in os.listdir(staging):
+            if re.fullmatch(re.escape(f"{artifact}-{version}") + r"(-[\w.]+)?\.jar", jar):
+                os.remove(os.path.join(staging, jar))
+PY
+  echo "$spark_pom_hash" >"$staging/.pom"
+  rm -rf "$SPARK_JARS" && mv "$staging" "$SPARK_JARS"
+fi
+
 # ---- A Unity Catalog server, for the worker's catalog tests (worker/tests/it/catalog_tables.rs) ----
 # Not the Java reference server: io.unitycatalog:unitycatalog-server (and unitycatalog-spark) are
 # not served by the Maven registry this project's machines reach (404 for every version; only

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
 use crate::outputs::metrics::Metrics;
 use crate::outputs::report::{self, StatusReporter, StatusTarget};
+use crate::source::SparkTakeover;
 use crate::tuning::Tuning;
 use crate::{demo, pipeline, secrets, standalone};
 
@@ -46,6 +47,8 @@ enum Command {
         local_root: Option<PathBuf>,
         #[command(flatten)]
         tuning: Tuning,
+        #[command(flatten)]
+        takeover: TakeoverArgs,
     },
     /// Start the demo's embedded broker with its sensor readings and keep it running, producing
     /// new readings, until Ctrl-C: a broker to try `run` against. Prints the bootstrap address.
@@ -62,6 +65,36 @@ enum Command {
         #[command(flatten)]
         tuning: Tuning,
     },
+}
+
+/// Moving a Spark Structured Streaming query onto Tributary.
+#[derive(clap::Args, Clone, Debug)]
+struct TakeoverArgs {
+    /// Start a new query where the stopped Spark query with this checkpointLocation (a local or
+    /// mounted directory) left off in the same Delta table: from the end offsets of the last
+    /// batch the table holds. Read only while this query's own checkpoint is new.
+    #[arg(long, value_name = "DIR")]
+    from_spark_checkpoint: Option<PathBuf>,
+    /// How long the Spark checkpoint must have been unchanged before the Spark query counts as
+    /// stopped.
+    #[arg(
+        long,
+        default_value_t = 120,
+        value_name = "SECONDS",
+        requires = "from_spark_checkpoint"
+    )]
+    spark_quiet_seconds: u64,
+}
+
+impl TakeoverArgs {
+    fn takeover(&self) -> Option<SparkTakeover> {
+        self.from_spark_checkpoint
+            .as_ref()
+            .map(|checkpoint| SparkTakeover {
+                checkpoint: checkpoint.clone(),
+                quiet: std::time::Duration::from_secs(self.spark_quiet_seconds),
+            })
+    }
 }
 
 impl Cli {
@@ -89,6 +122,7 @@ impl Cli {
                 metrics_port,
                 local_root,
                 tuning,
+                takeover,
             } => run(
                 &file,
                 &Standalone {
@@ -97,6 +131,7 @@ impl Cli {
                     local_root: local_root.as_deref(),
                 },
                 &tuning,
+                takeover.takeover().as_ref(),
                 stop,
                 &runtime,
             ),
@@ -162,6 +197,7 @@ fn run(
     file: &Path,
     options: &Standalone<'_>,
     tuning: &Tuning,
+    takeover: Option<&SparkTakeover>,
     stop: Arc<AtomicBool>,
     runtime: &tokio::runtime::Runtime,
 ) -> Result<ExitCode> {
@@ -187,6 +223,7 @@ fn run(
         stop,
         runtime.handle().clone(),
         telemetry,
+        takeover,
     );
     if let (Err(error), Some(reporter)) = (&outcome, &reporter) {
         reporter.report_failure(secrets::redact(&error.to_string()), error.reason());

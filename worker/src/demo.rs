@@ -70,6 +70,7 @@ pub fn run(
         stop,
         runtime.handle().clone(),
         Telemetry::default(),
+        None,
     )?;
     drop(cluster);
 

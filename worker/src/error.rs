@@ -128,6 +128,18 @@ pub enum Error {
         reason: String,
     },
 
+    #[error(
+        "the Delta table at {uri} requires table features Tributary's Delta writer does not implement: {features}. {remedy}"
+    )]
+    UnwritableTable {
+        uri: String,
+        features: String,
+        remedy: String,
+    },
+
+    #[error("cannot take over from the Spark checkpoint at {checkpoint}: {reason}")]
+    SparkTakeover { checkpoint: String, reason: String },
+
     #[error("cannot map spec.format.json.schema to Arrow: {0}")]
     Schema(String),
 

@@ -33,7 +33,7 @@ use crate::outputs::Telemetry;
 use crate::partition::OffsetMap;
 use crate::sink::catalog::Renewal;
 use crate::sink::{DeadLetterTable, Maintenance, SharedTable, outcome_label};
-use crate::source::Source;
+use crate::source::{Source, SparkTakeover};
 use crate::tuning::Tuning;
 
 /// Poll interval while idle.
@@ -63,6 +63,7 @@ pub fn run(
     stop: Arc<AtomicBool>,
     runtime: Handle,
     telemetry: Telemetry,
+    takeover: Option<&SparkTakeover>,
 ) -> Result<RunSummary> {
     let span = info_span!("ingestion", ingestion = %open::Identity::of(ingestion));
     let _entered = span.enter();
@@ -73,6 +74,7 @@ pub fn run(
         stop,
         runtime,
         telemetry,
+        takeover,
     )?;
     if let Err(error) = pipeline.run() {
         if error.is_refused_connection() {

@@ -24,7 +24,9 @@ use crate::sink::{
     DeadLetterTable, DeltaSink, Maintenance, OpenOptions, SharedTable, TxnIds, catalog,
     dead_letter_schema,
 };
-use crate::source::{self, RunTargets, Source, SourceConfig, StartResolver};
+use crate::source::{
+    self, RunTargets, Source, SourceConfig, SparkCheckpoint, SparkTakeover, StartResolver,
+};
 use crate::tuning::Tuning;
 
 /// Bytes read ahead over all partitions before the partition being read is paused.
@@ -77,6 +79,7 @@ impl Pipeline {
         stop: Arc<AtomicBool>,
         runtime: Handle,
         telemetry: Telemetry,
+        takeover: Option<&SparkTakeover>,
     ) -> Result<Pipeline> {
         let identity = Identity::of(ingestion);
         let spec = &ingestion.spec;
@@ -133,6 +136,7 @@ impl Pipeline {
             &table,
             &table_uri,
             &runtime,
+            takeover,
         )?;
         let targets = run_targets(
             kind,
@@ -286,10 +290,11 @@ fn open_tables(
 
 /// The query's starting offsets: those the checkpoint recorded when the query was new, or
 /// resolved now and recorded (the first writer wins, and every later start reads its numbers).
-/// The starting offsets of the query: recorded at its first start, before it reads. A query
-/// starting for the first time refuses a table in which another query already recorded offsets
-/// of the same partitions: its checkpoint is that query's lost or replaced one, and reading
-/// again from the starting offsets would write every record twice.
+/// A query starting for the first time refuses a table in which another Tributary query already
+/// recorded offsets of the same partitions: its checkpoint is that query's lost or replaced one,
+/// and reading again from the starting offsets would write every record twice. A new query
+/// taking over from Spark starts where the Spark query's last batch in the table ended; once
+/// recorded, the Spark checkpoint is never read again.
 fn initial_offsets(
     client: &BaseConsumer,
     source: &SourceConfig,
@@ -297,8 +302,12 @@ fn initial_offsets(
     table: &SharedTable,
     table_uri: &str,
     runtime: &Handle,
+    takeover: Option<&SparkTakeover>,
 ) -> Result<OffsetMap> {
     if let Some(initial) = runtime.block_on(checkpoint.initial_offsets())? {
+        if let Some(takeover) = takeover {
+            info!(spark_checkpoint = %takeover.checkpoint.display(), "the checkpoint already holds this query's starting offsets: the Spark checkpoint is not read again");
+        }
         return Ok(initial);
     }
     let tps = source::subscription_partitions(client, &source.subscription, &source.bootstrap)?;
@@ -314,8 +323,34 @@ fn initial_offsets(
             checkpoint: checkpoint.location().to_string(),
         });
     }
-    let resolved = source::resolve_starting_offsets(client, source)?;
+    let resolved = match takeover {
+        Some(takeover) => spark_handover(client, source, takeover, table)?,
+        None => source::resolve_starting_offsets(client, source)?,
+    };
     runtime.block_on(checkpoint.save_initial_offsets(&resolved))
+}
+
+/// The starting offsets of a takeover: the end offsets of the Spark query's last batch that the
+/// table holds (its txn version for the Spark query id), for the partitions read now.
+fn spark_handover(
+    client: &BaseConsumer,
+    source: &SourceConfig,
+    takeover: &SparkTakeover,
+    table: &SharedTable,
+) -> Result<OffsetMap> {
+    let spark = SparkCheckpoint::open(&takeover.checkpoint)?;
+    spark.check_stopped(takeover.quiet, std::time::SystemTime::now())?;
+    let batch = table.txn_version(spark.query_id())?;
+    let handover = spark.handover(batch)?;
+    let tps = source::subscription_partitions(client, &source.subscription, &source.bootstrap)?;
+    let offsets = handover.start_offsets(spark.dir(), &tps)?;
+    info!(
+        spark_query_id = handover.query_id,
+        spark_batch = ?handover.batch,
+        offsets = ?to_partition_offsets(&offsets),
+        "taking over from the Spark query"
+    );
+    Ok(offsets)
 }
 
 /// The end offsets of a run to completion: availableNow's (an unfinished earlier run's, or the

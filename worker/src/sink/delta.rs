@@ -10,7 +10,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::MetadataExt;
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{
-    CommitBuilder, CommitConflictError, CommitProperties, TransactionError,
+    CommitBuilder, CommitConflictError, CommitProperties, PROTOCOL, TransactionError,
 };
 use deltalake::kernel::{Action, StructField, StructType, Transaction};
 use deltalake::operations::create::CreateBuilder;
@@ -148,10 +148,17 @@ impl DeltaSink {
         let evolve_to = match table.load().await {
             Ok(()) => check_fit(&table, &wanted, &partition_by, uri, merge_schema)?,
             Err(DeltaTableError::NotATable(_)) => {
+                // Every column nullable, as Spark creates the table of a Kafka source query
+                // (`from_json` and the Kafka columns are all nullable): a NOT NULL column is an
+                // invariant in Delta, which Spark requires a table-features protocol to list
+                // (the worker's required fields are enforced by its decoder instead).
                 let created = CreateBuilder::new()
                     .with_location(url.to_string())
                     .with_storage_options(storage_options)
-                    .with_columns(wanted.fields().cloned())
+                    .with_columns(wanted.fields().map(|field| StructField {
+                        nullable: true,
+                        ..field.clone()
+                    }))
                     .with_partition_columns(partition_by.clone())
                     .with_comment(description)
                     .with_configuration_property(
@@ -385,6 +392,43 @@ impl DeltaSink {
     }
 }
 
+/// Refuses, before anything is read, a table whose protocol requires a writer feature this
+/// build of delta-rs does not implement (it would refuse the first commit anyway).
+fn check_writable(table: &DeltaTable, uri: &str) -> Result<()> {
+    let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
+    match PROTOCOL.can_write_to(snapshot) {
+        Ok(()) => Ok(()),
+        Err(TransactionError::UnsupportedTableFeatures(features)) => {
+            let names: Vec<String> = features.iter().map(|f| f.to_string()).collect();
+            Err(Error::UnwritableTable {
+                uri: uri.to_string(),
+                features: names.join(", "),
+                remedy: unwritable_remedy(&names),
+            })
+        }
+        Err(other) => Err(Error::delta("check the protocol of", uri)(other.into())),
+    }
+}
+
+/// What a user can do about a table Tributary cannot write.
+fn unwritable_remedy(features: &[String]) -> String {
+    if features.iter().any(|f| f == "invariants") {
+        // Spark lists `invariants` among the writer features of every table that uses table
+        // features (minWriterVersion 7), whatever feature made it so; delta-rs enforces
+        // `delta.invariants` column constraints only in its DataFusion build, which the worker
+        // does not link.
+        "Spark lists invariants in every table it creates with a table feature (deletionVectors, \
+         timestampNtz, v2Checkpoint, columnMapping, rowTracking, ...; DESCRIBE DETAIL shows \
+         minWriterVersion 7). Write to a table Spark created with its default protocol \
+         (minWriterVersion 2, no table features), or to a new table Tributary creates"
+            .to_string()
+    } else {
+        "Write to a table created without them (DESCRIBE DETAIL lists a table's features), or to \
+         a new table Tributary creates"
+            .to_string()
+    }
+}
+
 /// Checks that an existing table can take this ingestion's rows. Returns the schema the
 /// table evolves to when it lacks declared columns and `merge_schema` allows adding them.
 fn check_fit(
@@ -394,6 +438,7 @@ fn check_fit(
     uri: &str,
     merge_schema: bool,
 ) -> Result<Option<StructType>> {
+    check_writable(table, uri)?;
     let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
     let have = snapshot.schema();
     let partitions: Vec<String> = snapshot.metadata().partition_columns().to_vec();
@@ -480,4 +525,116 @@ pub fn fit_problems(
         ));
     }
     Fit { problems, added }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use deltalake::arrow::array::{Int64Array, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("device_id", DataType::Utf8, true),
+            Field::new("kafka_offset", DataType::Int64, false),
+        ]))
+    }
+
+    async fn open(location: &str) -> Result<DeltaSink> {
+        DeltaSink::open_or_create(
+            location,
+            HashMap::new(),
+            schema(),
+            Vec::new(),
+            10,
+            None,
+            "test",
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn creates_every_column_nullable_and_writes_non_null_batches_into_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        let mut sink = open(&location).await.expect("create");
+        let snapshot = sink.table.snapshot().expect("snapshot");
+        let columns: Vec<(String, bool)> = snapshot
+            .schema()
+            .fields()
+            .map(|f| (f.name().to_string(), f.is_nullable()))
+            .collect();
+        assert_eq!(
+            columns,
+            vec![("device_id".into(), true), ("kafka_offset".into(), true)]
+        );
+        // No NOT NULL column, so no invariants: the legacy protocol Spark reads and writes.
+        assert_eq!(snapshot.protocol().min_writer_version(), 2);
+        let batch = RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(StringArray::from(vec![Some("d-1"), None])),
+                Arc::new(Int64Array::from(vec![0, 1])),
+            ],
+        )
+        .expect("batch");
+        let outcome = sink
+            .commit(
+                Some(&batch),
+                &[TxnUpdate {
+                    app_id: "a".into(),
+                    expected: None,
+                    version: 2,
+                }],
+                HashMap::new(),
+            )
+            .await
+            .expect("commit");
+        assert!(matches!(outcome, CommitOutcome::Committed { files: 1, .. }));
+        // Reopened with the same (partly NOT NULL) schema, the nullable table still fits.
+        open(&location).await.expect("reopen");
+    }
+
+    /// A table as Spark creates it with a table feature: writer version 7, and `invariants`
+    /// among the writer features.
+    fn spark_table_with_features(dir: &std::path::Path, writer_features: &[&str]) {
+        let log = dir.join("_delta_log");
+        std::fs::create_dir_all(&log).expect("mkdir");
+        let schema = r#"{\"type\":\"struct\",\"fields\":[{\"name\":\"device_id\",\"type\":\"string\",\"nullable\":true,\"metadata\":{}},{\"name\":\"kafka_offset\",\"type\":\"long\",\"nullable\":true,\"metadata\":{}}]}"#;
+        let protocol = serde_json::json!({"protocol": {
+            "minReaderVersion": 3, "minWriterVersion": 7,
+            "readerFeatures": ["deletionVectors"], "writerFeatures": writer_features}});
+        let metadata = format!(
+            r#"{{"metaData":{{"id":"6c1e4b2a-0000-4000-8000-000000000001","format":{{"provider":"parquet","options":{{}}}},"schemaString":"{schema}","partitionColumns":[],"configuration":{{"delta.enableDeletionVectors":"true"}},"createdTime":1}}}}"#
+        );
+        std::fs::write(
+            log.join("00000000000000000000.json"),
+            format!("{protocol}\n{metadata}\n"),
+        )
+        .expect("write the log");
+    }
+
+    #[tokio::test]
+    async fn refuses_a_table_requiring_invariants_naming_the_feature_and_the_way_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        spark_table_with_features(dir.path(), &["appendOnly", "invariants", "deletionVectors"]);
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        let error = open(&location).await.err().expect("refused").to_string();
+        assert!(
+            error
+                .contains("table features Tributary's Delta writer does not implement: invariants")
+                && error.contains("minWriterVersion 2")
+                && error.contains(&location),
+            "{error}"
+        );
+        // Without invariants the same table is written.
+        let dir = tempfile::tempdir().expect("tempdir");
+        spark_table_with_features(dir.path(), &["appendOnly", "deletionVectors"]);
+        open(dir.path().to_str().expect("utf-8"))
+            .await
+            .expect("a deletionVectors table without invariants");
+    }
 }

@@ -130,6 +130,13 @@ impl SharedTable {
         Ok(None)
     }
 
+    /// The table's txn version for one app id (another writer's, e.g. a Spark query's).
+    pub fn txn_version(&self, app_id: &str) -> Result<Option<i64>> {
+        let ids = [app_id.to_string()];
+        let versions = self.with_sink(|sink| self.runtime.block_on(sink.txn_versions(&ids)))?;
+        Ok(versions.into_iter().next().flatten())
+    }
+
     /// Commits a batch's rows with every partition's move, atomically; a partition that is no
     /// longer where the batch started makes it a [`CommitOutcome::Conflict`].
     pub fn commit(

@@ -2,7 +2,7 @@
 //!
 //! Inside, each module uses only those listed before it: `security` (which connection failures
 //! stop the worker), `config` (the consumer's settings), `offsets` (offset queries to the
-//! brokers), `start` (where a partition reads next: the exactly-once core), `connection` (the
+//! brokers), `spark_checkpoint` (where a Spark query left off, for a takeover), `start` (where a partition reads next: the exactly-once core), `connection` (the
 //! check before the query starts), `consumer` (the group member, rebalances and polling).
 
 mod config;
@@ -10,6 +10,7 @@ mod connection;
 mod consumer;
 mod offsets;
 mod security;
+mod spark_checkpoint;
 mod start;
 
 pub use config::SourceConfig;
@@ -19,4 +20,5 @@ pub use offsets::{
     RunTargets, available_now_targets, latest_of_subscription, metadata_client,
     resolve_starting_offsets, subscription_partitions,
 };
+pub use spark_checkpoint::{SparkCheckpoint, SparkTakeover};
 pub use start::StartResolver;
