@@ -46,12 +46,7 @@ pub fn run(
         }
     }
 
-    let cluster =
-        MockCluster::new(1).map_err(Error::kafka("start the embedded broker", "127.0.0.1"))?;
-    let bootstrap = cluster.bootstrap_servers();
-    cluster
-        .create_topic(TOPIC, PARTITIONS, 1)
-        .map_err(Error::kafka(format!("create topic {TOPIC}"), &bootstrap))?;
+    let (cluster, bootstrap) = start_broker()?;
     eprintln!("embedded Kafka broker on {bootstrap}, topic {TOPIC} with {PARTITIONS} partitions");
     let (produced, bad) = produce_readings(&bootstrap)?;
     eprintln!("produced {produced} sensor readings, {bad} of them malformed");
@@ -124,12 +119,7 @@ fn produce_readings(bootstrap: &str) -> Result<(usize, usize)> {
 /// new readings every second) until the process is stopped, so that `run` can be tried against
 /// it. Prints the bootstrap address alone on stdout for scripts.
 pub fn serve_broker(per_second: u32, stop: Arc<AtomicBool>) -> Result<()> {
-    let cluster =
-        MockCluster::new(1).map_err(Error::kafka("start the embedded broker", "127.0.0.1"))?;
-    let bootstrap = cluster.bootstrap_servers();
-    cluster
-        .create_topic(TOPIC, PARTITIONS, 1)
-        .map_err(Error::kafka(format!("create topic {TOPIC}"), &bootstrap))?;
+    let (cluster, bootstrap) = start_broker()?;
     let (produced, bad) = produce_readings(&bootstrap)?;
     println!("{bootstrap}");
     eprintln!(
@@ -152,6 +142,18 @@ pub fn serve_broker(per_second: u32, stop: Arc<AtomicBool>) -> Result<()> {
     drop(producer);
     drop(cluster);
     Ok(())
+}
+
+/// The embedded broker (librdkafka's mock cluster on 127.0.0.1) with the readings' topic;
+/// returns it with its bootstrap address. It lives as long as the returned value.
+fn start_broker() -> Result<(MockCluster<'static, DefaultProducerContext>, String)> {
+    let cluster =
+        MockCluster::new(1).map_err(Error::kafka("start the embedded broker", "127.0.0.1"))?;
+    let bootstrap = cluster.bootstrap_servers();
+    cluster
+        .create_topic(TOPIC, PARTITIONS, 1)
+        .map_err(Error::kafka(format!("create topic {TOPIC}"), &bootstrap))?;
+    Ok((cluster, bootstrap))
 }
 
 fn producer(bootstrap: &str) -> Result<ThreadedProducer<DefaultProducerContext>> {
