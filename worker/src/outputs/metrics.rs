@@ -222,11 +222,15 @@ impl Metrics {
         self.last_beat_ms.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// How long since the pipeline last turned; None before its first turn.
+    fn silence(&self) -> Option<Duration> {
+        let last = self.last_beat_ms.load(Ordering::Relaxed);
+        (last > 0).then(|| Duration::from_millis(now_ms().saturating_sub(last)))
+    }
+
     /// Ready: the pipeline has started and turned recently.
     pub fn ready(&self) -> bool {
-        let last = self.last_beat_ms.load(Ordering::Relaxed);
-        let stall = u64::try_from(self.stall.as_millis()).unwrap_or(u64::MAX);
-        last > 0 && now_ms().saturating_sub(last) <= stall
+        self.silence().is_some_and(|silent| silent <= self.stall)
     }
 
     /// The Prometheus text exposition.
@@ -252,14 +256,12 @@ impl tributary_http::Probe for Metrics {
     }
 
     fn readiness(&self) -> Result<(), String> {
-        let last = self.last_beat_ms.load(Ordering::Relaxed);
-        if last == 0 {
+        let Some(silent) = self.silence() else {
             return Err("the pipeline has not started".into());
-        }
-        if self.ready() {
+        };
+        if silent <= self.stall {
             Ok(())
         } else {
-            let silent = Duration::from_millis(now_ms().saturating_sub(last));
             Err(format!(
                 "the pipeline has stalled: no batch or poll for {} s (limit {} s)",
                 silent.as_secs(),
@@ -269,13 +271,11 @@ impl tributary_http::Probe for Metrics {
     }
 
     fn liveness(&self) -> Result<(), String> {
-        let last = self.last_beat_ms.load(Ordering::Relaxed);
         // Opening (a large table, a catalog) may take long: only a loop that ran and stopped
         // turning is wedged.
-        if last == 0 {
+        let Some(silent) = self.silence() else {
             return Ok(());
-        }
-        let silent = Duration::from_millis(now_ms().saturating_sub(last));
+        };
         let limit = self.stall * WEDGED_STALLS;
         if silent > limit {
             Err(format!(

@@ -324,17 +324,16 @@ fn initial_offsets(
         });
     }
     let resolved = match takeover {
-        Some(takeover) => spark_handover(client, source, takeover, table)?,
-        None => source::resolve_starting_offsets(client, source)?,
+        Some(takeover) => spark_handover(&tps, takeover, table)?,
+        None => source::resolve_starting_offsets(client, source, tps)?,
     };
     runtime.block_on(checkpoint.save_initial_offsets(&resolved))
 }
 
 /// The starting offsets of a takeover: the end offsets of the Spark query's last batch that the
-/// table holds (its txn version for the Spark query id), for the partitions read now.
+/// table holds (its txn version for the Spark query id), for the partitions `tps` read now.
 fn spark_handover(
-    client: &BaseConsumer,
-    source: &SourceConfig,
+    tps: &[TopicPartition],
     takeover: &SparkTakeover,
     table: &SharedTable,
 ) -> Result<OffsetMap> {
@@ -342,8 +341,7 @@ fn spark_handover(
     spark.check_stopped(takeover.quiet, std::time::SystemTime::now())?;
     let batch = table.txn_version(spark.query_id())?;
     let handover = spark.handover(batch)?;
-    let tps = source::subscription_partitions(client, &source.subscription, &source.bootstrap)?;
-    let offsets = handover.start_offsets(spark.dir(), &tps)?;
+    let offsets = handover.start_offsets(spark.dir(), tps)?;
     info!(
         spark_query_id = handover.query_id,
         spark_batch = ?handover.batch,

@@ -89,8 +89,13 @@ impl SharedTable {
     /// The next offset the table records for each of `tps` (absent: never written by this
     /// query).
     pub fn committed_offsets(&self, tps: &[TopicPartition]) -> Result<OffsetMap> {
-        let ids: Vec<String> = tps.iter().map(|tp| self.ids.data(tp)).collect();
-        let versions = self.with_sink(|sink| self.runtime.block_on(sink.txn_versions(&ids)))?;
+        self.offsets_recorded_by(&self.ids, tps)
+    }
+
+    /// The next offset the table records for each of `tps` under the txn ids of one query.
+    fn offsets_recorded_by(&self, ids: &TxnIds, tps: &[TopicPartition]) -> Result<OffsetMap> {
+        let app_ids: Vec<String> = tps.iter().map(|tp| ids.data(tp)).collect();
+        let versions = self.with_sink(|sink| self.runtime.block_on(sink.txn_versions(&app_ids)))?;
         Ok(tps
             .iter()
             .zip(versions)
@@ -114,15 +119,7 @@ impl SharedTable {
                 .block_on(sink.recent_writers(COMMITS_LOOKED_AT))
         })?;
         for writer in writers.into_iter().filter(|w| w != ours) {
-            let ids = TxnIds::for_query(&writer);
-            let app_ids: Vec<String> = tps.iter().map(|tp| ids.data(tp)).collect();
-            let versions =
-                self.with_sink(|sink| self.runtime.block_on(sink.txn_versions(&app_ids)))?;
-            let offsets: OffsetMap = tps
-                .iter()
-                .zip(versions)
-                .filter_map(|(tp, v)| v.map(|v| (tp.clone(), v)))
-                .collect();
+            let offsets = self.offsets_recorded_by(&TxnIds::for_query(&writer), tps)?;
             if !offsets.is_empty() {
                 return Ok(Some((writer, offsets)));
             }

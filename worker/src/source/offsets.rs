@@ -143,10 +143,14 @@ pub fn latest_of_subscription(client: &BaseConsumer, source: &SourceConfig) -> R
     latest_offsets(client, &tps, &source.bootstrap)
 }
 
-/// startingOffsets of a new query, as numbers where Spark would pin them (latest is read now;
-/// earliest stays symbolic so that retention never turns it into data loss).
-pub fn resolve_starting_offsets(client: &BaseConsumer, source: &SourceConfig) -> Result<OffsetMap> {
-    let tps = subscription_partitions(client, &source.subscription, &source.bootstrap)?;
+/// startingOffsets of a new query for the partitions `tps` of its subscription, as numbers where
+/// Spark would pin them (latest is read now; earliest stays symbolic so that retention never
+/// turns it into data loss).
+pub fn resolve_starting_offsets(
+    client: &BaseConsumer,
+    source: &SourceConfig,
+    tps: Vec<TopicPartition>,
+) -> Result<OffsetMap> {
     let starting = source
         .read
         .starting_offsets()
