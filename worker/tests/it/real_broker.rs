@@ -251,7 +251,6 @@ fn a_worker_whose_broker_died_stops_within_seconds() {
         !worker.progress().is_empty()
     });
     broker.kill(1);
-    std::thread::sleep(Duration::from_secs(1));
     let asked = Instant::now();
     worker.terminate();
     let status = worker.wait(Duration::from_secs(60));
