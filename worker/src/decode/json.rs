@@ -13,6 +13,7 @@
 mod build;
 mod convert;
 mod parse;
+mod pattern;
 mod time;
 
 use std::collections::{BTreeSet, HashMap};
@@ -130,6 +131,8 @@ pub struct JsonDecoder {
     metadata: Vec<MetadataColumn>,
     /// The table's schema: declared columns, metadata columns, then `_rescued_data` (rescue).
     table_schema: SchemaRef,
+    /// How dates and timestamps are read (dateFormat, timestampFormat, timeZone).
+    formats: time::Formats,
 }
 
 /// What became of one record (its cells are in the buffer it was decoded into: one per
@@ -197,6 +200,7 @@ impl JsonDecoder {
             by_name,
             metadata,
             table_schema: Arc::new(Schema::new(table_fields)),
+            formats: time::Formats::of(format).map_err(Error::Unsupported)?,
         })
     }
 
@@ -349,7 +353,7 @@ impl JsonDecoder {
                 continue;
             };
             let column = &self.columns[index];
-            match convert::convert(&column.data_type, &member.value) {
+            match convert::convert(&column.data_type, &member.value, &self.formats) {
                 Ok(cell) => cells[index] = cell,
                 Err(why) => {
                     problems.push(format!(

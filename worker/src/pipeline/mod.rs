@@ -25,7 +25,7 @@ use tokio::runtime::Handle;
 use tracing::{info, info_span};
 use tributary_crds::{StreamingIngestion, TriggerKind};
 
-use crate::batch::{BatchOutcome, Next, ReadAhead, Schedule, TopicNames};
+use crate::batch::{BatchOutcome, MinOffsets, Next, ReadAhead, Schedule, TopicNames};
 use crate::checkpoint::CheckpointDir;
 use crate::decode::JsonDecoder;
 use crate::error::Result;
@@ -112,6 +112,8 @@ pub struct Pipeline {
     /// The end offsets of a run to completion.
     targets: Option<OffsetMap>,
     max_offsets_per_trigger: Option<i64>,
+    /// minOffsetsPerTrigger with maxTriggerDelay (continuous triggers only).
+    min_offsets: Option<MinOffsets>,
     /// Records read ahead of a batch's planned end, kept for the next batch.
     read_ahead: ReadAhead,
     topic_names: TopicNames,

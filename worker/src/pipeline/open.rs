@@ -13,7 +13,7 @@ use tracing::info;
 use tributary_crds::{OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind};
 
 use super::{Pipeline, RunSummary};
-use crate::batch::{ReadAhead, Schedule, TopicNames};
+use crate::batch::{MinOffsets, ReadAhead, Schedule, TopicNames};
 use crate::checkpoint::{self, AvailableNowRun, CheckpointDir, OwnerClaim};
 use crate::decode::JsonDecoder;
 use crate::error::{Error, Result};
@@ -91,7 +91,7 @@ impl Pipeline {
             &spec.sink.delta.secret_storage_options,
             "spec.sink.delta",
         )?;
-        let decoder = JsonDecoder::new(&spec.format.json, &spec.metadata_columns)?;
+        let decoder = JsonDecoder::new(&spec.format.json, &spec.metadata_columns())?;
         // A table named through Unity Catalog is resolved (and registered when absent) before
         // the checkpoint is claimed, so a refused token or an unknown table leaves nothing.
         let sink_table = runtime.block_on(catalog::locate_sink(
@@ -168,6 +168,7 @@ impl Pipeline {
                 .source
                 .read_options()
                 .and_then(|r| r.max_offsets_per_trigger),
+            min_offsets: min_offsets(spec, kind)?,
             read_ahead: ReadAhead::new(tuning.read_ahead_records, READ_AHEAD_BYTES),
             topic_names: TopicNames::default(),
             max_batch_bytes: tuning.max_batch_bytes,
@@ -184,6 +185,26 @@ impl Pipeline {
             },
         })
     }
+}
+
+/// minOffsetsPerTrigger with maxTriggerDelay, for a continuous query (a run to completion
+/// reads up to its end in batches of maxOffsetsPerTrigger, as Spark ignores the minimum for
+/// availableNow).
+fn min_offsets(spec: &StreamingIngestionSpec, kind: TriggerKind) -> Result<Option<MinOffsets>> {
+    let Some(read) = spec.source.read_options() else {
+        return Ok(None);
+    };
+    let Some(min) = read.min_offsets_per_trigger else {
+        return Ok(None);
+    };
+    if kind.runs_to_completion() {
+        info!("minOffsetsPerTrigger does not apply to a run to completion");
+        return Ok(None);
+    }
+    let delay = read
+        .max_trigger_delay()
+        .map_err(|e| Error::Unsupported(format!("maxTriggerDelay: {e}")))?;
+    Ok(Some(MinOffsets::new(min, delay)))
 }
 
 /// Resolves the source's settings and checks the brokers: refused credentials, an untrusted
@@ -379,7 +400,7 @@ fn run_targets(
             }
             Ok(Some(targets.into_offsets()))
         }
-        TriggerKind::Once => Ok(Some(source::latest_of_subscription(client, source)?)),
+        TriggerKind::Once => Ok(Some(source::run_end_offsets(client, source)?)),
         TriggerKind::Default | TriggerKind::ProcessingTime(_) => Ok(None),
     }
 }

@@ -17,8 +17,8 @@ pub use config::SourceConfig;
 pub use connection::probe;
 pub use consumer::{Polled, Source};
 pub use offsets::{
-    RunTargets, available_now_targets, latest_of_subscription, metadata_client,
-    resolve_starting_offsets, subscription_partitions,
+    RunTargets, available_now_targets, metadata_client, resolve_starting_offsets, run_end_offsets,
+    subscription_partitions,
 };
 pub use spark_checkpoint::{SparkCheckpoint, SparkTakeover};
 pub use start::StartResolver;
