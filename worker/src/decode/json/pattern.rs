@@ -78,6 +78,12 @@ fn match_items(items: &[Item], text: &[u8], mut at: usize, fields: &mut Fields) 
                     adjacent_width(&items[index + 1..])
                 };
                 let (value, end) = read_number(text, at, *min, *max, subsequent)?;
+                // Spark reads `yyyy` as Java's `uuuu` (the proleptic year, sign style
+                // EXCEEDS_PAD): in strict parsing more digits than the letters need a `+`,
+                // which is not read here, so `yyyy` takes exactly four digits.
+                if *field == NumberField::Year && *min >= 4 && end - at > *min {
+                    return None;
+                }
                 fields.set_number(*field, value).ok()?;
                 end
             }
@@ -244,8 +250,8 @@ fn resolve_date(fields: &Fields, text: &str) -> Result<i64, Refusal> {
     let year = fields.year.unwrap_or(1970);
     let month = fields.month.unwrap_or(1);
     let day = fields.day.unwrap_or(1);
-    // Java's year-of-era runs from 1 (era 1, as Spark's formatter defaults it).
-    if fields.year.is_some_and(|y| !(1..=999_999_999).contains(&y))
+    // Spark reads the proleptic year (year 0 is 1 BC).
+    if fields.year.is_some_and(|y| y > 999_999_999)
         || !(1..=12).contains(&month)
         || !(1..=31).contains(&day)
     {
