@@ -14,6 +14,7 @@ mod kafka;
 mod on_error;
 mod real_broker;
 mod rebalance;
+mod record_values;
 mod schema_evolution;
 mod secure_broker;
 mod source_options;
