@@ -16,6 +16,7 @@ mod commit;
 mod open;
 mod publish;
 mod read;
+mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,6 +133,8 @@ pub struct Pipeline {
     summary: RunSummary,
     /// Storage credentials the catalog vended, renewed before they expire.
     renewal: Option<Renewal>,
+    /// Checks that the brokers and the table can be reached, for /readyz; stops when dropped.
+    _watch: Option<watch::Watch>,
 }
 
 impl Pipeline {

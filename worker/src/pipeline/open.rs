@@ -12,6 +12,7 @@ use tokio::runtime::Handle;
 use tracing::info;
 use tributary_crds::{OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind};
 
+use super::watch::Watch;
 use super::{Pipeline, RunSummary};
 use crate::batch::{MinOffsets, ReadAhead, Schedule, TopicNames};
 use crate::checkpoint::{self, AvailableNowRun, CheckpointDir, OwnerClaim};
@@ -129,6 +130,7 @@ impl Pipeline {
             .map(|sink| DeadLetterTable::new(sink, ids, runtime.clone(), query_id.clone()));
 
         let metadata_client = source::metadata_client(&source)?;
+        let brokers = source::BrokerCheck::new(&source)?;
         let initial = initial_offsets(
             &metadata_client,
             &source,
@@ -148,6 +150,12 @@ impl Pipeline {
         )?;
         let source = start_source(source, metadata_client, initial, &table, targets.as_ref())?;
         let fail_on_data_loss = source.config().read.fail_on_data_loss();
+        let watch = Watch::start(
+            brokers,
+            table.clone(),
+            runtime.clone(),
+            telemetry.metrics.clone(),
+        );
 
         Ok(Pipeline {
             name: identity.to_string(),
@@ -178,6 +186,7 @@ impl Pipeline {
             fail_on_data_loss,
             previous_start: None,
             telemetry,
+            _watch: watch,
             summary: RunSummary {
                 query_id,
                 table: table_uri,

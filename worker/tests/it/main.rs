@@ -12,6 +12,7 @@ mod exactly_once;
 mod in_pod;
 mod kafka;
 mod on_error;
+mod readiness;
 mod real_broker;
 mod rebalance;
 mod record_values;
