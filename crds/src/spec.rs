@@ -444,7 +444,7 @@ impl ReadOptions {
     }
 
     /// The parsed endingOffsets: None for latest (or unset).
-    pub fn ending_offsets(&self) -> Result<Option<BTreeMap<String, BTreeMap<i32, i64>>>, String> {
+    pub fn ending_offsets(&self) -> Result<Option<PartitionNumbers>, String> {
         match self.ending_offsets.as_deref().map(str::trim) {
             None | Some("latest") => Ok(None),
             Some(text) => {
@@ -487,6 +487,9 @@ pub const READ_MIN_MAX_MESSAGE: &str =
 pub const ENDING_OFFSETS_RULE: &str = "!((has(self.source.kafka) && has(self.source.kafka.endingOffsets)) || (has(self.source.eventHubs) && has(self.source.eventHubs.endingOffsets))) || (has(self.trigger) && ((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once)))";
 pub const ENDING_OFFSETS_MESSAGE: &str = "endingOffsets ends a run to completion and needs trigger availableNow or once; a continuous query has no end";
 
+/// Per-partition numbers of a JSON option: topic -> partition -> offset or time.
+pub type PartitionNumbers = BTreeMap<String, BTreeMap<i32, i64>>;
+
 /// Spark's default maxTriggerDelay.
 pub const DEFAULT_MAX_TRIGGER_DELAY: Duration = Duration::from_secs(15 * 60);
 
@@ -521,7 +524,7 @@ pub enum QueryStart {
     /// Every partition at its first record at or after these epoch milliseconds.
     Timestamp(i64),
     /// topic -> partition -> epoch milliseconds.
-    ByTimestamp(BTreeMap<String, BTreeMap<i32, i64>>),
+    ByTimestamp(PartitionNumbers),
 }
 
 /// Spark's startingOffsetsByTimestampStrategy.
