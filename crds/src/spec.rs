@@ -700,13 +700,68 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// How each event's value is parsed.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// How each event's value is parsed: exactly one of json or raw.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.json) != has(self.raw)").message(FORMAT_ONE_OF_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct Format {
     /// JSON objects parsed against a declared schema (Spark's from_json).
-    pub json: JsonFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<JsonFormat>,
+
+    /// The value (and key) kept as they came, beside the metadata columns, as Spark's Kafka
+    /// source gives them before any parsing: a bronze table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawFormat>,
 }
+
+/// The message of the rule that asks for one format.
+pub const FORMAT_ONE_OF_MESSAGE: &str = "spec.format must set exactly one of json (parse values against a schema) or raw (keep them as they came)";
+
+impl Format {
+    /// The JSON format, when the values are parsed (None for raw).
+    pub fn json(&self) -> Option<&JsonFormat> {
+        self.json.as_ref()
+    }
+}
+
+/// Values kept unparsed: the columns `value` and `key` (Spark's names), of the types chosen.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RawFormat {
+    /// The type of the value column: binary (the default, as Spark's Kafka source; every
+    /// byte kept) or string (UTF-8 text, as CAST(value AS STRING); a value that is not UTF-8
+    /// stops the query, naming its offset, rather than being changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<RawType>,
+
+    /// The type of the key column: binary (the default) or string, as for the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<RawType>,
+}
+
+impl RawFormat {
+    pub fn value_type(&self) -> RawType {
+        self.value_type.unwrap_or_default()
+    }
+
+    pub fn key_type(&self) -> RawType {
+        self.key_type.unwrap_or_default()
+    }
+}
+
+/// The column type of a raw value or key.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RawType {
+    #[default]
+    Binary,
+    String,
+}
+
+/// The columns of a raw table, besides the metadata columns.
+pub const RAW_VALUE_COLUMN: &str = "value";
+pub const RAW_KEY_COLUMN: &str = "key";
 
 /// JSON parsed against a schema (Spark's from_json with a StructType).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]

@@ -567,9 +567,33 @@ fn validate_topic(path: &str, topic: &str, errors: &mut Errors) {
 type Columns = BTreeMap<String, Option<DataType>>;
 
 fn validate_format(spec: &StreamingIngestionSpec, errors: &mut Errors) -> Columns {
-    let path = "spec.format.json";
-    let json = &spec.format.json;
     let mut columns: Columns = BTreeMap::new();
+    match (&spec.format.json, &spec.format.raw) {
+        (Some(json), None) => validate_json_schema(json, &mut columns, errors),
+        (None, Some(raw)) => {
+            for (name, raw_type) in [
+                (RAW_VALUE_COLUMN, raw.value_type()),
+                (RAW_KEY_COLUMN, raw.key_type()),
+            ] {
+                let data_type = match raw_type {
+                    RawType::Binary => DataType::Binary,
+                    RawType::String => DataType::String,
+                };
+                columns.insert(name.to_string(), Some(data_type));
+            }
+        }
+        _ => errors.push("spec.format", FORMAT_ONE_OF_MESSAGE),
+    }
+    validate_metadata_columns(spec, &mut columns, errors);
+    if let Some(json) = &spec.format.json {
+        validate_json_options(spec, json, errors);
+    }
+    columns
+}
+
+/// The declared columns of a JSON format.
+fn validate_json_schema(json: &JsonFormat, columns: &mut Columns, errors: &mut Errors) {
+    let path = "spec.format.json";
     if json.schema.is_empty() {
         errors.push(format!("{path}.schema"), "must declare at least one field");
     }
@@ -608,7 +632,14 @@ fn validate_format(spec: &StreamingIngestionSpec, errors: &mut Errors) -> Column
         };
         columns.insert(lower, data_type);
     }
+}
 
+/// The Kafka columns kept beside the data (metadataColumns, includeHeaders).
+fn validate_metadata_columns(
+    spec: &StreamingIngestionSpec,
+    columns: &mut Columns,
+    errors: &mut Errors,
+) {
     let mut seen = BTreeSet::new();
     for (i, column) in spec.metadata_columns.iter().enumerate() {
         let at = format!("spec.metadataColumns[{i}]");
@@ -643,6 +674,11 @@ fn validate_format(spec: &StreamingIngestionSpec, errors: &mut Errors) -> Column
             Some(metadata_column_type(MetadataColumn::Headers)),
         );
     }
+}
+
+/// The options of a JSON format: date and time patterns, the zone, the bad-input policy.
+fn validate_json_options(spec: &StreamingIngestionSpec, json: &JsonFormat, errors: &mut Errors) {
+    let path = "spec.format.json";
     for (field, pattern) in [
         ("timestampFormat", &json.timestamp_format),
         ("dateFormat", &json.date_format),
@@ -684,7 +720,6 @@ fn validate_format(spec: &StreamingIngestionSpec, errors: &mut Errors) -> Column
         }
         _ => {}
     }
-    columns
 }
 
 fn metadata_column_type(column: MetadataColumn) -> DataType {

@@ -471,6 +471,23 @@ fn cel_spark_source_options() {
 }
 
 #[test]
+fn cel_one_format() {
+    assert_rejected(
+        |o| o["spec"]["format"]["raw"] = json!({"valueType": "binary"}),
+        "spec.format must set exactly one of json (parse values against a schema) or raw",
+    );
+    let mut raw = valid_object();
+    raw["spec"]["format"] = json!({"raw": {"valueType": "string", "keyType": "binary"}});
+    assert_eq!(cel_errors(&raw), Vec::<String>::new());
+    let raw_schema = &schema()["properties"]["spec"]["properties"]["format"]["properties"]["raw"];
+    let types = raw_schema["properties"]["valueType"]["enum"].to_string();
+    assert!(
+        types.contains("\"binary\"") && types.contains("\"string\""),
+        "{types}"
+    );
+}
+
+#[test]
 fn cel_options_tributary_manages() {
     assert_rejected(
         |o| o["spec"]["source"]["kafka"]["options"] = json!({"enable.auto.commit": "true"}),

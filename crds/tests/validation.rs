@@ -1136,3 +1136,33 @@ fn unity_catalog_checks() {
         ],
     );
 }
+
+#[test]
+fn raw_format_checks() {
+    let mut raw = base();
+    raw["spec"]["format"] = json!({"raw": {"valueType": "string"}});
+    raw["spec"]["metadataColumns"] = json!(["topic", "offset"]);
+    raw["spec"]["sink"]["delta"]["partitionBy"] = json!(["kafka_topic"]);
+    assert_eq!(problems(raw), "");
+    expect(
+        |v| {
+            v["spec"]["format"]["raw"] = json!({});
+        },
+        &[
+            "spec.format: spec.format must set exactly one of json (parse values against a schema) or raw",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["format"] = json!({});
+        },
+        &["spec.format: spec.format must set exactly one of json"],
+    );
+    expect(
+        |v| {
+            v["spec"]["format"] = json!({"raw": {}});
+            v["spec"]["sink"]["delta"]["partitionBy"] = json!(["device_id"]);
+        },
+        &["spec.sink.delta.partitionBy[0]"],
+    );
+}

@@ -128,6 +128,16 @@ pub enum Error {
     },
 
     #[error(
+        "record {topic}-{partition} at offset {offset} cannot be kept as format.raw says: {reason}"
+    )]
+    RawRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+
+    #[error(
         "record {topic}-{partition} at offset {offset} does not parse against the schema: {reason} (onError: fail stops the query; use rescue or deadLetter to keep going)"
     )]
     BadRecord {

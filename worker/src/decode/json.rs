@@ -456,7 +456,11 @@ fn read_object(value: Option<&[u8]>) -> std::result::Result<Vec<Member<'_>>, Str
 }
 
 /// A metadata column for the rows `rows` (indices into `records`).
-fn metadata_array(column: MetadataColumn, records: &[Record], rows: &[usize]) -> ArrayRef {
+pub(super) fn metadata_array(
+    column: MetadataColumn,
+    records: &[Record],
+    rows: &[usize],
+) -> ArrayRef {
     let each = rows.iter().map(|&i| &records[i]);
     match column {
         MetadataColumn::Topic => Arc::new(StringArray::from_iter_values(each.map(|r| &*r.topic))),

@@ -28,7 +28,7 @@ use tributary_crds::{StreamingIngestion, TriggerKind};
 
 use crate::batch::{BatchOutcome, MinOffsets, Next, ReadAhead, Schedule, TopicNames};
 use crate::checkpoint::CheckpointDir;
-use crate::decode::JsonDecoder;
+use crate::decode::Decoder;
 use crate::error::Result;
 use crate::outputs::Telemetry;
 use crate::partition::OffsetMap;
@@ -106,7 +106,7 @@ pub struct Pipeline {
     dead_letter: Option<DeadLetterTable>,
     /// Background compaction (queries that run for long).
     maintenance: Option<Maintenance>,
-    decoder: JsonDecoder,
+    decoder: Decoder,
     checkpoint: CheckpointDir,
     runtime: Handle,
     schedule: Schedule,

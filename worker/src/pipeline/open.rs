@@ -16,7 +16,7 @@ use super::watch::Watch;
 use super::{Pipeline, RunSummary};
 use crate::batch::{MinOffsets, ReadAhead, Schedule, TopicNames};
 use crate::checkpoint::{self, AvailableNowRun, CheckpointDir, OwnerClaim};
-use crate::decode::JsonDecoder;
+use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
 use crate::partition::{OffsetMap, TopicPartition, from_partition_offsets, to_partition_offsets};
@@ -92,7 +92,7 @@ impl Pipeline {
             &spec.sink.delta.secret_storage_options,
             "spec.sink.delta",
         )?;
-        let decoder = JsonDecoder::new(&spec.format.json, &spec.metadata_columns())?;
+        let decoder = Decoder::new(&spec.format, &spec.metadata_columns())?;
         // A table named through Unity Catalog is resolved (and registered when absent) before
         // the checkpoint is claimed, so a refused token or an unknown table leaves nothing.
         let sink_table = runtime.block_on(catalog::locate_sink(
@@ -256,7 +256,7 @@ fn open_tables(
     table_uri: &str,
     table_options: &HashMap<String, String>,
     storage_options: &HashMap<String, String>,
-    decoder: &JsonDecoder,
+    decoder: &Decoder,
     identity: &Identity,
     kind: TriggerKind,
     tuning: &Tuning,
@@ -291,8 +291,8 @@ fn open_tables(
         )),
         _ => None,
     };
-    let format = &spec.format.json;
-    let dead_letter = match (format.on_error(), &format.dead_letter) {
+    let dead_letter_table = spec.format.json().and_then(|f| f.dead_letter.as_ref());
+    let dead_letter = match (decoder.on_error(), dead_letter_table) {
         (OnError::DeadLetter, Some(dead_letter)) => {
             Some(runtime.block_on(DeltaSink::open_or_create(
                 &dead_letter.uri,

@@ -115,3 +115,110 @@ fn a_tombstone_and_an_empty_value_are_kept_apart() {
         "{stderr}"
     );
 }
+
+#[test]
+fn format_raw_keeps_values_and_keys_as_they_came() {
+    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::datatypes::Int64Type;
+    let broker = Broker::start();
+    produce_values(&broker);
+    let producer = producer(&broker.bootstrap);
+    // Offset 4: bytes that are not UTF-8.
+    producer
+        .send(
+            BaseRecord::<[u8], [u8]>::to("t")
+                .partition(0)
+                .key(b"k3".as_slice())
+                .payload(b"caf\xe9".as_slice()),
+        )
+        .map_err(|(e, _)| e)
+        .expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    // binary: every record a row, every byte kept; a tombstone's value is null, an empty
+    // value empty.
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "bronze", "t");
+    manifest.schema = "";
+    let path = ws.write(
+        "m.yaml",
+        &manifest.render().replace(
+            "    json:\n      schema:\n      onError: rescue\n",
+            "    raw: {}\n",
+        ),
+    );
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "binary");
+    assert!(status.success(), "{}", worker.stderr_text());
+    let table = read_table(&ws.table());
+    assert!(
+        table
+            .schema_string
+            .starts_with(r#"{"type":"struct","fields":[{"name":"key","type":"binary""#)
+            && table
+                .schema_string
+                .contains(r#"{"name":"value","type":"binary""#)
+            && !table.schema_string.contains("_rescued_data"),
+        "{}",
+        table.schema_string
+    );
+    let mut rows = std::collections::BTreeMap::new();
+    for batch in &table.batches {
+        let offsets = batch
+            .column_by_name("kafka_offset")
+            .expect("offset")
+            .as_primitive::<Int64Type>();
+        let keys = batch.column_by_name("key").expect("key").as_binary::<i32>();
+        let values = batch
+            .column_by_name("value")
+            .expect("value")
+            .as_binary::<i32>();
+        for i in 0..batch.num_rows() {
+            rows.insert(
+                offsets.value(i),
+                (
+                    (!keys.is_null(i)).then(|| keys.value(i).to_vec()),
+                    (!values.is_null(i)).then(|| values.value(i).to_vec()),
+                ),
+            );
+        }
+    }
+    assert_eq!(rows.len(), 5);
+    assert_eq!(
+        rows[&0].1.as_deref(),
+        Some(reading(1, "oslo", 1.0).as_bytes())
+    );
+    assert_eq!(rows[&1], (Some(b"k1".to_vec()), None), "a tombstone");
+    assert_eq!(
+        rows[&2],
+        (Some(b"k2".to_vec()), Some(Vec::new())),
+        "an empty value"
+    );
+    assert_eq!(rows[&3].0, None, "no key");
+    assert_eq!(
+        rows[&4].1.as_deref(),
+        Some(b"caf\xe9".as_slice()),
+        "every byte"
+    );
+
+    // string: the text; the value that is not UTF-8 stops the query, named, after the rows
+    // before it... in the same batch, so nothing of that batch is written.
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "bronze-text", "t");
+    manifest.schema = "";
+    let path = ws.write(
+        "m.yaml",
+        &manifest.render().replace(
+            "    json:\n      schema:\n      onError: rescue\n",
+            "    raw: {valueType: string, keyType: string}\n",
+        ),
+    );
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "string");
+    assert!(!status.success());
+    let stderr = worker.stderr_text();
+    assert!(
+        stderr.contains("offset 4")
+            && stderr.contains("the value is not UTF-8")
+            && stderr.contains("format.raw.valueType: binary"),
+        "{stderr}"
+    );
+}
