@@ -356,13 +356,15 @@ fn validate_event_hubs(event_hubs: &EventHubsSource, errors: &mut Errors) {
     validate_topic(&format!("{path}.eventHub"), &event_hubs.event_hub, errors);
     let topics = BTreeSet::from([event_hubs.event_hub.as_str()]);
     validate_read_options(path, &event_hubs.read, Some(&topics), errors);
-    for option in [
-        "security.protocol",
-        "sasl.mechanism",
-        "sasl.username",
-        "sasl.mechanisms",
-    ] {
-        if event_hubs.read.options.contains_key(option) {
+    for option in event_hubs.read.options.keys() {
+        if [
+            "security.protocol",
+            "sasl.mechanism",
+            "sasl.username",
+            "sasl.mechanisms",
+        ]
+        .contains(&librdkafka_option_name(option))
+        {
             errors.push(
                 format!("{path}.options[{option}]"),
                 "is set by Tributary for Event Hubs (SASL_SSL, PLAIN, $ConnectionString) and cannot be changed",

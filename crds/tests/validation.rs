@@ -308,6 +308,19 @@ fn event_hubs_checks() {
         ],
     );
     expect(
+        |v| {
+            v["spec"]["source"] = json!({"eventHubs": {
+                "namespace": "contoso",
+                "eventHub": "telemetry",
+                "connectionString": {"secretKeyRef": {"name": "eh", "key": "cs"}},
+                "options": {"kafka.sasl.mechanism": "SCRAM-SHA-256"}
+            }})
+        },
+        &[
+            "spec.source.eventHubs.options[kafka.sasl.mechanism]: is set by Tributary for Event Hubs",
+        ],
+    );
+    expect(
         |v| v["spec"]["source"] = json!({}),
         &["spec.source: spec.source must set exactly one of kafka or eventHubs"],
     );
