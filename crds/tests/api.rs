@@ -31,7 +31,7 @@ fn committed_crds_match_the_types() {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == generated,
-            "{} is out of date with crds/src. Regenerate both copies with:\n    cargo run -p tributary-crds --bin crdgen",
+            "{} is out of date with crds/src. Regenerate both copies with:\n    cargo run --bin crdgen",
             path.display()
         );
     }

@@ -95,7 +95,7 @@ def test_chart_metadata(chart):
 def test_crd_is_byte_identical_to_the_generated_manifest():
     source = REPO_DIR / "crds" / CRD_FILE
     in_chart = CHART_DIR / "crds" / CRD_FILE
-    assert source.is_file(), f"{source} is missing (cargo run -p tributary-crds --bin crdgen)"
+    assert source.is_file(), f"{source} is missing (cargo run --bin crdgen)"
     assert in_chart.read_bytes() == source.read_bytes(), (
         f"{in_chart} differs from {source}: run `make crd` (copies the generated CRD into the chart)"
     )
