@@ -696,6 +696,49 @@ pub struct DeltaSink {
     /// refused either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_schema: Option<bool>,
+
+    /// VACUUM in the background, as Spark's `VACUUM table RETAIN n HOURS`: data files the
+    /// table stopped referencing (the small files compaction replaced) are deleted once they
+    /// have been unreferenced for the retention. Absent: never (as Delta: files stay until
+    /// someone vacuums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vacuum: Option<Vacuum>,
+}
+
+/// The message of the rule that keeps a VACUUM retention at Delta's default or above.
+pub const VACUUM_RETENTION_CHECK_MESSAGE: &str = "spec.sink.delta.vacuum.retainHours below 168 (Delta's default of 7 days) deletes files that readers and time travel may still need; set retentionDurationCheck: false to allow it, as Spark's spark.databricks.delta.retentionDurationCheck.enabled=false does";
+
+/// A VACUUM schedule and retention.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.retainHours) || self.retainHours >= 168 || (has(self.retentionDurationCheck) && !self.retentionDurationCheck)").message(VACUUM_RETENTION_CHECK_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct Vacuum {
+    /// Hours between two runs of each worker.
+    #[schemars(range(min = 1, max = MAX_VACUUM_INTERVAL_HOURS))]
+    pub interval_hours: i32,
+    /// Hours a file must have been unreferenced before it is deleted. Default 168 (7 days,
+    /// Delta's delta.deletedFileRetentionDuration); less needs retentionDurationCheck: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_VACUUM_RETAIN_HOURS))]
+    pub retain_hours: Option<i32>,
+    /// false allows retainHours under 168 (Spark's
+    /// spark.databricks.delta.retentionDurationCheck.enabled). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_duration_check: Option<bool>,
+}
+
+impl Vacuum {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.interval_hours.max(1).unsigned_abs()) * 3600)
+    }
+
+    pub fn retain_hours(&self) -> i32 {
+        self.retain_hours.unwrap_or(DEFAULT_VACUUM_RETAIN_HOURS)
+    }
+
+    pub fn retention_duration_check(&self) -> bool {
+        self.retention_duration_check.unwrap_or(true)
+    }
 }
 
 impl std::fmt::Debug for DeltaSink {

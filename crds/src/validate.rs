@@ -165,6 +165,31 @@ fn validate_spec_into(spec: &StreamingIngestionSpec, errors: &mut Errors) {
     validate_scaling(spec, errors);
 }
 
+fn validate_vacuum(vacuum: &Vacuum, errors: &mut Errors) {
+    check_range(
+        "spec.sink.delta.vacuum.intervalHours",
+        i64::from(vacuum.interval_hours),
+        1,
+        i64::from(MAX_VACUUM_INTERVAL_HOURS),
+        errors,
+    );
+    if let Some(hours) = vacuum.retain_hours {
+        check_range(
+            "spec.sink.delta.vacuum.retainHours",
+            i64::from(hours),
+            0,
+            i64::from(MAX_VACUUM_RETAIN_HOURS),
+            errors,
+        );
+    }
+    if vacuum.retain_hours() < DEFAULT_VACUUM_RETAIN_HOURS && vacuum.retention_duration_check() {
+        errors.push(
+            "spec.sink.delta.vacuum.retainHours",
+            VACUUM_RETENTION_CHECK_MESSAGE,
+        );
+    }
+}
+
 /// Autoscaling and the restart limit belong to continuous workers; autoscaling replaces
 /// spec.replicas.
 fn validate_scaling(spec: &StreamingIngestionSpec, errors: &mut Errors) {
@@ -639,6 +664,9 @@ fn metadata_column_type(column: MetadataColumn) -> DataType {
 fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut Errors) {
     let path = "spec.sink.delta";
     let delta = &spec.sink.delta;
+    if let Some(vacuum) = &delta.vacuum {
+        validate_vacuum(vacuum, errors);
+    }
     match (&delta.uri, &delta.table) {
         (Some(uri), None) => {
             validate_location(&format!("{path}.uri"), uri, errors);

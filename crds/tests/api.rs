@@ -373,6 +373,26 @@ fn cel_autoscaling_and_restart_limit_rules() {
 }
 
 #[test]
+fn cel_vacuum_keeps_delta_s_retention_unless_told_otherwise() {
+    use tributary_crds::spec::VACUUM_RETENTION_CHECK_MESSAGE;
+    assert_rejected(
+        |o| o["spec"]["sink"]["delta"]["vacuum"] = json!({"intervalHours": 24, "retainHours": 24}),
+        VACUUM_RETENTION_CHECK_MESSAGE,
+    );
+    for vacuum in [
+        json!({"intervalHours": 24}),
+        json!({"intervalHours": 6, "retainHours": 720}),
+        json!({"intervalHours": 1, "retainHours": 0, "retentionDurationCheck": false}),
+    ] {
+        let mut object = valid_object();
+        object["spec"]["sink"]["delta"]["vacuum"] = vacuum.clone();
+        assert_eq!(cel_errors(&object), Vec::<String>::new(), "{vacuum}");
+        let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+        tributary_crds::validate(&ingestion).expect("valid");
+    }
+}
+
+#[test]
 fn cel_processing_time_is_a_duration() {
     for good in ["10s", "1m30s", "500ms", "10 seconds", "2 minutes"] {
         let mut object = valid_object();

@@ -32,7 +32,7 @@ use crate::error::Result;
 use crate::outputs::Telemetry;
 use crate::partition::OffsetMap;
 use crate::sink::catalog::Renewal;
-use crate::sink::{DeadLetterTable, Maintenance, SharedTable, outcome_label};
+use crate::sink::{DeadLetterTable, Finished, Maintenance, SharedTable, outcome_label};
 use crate::source::{Source, SparkTakeover};
 use crate::tuning::Tuning;
 
@@ -197,13 +197,18 @@ impl Pipeline {
     /// compaction.
     fn maintain(&mut self) {
         self.source.serve_offsets_client();
-        let Some(outcome) = self.maintenance.as_mut().and_then(Maintenance::tick) else {
-            return;
-        };
-        if let Some(label) = outcome_label(&outcome) {
-            self.telemetry
-                .metrics
-                .record_compaction(label, outcome.files_removed);
+        let metrics = &self.telemetry.metrics;
+        match self.maintenance.as_mut().and_then(Maintenance::tick) {
+            Some(Finished::Compaction(outcome)) => {
+                if let Some(label) = outcome_label(&outcome) {
+                    metrics.record_compaction(label, outcome.files_removed);
+                }
+            }
+            Some(Finished::Vacuum(outcome)) => {
+                metrics.record_vacuum("committed", outcome.files_deleted);
+            }
+            Some(Finished::VacuumFailed) => metrics.record_vacuum("failed", 0),
+            None => {}
         }
     }
 

@@ -50,6 +50,13 @@ pub enum CommitOutcome {
 }
 
 /// A Delta table the worker appends to.
+/// What a VACUUM deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VacuumOutcome {
+    pub files_deleted: usize,
+    pub retain_hours: i32,
+}
+
 pub struct DeltaSink {
     uri: String,
     url: Url,
@@ -198,6 +205,36 @@ impl DeltaSink {
             .target_file_size
             .unwrap_or(super::compact::DEFAULT_TARGET_FILE_SIZE);
         super::compact::compact(&mut self.table, &self.uri, target, policy).await
+    }
+
+    /// VACUUM: deletes the data files the table stopped referencing more than `retain_hours`
+    /// ago (Delta's lite mode: the files of its remove actions, such as the small files a
+    /// compaction replaced). With `enforce_retention`, a retention under the table's
+    /// deletedFileRetentionDuration is refused. Safe while this and other writers append:
+    /// only files no version newer than the retention reads are deleted.
+    pub async fn vacuum(
+        &mut self,
+        retain_hours: i32,
+        enforce_retention: bool,
+    ) -> Result<VacuumOutcome> {
+        // Another writer's commits since this handle last looked must count.
+        self.table
+            .update_state()
+            .await
+            .map_err(Error::delta("refresh", &self.uri))?;
+        let (table, metrics) = self
+            .table
+            .clone()
+            .vacuum()
+            .with_retention_period(chrono::Duration::hours(i64::from(retain_hours)))
+            .with_enforce_retention_duration(enforce_retention)
+            .await
+            .map_err(Error::delta("vacuum", &self.uri))?;
+        self.table = table;
+        Ok(VacuumOutcome {
+            files_deleted: metrics.files_deleted.len(),
+            retain_hours,
+        })
     }
 
     /// Reopens the table with other storage options (renewed credentials), at its latest
