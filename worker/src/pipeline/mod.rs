@@ -139,10 +139,11 @@ impl Pipeline {
 
     /// The loop: wait for the trigger, then read, decode, commit and publish one batch.
     fn run(&mut self) -> Result<()> {
-        let mut batch_id = self
-            .runtime
-            .block_on(self.checkpoint.last_batch_id())?
-            .map_or(0, |b| b + 1);
+        // Batch ids number the progress records; the table's commits count too, in case a
+        // committed batch's progress record could not be written.
+        let logged = self.runtime.block_on(self.checkpoint.last_batch_id())?;
+        let committed = self.table.last_batch_id()?;
+        let mut batch_id = logged.max(committed).map_or(0, |b| b + 1);
         loop {
             self.telemetry.heartbeat();
             self.maintain();

@@ -87,6 +87,8 @@ pub struct OpenOptions<'a> {
 
 /// The commit-info key under which each batch commit records the query that wrote it.
 pub const QUERY_ID_KEY: &str = "tributary.queryId";
+/// The commit info key of the micro-batch a commit wrote.
+pub const BATCH_ID_KEY: &str = "tributary.batchId";
 
 /// The table URL of a location: an absolute path or a URL.
 pub fn table_url(location: &str) -> Result<Url> {
@@ -281,6 +283,24 @@ impl DeltaSink {
             }
         }
         Ok(writers)
+    }
+
+    /// The highest `tributary.batchId` that query `query_id` recorded in the table's latest
+    /// `limit` commits.
+    pub async fn last_batch_of(&mut self, query_id: &str, limit: usize) -> Result<Option<i64>> {
+        use futures::TryStreamExt;
+        self.refresh().await?;
+        let infos: Vec<_> = self
+            .table
+            .history(Some(limit))
+            .try_collect()
+            .await
+            .map_err(Error::delta("read the history of", &self.uri))?;
+        Ok(infos
+            .iter()
+            .filter(|info| info.info.get(QUERY_ID_KEY).and_then(|v| v.as_str()) == Some(query_id))
+            .filter_map(|info| info.info.get(BATCH_ID_KEY).and_then(|v| v.as_i64()))
+            .max())
     }
 
     /// The latest txn version of each app id (None: never written).

@@ -14,7 +14,7 @@ mod maintenance;
 mod table;
 
 pub use dead_letter::{DeadLetterTable, schema as dead_letter_schema};
-pub use delta::{CommitOutcome, DeltaSink, OpenOptions, QUERY_ID_KEY};
+pub use delta::{BATCH_ID_KEY, CommitOutcome, DeltaSink, OpenOptions, QUERY_ID_KEY};
 pub use maintenance::{Finished, Maintenance, VacuumPolicy, outcome_label};
 pub use table::{PartitionCommit, SharedTable, TxnIds};
 
