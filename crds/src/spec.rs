@@ -143,6 +143,13 @@ pub const SECRET_KAFKA_OPTIONS: &[&str] = &[
         description = "The table version the last batch wrote"
     ),
     printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.autoscaling.desiredReplicas",
+        priority = "1",
+        description = "The workers autoscaling runs now"
+    ),
+    printcolumn(
         name = "Query ID",
         type_ = "string",
         json_path = ".status.queryId",
@@ -155,6 +162,9 @@ pub const SECRET_KAFKA_OPTIONS: &[&str] = &[
     validation = Rule::new("!has(self.replicas) || self.replicas <= 1 || !has(self.trigger) || !((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once))").message("spec.replicas must be 0 or 1 with trigger availableNow or once: a run to completion is a single worker"),
     validation = Rule::new(ENDING_OFFSETS_RULE).message(ENDING_OFFSETS_MESSAGE),
     validation = Rule::new("!has(self.runs) || (has(self.trigger) && ((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once)))").message(RUNS_NEED_A_RUN_TO_COMPLETION),
+    validation = Rule::new("!has(self.autoscaling) || !has(self.trigger) || !((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once))").message(AUTOSCALING_NEEDS_CONTINUOUS),
+    validation = Rule::new("!has(self.autoscaling) || !has(self.replicas)").message(AUTOSCALING_EXCLUDES_REPLICAS),
+    validation = Rule::new("!has(self.maxRestarts) || !has(self.trigger) || !((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once))").message(MAX_RESTARTS_NEEDS_CONTINUOUS),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StreamingIngestionSpec {
@@ -205,6 +215,19 @@ pub struct StreamingIngestionSpec {
     /// schedule). Only with trigger availableNow or once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs: Option<RunPolicy>,
+
+    /// Lets the operator choose the number of workers from the lag they report, between
+    /// bounds. Continuous triggers only, instead of spec.replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+
+    /// Restarts a worker container may have before the ingestion is Failed: its workers are
+    /// stopped (the Deployment kept at 0) with the last error in the Degraded condition, until
+    /// the spec changes. Continuous triggers only. Default: no limit (Kubernetes restarts a
+    /// crashing worker with back-off for ever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_RESTARTS))]
+    pub max_restarts: Option<i32>,
 }
 
 impl StreamingIngestionSpec {
@@ -216,8 +239,25 @@ impl StreamingIngestionSpec {
         }
     }
 
+    /// Workers to run as the spec says: spec.replicas, or autoscaling's minimum before
+    /// autoscaling has decided. Default 1.
     pub fn replicas(&self) -> i32 {
-        self.replicas.unwrap_or(1)
+        match (&self.replicas, &self.autoscaling) {
+            (Some(replicas), _) => *replicas,
+            (None, Some(autoscaling)) => autoscaling.min_replicas(),
+            (None, None) => 1,
+        }
+    }
+
+    /// The spec less how many workers run (replicas, autoscaling, maxRestarts): what a worker
+    /// needs to run the query.
+    pub fn without_scale(&self) -> StreamingIngestionSpec {
+        StreamingIngestionSpec {
+            replicas: None,
+            autoscaling: None,
+            max_restarts: None,
+            ..self.clone()
+        }
     }
 
     pub fn suspended(&self) -> bool {
@@ -980,6 +1020,49 @@ pub struct DeltaSink {
     /// refused either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_schema: Option<bool>,
+
+    /// VACUUM in the background, as Spark's `VACUUM table RETAIN n HOURS`: data files the
+    /// table stopped referencing (the small files compaction replaced) are deleted once they
+    /// have been unreferenced for the retention. Absent: never (as Delta: files stay until
+    /// someone vacuums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vacuum: Option<Vacuum>,
+}
+
+/// The message of the rule that keeps a VACUUM retention at Delta's default or above.
+pub const VACUUM_RETENTION_CHECK_MESSAGE: &str = "spec.sink.delta.vacuum.retainHours below 168 (Delta's default of 7 days) deletes files that readers and time travel may still need; set retentionDurationCheck: false to allow it, as Spark's spark.databricks.delta.retentionDurationCheck.enabled=false does";
+
+/// A VACUUM schedule and retention.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.retainHours) || self.retainHours >= 168 || (has(self.retentionDurationCheck) && !self.retentionDurationCheck)").message(VACUUM_RETENTION_CHECK_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct Vacuum {
+    /// Hours between two runs of each worker.
+    #[schemars(range(min = 1, max = MAX_VACUUM_INTERVAL_HOURS))]
+    pub interval_hours: i32,
+    /// Hours a file must have been unreferenced before it is deleted. Default 168 (7 days,
+    /// Delta's delta.deletedFileRetentionDuration); less needs retentionDurationCheck: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_VACUUM_RETAIN_HOURS))]
+    pub retain_hours: Option<i32>,
+    /// false allows retainHours under 168 (Spark's
+    /// spark.databricks.delta.retentionDurationCheck.enabled). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_duration_check: Option<bool>,
+}
+
+impl Vacuum {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.interval_hours.max(1).unsigned_abs()) * 3600)
+    }
+
+    pub fn retain_hours(&self) -> i32 {
+        self.retain_hours.unwrap_or(DEFAULT_VACUUM_RETAIN_HOURS)
+    }
+
+    pub fn retention_duration_check(&self) -> bool {
+        self.retention_duration_check.unwrap_or(true)
+    }
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -1298,6 +1381,54 @@ pub struct RunPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = MAX_RUN_HISTORY))]
     pub failed_history: Option<i32>,
+}
+
+/// The message of the rule that keeps `spec.autoscaling` to continuous triggers.
+pub const AUTOSCALING_NEEDS_CONTINUOUS: &str = "spec.autoscaling scales the workers of a continuous trigger; a run to completion (availableNow or once) is a single worker";
+/// The message of the rule that keeps `spec.replicas` and `spec.autoscaling` apart.
+pub const AUTOSCALING_EXCLUDES_REPLICAS: &str = "spec.replicas and spec.autoscaling exclude each other: with autoscaling the operator sets the number of workers (between minReplicas and maxReplicas); remove spec.replicas, or remove spec.autoscaling to scale by hand or with KEDA";
+/// The message of the rule that keeps `spec.maxRestarts` to continuous triggers.
+pub const MAX_RESTARTS_NEEDS_CONTINUOUS: &str = "spec.maxRestarts limits the restarts of continuous workers; a run to completion retries by spec.runs.backoffLimit";
+
+/// Workers scaled on lag: the operator runs ceil(lag / targetLagPerWorker) workers, between
+/// minReplicas and maxReplicas and never more than the partitions being read. It adds workers
+/// as soon as the lag calls for them and removes them only after the lag has stayed low for
+/// scaleDownDelaySeconds, so the count does not flap.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("spec.autoscaling.minReplicas must not be more than maxReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscaling {
+    /// Fewest workers. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
+    pub min_replicas: Option<i32>,
+    /// Most workers.
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
+    pub max_replicas: i32,
+    /// Offsets behind the latest that one worker should carry: 100000 with a lag of 450000
+    /// runs 5 workers.
+    #[schemars(range(min = 1, max = MAX_OFFSET))]
+    pub target_lag_per_worker: i64,
+    /// Seconds the lag must stay low enough for fewer workers before any is removed.
+    /// Default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_SCALE_DOWN_DELAY_SECONDS))]
+    pub scale_down_delay_seconds: Option<i64>,
+}
+
+impl Autoscaling {
+    pub fn min_replicas(&self) -> i32 {
+        self.min_replicas.unwrap_or(1)
+    }
+
+    pub fn scale_down_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.scale_down_delay_seconds
+                .unwrap_or(DEFAULT_SCALE_DOWN_DELAY_SECONDS)
+                .clamp(0, MAX_SCALE_DOWN_DELAY_SECONDS)
+                .unsigned_abs(),
+        )
+    }
 }
 
 /// Worker log format.

@@ -162,6 +162,98 @@ fn validate_spec_into(spec: &StreamingIngestionSpec, errors: &mut Errors) {
     if let Some(runs) = &spec.runs {
         validate_runs(spec, runs, errors);
     }
+    validate_scaling(spec, errors);
+}
+
+fn validate_vacuum(vacuum: &Vacuum, errors: &mut Errors) {
+    check_range(
+        "spec.sink.delta.vacuum.intervalHours",
+        i64::from(vacuum.interval_hours),
+        1,
+        i64::from(MAX_VACUUM_INTERVAL_HOURS),
+        errors,
+    );
+    if let Some(hours) = vacuum.retain_hours {
+        check_range(
+            "spec.sink.delta.vacuum.retainHours",
+            i64::from(hours),
+            0,
+            i64::from(MAX_VACUUM_RETAIN_HOURS),
+            errors,
+        );
+    }
+    if vacuum.retain_hours() < DEFAULT_VACUUM_RETAIN_HOURS && vacuum.retention_duration_check() {
+        errors.push(
+            "spec.sink.delta.vacuum.retainHours",
+            VACUUM_RETENTION_CHECK_MESSAGE,
+        );
+    }
+}
+
+/// Autoscaling and the restart limit belong to continuous workers; autoscaling replaces
+/// spec.replicas.
+fn validate_scaling(spec: &StreamingIngestionSpec, errors: &mut Errors) {
+    let continuous = spec
+        .trigger_kind()
+        .is_ok_and(|trigger| !trigger.runs_to_completion());
+    if let Some(restarts) = spec.max_restarts {
+        if !continuous {
+            errors.push("spec.maxRestarts", MAX_RESTARTS_NEEDS_CONTINUOUS);
+        }
+        check_range(
+            "spec.maxRestarts",
+            i64::from(restarts),
+            1,
+            i64::from(MAX_RESTARTS),
+            errors,
+        );
+    }
+    let Some(autoscaling) = &spec.autoscaling else {
+        return;
+    };
+    if !continuous {
+        errors.push("spec.autoscaling", AUTOSCALING_NEEDS_CONTINUOUS);
+    }
+    if spec.replicas.is_some() {
+        errors.push("spec.replicas", AUTOSCALING_EXCLUDES_REPLICAS);
+    }
+    let max = i64::from(MAX_REPLICAS);
+    if let Some(min) = autoscaling.min_replicas {
+        check_range(
+            "spec.autoscaling.minReplicas",
+            i64::from(min),
+            1,
+            max,
+            errors,
+        );
+    }
+    let upper = i64::from(autoscaling.max_replicas);
+    check_range("spec.autoscaling.maxReplicas", upper, 1, max, errors);
+    if i64::from(autoscaling.min_replicas()) > upper {
+        errors.push(
+            "spec.autoscaling.minReplicas",
+            format!(
+                "spec.autoscaling.minReplicas must not be more than maxReplicas ({} > {upper})",
+                autoscaling.min_replicas()
+            ),
+        );
+    }
+    check_range(
+        "spec.autoscaling.targetLagPerWorker",
+        autoscaling.target_lag_per_worker,
+        1,
+        MAX_OFFSET,
+        errors,
+    );
+    if let Some(delay) = autoscaling.scale_down_delay_seconds {
+        check_range(
+            "spec.autoscaling.scaleDownDelaySeconds",
+            delay,
+            0,
+            MAX_SCALE_DOWN_DELAY_SECONDS,
+            errors,
+        );
+    }
 }
 
 /// Extra volumes may not take the names of the operator's own, and every mount must name one
@@ -749,6 +841,9 @@ fn metadata_column_type(column: MetadataColumn) -> DataType {
 fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut Errors) {
     let path = "spec.sink.delta";
     let delta = &spec.sink.delta;
+    if let Some(vacuum) = &delta.vacuum {
+        validate_vacuum(vacuum, errors);
+    }
     match (&delta.uri, &delta.table) {
         (Some(uri), None) => {
             validate_location(&format!("{path}.uri"), uri, errors);

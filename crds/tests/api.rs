@@ -31,7 +31,7 @@ fn committed_crds_match_the_types() {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == generated,
-            "{} is out of date with crds/src. Regenerate both copies with:\n    cargo run -p tributary-crds --bin crdgen",
+            "{} is out of date with crds/src. Regenerate both copies with:\n    cargo run --bin crdgen",
             path.display()
         );
     }
@@ -320,6 +320,75 @@ fn cel_run_policy_only_for_runs_to_completion() {
         run["spec"]["trigger"] = trigger;
         run["spec"]["runs"] = json!({"backoffLimit": 5, "successfulHistory": 1});
         assert_eq!(cel_errors(&run), Vec::<String>::new());
+    }
+}
+
+#[test]
+fn cel_autoscaling_and_restart_limit_rules() {
+    use tributary_crds::spec::{
+        AUTOSCALING_EXCLUDES_REPLICAS, AUTOSCALING_NEEDS_CONTINUOUS, MAX_RESTARTS_NEEDS_CONTINUOUS,
+    };
+    let policy = json!({"minReplicas": 1, "maxReplicas": 6, "targetLagPerWorker": 100000});
+    assert_rejected(
+        |o| o["spec"]["autoscaling"] = policy.clone(),
+        AUTOSCALING_EXCLUDES_REPLICAS,
+    );
+    for trigger in [json!({"availableNow": true}), json!({"once": true})] {
+        assert_rejected(
+            |o| {
+                o["spec"].as_object_mut().expect("spec").remove("replicas");
+                o["spec"]["trigger"] = trigger.clone();
+                o["spec"]["autoscaling"] = policy.clone();
+            },
+            AUTOSCALING_NEEDS_CONTINUOUS,
+        );
+        assert_rejected(
+            |o| {
+                o["spec"]["trigger"] = trigger.clone();
+                o["spec"]["maxRestarts"] = json!(5);
+            },
+            MAX_RESTARTS_NEEDS_CONTINUOUS,
+        );
+    }
+    assert_rejected(
+        |o| {
+            o["spec"].as_object_mut().expect("spec").remove("replicas");
+            o["spec"]["autoscaling"] =
+                json!({"minReplicas": 7, "maxReplicas": 6, "targetLagPerWorker": 10});
+        },
+        "minReplicas must not be more than maxReplicas",
+    );
+    let mut scaled = valid_object();
+    scaled["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("replicas");
+    scaled["spec"]["autoscaling"] = policy;
+    scaled["spec"]["maxRestarts"] = json!(10);
+    assert_eq!(cel_errors(&scaled), Vec::<String>::new());
+    let ingestion: StreamingIngestion = serde_json::from_value(scaled).expect("deserialises");
+    tributary_crds::validate(&ingestion).expect("valid");
+    // Before autoscaling decides, the minimum runs.
+    assert_eq!(ingestion.spec.replicas(), 1);
+}
+
+#[test]
+fn cel_vacuum_keeps_delta_s_retention_unless_told_otherwise() {
+    use tributary_crds::spec::VACUUM_RETENTION_CHECK_MESSAGE;
+    assert_rejected(
+        |o| o["spec"]["sink"]["delta"]["vacuum"] = json!({"intervalHours": 24, "retainHours": 24}),
+        VACUUM_RETENTION_CHECK_MESSAGE,
+    );
+    for vacuum in [
+        json!({"intervalHours": 24}),
+        json!({"intervalHours": 6, "retainHours": 720}),
+        json!({"intervalHours": 1, "retainHours": 0, "retentionDurationCheck": false}),
+    ] {
+        let mut object = valid_object();
+        object["spec"]["sink"]["delta"]["vacuum"] = vacuum.clone();
+        assert_eq!(cel_errors(&object), Vec::<String>::new(), "{vacuum}");
+        let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+        tributary_crds::validate(&ingestion).expect("valid");
     }
 }
 
@@ -673,6 +742,46 @@ fn every_example_parses_validates_and_passes_cel() {
     assert!(
         checked >= 8,
         "expected the eight examples, checked {checked}"
+    );
+}
+
+#[test]
+fn the_keda_example_scales_an_example_ingestion_on_its_consumer_group() {
+    let text = std::fs::read_to_string(workspace_root().join("examples/keda/scaledobject.yaml"))
+        .expect("example exists");
+    let scaled: Value = serde_saphyr::from_str(&text).expect("parses");
+    let target = &scaled["spec"]["scaleTargetRef"];
+    assert_eq!(target["apiVersion"], "tributary.dev/v1alpha1");
+    assert_eq!(target["kind"], "StreamingIngestion");
+    let name = target["name"].as_str().expect("a name");
+    let namespace = scaled["metadata"]["namespace"]
+        .as_str()
+        .expect("a namespace");
+    let examples = std::fs::read_dir(workspace_root().join("examples"))
+        .expect("examples/ exists")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .flat_map(|path| manifest::load_file(&path).expect("loads"));
+    let ingestion = examples
+        .into_iter()
+        .find(|i| i.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no example ingestion named {name}"));
+    assert_eq!(ingestion.metadata.namespace.as_deref(), Some(namespace));
+    assert!(
+        ingestion.spec.autoscaling.is_none(),
+        "KEDA and spec.autoscaling exclude each other"
+    );
+    let group = ingestion
+        .spec
+        .source
+        .kafka
+        .as_ref()
+        .and_then(|k| k.read.options.get("group.id").cloned())
+        .unwrap_or_else(|| format!("tributary-{namespace}-{name}"));
+    assert_eq!(scaled["spec"]["triggers"][0]["type"], "kafka");
+    assert_eq!(
+        scaled["spec"]["triggers"][0]["metadata"]["consumerGroup"],
+        group.as_str()
     );
 }
 

@@ -282,7 +282,7 @@ fn start_telemetry(
             )))
         }
     };
-    Ok(Telemetry { metrics, reporter })
+    Ok(Telemetry::new(metrics, reporter))
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C: finish or abandon the batch in flight, commit nothing half.

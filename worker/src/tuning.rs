@@ -56,6 +56,16 @@ pub struct Tuning {
         value_name = "FILES"
     )]
     pub compaction_min_files: Option<usize>,
+
+    /// Seconds between VACUUM runs, instead of spec.sink.delta.vacuum.intervalHours (which
+    /// must be set for VACUUM to run at all). For tests and for operators who know better.
+    #[arg(
+        long,
+        env = "TRIBUTARY_VACUUM_INTERVAL_SECONDS",
+        value_parser = seconds,
+        value_name = "SECONDS"
+    )]
+    pub vacuum_interval_seconds: Option<f64>,
 }
 
 impl Default for Tuning {
@@ -65,11 +75,20 @@ impl Default for Tuning {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             compaction_interval_seconds: DEFAULT_COMPACTION_INTERVAL_SECONDS,
             compaction_min_files: None,
+            vacuum_interval_seconds: None,
         }
     }
 }
 
 impl Tuning {
+    /// How often VACUUM runs when the spec asks for it: the override, or the spec's interval.
+    pub fn vacuum_interval(&self, spec_interval: Duration) -> Duration {
+        match self.vacuum_interval_seconds {
+            Some(seconds) if seconds > 0.0 => Duration::from_secs_f64(seconds),
+            _ => spec_interval,
+        }
+    }
+
     /// The compaction interval; None when compaction is off.
     pub fn compaction_interval(&self) -> Option<Duration> {
         (self.compaction_interval_seconds > 0.0)

@@ -68,6 +68,8 @@ pub struct Metrics {
     offsets_behind_latest: Family<PartitionLabels, Gauge>,
     compactions: Family<CompactionLabels, Counter>,
     files_compacted: Counter,
+    vacuums: Family<CompactionLabels, Counter>,
+    files_vacuumed: Counter,
     /// The last known lag of each assigned partition (a batch reports only its own).
     lag: Mutex<BTreeMap<TopicPartition, i64>>,
     /// Milliseconds since the epoch of the pipeline's last turn; 0 before it starts.
@@ -102,6 +104,8 @@ impl Metrics {
             offsets_behind_latest: Family::default(),
             compactions: Family::default(),
             files_compacted: Counter::default(),
+            vacuums: Family::default(),
+            files_vacuumed: Counter::default(),
             lag: Mutex::new(BTreeMap::new()),
             last_beat_ms: AtomicU64::new(0),
             stall,
@@ -168,6 +172,16 @@ impl Metrics {
             "Small files rewritten into larger ones by committed compactions",
             metrics.files_compacted.clone(),
         );
+        registry.register(
+            "vacuums",
+            "VACUUM runs, by outcome (committed, failed)",
+            metrics.vacuums.clone(),
+        );
+        registry.register(
+            "files_vacuumed",
+            "Unreferenced data files deleted by VACUUM",
+            metrics.files_vacuumed.clone(),
+        );
         metrics
     }
 
@@ -181,6 +195,16 @@ impl Metrics {
         if outcome == "committed" {
             self.files_compacted.inc_by(files_removed as u64);
         }
+    }
+
+    /// Records a VACUUM run (`outcome`: committed or failed) and the files it deleted.
+    pub fn record_vacuum(&self, outcome: &str, files_deleted: usize) {
+        self.vacuums
+            .get_or_create(&CompactionLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.files_vacuumed.inc_by(files_deleted as u64);
     }
 
     /// Records a committed batch.

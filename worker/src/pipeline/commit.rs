@@ -96,7 +96,10 @@ impl Pipeline {
                 "tributary.runId".to_string(),
                 serde_json::json!(self.run_id),
             ),
-            ("tributary.batchId".to_string(), serde_json::json!(batch_id)),
+            (
+                crate::sink::BATCH_ID_KEY.to_string(),
+                serde_json::json!(batch_id),
+            ),
         ]);
         let (version, files, retries) = match self.table.commit(
             &decoded.decoded.batch,

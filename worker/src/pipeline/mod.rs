@@ -33,7 +33,7 @@ use crate::error::Result;
 use crate::outputs::Telemetry;
 use crate::partition::OffsetMap;
 use crate::sink::catalog::Renewal;
-use crate::sink::{DeadLetterTable, Maintenance, SharedTable, outcome_label};
+use crate::sink::{DeadLetterTable, Finished, Maintenance, SharedTable, outcome_label};
 use crate::source::{Source, SparkTakeover};
 use crate::tuning::Tuning;
 
@@ -144,10 +144,11 @@ impl Pipeline {
 
     /// The loop: wait for the trigger, then read, decode, commit and publish one batch.
     fn run(&mut self) -> Result<()> {
-        let mut batch_id = self
-            .runtime
-            .block_on(self.checkpoint.last_batch_id())?
-            .map_or(0, |b| b + 1);
+        // Batch ids number the progress records; the table's commits count too, in case a
+        // committed batch's progress record could not be written.
+        let logged = self.runtime.block_on(self.checkpoint.last_batch_id())?;
+        let committed = self.table.last_batch_id()?;
+        let mut batch_id = logged.max(committed).map_or(0, |b| b + 1);
         loop {
             self.telemetry.heartbeat();
             self.maintain();
@@ -202,13 +203,18 @@ impl Pipeline {
     /// compaction.
     fn maintain(&mut self) {
         self.source.serve_offsets_client();
-        let Some(outcome) = self.maintenance.as_mut().and_then(Maintenance::tick) else {
-            return;
-        };
-        if let Some(label) = outcome_label(&outcome) {
-            self.telemetry
-                .metrics
-                .record_compaction(label, outcome.files_removed);
+        let metrics = &self.telemetry.metrics;
+        match self.maintenance.as_mut().and_then(Maintenance::tick) {
+            Some(Finished::Compaction(outcome)) => {
+                if let Some(label) = outcome_label(&outcome) {
+                    metrics.record_compaction(label, outcome.files_removed);
+                }
+            }
+            Some(Finished::Vacuum(outcome)) => {
+                metrics.record_vacuum("committed", outcome.files_deleted);
+            }
+            Some(Finished::VacuumFailed) => metrics.record_vacuum("failed", 0),
+            None => {}
         }
     }
 

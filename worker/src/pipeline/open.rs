@@ -22,8 +22,8 @@ use crate::outputs::Telemetry;
 use crate::partition::{OffsetMap, TopicPartition, from_partition_offsets, to_partition_offsets};
 use crate::secrets;
 use crate::sink::{
-    DeadLetterTable, DeltaSink, Maintenance, OpenOptions, SharedTable, TxnIds, catalog,
-    dead_letter_schema,
+    DeadLetterTable, DeltaSink, Maintenance, OpenOptions, SharedTable, TxnIds, VacuumPolicy,
+    catalog, dead_letter_schema,
 };
 use crate::source::{
     self, RunTargets, Source, SourceConfig, SparkCheckpoint, SparkTakeover, StartResolver,
@@ -282,14 +282,22 @@ fn open_tables(
     let data = open_data()?;
     // Queries that run for long compact their small files in the background, on a second
     // handle (a long availableNow backfill writes one ~1 MiB file per batch); once is one batch.
-    let maintenance = match tuning.compaction_interval() {
-        Some(interval) if kind != TriggerKind::Once => Some(Maintenance::new(
+    let vacuum = delta.vacuum.as_ref().map(|vacuum| VacuumPolicy {
+        interval: tuning.vacuum_interval(vacuum.interval()),
+        retain_hours: vacuum.retain_hours(),
+        enforce_retention: vacuum.retention_duration_check(),
+    });
+    let compaction = tuning.compaction_interval();
+    let maintenance = if kind != TriggerKind::Once && (compaction.is_some() || vacuum.is_some()) {
+        Maintenance::new(
             open_data()?,
             runtime.clone(),
-            interval,
+            compaction,
             tuning.compaction_min_files,
-        )),
-        _ => None,
+            vacuum,
+        )
+    } else {
+        None
     };
     let dead_letter_table = spec.format.json().and_then(|f| f.dead_letter.as_ref());
     let dead_letter = match (decoder.on_error(), dead_letter_table) {

@@ -180,6 +180,9 @@ impl Pipeline {
                 None,
             );
             self.check_assignment()?;
+            let source = &self.source;
+            self.telemetry
+                .assignment_changed(source.generation(), || source.assigned_partitions());
             // Waiting out a processingTime interval or an idle spell is a healthy turn too.
             self.telemetry.heartbeat();
             if Instant::now() >= deadline || self.stopped() {

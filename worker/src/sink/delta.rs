@@ -50,6 +50,13 @@ pub enum CommitOutcome {
 }
 
 /// A Delta table the worker appends to.
+/// What a VACUUM deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VacuumOutcome {
+    pub files_deleted: usize,
+    pub retain_hours: i32,
+}
+
 pub struct DeltaSink {
     uri: String,
     url: Url,
@@ -118,6 +125,8 @@ fn first_line(text: &str) -> String {
 
 /// The commit-info key under which each batch commit records the query that wrote it.
 pub const QUERY_ID_KEY: &str = "tributary.queryId";
+/// The commit info key of the micro-batch a commit wrote.
+pub const BATCH_ID_KEY: &str = "tributary.batchId";
 
 /// The table URL of a location: an absolute path or a URL.
 pub fn table_url(location: &str) -> Result<Url> {
@@ -238,6 +247,36 @@ impl DeltaSink {
         super::compact::compact(&mut self.table, &self.uri, target, policy).await
     }
 
+    /// VACUUM: deletes the data files the table stopped referencing more than `retain_hours`
+    /// ago (Delta's lite mode: the files of its remove actions, such as the small files a
+    /// compaction replaced). With `enforce_retention`, a retention under the table's
+    /// deletedFileRetentionDuration is refused. Safe while this and other writers append:
+    /// only files no version newer than the retention reads are deleted.
+    pub async fn vacuum(
+        &mut self,
+        retain_hours: i32,
+        enforce_retention: bool,
+    ) -> Result<VacuumOutcome> {
+        // Another writer's commits since this handle last looked must count.
+        self.table
+            .update_state()
+            .await
+            .map_err(Error::delta("refresh", &self.uri))?;
+        let (table, metrics) = self
+            .table
+            .clone()
+            .vacuum()
+            .with_retention_period(chrono::Duration::hours(i64::from(retain_hours)))
+            .with_enforce_retention_duration(enforce_retention)
+            .await
+            .map_err(Error::delta("vacuum", &self.uri))?;
+        self.table = table;
+        Ok(VacuumOutcome {
+            files_deleted: metrics.files_deleted.len(),
+            retain_hours,
+        })
+    }
+
     /// Reopens the table with other storage options (renewed credentials), at its latest
     /// version.
     pub async fn reopen_with(&mut self, storage_options: HashMap<String, String>) -> Result<()> {
@@ -292,6 +331,24 @@ impl DeltaSink {
             }
         }
         Ok(writers)
+    }
+
+    /// The highest `tributary.batchId` that query `query_id` recorded in the table's latest
+    /// `limit` commits.
+    pub async fn last_batch_of(&mut self, query_id: &str, limit: usize) -> Result<Option<i64>> {
+        use futures::TryStreamExt;
+        self.refresh().await?;
+        let infos: Vec<_> = self
+            .table
+            .history(Some(limit))
+            .try_collect()
+            .await
+            .map_err(Error::delta("read the history of", &self.uri))?;
+        Ok(infos
+            .iter()
+            .filter(|info| info.info.get(QUERY_ID_KEY).and_then(|v| v.as_str()) == Some(query_id))
+            .filter_map(|info| info.info.get(BATCH_ID_KEY).and_then(|v| v.as_i64()))
+            .max())
     }
 
     /// The latest txn version of each app id (None: never written).

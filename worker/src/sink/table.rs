@@ -132,6 +132,18 @@ impl SharedTable {
         Ok(None)
     }
 
+    /// The highest micro-batch id this query recorded in the table's recent commits: a batch
+    /// whose progress record was lost (a full checkpoint disk after the commit) still counts,
+    /// so its id is never given to another batch.
+    pub fn last_batch_id(&self) -> Result<Option<i64>> {
+        const COMMITS_LOOKED_AT: usize = 100;
+        let ours = self.ids.query_id().to_string();
+        self.with_sink(|sink| {
+            self.runtime
+                .block_on(sink.last_batch_of(&ours, COMMITS_LOOKED_AT))
+        })
+    }
+
     /// The table's txn version for one app id (another writer's, e.g. a Spark query's).
     pub fn txn_version(&self, app_id: &str) -> Result<Option<i64>> {
         let ids = [app_id.to_string()];

@@ -11,6 +11,7 @@ mod event_hubs;
 mod exactly_once;
 mod in_pod;
 mod kafka;
+mod maintenance;
 mod on_error;
 mod readiness;
 mod real_broker;
