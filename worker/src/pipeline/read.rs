@@ -42,13 +42,17 @@ impl Pipeline {
         }
         if let Some(min_offsets) = self.min_offsets.as_mut() {
             // Offsets waiting, by the high watermarks of the last fetches (no request to the
-            // brokers per check); a partition not fetched yet counts none.
+            // brokers per check) or the records read ahead, whichever reaches further (a
+            // partition paused with a full read-ahead fetches no new watermark); a partition
+            // not fetched yet counts none.
             let available: i64 = assigned
                 .iter()
                 .map(|(tp, start)| {
-                    self.source
+                    let high = self
+                        .source
                         .cached_high_watermark(tp)
-                        .map_or(0, |high| (high - start.offset).max(0))
+                        .max(self.read_ahead.next_offset(tp));
+                    high.map_or(0, |high| (high - start.offset).max(0))
                 })
                 .sum();
             if min_offsets.put_off(available, Instant::now()) {
