@@ -833,6 +833,13 @@ pub struct JsonFormat {
     #[schemars(length(min = 1, max = 256))]
     pub timestamp_format: Option<String>,
 
+    /// How timestamp_ntz columns are read from strings (Spark's timestampNTZFormat), a Spark
+    /// datetime pattern without an offset, such as dd/MM/yyyy HH:mm:ss. Default: Spark's cast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    #[serde(rename = "timestampNTZFormat")]
+    pub timestamp_ntz_format: Option<String>,
+
     /// How date columns are read from strings (Spark's dateFormat), a Spark datetime pattern
     /// such as dd/MM/yyyy. Default: Spark's cast (yyyy-MM-dd and its relaxed forms).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -775,6 +775,7 @@ fn validate_json_options(spec: &StreamingIngestionSpec, json: &JsonFormat, error
     let path = "spec.format.json";
     for (field, pattern) in [
         ("timestampFormat", &json.timestamp_format),
+        ("timestampNTZFormat", &json.timestamp_ntz_format),
         ("dateFormat", &json.date_format),
     ] {
         if let Some(pattern) = pattern

@@ -275,18 +275,21 @@ fn datetime_format_checks() {
             let json = &mut v["spec"]["format"]["json"];
             json["timestampFormat"] = json!("yyyy-MM-dd HH:mm z");
             json["dateFormat"] = json!("YYYY-ww");
+            json["timestampNTZFormat"] = json!("dd/MM/yyyy hh:mm VV");
             json["timeZone"] = json!("PST");
         },
         &[
             "spec.format.json.timestampFormat: the pattern \"yyyy-MM-dd HH:mm z\" uses 'z' (a time zone name)",
             "spec.format.json.dateFormat: the pattern \"YYYY-ww\" uses 'Y' (a week-based field)",
             "spec.format.json.timeZone: \"PST\" is a short zone alias",
+            "spec.format.json.timestampNTZFormat: the pattern \"dd/MM/yyyy hh:mm VV\" uses 'V' (a time zone name)",
         ],
     );
     let mut good = base();
     let json = &mut good["spec"]["format"]["json"];
     json["timestampFormat"] = json!("dd/MM/yyyy HH:mm[:ss][XXX]");
     json["dateFormat"] = json!("dd/MM/yyyy");
+    json["timestampNTZFormat"] = json!("dd/MM/yyyy HH:mm:ss");
     json["timeZone"] = json!("Europe/Paris");
     assert_eq!(problems(good), "");
 }

@@ -769,17 +769,16 @@ fn timestamp_format_date_format_and_time_zone_reach_the_decoder() {
     let broker = Broker::start();
     broker.topic("t", 1);
     for value in [
-        r#"{"seen":"05/01/2024 10:30","day":"05/01/2024"}"#,
-        r#"{"seen":"05/07/2024 10:30+00:00","day":"2024-07-05"}"#,
+        r#"{"seen":"05/01/2024 10:30","day":"05/01/2024","local":"05.01.2024 10:30"}"#,
+        r#"{"seen":"05/07/2024 10:30+00:00","day":"2024-07-05","local":"05.07.2024 10:30"}"#,
     ] {
         broker.send("t", 0, None, value.as_bytes());
     }
     broker.flush();
     let ws = Workspace::new();
     let mut manifest = Manifest::subscribe(&ws, "formats", "t");
-    manifest.schema =
-        "\n        - {name: seen, type: timestamp}\n        - {name: day, type: date}";
-    manifest.extra_format = "      timestampFormat: 'dd/MM/yyyy HH:mm[XXX]'\n      dateFormat: dd/MM/yyyy\n      timeZone: Europe/Paris".into();
+    manifest.schema = "\n        - {name: seen, type: timestamp}\n        - {name: day, type: date}\n        - {name: local, type: timestamp_ntz}";
+    manifest.extra_format = "      timestampFormat: 'dd/MM/yyyy HH:mm[XXX]'\n      dateFormat: dd/MM/yyyy\n      timestampNTZFormat: dd.MM.yyyy HH:mm\n      timeZone: Europe/Paris".into();
     let path = ws.write("m.yaml", &manifest.render());
     let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "run");
     assert!(status.success(), "{}", worker.stderr_text());
@@ -802,7 +801,23 @@ fn timestamp_format_date_format_and_time_zone_reach_the_decoder() {
             .column_by_name("_rescued_data")
             .expect("rescued")
             .as_string::<i32>();
+        let local = batch
+            .column_by_name("local")
+            .expect("local")
+            .as_primitive::<TimestampMicrosecondType>();
         for i in 0..batch.num_rows() {
+            // timestamp_ntz ignores timeZone: 10:30 stays 10:30.
+            let expected = if offsets.value(i) == 0 {
+                1_704_450_600_000_000
+            } else {
+                1_720_175_400_000_000
+            };
+            assert_eq!(
+                local.value(i),
+                expected,
+                "timestamp_ntz at offset {}",
+                offsets.value(i)
+            );
             rows.insert(
                 offsets.value(i),
                 (

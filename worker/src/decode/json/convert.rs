@@ -10,7 +10,7 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tributary_crds::DataType;
 
 use super::parse::{Member, Value, is_integer};
-use super::pattern::{date_with_pattern, timestamp_with_pattern};
+use super::pattern::{date_with_pattern, timestamp_ntz_with_pattern, timestamp_with_pattern};
 use super::time::{Formats, parse_date, parse_timestamp};
 
 /// A decoded value, before it goes into an Arrow array. Strings borrow from the record's
@@ -123,9 +123,12 @@ pub(crate) fn convert<'a>(
             )),
         },
         DataType::TimestampNtz => match value {
-            Value::Str(text) if !text.is_empty() => {
-                parse_timestamp(text, true, &formats.zone).map(Cell::I64)
+            // With a timestampNTZFormat Spark reads only that pattern.
+            Value::Str(text) if !text.is_empty() => match &formats.timestamp_ntz {
+                Some(pattern) => timestamp_ntz_with_pattern(pattern, text),
+                None => parse_timestamp(text, true, &formats.zone),
             }
+            .map(Cell::I64),
             other => Err(not_read(other, "timestamp_ntz", "timestamp strings")),
         },
         DataType::Binary => match value {

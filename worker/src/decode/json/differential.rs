@@ -197,12 +197,23 @@ fn every_cell_is_sparks_value_or_its_record_is_rescued() {
                 .and_then(|o| o.get("timestampFormat"))
                 .cloned(),
             date_format: options.get(name).and_then(|o| o.get("dateFormat")).cloned(),
+            timestamp_ntz_format: options
+                .get(name)
+                .and_then(|o| o.get("timestampNTZFormat"))
+                .cloned(),
             time_zone: options.get(name).and_then(|o| o.get("timeZone")).cloned(),
             ..Default::default()
         };
         if let Some(unknown) = options.get(name).and_then(|o| {
-            o.keys()
-                .find(|k| !["timestampFormat", "dateFormat", "timeZone"].contains(&k.as_str()))
+            o.keys().find(|k| {
+                ![
+                    "timestampFormat",
+                    "timestampNTZFormat",
+                    "dateFormat",
+                    "timeZone",
+                ]
+                .contains(&k.as_str())
+            })
         }) {
             panic!("schema_options.json: option {unknown} of {name} is not one the decoder takes");
         }

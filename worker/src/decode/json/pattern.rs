@@ -323,6 +323,22 @@ pub(crate) fn timestamp_with_pattern(
         .ok_or_else(|| format!("\"{text}\" is out of the range of a timestamp"))
 }
 
+/// A timestamp without time zone read with `pattern`, in microseconds since the epoch of the
+/// local date and time; a text that holds an offset is refused, as Spark reads it as null.
+pub(crate) fn timestamp_ntz_with_pattern(pattern: &Pattern, text: &str) -> Result<i64, Refusal> {
+    let fields = read_fields(pattern, text)
+        .ok_or_else(|| format!("\"{text}\" does not match the timestampNTZFormat"))?;
+    if fields.offset_seconds.is_some() {
+        return Err(format!(
+            "\"{text}\" has a time zone, which a timestamp_ntz column refuses"
+        ));
+    }
+    let days = resolve_date(&fields, text)?;
+    let micros_of_day = resolve_time(&fields, text)?;
+    local_to_utc_micros(days, micros_of_day, &Zone::Fixed(0))
+        .ok_or_else(|| format!("\"{text}\" is out of the range of a timestamp"))
+}
+
 /// A date read with `pattern`, in days since the epoch (time fields are read and ignored).
 pub(crate) fn date_with_pattern(pattern: &Pattern, text: &str) -> Result<i32, Refusal> {
     let fields = read_fields(pattern, text)

@@ -20,6 +20,7 @@ pub(crate) type Refusal = String;
 #[derive(Clone, Debug)]
 pub(crate) struct Formats {
     pub timestamp: Option<Pattern>,
+    pub timestamp_ntz: Option<Pattern>,
     pub date: Option<Pattern>,
     /// The zone of timestamps written without one.
     pub zone: Zone,
@@ -29,6 +30,7 @@ impl Default for Formats {
     fn default() -> Formats {
         Formats {
             timestamp: None,
+            timestamp_ntz: None,
             date: None,
             zone: Zone::Fixed(0),
         }
@@ -48,6 +50,7 @@ impl Formats {
         };
         Ok(Formats {
             timestamp: pattern("timestampFormat", &format.timestamp_format)?,
+            timestamp_ntz: pattern("timestampNTZFormat", &format.timestamp_ntz_format)?,
             date: pattern("dateFormat", &format.date_format)?,
             zone: match &format.time_zone {
                 Some(zone) => {
