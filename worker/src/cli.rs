@@ -213,6 +213,17 @@ fn run(
         let root = standalone::place_under(&mut ingestion, dir)?;
         tracing::info!(root = %root.display(), "local paths of the manifest placed under the local root");
     }
+    // The command line's takeover, or the manifest's (spec.checkpoint.fromSpark).
+    let from_spec = ingestion
+        .spec
+        .checkpoint
+        .from_spark
+        .as_ref()
+        .map(|spark| SparkTakeover {
+            checkpoint: PathBuf::from(&spark.location),
+            quiet: spark.quiet(),
+        });
+    let takeover = takeover.or(from_spec.as_ref());
     let bootstrap = options.bootstrap;
     let telemetry = start_telemetry(options.metrics_port, runtime)?;
     let reporter = telemetry.reporter.clone();
