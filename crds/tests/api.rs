@@ -503,6 +503,90 @@ fn cel_starting_offsets_forms() {
 }
 
 #[test]
+fn cel_spark_source_options() {
+    assert_rejected(
+        |o| {
+            o["spec"]["source"]["kafka"]["startingOffsets"] = json!("earliest");
+            o["spec"]["source"]["kafka"]["startingTimestamp"] = json!(1_700_000_000_000_i64);
+        },
+        "set at most one of startingOffsets, startingOffsetsByTimestamp and startingTimestamp",
+    );
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["startingOffsetsByTimestampStrategy"] = json!("latest"),
+        "startingOffsetsByTimestampStrategy applies to startingTimestamp or startingOffsetsByTimestamp",
+    );
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["maxTriggerDelay"] = json!("5m"),
+        "maxTriggerDelay bounds the wait of minOffsetsPerTrigger",
+    );
+    assert_rejected(
+        |o| {
+            o["spec"]["source"]["kafka"]["minOffsetsPerTrigger"] = json!(10);
+            o["spec"]["source"]["kafka"]["maxTriggerDelay"] = json!("25h");
+        },
+        "maxTriggerDelay must be at most 24h",
+    );
+    assert_rejected(
+        |o| {
+            o["spec"]["source"]["kafka"]["minOffsetsPerTrigger"] = json!(1000);
+            o["spec"]["source"]["kafka"]["maxOffsetsPerTrigger"] = json!(10);
+        },
+        "minOffsetsPerTrigger must not be above maxOffsetsPerTrigger",
+    );
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["endingOffsets"] = json!("latest"),
+        "endingOffsets ends a run to completion and needs trigger availableNow or once",
+    );
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["groupIdPrefix"] = json!("a b"),
+        "groupIdPrefix may hold letters, digits",
+    );
+    assert_rejected(
+        |o| {
+            o["spec"]["source"]["kafka"]["options"] = json!({"kafka.auto.offset.reset": "earliest"})
+        },
+        "options must not set auto.offset.reset",
+    );
+    let mut good = valid_object();
+    let kafka = &mut good["spec"]["source"]["kafka"];
+    kafka
+        .as_object_mut()
+        .expect("object")
+        .remove("startingOffsets");
+    kafka["startingOffsetsByTimestamp"] = json!(r#"{"sensor-readings":{"0":1700000000000}}"#);
+    kafka["startingOffsetsByTimestampStrategy"] = json!("latest");
+    kafka["minOffsetsPerTrigger"] = json!(10);
+    kafka["maxTriggerDelay"] = json!("15 minutes");
+    kafka["groupIdPrefix"] = json!("etl");
+    kafka["includeHeaders"] = json!(true);
+    kafka["options"] = json!({"kafka.security.protocol": "PLAINTEXT"});
+    good["spec"]["format"]["json"]["timestampFormat"] = json!("yyyy-MM-dd HH:mm:ss");
+    good["spec"]["format"]["json"]["timeZone"] = json!("Europe/Paris");
+    assert_eq!(cel_errors(&good), Vec::<String>::new());
+    let mut run = valid_object();
+    run["spec"]["trigger"] = json!({"availableNow": true});
+    run["spec"]["source"]["kafka"]["endingOffsets"] = json!(r#"{"sensor-readings":{"0":100}}"#);
+    assert_eq!(cel_errors(&run), Vec::<String>::new());
+}
+
+#[test]
+fn cel_one_format() {
+    assert_rejected(
+        |o| o["spec"]["format"]["raw"] = json!({"valueType": "binary"}),
+        "spec.format must set exactly one of json (parse values against a schema) or raw",
+    );
+    let mut raw = valid_object();
+    raw["spec"]["format"] = json!({"raw": {"valueType": "string", "keyType": "binary"}});
+    assert_eq!(cel_errors(&raw), Vec::<String>::new());
+    let raw_schema = &schema()["properties"]["spec"]["properties"]["format"]["properties"]["raw"];
+    let types = raw_schema["properties"]["valueType"]["enum"].to_string();
+    assert!(
+        types.contains("\"binary\"") && types.contains("\"string\""),
+        "{types}"
+    );
+}
+
+#[test]
 fn cel_options_tributary_manages() {
     assert_rejected(
         |o| o["spec"]["source"]["kafka"]["options"] = json!({"enable.auto.commit": "true"}),

@@ -10,7 +10,7 @@ use tributary_crds::OnError;
 use super::Pipeline;
 use super::read::ReadBatch;
 use crate::decode::Decoded;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::partition::OffsetMap;
 use crate::sink::{CommitOutcome, PartitionCommit};
 
@@ -40,13 +40,9 @@ impl Pipeline {
         if self.decoder.on_error() == OnError::Fail
             && let Some(bad) = decoded.bad.first()
         {
-            let record = &read.records[bad.index];
-            return Err(Error::BadRecord {
-                topic: record.topic.to_string(),
-                partition: record.partition,
-                offset: record.offset,
-                reason: bad.reason.clone(),
-            });
+            return Err(self
+                .decoder
+                .stop_at(&read.records[bad.index], bad.reason.clone()));
         }
         Ok(DecodedBatch { decoded, decode_ms })
     }

@@ -16,6 +16,7 @@ mod commit;
 mod open;
 mod publish;
 mod read;
+mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,9 +26,9 @@ use tokio::runtime::Handle;
 use tracing::{info, info_span};
 use tributary_crds::{StreamingIngestion, TriggerKind};
 
-use crate::batch::{BatchOutcome, Next, ReadAhead, Schedule, TopicNames};
+use crate::batch::{BatchOutcome, MinOffsets, Next, ReadAhead, Schedule, TopicNames};
 use crate::checkpoint::CheckpointDir;
-use crate::decode::JsonDecoder;
+use crate::decode::Decoder;
 use crate::error::Result;
 use crate::outputs::Telemetry;
 use crate::partition::OffsetMap;
@@ -105,13 +106,15 @@ pub struct Pipeline {
     dead_letter: Option<DeadLetterTable>,
     /// Background compaction (queries that run for long).
     maintenance: Option<Maintenance>,
-    decoder: JsonDecoder,
+    decoder: Decoder,
     checkpoint: CheckpointDir,
     runtime: Handle,
     schedule: Schedule,
     /// The end offsets of a run to completion.
     targets: Option<OffsetMap>,
     max_offsets_per_trigger: Option<i64>,
+    /// minOffsetsPerTrigger with maxTriggerDelay (continuous triggers only).
+    min_offsets: Option<MinOffsets>,
     /// Records read ahead of a batch's planned end, kept for the next batch.
     read_ahead: ReadAhead,
     topic_names: TopicNames,
@@ -130,6 +133,8 @@ pub struct Pipeline {
     summary: RunSummary,
     /// Storage credentials the catalog vended, renewed before they expire.
     renewal: Option<Renewal>,
+    /// Checks that the brokers and the table can be reached, for /readyz; stops when dropped.
+    _watch: Option<watch::Watch>,
 }
 
 impl Pipeline {

@@ -12,10 +12,11 @@ use tokio::runtime::Handle;
 use tracing::info;
 use tributary_crds::{OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind};
 
+use super::watch::Watch;
 use super::{Pipeline, RunSummary};
-use crate::batch::{ReadAhead, Schedule, TopicNames};
+use crate::batch::{MinOffsets, ReadAhead, Schedule, TopicNames};
 use crate::checkpoint::{self, AvailableNowRun, CheckpointDir, OwnerClaim};
-use crate::decode::JsonDecoder;
+use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
 use crate::partition::{OffsetMap, TopicPartition, from_partition_offsets, to_partition_offsets};
@@ -91,7 +92,7 @@ impl Pipeline {
             &spec.sink.delta.secret_storage_options,
             "spec.sink.delta",
         )?;
-        let decoder = JsonDecoder::new(&spec.format.json, &spec.metadata_columns)?;
+        let decoder = Decoder::new(&spec.format, &spec.metadata_columns())?;
         // A table named through Unity Catalog is resolved (and registered when absent) before
         // the checkpoint is claimed, so a refused token or an unknown table leaves nothing.
         let sink_table = runtime.block_on(catalog::locate_sink(
@@ -129,6 +130,7 @@ impl Pipeline {
             .map(|sink| DeadLetterTable::new(sink, ids, runtime.clone(), query_id.clone()));
 
         let metadata_client = source::metadata_client(&source)?;
+        let brokers = source::BrokerCheck::new(&source)?;
         let initial = initial_offsets(
             &metadata_client,
             &source,
@@ -148,6 +150,12 @@ impl Pipeline {
         )?;
         let source = start_source(source, metadata_client, initial, &table, targets.as_ref())?;
         let fail_on_data_loss = source.config().read.fail_on_data_loss();
+        let watch = Watch::start(
+            brokers,
+            table.clone(),
+            runtime.clone(),
+            telemetry.metrics.clone(),
+        );
 
         Ok(Pipeline {
             name: identity.to_string(),
@@ -168,6 +176,7 @@ impl Pipeline {
                 .source
                 .read_options()
                 .and_then(|r| r.max_offsets_per_trigger),
+            min_offsets: min_offsets(spec, kind)?,
             read_ahead: ReadAhead::new(tuning.read_ahead_records, READ_AHEAD_BYTES),
             topic_names: TopicNames::default(),
             max_batch_bytes: tuning.max_batch_bytes,
@@ -177,6 +186,7 @@ impl Pipeline {
             fail_on_data_loss,
             previous_start: None,
             telemetry,
+            _watch: watch,
             summary: RunSummary {
                 query_id,
                 table: table_uri,
@@ -184,6 +194,26 @@ impl Pipeline {
             },
         })
     }
+}
+
+/// minOffsetsPerTrigger with maxTriggerDelay, for a continuous query (a run to completion
+/// reads up to its end in batches of maxOffsetsPerTrigger, as Spark ignores the minimum for
+/// availableNow).
+fn min_offsets(spec: &StreamingIngestionSpec, kind: TriggerKind) -> Result<Option<MinOffsets>> {
+    let Some(read) = spec.source.read_options() else {
+        return Ok(None);
+    };
+    let Some(min) = read.min_offsets_per_trigger else {
+        return Ok(None);
+    };
+    if kind.runs_to_completion() {
+        info!("minOffsetsPerTrigger does not apply to a run to completion");
+        return Ok(None);
+    }
+    let delay = read
+        .max_trigger_delay()
+        .map_err(|e| Error::Unsupported(format!("maxTriggerDelay: {e}")))?;
+    Ok(Some(MinOffsets::new(min, delay)))
 }
 
 /// Resolves the source's settings and checks the brokers: refused credentials, an untrusted
@@ -226,7 +256,7 @@ fn open_tables(
     table_uri: &str,
     table_options: &HashMap<String, String>,
     storage_options: &HashMap<String, String>,
-    decoder: &JsonDecoder,
+    decoder: &Decoder,
     identity: &Identity,
     kind: TriggerKind,
     tuning: &Tuning,
@@ -269,8 +299,8 @@ fn open_tables(
     } else {
         None
     };
-    let format = &spec.format.json;
-    let dead_letter = match (format.on_error(), &format.dead_letter) {
+    let dead_letter_table = spec.format.json().and_then(|f| f.dead_letter.as_ref());
+    let dead_letter = match (decoder.on_error(), dead_letter_table) {
         (OnError::DeadLetter, Some(dead_letter)) => {
             Some(runtime.block_on(DeltaSink::open_or_create(
                 &dead_letter.uri,
@@ -387,7 +417,7 @@ fn run_targets(
             }
             Ok(Some(targets.into_offsets()))
         }
-        TriggerKind::Once => Ok(Some(source::latest_of_subscription(client, source)?)),
+        TriggerKind::Once => Ok(Some(source::run_end_offsets(client, source)?)),
         TriggerKind::Default | TriggerKind::ProcessingTime(_) => Ok(None),
     }
 }

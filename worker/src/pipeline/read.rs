@@ -40,6 +40,26 @@ impl Pipeline {
         if assigned.is_empty() {
             return Ok(Read::Idle);
         }
+        if let Some(min_offsets) = self.min_offsets.as_mut() {
+            // Offsets waiting, by the high watermarks of the last fetches (no request to the
+            // brokers per check); a partition not fetched yet counts none.
+            let available: i64 = assigned
+                .iter()
+                .map(|(tp, start)| {
+                    self.source
+                        .cached_high_watermark(tp)
+                        .map_or(0, |high| (high - start.offset).max(0))
+                })
+                .sum();
+            if min_offsets.put_off(available, Instant::now()) {
+                tracing::debug!(
+                    available,
+                    min = min_offsets.min(),
+                    "batch put off: fewer offsets than minOffsetsPerTrigger"
+                );
+                return Ok(Read::Idle);
+            }
+        }
         let cap = self.schedule.offset_cap(self.max_offsets_per_trigger);
         let mut plan = plan_batch(
             &assigned,

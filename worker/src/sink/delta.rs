@@ -85,6 +85,44 @@ pub struct OpenOptions<'a> {
     pub merge_schema: bool,
 }
 
+/// A reachability check of the table's storage: the commit file of a version the worker read
+/// (never removed while it is the latest: log cleanup keeps the newest commits) is looked up.
+pub struct TableProbe {
+    log_store: deltalake::logstore::LogStoreRef,
+    version: Option<u64>,
+    uri: String,
+}
+
+impl TableProbe {
+    /// Whether the storage answers, and holds the table; else why not (secrets redacted).
+    pub async fn check(&self) -> std::result::Result<(), String> {
+        use deltalake::logstore::object_store::ObjectStoreExt;
+        let Some(version) = self.version else {
+            return Ok(());
+        };
+        let path = deltalake::logstore::object_store::path::Path::from(format!(
+            "_delta_log/{version:020}.json"
+        ));
+        let store = self.log_store.object_store(None);
+        match store.head(&path).await {
+            Ok(_) => Ok(()),
+            Err(deltalake::logstore::object_store::Error::NotFound { .. }) => Err(format!(
+                "the Delta table at {} has lost its commit {version} (was the table deleted or its volume unmounted?)",
+                self.uri
+            )),
+            Err(error) => Err(format!(
+                "cannot reach the Delta table at {}: {}",
+                self.uri,
+                crate::secrets::redact(&first_line(&error.to_string()))
+            )),
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
+}
+
 /// The commit-info key under which each batch commit records the query that wrote it.
 pub const QUERY_ID_KEY: &str = "tributary.queryId";
 /// The commit info key of the micro-batch a commit wrote.
@@ -253,6 +291,16 @@ impl DeltaSink {
             .map_err(Error::delta("load", &self.uri))?;
         self.table = table;
         Ok(())
+    }
+
+    /// What a reachability check needs (taken under the table's lock, used outside it): the
+    /// log store and the version whose commit file must be there.
+    pub fn reach_probe(&self) -> TableProbe {
+        TableProbe {
+            log_store: self.table.log_store(),
+            version: self.table.version(),
+            uri: self.uri.clone(),
+        }
     }
 
     /// Reloads the table to its latest version.

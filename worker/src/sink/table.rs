@@ -9,7 +9,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use super::delta::{CommitOutcome, DeltaSink, TxnUpdate};
+use super::delta::{CommitOutcome, DeltaSink, TableProbe, TxnUpdate};
 use crate::error::{Error, Result};
 use crate::partition::{OffsetMap, TopicPartition};
 
@@ -78,6 +78,11 @@ impl SharedTable {
             .lock()
             .map_err(|_| Error::Runtime("sink lock poisoned".into()))?;
         f(&mut sink)
+    }
+
+    /// A reachability check of the table's storage, usable without holding the table.
+    pub fn reach_probe(&self) -> Result<TableProbe> {
+        self.with_sink(|sink| Ok(sink.reach_probe()))
     }
 
     /// Reopens the table with other storage options (renewed credentials).
