@@ -858,13 +858,31 @@ pub fn send(
     if let Some(key) = key {
         record = record.key(key);
     }
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match producer.send(record) {
             Ok(()) => return,
-            Err((_, returned)) => {
-                // Queue full: wait for deliveries.
+            Err((error, returned)) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot produce to {topic}-{partition} within 60 s: {error}"
+                );
                 record = returned;
-                producer.poll(Duration::from_millis(10));
+                if error
+                    == rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    )
+                {
+                    // Wait for deliveries.
+                    producer.poll(Duration::from_millis(10));
+                } else {
+                    // A partition the producer's metadata does not know yet (just added): the
+                    // producer refreshes its metadata only every few minutes by itself.
+                    let _ = producer
+                        .client()
+                        .fetch_metadata(Some(topic), Duration::from_secs(5));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
         }
     }
