@@ -17,13 +17,13 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use crate::support::*;
 
 /// A producer thread writing sensor readings round-robin over `partitions` until stopped.
-struct Writer {
+pub struct Writer {
     stop: Arc<AtomicBool>,
     handle: Option<std::thread::JoinHandle<usize>>,
 }
 
 impl Writer {
-    fn start(bootstrap: &str, topic: &str, partitions: i32) -> Writer {
+    pub fn start(bootstrap: &str, topic: &str, partitions: i32) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let handle = {
             let (stop, bootstrap, topic) = (stop.clone(), bootstrap.to_string(), topic.to_string());
@@ -58,7 +58,7 @@ impl Writer {
     }
 
     /// Stops writing; returns how many records were written.
-    fn finish(mut self) -> usize {
+    pub fn finish(mut self) -> usize {
         self.stop.store(true, Ordering::SeqCst);
         self.handle
             .take()
@@ -157,13 +157,13 @@ fn assert_table_holds(ws: &Workspace, expected: &[(String, i32, i64)]) {
 
 /// Every offset below each partition's high watermark (a topic without transactions or
 /// compaction: offsets are dense).
-fn all_offsets(broker: &Broker, topic: &str, partitions: i32) -> BTreeMap<(String, i32), i64> {
+pub fn all_offsets(broker: &Broker, topic: &str, partitions: i32) -> BTreeMap<(String, i32), i64> {
     (0..partitions)
         .map(|p| ((topic.to_string(), p), broker.watermarks(topic, p).1))
         .collect()
 }
 
-fn wait_until_committed(ws: &Workspace, ends: &BTreeMap<(String, i32), i64>, worker: &Worker) {
+pub fn wait_until_committed(ws: &Workspace, ends: &BTreeMap<(String, i32), i64>, worker: &Worker) {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let txns = table_txns(&ws.table());
