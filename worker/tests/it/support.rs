@@ -1,4 +1,4 @@
-//! Test support: Apache Kafka brokers ([`Broker`], see kafka.rs) or librdkafka's mock cluster
+//! Test support: Apache Kafka brokers ([`Broker`], from tributary-testkit) or librdkafka's mock cluster
 //! in the test process ([`MockBroker`]: no JVM, for the tests that only need records to read),
 //! the worker as a real child process, and an independent Delta reader (the `_delta_log` JSON
 //! replayed with serde_json, the Parquet files read with the parquet crate).
@@ -18,8 +18,8 @@ use serde_json::Value;
 pub const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
 
 /// Apache Kafka: the broker of every test that proves what the worker does with Kafka.
-pub use crate::kafka::Kafka as Broker;
-pub use crate::kafka::{producer, send};
+pub use tributary_testkit::kafka::Kafka as Broker;
+pub use tributary_testkit::kafka::{producer, send};
 
 /// librdkafka's mock cluster on 127.0.0.1, living as long as this value: the same interface as
 /// [`Broker`] without a JVM, for tests about the table side (storage, pods).
