@@ -4,18 +4,26 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+use super::broker::BrokerKind;
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "bench",
     about = "Tributary's benchmark: the worker's throughput, latency and memory against the \
-             plain-consume limit, on one machine, with librdkafka's mock broker on 127.0.0.1"
+             plain-consume limit, on one machine, with a broker on 127.0.0.1 (librdkafka's mock \
+             cluster or Apache Kafka)"
 )]
 pub struct Args {
+    /// The broker: librdkafka's mock cluster in this process, or Apache Kafka (one node, in its
+    /// own JVM; installed by scripts/install-deps.sh).
+    #[arg(long, value_enum, default_value = "mock")]
+    pub broker: BrokerKind,
     /// Messages produced (before timing starts) for the limit and the throughput run.
     #[arg(long, default_value_t = 2_000_000)]
     pub messages: u64,
-    /// Topic partitions. Default: enough to keep each under 4 MiB (the mock broker keeps at most
-    /// 5 MiB per partition and silently drops older data), and at least 6.
+    /// Topic partitions. Default on Apache Kafka: 6. On the mock broker: enough to keep each
+    /// under 4 MiB (it keeps at most 5 MiB per partition and silently drops older data), and at
+    /// least 6.
     #[arg(long)]
     pub partitions: Option<i32>,
     /// Messages per second produced during the latency run.

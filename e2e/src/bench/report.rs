@@ -11,6 +11,8 @@ use super::throughput::ThroughputFigures;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ConfigFigures {
+    /// The broker measured against.
+    pub broker: String,
     pub messages: u64,
     pub partitions: i32,
     pub partitions_why: String,
@@ -96,7 +98,7 @@ fn throughput_rows(label: &str, t: &ThroughputFigures) -> String {
     format!(
         "{label}: {} msgs, {} partitions, {:.2} s wall\n\
          \x20 rows/s {:>12.0}   MB/s {:>8.1}\n\
-         \x20 CPU user+sys {:.2}+{:.2} s = {:.2} s per million rows   (mock broker meanwhile: {:.2} s)\n\
+         \x20 CPU user+sys {:.2}+{:.2} s = {:.2} s per million rows   (broker meanwhile: {:.2} s)\n\
          \x20 peak RSS {:.1} MiB; {} batches, first after {}, then {} rows/s\n\
          \x20 worker's durationMs summed: {}\n\
          \x20 table: {} versions, {} files, {:.1} MB; rows counted {} (stats {}), distinct offsets {}, duplicates {}\n",
@@ -132,6 +134,7 @@ impl Report {
         let mut out = format!(
             "Tributary benchmark\n\
              machine: {} x {} ({} GiB, Linux {}), load average at start {}\n\
+             broker: {}\n\
              messages {}  partitions {} ({})\n\
              maxOffsetsPerTrigger {}  kafka options [{}]  out {}\n\n\
              produce:  {} msgs, avg {:.1} B, {:.2} s ({:.0} msg/s, before timing)\n\
@@ -142,6 +145,7 @@ impl Report {
             m.memory_gib,
             m.kernel,
             m.loadavg_at_start,
+            c.broker,
             c.messages,
             c.partitions,
             c.partitions_why,

@@ -39,8 +39,8 @@ pub struct ThroughputFigures {
     pub cpu_sys_s: f64,
     pub cpu_s_per_million_rows: f64,
     pub peak_rss_mib: f64,
-    /// CPU this (bench) process spent meanwhile: almost all of it the in-process mock broker
-    /// serving the worker's fetches, which shares the machine's cores with the worker.
+    /// CPU the broker spent meanwhile, serving the worker's fetches on the cores the worker
+    /// uses too (the mock broker: this benchmark process; Apache Kafka: its JVM).
     pub broker_cpu_s: f64,
     /// Micro-batches, from the worker's progress lines (0 if it printed none).
     pub progress_lines: u64,
@@ -102,7 +102,7 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
     std::fs::write(&manifest, ingestion.manifest())
         .map_err(BenchError::io_path("write", &manifest))?;
 
-    let cpu_before = own_cpu_s();
+    let cpu_before = plan.broker.cpu_seconds();
     let log = plan.dir.join("worker.log");
     let finished = worker::spawn(
         plan.wrapper,
@@ -112,7 +112,7 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
         &log,
     )?
     .wait(plan.timeout)?;
-    let broker_cpu_s = own_cpu_s() - cpu_before;
+    let broker_cpu_s = plan.broker.cpu_seconds() - cpu_before;
     if finished.exit_code != 0 {
         return Err(BenchError::Worker(format!(
             "exited with {} on {}; its log: {}\n{}",

@@ -311,19 +311,25 @@ impl DeltaSink {
             .map_err(Error::delta("refresh", &self.uri))
     }
 
-    /// The query ids recorded in the table's latest `limit` commits (`tributary.queryId` in
-    /// the commit info), newest first, each once.
-    pub async fn recent_writers(&mut self, limit: usize) -> Result<Vec<String>> {
+    /// The commit infos of the table's latest `limit` commits, newest first.
+    async fn recent_commit_infos(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<deltalake::kernel::CommitInfo>> {
         use futures::TryStreamExt;
         self.refresh().await?;
-        let infos: Vec<_> = self
-            .table
+        self.table
             .history(Some(limit))
             .try_collect()
             .await
-            .map_err(Error::delta("read the history of", &self.uri))?;
+            .map_err(Error::delta("read the history of", &self.uri))
+    }
+
+    /// The query ids recorded in the table's latest `limit` commits (`tributary.queryId` in
+    /// the commit info), newest first, each once.
+    pub async fn recent_writers(&mut self, limit: usize) -> Result<Vec<String>> {
         let mut writers: Vec<String> = Vec::new();
-        for info in infos {
+        for info in self.recent_commit_infos(limit).await? {
             if let Some(id) = info.info.get(QUERY_ID_KEY).and_then(|v| v.as_str())
                 && !writers.iter().any(|w| w == id)
             {
@@ -336,15 +342,9 @@ impl DeltaSink {
     /// The highest `tributary.batchId` that query `query_id` recorded in the table's latest
     /// `limit` commits.
     pub async fn last_batch_of(&mut self, query_id: &str, limit: usize) -> Result<Option<i64>> {
-        use futures::TryStreamExt;
-        self.refresh().await?;
-        let infos: Vec<_> = self
-            .table
-            .history(Some(limit))
-            .try_collect()
-            .await
-            .map_err(Error::delta("read the history of", &self.uri))?;
-        Ok(infos
+        Ok(self
+            .recent_commit_infos(limit)
+            .await?
             .iter()
             .filter(|info| info.info.get(QUERY_ID_KEY).and_then(|v| v.as_str()) == Some(query_id))
             .filter_map(|info| info.info.get(BATCH_ID_KEY).and_then(|v| v.as_i64()))
