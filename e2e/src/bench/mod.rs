@@ -112,7 +112,13 @@ pub fn run(args: &Args) -> Result<Report> {
         args.messages
     );
     broker.create_topic(TOPIC, partitions)?;
-    let produced = produce::produce_all(&broker.bootstrap, TOPIC, partitions, args.messages)?;
+    let produced = produce::produce_mixed(
+        &broker.bootstrap,
+        TOPIC,
+        partitions,
+        args.messages,
+        args.malformed(),
+    )?;
     let (ends, watermark_ms_idle) = broker.check_complete(TOPIC, partitions, produced.messages)?;
 
     // (b) The limit.
@@ -160,6 +166,8 @@ pub fn run(args: &Args) -> Result<Report> {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect(),
             worker_bin: worker_bin.as_ref().map(|b| b.display().to_string()),
+            malformed_pct: args.malformed,
+            on_error: args.on_error,
             out: out.display().to_string(),
         },
         produce: ProduceFigures::from(&produced),
@@ -188,6 +196,8 @@ pub fn run(args: &Args) -> Result<Report> {
         kafka_options: &args.kafka_options,
         wrapper: &args.worker_wrapper,
         timeout,
+        on_error: args.on_error,
+        malformed: args.malformed(),
     })?;
     report.ratio_worker_to_limit = Some(stats::rate(figures.rows_per_s, report.limit.msgs_per_s));
     report.worker = Some(figures);
@@ -222,7 +232,13 @@ pub fn run(args: &Args) -> Result<Report> {
             let topic = format!("bench-memory-{messages}");
             let partitions = broker::auto_partitions(args.broker, messages, TYPICAL_MESSAGE_BYTES);
             broker.create_topic(&topic, partitions)?;
-            let produced = produce::produce_all(&broker.bootstrap, &topic, partitions, messages)?;
+            let produced = produce::produce_mixed(
+                &broker.bootstrap,
+                &topic,
+                partitions,
+                messages,
+                args.malformed(),
+            )?;
             let (ends, _) = broker.check_complete(&topic, partitions, produced.messages)?;
             report.memory.push(throughput::run(&throughput::Plan {
                 broker: &broker,
@@ -235,6 +251,8 @@ pub fn run(args: &Args) -> Result<Report> {
                 kafka_options: &args.kafka_options,
                 wrapper: &args.worker_wrapper,
                 timeout,
+                on_error: args.on_error,
+                malformed: args.malformed(),
             })?);
         }
     }
