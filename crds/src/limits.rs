@@ -45,6 +45,10 @@ pub const MAX_SCALE_DOWN_DELAY_SECONDS: i64 = 24 * 60 * 60;
 pub const MAX_VACUUM_INTERVAL_HOURS: i32 = 30 * 24;
 pub const MAX_VACUUM_RETAIN_HOURS: i32 = 10 * 365 * 24;
 pub const DEFAULT_VACUUM_RETAIN_HOURS: i32 = 7 * 24;
+/// How long a Spark checkpoint must be unchanged before a takeover (default 2 minutes, at
+/// most a day).
+pub const DEFAULT_SPARK_QUIET_SECONDS: i64 = 120;
+pub const MAX_SPARK_QUIET_SECONDS: i64 = 24 * 60 * 60;
 /// Bounds of the CronJob history limits in `spec.runs`.
 pub const MAX_RUN_HISTORY: i32 = 100;
 pub const MAX_METRICS_PORT: i32 = 65535;

@@ -1189,6 +1189,45 @@ pub struct Checkpoint {
     /// storageOptions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_storage_options: BTreeMap<String, SecretValueSource>,
+
+    /// Take over from a stopped Spark Structured Streaming query that wrote the same Delta
+    /// table: a new query starts from the end offsets of the last batch the table says Spark
+    /// committed (never from a batch Spark only planned). Read only while this query's own
+    /// checkpoint is new; ignored afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_spark: Option<SparkCheckpointSource>,
+}
+
+/// A Spark query's checkpointLocation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("self.location.startsWith('/')").message(SPARK_CHECKPOINT_PATH_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct SparkCheckpointSource {
+    /// The Spark query's checkpointLocation, as a path on `volume`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub location: String,
+    /// The existing PersistentVolumeClaim that holds it (claimName, mountPath).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSource>,
+    /// Seconds the Spark checkpoint must have been unchanged before the Spark query counts as
+    /// stopped. Default 120.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_SPARK_QUIET_SECONDS))]
+    pub quiet_seconds: Option<i64>,
+}
+
+/// The message of the rule that keeps a Spark checkpoint to a path on a volume.
+pub const SPARK_CHECKPOINT_PATH_MESSAGE: &str = "spec.checkpoint.fromSpark.location must be a path on spec.checkpoint.fromSpark.volume; a Spark checkpoint on ADLS or another object store is not read yet: copy its metadata file and offsets/ and commits/ directories onto a volume";
+
+impl SparkCheckpointSource {
+    pub fn quiet(&self) -> Duration {
+        Duration::from_secs(
+            self.quiet_seconds
+                .unwrap_or(DEFAULT_SPARK_QUIET_SECONDS)
+                .clamp(0, MAX_SPARK_QUIET_SECONDS)
+                .unsigned_abs(),
+        )
+    }
 }
 
 impl std::fmt::Debug for Checkpoint {

@@ -1003,6 +1003,56 @@ fn validate_checkpoint(spec: &StreamingIngestionSpec, errors: &mut Errors) {
         &checkpoint.secret_storage_options,
         errors,
     );
+    if let Some(spark) = &checkpoint.from_spark {
+        validate_spark_checkpoint(spec, spark, errors);
+    }
+}
+
+fn validate_spark_checkpoint(
+    spec: &StreamingIngestionSpec,
+    spark: &SparkCheckpointSource,
+    errors: &mut Errors,
+) {
+    let path = "spec.checkpoint.fromSpark";
+    if !spark.location.starts_with('/') {
+        errors.push(format!("{path}.location"), SPARK_CHECKPOINT_PATH_MESSAGE);
+        return;
+    }
+    match &spark.volume {
+        Some(volume) if volume.claim_name.is_some() => validate_volume(
+            &format!("{path}.volume"),
+            volume,
+            "spec.checkpoint.fromSpark.location",
+            &spark.location,
+            errors,
+        ),
+        Some(_) => errors.push(
+            format!("{path}.volume"),
+            "must name the existing claim that holds the Spark checkpoint (claimName): a claim the operator creates would be empty",
+        ),
+        None => errors.push(
+            path,
+            "spec.checkpoint.fromSpark.location is a path, so spec.checkpoint.fromSpark.volume must name the claim that holds it (claimName)",
+        ),
+    }
+    if same_location(&spark.location, &spec.checkpoint.location)
+        || is_inside(&spark.location, &spec.checkpoint.location)
+        || is_inside(&spec.checkpoint.location, &spark.location)
+    {
+        errors.push(
+            format!("{path}.location"),
+            "must be the Spark query's own checkpointLocation, apart from spec.checkpoint.location",
+        );
+    }
+    if let Some(seconds) = spark.quiet_seconds {
+        check_range(
+            &format!("{path}.quietSeconds"),
+            seconds,
+            0,
+            MAX_SPARK_QUIET_SECONDS,
+            errors,
+        );
+    }
 }
 
 /// Checks a volume and that `location` (the field `location_field`) lies on it.

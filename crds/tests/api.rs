@@ -393,6 +393,36 @@ fn cel_vacuum_keeps_delta_s_retention_unless_told_otherwise() {
 }
 
 #[test]
+fn a_spark_checkpoint_to_take_over_is_a_path_on_an_existing_claim() {
+    use tributary_crds::spec::SPARK_CHECKPOINT_PATH_MESSAGE;
+    assert_rejected(
+        |o| {
+            o["spec"]["checkpoint"]["fromSpark"] =
+                json!({"location": "abfss://cp@acct.dfs.core.windows.net/q"});
+        },
+        SPARK_CHECKPOINT_PATH_MESSAGE,
+    );
+    let with = |spark: Value| {
+        let mut object = valid_object();
+        object["spec"]["checkpoint"]["fromSpark"] = spark;
+        let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+        tributary_crds::validate(&ingestion).map_err(|e| e.to_string())
+    };
+    with(json!({"location": "/spark/checkpoints/q", "volume": {"claimName": "spark", "mountPath": "/spark"}}))
+        .expect("a path on an existing claim");
+    let created =
+        with(json!({"location": "/spark/q", "volume": {"size": "1Gi", "mountPath": "/spark"}}))
+            .expect_err("a created claim would be empty");
+    assert!(created.contains("claimName"), "{created}");
+    let own = with(json!({"location": "/checkpoints/sensor-readings", "volume": {"claimName": "c", "mountPath": "/checkpoints"}}))
+        .expect_err("its own checkpoint");
+    assert!(
+        own.contains("Spark query's own checkpointLocation"),
+        "{own}"
+    );
+}
+
+#[test]
 fn cel_processing_time_is_a_duration() {
     for good in ["10s", "1m30s", "500ms", "10 seconds", "2 minutes"] {
         let mut object = valid_object();

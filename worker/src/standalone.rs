@@ -23,6 +23,9 @@ pub fn place_under(ingestion: &mut StreamingIngestion, root: &Path) -> Result<Pa
         *uri = under(&root, uri);
     }
     spec.checkpoint.location = under(&root, &spec.checkpoint.location);
+    if let Some(spark) = spec.checkpoint.from_spark.as_mut() {
+        spark.location = under(&root, &spark.location);
+    }
     if let Some(dead_letter) = spec
         .format
         .json

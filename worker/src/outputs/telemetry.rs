@@ -137,17 +137,19 @@ mod tests {
     use std::collections::BTreeMap;
     use tributary_crds::SourceProgress;
 
+    /// Offsets of topic `t`, by partition.
+    fn offsets(pairs: &[(&str, i64)]) -> BTreeMap<String, BTreeMap<String, i64>> {
+        BTreeMap::from([(
+            "t".to_string(),
+            pairs
+                .iter()
+                .map(|(p, o)| (p.to_string(), *o))
+                .collect::<BTreeMap<_, _>>(),
+        )])
+    }
+
     #[test]
     fn a_worker_reports_the_lag_of_the_partitions_it_still_owns() {
-        let offsets = |pairs: &[(&str, i64)]| {
-            BTreeMap::from([(
-                "t".to_string(),
-                pairs
-                    .iter()
-                    .map(|(p, o)| (p.to_string(), *o))
-                    .collect::<BTreeMap<_, _>>(),
-            )])
-        };
         let progress = StreamingQueryProgress {
             id: "q".into(),
             sources: vec![SourceProgress {
@@ -171,15 +173,6 @@ mod tests {
 
     #[test]
     fn lag_per_partition_comes_from_end_and_latest_offsets() {
-        let offsets = |pairs: &[(&str, i64)]| {
-            BTreeMap::from([(
-                "t".to_string(),
-                pairs
-                    .iter()
-                    .map(|(p, o)| (p.to_string(), *o))
-                    .collect::<BTreeMap<_, _>>(),
-            )])
-        };
         let progress = StreamingQueryProgress {
             sources: vec![SourceProgress {
                 end_offset: offsets(&[("0", 90), ("1", 50)]),

@@ -27,6 +27,8 @@ pub(super) struct Committed {
     /// Commits retried after another replica's commit.
     pub retries: u64,
     pub dead_letter_rows: i64,
+    /// Writing the batch's dead letters (onError: deadLetter), then its rows.
+    pub dead_letter_ms: Option<i64>,
     pub commit_ms: i64,
 }
 
@@ -67,6 +69,11 @@ impl Pipeline {
             None => Some(0),
             Some(table) => table.write(&read.records, &decoded.decoded.bad, &ends)?,
         };
+        let dead_letter_ms = self
+            .dead_letter
+            .is_some()
+            .then(|| started.elapsed().as_millis() as i64);
+        let started = Instant::now();
         let Some(dead_letter_rows) = dead_letter_rows else {
             warn!(
                 "another worker wrote dead letters for these partitions: the batch is abandoned and the partitions re-read from the table"
@@ -128,6 +135,7 @@ impl Pipeline {
             files,
             retries,
             dead_letter_rows,
+            dead_letter_ms,
             commit_ms,
         }))
     }

@@ -148,7 +148,14 @@ impl Pipeline {
             &run_id,
             &runtime,
         )?;
-        let source = start_source(source, metadata_client, initial, &table, targets.as_ref())?;
+        let source = start_source(
+            source,
+            metadata_client,
+            initial,
+            &table,
+            targets.as_ref(),
+            tuning.group_instance_id.as_deref(),
+        )?;
         let fail_on_data_loss = source.config().read.fail_on_data_loss();
         let watch = Watch::start(
             brokers,
@@ -431,6 +438,7 @@ fn start_source(
     initial: OffsetMap,
     table: &SharedTable,
     targets: Option<&OffsetMap>,
+    group_instance_id: Option<&str>,
 ) -> Result<Source> {
     let resolver = StartResolver {
         table_offsets: Box::new({
@@ -443,5 +451,5 @@ fn start_source(
         bootstrap: source.bootstrap.clone(),
     };
     let fixed: Option<Vec<TopicPartition>> = targets.map(|t| t.keys().cloned().collect());
-    Source::start(source, resolver, fixed.as_deref())
+    Source::start(source, resolver, fixed.as_deref(), group_instance_id)
 }

@@ -67,7 +67,47 @@ pub struct DeltaSink {
     /// The table's schema with the declared columns it lacks, added by the next commit that
     /// carries rows (mergeSchema).
     evolve_to: Option<StructType>,
+    txn_cache: TxnCache,
 }
+
+/// Txn versions known at one table version. delta-rs answers each app id's lookup with a
+/// replay of the log since the last checkpoint, and a batch looks up every partition of both
+/// tables; the log of a version never changes, so while the table stays at the version an
+/// answer was read at (or moves only by this sink's own commits, whose txns are known) the
+/// answer holds. Any other move of the table (another replica, a compaction) starts afresh.
+#[derive(Debug, Default)]
+struct TxnCache {
+    version: Option<u64>,
+    versions: HashMap<String, Option<i64>>,
+}
+
+impl TxnCache {
+    /// Forgets what was known unless the table is still at the version it was known at.
+    fn at(&mut self, version: Option<u64>) {
+        if self.version != version {
+            self.version = version;
+            self.versions.clear();
+        }
+    }
+
+    /// This sink's commit of `txns` took the table from `from` to `to`: with nothing in
+    /// between, the answers carry over with the new txns; otherwise they are forgotten.
+    fn committed(&mut self, from: Option<u64>, to: u64, txns: &[TxnUpdate]) {
+        if self.version.is_none() || self.version != from || from.map(|v| v + 1) != Some(to) {
+            self.version = None;
+            self.versions.clear();
+            return;
+        }
+        self.version = Some(to);
+        for txn in txns {
+            self.versions.insert(txn.app_id.clone(), Some(txn.version));
+        }
+    }
+}
+
+/// The table property under which txns expire: with it an answer can change while the table
+/// does not, so such tables are not cached.
+const TXN_RETENTION_PROPERTY: &str = "delta.setTransactionRetentionDuration";
 
 /// How to open (or create) a table.
 pub struct OpenOptions<'a> {
@@ -232,6 +272,7 @@ impl DeltaSink {
             partition_by,
             target_file_size,
             evolve_to,
+            txn_cache: TxnCache::default(),
         })
     }
 
@@ -311,19 +352,25 @@ impl DeltaSink {
             .map_err(Error::delta("refresh", &self.uri))
     }
 
-    /// The query ids recorded in the table's latest `limit` commits (`tributary.queryId` in
-    /// the commit info), newest first, each once.
-    pub async fn recent_writers(&mut self, limit: usize) -> Result<Vec<String>> {
+    /// The commit infos of the table's latest `limit` commits, newest first.
+    async fn recent_commit_infos(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<deltalake::kernel::CommitInfo>> {
         use futures::TryStreamExt;
         self.refresh().await?;
-        let infos: Vec<_> = self
-            .table
+        self.table
             .history(Some(limit))
             .try_collect()
             .await
-            .map_err(Error::delta("read the history of", &self.uri))?;
+            .map_err(Error::delta("read the history of", &self.uri))
+    }
+
+    /// The query ids recorded in the table's latest `limit` commits (`tributary.queryId` in
+    /// the commit info), newest first, each once.
+    pub async fn recent_writers(&mut self, limit: usize) -> Result<Vec<String>> {
         let mut writers: Vec<String> = Vec::new();
-        for info in infos {
+        for info in self.recent_commit_infos(limit).await? {
             if let Some(id) = info.info.get(QUERY_ID_KEY).and_then(|v| v.as_str())
                 && !writers.iter().any(|w| w == id)
             {
@@ -336,15 +383,9 @@ impl DeltaSink {
     /// The highest `tributary.batchId` that query `query_id` recorded in the table's latest
     /// `limit` commits.
     pub async fn last_batch_of(&mut self, query_id: &str, limit: usize) -> Result<Option<i64>> {
-        use futures::TryStreamExt;
-        self.refresh().await?;
-        let infos: Vec<_> = self
-            .table
-            .history(Some(limit))
-            .try_collect()
-            .await
-            .map_err(Error::delta("read the history of", &self.uri))?;
-        Ok(infos
+        Ok(self
+            .recent_commit_infos(limit)
+            .await?
             .iter()
             .filter(|info| info.info.get(QUERY_ID_KEY).and_then(|v| v.as_str()) == Some(query_id))
             .filter_map(|info| info.info.get(BATCH_ID_KEY).and_then(|v| v.as_i64()))
@@ -359,14 +400,26 @@ impl DeltaSink {
             .table
             .snapshot()
             .map_err(Error::delta("read", &self.uri))?;
+        let cacheable = !snapshot
+            .metadata()
+            .configuration()
+            .contains_key(TXN_RETENTION_PROPERTY);
+        self.txn_cache
+            .at(cacheable.then(|| self.table.version()).flatten());
         let mut versions = Vec::with_capacity(app_ids.len());
         for app_id in app_ids {
-            versions.push(
-                snapshot
-                    .transaction_version(log_store.as_ref(), app_id)
-                    .await
-                    .map_err(Error::delta("read the txn versions of", &self.uri))?,
-            );
+            if let Some(known) = self.txn_cache.versions.get(app_id) {
+                versions.push(*known);
+                continue;
+            }
+            let version = snapshot
+                .transaction_version(log_store.as_ref(), app_id)
+                .await
+                .map_err(Error::delta("read the txn versions of", &self.uri))?;
+            if self.txn_cache.version.is_some() {
+                self.txn_cache.versions.insert(app_id.clone(), version);
+            }
+            versions.push(version);
         }
         Ok(versions)
     }
@@ -382,7 +435,29 @@ impl DeltaSink {
     ) -> Result<CommitOutcome> {
         let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
         let current = self.txn_versions(&app_ids).await?;
-        for (txn, now) in txns.iter().zip(&current) {
+        self.commit_read(batch, txns, &current, app_metadata).await
+    }
+
+    /// [`DeltaSink::commit`] for txns whose versions the caller has just read with
+    /// [`DeltaSink::txn_versions`] (`current`, in the order of `txns`): the table is not read
+    /// again. A writer that moved one of them since is still caught, by the commit's own
+    /// conflict check (a concurrent commit carrying the same txn app id fails it).
+    pub async fn commit_read(
+        &mut self,
+        batch: Option<&RecordBatch>,
+        txns: &[TxnUpdate],
+        current: &[Option<i64>],
+        app_metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<CommitOutcome> {
+        if current.len() != txns.len() {
+            return Err(Error::Runtime(format!(
+                "internal: {} txn versions read for {} txns of {}",
+                current.len(),
+                txns.len(),
+                self.uri
+            )));
+        }
+        for (txn, now) in txns.iter().zip(current) {
             if *now != txn.expected {
                 return Ok(CommitOutcome::Conflict(format!(
                     "{} is at {:?} in the table, the batch started at {:?}",
@@ -468,6 +543,8 @@ impl DeltaSink {
             .await;
         match result {
             Ok(finalized) => {
+                self.txn_cache
+                    .committed(self.table.version(), finalized.version(), txns);
                 if evolves && let Some(merged) = self.evolve_to.take() {
                     let added: Vec<&str> = merged
                         .fields()
@@ -701,6 +778,81 @@ mod tests {
         assert!(matches!(outcome, CommitOutcome::Committed { files: 1, .. }));
         // Reopened with the same (partly NOT NULL) schema, the nullable table still fits.
         open(&location).await.expect("reopen");
+    }
+
+    fn rows() -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(StringArray::from(vec![Some("d-1")])),
+                Arc::new(Int64Array::from(vec![0])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn txn(app_id: &str, expected: Option<i64>, version: i64) -> TxnUpdate {
+        TxnUpdate {
+            app_id: app_id.into(),
+            expected,
+            version,
+        }
+    }
+
+    #[tokio::test]
+    async fn txn_versions_known_from_own_commits_and_read_again_after_another_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        let mut ours = open(&location).await.expect("create");
+        let mut theirs = open(&location).await.expect("open");
+        let ids = ["p0".to_string(), "p1".to_string()];
+        let committed = |outcome: CommitOutcome| {
+            assert!(
+                matches!(outcome, CommitOutcome::Committed { .. }),
+                "{outcome:?}"
+            );
+        };
+        committed(
+            ours.commit(Some(&rows()), &[txn("p0", None, 2)], HashMap::new())
+                .await
+                .expect("commit"),
+        );
+        assert_eq!(
+            ours.txn_versions(&ids).await.expect("txns"),
+            [Some(2), None]
+        );
+        // Another writer moves p1 (and the table): ours must not answer from what it knew.
+        committed(
+            theirs
+                .commit(Some(&rows()), &[txn("p1", None, 7)], HashMap::new())
+                .await
+                .expect("commit"),
+        );
+        assert_eq!(
+            ours.txn_versions(&ids).await.expect("txns"),
+            [Some(2), Some(7)]
+        );
+        committed(
+            ours.commit(Some(&rows()), &[txn("p0", Some(2), 4)], HashMap::new())
+                .await
+                .expect("commit"),
+        );
+        assert_eq!(
+            ours.txn_versions(&ids).await.expect("txns"),
+            [Some(4), Some(7)]
+        );
+        // A commit whose expectation is stale is refused, whatever was known before.
+        let stale = theirs
+            .commit(Some(&rows()), &[txn("p0", Some(2), 9)], HashMap::new())
+            .await
+            .expect("commit");
+        assert!(matches!(stale, CommitOutcome::Conflict(_)), "{stale:?}");
+        // A fresh handle reads the same from the log alone.
+        let mut reopened = open(&location).await.expect("reopen");
+        assert_eq!(
+            reopened.txn_versions(&ids).await.expect("txns"),
+            [Some(4), Some(7)]
+        );
     }
 
     /// A table as Spark creates it with a table feature: writer version 7, and `invariants`

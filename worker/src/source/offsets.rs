@@ -4,10 +4,12 @@
 //! long-polling Fetch.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use tracing::info;
+use tracing::{info, warn};
 use tributary_crds::{QueryStart, StartingOffsets, TimestampStrategy};
 
 use super::config::{METADATA_TIMEOUT, SourceConfig, Subscription};
@@ -24,16 +26,50 @@ pub fn metadata_client(source: &SourceConfig) -> Result<BaseConsumer> {
     })
 }
 
+/// How long a watermark query is retried while the partition has no reachable leader (a
+/// broker died and the controller is electing another; the client's metadata is stale).
+const LEADER_CHANGE_GRACE: Duration = Duration::from_secs(30);
+
 /// A partition's (low, high) watermarks, asked of the broker: the first offset still kept and
-/// the next offset to be written.
+/// the next offset to be written. Failures that a leader change explains are retried for
+/// [`LEADER_CHANGE_GRACE`]; an unknown topic or partition is reported at once.
 pub fn watermarks<C: ConsumerContext>(
     client: &BaseConsumer<C>,
     tp: &TopicPartition,
     bootstrap: &str,
 ) -> Result<(i64, i64)> {
-    client
-        .fetch_watermarks(&tp.topic, tp.partition, METADATA_TIMEOUT)
-        .map_err(Error::kafka(format!("read the offsets of {tp}"), bootstrap))
+    let deadline = Instant::now() + LEADER_CHANGE_GRACE;
+    loop {
+        match client.fetch_watermarks(&tp.topic, tp.partition, METADATA_TIMEOUT) {
+            Ok(watermarks) => return Ok(watermarks),
+            Err(error) if retriable(&error) && Instant::now() < deadline => {
+                warn!(%tp, %error, "cannot read the partition's offsets yet (a leader change?); retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(error) => {
+                return Err(Error::kafka(format!("read the offsets of {tp}"), bootstrap)(error));
+            }
+        }
+    }
+}
+
+/// Whether a failed offset query may succeed once the partition has a leader again.
+fn retriable(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    !matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::UnknownTopicOrPartition
+                | Code::UnknownTopic
+                | Code::UnknownPartition
+                | Code::UnknownTopicId
+                | Code::TopicAuthorizationFailed
+                | Code::ClusterAuthorizationFailed
+                | Code::Authentication
+                | Code::SaslAuthenticationFailed
+                | Code::Fatal
+        )
+    )
 }
 
 /// The high watermark librdkafka last saw in a fetch response for a partition, without asking

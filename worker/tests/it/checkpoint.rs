@@ -117,25 +117,9 @@ fn a_lost_checkpoint_is_refused_and_the_table_record_resumes_exactly_once() {
 
 /// The micro-batch ids of the table's commits, in version order.
 fn committed_batch_ids(table: &std::path::Path) -> Vec<i64> {
-    let mut commits: Vec<(i64, String)> = std::fs::read_dir(table.join("_delta_log"))
-        .expect("the table's log")
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            (path.extension()? == "json").then_some(path)
-        })
-        .filter_map(|path| {
-            let version = path.file_stem()?.to_str()?.parse().ok()?;
-            Some((version, std::fs::read_to_string(&path).ok()?))
-        })
-        .collect();
-    commits.sort();
-    commits
+    commit_infos(table)
         .iter()
-        .flat_map(|(_, text)| text.lines().map(str::to_string).collect::<Vec<_>>())
-        .filter_map(|line| {
-            let action: serde_json::Value = serde_json::from_str(&line).ok()?;
-            action["commitInfo"]["tributary.batchId"].as_i64()
-        })
+        .filter_map(|info| info["tributary.batchId"].as_i64())
         .collect()
 }
 

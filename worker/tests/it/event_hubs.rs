@@ -434,7 +434,7 @@ fn a_kafka_source_reads_over_sasl_ssl_with_options_pasted_from_spark() {
     broker.topic("telemetry", 1);
     let producer = broker.producer();
     for i in 0..6 {
-        crate::kafka::send(
+        crate::support::send(
             &producer,
             "telemetry",
             0,

@@ -32,25 +32,9 @@ fn parquet_files(table: &Path) -> Vec<PathBuf> {
 
 /// Operations named in the table's commits, in version order.
 fn operations(table: &Path) -> Vec<String> {
-    let mut commits: Vec<(i64, String)> = std::fs::read_dir(table.join("_delta_log"))
-        .expect("the table's log")
-        .filter_map(|e| {
-            let path = e.ok()?.path();
-            (path.extension()? == "json").then_some(path)
-        })
-        .filter_map(|path| {
-            let version = path.file_stem()?.to_str()?.parse().ok()?;
-            Some((version, std::fs::read_to_string(&path).ok()?))
-        })
-        .collect();
-    commits.sort();
-    commits
+    commit_infos(table)
         .iter()
-        .flat_map(|(_, text)| text.lines().map(str::to_string).collect::<Vec<_>>())
-        .filter_map(|line| {
-            let action: serde_json::Value = serde_json::from_str(&line).ok()?;
-            Some(action["commitInfo"]["operation"].as_str()?.to_string())
-        })
+        .filter_map(|info| Some(info["operation"].as_str()?.to_string()))
         .collect()
 }
 

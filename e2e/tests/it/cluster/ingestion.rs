@@ -1,6 +1,6 @@
 //! Ingestions end to end in the real control plane: the chart's operator turns the examples
 //! into Deployments and Jobs, the kubelet runs their worker pods as processes against an Apache
-//! Kafka broker on 127.0.0.1 (the worker suite's harness, kafka.rs), the workers write Delta tables on the
+//! Kafka broker on 127.0.0.1 (the shared harness, testkit/src/kafka.rs), the workers write Delta tables on the
 //! claims' directories and their status through their own ServiceAccount's RBAC, and what a
 //! user sees (`kubectl wait`, `kubectl get streams`, `kubectl describe`, the Argo CD health) is
 //! checked at each step: continuous, availableNow, suspend and resume, scaling, a missing
@@ -16,7 +16,7 @@ use tributary_e2e::bench::produce::produce_all;
 use tributary_e2e::cluster::Cluster;
 
 use super::*;
-use crate::kafka::Kafka;
+use tributary_testkit::kafka::Kafka;
 
 pub(super) const NAMESPACE: &str = "iot";
 pub(super) const TOPIC: &str = "sensor-readings";
