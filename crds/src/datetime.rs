@@ -294,8 +294,8 @@ impl Zone {
 }
 
 /// Spark's repairs before Java reads a zone id: `+h:` becomes `+0h:`, a final `+hh:m` becomes
-/// `+hh:0m`.
-fn repair_offset(zone: &str) -> String {
+/// `+hh:0m`. The decoder repairs a timestamp's written zone the same way.
+pub fn repair_offset(zone: &str) -> String {
     let mut s = zone.to_string();
     let b = s.as_bytes();
     if let Some(i) = (0..b.len().saturating_sub(2))
@@ -319,7 +319,7 @@ fn repair_offset(zone: &str) -> String {
 
 /// Java's `ZoneOffset.of`: `+h`, `+hh`, `+hhmm`, `+hh:mm`, `+hhmmss`, `+hh:mm:ss`, at most 18
 /// hours.
-fn offset_seconds(offset: &str) -> Option<i32> {
+pub fn offset_seconds(offset: &str) -> Option<i32> {
     let b = offset.as_bytes();
     let sign = match b.first()? {
         b'+' => 1,

@@ -11,7 +11,7 @@
 //! input, never a different value).
 
 use tributary_crds::JsonFormat;
-use tributary_crds::datetime::{Pattern, Zone};
+use tributary_crds::datetime::{Pattern, Zone, repair_offset};
 
 /// Why a string is not read.
 pub(crate) type Refusal = String;
@@ -352,66 +352,9 @@ fn zone_offset_seconds(zone: &str) -> Option<i64> {
     None
 }
 
-/// Spark's repairs before Java reads a zone: `+h:` becomes `+0h:` (the first one), and a
-/// final `+hh:m` becomes `+hh:0m`.
-fn repair_offset(zone: &str) -> String {
-    let mut s = zone.to_string();
-    let b = s.as_bytes();
-    if let Some(i) = (0..b.len().saturating_sub(2))
-        .find(|&i| matches!(b[i], b'+' | b'-') && b[i + 1].is_ascii_digit() && b[i + 2] == b':')
-    {
-        s.insert(i + 1, '0');
-    }
-    let b = s.as_bytes();
-    let n = b.len();
-    if n >= 5
-        && matches!(b[n - 5], b'+' | b'-')
-        && b[n - 4].is_ascii_digit()
-        && b[n - 3].is_ascii_digit()
-        && b[n - 2] == b':'
-        && b[n - 1].is_ascii_digit()
-    {
-        s.insert(n - 1, '0');
-    }
-    s
-}
-
-/// Java's ZoneOffset.of: `+h`, `+hh`, `+hhmm`, `+hh:mm`, `+hhmmss`, `+hh:mm:ss`, at most 18
-/// hours.
+/// Java's ZoneOffset.of, in seconds (crds' reading of the same text, for the `timeZone` option).
 fn offset_seconds(offset: &str) -> Option<i64> {
-    let b = offset.as_bytes();
-    let sign = match b.first()? {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let two = |at: usize, colon: bool| -> Option<i64> {
-        if colon && b.get(at - 1) != Some(&b':') {
-            return None;
-        }
-        let d = b.get(at..at + 2)?;
-        if !d.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        Some(i64::from(d[0] - b'0') * 10 + i64::from(d[1] - b'0'))
-    };
-    let (hours, minutes, seconds) = match b.len() {
-        2 if b[1].is_ascii_digit() => (i64::from(b[1] - b'0'), 0, 0),
-        3 => (two(1, false)?, 0, 0),
-        5 => (two(1, false)?, two(3, false)?, 0),
-        6 => (two(1, false)?, two(4, true)?, 0),
-        7 => (two(1, false)?, two(3, false)?, two(5, false)?),
-        9 => (two(1, false)?, two(4, true)?, two(7, true)?),
-        _ => return None,
-    };
-    if hours > 18 || minutes > 59 || seconds > 59 {
-        return None;
-    }
-    let total = hours * 3600 + minutes * 60 + seconds;
-    if total > 18 * 3600 {
-        return None;
-    }
-    Some(sign * total)
+    tributary_crds::datetime::offset_seconds(offset).map(i64::from)
 }
 
 #[cfg(test)]
