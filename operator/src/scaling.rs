@@ -13,6 +13,7 @@ use tributary_crds::{
     Autoscaling, AutoscalingStatus, StreamingIngestion, StreamingIngestionStatus, TriggerKind,
 };
 
+use crate::status::pods::last_exit;
 use crate::status::workers;
 
 /// Least time between two increases: new workers need a rebalance and a batch before their
@@ -86,14 +87,7 @@ pub fn decide(ingestion: &StreamingIngestion, pods: &[Pod], now: Timestamp) -> S
 /// The partitions being read, as far as the workers told: the union of the live workers'
 /// assignments, or the partitions of the last batch if that is more (one worker reads all).
 pub fn known_partitions(status: &StreamingIngestionStatus, pods: &[Pod]) -> Option<usize> {
-    let live: std::collections::BTreeSet<&str> = pods
-        .iter()
-        .filter_map(|pod| pod.metadata.name.as_deref())
-        .collect();
-    let assigned: std::collections::BTreeSet<&str> = status
-        .workers
-        .iter()
-        .filter(|w| live.contains(w.name.as_str()))
+    let assigned: std::collections::BTreeSet<&str> = workers::live_entries(&status.workers, pods)
         .flat_map(|w| w.partitions.iter().map(String::as_str))
         .collect();
     let last_batch: usize = status
@@ -237,19 +231,8 @@ pub fn restart_limit(
         .filter(|(_, container)| container.restart_count >= limit)
         .max_by_key(|(_, container)| container.restart_count)
         .map(|(pod, container)| {
-            let last = container
-                .last_state
-                .as_ref()
-                .and_then(|s| s.terminated.as_ref())
-                .map(|t| {
-                    let detail = t
-                        .message
-                        .as_deref()
-                        .or(t.reason.as_deref())
-                        .map(|m| format!(": {}", m.trim()))
-                        .unwrap_or_default();
-                    format!("; last exit code {}{detail}", t.exit_code)
-                })
+            let last = last_exit(container)
+                .map(|exit| format!("; last {exit}"))
                 .unwrap_or_default();
             format!(
                 "worker {pod} restarted {} times (spec.maxRestarts {limit}){last}. The workers are stopped; change the spec (fix the cause, or raise spec.maxRestarts) to start them again",

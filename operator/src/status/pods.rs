@@ -1,7 +1,7 @@
 //! What the worker pods say that needs a person: containers that cannot start, crash loops,
 //! pods the scheduler cannot place, workers that stalled, and workers a Unity Catalog refuses.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use tributary_crds::WorkerStatus;
 use tributary_crds::conditions::{Status, reasons};
@@ -71,22 +71,8 @@ pub fn pod_problems(pods: &[Pod]) -> Vec<PodProblem> {
                 });
             }
             if waiting_reason == Some("CrashLoopBackOff") {
-                let last = container
-                    .last_state
-                    .as_ref()
-                    .and_then(|s| s.terminated.as_ref());
-                let detail = match last {
-                    Some(t) => format!(
-                        "exit code {}{}",
-                        t.exit_code,
-                        t.message
-                            .as_deref()
-                            .or(t.reason.as_deref())
-                            .map(|m| format!(": {}", m.trim()))
-                            .unwrap_or_default()
-                    ),
-                    None => "back-off restarting".to_string(),
-                };
+                let detail =
+                    last_exit(container).unwrap_or_else(|| "back-off restarting".to_string());
                 problems.push(PodProblem::CrashLooping {
                     pod: name.clone(),
                     message: format!(
@@ -111,16 +97,23 @@ pub fn pod_problems(pods: &[Pod]) -> Vec<PodProblem> {
     problems
 }
 
+/// How a container last ended, as "exit code N: its message (or reason)".
+pub fn last_exit(container: &ContainerStatus) -> Option<String> {
+    let terminated = container.last_state.as_ref()?.terminated.as_ref()?;
+    let detail = terminated
+        .message
+        .as_deref()
+        .or(terminated.reason.as_deref())
+        .map(|m| format!(": {}", m.trim()))
+        .unwrap_or_default();
+    Some(format!("exit code {}{detail}", terminated.exit_code))
+}
+
 /// Workers of live pods that stopped because the Unity Catalog refused them, from their own
 /// `status.workers` entries. The worker reports the catalog's message with secret values
 /// redacted, so the condition can quote it; its crash loop is the symptom, this the cause.
 pub fn catalog_problems(entries: &[WorkerStatus], pods: &[Pod]) -> Vec<PodProblem> {
-    entries
-        .iter()
-        .filter(|entry| {
-            pods.iter()
-                .any(|pod| pod.metadata.name.as_deref() == Some(entry.name.as_str()))
-        })
+    super::workers::live_entries(entries, pods)
         .filter_map(|entry| {
             let reason = reasons::CATALOG
                 .into_iter()
@@ -155,12 +148,7 @@ pub fn stalled_problems(
     bound: SignedDuration,
     now: Timestamp,
 ) -> Vec<PodProblem> {
-    entries
-        .iter()
-        .filter(|entry| {
-            pods.iter()
-                .any(|pod| pod.metadata.name.as_deref() == Some(entry.name.as_str()))
-        })
+    super::workers::live_entries(entries, pods)
         .filter(|entry| entry.error.is_none())
         .filter_map(|entry| {
             let lag = entry.lag.filter(|lag| *lag > 0)?;
