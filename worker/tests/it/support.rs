@@ -335,9 +335,15 @@ pub struct TableSnapshot {
 
 /// Replays `_delta_log/*.json` (add, remove, txn, metaData) and reads the live Parquet files.
 pub fn read_table(table: &Path) -> TableSnapshot {
+    try_read_table(table).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`read_table`] for a table that may not exist yet, or whose files a running VACUUM may
+/// delete between the log replay and the Parquet reads: those two are errors, not panics.
+pub fn try_read_table(table: &Path) -> Result<TableSnapshot, String> {
     let log = table.join("_delta_log");
     let mut commits: Vec<(i64, PathBuf)> = std::fs::read_dir(&log)
-        .expect("read _delta_log")
+        .map_err(|e| format!("read {}: {e}", log.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -398,9 +404,10 @@ pub fn read_table(table: &Path) -> TableSnapshot {
     let mut batches = Vec::new();
     for (file, partition_values) in &live {
         let decoded = percent_decode(file);
-        let reader = ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(table.join(&decoded)).expect("open data file"),
-        )
+        let data_file = table.join(&decoded);
+        let opened = std::fs::File::open(&data_file)
+            .map_err(|e| format!("open {}: {e}", data_file.display()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(opened)
         .expect("parquet reader")
         .build()
         .expect("parquet batches");
@@ -409,14 +416,14 @@ pub fn read_table(table: &Path) -> TableSnapshot {
             batches.push(with_partition_values(batch, partition_values));
         }
     }
-    TableSnapshot {
+    Ok(TableSnapshot {
         version,
         txns,
         batches,
         files: live.len(),
         schema_string,
         partition_columns,
-    }
+    })
 }
 
 /// Adds the partition columns (strings) a Parquet file of a partitioned table does not hold.
