@@ -200,6 +200,35 @@ impl Azurite {
         })
     }
 
+    /// Copies every file under `dir` to `container`, under `prefix` (same relative paths): a
+    /// directory as it would be in Blob Storage. Returns how many files it copied.
+    pub fn upload(&self, dir: &Path, container: &str, prefix: &str) -> usize {
+        let store = self.store(container);
+        let mut pending = vec![dir.to_path_buf()];
+        let mut copied = 0;
+        while let Some(current) = pending.pop() {
+            for entry in std::fs::read_dir(&current).expect("list a directory to upload") {
+                let path = entry.expect("directory entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let relative = path.strip_prefix(dir).expect("under the directory");
+                let name = format!(
+                    "{}/{}",
+                    prefix.trim_end_matches('/'),
+                    relative.to_string_lossy()
+                );
+                let bytes = std::fs::read(&path).expect("read a file to upload");
+                self.runtime
+                    .block_on(store.put(&ObjectPath::from(name.as_str()), bytes.into()))
+                    .unwrap_or_else(|e| panic!("upload {name}: {e}"));
+                copied += 1;
+            }
+        }
+        copied
+    }
+
     /// Copies every object under `prefix` into `dir` (same relative paths), so the test's
     /// independent reader reads a table from the emulator as it reads one from a volume.
     pub fn download(&self, container: &str, prefix: &str, dir: &Path) -> usize {
