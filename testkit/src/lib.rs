@@ -8,3 +8,4 @@
 
 pub mod azurite;
 pub mod kafka;
+pub mod server;
