@@ -23,9 +23,9 @@ use std::time::{Duration, SystemTime};
 use deltalake::logstore::object_store::{self, ObjectStore, ObjectStoreExt, path::Path};
 use futures::TryStreamExt;
 
-use crate::checkpoint;
 use crate::error::{Error, Result};
 use crate::partition::{OffsetMap, TopicPartition};
+use crate::store;
 
 /// Each topic's partitions and their end offsets, as one line of Spark's Kafka offset log.
 pub type SparkOffsets = BTreeMap<String, BTreeMap<i32, i64>>;
@@ -76,7 +76,7 @@ impl SparkCheckpoint {
         location: &str,
         storage_options: &HashMap<String, String>,
     ) -> Result<SparkCheckpoint> {
-        let store = checkpoint::store_at(location, storage_options, false)
+        let store = store::store_at(location, storage_options, false)
             .map_err(|e| refuse(location, e.to_string()))?;
         let mut checkpoint = SparkCheckpoint {
             store,
@@ -146,7 +146,7 @@ impl SparkCheckpoint {
                 format!(
                     "cannot read {}: {}",
                     self.path(name),
-                    checkpoint::describe_store_error(&e)
+                    store::describe_store_error(&e)
                 ),
             )),
         }
@@ -168,7 +168,7 @@ impl SparkCheckpoint {
                     format!(
                         "cannot list {}: {}",
                         self.path(log),
-                        checkpoint::describe_store_error(&e)
+                        store::describe_store_error(&e)
                     ),
                 )),
             })?;
