@@ -12,6 +12,7 @@ pub mod cron_job;
 pub mod deployment;
 pub mod job;
 pub mod pods;
+pub mod reset;
 pub mod workers;
 
 use k8s_openapi::api::apps::v1::DeploymentStatus;
@@ -294,6 +295,12 @@ pub fn compute(observation: &Observation<'_>) -> StreamingIngestionStatus {
     if observation.blocker.is_none() {
         status.autoscaling = observation.scale.autoscaling.clone();
     }
+    status.reset = reset::follow(
+        ingestion.spec.reset.as_ref(),
+        previous.reset.as_ref(),
+        &previous.workers,
+        &now.0.to_string(),
+    );
     if observation.blocker.is_none() {
         let totals = workers::totals(&previous.workers, observation.pods);
         status.lag = totals.lag;

@@ -10,7 +10,9 @@ use std::sync::atomic::AtomicBool;
 use rdkafka::consumer::BaseConsumer;
 use tokio::runtime::Handle;
 use tracing::info;
-use tributary_crds::{OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind};
+use tributary_crds::{
+    AppliedReset, OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind,
+};
 
 use super::watch::Watch;
 use super::{Pipeline, RunSummary};
@@ -22,8 +24,8 @@ use crate::outputs::Telemetry;
 use crate::partition::{OffsetMap, TopicPartition, from_partition_offsets, to_partition_offsets};
 use crate::secrets;
 use crate::sink::{
-    DeadLetterTable, DeltaSink, Maintenance, OpenOptions, SharedTable, TxnIds, VacuumPolicy,
-    catalog, dead_letter_schema,
+    DeadLetterTable, DeltaSink, Maintenance, OpenOptions, ResetCommit, ResetOutcome, SharedTable,
+    TxnIds, VacuumPolicy, catalog, dead_letter_schema,
 };
 use crate::source::{
     self, RunTargets, Source, SourceConfig, SparkCheckpoint, SparkTakeover, StartResolver,
@@ -125,7 +127,7 @@ impl Pipeline {
         )?;
         let ids = TxnIds::for_query(&query_id);
         let table = SharedTable::new(tables.data, runtime.clone(), ids.clone());
-        let dead_letter = tables
+        let mut dead_letter = tables
             .dead_letter
             .map(|sink| DeadLetterTable::new(sink, ids, runtime.clone(), query_id.clone()));
 
@@ -140,6 +142,17 @@ impl Pipeline {
             &runtime,
             takeover,
         )?;
+        let reset_now = apply_reset(
+            spec,
+            &identity,
+            tuning,
+            &metadata_client,
+            &source,
+            &table,
+            dead_letter.as_mut(),
+            &query_id,
+            &telemetry,
+        )?;
         let targets = run_targets(
             kind,
             &metadata_client,
@@ -147,6 +160,7 @@ impl Pipeline {
             &checkpoint,
             &run_id,
             &runtime,
+            reset_now,
         )?;
         let source = start_source(
             source,
@@ -396,9 +410,77 @@ fn spark_handover(
     Ok(offsets)
 }
 
+/// Applies spec.reset when the table does not record it yet: where each partition moves is
+/// read from the brokers now, then the dead-letter table's offsets move (when there is one),
+/// then the data table's, each in one commit carrying the reset's id, so that a worker killed
+/// at any point applies the rest at its next start and never the same reset twice. Runs before
+/// the consumer takes any partition, so every partition starts where the table then says.
+/// Returns whether this worker applied it now.
+#[allow(clippy::too_many_arguments)]
+fn apply_reset(
+    spec: &StreamingIngestionSpec,
+    identity: &Identity,
+    tuning: &Tuning,
+    client: &BaseConsumer,
+    source: &SourceConfig,
+    table: &SharedTable,
+    dead_letter: Option<&mut DeadLetterTable>,
+    query_id: &str,
+    telemetry: &Telemetry,
+) -> Result<bool> {
+    let Some(reset) = &spec.reset else {
+        return Ok(false);
+    };
+    let applied = |at_ms: i64, version: Option<i64>| AppliedReset {
+        id: reset.id.clone(),
+        applied_at: chrono::DateTime::from_timestamp_millis(at_ms)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+        delta_version: version,
+    };
+    if let Some(at_ms) = table.reset_applied_at(&reset.id)? {
+        info!(reset = %reset.id, "the table already records this reset: it is not applied again");
+        telemetry.reset_applied(query_id, applied(at_ms, None));
+        return Ok(false);
+    }
+    let target = reset.target().map_err(|reason| Error::Reset {
+        id: reset.id.clone(),
+        reason,
+    })?;
+    let offsets = source::reset_offsets(client, source, &reset.id, &target)?;
+    let commit = ResetCommit {
+        id: reset.id.clone(),
+        offsets,
+        to: reset.describe_target(),
+        ingestion: identity.to_string(),
+        worker: tuning
+            .group_instance_id
+            .clone()
+            .unwrap_or_else(|| "a standalone worker".to_string()),
+        at_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    info!(reset = %commit.id, to = %commit.to, offsets = ?to_partition_offsets(&commit.offsets), "applying the offset reset");
+    if let Some(dead_letter) = dead_letter {
+        dead_letter.apply_reset(&commit)?;
+    }
+    match table.apply_reset(&commit)? {
+        ResetOutcome::AlreadyApplied { at_ms } => {
+            info!(reset = %commit.id, "another worker applied this reset first");
+            telemetry.reset_applied(query_id, applied(at_ms, None));
+            Ok(false)
+        }
+        ResetOutcome::Applied { at_ms, version } => {
+            info!(reset = %commit.id, version, "offset reset applied");
+            telemetry.reset_applied(query_id, applied(at_ms, Some(version)));
+            Ok(true)
+        }
+    }
+}
+
 /// The end offsets of a run to completion: availableNow's (an unfinished earlier run's, or the
 /// latest now, recorded before reading), or once's (the latest now); None for a continuous
-/// query.
+/// query. After a reset an unfinished run's targets are planned again: they were chosen for
+/// the offsets before it.
 fn run_targets(
     kind: TriggerKind,
     client: &BaseConsumer,
@@ -406,12 +488,13 @@ fn run_targets(
     checkpoint: &CheckpointDir,
     run_id: &str,
     runtime: &Handle,
+    reset_now: bool,
 ) -> Result<Option<OffsetMap>> {
     match kind {
         TriggerKind::AvailableNow => {
             let unfinished = runtime
                 .block_on(checkpoint.available_now())?
-                .filter(|run| !run.finished)
+                .filter(|run| !run.finished && !reset_now)
                 .map(|run| from_partition_offsets(&run.targets));
             let targets = source::available_now_targets(client, source, unfinished)?;
             if let RunTargets::Planned(planned) = &targets {

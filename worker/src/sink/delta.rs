@@ -574,6 +574,98 @@ impl DeltaSink {
     }
 }
 
+/// The `operation` of a reset's commit in the table's history (DESCRIBE HISTORY).
+pub const RESET_OPERATION: &str = "RESET STREAMING OFFSETS";
+/// The commit-info key of the reset a commit applied.
+pub const RESET_ID_KEY: &str = "tributary.resetId";
+
+/// What a reset's commit says in the table's history.
+#[derive(Clone, Debug)]
+pub struct ResetRecord {
+    /// Shown as DESCRIBE HISTORY's operationParameters (string values, as Delta writes them).
+    pub parameters: HashMap<String, serde_json::Value>,
+    /// A sentence for DESCRIBE HISTORY's userMetadata: "reset r1 to timestamp ...".
+    pub summary: String,
+    /// Extra commit-info keys (the query id, the reset id).
+    pub info: HashMap<String, serde_json::Value>,
+    /// The commit's timestamp, epoch milliseconds.
+    pub timestamp_ms: i64,
+}
+
+impl DeltaSink {
+    /// Commits a move of offsets with no rows: each txn goes to its new version, forwards or
+    /// backwards, provided it is still where the caller read it (`expected`); anything else is
+    /// a [`CommitOutcome::Conflict`] (another writer moved it: read again and retry). The
+    /// commit's own commit info says what it is, for the table's history.
+    pub async fn commit_reset(
+        &mut self,
+        txns: &[TxnUpdate],
+        record: ResetRecord,
+    ) -> Result<CommitOutcome> {
+        let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
+        let current = self.txn_versions(&app_ids).await?;
+        for (txn, now) in txns.iter().zip(&current) {
+            if *now != txn.expected {
+                return Ok(CommitOutcome::Conflict(format!(
+                    "{} is at {:?} in the table, the reset read {:?}",
+                    txn.app_id, now, txn.expected
+                )));
+            }
+        }
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(Error::delta("read", &self.uri))?;
+        let commit_info = deltalake::kernel::CommitInfo {
+            timestamp: Some(record.timestamp_ms),
+            operation: Some(RESET_OPERATION.to_string()),
+            operation_parameters: Some(record.parameters),
+            read_version: self.table.version(),
+            is_blind_append: Some(false),
+            engine_info: Some(format!("tributary-worker/{}", env!("CARGO_PKG_VERSION"))),
+            user_metadata: Some(record.summary),
+            info: record.info,
+            ..Default::default()
+        };
+        let properties = CommitProperties::default()
+            .with_application_transactions(
+                txns.iter()
+                    .map(|t| Transaction::new(&t.app_id, t.version))
+                    .collect(),
+            )
+            .with_max_retries(COMMIT_RETRIES);
+        let result = CommitBuilder::from(properties)
+            .with_actions(vec![Action::CommitInfo(commit_info)])
+            .build(
+                Some(snapshot),
+                self.table.log_store(),
+                DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: None,
+                    predicate: None,
+                },
+            )
+            .await;
+        match result {
+            Ok(finalized) => {
+                self.txn_cache
+                    .committed(self.table.version(), finalized.version(), txns);
+                Ok(CommitOutcome::Committed {
+                    version: finalized.version() as i64,
+                    files: 0,
+                    retries: finalized.metrics.num_retries,
+                })
+            }
+            Err(DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+            }) => Ok(CommitOutcome::Conflict(
+                "a concurrent commit moved the same partitions".into(),
+            )),
+            Err(source) => Err(Error::delta("commit a reset to", &self.uri)(source)),
+        }
+    }
+}
+
 /// Refuses, before anything is read, a table whose protocol requires a writer feature this
 /// build of delta-rs does not implement (it would refuse the first commit anyway).
 fn check_writable(table: &DeltaTable, uri: &str) -> Result<()> {

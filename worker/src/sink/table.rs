@@ -9,7 +9,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use super::delta::{CommitOutcome, DeltaSink, TableProbe, TxnUpdate};
+use super::delta::{CommitOutcome, DeltaSink, RESET_ID_KEY, ResetRecord, TableProbe, TxnUpdate};
 use crate::error::{Error, Result};
 use crate::partition::{OffsetMap, TopicPartition};
 
@@ -36,6 +36,13 @@ impl TxnIds {
     /// The app id of a partition's offset in the data table.
     pub fn data(&self, tp: &TopicPartition) -> String {
         format!("{}-{}-{}", self.prefix, tp.topic, tp.partition)
+    }
+
+    /// The app id under which a table records that reset `id` was applied to this query (its
+    /// version: when, in epoch milliseconds). Partition app ids start with the query id, a
+    /// UUID, so none can look like this one.
+    pub fn reset(&self, id: &str) -> String {
+        format!("tributary-reset-{}-{id}", self.query_id)
     }
 
     /// The app id of a partition's offset in the dead-letter table.
@@ -151,6 +158,24 @@ impl SharedTable {
         Ok(versions.into_iter().next().flatten())
     }
 
+    /// When the table recorded reset `id` as applied to this query (epoch milliseconds), if it
+    /// did.
+    pub fn reset_applied_at(&self, id: &str) -> Result<Option<i64>> {
+        self.txn_version(&self.ids.reset(id))
+    }
+
+    /// Applies a reset to the data table, once (see [`apply_reset`]).
+    pub fn apply_reset(&self, reset: &ResetCommit) -> Result<ResetOutcome> {
+        let marker = self.ids.reset(&reset.id);
+        let query_id = self.ids.query_id().to_string();
+        self.with_sink(|sink| {
+            self.runtime.block_on(
+                apply_reset(sink, reset, &marker, &query_id, |tp| self.ids.data(tp))
+                    .instrument(tracing::info_span!("reset", id = %reset.id)),
+            )
+        })
+    }
+
     /// Commits a batch's rows with every partition's move, atomically; a partition that is no
     /// longer where the batch started makes it a [`CommitOutcome::Conflict`].
     pub fn commit(
@@ -173,6 +198,119 @@ impl SharedTable {
                     .instrument(tracing::info_span!("commit")),
             )
         })
+    }
+}
+
+/// A reset of a query's offsets, ready to be committed: the id, where each partition moves,
+/// and what the table's history says about it.
+#[derive(Clone, Debug)]
+pub struct ResetCommit {
+    pub id: String,
+    pub offsets: OffsetMap,
+    /// The target as the spec says it: "timestamp 2026-..." or "offsets {...}".
+    pub to: String,
+    /// namespace/name of the ingestion.
+    pub ingestion: String,
+    /// The worker (pod) applying it.
+    pub worker: String,
+    /// When, epoch milliseconds.
+    pub at_ms: i64,
+}
+
+/// What became of a reset in one table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResetOutcome {
+    /// The table already recorded it (at these epoch milliseconds): nothing was done.
+    AlreadyApplied { at_ms: i64 },
+    /// This call committed it, as this table version.
+    Applied { at_ms: i64, version: i64 },
+}
+
+/// Commits tried before a reset gives up on writers that keep moving its partitions.
+const RESET_ATTEMPTS: usize = 20;
+
+/// Applies `reset` to one table once: unless the table records its marker txn already, one
+/// commit moves every partition's txn (`app_id` of each) to the reset's offset, with the
+/// marker. A concurrent writer that moved a partition meanwhile makes the commit conflict: the
+/// table is read again and the commit retried (or found already applied by another worker).
+pub async fn apply_reset(
+    sink: &mut DeltaSink,
+    reset: &ResetCommit,
+    marker: &str,
+    query_id: &str,
+    app_id: impl Fn(&TopicPartition) -> String,
+) -> Result<ResetOutcome> {
+    let mut app_ids: Vec<String> = reset.offsets.keys().map(&app_id).collect();
+    app_ids.push(marker.to_string());
+    for _ in 0..RESET_ATTEMPTS {
+        let mut current = sink.txn_versions(&app_ids).await?;
+        if let Some(Some(at_ms)) = current.pop() {
+            return Ok(ResetOutcome::AlreadyApplied { at_ms });
+        }
+        let mut txns: Vec<TxnUpdate> = reset
+            .offsets
+            .iter()
+            .zip(current)
+            .map(|((tp, offset), now)| TxnUpdate {
+                app_id: app_id(tp),
+                expected: now,
+                version: *offset,
+            })
+            .collect();
+        txns.push(TxnUpdate {
+            app_id: marker.to_string(),
+            expected: None,
+            version: reset.at_ms,
+        });
+        match sink
+            .commit_reset(&txns, reset_record(reset, query_id))
+            .await?
+        {
+            CommitOutcome::Committed { version, .. } => {
+                return Ok(ResetOutcome::Applied {
+                    at_ms: reset.at_ms,
+                    version,
+                });
+            }
+            CommitOutcome::Conflict(reason) => {
+                tracing::info!(
+                    reason,
+                    "another writer moved the partitions; the reset is read again"
+                );
+            }
+        }
+    }
+    Err(Error::Reset {
+        id: reset.id.clone(),
+        reason: format!(
+            "other writers moved its partitions {RESET_ATTEMPTS} times while it was committed; the worker restarts and tries again"
+        ),
+    })
+}
+
+/// The history entry of a reset's commit.
+fn reset_record(reset: &ResetCommit, query_id: &str) -> ResetRecord {
+    let offsets = crate::partition::to_partition_offsets(&reset.offsets);
+    let offsets_json = serde_json::to_string(&offsets).unwrap_or_default();
+    let parameters = HashMap::from([
+        ("resetId".to_string(), serde_json::json!(reset.id)),
+        ("to".to_string(), serde_json::json!(reset.to)),
+        ("offsets".to_string(), serde_json::json!(offsets_json)),
+        ("queryId".to_string(), serde_json::json!(query_id)),
+        ("ingestion".to_string(), serde_json::json!(reset.ingestion)),
+        ("worker".to_string(), serde_json::json!(reset.worker)),
+    ]);
+    ResetRecord {
+        parameters,
+        summary: format!(
+            "reset {} of ingestion {} to {} (spec.reset), applied by {}",
+            reset.id, reset.ingestion, reset.to, reset.worker
+        ),
+        info: HashMap::from([
+            (super::QUERY_ID_KEY.to_string(), serde_json::json!(query_id)),
+            (RESET_ID_KEY.to_string(), serde_json::json!(reset.id)),
+        ]),
+        timestamp_ms: reset.at_ms,
     }
 }
 
