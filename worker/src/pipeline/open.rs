@@ -447,6 +447,7 @@ fn apply_reset(
         id: reset.id.clone(),
         reason,
     })?;
+    info!(reset = %reset.id, to = %reset.describe_target(), "applying the offset reset");
     let offsets = source::reset_offsets(client, source, &reset.id, &target)?;
     let commit = ResetCommit {
         id: reset.id.clone(),
@@ -459,7 +460,7 @@ fn apply_reset(
             .unwrap_or_else(|| "a standalone worker".to_string()),
         at_ms: chrono::Utc::now().timestamp_millis(),
     };
-    info!(reset = %commit.id, to = %commit.to, offsets = ?to_partition_offsets(&commit.offsets), "applying the offset reset");
+    info!(reset = %commit.id, offsets = ?to_partition_offsets(&commit.offsets), "the reset moves these partitions");
     if let Some(dead_letter) = dead_letter {
         dead_letter.apply_reset(&commit)?;
     }

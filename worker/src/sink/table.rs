@@ -318,6 +318,105 @@ fn reset_record(reset: &ResetCommit, query_id: &str) -> ResetRecord {
 mod tests {
     use super::*;
 
+    async fn sink(dir: &std::path::Path) -> DeltaSink {
+        use deltalake::arrow::datatypes::{DataType, Field, Schema};
+        DeltaSink::open_or_create(
+            dir.to_str().expect("utf-8"),
+            HashMap::new(),
+            Arc::new(Schema::new(vec![Field::new("v", DataType::Int64, true)])),
+            Vec::new(),
+            10,
+            None,
+            "test",
+        )
+        .await
+        .expect("table")
+    }
+
+    #[tokio::test]
+    async fn a_reset_moves_offsets_back_once_per_table_even_after_a_crash_between_tables() {
+        let (data_dir, dead_dir) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let (mut data, mut dead) = (sink(data_dir.path()).await, sink(dead_dir.path()).await);
+        let ids = TxnIds::for_query("q1");
+        let p0 = TopicPartition::new("t", 0);
+        let p1 = TopicPartition::new("t", 1);
+        // The query read both partitions up to 50.
+        let read = |tp: &TopicPartition| TxnUpdate {
+            app_id: ids.data(tp),
+            expected: None,
+            version: 50,
+        };
+        let committed = data
+            .commit(None, &[read(&p0), read(&p1)], HashMap::new())
+            .await
+            .expect("commit");
+        assert!(matches!(committed, CommitOutcome::Committed { .. }));
+        let reset = ResetCommit {
+            id: "r1".into(),
+            offsets: OffsetMap::from([(p0.clone(), 10)]),
+            to: "offsets {\"t\":{\"0\":10}}".into(),
+            ingestion: "ns/name".into(),
+            worker: "pod-1".into(),
+            at_ms: 1_700_000_000_000,
+        };
+        let marker = ids.reset("r1");
+        // The dead-letter table's reset is committed, then the worker dies.
+        let outcome = apply_reset(&mut dead, &reset, &marker, "q1", |tp| ids.dead_letter(tp))
+            .await
+            .expect("dead letters");
+        assert!(
+            matches!(outcome, ResetOutcome::Applied { .. }),
+            "{outcome:?}"
+        );
+        // The next start: the dead-letter table's part is done, the data table's is not.
+        let again = apply_reset(&mut dead, &reset, &marker, "q1", |tp| ids.dead_letter(tp))
+            .await
+            .expect("dead letters again");
+        assert_eq!(
+            again,
+            ResetOutcome::AlreadyApplied {
+                at_ms: 1_700_000_000_000
+            }
+        );
+        let outcome = apply_reset(&mut data, &reset, &marker, "q1", |tp| ids.data(tp))
+            .await
+            .expect("data");
+        assert!(
+            matches!(outcome, ResetOutcome::Applied { version: 2, .. }),
+            "{outcome:?}"
+        );
+        // Backwards for the partition named, untouched for the other; never again.
+        let versions = data
+            .txn_versions(&[ids.data(&p0), ids.data(&p1), marker.clone()])
+            .await
+            .expect("txns");
+        assert_eq!(versions, [Some(10), Some(50), Some(1_700_000_000_000)]);
+        let later = ResetCommit {
+            offsets: OffsetMap::from([(p0.clone(), 40)]),
+            at_ms: 1_700_000_999_000,
+            ..reset.clone()
+        };
+        let again = apply_reset(&mut data, &later, &marker, "q1", |tp| ids.data(tp))
+            .await
+            .expect("data again");
+        assert_eq!(
+            again,
+            ResetOutcome::AlreadyApplied {
+                at_ms: 1_700_000_000_000
+            }
+        );
+        assert_eq!(
+            data.txn_versions(&[ids.data(&p0)]).await.expect("txns"),
+            [Some(10)]
+        );
+        // A new id is a new reset; another query's marker is not this one's.
+        assert_ne!(ids.reset("r2"), marker);
+        assert_ne!(TxnIds::for_query("q2").reset("r1"), marker);
+    }
+
     #[test]
     fn txn_ids_belong_to_one_query_and_one_table() {
         let ids = TxnIds::for_query("q1");
