@@ -1105,7 +1105,7 @@ async fn a_reset_in_the_spec_is_requested_then_applied_with_an_event_each() {
         assert_eq!(reset["to"], "timestamp 2026-11-30T12:00:00Z");
         assert!(reset["requestedAt"].is_string(), "{reset}");
         assert!(reset.get("appliedAt").is_none(), "{reset}");
-        let mut events = vec![event_published(&mut h).await, event_published(&mut h).await];
+        let mut events = [event_published(&mut h).await, event_published(&mut h).await];
         events.sort();
         assert_eq!(events[0].0, "ResetRequested");
         assert!(
