@@ -7,6 +7,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use deltalake::TableProperty;
 use rdkafka::consumer::BaseConsumer;
 use tokio::runtime::Handle;
 use tracing::info;
@@ -288,6 +289,7 @@ fn open_tables(
         .checkpoint_interval
         .unwrap_or(DEFAULT_DELTA_CHECKPOINT_INTERVAL);
     let description = format!("Written by Tributary ingestion {identity}");
+    let properties = table_properties(delta);
     let open_data = || {
         runtime.block_on(DeltaSink::open(OpenOptions {
             uri: table_uri,
@@ -298,6 +300,7 @@ fn open_tables(
             target_file_size: delta.target_file_size.map(|s| s as u64),
             description: &description,
             merge_schema: delta.merge_schema.unwrap_or(false),
+            properties: properties.clone(),
         }))
     };
     let data = open_data()?;
@@ -345,6 +348,29 @@ fn open_tables(
         maintenance,
         dead_letter,
     })
+}
+
+/// The table properties spec.sink.delta sets explicitly (a default checkpoint interval is set
+/// on new tables only, never over a value someone chose for an existing table).
+fn table_properties(delta: &tributary_crds::DeltaSink) -> Vec<(String, String)> {
+    let name = |property: TableProperty| property.as_ref().to_string();
+    let mut properties = Vec::new();
+    if let Some(interval) = delta.checkpoint_interval {
+        properties.push((
+            name(TableProperty::CheckpointInterval),
+            interval.to_string(),
+        ));
+    }
+    if let Some(duration) = &delta.log_retention_duration {
+        properties.push((name(TableProperty::LogRetentionDuration), duration.clone()));
+    }
+    if let Some(duration) = &delta.deleted_file_retention_duration {
+        properties.push((
+            name(TableProperty::DeletedFileRetentionDuration),
+            duration.clone(),
+        ));
+    }
+    properties
 }
 
 /// The query's starting offsets: those the checkpoint recorded when the query was new, or

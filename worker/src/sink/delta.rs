@@ -123,6 +123,9 @@ pub struct OpenOptions<'a> {
     /// Add the columns of `schema` that an existing table lacks (Spark's mergeSchema);
     /// otherwise such a table is refused.
     pub merge_schema: bool,
+    /// Table properties the spec sets (delta.logRetentionDuration, ...), by name: on a new
+    /// table, and on an existing one whose value differs.
+    pub properties: Vec<(String, String)>,
 }
 
 /// A reachability check of the table's storage: the commit file of a version the worker read
@@ -203,6 +206,7 @@ impl DeltaSink {
             target_file_size,
             description,
             merge_schema: false,
+            properties: Vec::new(),
         })
         .await
     }
@@ -220,6 +224,7 @@ impl DeltaSink {
             target_file_size,
             description,
             merge_schema,
+            properties,
         } = options;
         let url = table_url(uri)?;
         let writer_options = storage_options.clone();
@@ -233,13 +238,22 @@ impl DeltaSink {
             .build()
             .map_err(Error::delta("open", uri))?;
         let evolve_to = match table.load().await {
-            Ok(()) => check_fit(&table, &wanted, &partition_by, uri, merge_schema)?,
+            Ok(()) => {
+                let evolve_to = check_fit(&table, &wanted, &partition_by, uri, merge_schema)?;
+                table = set_changed_properties(table, &properties, uri).await?;
+                evolve_to
+            }
             Err(DeltaTableError::NotATable(_)) => {
                 // Every column nullable, as Spark creates the table of a Kafka source query
                 // (`from_json` and the Kafka columns are all nullable): a NOT NULL column is an
                 // invariant in Delta, which Spark requires a table-features protocol to list
                 // (the worker's required fields are enforced by its decoder instead).
                 let created = CreateBuilder::new()
+                    .with_configuration(
+                        properties
+                            .iter()
+                            .map(|(key, value)| (key.clone(), Some(value.clone()))),
+                    )
                     .with_location(url.to_string())
                     .with_storage_options(storage_options)
                     .with_columns(wanted.fields().map(|field| StructField {
@@ -664,6 +678,34 @@ impl DeltaSink {
             Err(source) => Err(Error::delta("commit a reset to", &self.uri)(source)),
         }
     }
+}
+
+/// Sets the table properties whose values differ from `properties`, in one SET TBLPROPERTIES
+/// commit (none when all match). Replicas opening the table at once may each commit the same
+/// values: harmless, the last one wins with the same values.
+async fn set_changed_properties(
+    table: DeltaTable,
+    properties: &[(String, String)],
+    uri: &str,
+) -> Result<DeltaTable> {
+    let changed: HashMap<String, String> = {
+        let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
+        let configuration = snapshot.metadata().configuration();
+        properties
+            .iter()
+            .filter(|(key, value)| configuration.get(key) != Some(value))
+            .cloned()
+            .collect()
+    };
+    if changed.is_empty() {
+        return Ok(table);
+    }
+    tracing::info!(table = uri, properties = ?changed, "setting the table properties the spec changed");
+    table
+        .set_tbl_properties()
+        .with_properties(changed)
+        .await
+        .map_err(Error::delta("set the table properties of", uri))
 }
 
 /// Refuses, before anything is read, a table whose protocol requires a writer feature this
