@@ -160,7 +160,7 @@ fn table_properties_are_set_on_create_and_again_only_when_the_spec_changes_them(
     let ws = Workspace::new();
     let mut manifest = Manifest::subscribe(&ws, "properties", TOPIC);
     manifest.sink_extra = "      logRetentionDuration: interval 60 days\n      deletedFileRetentionDuration: interval 14 days";
-    let mut run = |manifest: &Manifest, tag: &str| {
+    let run = |manifest: &Manifest, tag: &str| {
         let path = ws.write("m.yaml", &manifest.render());
         let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, tag);
         assert!(status.success(), "{}", worker.stderr_text());
