@@ -295,12 +295,16 @@ pub fn compute(observation: &Observation<'_>) -> StreamingIngestionStatus {
     if observation.blocker.is_none() {
         status.autoscaling = observation.scale.autoscaling.clone();
     }
-    status.reset = reset::follow(
-        ingestion.spec.reset.as_ref(),
-        previous.reset.as_ref(),
-        &previous.workers,
-        &now.0.to_string(),
-    );
+    // A blocked spec starts no worker: its reset is not requested yet.
+    status.reset = match observation.blocker {
+        None => reset::follow(
+            ingestion.spec.reset.as_ref(),
+            previous.reset.as_ref(),
+            &previous.workers,
+            &now.0.to_string(),
+        ),
+        Some(_) => previous.reset.clone(),
+    };
     if observation.blocker.is_none() {
         let totals = workers::totals(&previous.workers, observation.pods);
         status.lag = totals.lag;

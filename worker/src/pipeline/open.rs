@@ -18,7 +18,7 @@ use tributary_crds::{
 use super::watch::Watch;
 use super::{Pipeline, RunSummary};
 use crate::batch::{MinOffsets, ReadAhead, Schedule, TopicNames};
-use crate::checkpoint::{self, AvailableNowRun, CheckpointDir, OwnerClaim};
+use crate::checkpoint::{self, AppliedResetRecord, AvailableNowRun, CheckpointDir, OwnerClaim};
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
@@ -149,7 +149,7 @@ impl Pipeline {
             tuning,
             &metadata_client,
             &source,
-            &table,
+            (&table, &checkpoint, &runtime),
             dead_letter.as_mut(),
             &query_id,
             &telemetry,
@@ -441,7 +441,9 @@ fn spark_handover(
 /// then the data table's, each in one commit carrying the reset's id, so that a worker killed
 /// at any point applies the rest at its next start and never the same reset twice. Runs before
 /// the consumer takes any partition, so every partition starts where the table then says.
-/// Returns whether this worker applied it now.
+/// The checkpoint keeps a copy of the record (the table's marker could expire under
+/// delta.setTransactionRetentionDuration); either one means applied. Returns whether this
+/// worker applied it now.
 #[allow(clippy::too_many_arguments)]
 fn apply_reset(
     spec: &StreamingIngestionSpec,
@@ -449,7 +451,7 @@ fn apply_reset(
     tuning: &Tuning,
     client: &BaseConsumer,
     source: &SourceConfig,
-    table: &SharedTable,
+    (table, checkpoint, runtime): (&SharedTable, &CheckpointDir, &Handle),
     dead_letter: Option<&mut DeadLetterTable>,
     query_id: &str,
     telemetry: &Telemetry,
@@ -464,8 +466,20 @@ fn apply_reset(
             .unwrap_or_default(),
         delta_version: version,
     };
+    let record = |at_ms: i64| {
+        runtime.block_on(checkpoint.record_reset(&AppliedResetRecord {
+            id: reset.id.clone(),
+            applied_at_ms: at_ms,
+        }))
+    };
+    if let Some(recorded) = runtime.block_on(checkpoint.applied_reset(&reset.id))? {
+        info!(reset = %reset.id, "the checkpoint records this reset as applied: it is not applied again");
+        telemetry.reset_applied(query_id, applied(recorded.applied_at_ms, None));
+        return Ok(false);
+    }
     if let Some(at_ms) = table.reset_applied_at(&reset.id)? {
         info!(reset = %reset.id, "the table already records this reset: it is not applied again");
+        record(at_ms)?;
         telemetry.reset_applied(query_id, applied(at_ms, None));
         return Ok(false);
     }
@@ -493,11 +507,13 @@ fn apply_reset(
     match table.apply_reset(&commit)? {
         ResetOutcome::AlreadyApplied { at_ms } => {
             info!(reset = %commit.id, "another worker applied this reset first");
+            record(at_ms)?;
             telemetry.reset_applied(query_id, applied(at_ms, None));
             Ok(false)
         }
         ResetOutcome::Applied { at_ms, version } => {
             info!(reset = %commit.id, version, "offset reset applied");
+            record(at_ms)?;
             telemetry.reset_applied(query_id, applied(at_ms, Some(version)));
             Ok(true)
         }

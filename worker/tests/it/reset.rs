@@ -138,7 +138,7 @@ fn a_rewind_is_applied_once_under_kill_and_reads_its_records_and_dead_letters_ag
     assert!(
         worker
             .stderr_text()
-            .contains("the table already records this reset"),
+            .contains("it is not applied again"),
         "{}",
         worker.stderr_text()
     );
