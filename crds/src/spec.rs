@@ -1517,7 +1517,10 @@ pub const MAX_RESTARTS_NEEDS_CONTINUOUS: &str = "spec.maxRestarts limits the res
 /// as soon as the lag calls for them and removes them only after the lag has stayed low for
 /// scaleDownDelaySeconds, so the count does not flap.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("spec.autoscaling.minReplicas must not be more than maxReplicas"))]
+#[x_kube(
+    validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("spec.autoscaling.minReplicas must not be more than maxReplicas"),
+    validation = Rule::new("has(self.targetLagPerWorker) != has(self.targetSecondsBehind)").message(AUTOSCALING_TARGET_MESSAGE),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Autoscaling {
     /// Fewest workers. Default 1.
@@ -1528,9 +1531,16 @@ pub struct Autoscaling {
     #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub max_replicas: i32,
     /// Offsets behind the latest that one worker should carry: 100000 with a lag of 450000
-    /// runs 5 workers.
+    /// runs 5 workers. Exactly one of targetLagPerWorker or targetSecondsBehind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_OFFSET))]
-    pub target_lag_per_worker: i64,
+    pub target_lag_per_worker: Option<i64>,
+    /// How far behind the latest the query may be, in seconds of the workers' own processing
+    /// rate: the lag divided by the rows per second each worker processes. 60 with workers
+    /// processing 5000 rows/s each and a lag of 900000 runs 3 workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_TARGET_SECONDS_BEHIND))]
+    pub target_seconds_behind: Option<i64>,
     /// Seconds the lag must stay low enough for fewer workers before any is removed.
     /// Default 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1641,6 +1651,29 @@ pub fn parse_rfc3339_millis(text: &str) -> Result<i64, String> {
         ));
     }
     Ok(millis)
+}
+
+/// The message of the rule that asks autoscaling for one target.
+pub const AUTOSCALING_TARGET_MESSAGE: &str = "spec.autoscaling must set exactly one of targetLagPerWorker (offsets) or targetSecondsBehind (seconds at the workers' processing rate)";
+
+/// The target of autoscaling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoscalingTarget {
+    /// Offsets behind the latest per worker.
+    LagPerWorker(i64),
+    /// Seconds behind at the workers' processing rate.
+    SecondsBehind(i64),
+}
+
+impl Autoscaling {
+    /// The target as a closed set of cases (validation keeps exactly one set).
+    pub fn target(&self) -> Result<AutoscalingTarget, String> {
+        match (self.target_lag_per_worker, self.target_seconds_behind) {
+            (Some(lag), None) => Ok(AutoscalingTarget::LagPerWorker(lag)),
+            (None, Some(seconds)) => Ok(AutoscalingTarget::SecondsBehind(seconds)),
+            _ => Err(AUTOSCALING_TARGET_MESSAGE.to_string()),
+        }
+    }
 }
 
 /// Worker log format.

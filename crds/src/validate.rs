@@ -341,13 +341,23 @@ fn validate_scaling(spec: &StreamingIngestionSpec, errors: &mut Errors) {
             ),
         );
     }
-    check_range(
-        "spec.autoscaling.targetLagPerWorker",
-        autoscaling.target_lag_per_worker,
-        1,
-        MAX_OFFSET,
-        errors,
-    );
+    match autoscaling.target() {
+        Ok(AutoscalingTarget::LagPerWorker(lag)) => check_range(
+            "spec.autoscaling.targetLagPerWorker",
+            lag,
+            1,
+            MAX_OFFSET,
+            errors,
+        ),
+        Ok(AutoscalingTarget::SecondsBehind(seconds)) => check_range(
+            "spec.autoscaling.targetSecondsBehind",
+            seconds,
+            1,
+            MAX_TARGET_SECONDS_BEHIND,
+            errors,
+        ),
+        Err(message) => errors.push("spec.autoscaling", message),
+    }
     if let Some(delay) = autoscaling.scale_down_delay_seconds {
         check_range(
             "spec.autoscaling.scaleDownDelaySeconds",

@@ -358,6 +358,27 @@ fn cel_autoscaling_and_restart_limit_rules() {
         },
         "minReplicas must not be more than maxReplicas",
     );
+    for both_or_none in [
+        json!({"maxReplicas": 6, "targetLagPerWorker": 10, "targetSecondsBehind": 60}),
+        json!({"maxReplicas": 6}),
+    ] {
+        assert_rejected(
+            |o| {
+                o["spec"].as_object_mut().expect("spec").remove("replicas");
+                o["spec"]["autoscaling"] = both_or_none.clone();
+            },
+            tributary_crds::spec::AUTOSCALING_TARGET_MESSAGE,
+        );
+    }
+    let mut by_time = valid_object();
+    by_time["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("replicas");
+    by_time["spec"]["autoscaling"] = json!({"maxReplicas": 6, "targetSecondsBehind": 120});
+    assert_eq!(cel_errors(&by_time), Vec::<String>::new());
+    let ingestion: StreamingIngestion = serde_json::from_value(by_time).expect("deserialises");
+    tributary_crds::validate(&ingestion).expect("valid");
     let mut scaled = valid_object();
     scaled["spec"]
         .as_object_mut()

@@ -136,9 +136,7 @@ fn a_rewind_is_applied_once_under_kill_and_reads_its_records_and_dead_letters_ag
     let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "again");
     assert!(status.success(), "{}", worker.stderr_text());
     assert!(
-        worker
-            .stderr_text()
-            .contains("it is not applied again"),
+        worker.stderr_text().contains("it is not applied again"),
         "{}",
         worker.stderr_text()
     );
