@@ -688,7 +688,7 @@ pub fn transitions(
                 "ResetRequested",
                 "Reset",
                 format!(
-                    "offset reset {} to {to} requested: the workers restart with it and apply it once",
+                    "offset reset {} to {to} requested: the first worker to start with this spec applies it, once",
                     reset.id
                 ),
             ));
