@@ -1276,13 +1276,14 @@ pub struct Checkpoint {
 
 /// A Spark query's checkpointLocation.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("self.location.startsWith('/')").message(SPARK_CHECKPOINT_PATH_MESSAGE))]
+#[x_kube(validation = Rule::new("self.location.startsWith('/') || self.location.matches('^(abfss?|az|azure)://')").message(SPARK_CHECKPOINT_LOCATION_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct SparkCheckpointSource {
-    /// The Spark query's checkpointLocation, as a path on `volume`.
+    /// The Spark query's checkpointLocation: a path on `volume`, or an abfss:// / az:// URL
+    /// read with spec.checkpoint's storage options (else the sink's).
     #[schemars(length(min = 1, max = 4096))]
     pub location: String,
-    /// The existing PersistentVolumeClaim that holds it (claimName, mountPath).
+    /// The existing PersistentVolumeClaim that holds it (claimName, mountPath); for a path only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeSource>,
     /// Seconds the Spark checkpoint must have been unchanged before the Spark query counts as
@@ -1292,8 +1293,8 @@ pub struct SparkCheckpointSource {
     pub quiet_seconds: Option<i64>,
 }
 
-/// The message of the rule that keeps a Spark checkpoint to a path on a volume.
-pub const SPARK_CHECKPOINT_PATH_MESSAGE: &str = "spec.checkpoint.fromSpark.location must be a path on spec.checkpoint.fromSpark.volume; a Spark checkpoint on ADLS or another object store is not read yet: copy its metadata file and offsets/ and commits/ directories onto a volume";
+/// The message of the rule on where a Spark checkpoint to take over may be.
+pub const SPARK_CHECKPOINT_LOCATION_MESSAGE: &str = "spec.checkpoint.fromSpark.location must be a path on spec.checkpoint.fromSpark.volume, or an abfss://, abfs://, az:// or azure:// URL (read with spec.checkpoint's storage options, else the sink's)";
 
 impl SparkCheckpointSource {
     pub fn quiet(&self) -> Duration {

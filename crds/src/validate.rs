@@ -1128,11 +1128,26 @@ fn validate_spark_checkpoint(
     errors: &mut Errors,
 ) {
     let path = "spec.checkpoint.fromSpark";
-    if !spark.location.starts_with('/') {
-        errors.push(format!("{path}.location"), SPARK_CHECKPOINT_PATH_MESSAGE);
-        return;
+    match location_kind(&spark.location) {
+        Ok(LocationKind::Path) => {}
+        Ok(LocationKind::Azure) => {
+            if spark.volume.is_some() {
+                errors.push(
+                    format!("{path}.volume"),
+                    "is for a path: spec.checkpoint.fromSpark.location is a URL, read with spec.checkpoint's storage options (else the sink's); remove the volume",
+                );
+            }
+        }
+        Ok(LocationKind::File) | Err(_) => {
+            errors.push(
+                format!("{path}.location"),
+                SPARK_CHECKPOINT_LOCATION_MESSAGE,
+            );
+            return;
+        }
     }
     match &spark.volume {
+        _ if !is_path(&spark.location) => {}
         Some(volume) if volume.claim_name.is_some() => validate_volume(
             &format!("{path}.volume"),
             volume,

@@ -523,23 +523,37 @@ fn cel_a_reset_has_an_id_and_one_target() {
 }
 
 #[test]
-fn a_spark_checkpoint_to_take_over_is_a_path_on_an_existing_claim() {
-    use tributary_crds::spec::SPARK_CHECKPOINT_PATH_MESSAGE;
-    assert_rejected(
-        |o| {
-            o["spec"]["checkpoint"]["fromSpark"] =
-                json!({"location": "abfss://cp@acct.dfs.core.windows.net/q"});
-        },
-        SPARK_CHECKPOINT_PATH_MESSAGE,
-    );
+fn a_spark_checkpoint_to_take_over_is_a_path_on_an_existing_claim_or_an_azure_url() {
+    use tributary_crds::spec::SPARK_CHECKPOINT_LOCATION_MESSAGE;
+    for bad in ["s3://bucket/q", "relative/q", "file:///spark/q"] {
+        assert_rejected(
+            |o| o["spec"]["checkpoint"]["fromSpark"] = json!({"location": bad}),
+            SPARK_CHECKPOINT_LOCATION_MESSAGE,
+        );
+    }
     let with = |spark: Value| {
         let mut object = valid_object();
-        object["spec"]["checkpoint"]["fromSpark"] = spark;
+        object["spec"]["checkpoint"]["fromSpark"] = spark.clone();
+        assert_eq!(cel_errors(&object), Vec::<String>::new(), "{spark}");
         let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
         tributary_crds::validate(&ingestion).map_err(|e| e.to_string())
     };
     with(json!({"location": "/spark/checkpoints/q", "volume": {"claimName": "spark", "mountPath": "/spark"}}))
         .expect("a path on an existing claim");
+    with(json!({"location": "abfss://cp@acct.dfs.core.windows.net/spark/q"}))
+        .expect("an ADLS URL, read with the checkpoint's storage options");
+    with(json!({"location": "az://cp/spark/q"})).expect("an az:// URL");
+    let url_with_volume = with(json!({"location": "az://cp/spark/q", "volume": {"claimName": "spark", "mountPath": "/spark"}}))
+        .expect_err("a volume for a URL");
+    assert!(
+        url_with_volume.contains("remove the volume"),
+        "{url_with_volume}"
+    );
+    let bad_url = with(json!({"location": "abfss://no-account/q"})).expect_err("no account");
+    assert!(
+        bad_url.contains("spec.checkpoint.fromSpark.location"),
+        "{bad_url}"
+    );
     let created =
         with(json!({"location": "/spark/q", "volume": {"size": "1Gi", "mountPath": "/spark"}}))
             .expect_err("a created claim would be empty");

@@ -99,12 +99,67 @@ pub fn storage_options(
     )
 }
 
+/// The directory of a location on a volume (`/checkpoints/q`, `file:///checkpoints/q`).
+fn local_dir(location: &str) -> Option<PathBuf> {
+    match location.strip_prefix("file://") {
+        Some(path) => Some(PathBuf::from(path)),
+        None if location.starts_with('/') => Some(PathBuf::from(location)),
+        None => None,
+    }
+}
+
+/// An object store rooted at `location`: a directory on a volume (created first when `create`),
+/// or an object store URL reached with `storage_options`.
+pub fn store_at(
+    location: &str,
+    storage_options: &HashMap<String, String>,
+    create: bool,
+) -> Result<Arc<dyn ObjectStore>> {
+    if let Some(root) = local_dir(location) {
+        if create {
+            std::fs::create_dir_all(&root)
+                .map_err(Error::checkpoint("create the checkpoint directory", &root))?;
+        }
+        return Ok(Arc::new(
+            LocalFileSystem::new_with_prefix(&root).map_err(store_error("open", location, true))?,
+        ));
+    }
+    let url = Url::parse(location).map_err(|e| {
+        Error::Unsupported(format!(
+            "checkpoint location {location} is neither an absolute path nor a URL ({e})"
+        ))
+    })?;
+    // The same factory deltalake builds the table's store with, so a checkpoint takes
+    // credentials exactly as the table does. For Azure that is deltalake-azure's
+    // AzureConfigHelper: the storage options first, then any AZURE_* environment variable fills
+    // a credential the options name only in part, or gives a whole one when the options give
+    // none. That is how AKS workload identity reaches both: its webhook injects AZURE_CLIENT_ID,
+    // AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and AZURE_AUTHORITY_HOST, and object_store
+    // exchanges the federated token file for an access token.
+    deltalake::logstore::store_for(&url, storage_options).map_err(|e| Error::CheckpointStore {
+        action: "open".into(),
+        location: location.to_string(),
+        reason: secrets::redact(&e.to_string()),
+        hint: HINT_URL,
+    })
+}
+
+/// An object store error as a message may quote it: Azure's XML bodies on one line, and any
+/// secret a layer below quoted redacted.
+pub fn describe_store_error(error: &object_store::Error) -> String {
+    // object_store already leaves signed request URLs out of its errors; the redaction also
+    // catches a secret quoted by any layer below.
+    secrets::redact(&tidy_azure_error(&error.to_string()))
+}
+
 /// A checkpoint location: a directory on a volume, or a prefix in an object store.
 pub struct CheckpointDir {
     /// Rooted at the location: object paths are relative to it.
     store: Arc<dyn ObjectStore>,
     /// As the manifest wrote it, for messages.
     location: String,
+    /// What the store was opened with (a Spark checkpoint to take over is read with the same).
+    storage_options: HashMap<String, String>,
     /// The directory, for a location on a volume.
     local: Option<PathBuf>,
     /// Tells this process's progress records apart from another replica's with the same id.
@@ -119,47 +174,12 @@ impl CheckpointDir {
         storage_options: &HashMap<String, String>,
         owner: &OwnerClaim,
     ) -> Result<CheckpointDir> {
-        let local = match location.strip_prefix("file://") {
-            Some(path) => Some(PathBuf::from(path)),
-            None if location.starts_with('/') => Some(PathBuf::from(location)),
-            None => None,
-        };
-        let store: Arc<dyn ObjectStore> = match &local {
-            Some(root) => {
-                std::fs::create_dir_all(root)
-                    .map_err(Error::checkpoint("create the checkpoint directory", root))?;
-                Arc::new(
-                    LocalFileSystem::new_with_prefix(root)
-                        .map_err(store_error("open", location, true))?,
-                )
-            }
-            None => {
-                let url = Url::parse(location).map_err(|e| {
-                    Error::Unsupported(format!(
-                        "checkpoint location {location} is neither an absolute path nor a URL ({e})"
-                    ))
-                })?;
-                // The same factory deltalake builds the table's store with, so a checkpoint
-                // takes credentials exactly as the table does. For Azure that is
-                // deltalake-azure's AzureConfigHelper: the storage options first, then any
-                // AZURE_* environment variable fills a credential the options name only in
-                // part, or gives a whole one when the options give none. That is how AKS
-                // workload identity reaches both: its webhook injects AZURE_CLIENT_ID,
-                // AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and AZURE_AUTHORITY_HOST, and
-                // object_store exchanges the federated token file for an access token.
-                deltalake::logstore::store_for(&url, storage_options).map_err(|e| {
-                    Error::CheckpointStore {
-                        action: "open".into(),
-                        location: location.to_string(),
-                        reason: secrets::redact(&e.to_string()),
-                        hint: HINT_URL,
-                    }
-                })?
-            }
-        };
+        let local = local_dir(location);
+        let store = store_at(location, storage_options, true)?;
         let checkpoint = CheckpointDir {
             store,
             location: location.to_string(),
+            storage_options: storage_options.clone(),
             local,
             writer: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
         };
@@ -189,6 +209,11 @@ impl CheckpointDir {
     /// The location as the spec names it.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The object store options the location was opened with.
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.storage_options
     }
 
     /// The query's metadata, created with a new id on first start.
@@ -464,9 +489,7 @@ fn store_error(
     move |source| Error::CheckpointStore {
         action,
         location,
-        // object_store already leaves signed request URLs out of its errors; the redaction
-        // also catches a secret quoted by any layer below.
-        reason: secrets::redact(&tidy_azure_error(&source.to_string())),
+        reason: describe_store_error(&source),
         hint: if local { HINT_LOCAL } else { HINT_URL },
     }
 }

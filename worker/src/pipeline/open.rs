@@ -391,7 +391,7 @@ fn initial_offsets(
 ) -> Result<OffsetMap> {
     if let Some(initial) = runtime.block_on(checkpoint.initial_offsets())? {
         if let Some(takeover) = takeover {
-            info!(spark_checkpoint = %takeover.checkpoint.display(), "the checkpoint already holds this query's starting offsets: the Spark checkpoint is not read again");
+            info!(spark_checkpoint = %takeover.checkpoint, "the checkpoint already holds this query's starting offsets: the Spark checkpoint is not read again");
         }
         return Ok(initial);
     }
@@ -409,24 +409,30 @@ fn initial_offsets(
         });
     }
     let resolved = match takeover {
-        Some(takeover) => spark_handover(&tps, takeover, table)?,
+        Some(takeover) => spark_handover(&tps, takeover, checkpoint, table, runtime)?,
         None => source::resolve_starting_offsets(client, source, tps)?,
     };
     runtime.block_on(checkpoint.save_initial_offsets(&resolved))
 }
 
 /// The starting offsets of a takeover: the end offsets of the Spark query's last batch that the
-/// table holds (its txn version for the Spark query id), for the partitions `tps` read now.
+/// table holds (its txn version for the Spark query id), for the partitions `tps` read now. A
+/// Spark checkpoint in an object store is read with this query's checkpoint credentials.
 fn spark_handover(
     tps: &[TopicPartition],
     takeover: &SparkTakeover,
+    checkpoint: &CheckpointDir,
     table: &SharedTable,
+    runtime: &Handle,
 ) -> Result<OffsetMap> {
-    let spark = SparkCheckpoint::open(&takeover.checkpoint)?;
-    spark.check_stopped(takeover.quiet, std::time::SystemTime::now())?;
+    let spark = runtime.block_on(SparkCheckpoint::open(
+        &takeover.checkpoint,
+        checkpoint.storage_options(),
+    ))?;
+    runtime.block_on(spark.check_stopped(takeover.quiet, std::time::SystemTime::now()))?;
     let batch = table.txn_version(spark.query_id())?;
-    let handover = spark.handover(batch)?;
-    let offsets = handover.start_offsets(spark.dir(), tps)?;
+    let handover = runtime.block_on(spark.handover(batch))?;
+    let offsets = handover.start_offsets(spark.location(), tps)?;
     info!(
         spark_query_id = handover.query_id,
         spark_batch = ?handover.batch,

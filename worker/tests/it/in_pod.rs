@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::*;
+use tributary_testkit::server::free_port;
 
 /// One request the fake API server received.
 #[derive(Clone, Debug)]
@@ -112,13 +113,6 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = answer.split_whitespace().nth(1)?.parse().ok()?;
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((code, body))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn metric(text: &str, name: &str) -> Option<f64> {

@@ -4,7 +4,6 @@
 
 mod adls;
 mod available_now;
-mod azurite;
 mod catalog_tables;
 mod checkpoint;
 mod demo;

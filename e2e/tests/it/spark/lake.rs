@@ -175,7 +175,9 @@ pub struct Ingestion {
     pub checkpoint_interval: Option<u32>,
     /// A Spark checkpointLocation to take over from (spec.checkpoint.fromSpark), with the
     /// seconds it must have been quiet.
-    pub from_spark: Option<(PathBuf, u64)>,
+    /// spec.checkpoint.fromSpark: the location (a path, mounted from a claim, or a URL) and
+    /// the quiet seconds.
+    pub from_spark: Option<(String, u64)>,
 }
 
 impl Ingestion {
@@ -236,11 +238,16 @@ impl Ingestion {
             .from_spark
             .as_ref()
             .map(|(location, quiet)| {
-                let mount = location.parent().expect("a parent directory");
+                // A path is on a claim (which a standalone worker ignores); a URL needs none.
+                let volume = match Path::new(location).parent() {
+                    Some(mount) if location.starts_with('/') => format!(
+                        "\n      volume: {{claimName: spark, mountPath: {}}}",
+                        mount.display()
+                    ),
+                    _ => String::new(),
+                };
                 format!(
-                    "\n    fromSpark:\n      location: {}\n      volume: {{claimName: spark, mountPath: {}}}\n      quietSeconds: {quiet}",
-                    location.display(),
-                    mount.display()
+                    "\n    fromSpark:\n      location: {location}{volume}\n      quietSeconds: {quiet}"
                 )
             })
             .unwrap_or_default();
