@@ -1,6 +1,6 @@
 //! The checkpoint location: the query's identity (`metadata`), the ownership claim (`owner`),
 //! the starting offsets of a new query (`offsets/initial`), the targets of the current
-//! availableNow run (`availableNow`), and the progress log.
+//! availableNow run (`availableNow`), the resets applied (`resets/<id>`), and the progress log.
 //!
 //! What was written is recorded in the Delta table, not here: these files never decide which
 //! offsets are read next, except where the table has nothing for a partition yet.
@@ -68,6 +68,16 @@ pub struct AvailableNowRun {
     /// topic -> partition -> offset to stop before.
     pub targets: PartitionOffsets,
     pub finished: bool,
+}
+
+/// A reset of the query's offsets, as the table recorded it (the checkpoint keeps a copy: the
+/// table's marker of it could expire with delta.setTransactionRetentionDuration).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedResetRecord {
+    pub id: String,
+    /// When its commit was made, epoch milliseconds.
+    pub applied_at_ms: i64,
 }
 
 /// The object store options of the checkpoint: its own when it sets any (plain or from
@@ -190,6 +200,22 @@ impl CheckpointDir {
             .initial_offsets()
             .await?
             .unwrap_or_else(|| offsets.clone()))
+    }
+
+    /// The reset `id`, if the checkpoint records it as applied.
+    pub async fn applied_reset(&self, id: &str) -> Result<Option<AppliedResetRecord>> {
+        self.read_json(&format!("resets/{id}")).await
+    }
+
+    /// Records that reset `id` was applied (once; a record already there stays).
+    pub async fn record_reset(&self, record: &AppliedResetRecord) -> Result<()> {
+        self.create_new_json(
+            &format!("resets/{}", record.id),
+            record,
+            "record the applied reset",
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn available_now(&self) -> Result<Option<AvailableNowRun>> {
@@ -473,6 +499,35 @@ mod tests {
             error.contains("belongs to ingestion iot/a, not iot/b"),
             "{error}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_applied_reset_is_recorded_once_per_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().display().to_string();
+        let checkpoint = CheckpointDir::open(&location, &HashMap::new(), &owner("r"))
+            .await
+            .expect("open");
+        assert_eq!(checkpoint.applied_reset("r1").await.expect("read"), None);
+        let first = AppliedResetRecord {
+            id: "r1".into(),
+            applied_at_ms: 1_700_000_000_000,
+        };
+        checkpoint.record_reset(&first).await.expect("record");
+        // A second worker's record of the same reset (it found the table's marker later) does
+        // not replace the first.
+        checkpoint
+            .record_reset(&AppliedResetRecord {
+                applied_at_ms: 1_700_000_500_000,
+                ..first.clone()
+            })
+            .await
+            .expect("record again");
+        assert_eq!(
+            checkpoint.applied_reset("r1").await.expect("read"),
+            Some(first)
+        );
+        assert_eq!(checkpoint.applied_reset("r2").await.expect("read"), None);
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ mod readiness;
 mod real_broker;
 mod rebalance;
 mod record_values;
+mod reset;
 mod schema_evolution;
 mod secure_broker;
 mod source_options;

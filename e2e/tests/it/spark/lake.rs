@@ -178,6 +178,8 @@ pub struct Ingestion {
     /// spec.checkpoint.fromSpark: the location (a path, mounted from a claim, or a URL) and
     /// the quiet seconds.
     pub from_spark: Option<(String, u64)>,
+    /// spec.reset, as a YAML flow mapping: {id: r1, offsets: latest}.
+    pub reset: Option<String>,
 }
 
 impl Ingestion {
@@ -199,6 +201,7 @@ impl Ingestion {
             max_offsets_per_trigger: None,
             checkpoint_interval: None,
             from_spark: None,
+            reset: None,
         }
     }
 
@@ -274,8 +277,13 @@ spec:
   checkpoint:
     location: {checkpoint}
     volume: {{size: 1Gi}}{from_spark}
-  trigger: {trigger}
+  trigger: {trigger}{reset}
 "#,
+            reset = self
+                .reset
+                .as_ref()
+                .map(|r| format!("\n  reset: {r}"))
+                .unwrap_or_default(),
             name = self.name.replace('_', "-"),
             on_error = self.on_error,
             metadata = self.metadata.join(", "),
