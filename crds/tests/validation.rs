@@ -333,10 +333,14 @@ fn sink_checks() {
         ],
     );
     expect(
-        |v| v["spec"]["sink"]["delta"]["outputMode"] = json!("update"),
+        |v| v["spec"]["sink"]["delta"]["outputMode"] = json!("complete"),
         &[
-            "spec.sink.delta.outputMode: outputMode update and complete need a streaming aggregation",
+            "spec.sink.delta.outputMode: outputMode complete rewrites the whole result of a streaming aggregation",
         ],
+    );
+    expect(
+        |v| v["spec"]["sink"]["delta"]["outputMode"] = json!("update"),
+        &["spec.sink.delta: outputMode update needs spec.sink.delta.mergeKeys"],
     );
     expect(
         |v| {
@@ -1030,5 +1034,202 @@ fn unity_catalog_checks() {
         &[
             "spec.sink.delta.unityCatalog: spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it",
         ],
+    );
+}
+
+fn with_sql(sql: &str) -> impl FnOnce(&mut Value) + '_ {
+    move |v| {
+        v["spec"]["metadataColumns"] = json!(["offset", "key"]);
+        v["spec"]["transform"] = json!({ "sql": sql });
+    }
+}
+
+#[test]
+fn a_per_row_transform_is_accepted_and_its_columns_are_the_tables() {
+    let sql = "SELECT device_id AS device, CAST(temperature AS DECIMAL(5,1)) AS celsius, \
+               CAST(\"timestamp\" AS DATE) AS day, upper(device_id) AS loud, \
+               CASE WHEN temperature > 30 THEN 'hot' ELSE 'ok' END AS band, kafka_offset \
+               FROM input WHERE temperature IS NOT NULL AND device_id LIKE 'd-%'";
+    let mut value = base();
+    with_sql(sql)(&mut value);
+    value["spec"]["sink"]["delta"]["partitionBy"] = json!(["day"]);
+    assert_eq!(problems(value), "");
+    let columns = {
+        let mut value = base();
+        with_sql(sql)(&mut value);
+        let ingestion: StreamingIngestion = serde_json::from_value(value).expect("deserialises");
+        tributary_crds::transform::check(sql, &ingestion.spec).expect("plans")
+    };
+    let described: Vec<String> = columns
+        .iter()
+        .map(|(name, data_type)| format!("{name} {data_type}"))
+        .collect();
+    assert_eq!(
+        described,
+        [
+            "device string",
+            "celsius decimal(5,1)",
+            "day date",
+            "loud string",
+            "band string",
+            "kafka_offset long",
+        ]
+    );
+}
+
+#[test]
+fn a_transform_that_looks_across_rows_is_refused_naming_what_it_has() {
+    for (sql, what) in [
+        (
+            "SELECT device_id, count(*) AS n FROM input GROUP BY device_id",
+            "an aggregation",
+        ),
+        ("SELECT max(temperature) AS m FROM input", "an aggregation"),
+        (
+            "SELECT device_id, row_number() OVER (ORDER BY kafka_offset) AS n FROM input",
+            "a window function",
+        ),
+        (
+            "SELECT a.device_id FROM input a JOIN input b ON a.device_id = b.device_id",
+            "a join",
+        ),
+        (
+            "SELECT device_id FROM input ORDER BY temperature",
+            "ORDER BY",
+        ),
+        ("SELECT device_id FROM input LIMIT 10", "LIMIT or OFFSET"),
+        ("SELECT DISTINCT device_id FROM input", "DISTINCT"),
+        (
+            "SELECT device_id FROM input UNION ALL SELECT device_id FROM input",
+            "a set operation",
+        ),
+        (
+            "SELECT device_id FROM input WHERE temperature > (SELECT avg(temperature) FROM input)",
+            "a subquery",
+        ),
+        (
+            "SELECT 1 AS one",
+            "rows that do not come from the table input",
+        ),
+        ("SELECT unnest(make_array(1, 2)) AS x FROM input", "unnest"),
+    ] {
+        let found = {
+            let mut value = base();
+            with_sql(sql)(&mut value);
+            problems(value)
+        };
+        assert!(
+            found.contains("spec.transform.sql: is not a per-row query: it has")
+                && found.contains(what),
+            "{sql}: expected {what:?} in {found}"
+        );
+    }
+}
+
+#[test]
+fn a_transform_that_does_not_plan_or_writes_what_delta_cannot_hold_is_refused() {
+    for (sql, expected) in [
+        (
+            "SELEC device_id FROM input",
+            "spec.transform.sql: does not plan",
+        ),
+        (
+            "SELECT nope FROM input",
+            "spec.transform.sql: does not plan",
+        ),
+        (
+            "SELECT device_id FROM other",
+            "spec.transform.sql: does not plan",
+        ),
+        (
+            "SELECT NULL AS nothing, device_id FROM input",
+            "column \"nothing\" has no type",
+        ),
+        (
+            "SELECT device_id, INTERVAL '1 day' AS span FROM input",
+            "column \"span\" is of type Interval",
+        ),
+        (
+            "SELECT device_id, device_id AS DEVICE_ID FROM input",
+            "writes the column \"DEVICE_ID\" twice",
+        ),
+        (
+            "SELECT device_id AS \"_rescued_data\" FROM input",
+            "writes a column \"_rescued_data\"",
+        ),
+        (
+            "INSERT INTO input VALUES ('x', 1.0, now(), 1, NULL)",
+            "a statement other than a SELECT",
+        ),
+    ] {
+        let found = {
+            let mut value = base();
+            with_sql(sql)(&mut value);
+            problems(value)
+        };
+        assert!(
+            found.contains(expected),
+            "{sql}: expected {expected:?} in {found}"
+        );
+    }
+}
+
+#[test]
+fn partition_by_and_merge_keys_name_the_transforms_columns() {
+    expect(
+        |v| {
+            with_sql("SELECT device_id AS device, CAST(\"timestamp\" AS DATE) AS day FROM input")(
+                v,
+            );
+            v["spec"]["sink"]["delta"]["partitionBy"] = json!(["device_id", "day"]);
+        },
+        &["spec.sink.delta.partitionBy[0]: \"device_id\" is not a column of spec.transform.sql"],
+    );
+    expect(
+        |v| {
+            with_sql("SELECT device_id AS device, make_array(1) AS tags FROM input")(v);
+            v["spec"]["sink"]["delta"]["outputMode"] = json!("update");
+            v["spec"]["sink"]["delta"]["mergeKeys"] =
+                json!(["device_id", "tags", "device", "device"]);
+        },
+        &[
+            "spec.sink.delta.mergeKeys[0]: \"device_id\" is not a column the table is written with",
+            "spec.sink.delta.mergeKeys[1]: cannot merge on \"tags\" of type array<long>",
+            "spec.sink.delta.mergeKeys[3]: \"device\" is listed twice",
+        ],
+    );
+}
+
+#[test]
+fn update_mode_needs_merge_keys_and_tombstones_need_keys_from_metadata() {
+    let mut value = base();
+    value["spec"]["sink"]["delta"]["outputMode"] = json!("update");
+    value["spec"]["sink"]["delta"]["mergeKeys"] = json!(["device_id"]);
+    assert_eq!(problems(value.clone()), "");
+    value["spec"]["sink"]["delta"]["deleteOnTombstone"] = json!(true);
+    assert!(
+        problems(value.clone()).contains(
+            "spec.sink.delta.mergeKeys[0]: a tombstone has no value, so with deleteOnTombstone \"device_id\" must be a metadata column"
+        ),
+        "{}",
+        problems(value)
+    );
+    expect(
+        |v| {
+            v["spec"]["metadataColumns"] = json!(["key"]);
+            v["spec"]["sink"]["delta"]["outputMode"] = json!("update");
+            v["spec"]["sink"]["delta"]["mergeKeys"] = json!(["kafka_key"]);
+            v["spec"]["sink"]["delta"]["deleteOnTombstone"] = json!(true);
+            v["spec"]["sink"]["delta"]["partitionBy"] = json!(["nope"]);
+        },
+        &["spec.sink.delta.partitionBy[0]: \"nope\" is not a schema field"],
+    );
+    expect(
+        |v| v["spec"]["sink"]["delta"]["mergeKeys"] = json!(["device_id"]),
+        &["spec.sink.delta: spec.sink.delta.mergeKeys is only used with outputMode update"],
+    );
+    expect(
+        |v| v["spec"]["sink"]["delta"]["deleteOnTombstone"] = json!(true),
+        &["spec.sink.delta: spec.sink.delta.deleteOnTombstone is only used with outputMode update"],
     );
 }

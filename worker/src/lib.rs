@@ -5,14 +5,15 @@
 //! The modules follow the data:
 //!
 //! ```text
-//! source/ -> batch/ -> decode/ -> sink/ -> checkpoint/ -> outputs/
-//!  read      plan,     records    Delta     progress      metrics,
-//!  exactly   read-     -> rows    commit    log           status,
-//!  once      ahead,                                       stdout
+//! source/ -> batch/ -> decode/ -> transform/ -> sink/ -> checkpoint/ -> outputs/
+//!  read      plan,     records    SQL per       Delta     progress      metrics,
+//!  exactly   read-     -> rows    batch, last   commit    log           status,
+//!  once      ahead,               row per key   or MERGE                stdout
 //!            trigger
 //! ```
 //!
-//! `pipeline` opens the stages and runs the loop (read_batch -> decode -> commit -> publish);
+//! `pipeline` opens the stages and runs the loop (read_batch -> decode -> transform -> commit
+//! -> publish);
 //! `cli` and `demo` start it (`standalone` places a cluster manifest's paths on a workstation).
 //! The stages never use each other, only the leaf modules below them (`partition`, `record`,
 //! `error`, `secrets`, `tuning`); a test in this file checks it.
@@ -34,6 +35,7 @@ mod decode;
 mod outputs;
 mod sink;
 mod source;
+mod transform;
 
 pub use error::{Error, Result};
 pub use pipeline::{RunSummary, run};
@@ -62,7 +64,15 @@ mod architecture {
         "secrets",
         "tuning",
     ];
-    const STAGES: &[&str] = &["source", "batch", "decode", "sink", "checkpoint", "outputs"];
+    const STAGES: &[&str] = &[
+        "source",
+        "batch",
+        "decode",
+        "transform",
+        "sink",
+        "checkpoint",
+        "outputs",
+    ];
 
     /// The code of a file, without comments and without its tests.
     fn code(path: &Path) -> String {

@@ -5,6 +5,7 @@
 //! loop             (this file)  wait for the trigger, then one batch:
 //!   read_batch     (read.rs)    plan offsets, read records            -> source/, batch/
 //!   decode         (commit.rs)  records -> rows                       -> decode/
+//!                  (shape.rs)   SQL transform, last row per key       -> transform/
 //!   commit         (commit.rs)  dead letters, then rows + txns        -> sink/
 //!   publish        (publish.rs) progress record, metrics, status      -> checkpoint/, outputs/
 //! ```
@@ -16,6 +17,7 @@ mod commit;
 mod open;
 mod publish;
 mod read;
+mod shape;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -106,6 +108,8 @@ pub struct Pipeline {
     /// Background compaction (queries that run for long).
     maintenance: Option<Maintenance>,
     decoder: JsonDecoder,
+    /// The transform and outputMode update, between decode and commit.
+    shaping: shape::Shaping,
     checkpoint: CheckpointDir,
     runtime: Handle,
     schedule: Schedule,

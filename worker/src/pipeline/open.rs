@@ -12,6 +12,7 @@ use tokio::runtime::Handle;
 use tracing::info;
 use tributary_crds::{OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind};
 
+use super::shape::Shaping;
 use super::{Pipeline, RunSummary};
 use crate::batch::{ReadAhead, Schedule, TopicNames};
 use crate::checkpoint::{self, AvailableNowRun, CheckpointDir, OwnerClaim};
@@ -28,6 +29,7 @@ use crate::source::{
     self, RunTargets, Source, SourceConfig, SparkCheckpoint, SparkTakeover, StartResolver,
 };
 use crate::tuning::Tuning;
+use deltalake::arrow::datatypes::SchemaRef;
 
 /// Bytes read ahead over all partitions before the partition being read is paused.
 const READ_AHEAD_BYTES: usize = 16 << 20;
@@ -92,11 +94,12 @@ impl Pipeline {
             "spec.sink.delta",
         )?;
         let decoder = JsonDecoder::new(&spec.format.json, &spec.metadata_columns)?;
+        let shaping = Shaping::new(spec, &decoder, &runtime)?;
         // A table named through Unity Catalog is resolved (and registered when absent) before
         // the checkpoint is claimed, so a refused token or an unknown table leaves nothing.
         let sink_table = runtime.block_on(catalog::locate_sink(
             &spec.sink.delta,
-            decoder.table_schema(),
+            shaping.table_schema(),
             &storage_options,
             &format!("Written by Tributary ingestion {identity}"),
         ))?;
@@ -116,7 +119,7 @@ impl Pipeline {
             &table_uri,
             &table_options,
             &storage_options,
-            &decoder,
+            shaping.table_schema(),
             &identity,
             kind,
             tuning,
@@ -160,6 +163,7 @@ impl Pipeline {
             dead_letter,
             maintenance: tables.maintenance,
             decoder,
+            shaping,
             checkpoint,
             runtime,
             schedule: Schedule::new(kind),
@@ -226,7 +230,7 @@ fn open_tables(
     table_uri: &str,
     table_options: &HashMap<String, String>,
     storage_options: &HashMap<String, String>,
-    decoder: &JsonDecoder,
+    table_schema: SchemaRef,
     identity: &Identity,
     kind: TriggerKind,
     tuning: &Tuning,
@@ -241,7 +245,7 @@ fn open_tables(
         runtime.block_on(DeltaSink::open(OpenOptions {
             uri: table_uri,
             storage_options: table_options.clone(),
-            schema: decoder.table_schema(),
+            schema: table_schema.clone(),
             partition_by: delta.partition_by.clone(),
             checkpoint_interval,
             target_file_size: delta.target_file_size.map(|s| s as u64),
