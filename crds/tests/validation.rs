@@ -655,7 +655,7 @@ fn misspelt_fields_are_refused_with_the_nearest_known_name() {
         format!(
             "{SCHEMA_HEADER}\n  \
              line 16: spec.workr: unknown field; did you mean worker?\n  \
-             line 17: spec.x: unknown field (known fields here: checkpoint, format, metadataColumns, replicas, runs, schedule, sink, source, suspend, trigger, worker)"
+             line 17: spec.x: unknown field (known fields here: checkpoint, format, metadataColumns, replicas, runs, schedule, sink, source, suspend, transform, trigger, worker)"
         )
     );
     // Inside Kubernetes' own types too.
