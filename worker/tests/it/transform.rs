@@ -16,6 +16,18 @@ use crate::support::*;
 
 const PARTITIONS: i32 = 4;
 
+/// A string column as `Utf8`: files a MERGE wrote (through DataFusion) declare string views.
+fn strings(
+    batch: &deltalake::arrow::array::RecordBatch,
+    name: &str,
+) -> deltalake::arrow::array::ArrayRef {
+    let column = batch
+        .column_by_name(name)
+        .unwrap_or_else(|| panic!("column {name}"));
+    deltalake::arrow::compute::cast(column, &deltalake::arrow::datatypes::DataType::Utf8)
+        .expect("a string column")
+}
+
 /// Runs `rounds` workers on `path`, each killed with SIGKILL after a random number of batches
 /// and a random part of the next; `between` runs after each kill (producers keep writing).
 /// Returns how many kills landed before the run had finished.
@@ -107,11 +119,9 @@ fn a_transform_filters_and_derives_exactly_once_under_kill_9() {
     assert!(status.success(), "{}", worker.stderr_text());
 
     let ends = targets(&ws, TOPIC);
-    assert_eq!(
-        ends.values().sum::<i64>(),
-        8_000,
-        "the first attempt's targets"
-    );
+    // The last run's targets: everything produced before it started (a run the kills did not
+    // interrupt ended, and the next round planned new targets).
+    assert!(ends.values().sum::<i64>() >= 8_000, "{ends:?}");
     let table = read_table(&ws.table());
     assert_eq!(table.partition_columns, vec!["day".to_string()]);
     // Every record the query keeps, once; the ones it filters out, never.
@@ -136,11 +146,10 @@ fn a_transform_filters_and_derives_exactly_once_under_kill_9() {
             .column_by_name("doubled")
             .expect("doubled")
             .as_primitive::<Float64Type>();
-        let devices = batch
-            .column_by_name("device")
-            .expect("device")
-            .as_string::<i32>();
-        let days = batch.column_by_name("day").expect("day").as_string::<i32>();
+        let devices = strings(batch, "device");
+        let devices = devices.as_string::<i32>();
+        let days = strings(batch, "day");
+        let days = days.as_string::<i32>();
         for row in 0..batch.num_rows() {
             let i = index(partitions.value(row), offsets.value(row));
             assert_eq!(doubled.value(row), 2.0 * i as f64);
@@ -234,7 +243,7 @@ fn update_mode_keeps_each_keys_last_value_and_deletes_on_tombstones_under_kill_9
     manifest.on_error = "fail";
     manifest
         .source
-        .push_str("\n      maxOffsetsPerTrigger: 300");
+        .push_str("\n      maxOffsetsPerTrigger: 100");
     manifest.metadata = "[key, partition, offset]";
     manifest.extra_format = r#"  transform:
     sql: |
@@ -266,10 +275,8 @@ fn update_mode_keeps_each_keys_last_value_and_deletes_on_tombstones_under_kill_9
     let table = read_table(&ws.table());
     let mut found: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for batch in &table.batches {
-        let devices = batch
-            .column_by_name("device")
-            .expect("device")
-            .as_string::<i32>();
+        let devices = strings(batch, "device");
+        let devices = devices.as_string::<i32>();
         let temperatures = batch
             .column_by_name("temperature")
             .expect("temperature")
