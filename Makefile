@@ -23,7 +23,7 @@ image-operator image-worker: image-%:
 	REGISTRY=$(REGISTRY) TAG=$(TAG) docker buildx bake $(BAKE_FLAGS) $*
 
 crd:
-	cargo run --quiet -p tributary-crds --bin crdgen
+	cargo run --quiet --bin crdgen
 
 # scripts/test runs the chart tests first, so `make test` runs each test once.
 test:

@@ -43,7 +43,7 @@ if [ "$installed_azurite" != "$AZURITE_VERSION" ]; then
   (cd "$AZURITE_DIR" && npm install --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >/dev/null)
 fi
 
-# ---- Apache Kafka: the broker of the worker's tests (worker/tests/it/kafka.rs) ----
+# ---- Apache Kafka: the broker of the tests and the benchmark (testkit/src/kafka.rs) ----
 # The jars of org.apache.kafka:kafka_2.13 and its runtime dependencies, copied by Maven from
 # Maven Central into $HOME/.cache/tributary/kafka-<version>/ (never into the repository); the
 # tests run `java -cp 'DIR/*' kafka.Kafka server.properties`. The version is the pom's.

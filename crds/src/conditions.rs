@@ -67,6 +67,11 @@ pub mod reasons {
     pub const WORKERS_CANNOT_START: &str = "WorkersCannotStart";
     /// The Deployment's rollout passed its progress deadline.
     pub const ROLLOUT_STUCK: &str = "RolloutStuck";
+    /// A continuous worker restarted spec.maxRestarts times: the workers are stopped until
+    /// the spec changes.
+    pub const RESTART_LIMIT_REACHED: &str = "RestartLimitReached";
+    /// A worker has records waiting and has committed no batch for minutes.
+    pub const STALLED: &str = "Stalled";
     pub const RUN_IN_PROGRESS: &str = "RunInProgress";
     pub const RUN_SUCCEEDED: &str = "RunSucceeded";
     pub const RUN_FAILED: &str = "RunFailed";
@@ -103,7 +108,7 @@ pub mod reasons {
     ];
 
     /// Every reason the operator sets.
-    pub const ALL: [&str; 25] = [
+    pub const ALL: [&str; 27] = [
         RECONCILING,
         INVALID_SPEC,
         SECRET_NOT_FOUND,
@@ -115,6 +120,8 @@ pub mod reasons {
         UNSCHEDULABLE,
         WORKERS_CANNOT_START,
         ROLLOUT_STUCK,
+        RESTART_LIMIT_REACHED,
+        STALLED,
         RUN_IN_PROGRESS,
         RUN_SUCCEEDED,
         RUN_FAILED,

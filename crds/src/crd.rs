@@ -1,7 +1,7 @@
 //! The CustomResourceDefinition, generated from the Rust types.
 //!
 //! The committed `crds/streamingingestions.tributary.dev.yaml` and the chart's copy must equal
-//! [`crd_yaml`]; a test checks both and `cargo run -p tributary-crds --bin crdgen` rewrites both.
+//! [`crd_yaml`]; a test checks both and `cargo run --bin crdgen` rewrites both.
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::CustomResourceExt;
@@ -37,7 +37,7 @@ pub fn crd() -> CustomResourceDefinition {
 pub fn crd_yaml() -> Result<String, serde_saphyr::SerializeError> {
     let body = serde_saphyr::to_string(&crd())?;
     Ok(format!(
-        "# Generated from crds/src by `cargo run -p tributary-crds --bin crdgen`. Do not edit.\n{body}"
+        "# Generated from crds/src by `cargo run --bin crdgen`. Do not edit.\n{body}"
     ))
 }
 

@@ -6,6 +6,7 @@
 pub mod conditions;
 pub mod crd;
 pub mod datatype;
+pub mod datetime;
 pub mod limits;
 pub mod manifest;
 pub mod pod;

@@ -39,6 +39,20 @@ pub const MAX_TERMINATION_GRACE_SECONDS: i64 = 3600;
 /// Bounds of `spec.runs.backoffLimit` (Kubernetes' own Job limit is unbounded; more than this
 /// hides a failure that retrying will not fix).
 pub const MAX_BACKOFF_LIMIT: i32 = 100;
+/// Most restarts `spec.maxRestarts` may allow.
+pub const MAX_RESTARTS: i32 = 10_000;
+/// Default and longest wait before autoscaling removes workers (a day).
+pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i64 = 300;
+pub const MAX_SCALE_DOWN_DELAY_SECONDS: i64 = 24 * 60 * 60;
+/// Bounds of `sink.delta.vacuum`: runs at most 30 days apart; a retention of at most ten years;
+/// Delta's default retention of 7 days.
+pub const MAX_VACUUM_INTERVAL_HOURS: i32 = 30 * 24;
+pub const MAX_VACUUM_RETAIN_HOURS: i32 = 10 * 365 * 24;
+pub const DEFAULT_VACUUM_RETAIN_HOURS: i32 = 7 * 24;
+/// How long a Spark checkpoint must be unchanged before a takeover (default 2 minutes, at
+/// most a day).
+pub const DEFAULT_SPARK_QUIET_SECONDS: i64 = 120;
+pub const MAX_SPARK_QUIET_SECONDS: i64 = 24 * 60 * 60;
 /// Bounds of the CronJob history limits in `spec.runs`.
 pub const MAX_RUN_HISTORY: i32 = 100;
 pub const MAX_METRICS_PORT: i32 = 65535;

@@ -160,18 +160,21 @@ pub fn load_str(text: &str, origin: &str) -> Result<Vec<StreamingIngestion>, Err
 
 /// The manifest the operator hands to a worker: the ingestion with its metadata reduced to name
 /// and namespace (no uid, resourceVersion or last-applied annotation, which would change its
-/// hash without changing the query) and the spec as the user wrote it. The spec holds only
-/// Secret *references*; values are mounted from the Secrets themselves.
+/// hash without changing the query) and the spec as the user wrote it, less how many workers
+/// run (replicas, autoscaling, maxRestarts): the pods roll when the manifest changes, and
+/// scaling must not restart the workers that keep running. The spec holds only Secret
+/// *references*; values are mounted from the Secrets themselves.
 pub fn worker_manifest(
     ingestion: &StreamingIngestion,
     name: &str,
     namespace: &str,
 ) -> Result<String, serde_saphyr::SerializeError> {
+    let spec = ingestion.spec.without_scale();
     let document = serde_json::json!({
         "apiVersion": format!("{}/{}", crate::GROUP, crate::VERSION),
         "kind": "StreamingIngestion",
         "metadata": {"name": name, "namespace": namespace},
-        "spec": ingestion.spec,
+        "spec": spec,
     });
     serde_saphyr::to_string(&document)
 }

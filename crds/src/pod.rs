@@ -10,7 +10,13 @@ pub const CONFIG_FILE: &str = "ingestion.yaml";
 pub const SCRATCH_DIR: &str = "/tmp";
 /// Names of the volumes the operator gives every worker pod; `spec.worker.volumes` may not use
 /// them, nor names starting with [`SECRET_VOLUME_PREFIX`].
-pub const RESERVED_VOLUMES: [&str; 4] = ["config", "scratch", "checkpoint", "lake"];
+pub const RESERVED_VOLUMES: [&str; 5] = [
+    "config",
+    "scratch",
+    "checkpoint",
+    "lake",
+    "spark-checkpoint",
+];
 /// Prefix of the volumes of referenced Secrets (`secret-0`, `secret-1`, ...).
 pub const SECRET_VOLUME_PREFIX: &str = "secret-";
 

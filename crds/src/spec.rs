@@ -143,6 +143,13 @@ pub const SECRET_KAFKA_OPTIONS: &[&str] = &[
         description = "The table version the last batch wrote"
     ),
     printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.autoscaling.desiredReplicas",
+        priority = "1",
+        description = "The workers autoscaling runs now"
+    ),
+    printcolumn(
         name = "Query ID",
         type_ = "string",
         json_path = ".status.queryId",
@@ -153,7 +160,11 @@ pub const SECRET_KAFKA_OPTIONS: &[&str] = &[
 #[x_kube(
     validation = Rule::new("!has(self.schedule) || (has(self.trigger) && has(self.trigger.availableNow) && self.trigger.availableNow)").message("spec.schedule runs the ingestion as a CronJob and needs spec.trigger: {availableNow: true}"),
     validation = Rule::new("!has(self.replicas) || self.replicas <= 1 || !has(self.trigger) || !((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once))").message("spec.replicas must be 0 or 1 with trigger availableNow or once: a run to completion is a single worker"),
+    validation = Rule::new(ENDING_OFFSETS_RULE).message(ENDING_OFFSETS_MESSAGE),
     validation = Rule::new("!has(self.runs) || (has(self.trigger) && ((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once)))").message(RUNS_NEED_A_RUN_TO_COMPLETION),
+    validation = Rule::new("!has(self.autoscaling) || !has(self.trigger) || !((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once))").message(AUTOSCALING_NEEDS_CONTINUOUS),
+    validation = Rule::new("!has(self.autoscaling) || !has(self.replicas)").message(AUTOSCALING_EXCLUDES_REPLICAS),
+    validation = Rule::new("!has(self.maxRestarts) || !has(self.trigger) || !((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once))").message(MAX_RESTARTS_NEEDS_CONTINUOUS),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct StreamingIngestionSpec {
@@ -209,6 +220,19 @@ pub struct StreamingIngestionSpec {
     /// schedule). Only with trigger availableNow or once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runs: Option<RunPolicy>,
+
+    /// Lets the operator choose the number of workers from the lag they report, between
+    /// bounds. Continuous triggers only, instead of spec.replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<Autoscaling>,
+
+    /// Restarts a worker container may have before the ingestion is Failed: its workers are
+    /// stopped (the Deployment kept at 0) with the last error in the Degraded condition, until
+    /// the spec changes. Continuous triggers only. Default: no limit (Kubernetes restarts a
+    /// crashing worker with back-off for ever).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_RESTARTS))]
+    pub max_restarts: Option<i32>,
 }
 
 impl StreamingIngestionSpec {
@@ -220,12 +244,44 @@ impl StreamingIngestionSpec {
         }
     }
 
+    /// Workers to run as the spec says: spec.replicas, or autoscaling's minimum before
+    /// autoscaling has decided. Default 1.
     pub fn replicas(&self) -> i32 {
-        self.replicas.unwrap_or(1)
+        match (&self.replicas, &self.autoscaling) {
+            (Some(replicas), _) => *replicas,
+            (None, Some(autoscaling)) => autoscaling.min_replicas(),
+            (None, None) => 1,
+        }
+    }
+
+    /// The spec less how many workers run (replicas, autoscaling, maxRestarts): what a worker
+    /// needs to run the query.
+    pub fn without_scale(&self) -> StreamingIngestionSpec {
+        StreamingIngestionSpec {
+            replicas: None,
+            autoscaling: None,
+            max_restarts: None,
+            ..self.clone()
+        }
     }
 
     pub fn suspended(&self) -> bool {
         self.suspend.unwrap_or(false)
+    }
+
+    /// The Kafka columns the table keeps: spec.metadataColumns, with headers when the source
+    /// sets includeHeaders.
+    pub fn metadata_columns(&self) -> Vec<MetadataColumn> {
+        let mut columns = self.metadata_columns.clone();
+        if self
+            .source
+            .read_options()
+            .is_some_and(ReadOptions::include_headers)
+            && !columns.contains(&MetadataColumn::Headers)
+        {
+            columns.push(MetadataColumn::Headers);
+        }
+        columns
     }
 }
 
@@ -244,7 +300,13 @@ pub struct Source {
 
 /// A Kafka source: Spark's `format("kafka")` options.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("(has(self.subscribe) ? 1 : 0) + (has(self.subscribePattern) ? 1 : 0) + (has(self.assign) ? 1 : 0) == 1").message("spec.source.kafka must set exactly one of subscribe, subscribePattern or assign"))]
+#[x_kube(
+    validation = Rule::new("(has(self.subscribe) ? 1 : 0) + (has(self.subscribePattern) ? 1 : 0) + (has(self.assign) ? 1 : 0) == 1").message("spec.source.kafka must set exactly one of subscribe, subscribePattern or assign"),
+    validation = Rule::new(READ_START_RULE).message(READ_START_MESSAGE),
+    validation = Rule::new(READ_STRATEGY_RULE).message(READ_STRATEGY_MESSAGE),
+    validation = Rule::new(READ_DELAY_RULE).message(READ_DELAY_MESSAGE),
+    validation = Rule::new(READ_MIN_MAX_RULE).message(READ_MIN_MAX_MESSAGE),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSource {
     /// Comma-separated host:port list of brokers (Spark's kafka.bootstrap.servers).
@@ -298,13 +360,73 @@ pub struct ReadOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fail_on_data_loss: Option<bool>,
 
-    /// librdkafka client options passed through (Spark's kafka.* options without the prefix),
-    /// e.g. security.protocol: SASL_SSL. Offsets and deserialisers are managed by Tributary;
-    /// credentials (sasl.password, sasl.jaas.config, ssl.key.password, ...) belong in
-    /// secretOptions.
+    /// Where a new query starts, by time (Spark's startingOffsetsByTimestamp): per-partition
+    /// JSON of epoch milliseconds, e.g. {"topic":{"0":1700000000000,"1":1700000000000}}, naming
+    /// every partition the query reads. Each starts at its first record whose timestamp is at
+    /// or after the given one (Kafka's offsetsForTimes). Instead of startingOffsets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    #[x_kube(validation = Rule::new("self.matches('^(?s)\\\\s*\\\\{.*\\\\}\\\\s*$')").message("startingOffsetsByTimestamp must be per-partition JSON of epoch milliseconds such as {\"topic\":{\"0\":1700000000000}}"))]
+    pub starting_offsets_by_timestamp: Option<String>,
+
+    /// Where a new query starts, by time, for every partition (Spark's startingTimestamp):
+    /// epoch milliseconds. Each partition starts at its first record whose timestamp is at or
+    /// after it. Instead of startingOffsets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_OFFSET))]
+    pub starting_timestamp: Option<i64>,
+
+    /// What startingTimestamp / startingOffsetsByTimestamp do with a partition that has no
+    /// record at or after the timestamp (Spark's startingOffsetsByTimestampStrategy): error
+    /// (the default: the query does not start, naming the partitions) or latest (the partition
+    /// starts at its latest offset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_offsets_by_timestamp_strategy: Option<TimestampStrategy>,
+
+    /// The end of a run to completion (trigger availableNow or once): latest (the default), or
+    /// per-partition JSON such as {"topic":{"0":500,"1":-1}} (-1 = latest) naming every
+    /// partition the query reads. Spark takes it for batch reads only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    #[x_kube(validation = Rule::new("self == 'latest' || self.matches('^(?s)\\\\s*\\\\{.*\\\\}\\\\s*$')").message("endingOffsets must be latest or per-partition JSON such as {\"topic\":{\"0\":500}}"))]
+    pub ending_offsets: Option<String>,
+
+    /// A continuous micro-batch waits until at least this many offsets are available over all
+    /// partitions, or until maxTriggerDelay has passed since the last batch (Spark's
+    /// minOffsetsPerTrigger). Default: no minimum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_OFFSET))]
+    pub min_offsets_per_trigger: Option<i64>,
+
+    /// With minOffsetsPerTrigger: the longest a batch is put off waiting for enough offsets
+    /// (Spark's maxTriggerDelay), e.g. 15m or "15 minutes", at most 24h. Default 15m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(crate::limits::processing_time_format_rule()).message(MAX_TRIGGER_DELAY_FORMAT_MESSAGE))]
+    #[x_kube(validation = Rule::new(processing_time_bound_rule()).message(MAX_TRIGGER_DELAY_BOUND_MESSAGE))]
+    pub max_trigger_delay: Option<String>,
+
+    /// Prefix of the consumer group id (Spark's groupIdPrefix): the group is
+    /// <groupIdPrefix>-<namespace>-<name>, shared by the ingestion's workers. Ignored when
+    /// options set group.id. Default prefix: tributary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 200))]
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9._-]+$')").message("groupIdPrefix may hold letters, digits, '.', '_' and '-' only"))]
+    pub group_id_prefix: Option<String>,
+
+    /// Keep each record's Kafka headers (Spark's includeHeaders), in the column kafka_headers
+    /// as Spark's array<struct<key:string,value:binary>>; the same as listing headers in
+    /// spec.metadataColumns. Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub include_headers: Option<bool>,
+
+    /// librdkafka client options passed through, e.g. security.protocol: SASL_SSL. Spark's
+    /// kafka.* names are accepted too (kafka.security.protocol); the prefix is removed.
+    /// Offsets and deserialisers are managed by Tributary; credentials (sasl.password,
+    /// sasl.jaas.config, ssl.key.password, ...) belong in secretOptions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     #[schemars(extend("maxProperties" = MAX_OPTIONS))]
-    #[x_kube(validation = Rule::new("self.all(k, !(k in ['auto.offset.reset', 'enable.auto.commit', 'enable.auto.offset.store', 'key.deserializer', 'value.deserializer', 'interceptor.classes', 'bootstrap.servers', 'metadata.broker.list']))").message("options must not set auto.offset.reset, enable.auto.commit, enable.auto.offset.store, key/value.deserializer, interceptor.classes or bootstrap.servers: Tributary manages offsets itself (use startingOffsets) and reads bootstrapServers"))]
+    #[x_kube(validation = Rule::new(forbidden_options_rule()).message(FORBIDDEN_OPTIONS_MESSAGE))]
     #[x_kube(validation = Rule::new(crate::secrets::secret_options_rule()).message(crate::secrets::SECRET_OPTIONS_RULE_MESSAGE))]
     pub options: BTreeMap<String, String>,
 }
@@ -315,6 +437,20 @@ impl std::fmt::Debug for ReadOptions {
             .field("starting_offsets", &self.starting_offsets)
             .field("max_offsets_per_trigger", &self.max_offsets_per_trigger)
             .field("fail_on_data_loss", &self.fail_on_data_loss)
+            .field(
+                "starting_offsets_by_timestamp",
+                &self.starting_offsets_by_timestamp,
+            )
+            .field("starting_timestamp", &self.starting_timestamp)
+            .field(
+                "starting_offsets_by_timestamp_strategy",
+                &self.starting_offsets_by_timestamp_strategy,
+            )
+            .field("ending_offsets", &self.ending_offsets)
+            .field("min_offsets_per_trigger", &self.min_offsets_per_trigger)
+            .field("max_trigger_delay", &self.max_trigger_delay)
+            .field("group_id_prefix", &self.group_id_prefix)
+            .field("include_headers", &self.include_headers)
             .field(
                 "options",
                 &crate::secrets::RedactedOptions(&self.options, crate::secrets::is_secret_option),
@@ -332,6 +468,152 @@ impl ReadOptions {
     pub fn starting_offsets(&self) -> Result<StartingOffsets, String> {
         StartingOffsets::parse(self.starting_offsets.as_deref().unwrap_or("latest"))
     }
+
+    /// Where a new query starts: startingTimestamp, startingOffsetsByTimestamp or
+    /// startingOffsets (validation refuses more than one).
+    pub fn start(&self) -> Result<QueryStart, String> {
+        if let Some(timestamp) = self.starting_timestamp {
+            return Ok(QueryStart::Timestamp(timestamp));
+        }
+        if let Some(text) = &self.starting_offsets_by_timestamp {
+            return parse_partition_json(text, "startingOffsetsByTimestamp", "a timestamp", 0)
+                .map(QueryStart::ByTimestamp);
+        }
+        self.starting_offsets().map(QueryStart::Offsets)
+    }
+
+    /// What a timestamp start does with a partition that has no record at or after it.
+    pub fn timestamp_strategy(&self) -> TimestampStrategy {
+        self.starting_offsets_by_timestamp_strategy
+            .unwrap_or_default()
+    }
+
+    /// The parsed endingOffsets: None for latest (or unset).
+    pub fn ending_offsets(&self) -> Result<Option<PartitionNumbers>, String> {
+        match self.ending_offsets.as_deref().map(str::trim) {
+            None | Some("latest") => Ok(None),
+            Some(text) => {
+                parse_partition_json(text, "endingOffsets", "an offset", OFFSET_LATEST).map(Some)
+            }
+        }
+    }
+
+    /// maxTriggerDelay, default 15 minutes (Spark's).
+    pub fn max_trigger_delay(&self) -> Result<Duration, String> {
+        match &self.max_trigger_delay {
+            None => Ok(DEFAULT_MAX_TRIGGER_DELAY),
+            Some(text) => parse_duration(text).map_err(|e| {
+                e.replace("processingTime", "maxTriggerDelay").replace(
+                    "; for rarer runs use trigger {availableNow: true} with a spec.schedule",
+                    "",
+                )
+            }),
+        }
+    }
+
+    /// Whether the headers column is kept (includeHeaders).
+    pub fn include_headers(&self) -> bool {
+        self.include_headers.unwrap_or(false)
+    }
+}
+
+/// The read options' rules, checked where they are flattened (kafka and eventHubs).
+pub const READ_START_RULE: &str = "(has(self.startingOffsets) ? 1 : 0) + (has(self.startingOffsetsByTimestamp) ? 1 : 0) + (has(self.startingTimestamp) ? 1 : 0) <= 1";
+pub const READ_START_MESSAGE: &str = "set at most one of startingOffsets, startingOffsetsByTimestamp and startingTimestamp: each says where a new query starts";
+pub const READ_STRATEGY_RULE: &str = "!has(self.startingOffsetsByTimestampStrategy) || has(self.startingOffsetsByTimestamp) || has(self.startingTimestamp)";
+pub const READ_STRATEGY_MESSAGE: &str = "startingOffsetsByTimestampStrategy applies to startingTimestamp or startingOffsetsByTimestamp, and neither is set";
+pub const READ_DELAY_RULE: &str = "!has(self.maxTriggerDelay) || has(self.minOffsetsPerTrigger)";
+pub const READ_DELAY_MESSAGE: &str =
+    "maxTriggerDelay bounds the wait of minOffsetsPerTrigger, which is not set";
+pub const READ_MIN_MAX_RULE: &str = "!has(self.minOffsetsPerTrigger) || !has(self.maxOffsetsPerTrigger) || self.minOffsetsPerTrigger <= self.maxOffsetsPerTrigger";
+pub const READ_MIN_MAX_MESSAGE: &str =
+    "minOffsetsPerTrigger must not be above maxOffsetsPerTrigger";
+/// endingOffsets ends a run to completion.
+pub const ENDING_OFFSETS_RULE: &str = "!((has(self.source.kafka) && has(self.source.kafka.endingOffsets)) || (has(self.source.eventHubs) && has(self.source.eventHubs.endingOffsets))) || (has(self.trigger) && ((has(self.trigger.availableNow) && self.trigger.availableNow) || (has(self.trigger.once) && self.trigger.once)))";
+pub const ENDING_OFFSETS_MESSAGE: &str = "endingOffsets ends a run to completion and needs trigger availableNow or once; a continuous query has no end";
+
+/// Per-partition numbers of a JSON option: topic -> partition -> offset or time.
+pub type PartitionNumbers = BTreeMap<String, BTreeMap<i32, i64>>;
+
+/// Spark's default maxTriggerDelay.
+pub const DEFAULT_MAX_TRIGGER_DELAY: Duration = Duration::from_secs(15 * 60);
+
+/// The message of a maxTriggerDelay that is not a duration.
+pub const MAX_TRIGGER_DELAY_FORMAT_MESSAGE: &str =
+    "maxTriggerDelay must be a duration such as 15m, 30s or \"15 minutes\"";
+
+/// The message of a maxTriggerDelay above a day.
+pub const MAX_TRIGGER_DELAY_BOUND_MESSAGE: &str = "maxTriggerDelay must be at most 24h (\"1 day\")";
+
+/// The message of the rule that refuses options Tributary manages.
+pub const FORBIDDEN_OPTIONS_MESSAGE: &str = "options must not set auto.offset.reset, enable.auto.commit, enable.auto.offset.store, key/value.deserializer, interceptor.classes or bootstrap.servers (with or without Spark's kafka. prefix): Tributary manages offsets itself (use startingOffsets) and reads bootstrapServers";
+
+/// The CEL rule refusing [`FORBIDDEN_KAFKA_OPTIONS`], with and without Spark's `kafka.` prefix.
+pub fn forbidden_options_rule() -> String {
+    let names: Vec<String> = FORBIDDEN_KAFKA_OPTIONS
+        .iter()
+        .flat_map(|name| [format!("'{name}'"), format!("'kafka.{name}'")])
+        .collect();
+    format!("self.all(k, !(k in [{}]))", names.join(", "))
+}
+
+/// A librdkafka option name as librdkafka knows it: Spark's `kafka.` prefix removed.
+pub fn librdkafka_option_name(option: &str) -> &str {
+    option.strip_prefix("kafka.").unwrap_or(option)
+}
+
+/// Where a new query starts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum QueryStart {
+    Offsets(StartingOffsets),
+    /// Every partition at its first record at or after these epoch milliseconds.
+    Timestamp(i64),
+    /// topic -> partition -> epoch milliseconds.
+    ByTimestamp(PartitionNumbers),
+}
+
+/// Spark's startingOffsetsByTimestampStrategy.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum TimestampStrategy {
+    /// A partition with no record at or after the timestamp stops the query.
+    #[default]
+    Error,
+    /// Such a partition starts at its latest offset.
+    Latest,
+}
+
+/// Per-partition JSON ({"topic":{"0":N}}) of numbers from `min` up to [`MAX_OFFSET`].
+fn parse_partition_json(
+    text: &str,
+    option: &str,
+    what: &str,
+    min: i64,
+) -> Result<BTreeMap<String, BTreeMap<i32, i64>>, String> {
+    let raw: BTreeMap<String, BTreeMap<String, i64>> = serde_json::from_str(text).map_err(|e| {
+        format!("{option} must be per-partition JSON such as {{\"topic\":{{\"0\":1}}}}: {e}")
+    })?;
+    let mut parsed = BTreeMap::new();
+    for (topic, partitions) in raw {
+        let mut numbers = BTreeMap::new();
+        for (partition, number) in partitions {
+            let id: i32 = partition
+                .parse()
+                .ok()
+                .filter(|p: &i32| *p >= 0)
+                .ok_or_else(|| {
+                    format!("{option}: partition \"{partition}\" of topic \"{topic}\" is not a partition number")
+                })?;
+            if number < min || number > MAX_OFFSET {
+                return Err(format!(
+                    "{option}: {number} for {topic}-{partition} is not {what} from {min} to {MAX_OFFSET}"
+                ));
+            }
+            numbers.insert(id, number);
+        }
+        parsed.insert(topic, numbers);
+    }
+    Ok(parsed)
 }
 
 /// Where a new query starts reading.
@@ -391,6 +673,12 @@ impl StartingOffsets {
 
 /// An Azure Event Hub read through its Kafka endpoint, SASL_SSL with the connection string.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(
+    validation = Rule::new(READ_START_RULE).message(READ_START_MESSAGE),
+    validation = Rule::new(READ_STRATEGY_RULE).message(READ_STRATEGY_MESSAGE),
+    validation = Rule::new(READ_DELAY_RULE).message(READ_DELAY_MESSAGE),
+    validation = Rule::new(READ_MIN_MAX_RULE).message(READ_MIN_MAX_MESSAGE),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct EventHubsSource {
     /// The Event Hubs namespace: its name (my-namespace) or host (my-namespace.servicebus.windows.net).
@@ -457,13 +745,68 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// How each event's value is parsed.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+/// How each event's value is parsed: exactly one of json or raw.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.json) != has(self.raw)").message(FORMAT_ONE_OF_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct Format {
     /// JSON objects parsed against a declared schema (Spark's from_json).
-    pub json: JsonFormat,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<JsonFormat>,
+
+    /// The value (and key) kept as they came, beside the metadata columns, as Spark's Kafka
+    /// source gives them before any parsing: a bronze table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<RawFormat>,
 }
+
+/// The message of the rule that asks for one format.
+pub const FORMAT_ONE_OF_MESSAGE: &str = "spec.format must set exactly one of json (parse values against a schema) or raw (keep them as they came)";
+
+impl Format {
+    /// The JSON format, when the values are parsed (None for raw).
+    pub fn json(&self) -> Option<&JsonFormat> {
+        self.json.as_ref()
+    }
+}
+
+/// Values kept unparsed: the columns `value` and `key` (Spark's names), of the types chosen.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RawFormat {
+    /// The type of the value column: binary (the default, as Spark's Kafka source; every
+    /// byte kept) or string (UTF-8 text, as CAST(value AS STRING); a value that is not UTF-8
+    /// stops the query, naming its offset, rather than being changed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_type: Option<RawType>,
+
+    /// The type of the key column: binary (the default) or string, as for the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_type: Option<RawType>,
+}
+
+impl RawFormat {
+    pub fn value_type(&self) -> RawType {
+        self.value_type.unwrap_or_default()
+    }
+
+    pub fn key_type(&self) -> RawType {
+        self.key_type.unwrap_or_default()
+    }
+}
+
+/// The column type of a raw value or key.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub enum RawType {
+    #[default]
+    Binary,
+    String,
+}
+
+/// The columns of a raw table, besides the metadata columns.
+pub const RAW_VALUE_COLUMN: &str = "value";
+pub const RAW_KEY_COLUMN: &str = "key";
 
 /// JSON parsed against a schema (Spark's from_json with a StructType).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
@@ -486,6 +829,34 @@ pub struct JsonFormat {
     /// The Delta table bad records go to, with onError: deadLetter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dead_letter: Option<DeadLetter>,
+
+    /// How timestamp columns are read from strings (Spark's timestampFormat option of
+    /// from_json), a Spark datetime pattern such as yyyy-MM-dd HH:mm:ss[.SSSSSS][XXX] or
+    /// dd/MM/yyyy HH:mm. Default: Spark's cast (ISO 8601 and its relaxed forms). Numbers are
+    /// epoch seconds either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub timestamp_format: Option<String>,
+
+    /// How timestamp_ntz columns are read from strings (Spark's timestampNTZFormat), a Spark
+    /// datetime pattern without an offset, such as dd/MM/yyyy HH:mm:ss. Default: Spark's cast.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    #[serde(rename = "timestampNTZFormat")]
+    pub timestamp_ntz_format: Option<String>,
+
+    /// How date columns are read from strings (Spark's dateFormat), a Spark datetime pattern
+    /// such as dd/MM/yyyy. Default: Spark's cast (yyyy-MM-dd and its relaxed forms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub date_format: Option<String>,
+
+    /// The time zone of timestamps written without one (Spark's timeZone option, which
+    /// defaults to the session time zone): a region such as Europe/Paris, UTC, or an offset
+    /// such as +01:00. Default UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: Option<String>,
 }
 
 impl JsonFormat {
@@ -692,6 +1063,49 @@ pub struct DeltaSink {
     /// refused either way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merge_schema: Option<bool>,
+
+    /// VACUUM in the background, as Spark's `VACUUM table RETAIN n HOURS`: data files the
+    /// table stopped referencing (the small files compaction replaced) are deleted once they
+    /// have been unreferenced for the retention. Absent: never (as Delta: files stay until
+    /// someone vacuums).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vacuum: Option<Vacuum>,
+}
+
+/// The message of the rule that keeps a VACUUM retention at Delta's default or above.
+pub const VACUUM_RETENTION_CHECK_MESSAGE: &str = "spec.sink.delta.vacuum.retainHours below 168 (Delta's default of 7 days) deletes files that readers and time travel may still need; set retentionDurationCheck: false to allow it, as Spark's spark.databricks.delta.retentionDurationCheck.enabled=false does";
+
+/// A VACUUM schedule and retention.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.retainHours) || self.retainHours >= 168 || (has(self.retentionDurationCheck) && !self.retentionDurationCheck)").message(VACUUM_RETENTION_CHECK_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct Vacuum {
+    /// Hours between two runs of each worker.
+    #[schemars(range(min = 1, max = MAX_VACUUM_INTERVAL_HOURS))]
+    pub interval_hours: i32,
+    /// Hours a file must have been unreferenced before it is deleted. Default 168 (7 days,
+    /// Delta's delta.deletedFileRetentionDuration); less needs retentionDurationCheck: false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_VACUUM_RETAIN_HOURS))]
+    pub retain_hours: Option<i32>,
+    /// false allows retainHours under 168 (Spark's
+    /// spark.databricks.delta.retentionDurationCheck.enabled). Default true.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_duration_check: Option<bool>,
+}
+
+impl Vacuum {
+    pub fn interval(&self) -> Duration {
+        Duration::from_secs(u64::from(self.interval_hours.max(1).unsigned_abs()) * 3600)
+    }
+
+    pub fn retain_hours(&self) -> i32 {
+        self.retain_hours.unwrap_or(DEFAULT_VACUUM_RETAIN_HOURS)
+    }
+
+    pub fn retention_duration_check(&self) -> bool {
+        self.retention_duration_check.unwrap_or(true)
+    }
 }
 
 impl std::fmt::Debug for DeltaSink {
@@ -816,6 +1230,45 @@ pub struct Checkpoint {
     /// storageOptions.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_storage_options: BTreeMap<String, SecretValueSource>,
+
+    /// Take over from a stopped Spark Structured Streaming query that wrote the same Delta
+    /// table: a new query starts from the end offsets of the last batch the table says Spark
+    /// committed (never from a batch Spark only planned). Read only while this query's own
+    /// checkpoint is new; ignored afterwards.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_spark: Option<SparkCheckpointSource>,
+}
+
+/// A Spark query's checkpointLocation.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("self.location.startsWith('/')").message(SPARK_CHECKPOINT_PATH_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct SparkCheckpointSource {
+    /// The Spark query's checkpointLocation, as a path on `volume`.
+    #[schemars(length(min = 1, max = 4096))]
+    pub location: String,
+    /// The existing PersistentVolumeClaim that holds it (claimName, mountPath).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<VolumeSource>,
+    /// Seconds the Spark checkpoint must have been unchanged before the Spark query counts as
+    /// stopped. Default 120.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_SPARK_QUIET_SECONDS))]
+    pub quiet_seconds: Option<i64>,
+}
+
+/// The message of the rule that keeps a Spark checkpoint to a path on a volume.
+pub const SPARK_CHECKPOINT_PATH_MESSAGE: &str = "spec.checkpoint.fromSpark.location must be a path on spec.checkpoint.fromSpark.volume; a Spark checkpoint on ADLS or another object store is not read yet: copy its metadata file and offsets/ and commits/ directories onto a volume";
+
+impl SparkCheckpointSource {
+    pub fn quiet(&self) -> Duration {
+        Duration::from_secs(
+            self.quiet_seconds
+                .unwrap_or(DEFAULT_SPARK_QUIET_SECONDS)
+                .clamp(0, MAX_SPARK_QUIET_SECONDS)
+                .unsigned_abs(),
+        )
+    }
 }
 
 impl std::fmt::Debug for Checkpoint {
@@ -1015,6 +1468,54 @@ pub struct RunPolicy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = MAX_RUN_HISTORY))]
     pub failed_history: Option<i32>,
+}
+
+/// The message of the rule that keeps `spec.autoscaling` to continuous triggers.
+pub const AUTOSCALING_NEEDS_CONTINUOUS: &str = "spec.autoscaling scales the workers of a continuous trigger; a run to completion (availableNow or once) is a single worker";
+/// The message of the rule that keeps `spec.replicas` and `spec.autoscaling` apart.
+pub const AUTOSCALING_EXCLUDES_REPLICAS: &str = "spec.replicas and spec.autoscaling exclude each other: with autoscaling the operator sets the number of workers (between minReplicas and maxReplicas); remove spec.replicas, or remove spec.autoscaling to scale by hand or with KEDA";
+/// The message of the rule that keeps `spec.maxRestarts` to continuous triggers.
+pub const MAX_RESTARTS_NEEDS_CONTINUOUS: &str = "spec.maxRestarts limits the restarts of continuous workers; a run to completion retries by spec.runs.backoffLimit";
+
+/// Workers scaled on lag: the operator runs ceil(lag / targetLagPerWorker) workers, between
+/// minReplicas and maxReplicas and never more than the partitions being read. It adds workers
+/// as soon as the lag calls for them and removes them only after the lag has stayed low for
+/// scaleDownDelaySeconds, so the count does not flap.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("spec.autoscaling.minReplicas must not be more than maxReplicas"))]
+#[serde(rename_all = "camelCase")]
+pub struct Autoscaling {
+    /// Fewest workers. Default 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
+    pub min_replicas: Option<i32>,
+    /// Most workers.
+    #[schemars(range(min = 1, max = MAX_REPLICAS))]
+    pub max_replicas: i32,
+    /// Offsets behind the latest that one worker should carry: 100000 with a lag of 450000
+    /// runs 5 workers.
+    #[schemars(range(min = 1, max = MAX_OFFSET))]
+    pub target_lag_per_worker: i64,
+    /// Seconds the lag must stay low enough for fewer workers before any is removed.
+    /// Default 300.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = MAX_SCALE_DOWN_DELAY_SECONDS))]
+    pub scale_down_delay_seconds: Option<i64>,
+}
+
+impl Autoscaling {
+    pub fn min_replicas(&self) -> i32 {
+        self.min_replicas.unwrap_or(1)
+    }
+
+    pub fn scale_down_delay(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.scale_down_delay_seconds
+                .unwrap_or(DEFAULT_SCALE_DOWN_DELAY_SECONDS)
+                .clamp(0, MAX_SCALE_DOWN_DELAY_SECONDS)
+                .unsigned_abs(),
+        )
+    }
 }
 
 /// Worker log format.

@@ -61,6 +61,10 @@ pub struct StreamingIngestionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processed_rows_per_second: Option<f64>,
 
+    /// What autoscaling decided last (with spec.autoscaling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
+
     /// The last availableNow or once run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunStatus>,
@@ -94,6 +98,24 @@ pub struct WorkloadRef {
     pub kind: String,
     /// The workload's name.
     pub name: String,
+}
+
+/// Autoscaling's last decision.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// The workers autoscaling runs now.
+    pub desired_replicas: i32,
+    /// Why, in words: the lag and partitions it was decided from, or what it waits for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the number of workers last changed (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    /// Since when the lag has been low enough for fewer workers (RFC 3339); workers are
+    /// removed once this is scaleDownDelaySeconds old.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_lag_since: Option<String>,
 }
 
 /// The outcome of a run to completion.

@@ -20,7 +20,10 @@ use datafusion::logical_expr::{Expr, LogicalPlan};
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::datatype::{DataType, StructField};
-use crate::spec::{JsonFormat, MetadataColumn, RESCUED_DATA_COLUMN, StreamingIngestionSpec};
+use crate::spec::{
+    Format, MetadataColumn, RAW_KEY_COLUMN, RAW_VALUE_COLUMN, RESCUED_DATA_COLUMN, RawType,
+    StreamingIngestionSpec,
+};
 
 /// The table the query reads: the batch's decoded columns and its metadata columns.
 pub const INPUT_TABLE: &str = "input";
@@ -96,14 +99,32 @@ pub fn metadata_arrow_type(column: MetadataColumn) -> ArrowType {
     }
 }
 
-/// The columns of `input` for a spec: the schema's fields, then the metadata columns (sorted,
-/// as the decoder orders them). `_rescued_data` is not among them: the engine carries it
-/// beside the query. None when a field's type does not parse (validation reports that).
-pub fn input_schema(format: &JsonFormat, metadata: &[MetadataColumn]) -> Option<SchemaRef> {
+/// The columns of `input` for a spec: the JSON schema's fields, or a raw format's key and
+/// value, then the metadata columns (sorted, as the decoder orders them). `_rescued_data` is
+/// not among them: the engine carries it beside the query. None when a field's type does not
+/// parse or the format is not one of the two (validation reports those).
+pub fn input_schema(format: &Format, metadata: &[MetadataColumn]) -> Option<SchemaRef> {
     let mut fields = Vec::new();
-    for field in &format.schema {
-        let data_type = DataType::parse(&field.data_type).ok()?;
-        fields.push(Field::new(&field.name, arrow_type(&data_type), true));
+    match (&format.json, &format.raw) {
+        (Some(json), None) => {
+            for field in &json.schema {
+                let data_type = DataType::parse(&field.data_type).ok()?;
+                fields.push(Field::new(&field.name, arrow_type(&data_type), true));
+            }
+        }
+        (None, Some(raw)) => {
+            let raw_type = |t: RawType| match t {
+                RawType::Binary => ArrowType::Binary,
+                RawType::String => ArrowType::Utf8,
+            };
+            fields.push(Field::new(RAW_KEY_COLUMN, raw_type(raw.key_type()), true));
+            fields.push(Field::new(
+                RAW_VALUE_COLUMN,
+                raw_type(raw.value_type()),
+                true,
+            ));
+        }
+        _ => return None,
     }
     let metadata: BTreeSet<MetadataColumn> = metadata.iter().copied().collect();
     for column in metadata {
@@ -379,12 +400,16 @@ pub fn check(
     sql: &str,
     spec: &StreamingIngestionSpec,
 ) -> Result<Vec<(String, DataType)>, TransformError> {
-    let Some(schema) = input_schema(&spec.format.json, &spec.metadata_columns) else {
+    let Some(schema) = input_schema(&spec.format, &spec.metadata_columns()) else {
         return Err(TransformError(
-            "cannot be checked until every spec.format.json.schema type parses".into(),
+            "cannot be checked until spec.format is valid (one format, every schema type parses)"
+                .into(),
         ));
     };
-    let rescue = spec.format.json.on_error() == crate::spec::OnError::Rescue;
+    let rescue = spec
+        .format
+        .json()
+        .is_some_and(|json| json.on_error() == crate::spec::OnError::Rescue);
     let ctx = session();
     let plan = futures::executor::block_on(plan(&ctx, sql, schema))?;
     table_columns(plan.schema().as_arrow(), rescue)

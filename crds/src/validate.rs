@@ -163,6 +163,98 @@ fn validate_spec_into(spec: &StreamingIngestionSpec, errors: &mut Errors) {
     if let Some(runs) = &spec.runs {
         validate_runs(spec, runs, errors);
     }
+    validate_scaling(spec, errors);
+}
+
+fn validate_vacuum(vacuum: &Vacuum, errors: &mut Errors) {
+    check_range(
+        "spec.sink.delta.vacuum.intervalHours",
+        i64::from(vacuum.interval_hours),
+        1,
+        i64::from(MAX_VACUUM_INTERVAL_HOURS),
+        errors,
+    );
+    if let Some(hours) = vacuum.retain_hours {
+        check_range(
+            "spec.sink.delta.vacuum.retainHours",
+            i64::from(hours),
+            0,
+            i64::from(MAX_VACUUM_RETAIN_HOURS),
+            errors,
+        );
+    }
+    if vacuum.retain_hours() < DEFAULT_VACUUM_RETAIN_HOURS && vacuum.retention_duration_check() {
+        errors.push(
+            "spec.sink.delta.vacuum.retainHours",
+            VACUUM_RETENTION_CHECK_MESSAGE,
+        );
+    }
+}
+
+/// Autoscaling and the restart limit belong to continuous workers; autoscaling replaces
+/// spec.replicas.
+fn validate_scaling(spec: &StreamingIngestionSpec, errors: &mut Errors) {
+    let continuous = spec
+        .trigger_kind()
+        .is_ok_and(|trigger| !trigger.runs_to_completion());
+    if let Some(restarts) = spec.max_restarts {
+        if !continuous {
+            errors.push("spec.maxRestarts", MAX_RESTARTS_NEEDS_CONTINUOUS);
+        }
+        check_range(
+            "spec.maxRestarts",
+            i64::from(restarts),
+            1,
+            i64::from(MAX_RESTARTS),
+            errors,
+        );
+    }
+    let Some(autoscaling) = &spec.autoscaling else {
+        return;
+    };
+    if !continuous {
+        errors.push("spec.autoscaling", AUTOSCALING_NEEDS_CONTINUOUS);
+    }
+    if spec.replicas.is_some() {
+        errors.push("spec.replicas", AUTOSCALING_EXCLUDES_REPLICAS);
+    }
+    let max = i64::from(MAX_REPLICAS);
+    if let Some(min) = autoscaling.min_replicas {
+        check_range(
+            "spec.autoscaling.minReplicas",
+            i64::from(min),
+            1,
+            max,
+            errors,
+        );
+    }
+    let upper = i64::from(autoscaling.max_replicas);
+    check_range("spec.autoscaling.maxReplicas", upper, 1, max, errors);
+    if i64::from(autoscaling.min_replicas()) > upper {
+        errors.push(
+            "spec.autoscaling.minReplicas",
+            format!(
+                "spec.autoscaling.minReplicas must not be more than maxReplicas ({} > {upper})",
+                autoscaling.min_replicas()
+            ),
+        );
+    }
+    check_range(
+        "spec.autoscaling.targetLagPerWorker",
+        autoscaling.target_lag_per_worker,
+        1,
+        MAX_OFFSET,
+        errors,
+    );
+    if let Some(delay) = autoscaling.scale_down_delay_seconds {
+        check_range(
+            "spec.autoscaling.scaleDownDelaySeconds",
+            delay,
+            0,
+            MAX_SCALE_DOWN_DELAY_SECONDS,
+            errors,
+        );
+    }
 }
 
 /// Extra volumes may not take the names of the operator's own, and every mount must name one
@@ -312,24 +404,26 @@ fn validate_kafka(kafka: &KafkaSource, errors: &mut Errors) {
         );
     }
     for option in kafka.secret_options.keys() {
-        if FORBIDDEN_KAFKA_OPTIONS.contains(&option.as_str()) {
+        let name = librdkafka_option_name(option);
+        if FORBIDDEN_KAFKA_OPTIONS.contains(&name) {
             errors.push(
                 format!("{path}.secretOptions[{option}]"),
                 "is managed by Tributary and cannot be set",
             );
         }
-        if kafka.read.options.contains_key(option) {
+        let also_in_options = kafka
+            .read
+            .options
+            .keys()
+            .any(|other| librdkafka_option_name(other) == name);
+        let twice_here = name != option && kafka.secret_options.contains_key(name);
+        if also_in_options || twice_here {
             errors.push(
                 format!("{path}.secretOptions[{option}]"),
-                "is also set in options: set it in one place",
+                format!("{name} is set more than once (options, secretOptions, with or without Spark's kafka. prefix): set it in one place"),
             );
         }
-        if let Some(stripped) = option.strip_prefix("kafka.") {
-            errors.push(
-                format!("{path}.secretOptions[{option}]"),
-                format!("write librdkafka names without Spark's kafka. prefix: \"{stripped}\""),
-            );
-        } else if JAVA_ONLY_SECRET_OPTIONS.contains(&option.as_str()) {
+        if JAVA_ONLY_SECRET_OPTIONS.contains(&name) {
             errors.push(
                 format!("{path}.secretOptions[{option}]"),
                 "is a setting of the Java Kafka client, which librdkafka does not know: use sasl.username in options and sasl.password here (or ssl.key.pem for a client key)",
@@ -355,13 +449,15 @@ fn validate_event_hubs(event_hubs: &EventHubsSource, errors: &mut Errors) {
     validate_topic(&format!("{path}.eventHub"), &event_hubs.event_hub, errors);
     let topics = BTreeSet::from([event_hubs.event_hub.as_str()]);
     validate_read_options(path, &event_hubs.read, Some(&topics), errors);
-    for option in [
-        "security.protocol",
-        "sasl.mechanism",
-        "sasl.username",
-        "sasl.mechanisms",
-    ] {
-        if event_hubs.read.options.contains_key(option) {
+    for option in event_hubs.read.options.keys() {
+        if [
+            "security.protocol",
+            "sasl.mechanism",
+            "sasl.username",
+            "sasl.mechanisms",
+        ]
+        .contains(&librdkafka_option_name(option))
+        {
             errors.push(
                 format!("{path}.options[{option}]"),
                 "is set by Tributary for Event Hubs (SASL_SSL, PLAIN, $ConnectionString) and cannot be changed",
@@ -401,6 +497,7 @@ fn validate_read_options(
             errors,
         );
     }
+    validate_spark_read_options(path, read, known_topics, errors);
     if read.options.len() > MAX_OPTIONS {
         errors.push(
             format!("{path}.options"),
@@ -412,24 +509,118 @@ fn validate_read_options(
     }
     for (option, value) in &read.options {
         let at = format!("{path}.options[{option}]");
-        if FORBIDDEN_KAFKA_OPTIONS.contains(&option.as_str()) {
-            errors.push(
-                at,
-                "options must not set auto.offset.reset, enable.auto.commit, enable.auto.offset.store, key/value.deserializer, interceptor.classes or bootstrap.servers: Tributary manages offsets itself (use startingOffsets) and reads bootstrapServers",
-            );
+        let name = librdkafka_option_name(option);
+        if FORBIDDEN_KAFKA_OPTIONS.contains(&name) {
+            errors.push(at, FORBIDDEN_OPTIONS_MESSAGE);
         } else if is_secret_option(option) {
             errors.push(
                 &at,
                 secret_option_remedy(&format!("{path}.options"), option),
             );
-        } else if let Some(stripped) = option.strip_prefix("kafka.") {
+        } else if name != option && read.options.contains_key(name) {
             errors.push(
                 at,
-                format!("write librdkafka names without Spark's kafka. prefix: \"{stripped}\""),
+                format!("sets {name} again, which options also set without Spark's kafka. prefix: set it once"),
             );
         } else if value.is_empty() {
             errors.push(at, "has an empty value");
         }
+    }
+}
+
+/// Spark's source options beyond startingOffsets and maxOffsetsPerTrigger: where a new query
+/// starts by time, where a run ends, the batch minimum, the group id prefix.
+fn validate_spark_read_options(
+    path: &str,
+    read: &ReadOptions,
+    known_topics: Option<&BTreeSet<&str>>,
+    errors: &mut Errors,
+) {
+    let starts = [
+        read.starting_offsets.is_some(),
+        read.starting_offsets_by_timestamp.is_some(),
+        read.starting_timestamp.is_some(),
+    ];
+    if starts.iter().filter(|set| **set).count() > 1 {
+        errors.push(path, READ_START_MESSAGE);
+    }
+    if read.starting_offsets_by_timestamp_strategy.is_some()
+        && read.starting_offsets_by_timestamp.is_none()
+        && read.starting_timestamp.is_none()
+    {
+        errors.push(
+            format!("{path}.startingOffsetsByTimestampStrategy"),
+            READ_STRATEGY_MESSAGE,
+        );
+    }
+    if let Some(timestamp) = read.starting_timestamp {
+        check_range(
+            &format!("{path}.startingTimestamp"),
+            timestamp,
+            0,
+            MAX_OFFSET,
+            errors,
+        );
+    }
+    let mut named_topics = Vec::new();
+    if read.starting_offsets_by_timestamp.is_some() {
+        match read.start() {
+            Ok(QueryStart::ByTimestamp(map)) => named_topics.push((
+                "startingOffsetsByTimestamp",
+                map.keys().cloned().collect::<Vec<_>>(),
+            )),
+            Ok(_) => {}
+            Err(message) => errors.push(format!("{path}.startingOffsetsByTimestamp"), message),
+        }
+    }
+    match read.ending_offsets() {
+        Ok(Some(map)) => named_topics.push(("endingOffsets", map.keys().cloned().collect())),
+        Ok(None) => {}
+        Err(message) => errors.push(format!("{path}.endingOffsets"), message),
+    }
+    if let Some(known) = known_topics {
+        for (field, topics) in named_topics {
+            for topic in topics {
+                if !known.contains(topic.as_str()) {
+                    errors.push(
+                        format!("{path}.{field}"),
+                        format!("names topic \"{topic}\", which the query does not read"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(min) = read.min_offsets_per_trigger {
+        check_range(
+            &format!("{path}.minOffsetsPerTrigger"),
+            min,
+            1,
+            MAX_OFFSET,
+            errors,
+        );
+        if read.max_offsets_per_trigger.is_some_and(|max| min > max) {
+            errors.push(format!("{path}.minOffsetsPerTrigger"), READ_MIN_MAX_MESSAGE);
+        }
+    }
+    if read.max_trigger_delay.is_some() {
+        if read.min_offsets_per_trigger.is_none() {
+            errors.push(format!("{path}.maxTriggerDelay"), READ_DELAY_MESSAGE);
+        }
+        if let Err(message) = read.max_trigger_delay() {
+            errors.push(format!("{path}.maxTriggerDelay"), message);
+        }
+    }
+    if let Some(prefix) = &read.group_id_prefix
+        && (prefix.is_empty()
+            || prefix.len() > 200
+            || !prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)))
+    {
+        errors.push(
+            format!("{path}.groupIdPrefix"),
+            "groupIdPrefix may hold letters, digits, '.', '_' and '-' only (1 to 200)",
+        );
     }
 }
 
@@ -471,9 +662,33 @@ fn validate_topic(path: &str, topic: &str, errors: &mut Errors) {
 type Columns = BTreeMap<String, Option<DataType>>;
 
 fn validate_format(spec: &StreamingIngestionSpec, errors: &mut Errors) -> Columns {
-    let path = "spec.format.json";
-    let json = &spec.format.json;
     let mut columns: Columns = BTreeMap::new();
+    match (&spec.format.json, &spec.format.raw) {
+        (Some(json), None) => validate_json_schema(json, &mut columns, errors),
+        (None, Some(raw)) => {
+            for (name, raw_type) in [
+                (RAW_VALUE_COLUMN, raw.value_type()),
+                (RAW_KEY_COLUMN, raw.key_type()),
+            ] {
+                let data_type = match raw_type {
+                    RawType::Binary => DataType::Binary,
+                    RawType::String => DataType::String,
+                };
+                columns.insert(name.to_string(), Some(data_type));
+            }
+        }
+        _ => errors.push("spec.format", FORMAT_ONE_OF_MESSAGE),
+    }
+    validate_metadata_columns(spec, &mut columns, errors);
+    if let Some(json) = &spec.format.json {
+        validate_json_options(spec, json, errors);
+    }
+    columns
+}
+
+/// The declared columns of a JSON format.
+fn validate_json_schema(json: &JsonFormat, columns: &mut Columns, errors: &mut Errors) {
+    let path = "spec.format.json";
     if json.schema.is_empty() {
         errors.push(format!("{path}.schema"), "must declare at least one field");
     }
@@ -512,7 +727,14 @@ fn validate_format(spec: &StreamingIngestionSpec, errors: &mut Errors) -> Column
         };
         columns.insert(lower, data_type);
     }
+}
 
+/// The Kafka columns kept beside the data (metadataColumns, includeHeaders).
+fn validate_metadata_columns(
+    spec: &StreamingIngestionSpec,
+    columns: &mut Columns,
+    errors: &mut Errors,
+) {
     let mut seen = BTreeSet::new();
     for (i, column) in spec.metadata_columns.iter().enumerate() {
         let at = format!("spec.metadataColumns[{i}]");
@@ -528,6 +750,48 @@ fn validate_format(spec: &StreamingIngestionSpec, errors: &mut Errors) -> Column
             );
         }
         columns.insert(name.to_string(), Some(metadata_column_type(*column)));
+    }
+
+    if spec
+        .source
+        .read_options()
+        .is_some_and(ReadOptions::include_headers)
+    {
+        let name = MetadataColumn::Headers.column_name();
+        if columns.contains_key(name) && !seen.contains(&MetadataColumn::Headers) {
+            errors.push(
+                "spec.source",
+                format!("includeHeaders adds column {name}, which is also a schema field: rename the field"),
+            );
+        }
+        columns.insert(
+            name.to_string(),
+            Some(metadata_column_type(MetadataColumn::Headers)),
+        );
+    }
+}
+
+/// The options of a JSON format: date and time patterns, the zone, the bad-input policy.
+fn validate_json_options(spec: &StreamingIngestionSpec, json: &JsonFormat, errors: &mut Errors) {
+    let path = "spec.format.json";
+    for (field, pattern) in [
+        ("timestampFormat", &json.timestamp_format),
+        ("timestampNTZFormat", &json.timestamp_ntz_format),
+        ("dateFormat", &json.date_format),
+    ] {
+        if let Some(pattern) = pattern
+            && let Err(message) = crate::datetime::Pattern::compile(pattern)
+        {
+            errors.push(
+                format!("{path}.{field}"),
+                format!("the pattern \"{pattern}\" {message}"),
+            );
+        }
+    }
+    if let Some(zone) = &json.time_zone
+        && let Err(message) = crate::datetime::Zone::parse(zone)
+    {
+        errors.push(format!("{path}.timeZone"), message);
     }
 
     match (json.on_error(), &json.dead_letter) {
@@ -552,7 +816,6 @@ fn validate_format(spec: &StreamingIngestionSpec, errors: &mut Errors) -> Column
         }
         _ => {}
     }
-    columns
 }
 
 fn metadata_column_type(column: MetadataColumn) -> DataType {
@@ -562,9 +825,16 @@ fn metadata_column_type(column: MetadataColumn) -> DataType {
         MetadataColumn::Offset => DataType::Long,
         MetadataColumn::Timestamp => DataType::Timestamp,
         MetadataColumn::Key => DataType::Binary,
-        MetadataColumn::Headers => {
-            DataType::Map(Box::new(DataType::String), Box::new(DataType::Binary))
-        }
+        MetadataColumn::Headers => DataType::Array(Box::new(DataType::Struct(vec![
+            crate::datatype::StructField {
+                name: "key".into(),
+                data_type: DataType::String,
+            },
+            crate::datatype::StructField {
+                name: "value".into(),
+                data_type: DataType::Binary,
+            },
+        ]))),
     }
 }
 
@@ -680,6 +950,9 @@ fn validate_output_mode(
 fn validate_sink(spec: &StreamingIngestionSpec, columns: Option<&Columns>, errors: &mut Errors) {
     let path = "spec.sink.delta";
     let delta = &spec.sink.delta;
+    if let Some(vacuum) = &delta.vacuum {
+        validate_vacuum(vacuum, errors);
+    }
     match (&delta.uri, &delta.table) {
         (Some(uri), None) => {
             validate_location(&format!("{path}.uri"), uri, errors);
@@ -842,6 +1115,56 @@ fn validate_checkpoint(spec: &StreamingIngestionSpec, errors: &mut Errors) {
         &checkpoint.secret_storage_options,
         errors,
     );
+    if let Some(spark) = &checkpoint.from_spark {
+        validate_spark_checkpoint(spec, spark, errors);
+    }
+}
+
+fn validate_spark_checkpoint(
+    spec: &StreamingIngestionSpec,
+    spark: &SparkCheckpointSource,
+    errors: &mut Errors,
+) {
+    let path = "spec.checkpoint.fromSpark";
+    if !spark.location.starts_with('/') {
+        errors.push(format!("{path}.location"), SPARK_CHECKPOINT_PATH_MESSAGE);
+        return;
+    }
+    match &spark.volume {
+        Some(volume) if volume.claim_name.is_some() => validate_volume(
+            &format!("{path}.volume"),
+            volume,
+            "spec.checkpoint.fromSpark.location",
+            &spark.location,
+            errors,
+        ),
+        Some(_) => errors.push(
+            format!("{path}.volume"),
+            "must name the existing claim that holds the Spark checkpoint (claimName): a claim the operator creates would be empty",
+        ),
+        None => errors.push(
+            path,
+            "spec.checkpoint.fromSpark.location is a path, so spec.checkpoint.fromSpark.volume must name the claim that holds it (claimName)",
+        ),
+    }
+    if same_location(&spark.location, &spec.checkpoint.location)
+        || is_inside(&spark.location, &spec.checkpoint.location)
+        || is_inside(&spec.checkpoint.location, &spark.location)
+    {
+        errors.push(
+            format!("{path}.location"),
+            "must be the Spark query's own checkpointLocation, apart from spec.checkpoint.location",
+        );
+    }
+    if let Some(seconds) = spark.quiet_seconds {
+        check_range(
+            &format!("{path}.quietSeconds"),
+            seconds,
+            0,
+            MAX_SPARK_QUIET_SECONDS,
+            errors,
+        );
+    }
 }
 
 /// Checks a volume and that `location` (the field `location_field`) lies on it.
@@ -923,6 +1246,23 @@ fn validate_trigger(spec: &StreamingIngestionSpec, errors: &mut Errors) {
         if let Err(message) = validate_cron(schedule) {
             errors.push("spec.schedule", message);
         }
+    }
+    if kind.is_some()
+        && !runs_to_completion
+        && spec
+            .source
+            .read_options()
+            .is_some_and(|read| read.ending_offsets.is_some())
+    {
+        let source = if spec.source.kafka.is_some() {
+            "kafka"
+        } else {
+            "eventHubs"
+        };
+        errors.push(
+            format!("spec.source.{source}.endingOffsets"),
+            ENDING_OFFSETS_MESSAGE,
+        );
     }
     if runs_to_completion && spec.replicas() > 1 {
         errors.push(

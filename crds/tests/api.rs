@@ -31,7 +31,7 @@ fn committed_crds_match_the_types() {
         let committed = std::fs::read_to_string(&path).unwrap_or_default();
         assert!(
             committed == generated,
-            "{} is out of date with crds/src. Regenerate both copies with:\n    cargo run -p tributary-crds --bin crdgen",
+            "{} is out of date with crds/src. Regenerate both copies with:\n    cargo run --bin crdgen",
             path.display()
         );
     }
@@ -324,6 +324,105 @@ fn cel_run_policy_only_for_runs_to_completion() {
 }
 
 #[test]
+fn cel_autoscaling_and_restart_limit_rules() {
+    use tributary_crds::spec::{
+        AUTOSCALING_EXCLUDES_REPLICAS, AUTOSCALING_NEEDS_CONTINUOUS, MAX_RESTARTS_NEEDS_CONTINUOUS,
+    };
+    let policy = json!({"minReplicas": 1, "maxReplicas": 6, "targetLagPerWorker": 100000});
+    assert_rejected(
+        |o| o["spec"]["autoscaling"] = policy.clone(),
+        AUTOSCALING_EXCLUDES_REPLICAS,
+    );
+    for trigger in [json!({"availableNow": true}), json!({"once": true})] {
+        assert_rejected(
+            |o| {
+                o["spec"].as_object_mut().expect("spec").remove("replicas");
+                o["spec"]["trigger"] = trigger.clone();
+                o["spec"]["autoscaling"] = policy.clone();
+            },
+            AUTOSCALING_NEEDS_CONTINUOUS,
+        );
+        assert_rejected(
+            |o| {
+                o["spec"]["trigger"] = trigger.clone();
+                o["spec"]["maxRestarts"] = json!(5);
+            },
+            MAX_RESTARTS_NEEDS_CONTINUOUS,
+        );
+    }
+    assert_rejected(
+        |o| {
+            o["spec"].as_object_mut().expect("spec").remove("replicas");
+            o["spec"]["autoscaling"] =
+                json!({"minReplicas": 7, "maxReplicas": 6, "targetLagPerWorker": 10});
+        },
+        "minReplicas must not be more than maxReplicas",
+    );
+    let mut scaled = valid_object();
+    scaled["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("replicas");
+    scaled["spec"]["autoscaling"] = policy;
+    scaled["spec"]["maxRestarts"] = json!(10);
+    assert_eq!(cel_errors(&scaled), Vec::<String>::new());
+    let ingestion: StreamingIngestion = serde_json::from_value(scaled).expect("deserialises");
+    tributary_crds::validate(&ingestion).expect("valid");
+    // Before autoscaling decides, the minimum runs.
+    assert_eq!(ingestion.spec.replicas(), 1);
+}
+
+#[test]
+fn cel_vacuum_keeps_delta_s_retention_unless_told_otherwise() {
+    use tributary_crds::spec::VACUUM_RETENTION_CHECK_MESSAGE;
+    assert_rejected(
+        |o| o["spec"]["sink"]["delta"]["vacuum"] = json!({"intervalHours": 24, "retainHours": 24}),
+        VACUUM_RETENTION_CHECK_MESSAGE,
+    );
+    for vacuum in [
+        json!({"intervalHours": 24}),
+        json!({"intervalHours": 6, "retainHours": 720}),
+        json!({"intervalHours": 1, "retainHours": 0, "retentionDurationCheck": false}),
+    ] {
+        let mut object = valid_object();
+        object["spec"]["sink"]["delta"]["vacuum"] = vacuum.clone();
+        assert_eq!(cel_errors(&object), Vec::<String>::new(), "{vacuum}");
+        let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+        tributary_crds::validate(&ingestion).expect("valid");
+    }
+}
+
+#[test]
+fn a_spark_checkpoint_to_take_over_is_a_path_on_an_existing_claim() {
+    use tributary_crds::spec::SPARK_CHECKPOINT_PATH_MESSAGE;
+    assert_rejected(
+        |o| {
+            o["spec"]["checkpoint"]["fromSpark"] =
+                json!({"location": "abfss://cp@acct.dfs.core.windows.net/q"});
+        },
+        SPARK_CHECKPOINT_PATH_MESSAGE,
+    );
+    let with = |spark: Value| {
+        let mut object = valid_object();
+        object["spec"]["checkpoint"]["fromSpark"] = spark;
+        let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+        tributary_crds::validate(&ingestion).map_err(|e| e.to_string())
+    };
+    with(json!({"location": "/spark/checkpoints/q", "volume": {"claimName": "spark", "mountPath": "/spark"}}))
+        .expect("a path on an existing claim");
+    let created =
+        with(json!({"location": "/spark/q", "volume": {"size": "1Gi", "mountPath": "/spark"}}))
+            .expect_err("a created claim would be empty");
+    assert!(created.contains("claimName"), "{created}");
+    let own = with(json!({"location": "/checkpoints/sensor-readings", "volume": {"claimName": "c", "mountPath": "/checkpoints"}}))
+        .expect_err("its own checkpoint");
+    assert!(
+        own.contains("Spark query's own checkpointLocation"),
+        "{own}"
+    );
+}
+
+#[test]
 fn cel_processing_time_is_a_duration() {
     for good in ["10s", "1m30s", "500ms", "10 seconds", "2 minutes"] {
         let mut object = valid_object();
@@ -400,6 +499,90 @@ fn cel_starting_offsets_forms() {
     assert_rejected(
         |o| o["spec"]["source"]["kafka"]["startingOffsets"] = json!("beginning"),
         "startingOffsets must be earliest, latest, or per-partition JSON",
+    );
+}
+
+#[test]
+fn cel_spark_source_options() {
+    assert_rejected(
+        |o| {
+            o["spec"]["source"]["kafka"]["startingOffsets"] = json!("earliest");
+            o["spec"]["source"]["kafka"]["startingTimestamp"] = json!(1_700_000_000_000_i64);
+        },
+        "set at most one of startingOffsets, startingOffsetsByTimestamp and startingTimestamp",
+    );
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["startingOffsetsByTimestampStrategy"] = json!("latest"),
+        "startingOffsetsByTimestampStrategy applies to startingTimestamp or startingOffsetsByTimestamp",
+    );
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["maxTriggerDelay"] = json!("5m"),
+        "maxTriggerDelay bounds the wait of minOffsetsPerTrigger",
+    );
+    assert_rejected(
+        |o| {
+            o["spec"]["source"]["kafka"]["minOffsetsPerTrigger"] = json!(10);
+            o["spec"]["source"]["kafka"]["maxTriggerDelay"] = json!("25h");
+        },
+        "maxTriggerDelay must be at most 24h",
+    );
+    assert_rejected(
+        |o| {
+            o["spec"]["source"]["kafka"]["minOffsetsPerTrigger"] = json!(1000);
+            o["spec"]["source"]["kafka"]["maxOffsetsPerTrigger"] = json!(10);
+        },
+        "minOffsetsPerTrigger must not be above maxOffsetsPerTrigger",
+    );
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["endingOffsets"] = json!("latest"),
+        "endingOffsets ends a run to completion and needs trigger availableNow or once",
+    );
+    assert_rejected(
+        |o| o["spec"]["source"]["kafka"]["groupIdPrefix"] = json!("a b"),
+        "groupIdPrefix may hold letters, digits",
+    );
+    assert_rejected(
+        |o| {
+            o["spec"]["source"]["kafka"]["options"] = json!({"kafka.auto.offset.reset": "earliest"})
+        },
+        "options must not set auto.offset.reset",
+    );
+    let mut good = valid_object();
+    let kafka = &mut good["spec"]["source"]["kafka"];
+    kafka
+        .as_object_mut()
+        .expect("object")
+        .remove("startingOffsets");
+    kafka["startingOffsetsByTimestamp"] = json!(r#"{"sensor-readings":{"0":1700000000000}}"#);
+    kafka["startingOffsetsByTimestampStrategy"] = json!("latest");
+    kafka["minOffsetsPerTrigger"] = json!(10);
+    kafka["maxTriggerDelay"] = json!("15 minutes");
+    kafka["groupIdPrefix"] = json!("etl");
+    kafka["includeHeaders"] = json!(true);
+    kafka["options"] = json!({"kafka.security.protocol": "PLAINTEXT"});
+    good["spec"]["format"]["json"]["timestampFormat"] = json!("yyyy-MM-dd HH:mm:ss");
+    good["spec"]["format"]["json"]["timeZone"] = json!("Europe/Paris");
+    assert_eq!(cel_errors(&good), Vec::<String>::new());
+    let mut run = valid_object();
+    run["spec"]["trigger"] = json!({"availableNow": true});
+    run["spec"]["source"]["kafka"]["endingOffsets"] = json!(r#"{"sensor-readings":{"0":100}}"#);
+    assert_eq!(cel_errors(&run), Vec::<String>::new());
+}
+
+#[test]
+fn cel_one_format() {
+    assert_rejected(
+        |o| o["spec"]["format"]["raw"] = json!({"valueType": "binary"}),
+        "spec.format must set exactly one of json (parse values against a schema) or raw",
+    );
+    let mut raw = valid_object();
+    raw["spec"]["format"] = json!({"raw": {"valueType": "string", "keyType": "binary"}});
+    assert_eq!(cel_errors(&raw), Vec::<String>::new());
+    let raw_schema = &schema()["properties"]["spec"]["properties"]["format"]["properties"]["raw"];
+    let types = raw_schema["properties"]["valueType"]["enum"].to_string();
+    assert!(
+        types.contains("\"binary\"") && types.contains("\"string\""),
+        "{types}"
     );
 }
 
@@ -601,6 +784,46 @@ fn every_example_parses_validates_and_passes_cel() {
     assert!(
         checked >= 8,
         "expected the eight examples, checked {checked}"
+    );
+}
+
+#[test]
+fn the_keda_example_scales_an_example_ingestion_on_its_consumer_group() {
+    let text = std::fs::read_to_string(workspace_root().join("examples/keda/scaledobject.yaml"))
+        .expect("example exists");
+    let scaled: Value = serde_saphyr::from_str(&text).expect("parses");
+    let target = &scaled["spec"]["scaleTargetRef"];
+    assert_eq!(target["apiVersion"], "tributary.dev/v1alpha1");
+    assert_eq!(target["kind"], "StreamingIngestion");
+    let name = target["name"].as_str().expect("a name");
+    let namespace = scaled["metadata"]["namespace"]
+        .as_str()
+        .expect("a namespace");
+    let examples = std::fs::read_dir(workspace_root().join("examples"))
+        .expect("examples/ exists")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().and_then(|e| e.to_str()) == Some("yaml"))
+        .flat_map(|path| manifest::load_file(&path).expect("loads"));
+    let ingestion = examples
+        .into_iter()
+        .find(|i| i.metadata.name.as_deref() == Some(name))
+        .unwrap_or_else(|| panic!("no example ingestion named {name}"));
+    assert_eq!(ingestion.metadata.namespace.as_deref(), Some(namespace));
+    assert!(
+        ingestion.spec.autoscaling.is_none(),
+        "KEDA and spec.autoscaling exclude each other"
+    );
+    let group = ingestion
+        .spec
+        .source
+        .kafka
+        .as_ref()
+        .and_then(|k| k.read.options.get("group.id").cloned())
+        .unwrap_or_else(|| format!("tributary-{namespace}-{name}"));
+    assert_eq!(scaled["spec"]["triggers"][0]["type"], "kafka");
+    assert_eq!(
+        scaled["spec"]["triggers"][0]["metadata"]["consumerGroup"],
+        group.as_str()
     );
 }
 

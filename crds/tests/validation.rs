@@ -147,18 +147,32 @@ fn kafka_options_checks() {
         |v| {
             v["spec"]["source"]["kafka"]["options"] = json!({
                 "auto.offset.reset": "earliest",
+                "kafka.enable.auto.commit": "true",
                 "sasl.password": "x",
-                "kafka.security.protocol": "SASL_SSL",
-                "client.id": ""
+                "client.id": "",
+                "kafka.fetch.min.bytes": "1",
+                "fetch.min.bytes": "2"
             })
         },
         &[
             "spec.source.kafka.options[auto.offset.reset]: options must not set auto.offset.reset",
+            "spec.source.kafka.options[kafka.enable.auto.commit]: options must not set auto.offset.reset, enable.auto.commit",
             "spec.source.kafka.options[sasl.password]: carries a credential, which must never be written in options (it would be stored and shown in plain text); read it from a Secret instead: secretOptions: {sasl.password: {secretKeyRef: {name: <secret>, key: <key>}}}",
-            "spec.source.kafka.options[kafka.security.protocol]: write librdkafka names without Spark's kafka. prefix: \"security.protocol\"",
             "spec.source.kafka.options[client.id]: has an empty value",
+            "spec.source.kafka.options[kafka.fetch.min.bytes]: sets fetch.min.bytes again",
         ],
     );
+    // Options pasted from Spark code keep their kafka. prefix; it is removed.
+    let mut pasted = base();
+    pasted["spec"]["source"]["kafka"]["options"] = json!({
+        "kafka.security.protocol": "SASL_SSL",
+        "kafka.sasl.mechanism": "PLAIN",
+        "kafka.sasl.username": "reader"
+    });
+    pasted["spec"]["source"]["kafka"]["secretOptions"] = json!({
+        "kafka.sasl.password": {"secretKeyRef": {"name": "creds", "key": "password"}}
+    });
+    assert_eq!(problems(pasted), "");
     expect(
         |v| {
             v["spec"]["source"]["kafka"]["options"] = json!({"sasl.username": "u"});
@@ -168,7 +182,7 @@ fn kafka_options_checks() {
             });
         },
         &[
-            "spec.source.kafka.secretOptions[sasl.username]: is also set in options",
+            "spec.source.kafka.secretOptions[sasl.username]: sasl.username is set more than once",
             "spec.source.kafka.secretOptions[group.id].secretKeyRef.name: \"Bad_Name\" is not a valid Secret name",
             "spec.source.kafka.secretOptions[group.id].secretKeyRef.key: \"k/k\" is not a valid Secret key",
         ],
@@ -182,9 +196,102 @@ fn kafka_options_checks() {
         },
         &[
             "spec.source.kafka.secretOptions[sasl.jaas.config]: is a setting of the Java Kafka client, which librdkafka does not know: use sasl.username in options and sasl.password here (or ssl.key.pem for a client key)",
-            "spec.source.kafka.secretOptions[kafka.sasl.password]: write librdkafka names without Spark's kafka. prefix: \"sasl.password\"",
         ],
     );
+    expect(
+        |v| {
+            v["spec"]["source"]["kafka"]["secretOptions"] = json!({
+                "kafka.sasl.jaas.config": {"secretKeyRef": {"name": "creds", "key": "jaas"}},
+                "kafka.sasl.password": {"secretKeyRef": {"name": "creds", "key": "password"}},
+                "sasl.password": {"secretKeyRef": {"name": "creds", "key": "password"}}
+            });
+        },
+        &[
+            "spec.source.kafka.secretOptions[kafka.sasl.jaas.config]: is a setting of the Java Kafka client",
+            "spec.source.kafka.secretOptions[kafka.sasl.password]: sasl.password is set more than once",
+        ],
+    );
+}
+
+#[test]
+fn spark_source_option_checks() {
+    expect(
+        |v| {
+            let kafka = &mut v["spec"]["source"]["kafka"];
+            kafka["startingOffsets"] = json!("earliest");
+            kafka["startingTimestamp"] = json!(1_700_000_000_000_i64);
+            kafka["minOffsetsPerTrigger"] = json!(500);
+            kafka["maxOffsetsPerTrigger"] = json!(100);
+            kafka["groupIdPrefix"] = json!("no spaces");
+            kafka["endingOffsets"] = json!("{\"sensor-readings\":{\"0\":-2}}");
+        },
+        &[
+            "spec.source.kafka: set at most one of startingOffsets, startingOffsetsByTimestamp and startingTimestamp",
+            "spec.source.kafka.minOffsetsPerTrigger: minOffsetsPerTrigger must not be above maxOffsetsPerTrigger",
+            "spec.source.kafka.groupIdPrefix: groupIdPrefix may hold letters, digits",
+            "spec.source.kafka.endingOffsets: endingOffsets: -2 for sensor-readings-0 is not an offset from -1",
+        ],
+    );
+    expect(
+        |v| {
+            let kafka = &mut v["spec"]["source"]["kafka"];
+            kafka["startingOffsets"] = Value::Null;
+            kafka["startingOffsetsByTimestamp"] = json!("{\"other\":{\"0\":1}}");
+            kafka["maxTriggerDelay"] = json!("2 days");
+            kafka["endingOffsets"] = json!("latest");
+        },
+        &[
+            "spec.source.kafka.startingOffsetsByTimestamp: names topic \"other\", which the query does not read",
+            "spec.source.kafka.maxTriggerDelay: maxTriggerDelay bounds the wait of minOffsetsPerTrigger, which is not set",
+            "spec.source.kafka.maxTriggerDelay: maxTriggerDelay must be at most 24h",
+            "spec.source.kafka.endingOffsets: endingOffsets ends a run to completion and needs trigger availableNow or once",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["source"]["kafka"]["startingOffsetsByTimestampStrategy"] = json!("latest");
+        },
+        &[
+            "spec.source.kafka.startingOffsetsByTimestampStrategy: startingOffsetsByTimestampStrategy applies to startingTimestamp or startingOffsetsByTimestamp",
+        ],
+    );
+    let mut good = base();
+    let kafka = &mut good["spec"]["source"]["kafka"];
+    kafka["startingOffsets"] = Value::Null;
+    kafka["startingTimestamp"] = json!(1_700_000_000_000_i64);
+    kafka["startingOffsetsByTimestampStrategy"] = json!("latest");
+    kafka["minOffsetsPerTrigger"] = json!(100);
+    kafka["maxTriggerDelay"] = json!("30s");
+    kafka["groupIdPrefix"] = json!("etl.team-a");
+    kafka["includeHeaders"] = json!(true);
+    good["spec"]["sink"]["delta"]["partitionBy"] = json!([]);
+    assert_eq!(problems(good), "");
+}
+
+#[test]
+fn datetime_format_checks() {
+    expect(
+        |v| {
+            let json = &mut v["spec"]["format"]["json"];
+            json["timestampFormat"] = json!("yyyy-MM-dd HH:mm z");
+            json["dateFormat"] = json!("YYYY-ww");
+            json["timestampNTZFormat"] = json!("dd/MM/yyyy hh:mm VV");
+            json["timeZone"] = json!("PST");
+        },
+        &[
+            "spec.format.json.timestampFormat: the pattern \"yyyy-MM-dd HH:mm z\" uses 'z' (a time zone name)",
+            "spec.format.json.dateFormat: the pattern \"YYYY-ww\" uses 'Y' (a week-based field)",
+            "spec.format.json.timeZone: \"PST\" is a short zone alias",
+            "spec.format.json.timestampNTZFormat: the pattern \"dd/MM/yyyy hh:mm VV\" uses 'V' (a time zone name)",
+        ],
+    );
+    let mut good = base();
+    let json = &mut good["spec"]["format"]["json"];
+    json["timestampFormat"] = json!("dd/MM/yyyy HH:mm[:ss][XXX]");
+    json["dateFormat"] = json!("dd/MM/yyyy");
+    json["timestampNTZFormat"] = json!("dd/MM/yyyy HH:mm:ss");
+    json["timeZone"] = json!("Europe/Paris");
+    assert_eq!(problems(good), "");
 }
 
 #[test]
@@ -201,6 +308,19 @@ fn event_hubs_checks() {
         &[
             "spec.source.eventHubs.namespace: \"bad namespace\" is not an Event Hubs namespace",
             "spec.source.eventHubs.options[security.protocol]: is set by Tributary for Event Hubs",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["source"] = json!({"eventHubs": {
+                "namespace": "contoso",
+                "eventHub": "telemetry",
+                "connectionString": {"secretKeyRef": {"name": "eh", "key": "cs"}},
+                "options": {"kafka.sasl.mechanism": "SCRAM-SHA-256"}
+            }})
+        },
+        &[
+            "spec.source.eventHubs.options[kafka.sasl.mechanism]: is set by Tributary for Event Hubs",
         ],
     );
     expect(
@@ -655,7 +775,7 @@ fn misspelt_fields_are_refused_with_the_nearest_known_name() {
         format!(
             "{SCHEMA_HEADER}\n  \
              line 16: spec.workr: unknown field; did you mean worker?\n  \
-             line 17: spec.x: unknown field (known fields here: checkpoint, format, metadataColumns, replicas, runs, schedule, sink, source, suspend, transform, trigger, worker)"
+             line 17: spec.x: unknown field (known fields here: autoscaling, checkpoint, format, maxRestarts, metadataColumns, replicas, runs, schedule, sink, source, suspend, transform, trigger, worker)"
         )
     );
     // Inside Kubernetes' own types too.
@@ -1231,5 +1351,35 @@ fn update_mode_needs_merge_keys_and_tombstones_need_keys_from_metadata() {
     expect(
         |v| v["spec"]["sink"]["delta"]["deleteOnTombstone"] = json!(true),
         &["spec.sink.delta: spec.sink.delta.deleteOnTombstone is only used with outputMode update"],
+    );
+}
+
+#[test]
+fn raw_format_checks() {
+    let mut raw = base();
+    raw["spec"]["format"] = json!({"raw": {"valueType": "string"}});
+    raw["spec"]["metadataColumns"] = json!(["topic", "offset"]);
+    raw["spec"]["sink"]["delta"]["partitionBy"] = json!(["kafka_topic"]);
+    assert_eq!(problems(raw), "");
+    expect(
+        |v| {
+            v["spec"]["format"]["raw"] = json!({});
+        },
+        &[
+            "spec.format: spec.format must set exactly one of json (parse values against a schema) or raw",
+        ],
+    );
+    expect(
+        |v| {
+            v["spec"]["format"] = json!({});
+        },
+        &["spec.format: spec.format must set exactly one of json"],
+    );
+    expect(
+        |v| {
+            v["spec"]["format"] = json!({"raw": {}});
+            v["spec"]["sink"]["delta"]["partitionBy"] = json!(["device_id"]);
+        },
+        &["spec.sink.delta.partitionBy[0]"],
     );
 }

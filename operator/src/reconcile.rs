@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::metrics::Metrics;
 use crate::resources::pod::referenced_secrets;
 use crate::resources::{self, Desired, Identity, Settings, Workload};
+use crate::scaling::{self, Scale};
 use crate::status::{self, Blocker, Observation, ObservedJob, ObservedWorkload};
 
 /// Requeue while something is changing (rollouts, runs, crash loops). Pods and workloads are
@@ -172,7 +173,10 @@ async fn reconcile_inner(ingestion: &StreamingIngestion, ctx: &Context) -> Resul
         None => {}
     }
 
-    // Stage 4: build.
+    // Stage 4: how many workers (autoscaling, restart limit), then build.
+    let scale = scaling::decide(ingestion, &world.pods, Timestamp::now());
+    let effective = scale.apply(ingestion);
+    let ingestion = &effective;
     let desired = resources::build(ingestion, &ctx.settings)?;
 
     // Stage 5: apply.
@@ -205,6 +209,7 @@ async fn reconcile_inner(ingestion: &StreamingIngestion, ctx: &Context) -> Resul
         workload,
         pods: world.pods,
         deleted,
+        scale,
     };
     finish(ingestion, ctx, &id, None, observed).await
 }
@@ -467,6 +472,7 @@ struct Observed {
     pods: Vec<Pod>,
     /// "Kind name" of each workload this reconcile deleted.
     deleted: Vec<String>,
+    scale: Scale,
 }
 
 /// Writes the status when it changed, publishes events for the transitions, and decides when
@@ -483,6 +489,7 @@ async fn finish(
         blocker,
         workload: observed.workload,
         pods: &observed.pods,
+        scale: observed.scale,
         now: Timestamp::now(),
     });
     if status::needs_write(ingestion, &computed) {
@@ -533,7 +540,12 @@ pub fn requeue_after(status: &StreamingIngestionStatus) -> Duration {
     let busy = is(types::PROGRESSING, Status::True)
         || condition_status(status, types::DEGRADED)
             .is_some_and(|(s, _, _)| s != Status::False.as_str())
-        || is(types::READY, Status::Unknown);
+        || is(types::READY, Status::Unknown)
+        // Workers are due to be removed once the lag has stayed low long enough.
+        || status
+            .autoscaling
+            .as_ref()
+            .is_some_and(|a| a.low_lag_since.is_some());
     if busy { REQUEUE_ACTIVE } else { REQUEUE_QUIET }
 }
 
@@ -631,7 +643,13 @@ pub fn transitions(
     }
     let degraded_before = condition_status(previous, types::DEGRADED);
     if let Some(("True", reason, message)) = condition_status(current, types::DEGRADED)
-        && ([reasons::CRASH_LOOPING, reasons::UNSCHEDULABLE].contains(&reason)
+        && ([
+            reasons::CRASH_LOOPING,
+            reasons::UNSCHEDULABLE,
+            reasons::RESTART_LIMIT_REACHED,
+            reasons::STALLED,
+        ]
+        .contains(&reason)
             || reasons::CATALOG.contains(&reason))
         && degraded_before.is_none_or(|(s, r, _)| s != "True" || r != reason)
     {
@@ -640,6 +658,25 @@ pub fn transitions(
             reason,
             "Observe",
             message.to_string(),
+        ));
+    }
+    let scaled_from = previous.autoscaling.as_ref().map(|a| a.desired_replicas);
+    if let Some(now) = &current.autoscaling
+        && let Some(from) = scaled_from
+        && from != now.desired_replicas
+    {
+        let reason = if now.desired_replicas > from {
+            "ScaledUp"
+        } else {
+            "ScaledDown"
+        };
+        events.push(event(
+            EventType::Normal,
+            reason,
+            "Scale",
+            now.message
+                .clone()
+                .unwrap_or_else(|| format!("{from} -> {} workers", now.desired_replicas)),
         ));
     }
     events

@@ -163,7 +163,7 @@ mod tests {
                 let manifest = str_at(config, &format!("/data/{}", CONFIG_FILE.replace('/', "~1")));
                 let back = tributary_crds::manifest::load_str(manifest, "configmap")
                     .expect("the worker can load it");
-                assert_eq!(back[0].spec, ingestion.spec);
+                assert_eq!(back[0].spec, ingestion.spec.without_scale());
 
                 let workload_doc = mine.last().expect("workload");
                 assert!(str_at(workload_doc, "/metadata/name").starts_with(&name));

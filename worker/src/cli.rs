@@ -213,7 +213,28 @@ fn run(
         let root = standalone::place_under(&mut ingestion, dir)?;
         tracing::info!(root = %root.display(), "local paths of the manifest placed under the local root");
     }
+    // The command line's takeover, or the manifest's (spec.checkpoint.fromSpark).
+    let from_spec = ingestion
+        .spec
+        .checkpoint
+        .from_spark
+        .as_ref()
+        .map(|spark| SparkTakeover {
+            checkpoint: PathBuf::from(&spark.location),
+            quiet: spark.quiet(),
+        });
+    let takeover = takeover.or(from_spec.as_ref());
     let bootstrap = options.bootstrap;
+    // In a pod the pod's name is the worker's static group identity: a container restarted in
+    // the same pod (after a crash, an OOM kill) resumes its partitions at once; pods of a
+    // Deployment have distinct names, so no two workers share one.
+    let mut tuning = tuning.clone();
+    if tuning.group_instance_id.is_none() {
+        tuning.group_instance_id = std::env::var(tributary_crds::pod::ENV_POD_NAME)
+            .ok()
+            .filter(|name| !name.is_empty());
+    }
+    let tuning = &tuning;
     let telemetry = start_telemetry(options.metrics_port, runtime)?;
     let reporter = telemetry.reporter.clone();
     let outcome = pipeline::run(
@@ -282,7 +303,7 @@ fn start_telemetry(
             )))
         }
     };
-    Ok(Telemetry { metrics, reporter })
+    Ok(Telemetry::new(metrics, reporter))
 }
 
 /// SIGTERM (Kubernetes) or Ctrl-C: finish or abandon the batch in flight, commit nothing half.

@@ -18,6 +18,15 @@ pub enum Error {
     Unsupported(String),
 
     #[error(
+        "{option}: {partitions} have no record at or after {timestamp} ms (Spark's startingOffsetsByTimestampStrategy: error). Set startingOffsetsByTimestampStrategy: latest to start such partitions at their latest offset, or choose an earlier time"
+    )]
+    NoRecordAfterTimestamp {
+        option: &'static str,
+        partitions: String,
+        timestamp: String,
+    },
+
+    #[error(
         "the Delta table {table} already holds the offsets query {other} wrote for partitions this new query would read ({offsets}); starting a new query at the checkpoint {checkpoint} (new, or the old one lost) would read them again and write every record twice. Restore the checkpoint of query {other}; or, to continue from the offsets the table records, write {{\"id\":\"{other}\"}} into {checkpoint}/metadata before starting; or write to a new table to start over"
     )]
     TableWrittenByAnotherQuery {
@@ -116,6 +125,16 @@ pub enum Error {
         partition: i32,
         table_offset: i64,
         latest: i64,
+    },
+
+    #[error(
+        "record {topic}-{partition} at offset {offset} cannot be kept as format.raw says: {reason}"
+    )]
+    RawRecord {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        reason: String,
     },
 
     #[error(

@@ -23,7 +23,15 @@ pub fn place_under(ingestion: &mut StreamingIngestion, root: &Path) -> Result<Pa
         *uri = under(&root, uri);
     }
     spec.checkpoint.location = under(&root, &spec.checkpoint.location);
-    if let Some(dead_letter) = spec.format.json.dead_letter.as_mut() {
+    if let Some(spark) = spec.checkpoint.from_spark.as_mut() {
+        spark.location = under(&root, &spark.location);
+    }
+    if let Some(dead_letter) = spec
+        .format
+        .json
+        .as_mut()
+        .and_then(|json| json.dead_letter.as_mut())
+    {
         dead_letter.uri = under(&root, &dead_letter.uri);
     }
     Ok(root)
@@ -80,7 +88,12 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tributary-standalone-{}", std::process::id()));
         let root = place_under(&mut ingestion, &dir).expect("placed");
         let spec = &ingestion.spec;
-        let dead_letter = spec.format.json.dead_letter.as_ref().expect("dl");
+        let dead_letter = spec
+            .format
+            .json
+            .as_ref()
+            .and_then(|json| json.dead_letter.as_ref())
+            .expect("dl");
         for path in [
             spec.sink.delta.uri.as_deref().expect("uri"),
             spec.checkpoint.location.as_str(),

@@ -56,6 +56,23 @@ pub struct Tuning {
         value_name = "FILES"
     )]
     pub compaction_min_files: Option<usize>,
+
+    /// Seconds between VACUUM runs, instead of spec.sink.delta.vacuum.intervalHours (which
+    /// must be set for VACUUM to run at all). For tests and for operators who know better.
+    #[arg(
+        long,
+        env = "TRIBUTARY_VACUUM_INTERVAL_SECONDS",
+        value_parser = seconds,
+        value_name = "SECONDS"
+    )]
+    pub vacuum_interval_seconds: Option<f64>,
+
+    /// This worker's static identity in the consumer group (Kafka's group.instance.id): a
+    /// worker restarted with the same id (a container restarted after a crash or kill -9)
+    /// takes its partitions back at once, instead of after the dead process's session times
+    /// out. Each worker of an ingestion needs its own; in a pod the pod's name is used.
+    #[arg(long, env = "TRIBUTARY_GROUP_INSTANCE_ID", value_name = "ID")]
+    pub group_instance_id: Option<String>,
 }
 
 impl Default for Tuning {
@@ -65,11 +82,21 @@ impl Default for Tuning {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             compaction_interval_seconds: DEFAULT_COMPACTION_INTERVAL_SECONDS,
             compaction_min_files: None,
+            vacuum_interval_seconds: None,
+            group_instance_id: None,
         }
     }
 }
 
 impl Tuning {
+    /// How often VACUUM runs when the spec asks for it: the override, or the spec's interval.
+    pub fn vacuum_interval(&self, spec_interval: Duration) -> Duration {
+        match self.vacuum_interval_seconds {
+            Some(seconds) if seconds > 0.0 => Duration::from_secs_f64(seconds),
+            _ => spec_interval,
+        }
+    }
+
     /// The compaction interval; None when compaction is off.
     pub fn compaction_interval(&self) -> Option<Duration> {
         (self.compaction_interval_seconds > 0.0)
@@ -121,6 +148,8 @@ mod tests {
             "0.5",
             "--compaction-min-files",
             "3",
+            "--group-instance-id",
+            "sensors-7d9-abcde",
         ])
         .expect("parses");
         assert_eq!(tuning.read_ahead_records, 150);
@@ -130,6 +159,10 @@ mod tests {
             Some(Duration::from_millis(500))
         );
         assert_eq!(tuning.compaction_min_files, Some(3));
+        assert_eq!(
+            tuning.group_instance_id.as_deref(),
+            Some("sensors-7d9-abcde")
+        );
         let off = parse(&["--compaction-interval-seconds", "0"]).expect("parses");
         assert_eq!(off.compaction_interval(), None, "0 turns compaction off");
         assert_eq!(

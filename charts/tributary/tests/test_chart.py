@@ -39,7 +39,7 @@ WORKER_ROLE_PERMISSIONS = frozenset(
     + [("tributary.dev", "streamingingestions/status", v) for v in ("get", "patch")]
 )
 
-VALID_VALUES = ["watch-namespaces.yaml", "service-monitor.yaml", "two-replicas.yaml", "custom-images.yaml"]
+VALID_VALUES = ["watch-namespaces.yaml", "service-monitor.yaml", "monitoring.yaml", "two-replicas.yaml", "custom-images.yaml"]
 INVALID_VALUES = {
     "invalid-replicas-string.yaml": "/replicas",
     "invalid-unknown-key.yaml": "watchNamespace",
@@ -95,7 +95,7 @@ def test_chart_metadata(chart):
 def test_crd_is_byte_identical_to_the_generated_manifest():
     source = REPO_DIR / "crds" / CRD_FILE
     in_chart = CHART_DIR / "crds" / CRD_FILE
-    assert source.is_file(), f"{source} is missing (cargo run -p tributary-crds --bin crdgen)"
+    assert source.is_file(), f"{source} is missing (cargo run --bin crdgen)"
     assert in_chart.read_bytes() == source.read_bytes(), (
         f"{in_chart} differs from {source}: run `make crd` (copies the generated CRD into the chart)"
     )
@@ -270,6 +270,83 @@ def test_service_monitor_scrapes_the_metrics_service(render):
     assert "metrics" in [p["name"] for p in service["spec"]["ports"]]
 
 
+# --- worker monitoring: PodMonitor and Grafana dashboard ---------------------------------------
+
+
+def worker_metrics() -> set[str]:
+    """The series names the worker exports, read from where it registers them (prometheus-client
+    adds `_total` to counters and `_bucket`/`_sum`/`_count` to histograms)."""
+    import re
+
+    source = (REPO_DIR / "worker" / "src" / "outputs" / "metrics.rs").read_text()
+    prefix = re.search(r'Registry::with_prefix\("([a-z_]+)"\)', source).group(1)
+    names = re.findall(r'registry\.register\(\s*"([a-z_]+)"', source)
+    assert len(names) >= 10, names
+    series = set()
+    for name in names:
+        base = f"{prefix}_{name}"
+        series |= {base, f"{base}_total", f"{base}_bucket", f"{base}_sum", f"{base}_count"}
+    return series
+
+
+def test_worker_monitoring_is_off_by_default(render):
+    rendered = render()
+    assert rendered.of_kind("PodMonitor") == []
+    assert [c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-dashboard")] == []
+
+
+def test_pod_monitor_scrapes_every_worker_labelled_by_ingestion(render):
+    rendered = render(values_file("monitoring.yaml"))
+    monitor = rendered.one("PodMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["namespace"] == NAMESPACE
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    # The workers run in the users' namespaces, labelled by the operator (resources::selector_labels).
+    assert monitor["spec"]["namespaceSelector"] == {"any": True}
+    assert monitor["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "tributary-worker"}}
+    [endpoint] = monitor["spec"]["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"], endpoint["interval"]) == ("metrics", "/metrics", "15s")
+    assert endpoint["relabelings"] == [
+        {"sourceLabels": ["__meta_kubernetes_pod_label_tributary_dev_ingestion"], "targetLabel": "ingestion"}
+    ]
+    # With watched namespaces, only those.
+    rendered = render({**values_file("monitoring.yaml"), **values_file("watch-namespaces.yaml")})
+    expected = values_file("watch-namespaces.yaml")["watchNamespaces"]
+    assert rendered.one("PodMonitor")["spec"]["namespaceSelector"] == {"matchNames": expected}
+
+
+def test_dashboard_queries_only_metrics_the_worker_exports(render):
+    import json
+    import re
+
+    rendered = render(values_file("monitoring.yaml"))
+    [config_map] = [c for c in rendered.of_kind("ConfigMap") if c["metadata"]["name"].endswith("-dashboard")]
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    dashboard = json.loads(config_map["data"]["tributary-workers.json"])
+    assert dashboard["uid"] == "tributary-workers"
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    exprs += [v["query"]["query"] for v in dashboard["templating"]["list"] if isinstance(v.get("query"), dict)]
+    exported = worker_metrics()
+    used = {m for e in exprs for m in re.findall(r"\b(tributary_[a-z_]+)", e)}
+    assert used, exprs
+    assert used <= exported, used - exported
+    # The panels the issue asks for: lag, rows/s, batch duration, bad records, compactions.
+    for metric in (
+        "tributary_worker_offsets_behind_latest",
+        "tributary_worker_rows_written_total",
+        "tributary_worker_batch_duration_seconds_bucket",
+        "tributary_worker_rescued_rows_total",
+        "tributary_worker_dead_letter_rows_total",
+        "tributary_worker_compactions_total",
+    ):
+        assert metric in used, metric
+    # Every query is grouped by the label the PodMonitor adds.
+    for expr in exprs:
+        if not expr.startswith("label_values"):
+            assert "ingestion" in expr, expr
+
+
 # --- replicas and leader election -------------------------------------------------------------
 
 
@@ -373,7 +450,7 @@ def test_every_value_has_a_schema_entry_and_a_default():
     assert schema["additionalProperties"] is False
     assert set(schema["properties"]) - {"global"} == set(defaults)
     # Objects the chart owns refuse unknown keys too.
-    for key in ("worker", "leaderElection", "serviceAccount", "resources", "metrics", "serviceMonitor"):
+    for key in ("worker", "leaderElection", "serviceAccount", "resources", "metrics", "serviceMonitor", "podMonitor", "dashboard"):
         assert schema["properties"][key]["additionalProperties"] is False, key
     assert schema["definitions"]["image"]["additionalProperties"] is False
 

@@ -1,4 +1,4 @@
-//! Writes the generated CRD manifest: `cargo run -p tributary-crds --bin crdgen` writes both
+//! Writes the generated CRD manifest: `cargo run --bin crdgen` writes both
 //! committed copies (`crds/` and the chart's `crds/`, which Helm installs), `crdgen FILE` one
 //! file, `crdgen -` stdout.
 

@@ -1,9 +1,13 @@
-//! The broker: librdkafka's mock cluster, in this process, on 127.0.0.1 (random port). It speaks
-//! the real protocol, so the worker (another process) reads from it like from any Kafka.
+//! The broker the benchmark measures against, on 127.0.0.1:
 //!
-//! Its limit, which shapes the benchmark: each partition keeps at most 5 MiB (and 100,000
-//! produce batches) and silently drops older data. Hence many partitions (see
-//! [`auto_partitions`]) and [`Broker::check_complete`] after producing.
+//! - `mock`: librdkafka's mock cluster, in this process (random port). It speaks the real
+//!   protocol, so the worker (another process) reads from it like from any Kafka, but each
+//!   partition keeps at most 5 MiB (and 100,000 produce batches) and silently drops older data.
+//!   Hence many partitions (see [`auto_partitions`]) and [`Broker::check_complete`] after
+//!   producing.
+//! - `kafka`: Apache Kafka (one KRaft node in its own JVM, from `scripts/install-deps.sh`),
+//!   started by the same harness as the test suites (tributary-testkit), with a larger heap and
+//!   the optimising JIT. It keeps everything, so the benchmark uses 6 partitions.
 
 use std::time::{Duration, Instant};
 
@@ -11,8 +15,19 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
+use tributary_testkit::kafka::{Kafka, KafkaConfig};
 
 use super::error::{BenchError, Result};
+
+/// Which broker to start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// librdkafka's mock cluster, in the benchmark's process.
+    Mock,
+    /// Apache Kafka, one node in its own JVM.
+    Kafka,
+}
 
 /// librdkafka's per-partition cap in the mock broker (rdkafka_mock.c: `max_size`).
 pub const MOCK_PARTITION_CAP_BYTES: u64 = 5 * 1024 * 1024;
@@ -23,34 +38,108 @@ const PARTITION_FILL_BYTES: u64 = 4 * 1024 * 1024;
 /// Per-record overhead in the log beyond the payload (varint lengths, attributes, deltas).
 const RECORD_OVERHEAD_BYTES: u64 = 16;
 
+/// Partitions of the benchmark's topics on a broker without a per-partition cap.
+pub const PARTITIONS: i32 = 6;
+
+/// The benchmark's broker JVM: Kafka's own default heap (1 GiB) and the optimising JIT (the
+/// test harness starts small and stops at the quick compiler, for start-up time).
+const KAFKA_JVM_OPTIONS: &[&str] = &["-Xms1g", "-Xmx1g", "-XX:TieredStopAtLevel=4"];
+
 /// Enough partitions for `messages` of `payload_bytes` each to stay under the mock broker's cap,
-/// and never fewer than the 6 the issue asks for.
-pub fn auto_partitions(messages: u64, payload_bytes: u64) -> i32 {
+/// and never fewer than 6; on Apache Kafka, 6.
+pub fn auto_partitions(kind: BrokerKind, messages: u64, payload_bytes: u64) -> i32 {
+    if kind == BrokerKind::Kafka {
+        return PARTITIONS;
+    }
     let total = messages.saturating_mul(payload_bytes + RECORD_OVERHEAD_BYTES);
     let needed = total.div_ceil(PARTITION_FILL_BYTES);
-    i32::try_from(needed.max(6)).unwrap_or(i32::MAX)
+    i32::try_from(needed.max(PARTITIONS as u64)).unwrap_or(i32::MAX)
+}
+
+enum Running {
+    // Dropping either stops the broker: kept for the life of the benchmark.
+    Mock(MockCluster<'static, DefaultProducerContext>),
+    Kafka(Box<Kafka>),
 }
 
 pub struct Broker {
-    // Dropping the cluster stops the broker: kept for the life of the benchmark.
-    _cluster: MockCluster<'static, DefaultProducerContext>,
+    running: Running,
+    pub kind: BrokerKind,
     pub bootstrap: String,
 }
 
+/// Runs a call into the test harness, which panics (with the broker's log on stderr) when the
+/// broker fails: the benchmark reports that as an error instead.
+fn harness<T>(what: &str, call: impl FnOnce() -> T) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(call)).map_err(|panic| {
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("see the broker's log above");
+        BenchError::Broker(format!("{what}: {message}"))
+    })
+}
+
 impl Broker {
-    pub fn start() -> Result<Self> {
-        let cluster = MockCluster::new(1).map_err(BenchError::kafka("start the mock cluster"))?;
-        let bootstrap = cluster.bootstrap_servers();
-        Ok(Self {
-            _cluster: cluster,
-            bootstrap,
-        })
+    pub fn start(kind: BrokerKind) -> Result<Self> {
+        match kind {
+            BrokerKind::Mock => {
+                let cluster =
+                    MockCluster::new(1).map_err(BenchError::kafka("start the mock cluster"))?;
+                let bootstrap = cluster.bootstrap_servers();
+                Ok(Self {
+                    running: Running::Mock(cluster),
+                    kind,
+                    bootstrap,
+                })
+            }
+            BrokerKind::Kafka => {
+                let kafka = harness("start Apache Kafka", || {
+                    Kafka::start_with(KafkaConfig {
+                        jvm_options: KAFKA_JVM_OPTIONS.iter().map(|o| o.to_string()).collect(),
+                        ..KafkaConfig::default()
+                    })
+                })?;
+                Ok(Self {
+                    bootstrap: kafka.bootstrap.clone(),
+                    running: Running::Kafka(Box::new(kafka)),
+                    kind,
+                })
+            }
+        }
+    }
+
+    /// What the report says the broker is.
+    pub fn describe(&self) -> String {
+        match self.kind {
+            BrokerKind::Mock => "librdkafka's mock cluster (in the benchmark's process)".into(),
+            BrokerKind::Kafka => format!(
+                "Apache Kafka {} (one KRaft node, its own JVM: {})",
+                tributary_testkit::kafka::version(),
+                KAFKA_JVM_OPTIONS.join(" ")
+            ),
+        }
     }
 
     pub fn create_topic(&self, topic: &str, partitions: i32) -> Result<()> {
-        self._cluster
-            .create_topic(topic, partitions, 1)
-            .map_err(BenchError::kafka(format!("create topic {topic}")))
+        match &self.running {
+            Running::Mock(cluster) => cluster
+                .create_topic(topic, partitions, 1)
+                .map_err(BenchError::kafka(format!("create topic {topic}"))),
+            Running::Kafka(kafka) => harness(&format!("create topic {topic}"), || {
+                kafka.topic(topic, partitions)
+            }),
+        }
+    }
+
+    /// CPU seconds the broker has used so far: the benchmark's own process for the in-process
+    /// mock cluster (almost all of it the broker while the worker runs), the JVM's for Kafka.
+    pub fn cpu_seconds(&self) -> f64 {
+        match &self.running {
+            Running::Mock(_) => super::throughput::own_cpu_s(),
+            Running::Kafka(kafka) => kafka.pids().into_iter().map(process_cpu_s).sum(),
+        }
     }
 
     /// The (low, high) watermarks of every partition, and the mean milliseconds per partition
@@ -73,8 +162,8 @@ impl Broker {
         Ok((marks, per_call_ms))
     }
 
-    /// Fails unless the topic holds every produced message from offset 0: the mock broker drops
-    /// old data silently when a partition outgrows its cap. Returns the high watermarks and the
+    /// Fails unless the topic holds every produced message from offset 0 (the mock broker drops
+    /// old data silently when a partition outgrows its cap). Returns the high watermarks and the
     /// mean milliseconds per watermark request.
     pub fn check_complete(
         &self,
@@ -91,9 +180,13 @@ impl Broker {
             .collect();
         let held: i64 = marks.iter().map(|(low, high)| high - low).sum();
         if !dropped.is_empty() || u64::try_from(held).ok() != Some(produced) {
+            let hint = match self.kind {
+                BrokerKind::Mock => "it keeps at most 5 MiB per partition: raise --partitions",
+                BrokerKind::Kafka => "see the broker's log in its temporary directory",
+            };
             return Err(BenchError::Check(format!(
-                "the mock broker holds {held} of {produced} messages in {topic} (partitions that \
-                 dropped data: {dropped:?}); it keeps at most 5 MiB per partition: raise --partitions"
+                "the broker holds {held} of {produced} messages in {topic} (partitions that \
+                 dropped data: {dropped:?}); {hint}"
             )));
         }
         Ok((
@@ -101,4 +194,26 @@ impl Broker {
             per_call_ms,
         ))
     }
+}
+
+/// User + system CPU seconds of a process, from /proc (0 when it is gone).
+fn process_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let Some((_, rest)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // SAFETY: sysconf only reads a system constant.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    (ticks(11) + ticks(12)) as f64 / per_second
 }

@@ -2,20 +2,30 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+use super::data::Malformed;
+
+use super::broker::BrokerKind;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "bench",
     about = "Tributary's benchmark: the worker's throughput, latency and memory against the \
-             plain-consume limit, on one machine, with librdkafka's mock broker on 127.0.0.1"
+             plain-consume limit, on one machine, with a broker on 127.0.0.1 (librdkafka's mock \
+             cluster or Apache Kafka)"
 )]
 pub struct Args {
+    /// The broker: librdkafka's mock cluster in this process, or Apache Kafka (one node, in its
+    /// own JVM; installed by scripts/install-deps.sh).
+    #[arg(long, value_enum, default_value = "mock")]
+    pub broker: BrokerKind,
     /// Messages produced (before timing starts) for the limit and the throughput run.
     #[arg(long, default_value_t = 2_000_000)]
     pub messages: u64,
-    /// Topic partitions. Default: enough to keep each under 4 MiB (the mock broker keeps at most
-    /// 5 MiB per partition and silently drops older data), and at least 6.
+    /// Topic partitions. Default on Apache Kafka: 6. On the mock broker: enough to keep each
+    /// under 4 MiB (it keeps at most 5 MiB per partition and silently drops older data), and at
+    /// least 6.
     #[arg(long)]
     pub partitions: Option<i32>,
     /// Messages per second produced during the latency run.
@@ -58,12 +68,60 @@ pub struct Args {
     /// Seconds after which a worker run is killed and the benchmark fails.
     #[arg(long, default_value_t = 900)]
     pub worker_timeout: u64,
+    /// Percent of the messages of the throughput and memory runs written malformed (0 to 100):
+    /// a third each truncated JSON, a field of the wrong type, not JSON at all. Which messages,
+    /// and how, is a function of the message's sequence number, the same on every run; the
+    /// table check then expects exactly those records rescued or dead-lettered. The latency
+    /// run stays clean (it reads each row's timestamp back).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_percent)]
+    pub malformed: f64,
+    /// The manifest's format.json.onError for the throughput and memory runs (deadLetter
+    /// writes a dead-letter table beside the table, which the check reads too).
+    #[arg(long, value_enum, default_value_t = OnErrorMode::Rescue)]
+    pub on_error: OnErrorMode,
+}
+
+/// The onError modes the benchmark runs (fail would stop at the first malformed record).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+pub enum OnErrorMode {
+    #[value(name = "rescue")]
+    #[serde(rename = "rescue")]
+    Rescue,
+    #[value(name = "deadLetter")]
+    #[serde(rename = "deadLetter")]
+    DeadLetter,
+}
+
+impl OnErrorMode {
+    /// The manifest's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnErrorMode::Rescue => "rescue",
+            OnErrorMode::DeadLetter => "deadLetter",
+        }
+    }
 }
 
 impl Args {
     pub fn max_offsets(&self) -> Option<u64> {
         (self.max_offsets_per_trigger > 0).then_some(self.max_offsets_per_trigger)
     }
+
+    /// Which messages of the throughput and memory runs are malformed.
+    pub fn malformed(&self) -> Malformed {
+        Malformed::percent(self.malformed).unwrap_or(Malformed::NONE)
+    }
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("expected a percentage from 0 to 100, got {text:?}"))?;
+    Malformed::percent(value)
+        .map(|_| value)
+        .ok_or_else(|| format!("expected a percentage from 0 to 100, got {text:?}"))
 }
 
 fn parse_option(text: &str) -> Result<(String, String), String> {

@@ -36,6 +36,8 @@ pub enum BenchError {
     },
     #[error("the Delta table at {table}: {message}")]
     Table { table: String, message: String },
+    #[error("the broker: {0}")]
+    Broker(String),
     #[error("the worker: {0}")]
     Worker(String),
     /// A figure failed a consistency check: the run is not trustworthy.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::broker::Broker;
+use super::config::OnErrorMode;
 use super::data;
 use super::error::{BenchError, Result};
 use super::produce::{self, Produced};
@@ -97,6 +98,9 @@ pub fn run(plan: &Plan<'_>) -> Result<LatencyFigures> {
         available_now: false,
         max_offsets_per_trigger: plan.max_offsets_per_trigger,
         kafka_options: plan.kafka_options,
+        // The latency run is clean: every row's timestamp is read back.
+        on_error: OnErrorMode::Rescue,
+        dead_letter: None,
     };
     std::fs::write(&manifest, ingestion.manifest())
         .map_err(BenchError::io_path("write", &manifest))?;

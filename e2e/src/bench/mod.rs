@@ -64,6 +64,12 @@ fn fresh(dir: &Path) -> Result<PathBuf> {
 }
 
 fn partitions_why(args: &Args, partitions: i32) -> String {
+    if args.broker == broker::BrokerKind::Kafka {
+        return match args.partitions {
+            Some(_) => "set by --partitions".into(),
+            None => format!("{partitions}: Apache Kafka keeps every message"),
+        };
+    }
     let cap = broker::MOCK_PARTITION_CAP_BYTES / (1024 * 1024);
     if args.partitions.is_some() {
         return format!(
@@ -89,12 +95,13 @@ pub fn run(args: &Args) -> Result<Report> {
     } else {
         Some(worker_bin(args)?)
     };
-    let partitions = args
-        .partitions
-        .unwrap_or_else(|| broker::auto_partitions(args.messages, TYPICAL_MESSAGE_BYTES));
-    let broker = Broker::start()?;
+    let partitions = args.partitions.unwrap_or_else(|| {
+        broker::auto_partitions(args.broker, args.messages, TYPICAL_MESSAGE_BYTES)
+    });
+    let broker = Broker::start(args.broker)?;
     eprintln!(
-        "mock broker on {}; out dir {}",
+        "{} on {}; out dir {}",
+        broker.describe(),
         broker.bootstrap,
         out.display()
     );
@@ -105,7 +112,13 @@ pub fn run(args: &Args) -> Result<Report> {
         args.messages
     );
     broker.create_topic(TOPIC, partitions)?;
-    let produced = produce::produce_all(&broker.bootstrap, TOPIC, partitions, args.messages)?;
+    let produced = produce::produce_mixed(
+        &broker.bootstrap,
+        TOPIC,
+        partitions,
+        args.messages,
+        args.malformed(),
+    )?;
     let (ends, watermark_ms_idle) = broker.check_complete(TOPIC, partitions, produced.messages)?;
 
     // (b) The limit.
@@ -140,6 +153,7 @@ pub fn run(args: &Args) -> Result<Report> {
         bench: "tributary-worker",
         machine: machine::describe(),
         config: ConfigFigures {
+            broker: broker.describe(),
             messages: args.messages,
             partitions,
             partitions_why: partitions_why(args, partitions),
@@ -152,6 +166,8 @@ pub fn run(args: &Args) -> Result<Report> {
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect(),
             worker_bin: worker_bin.as_ref().map(|b| b.display().to_string()),
+            malformed_pct: args.malformed,
+            on_error: args.on_error,
             out: out.display().to_string(),
         },
         produce: ProduceFigures::from(&produced),
@@ -180,6 +196,8 @@ pub fn run(args: &Args) -> Result<Report> {
         kafka_options: &args.kafka_options,
         wrapper: &args.worker_wrapper,
         timeout,
+        on_error: args.on_error,
+        malformed: args.malformed(),
     })?;
     report.ratio_worker_to_limit = Some(stats::rate(figures.rows_per_s, report.limit.msgs_per_s));
     report.worker = Some(figures);
@@ -196,9 +214,9 @@ pub fn run(args: &Args) -> Result<Report> {
             broker: &broker,
             worker_bin: &worker_bin,
             dir: fresh(&out.join("latency"))?,
-            partitions: args
-                .partitions
-                .unwrap_or_else(|| broker::auto_partitions(expected as u64, TYPICAL_MESSAGE_BYTES)),
+            partitions: args.partitions.unwrap_or_else(|| {
+                broker::auto_partitions(args.broker, expected as u64, TYPICAL_MESSAGE_BYTES)
+            }),
             rate: args.rate,
             duration: Duration::from_secs_f64(args.duration),
             max_offsets_per_trigger: args.max_offsets(),
@@ -212,9 +230,15 @@ pub fn run(args: &Args) -> Result<Report> {
         for &messages in &args.memory_sizes {
             eprintln!("memory run: {messages} messages...");
             let topic = format!("bench-memory-{messages}");
-            let partitions = broker::auto_partitions(messages, TYPICAL_MESSAGE_BYTES);
+            let partitions = broker::auto_partitions(args.broker, messages, TYPICAL_MESSAGE_BYTES);
             broker.create_topic(&topic, partitions)?;
-            let produced = produce::produce_all(&broker.bootstrap, &topic, partitions, messages)?;
+            let produced = produce::produce_mixed(
+                &broker.bootstrap,
+                &topic,
+                partitions,
+                messages,
+                args.malformed(),
+            )?;
             let (ends, _) = broker.check_complete(&topic, partitions, produced.messages)?;
             report.memory.push(throughput::run(&throughput::Plan {
                 broker: &broker,
@@ -227,6 +251,8 @@ pub fn run(args: &Args) -> Result<Report> {
                 kafka_options: &args.kafka_options,
                 wrapper: &args.worker_wrapper,
                 timeout,
+                on_error: args.on_error,
+                malformed: args.malformed(),
             })?);
         }
     }

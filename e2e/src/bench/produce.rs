@@ -9,7 +9,7 @@ use rdkafka::ClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 
-use super::data;
+use super::data::{self, Malformed};
 use super::error::{BenchError, Result};
 
 /// Counts failed deliveries: a benchmark over lost messages would be meaningless.
@@ -38,6 +38,8 @@ pub struct Produced {
     pub seconds: f64,
     /// From the first send to the last: the rate the producer kept.
     pub sending_seconds: f64,
+    /// Of `messages`, those written malformed on purpose ([`Malformed`]).
+    pub malformed: u64,
 }
 
 struct Sender {
@@ -45,11 +47,18 @@ struct Sender {
     topic: String,
     partitions: i32,
     buf: String,
+    malformed: Malformed,
     produced: Produced,
 }
 
 impl Sender {
-    fn new(bootstrap: &str, topic: &str, partitions: i32, linger_ms: &str) -> Result<Self> {
+    fn new(
+        bootstrap: &str,
+        topic: &str,
+        partitions: i32,
+        linger_ms: &str,
+        malformed: Malformed,
+    ) -> Result<Self> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("linger.ms", linger_ms)
@@ -65,14 +74,18 @@ impl Sender {
             topic: topic.to_owned(),
             partitions,
             buf: String::with_capacity(256),
+            malformed,
             produced: Produced::default(),
         })
     }
 
     /// Sends reading `seq`, stamped now, round-robin over the partitions (exactly even, so no
-    /// partition outgrows the mock broker's cap before the others).
+    /// partition outgrows the mock broker's cap before the others): reading `seq` is at offset
+    /// `seq / partitions` of partition `seq % partitions` of a new topic.
     fn send(&mut self, seq: u64) -> Result<()> {
-        data::reading(seq, data::now_micros(), &mut self.buf);
+        if data::message(seq, data::now_micros(), self.malformed, &mut self.buf).is_some() {
+            self.produced.malformed += 1;
+        }
         let partition = i32::try_from(seq % self.partitions as u64).unwrap_or(0);
         loop {
             let record: BaseRecord<'_, (), str> = BaseRecord::to(&self.topic)
@@ -112,9 +125,21 @@ impl Sender {
 
 /// Produces `count` readings as fast as the broker takes them.
 pub fn produce_all(bootstrap: &str, topic: &str, partitions: i32, count: u64) -> Result<Produced> {
+    produce_mixed(bootstrap, topic, partitions, count, Malformed::NONE)
+}
+
+/// Produces `count` readings as fast as the broker takes them, the share `malformed` says
+/// broken.
+pub fn produce_mixed(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    count: u64,
+    malformed: Malformed,
+) -> Result<Produced> {
     let started = Instant::now();
     // Large batches: this is set-up, not measured.
-    let mut sender = Sender::new(bootstrap, topic, partitions, "50")?;
+    let mut sender = Sender::new(bootstrap, topic, partitions, "50", malformed)?;
     for seq in 0..count {
         sender.send(seq)?;
         if seq % 10_000 == 0 {
@@ -137,7 +162,7 @@ pub fn produce_at_rate(
     stop: &AtomicBool,
 ) -> Result<Produced> {
     let started = Instant::now();
-    let mut sender = Sender::new(bootstrap, topic, partitions, "20")?;
+    let mut sender = Sender::new(bootstrap, topic, partitions, "20", Malformed::NONE)?;
     let mut seq = 0u64;
     while !stop.load(Ordering::Relaxed) {
         // Catch up to where the schedule says we should be, then sleep a tick: messages go out

@@ -2,6 +2,7 @@
 
 use serde::Serialize;
 
+use super::config::OnErrorMode;
 use super::latency::LatencyFigures;
 use super::limit::Consumed;
 use super::machine::Machine;
@@ -11,6 +12,8 @@ use super::throughput::ThroughputFigures;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ConfigFigures {
+    /// The broker measured against.
+    pub broker: String,
     pub messages: u64,
     pub partitions: i32,
     pub partitions_why: String,
@@ -20,6 +23,9 @@ pub struct ConfigFigures {
     pub kafka_options: Vec<String>,
     pub worker_bin: Option<String>,
     pub out: String,
+    /// --malformed: percent of the throughput and memory runs' messages written malformed.
+    pub malformed_pct: f64,
+    pub on_error: OnErrorMode,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -96,8 +102,9 @@ fn throughput_rows(label: &str, t: &ThroughputFigures) -> String {
     format!(
         "{label}: {} msgs, {} partitions, {:.2} s wall\n\
          \x20 rows/s {:>12.0}   MB/s {:>8.1}\n\
-         \x20 CPU user+sys {:.2}+{:.2} s = {:.2} s per million rows   (mock broker meanwhile: {:.2} s)\n\
+         \x20 CPU user+sys {:.2}+{:.2} s = {:.2} s per million rows   (broker meanwhile: {:.2} s)\n\
          \x20 peak RSS {:.1} MiB; {} batches, first after {}, then {} rows/s\n\
+         \x20 onError {}: {} malformed ({:.2} %), {} rescued, {} dead-lettered\n\
          \x20 worker's durationMs summed: {}\n\
          \x20 table: {} versions, {} files, {:.1} MB; rows counted {} (stats {}), distinct offsets {}, duplicates {}\n",
         t.messages,
@@ -114,6 +121,11 @@ fn throughput_rows(label: &str, t: &ThroughputFigures) -> String {
         t.first_batch_s.map_or("-".into(), |s| format!("{s:.2} s")),
         t.steady_rows_per_s
             .map_or("-".into(), |r| format!("{r:.0}")),
+        t.on_error.as_str(),
+        t.malformed,
+        t.malformed_pct,
+        t.rescued_rows,
+        t.dead_letter_rows,
         phases(&t.phase_ms),
         t.delta_versions,
         t.files,
@@ -132,6 +144,7 @@ impl Report {
         let mut out = format!(
             "Tributary benchmark\n\
              machine: {} x {} ({} GiB, Linux {}), load average at start {}\n\
+             broker: {}\n\
              messages {}  partitions {} ({})\n\
              maxOffsetsPerTrigger {}  kafka options [{}]  out {}\n\n\
              produce:  {} msgs, avg {:.1} B, {:.2} s ({:.0} msg/s, before timing)\n\
@@ -142,6 +155,7 @@ impl Report {
             m.memory_gib,
             m.kernel,
             m.loadavg_at_start,
+            c.broker,
             c.messages,
             c.partitions,
             c.partitions_why,

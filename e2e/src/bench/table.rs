@@ -235,14 +235,57 @@ pub struct Counted {
     pub duplicate_offsets: u64,
 }
 
+/// The (partition, offset) pairs of the produced range seen so far, over one or more tables
+/// (a table and its dead-letter table share one).
+pub struct Seen {
+    offsets: Vec<Vec<bool>>,
+    pub distinct: u64,
+    pub duplicates: u64,
+}
+
+impl Seen {
+    /// `ends` are the partitions' high watermarks (offsets start at 0).
+    pub fn new(ends: &[i64]) -> Seen {
+        Seen {
+            offsets: ends
+                .iter()
+                .map(|end| vec![false; usize::try_from(*end).unwrap_or(0)])
+                .collect(),
+            distinct: 0,
+            duplicates: 0,
+        }
+    }
+
+    fn mark(&mut self, partition: i64, offset: i64) {
+        let slot = usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.offsets.get_mut(p))
+            .and_then(|offsets| offsets.get_mut(usize::try_from(offset).ok()?));
+        match slot {
+            Some(slot) if *slot => self.duplicates += 1,
+            Some(slot) => {
+                *slot = true;
+                self.distinct += 1;
+            }
+            None => {}
+        }
+    }
+}
+
 /// Counts the table's rows and checks every produced (partition, offset) is there exactly once;
 /// `ends` are the partitions' high watermarks (offsets start at 0).
 pub fn count(table: &Path, ends: &[i64]) -> Result<Counted> {
+    let mut seen = Seen::new(ends);
+    let mut counted = count_into(table, &mut seen)?;
+    counted.distinct_offsets = seen.distinct;
+    counted.duplicate_offsets = seen.duplicates;
+    Ok(counted)
+}
+
+/// Counts the table's rows, marking each (partition, offset) in `seen` (the counted's own
+/// distinct and duplicate figures stay 0: `seen` holds them, across tables).
+pub fn count_into(table: &Path, seen: &mut Seen) -> Result<Counted> {
     let (versions, live) = live_files(table)?;
-    let mut seen: Vec<Vec<bool>> = ends
-        .iter()
-        .map(|end| vec![false; usize::try_from(*end).unwrap_or(0)])
-        .collect();
     let mut counted = Counted {
         versions: versions.len() as u64,
         files: live.len() as u64,
@@ -254,22 +297,58 @@ pub fn count(table: &Path, ends: &[i64]) -> Result<Counted> {
         counted.bytes += add.size;
         counted.rows += parquet_rows(&path)?;
         counted.rows_stats = counted.rows_stats.zip(add.num_records).map(|(a, b)| a + b);
-        kafka_coordinates(&path, |p, o| {
-            let slot = usize::try_from(p)
-                .ok()
-                .and_then(|p| seen.get_mut(p))
-                .and_then(|offsets| offsets.get_mut(usize::try_from(o).ok()?));
-            match slot {
-                Some(slot) if *slot => counted.duplicate_offsets += 1,
-                Some(slot) => {
-                    *slot = true;
-                    counted.distinct_offsets += 1;
-                }
-                None => {}
-            }
-        })?;
+        kafka_coordinates(&path, |p, o| seen.mark(p, o))?;
     }
     Ok(counted)
+}
+
+/// The (partition, offset) of every row of the table whose `column` is not null.
+pub fn coordinates_where_set(
+    table: &Path,
+    column: &str,
+    mut each: impl FnMut(i64, i64),
+) -> Result<()> {
+    let (_, live) = live_files(table)?;
+    for add in live.values() {
+        let path = file_path(table, &add.path);
+        let builder = open(&path)?;
+        let mask = ProjectionMask::columns(
+            builder.parquet_schema(),
+            ["kafka_partition", "kafka_offset", column],
+        );
+        let reader = builder
+            .with_projection(mask)
+            .with_batch_size(65_536)
+            .build()
+            .map_err(|source| BenchError::Parquet {
+                path: path.display().to_string(),
+                source,
+            })?;
+        let arrow_error = |source| BenchError::Arrow {
+            path: path.display().to_string(),
+            source,
+        };
+        for batch in reader {
+            let batch = batch.map_err(arrow_error)?;
+            let get = |name: &str| {
+                batch.column_by_name(name).ok_or_else(|| {
+                    BenchError::Check(format!("{} has no column {name}", path.display()))
+                })
+            };
+            let partitions =
+                cast(get("kafka_partition")?, &DataType::Int64).map_err(arrow_error)?;
+            let offsets = cast(get("kafka_offset")?, &DataType::Int64).map_err(arrow_error)?;
+            let set = get(column)?;
+            let partitions = partitions.as_primitive::<Int64Type>();
+            let offsets = offsets.as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                if set.is_valid(row) && partitions.is_valid(row) && offsets.is_valid(row) {
+                    each(partitions.value(row), offsets.value(row));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

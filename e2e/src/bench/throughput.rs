@@ -1,5 +1,7 @@
 //! The worker's throughput: availableNow ingestion of a topic produced beforehand into a fresh
-//! Delta table, timed from process start to exit, and checked row by row afterwards.
+//! Delta table, timed from process start to exit, and checked row by row afterwards: every
+//! produced record exactly once, in the table or (deadLetter) its dead-letter table, and the
+//! malformed ones exactly where the onError mode puts them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,6 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::broker::Broker;
+use super::config::OnErrorMode;
+use super::data::Malformed;
 use super::error::{BenchError, Result};
 use super::produce::Produced;
 use super::stats;
@@ -26,12 +30,23 @@ pub struct Plan<'a> {
     pub kafka_options: &'a [(String, String)],
     pub wrapper: &'a [String],
     pub timeout: Duration,
+    pub on_error: OnErrorMode,
+    /// Which of the produced records are malformed (as `produced.malformed` counts them).
+    pub malformed: Malformed,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ThroughputFigures {
     pub messages: u64,
     pub partitions: usize,
+    pub on_error: OnErrorMode,
+    /// Messages written malformed on purpose, and their share in percent.
+    pub malformed: u64,
+    pub malformed_pct: f64,
+    /// Rows with `_rescued_data` set (rescue), rows in the dead-letter table (deadLetter):
+    /// counted in the tables, each checked to be one of the malformed records.
+    pub rescued_rows: u64,
+    pub dead_letter_rows: u64,
     pub wall_s: f64,
     pub rows_per_s: f64,
     pub mb_per_s: f64,
@@ -39,8 +54,8 @@ pub struct ThroughputFigures {
     pub cpu_sys_s: f64,
     pub cpu_s_per_million_rows: f64,
     pub peak_rss_mib: f64,
-    /// CPU this (bench) process spent meanwhile: almost all of it the in-process mock broker
-    /// serving the worker's fetches, which shares the machine's cores with the worker.
+    /// CPU the broker spent meanwhile, serving the worker's fetches on the cores the worker
+    /// uses too (the mock broker: this benchmark process; Apache Kafka: its JVM).
     pub broker_cpu_s: f64,
     /// Micro-batches, from the worker's progress lines (0 if it printed none).
     pub progress_lines: u64,
@@ -88,6 +103,7 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
     let table_dir = plan.dir.join("table");
     let checkpoint = plan.dir.join("checkpoint");
     let manifest = plan.dir.join("ingestion.yaml");
+    let dead_letter_dir = plan.dir.join("dead-letter");
     let name = format!("bench-{}", plan.topic.trim_start_matches("bench-"));
     let ingestion = Ingestion {
         name: &name,
@@ -98,11 +114,14 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
         available_now: true,
         max_offsets_per_trigger: plan.max_offsets_per_trigger,
         kafka_options: plan.kafka_options,
+        on_error: plan.on_error,
+        dead_letter: (plan.on_error == OnErrorMode::DeadLetter)
+            .then_some(dead_letter_dir.as_path()),
     };
     std::fs::write(&manifest, ingestion.manifest())
         .map_err(BenchError::io_path("write", &manifest))?;
 
-    let cpu_before = own_cpu_s();
+    let cpu_before = plan.broker.cpu_seconds();
     let log = plan.dir.join("worker.log");
     let finished = worker::spawn(
         plan.wrapper,
@@ -112,7 +131,7 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
         &log,
     )?
     .wait(plan.timeout)?;
-    let broker_cpu_s = own_cpu_s() - cpu_before;
+    let broker_cpu_s = plan.broker.cpu_seconds() - cpu_before;
     if finished.exit_code != 0 {
         return Err(BenchError::Worker(format!(
             "exited with {} on {}; its log: {}\n{}",
@@ -123,20 +142,9 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
         )));
     }
 
-    let counted = table::count(&table_dir, plan.ends)?;
     let expected = plan.produced.messages;
-    if counted.rows != expected
-        || counted.distinct_offsets != expected
-        || counted.duplicate_offsets != 0
-    {
-        return Err(BenchError::Check(format!(
-            "{}: {} rows, {} distinct (partition, offset) of {expected} produced, {} duplicates",
-            table_dir.display(),
-            counted.rows,
-            counted.distinct_offsets,
-            counted.duplicate_offsets
-        )));
-    }
+    let checked = check(plan, &table_dir, &dead_letter_dir)?;
+    let counted = checked.table;
     let cpu = finished.user_s + finished.sys_s;
     let progress = &finished.progress;
     let steady_rows_per_s = match (progress.first(), progress.last()) {
@@ -153,12 +161,18 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
     Ok(ThroughputFigures {
         messages: expected,
         partitions: plan.ends.len(),
+        on_error: plan.on_error,
+        malformed: plan.produced.malformed,
+        malformed_pct: stats::rate(plan.produced.malformed as f64 * 100.0, expected as f64),
+        rescued_rows: checked.rescued_rows,
+        dead_letter_rows: checked.dead_letter_rows,
         wall_s: finished.wall_s,
-        rows_per_s: stats::rate(counted.rows as f64, finished.wall_s),
+        // Records ingested: in the table, or (deadLetter) in the dead-letter table.
+        rows_per_s: stats::rate(expected as f64, finished.wall_s),
         mb_per_s: stats::rate(plan.produced.bytes as f64 / 1e6, finished.wall_s),
         cpu_user_s: finished.user_s,
         cpu_sys_s: finished.sys_s,
-        cpu_s_per_million_rows: stats::rate(cpu * 1e6, counted.rows as f64),
+        cpu_s_per_million_rows: stats::rate(cpu * 1e6, expected as f64),
         peak_rss_mib: finished.max_rss_bytes as f64 / (1024.0 * 1024.0),
         broker_cpu_s,
         progress_lines: progress.len() as u64,
@@ -170,7 +184,83 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
         table_bytes: counted.bytes,
         rows_counted: counted.rows,
         rows_in_stats: counted.rows_stats,
-        distinct_offsets: counted.distinct_offsets,
-        duplicate_offsets: counted.duplicate_offsets,
+        distinct_offsets: checked.distinct,
+        duplicate_offsets: checked.duplicates,
+    })
+}
+
+/// What the check of a run's tables found.
+struct Checked {
+    table: table::Counted,
+    rescued_rows: u64,
+    dead_letter_rows: u64,
+    distinct: u64,
+    duplicates: u64,
+}
+
+/// Every produced record exactly once across the table and its dead-letter table; the
+/// malformed ones, and only they, rescued (rescue) or dead-lettered (deadLetter).
+fn check(plan: &Plan<'_>, table_dir: &Path, dead_letter_dir: &Path) -> Result<Checked> {
+    let expected = plan.produced.messages;
+    let malformed = plan.produced.malformed;
+    let partitions = plan.ends.len() as i64;
+    // Reading `seq` went to partition `seq % partitions`, at offset `seq / partitions`.
+    let mut not_malformed = Vec::new();
+    let mut bad_seen = 0u64;
+    let mut set_rows = 0u64;
+    let mut is_bad = |p: i64, o: i64| {
+        set_rows += 1;
+        let seq = u64::try_from(o * partitions + p).unwrap_or(u64::MAX);
+        if plan.malformed.kind(seq).is_some() {
+            bad_seen += 1;
+        } else if not_malformed.len() < 5 {
+            not_malformed.push((p, o));
+        }
+    };
+    let mut seen = table::Seen::new(plan.ends);
+    let counted = table::count_into(table_dir, &mut seen)?;
+    let (rescued, dead_letter_rows, bad_place) = match plan.on_error {
+        OnErrorMode::Rescue => {
+            table::coordinates_where_set(table_dir, "_rescued_data", &mut is_bad)?;
+            (true, 0, format!("{} (_rescued_data)", table_dir.display()))
+        }
+        OnErrorMode::DeadLetter => {
+            // A table that was never created reads as empty.
+            let dead = table::count_into(dead_letter_dir, &mut seen)?.rows;
+            table::coordinates_where_set(dead_letter_dir, "error", &mut is_bad)?;
+            (false, dead, dead_letter_dir.display().to_string())
+        }
+    };
+    let rescued_rows = if rescued { set_rows } else { 0 };
+    let bad_rows = set_rows;
+    let table_rows_expected = match plan.on_error {
+        OnErrorMode::Rescue => expected,
+        OnErrorMode::DeadLetter => expected - malformed,
+    };
+    if counted.rows != table_rows_expected
+        || seen.distinct != expected
+        || seen.duplicates != 0
+        || bad_seen != malformed
+        || bad_rows != malformed
+        || dead_letter_rows + rescued_rows != malformed
+        || !not_malformed.is_empty()
+    {
+        return Err(BenchError::Check(format!(
+            "{}: {} rows (expected {table_rows_expected}); {} distinct (partition, offset) of \
+             {expected} produced across the tables, {} duplicates; {bad_rows} bad rows in \
+             {bad_place} of which {bad_seen} are among the {malformed} malformed records; \
+             not malformed yet there: {not_malformed:?}",
+            table_dir.display(),
+            counted.rows,
+            seen.distinct,
+            seen.duplicates,
+        )));
+    }
+    Ok(Checked {
+        table: counted,
+        rescued_rows,
+        dead_letter_rows,
+        distinct: seen.distinct,
+        duplicates: seen.duplicates,
     })
 }

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use tributary_crds::status::StreamingQueryProgress;
 
+use super::config::OnErrorMode;
 use super::data;
 use super::error::{BenchError, Result};
 
@@ -25,6 +26,9 @@ pub struct Ingestion<'a> {
     pub max_offsets_per_trigger: Option<u64>,
     /// librdkafka options passed through the manifest's `options` (tuning experiments).
     pub kafka_options: &'a [(String, String)],
+    pub on_error: OnErrorMode,
+    /// The dead-letter table (onError: deadLetter).
+    pub dead_letter: Option<&'a Path>,
 }
 
 /// A JSON string is a valid YAML scalar: quoting paths this way needs no YAML library.
@@ -50,6 +54,15 @@ impl Ingestion<'_> {
                 .collect();
             format!("      options: {{{}}}\n", entries.join(", "))
         };
+        let dead_letter = self
+            .dead_letter
+            .map(|dir| {
+                format!(
+                    "      deadLetter: {{uri: {}}}\n",
+                    quoted(&dir.display().to_string())
+                )
+            })
+            .unwrap_or_default();
         let trigger = if self.available_now {
             "  trigger: {availableNow: true}\n"
         } else {
@@ -70,8 +83,8 @@ spec:
 {max_offsets}{options}  format:
     json:
       schema:
-{schema}      onError: rescue
-  metadataColumns: [topic, partition, offset]
+{schema}      onError: {on_error}
+{dead_letter}  metadataColumns: [topic, partition, offset]
   sink:
     delta:
       uri: {table}
@@ -84,6 +97,7 @@ spec:
             bootstrap = quoted(self.bootstrap),
             topic = quoted(self.topic),
             schema = data::SCHEMA_YAML,
+            on_error = self.on_error.as_str(),
             table = quoted(&self.table.display().to_string()),
             checkpoint = quoted(&self.checkpoint.display().to_string()),
         )

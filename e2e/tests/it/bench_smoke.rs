@@ -62,10 +62,34 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn bench_reports_sane_consistent_figures() {
+    let r = bench_on("mock");
+    assert!(
+        f64_at(&r, "/worker/broker_cpu_s") > 0.0,
+        "the in-process broker served the worker"
+    );
+}
+
+#[test]
+fn bench_on_apache_kafka_reports_sane_consistent_figures() {
+    let r = bench_on("kafka");
+    let broker = r
+        .pointer("/config/broker")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    assert!(broker.starts_with("Apache Kafka"), "{broker}");
+    assert!(
+        f64_at(&r, "/worker/broker_cpu_s") > 0.0,
+        "the broker's JVM served the worker"
+    );
+}
+
+/// Runs the benchmark against `broker` and checks its report's consistency; returns it.
+fn bench_on(broker: &str) -> Value {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_bench"));
     let worker = worker_bin(&bench);
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(&bench)
+        .args(["--broker", broker])
         .args(["--messages", &MESSAGES.to_string(), "--partitions", "4"])
         .args(["--rate", &RATE.to_string(), "--duration", "3"])
         .arg("--worker-bin")
@@ -153,4 +177,5 @@ fn bench_reports_sane_consistent_figures() {
     assert!(f64_at(&r, "/latency/rate_achieved") > 0.5 * RATE as f64);
     assert!(f64_at(&r, "/latency/files_per_minute") > 0.0);
     assert!(u64_at(&r, "/latency/median_file_bytes") > 0);
+    r
 }

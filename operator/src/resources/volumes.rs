@@ -41,6 +41,18 @@ fn uses<'a>(ingestion: &'a StreamingIngestion, id: &Identity) -> Vec<Use<'a>> {
             source,
         });
     }
+    if let Some(spark) = &checkpoint.from_spark
+        && let Some(source) = &spark.volume
+        && spark.location.starts_with('/')
+    {
+        // Validation requires an existing claim here: nothing is ever created for it.
+        found.push(Use {
+            volume_name: "spark-checkpoint",
+            created_claim: names::checkpoint_claim(&id.name),
+            location: &spark.location,
+            source,
+        });
+    }
     let delta = &ingestion.spec.sink.delta;
     if let (Some(source), Some(uri)) = (&delta.volume, &delta.uri)
         && uri.starts_with('/')
@@ -190,6 +202,40 @@ mod tests {
             .filter_map(|c| c.metadata.name)
             .collect();
         assert_eq!(names, ["sensors-checkpoint", "sensors-lake"]);
+    }
+
+    #[test]
+    fn a_spark_checkpoint_to_take_over_is_mounted_from_its_claim_and_never_created() {
+        let mut si = ingestion("");
+        si.spec.checkpoint.from_spark = Some(tributary_crds::SparkCheckpointSource {
+            location: "/spark/checkpoints/sensors".into(),
+            volume: Some(VolumeSource {
+                claim_name: Some("spark-jobs".into()),
+                mount_path: Some("/spark".into()),
+                ..VolumeSource::default()
+            }),
+            quiet_seconds: None,
+        });
+        tributary_crds::validate(&si).expect("valid");
+        let id = Identity::of(&si).expect("identity");
+        let mounts = claim_mounts(&si, &id);
+        assert!(
+            mounts.contains(&ClaimMount {
+                volume: "spark-checkpoint".into(),
+                claim: "spark-jobs".into(),
+                mount_path: "/spark".into(),
+            }),
+            "{mounts:?}"
+        );
+        let created: Vec<_> = claims(&si, &id)
+            .into_iter()
+            .filter_map(|c| c.metadata.name)
+            .collect();
+        assert_eq!(
+            created,
+            ["sensors-checkpoint"],
+            "only the query's own checkpoint claim"
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ use tributary_crds::{
 };
 
 use crate::resources::selector_string;
+use crate::scaling::Scale;
 
 pub use pods::{PodProblem, catalog_problems, pod_problems};
 pub use workers::{prune_workers_patch, stale_worker_entries};
@@ -76,6 +77,8 @@ pub struct Observation<'a> {
     pub workload: ObservedWorkload,
     /// The worker pods (selected by the ingestion's selector labels).
     pub pods: &'a [Pod],
+    /// What autoscaling and the restart limit decided.
+    pub scale: Scale,
     pub now: Timestamp,
 }
 
@@ -119,6 +122,19 @@ impl Conditions {
             ready: ConditionState::new(Status::False, reasons::SUSPENDED, message),
             progressing: ConditionState::new(Status::False, reasons::SUSPENDED, message),
             degraded: ConditionState::healthy(),
+        }
+    }
+
+    /// The workers crashed too often and are stopped until the spec changes.
+    pub fn restart_limit_reached(message: &str) -> Self {
+        Conditions {
+            ready: ConditionState::new(Status::False, reasons::RESTART_LIMIT_REACHED, message),
+            progressing: ConditionState::new(
+                Status::False,
+                reasons::RESTART_LIMIT_REACHED,
+                "no workers run until the spec changes",
+            ),
+            degraded: ConditionState::new(Status::True, reasons::RESTART_LIMIT_REACHED, message),
         }
     }
 
@@ -205,8 +221,18 @@ pub fn compute(observation: &Observation<'_>) -> StreamingIngestionStatus {
     let previous = ingestion.status.clone().unwrap_or_default();
     let mut problems = pod_problems(observation.pods);
     problems.extend(catalog_problems(&previous.workers, observation.pods));
+    let interval = match ingestion.spec.trigger_kind() {
+        Ok(TriggerKind::ProcessingTime(interval)) => Some(interval),
+        _ => None,
+    };
+    problems.extend(pods::stalled_problems(
+        &previous.workers,
+        observation.pods,
+        pods::stall_bound(interval),
+        observation.now,
+    ));
 
-    let assessment = match (&observation.blocker, &observation.workload) {
+    let mut assessment = match (&observation.blocker, &observation.workload) {
         (Some(blocker), _) => blocked::assess(ingestion, &previous, blocker),
         // Only a suspended run to completion has no workload.
         (None, ObservedWorkload::None) => blocked::suspended_run(&previous),
@@ -241,6 +267,13 @@ pub fn compute(observation: &Observation<'_>) -> StreamingIngestionStatus {
         ),
     };
 
+    if observation.blocker.is_none()
+        && let Some(message) = &observation.scale.restart_limit
+    {
+        assessment.phase = Phase::Failed;
+        assessment.conditions = Conditions::restart_limit_reached(message);
+    }
+
     let now = Time(Timestamp::from_second(observation.now.as_second()).unwrap_or(observation.now));
     let mut status = StreamingIngestionStatus {
         phase: Some(assessment.phase),
@@ -258,6 +291,9 @@ pub fn compute(observation: &Observation<'_>) -> StreamingIngestionStatus {
         last_run: assessment.last_run,
         ..StreamingIngestionStatus::default()
     };
+    if observation.blocker.is_none() {
+        status.autoscaling = observation.scale.autoscaling.clone();
+    }
     if observation.blocker.is_none() {
         let totals = workers::totals(&previous.workers, observation.pods);
         status.lag = totals.lag;

@@ -1,7 +1,8 @@
 //! What the worker pods say that needs a person: containers that cannot start, crash loops,
-//! pods the scheduler cannot place, and workers a Unity Catalog refuses.
+//! pods the scheduler cannot place, workers that stalled, and workers a Unity Catalog refuses.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use tributary_crds::WorkerStatus;
 use tributary_crds::conditions::{Status, reasons};
 
@@ -21,6 +22,11 @@ pub enum PodProblem {
     /// Waiting on something that does not fix itself: an image that cannot be pulled, a
     /// missing Secret or ConfigMap.
     CannotStart {
+        pod: String,
+        message: String,
+    },
+    /// The worker has records waiting and committed no batch for longer than [`stall_bound`].
+    Stalled {
         pod: String,
         message: String,
     },
@@ -65,22 +71,8 @@ pub fn pod_problems(pods: &[Pod]) -> Vec<PodProblem> {
                 });
             }
             if waiting_reason == Some("CrashLoopBackOff") {
-                let last = container
-                    .last_state
-                    .as_ref()
-                    .and_then(|s| s.terminated.as_ref());
-                let detail = match last {
-                    Some(t) => format!(
-                        "exit code {}{}",
-                        t.exit_code,
-                        t.message
-                            .as_deref()
-                            .or(t.reason.as_deref())
-                            .map(|m| format!(": {}", m.trim()))
-                            .unwrap_or_default()
-                    ),
-                    None => "back-off restarting".to_string(),
-                };
+                let detail =
+                    last_exit(container).unwrap_or_else(|| "back-off restarting".to_string());
                 problems.push(PodProblem::CrashLooping {
                     pod: name.clone(),
                     message: format!(
@@ -105,16 +97,23 @@ pub fn pod_problems(pods: &[Pod]) -> Vec<PodProblem> {
     problems
 }
 
+/// How a container last ended, as "exit code N: its message (or reason)".
+pub fn last_exit(container: &ContainerStatus) -> Option<String> {
+    let terminated = container.last_state.as_ref()?.terminated.as_ref()?;
+    let detail = terminated
+        .message
+        .as_deref()
+        .or(terminated.reason.as_deref())
+        .map(|m| format!(": {}", m.trim()))
+        .unwrap_or_default();
+    Some(format!("exit code {}{detail}", terminated.exit_code))
+}
+
 /// Workers of live pods that stopped because the Unity Catalog refused them, from their own
 /// `status.workers` entries. The worker reports the catalog's message with secret values
 /// redacted, so the condition can quote it; its crash loop is the symptom, this the cause.
 pub fn catalog_problems(entries: &[WorkerStatus], pods: &[Pod]) -> Vec<PodProblem> {
-    entries
-        .iter()
-        .filter(|entry| {
-            pods.iter()
-                .any(|pod| pod.metadata.name.as_deref() == Some(entry.name.as_str()))
-        })
+    super::workers::live_entries(entries, pods)
         .filter_map(|entry| {
             let reason = reasons::CATALOG
                 .into_iter()
@@ -128,12 +127,50 @@ pub fn catalog_problems(entries: &[WorkerStatus], pods: &[Pod]) -> Vec<PodProble
         .collect()
 }
 
+/// How long a worker with records waiting may go without committing a batch before it counts as
+/// stalled. Its own liveness probe restarts it after ten minutes; the condition says so before.
+pub const STALL_AFTER: SignedDuration = SignedDuration::from_secs(5 * 60);
+
+/// The stall bound of a trigger: [`STALL_AFTER`], or three intervals of a slower processingTime.
+pub fn stall_bound(interval: Option<std::time::Duration>) -> SignedDuration {
+    let intervals = interval
+        .and_then(|i| SignedDuration::try_from(i.saturating_mul(3)).ok())
+        .unwrap_or(SignedDuration::ZERO);
+    STALL_AFTER.max(intervals)
+}
+
+/// Live workers whose own entries say records wait (lag above 0) while their last batch is
+/// older than `bound`. A worker reports its lag after every batch and at once after a
+/// rebalance, so an entry's lag is its partitions' lag, not partitions it gave away.
+pub fn stalled_problems(
+    entries: &[WorkerStatus],
+    pods: &[Pod],
+    bound: SignedDuration,
+    now: Timestamp,
+) -> Vec<PodProblem> {
+    super::workers::live_entries(entries, pods)
+        .filter(|entry| entry.error.is_none())
+        .filter_map(|entry| {
+            let lag = entry.lag.filter(|lag| *lag > 0)?;
+            let last = entry.timestamp.as_deref()?.parse::<Timestamp>().ok()?;
+            (now.duration_since(last) > bound).then(|| PodProblem::Stalled {
+                pod: entry.name.clone(),
+                message: format!(
+                    "{lag} offsets wait and no batch was committed since {}",
+                    entry.timestamp.as_deref().unwrap_or_default()
+                ),
+            })
+        })
+        .collect()
+}
+
 impl PodProblem {
     /// The Degraded reason of this kind of problem (see [`PRIORITY`]).
     fn reason(&self) -> &'static str {
         match self {
             PodProblem::CannotStart { .. } => reasons::WORKERS_CANNOT_START,
             PodProblem::CrashLooping { .. } => reasons::CRASH_LOOPING,
+            PodProblem::Stalled { .. } => reasons::STALLED,
             PodProblem::Unschedulable { .. } => reasons::UNSCHEDULABLE,
             PodProblem::CatalogRefused { reason, .. } => reason,
         }
@@ -143,6 +180,7 @@ impl PodProblem {
         match self {
             PodProblem::CannotStart { pod, message }
             | PodProblem::CrashLooping { pod, message }
+            | PodProblem::Stalled { pod, message }
             | PodProblem::Unschedulable { pod, message }
             | PodProblem::CatalogRefused { pod, message, .. } => format!("{pod}: {message}"),
         }
@@ -151,7 +189,7 @@ impl PodProblem {
 
 /// Pod problem reasons, most actionable first, with the summary a Degraded message starts with.
 /// A catalog's refusal comes first: it is why such workers crash-loop.
-const PRIORITY: [(&str, &str); 10] = [
+const PRIORITY: [(&str, &str); 11] = [
     (
         reasons::CATALOG_UNAUTHORIZED,
         "the Unity Catalog refuses the workers' credentials",
@@ -182,6 +220,7 @@ const PRIORITY: [(&str, &str); 10] = [
     ),
     (reasons::WORKERS_CANNOT_START, "workers cannot start"),
     (reasons::CRASH_LOOPING, "workers crash-looping"),
+    (reasons::STALLED, "workers stalled"),
     (reasons::UNSCHEDULABLE, "workers cannot be scheduled"),
 ];
 

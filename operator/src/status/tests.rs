@@ -11,6 +11,7 @@ use k8s_openapi::jiff::SignedDuration;
 use tributary_crds::WorkerStatus;
 
 use crate::resources::test_support::ingestion;
+use crate::scaling::Scale;
 
 fn now() -> Timestamp {
     "2026-03-01T12:00:00Z".parse().expect("timestamp")
@@ -27,6 +28,7 @@ fn compute_with(
         blocker,
         workload,
         pods,
+        scale: Scale::default(),
         now: now(),
     })
 }
@@ -503,6 +505,7 @@ fn transition_time_is_kept_while_the_status_holds_and_writes_stop() {
         blocker: None,
         workload: deployment(1, 1, 1),
         pods: &[],
+        scale: Scale::default(),
         now: now() + SignedDuration::from_secs(600),
     });
     assert_eq!(later, first, "same observation, same status");
@@ -512,6 +515,7 @@ fn transition_time_is_kept_while_the_status_holds_and_writes_stop() {
         blocker: None,
         workload: deployment(1, 0, 1),
         pods: &[],
+        scale: Scale::default(),
         now: now() + SignedDuration::from_secs(600),
     });
     assert!(needs_write(&si, &broken));
@@ -713,4 +717,109 @@ fn each_kind_assesses_into_typed_conditions() {
         ],
         [Status::False, Status::False, Status::True]
     );
+}
+
+fn worker_entry(name: &str, lag: i64, minutes_ago: i64) -> WorkerStatus {
+    WorkerStatus {
+        name: name.into(),
+        partitions: vec!["sensors-0".into()],
+        lag: Some(lag),
+        timestamp: Some((now() - SignedDuration::from_mins(minutes_ago)).to_string()),
+        ..WorkerStatus::default()
+    }
+}
+
+#[test]
+fn a_worker_with_records_waiting_and_no_batch_for_minutes_is_stalled() {
+    let mut si = ingestion("");
+    let pods = [
+        pod("sensors-a", PodStatus::default()),
+        pod("sensors-b", PodStatus::default()),
+    ];
+    si.status = Some(StreamingIngestionStatus {
+        workers: vec![
+            worker_entry("sensors-a", 120, 6),
+            worker_entry("sensors-b", 5, 1),
+        ],
+        ..StreamingIngestionStatus::default()
+    });
+    let status = compute_with(&si, None, deployment(2, 2, 2), &pods);
+    assert_condition(&status, types::DEGRADED, "True", reasons::STALLED);
+    let message = &condition(&status, types::DEGRADED).message;
+    assert_eq!(
+        message,
+        "workers stalled: sensors-a: 120 offsets wait and no batch was committed since 2026-03-01T11:54:00Z"
+    );
+}
+
+#[test]
+fn an_idle_worker_a_recent_batch_or_a_gone_pod_is_not_stalled() {
+    let mut si = ingestion("");
+    let pods = [pod("sensors-a", PodStatus::default())];
+    for entry in [
+        worker_entry("sensors-a", 0, 60), // nothing waits: idle, not stalled
+        worker_entry("sensors-a", 120, 4), // within the bound
+        worker_entry("sensors-gone", 120, 60), // its pod is gone
+    ] {
+        si.status = Some(StreamingIngestionStatus {
+            workers: vec![entry.clone()],
+            ..StreamingIngestionStatus::default()
+        });
+        let status = compute_with(&si, None, deployment(1, 1, 1), &pods);
+        assert_condition(&status, types::DEGRADED, "False", reasons::AS_EXPECTED);
+    }
+    // A slow processingTime trigger waits three intervals.
+    let mut slow = ingestion("  trigger: {processingTime: 10 minutes}\n");
+    slow.status = Some(StreamingIngestionStatus {
+        workers: vec![worker_entry("sensors-a", 120, 20)],
+        ..StreamingIngestionStatus::default()
+    });
+    let status = compute_with(&slow, None, deployment(1, 1, 1), &pods);
+    assert_condition(&status, types::DEGRADED, "False", reasons::AS_EXPECTED);
+    slow.status = Some(StreamingIngestionStatus {
+        workers: vec![worker_entry("sensors-a", 120, 31)],
+        ..StreamingIngestionStatus::default()
+    });
+    let status = compute_with(&slow, None, deployment(1, 1, 1), &pods);
+    assert_condition(&status, types::DEGRADED, "True", reasons::STALLED);
+}
+
+#[test]
+fn restart_limit_and_autoscaling_reach_the_status() {
+    let si = ingestion("  maxRestarts: 2\n");
+    let status = compute(&Observation {
+        ingestion: &si,
+        blocker: None,
+        workload: deployment(0, 0, 0),
+        pods: &[],
+        scale: Scale {
+            replicas: Some(0),
+            autoscaling: Some(tributary_crds::AutoscalingStatus {
+                desired_replicas: 3,
+                ..Default::default()
+            }),
+            restart_limit: Some("worker sensors-a restarted 2 times".into()),
+        },
+        now: now(),
+    });
+    assert_eq!(status.phase, Some(Phase::Failed));
+    assert_condition(
+        &status,
+        types::DEGRADED,
+        "True",
+        reasons::RESTART_LIMIT_REACHED,
+    );
+    assert_condition(
+        &status,
+        types::READY,
+        "False",
+        reasons::RESTART_LIMIT_REACHED,
+    );
+    assert_condition(
+        &status,
+        types::PROGRESSING,
+        "False",
+        reasons::RESTART_LIMIT_REACHED,
+    );
+    assert_eq!(status.autoscaling.map(|a| a.desired_replicas), Some(3));
 }

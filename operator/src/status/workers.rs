@@ -59,14 +59,21 @@ pub struct Totals {
     pub processed_rows_per_second: Option<f64>,
 }
 
-/// Sums the entries of pods that exist now: a rolled or deleted pod's entry stays in the
-/// status until it is pruned (the worker owns it) but must not count twice.
-pub fn totals(entries: &[WorkerStatus], pods: &[Pod]) -> Totals {
-    let live = live_pods(pods);
-    let entries: Vec<&WorkerStatus> = entries
+/// The entries of pods that exist now: a rolled or deleted pod's entry stays in the status
+/// until it is pruned (the worker owns it) but speaks for nobody.
+pub fn live_entries<'a>(
+    entries: &'a [WorkerStatus],
+    pods: &[Pod],
+) -> impl Iterator<Item = &'a WorkerStatus> {
+    let live: BTreeSet<String> = live_pods(pods).into_iter().map(str::to_string).collect();
+    entries
         .iter()
-        .filter(|w| live.contains(w.name.as_str()))
-        .collect();
+        .filter(move |w| live.contains(w.name.as_str()))
+}
+
+/// Sums the entries of pods that exist now, so a gone pod's entry does not count twice.
+pub fn totals(entries: &[WorkerStatus], pods: &[Pod]) -> Totals {
+    let entries: Vec<&WorkerStatus> = live_entries(entries, pods).collect();
     let lags: Vec<i64> = entries.iter().filter_map(|w| w.lag).collect();
     let rates: Vec<f64> = entries
         .iter()

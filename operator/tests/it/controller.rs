@@ -929,3 +929,130 @@ async fn an_unknown_error_reason_is_left_to_the_crash_loop() {
     let (degraded, _) = catalog_scenario("SomethingElse", "the worker failed").await;
     assert_eq!(degraded["reason"], reasons::CRASH_LOOPING, "{degraded}");
 }
+
+/// A live worker pod of the ingestion, with its container's restart count.
+fn worker_pod(name: &str, restarts: i32) -> k8s_openapi::api::core::v1::Pod {
+    typed(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "iot", "labels": {
+            "app.kubernetes.io/name": "tributary-worker", "tributary.dev/ingestion": "sensors"}},
+        "status": {"containerStatuses": [{
+            "name": "worker", "image": "w", "imageID": "", "ready": restarts == 0,
+            "restartCount": restarts,
+            "state": {"running": {}},
+            "lastState": {"terminated": {"exitCode": 1, "message": "error: cannot reach kafka:9092"}}
+        }]}
+    }))
+}
+
+/// The config hash the builder gives an ingestion.
+fn config_hash(si: &tributary_crds::StreamingIngestion) -> String {
+    let settings = tributary_operator::resources::Settings {
+        worker_image: "registry.test/worker:1".into(),
+        ..Default::default()
+    };
+    tributary_operator::resources::build(si, &settings)
+        .expect("builds")
+        .config_hash
+}
+
+#[tokio::test]
+async fn lag_the_workers_report_scales_the_deployment_without_restarting_them() {
+    let mut si =
+        ingestion("  autoscaling: {minReplicas: 1, maxReplicas: 4, targetLagPerWorker: 1000}\n");
+    // One worker owns the topic's six partitions and is 4,500 offsets behind.
+    si.status = Some(typed(json!({
+        "observedGeneration": 2,
+        "workload": {"kind": "Deployment", "name": "sensors"},
+        "autoscaling": {"desiredReplicas": 1, "lastScaleTime": "2026-01-01T00:00:00Z"},
+        "workers": [{"name": "sensors-7d9-abc", "lag": 4500,
+                     "partitions": ["sensors-0", "sensors-1", "sensors-2", "sensors-3", "sensors-4", "sensors-5"]}]
+    })));
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        pods: vec![worker_pod("sensors-7d9-abc", 0)],
+        ..Contents::default()
+    };
+    // The workers' manifest leaves the count out: the same hash as a fixed count of one.
+    let unscaled_hash = config_hash(&ingestion("  replicas: 1\n"));
+    let si_for_script = si.clone();
+    let outcome = run_scenario(si, cached, move |mut h| async move {
+        secret_exists(&mut h).await;
+        support_objects_applied(&mut h).await;
+        let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
+        deployment.assert_apply();
+        // ceil(4500 / 1000) = 5, bounded by maxReplicas.
+        assert_eq!(deployment.body["spec"]["replicas"], 4);
+        assert_eq!(
+            deployment.str_at("/spec/template/metadata/annotations/tributary.dev~1config-hash"),
+            unscaled_hash
+        );
+        deployment.echo();
+        let status = status_applied(&mut h, &si_for_script).await;
+        assert_eq!(status["autoscaling"]["desiredReplicas"], 4);
+        let message = status["autoscaling"]["message"]
+            .as_str()
+            .expect("a message");
+        assert!(
+            message.starts_with(
+                "1 -> 4 workers: lag 4500 with a target of 1000 per worker asks for 5 (bounds 1..4)"
+            ),
+            "{message}"
+        );
+        assert!(status["autoscaling"]["lastScaleTime"].is_string());
+        assert_eq!(status["lag"], 4500);
+        let (reason, note) = event_published(&mut h).await;
+        assert_eq!((reason.as_str(), note.as_str()), ("ScaledUp", message));
+        h
+    })
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 10);
+}
+
+#[tokio::test]
+async fn a_worker_past_max_restarts_stops_the_ingestion_with_its_last_error() {
+    let mut si = ingestion("  maxRestarts: 3\n");
+    si.status = Some(typed(json!({
+        "observedGeneration": 2,
+        "workload": {"kind": "Deployment", "name": "sensors"},
+    })));
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        pods: vec![worker_pod("sensors-7d9-abc", 3)],
+        ..Contents::default()
+    };
+    let si_for_script = si.clone();
+    let outcome = run_scenario(si, cached, move |mut h| async move {
+        secret_exists(&mut h).await;
+        support_objects_applied(&mut h).await;
+        let deployment = expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors")).await;
+        assert_eq!(deployment.body["spec"]["replicas"], 0, "the workers stop");
+        let mut answer = deployment.body.clone();
+        answer["metadata"]["generation"] = json!(5);
+        answer["status"] = json!({"observedGeneration": 5, "replicas": 1});
+        deployment.ok(&answer);
+        let status = status_applied(&mut h, &si_for_script).await;
+        assert_eq!(status["phase"], "Failed");
+        let degraded = condition(&status, types::DEGRADED);
+        assert_eq!(
+            (degraded["status"].as_str(), degraded["reason"].as_str()),
+            (Some("True"), Some(reasons::RESTART_LIMIT_REACHED))
+        );
+        let message = degraded["message"].as_str().expect("a message");
+        assert!(
+            message.starts_with("worker sensors-7d9-abc restarted 3 times (spec.maxRestarts 3); last exit code 1: error: cannot reach kafka:9092"),
+            "{message}"
+        );
+        assert_eq!(
+            condition(&status, types::READY)["reason"],
+            reasons::RESTART_LIMIT_REACHED
+        );
+        let (reason, note) = event_published(&mut h).await;
+        assert_eq!((reason.as_str(), note.as_str()), (reasons::RESTART_LIMIT_REACHED, message));
+        h
+    })
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 10);
+}

@@ -55,9 +55,11 @@ pub struct Plan {
     index: HashMap<Arc<str>, HashMap<i32, usize>>,
     /// Bytes of the records read so far.
     pub bytes: usize,
-    /// Offsets read so far, over all partitions.
+    /// Records taken so far, over all partitions: what the cap counts.
     pub offsets: i64,
-    /// At most this many offsets (maxOffsetsPerTrigger), taken in the order records arrive.
+    /// At most this many records (maxOffsetsPerTrigger), taken in the order they arrive.
+    /// Offsets that hold no record (transaction markers, aborted records, records removed by
+    /// compaction) cost nothing: a gap wider than the cap would otherwise never fit in a batch.
     offset_cap: Option<i64>,
 }
 
@@ -74,7 +76,7 @@ impl Plan {
         self.offset_cap.is_some_and(|cap| self.offsets >= cap)
     }
 
-    /// Offsets the cap still allows (unbounded without one).
+    /// Records the cap still allows (unbounded without one).
     pub fn allowance(&self) -> i64 {
         self.offset_cap
             .map_or(i64::MAX, |cap| cap.saturating_sub(self.offsets))
@@ -100,6 +102,7 @@ impl Plan {
         &mut self.partitions
     }
 
+    #[cfg(test)]
     pub fn get_mut(&mut self, topic: &str, partition: i32) -> Option<&mut PlannedPartition> {
         let slot = *self.index.get(topic)?.get(&partition)?;
         self.partitions.get_mut(slot)
@@ -123,6 +126,7 @@ impl Plan {
             .get(topic)
             .and_then(|partitions| partitions.get(&partition))
             .copied();
+        let capped = self.capped();
         let Some(planned) = slot.and_then(|slot| self.partitions.get_mut(slot)) else {
             return Placement::Elsewhere(make());
         };
@@ -130,15 +134,11 @@ impl Plan {
             return Placement::Duplicate;
         }
         let record = make();
-        let advance = offset + 1 - planned.cursor;
-        let allowed = self
-            .offset_cap
-            .is_none_or(|cap| self.offsets + advance <= cap);
-        if offset >= planned.end || !allowed {
+        if offset >= planned.end || capped {
             return Placement::Elsewhere(record);
         }
         self.bytes += record_bytes(&record);
-        self.offsets += advance;
+        self.offsets += 1;
         planned.cursor = offset + 1;
         planned.records.push(record);
         Placement::Taken
@@ -308,7 +308,20 @@ pub(crate) mod tests {
         let mut part = planned("t", 2, 0, 100);
         assert_eq!(ahead.drain_into(&mut part, 2).1, 2);
         assert_eq!(part.cursor, 2);
-        assert_eq!(ahead.next_offset(&tp), Some(5));
+        assert!(ahead.holds(&tp));
+
+        // The cap counts records: offsets that hold none (markers, aborted or compacted
+        // records) do not use it up.
+        let mut sparse = Plan::with_offset_cap(Some(2));
+        sparse.push(Arc::from("t"), planned("t", 0, 0, 1000));
+        for offset in [10, 500] {
+            assert!(matches!(
+                sparse.offer("t", 0, offset, || record("t", 0, offset)),
+                Placement::Taken
+            ));
+        }
+        assert!(sparse.capped());
+        assert_eq!(sparse.get_mut("t", 0).map(|p| p.cursor), Some(501));
     }
 
     #[test]

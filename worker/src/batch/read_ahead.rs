@@ -51,22 +51,21 @@ impl ReadAhead {
         }
     }
 
-    /// The offset after the last record kept for a partition.
-    pub fn next_offset(&self, tp: &TopicPartition) -> Option<i64> {
-        self.queues.get(tp)?.back().map(|r| r.offset + 1)
-    }
-
     /// Moves a partition's records in [cursor, end) into its planned part, dropping older ones,
-    /// advancing its cursor by at most `allowance` offsets. Returns the bytes and offsets moved.
+    /// taking at most `allowance` records. Returns the bytes and records moved.
+    ///
+    /// The cursor then also passes the offsets before the first record left behind (or up to
+    /// the planned end): records reach the read-ahead in offset order, only once the batch
+    /// reading them refused them, so the offsets between the last record a batch took and the
+    /// first one kept here hold no record (transaction markers, aborted transactions,
+    /// compaction) and are read.
     pub fn drain_into(&mut self, planned: &mut PlannedPartition, allowance: i64) -> (usize, i64) {
         let Some(queue) = self.queues.get_mut(&planned.tp) else {
             return (0, 0);
         };
-        let (mut moved, mut advanced) = (0, 0);
+        let (mut moved, mut taken) = (0, 0);
         while let Some(front) = queue.front() {
-            if front.offset >= planned.end
-                || (front.offset >= planned.cursor
-                    && advanced + front.offset + 1 - planned.cursor > allowance)
+            if front.offset >= planned.end || (front.offset >= planned.cursor && taken >= allowance)
             {
                 break;
             }
@@ -76,13 +75,40 @@ impl ReadAhead {
             let size = record_bytes(&record);
             self.bytes = self.bytes.saturating_sub(size);
             if record.offset >= planned.cursor {
-                advanced += record.offset + 1 - planned.cursor;
+                taken += 1;
                 planned.cursor = record.offset + 1;
                 planned.records.push(record);
                 moved += size;
             }
         }
-        (moved, advanced)
+        if let Some(front) = queue.front() {
+            planned.cursor = planned.cursor.max(front.offset.min(planned.end));
+        }
+        (moved, taken)
+    }
+
+    /// Passes the gap before a partition's first record kept here (see [`Self::drain_into`]):
+    /// true when the cursor moved.
+    pub fn pass_gap(&self, planned: &mut PlannedPartition) -> bool {
+        let Some(front) = self.queues.get(&planned.tp).and_then(VecDeque::front) else {
+            return false;
+        };
+        let to = front.offset.min(planned.end);
+        if to > planned.cursor {
+            planned.cursor = to;
+            return true;
+        }
+        false
+    }
+
+    /// The offset after the last record kept for a partition.
+    pub fn next_offset(&self, tp: &TopicPartition) -> Option<i64> {
+        self.queues.get(tp)?.back().map(|r| r.offset + 1)
+    }
+
+    /// Whether records of a partition are kept here.
+    pub fn holds(&self, tp: &TopicPartition) -> bool {
+        self.queues.get(tp).is_some_and(|q| !q.is_empty())
     }
 
     /// Forgets a partition's records (revoked, or re-read from the table).
@@ -135,7 +161,7 @@ mod tests {
             ahead.push(tp.clone(), record("t", 0, 7)),
             ReadAheadState::Full
         );
-        assert_eq!(ahead.next_offset(&tp), Some(8));
+        assert!(ahead.holds(&tp));
 
         let mut part = planned("t", 0, 6, 8);
         assert_eq!(ahead.drain_into(&mut part, i64::MAX), (2 * one, 2));
@@ -158,6 +184,41 @@ mod tests {
         );
         by_bytes.forget(&other);
         assert_eq!(by_bytes.bytes, one);
+    }
+
+    #[test]
+    fn the_offsets_before_the_first_record_kept_hold_no_record_and_are_passed() {
+        // Offsets 3..=5 are a transaction marker and aborted records: the consumer delivered
+        // 2 and then 6.
+        let tp = TopicPartition::new("t", 0);
+        let mut ahead = ReadAhead::new(100, usize::MAX);
+        ahead.push(tp.clone(), record("t", 0, 6));
+        ahead.push(tp.clone(), record("t", 0, 7));
+
+        // A gap wider than the cap costs nothing: the batch takes its records.
+        let mut part = planned("t", 0, 3, 100);
+        assert_eq!(ahead.drain_into(&mut part, 1).1, 1);
+        assert_eq!(
+            part.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
+            [6]
+        );
+        assert_eq!(part.cursor, 7, "7 is a record, left for the next batch");
+
+        // A batch that ends inside a gap reads up to its planned end, never past it.
+        let mut ahead = ReadAhead::new(100, usize::MAX);
+        ahead.push(tp.clone(), record("t", 0, 9));
+        let mut part = planned("t", 0, 3, 8);
+        assert_eq!(ahead.drain_into(&mut part, i64::MAX), (0, 0));
+        assert_eq!(part.cursor, 8);
+
+        // pass_gap: only forward, up to the first record kept or the end.
+        let mut part = planned("t", 0, 3, 100);
+        assert!(ahead.pass_gap(&mut part));
+        assert_eq!(part.cursor, 9);
+        assert!(!ahead.pass_gap(&mut part));
+        let empty = ReadAhead::new(100, usize::MAX);
+        let mut part = planned("t", 0, 3, 100);
+        assert!(!empty.pass_gap(&mut part) && part.cursor == 3);
     }
 
     #[test]

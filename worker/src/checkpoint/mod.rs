@@ -251,9 +251,17 @@ impl CheckpointDir {
                 // tails on a volume.
                 let mut file = std::fs::OpenOptions::new()
                     .create(true)
+                    .read(true)
                     .append(true)
                     .open(&path)
                     .map_err(Error::checkpoint("open the progress log", &path))?;
+                // A line torn by a full disk or a crash has no newline: the record after it
+                // starts a line of its own, or it would be torn too.
+                if !ends_with_newline(&mut file)
+                    .map_err(Error::checkpoint("read the end of the progress log", &path))?
+                {
+                    line.insert(0, '\n');
+                }
                 file.write_all(line.as_bytes())
                     .map_err(Error::checkpoint("append to the progress log", &path))
             }
@@ -449,10 +457,54 @@ fn tidy_azure_error(text: &str) -> String {
     }
 }
 
+/// Whether a file is empty or its last byte is a newline.
+fn ends_with_newline(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    if file.metadata()?.len() == 0 {
+        return Ok(true);
+    }
+    file.seek(SeekFrom::End(-1))?;
+    let mut last = [0_u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::partition::TopicPartition;
+
+    #[tokio::test]
+    async fn a_record_after_a_torn_line_starts_a_line_of_its_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().display().to_string();
+        let checkpoint = CheckpointDir::open(&location, &HashMap::new(), &owner("t"))
+            .await
+            .expect("open");
+        let progress = |batch_id| StreamingQueryProgress {
+            id: "q".into(),
+            run_id: "r".into(),
+            timestamp: "2026-11-30T00:00:00Z".into(),
+            batch_id,
+            ..StreamingQueryProgress::default()
+        };
+        checkpoint.log_progress(&progress(3)).await.expect("log");
+        // The disk filled up in the middle of the next record.
+        let path = dir.path().join(PROGRESS_LOG);
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        file.write_all(br#"{"id":"q","runId":"r","timesta"#)
+            .expect("torn");
+        drop(file);
+        checkpoint.log_progress(&progress(5)).await.expect("log");
+        let text = std::fs::read_to_string(&path).expect("read");
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert!(lines[1].ends_with("timesta"), "{text}");
+        assert_eq!(checkpoint.last_batch_id().await.expect("read"), Some(5));
+    }
 
     fn owner(name: &str) -> OwnerClaim {
         OwnerClaim {

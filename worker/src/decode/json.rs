@@ -13,6 +13,7 @@
 mod build;
 mod convert;
 mod parse;
+mod pattern;
 mod time;
 
 use std::collections::{BTreeSet, HashMap};
@@ -130,6 +131,8 @@ pub struct JsonDecoder {
     metadata: Vec<MetadataColumn>,
     /// The table's schema: declared columns, metadata columns, then `_rescued_data` (rescue).
     table_schema: SchemaRef,
+    /// How dates and timestamps are read (dateFormat, timestampFormat, timeZone).
+    formats: time::Formats,
 }
 
 /// What became of one record (its cells are in the buffer it was decoded into: one per
@@ -197,6 +200,7 @@ impl JsonDecoder {
             by_name,
             metadata,
             table_schema: Arc::new(Schema::new(table_fields)),
+            formats: time::Formats::of(format).map_err(Error::Unsupported)?,
         })
     }
 
@@ -307,6 +311,24 @@ impl JsonDecoder {
         self.by_name.get(name).copied()
     }
 
+    /// A tombstone (a record with no value, as a compacted topic's deletes are): Spark's
+    /// `from_json(null)` is a null struct, not a corrupt record, so it is a row whose data
+    /// columns are all null, with `_rescued_data` null (there is no text to keep), in every
+    /// mode. Only a `nullable: false` field keeps it out of a fail or deadLetter table (whose
+    /// column cannot hold the null); a rescue table's columns are all nullable.
+    fn tombstone(&self, rescue: bool) -> Outcome {
+        let required = self.columns.iter().find(|c| c.required).filter(|_| !rescue);
+        Outcome {
+            rescued: None,
+            problem: required.map(|column| {
+                format!(
+                    "the record is a tombstone (no value), so field \"{}\" is null, but the schema says nullable: false",
+                    column.name
+                )
+            }),
+        }
+    }
+
     /// Reads one record's value. In rescue mode fields that do not read are rescued (with the
     /// fields not in the schema, as Auto Loader's rescued data column does); a value that is
     /// not one JSON object, or whose required field is missing, is rescued whole. In the other
@@ -319,6 +341,9 @@ impl JsonDecoder {
     ) -> Outcome {
         cells.clear();
         cells.resize(self.columns.len(), Cell::Null);
+        if value.is_none() {
+            return self.tombstone(rescue);
+        }
         let whole = |cells: &mut Vec<Cell<'a>>, problem: String| {
             cells.iter_mut().for_each(|c| *c = Cell::Null);
             Outcome {
@@ -349,7 +374,7 @@ impl JsonDecoder {
                 continue;
             };
             let column = &self.columns[index];
-            match convert::convert(&column.data_type, &member.value) {
+            match convert::convert(&column.data_type, &member.value, &self.formats) {
                 Ok(cell) => cells[index] = cell,
                 Err(why) => {
                     problems.push(format!(
@@ -404,9 +429,15 @@ impl JsonDecoder {
 
 /// The members of a value that is one JSON object, or why it is not.
 fn read_object(value: Option<&[u8]>) -> std::result::Result<Vec<Member<'_>>, String> {
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
-        return Err("the record has no value".to_string());
+    let Some(value) = value else {
+        return Err("the record is a tombstone (no value)".to_string());
     };
+    if value.is_empty() {
+        return Err(
+            "the value is empty (0 bytes), which is not JSON (Spark's from_json reads it as null)"
+                .to_string(),
+        );
+    }
     let text = std::str::from_utf8(value).map_err(|error| {
         format!(
             "the value is not valid UTF-8 (invalid byte at position {}; Spark would read it \
@@ -425,7 +456,11 @@ fn read_object(value: Option<&[u8]>) -> std::result::Result<Vec<Member<'_>>, Str
 }
 
 /// A metadata column for the rows `rows` (indices into `records`).
-fn metadata_array(column: MetadataColumn, records: &[Record], rows: &[usize]) -> ArrayRef {
+pub(super) fn metadata_array(
+    column: MetadataColumn,
+    records: &[Record],
+    rows: &[usize],
+) -> ArrayRef {
     let each = rows.iter().map(|&i| &records[i]);
     match column {
         MetadataColumn::Topic => Arc::new(StringArray::from_iter_values(each.map(|r| &*r.topic))),

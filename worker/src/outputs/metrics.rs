@@ -68,12 +68,17 @@ pub struct Metrics {
     offsets_behind_latest: Family<PartitionLabels, Gauge>,
     compactions: Family<CompactionLabels, Counter>,
     files_compacted: Counter,
+    vacuums: Family<CompactionLabels, Counter>,
+    files_vacuumed: Counter,
     /// The last known lag of each assigned partition (a batch reports only its own).
     lag: Mutex<BTreeMap<TopicPartition, i64>>,
     /// Milliseconds since the epoch of the pipeline's last turn; 0 before it starts.
     last_beat_ms: AtomicU64,
     /// How long without a beat before /readyz turns red.
     stall: Duration,
+    /// What the worker cannot reach now (the brokers, the table): why, and since when
+    /// (milliseconds since the epoch). /readyz is red while any is listed.
+    unreachable: Mutex<BTreeMap<&'static str, (String, u64)>>,
 }
 
 impl Default for Metrics {
@@ -99,9 +104,12 @@ impl Metrics {
             offsets_behind_latest: Family::default(),
             compactions: Family::default(),
             files_compacted: Counter::default(),
+            vacuums: Family::default(),
+            files_vacuumed: Counter::default(),
             lag: Mutex::new(BTreeMap::new()),
             last_beat_ms: AtomicU64::new(0),
             stall,
+            unreachable: Mutex::new(BTreeMap::new()),
         };
         let registry = &mut metrics.registry;
         registry.register(
@@ -164,6 +172,16 @@ impl Metrics {
             "Small files rewritten into larger ones by committed compactions",
             metrics.files_compacted.clone(),
         );
+        registry.register(
+            "vacuums",
+            "VACUUM runs, by outcome (committed, failed)",
+            metrics.vacuums.clone(),
+        );
+        registry.register(
+            "files_vacuumed",
+            "Unreferenced data files deleted by VACUUM",
+            metrics.files_vacuumed.clone(),
+        );
         metrics
     }
 
@@ -177,6 +195,16 @@ impl Metrics {
         if outcome == "committed" {
             self.files_compacted.inc_by(files_removed as u64);
         }
+    }
+
+    /// Records a VACUUM run (`outcome`: committed or failed) and the files it deleted.
+    pub fn record_vacuum(&self, outcome: &str, files_deleted: usize) {
+        self.vacuums
+            .get_or_create(&CompactionLabels {
+                outcome: outcome.to_string(),
+            })
+            .inc();
+        self.files_vacuumed.inc_by(files_deleted as u64);
     }
 
     /// Records a committed batch.
@@ -222,15 +250,61 @@ impl Metrics {
         self.last_beat_ms.store(now_ms(), Ordering::Relaxed);
     }
 
+    /// The outcome of a reachability check of `part` (the brokers, the table): an error keeps
+    /// /readyz red, with the reason, until a check of the same part succeeds.
+    pub fn set_reachability(&self, part: &'static str, outcome: std::result::Result<(), String>) {
+        let mut unreachable = match self.unreachable.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        match outcome {
+            Ok(()) => {
+                if unreachable.remove(part).is_some() {
+                    tracing::info!(part, "reachable again");
+                }
+            }
+            Err(reason) => {
+                let since = unreachable
+                    .get(part)
+                    .map_or_else(now_ms, |(_, since)| *since);
+                if !unreachable.contains_key(part) {
+                    warn!(part, %reason, "unreachable: /readyz answers 503 until it is reachable again");
+                }
+                unreachable.insert(part, (reason, since));
+            }
+        }
+    }
+
+    /// Why the worker cannot reach its brokers or its table, if it cannot.
+    fn unreachable(&self) -> Option<String> {
+        let unreachable = match self.unreachable.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if unreachable.is_empty() {
+            return None;
+        }
+        let now = now_ms();
+        Some(
+            unreachable
+                .values()
+                .map(|(reason, since)| {
+                    format!("{reason} (for {} s)", now.saturating_sub(*since) / 1000)
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        )
+    }
+
     /// How long since the pipeline last turned; None before its first turn.
     fn silence(&self) -> Option<Duration> {
         let last = self.last_beat_ms.load(Ordering::Relaxed);
         (last > 0).then(|| Duration::from_millis(now_ms().saturating_sub(last)))
     }
 
-    /// Ready: the pipeline has started and turned recently.
+    /// Ready: the pipeline has started and turned recently, and reaches its brokers and table.
     pub fn ready(&self) -> bool {
-        self.silence().is_some_and(|silent| silent <= self.stall)
+        tributary_http::Probe::readiness(self).is_ok()
     }
 
     /// The Prometheus text exposition.
@@ -260,7 +334,10 @@ impl tributary_http::Probe for Metrics {
             return Err("the pipeline has not started".into());
         };
         if silent <= self.stall {
-            Ok(())
+            match self.unreachable() {
+                None => Ok(()),
+                Some(reason) => Err(reason),
+            }
         } else {
             Err(format!(
                 "the pipeline has stalled: no batch or poll for {} s (limit {} s)",
@@ -357,6 +434,30 @@ mod tests {
         assert!(wedged.contains("wedged"), "{wedged}");
         metrics.heartbeat();
         assert_eq!(metrics.liveness(), Ok(()), "alive again once it turns");
+        assert_eq!(metrics.readiness(), Ok(()));
+        metrics.set_reachability(
+            "brokers",
+            Err("cannot reach the Kafka brokers at k:9092: Connection refused".into()),
+        );
+        let unreachable = metrics.readiness().expect_err("brokers down");
+        assert!(
+            unreachable.starts_with(
+                "cannot reach the Kafka brokers at k:9092: Connection refused (for 0 s)"
+            ),
+            "{unreachable}"
+        );
+        assert!(!metrics.ready());
+        assert_eq!(metrics.liveness(), Ok(()), "alive: the worker retries");
+        metrics.set_reachability("table", Err("cannot reach the Delta table".into()));
+        metrics.set_reachability("brokers", Ok(()));
+        assert!(
+            metrics
+                .readiness()
+                .expect_err("table")
+                .starts_with("cannot reach the Delta table")
+        );
+        metrics.set_reachability("table", Ok(()));
+        assert_eq!(metrics.readiness(), Ok(()), "ready again");
     }
 
     #[tokio::test]

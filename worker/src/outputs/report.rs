@@ -54,6 +54,9 @@ pub struct WorkerReport {
     pub progress: Option<StreamingQueryProgress>,
     /// Assigned partitions, as topic-partition.
     pub partitions: Vec<String>,
+    /// Offsets behind the latest over the assigned partitions, when known (otherwise the
+    /// progress's own figure).
+    pub lag: Option<i64>,
     /// Why the worker stopped, when it failed.
     pub error: Option<String>,
     /// The condition reason of that error, where there is one.
@@ -63,11 +66,13 @@ pub struct WorkerReport {
 /// The server-side apply body for one report: only the fields a worker owns.
 pub fn status_patch(target: &StatusTarget, report: &WorkerReport) -> Value {
     let progress = report.progress.as_ref();
-    let lag = progress.and_then(|p| {
-        p.sources
-            .iter()
-            .map(|s| s.offsets_behind_latest)
-            .sum::<Option<i64>>()
+    let lag = report.lag.or_else(|| {
+        progress.and_then(|p| {
+            p.sources
+                .iter()
+                .map(|s| s.offsets_behind_latest)
+                .sum::<Option<i64>>()
+        })
     });
     let entry = WorkerStatus {
         name: target.pod.clone(),
@@ -234,6 +239,7 @@ mod tests {
             query_id: Some("q-1".into()),
             progress: Some(progress(batch_id, 7)),
             partitions: vec!["sensor-readings-0".into()],
+            lag: None,
             error: None,
             error_reason: None,
         }

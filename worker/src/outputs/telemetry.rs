@@ -1,7 +1,7 @@
 //! Where a worker's state goes besides stdout and the checkpoint: Prometheus metrics always,
 //! and the StreamingIngestion's status when the operator asked for it (in a pod).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tributary_crds::StreamingQueryProgress;
 
@@ -14,9 +14,27 @@ use crate::partition::TopicPartition;
 pub struct Telemetry {
     pub metrics: Arc<Metrics>,
     pub reporter: Option<Arc<StatusReporter>>,
+    /// What was last reported, so that a rebalance is reported before the next batch.
+    reported: Arc<Mutex<Reported>>,
+}
+
+/// The last batch and the assignment a status report was made from.
+#[derive(Default)]
+struct Reported {
+    progress: Option<StreamingQueryProgress>,
+    /// The consumer's assignment generation last reported.
+    generation: Option<u64>,
 }
 
 impl Telemetry {
+    pub fn new(metrics: Arc<Metrics>, reporter: Option<Arc<StatusReporter>>) -> Telemetry {
+        Telemetry {
+            metrics,
+            reporter,
+            reported: Arc::default(),
+        }
+    }
+
     /// The pipeline turned (a batch, or an idle poll): keeps /readyz green.
     pub fn heartbeat(&self) {
         self.metrics.heartbeat();
@@ -33,14 +51,58 @@ impl Telemetry {
         self.metrics
             .update_offsets_behind(partition_lag(progress), assigned);
         if let Some(reporter) = &self.reporter {
-            reporter.report(WorkerReport {
-                query_id: Some(progress.id.clone()),
-                progress: Some(progress.clone()),
-                partitions: assigned.iter().map(ToString::to_string).collect(),
-                error: None,
-                error_reason: None,
-            });
+            reporter.report(report_of(progress, assigned));
+            self.reported_lock().progress = Some(progress.clone());
         }
+    }
+
+    /// The consumer's assignment may have changed (`generation` counts rebalances): a worker
+    /// that lost partitions says so at once, with the lag of the partitions it keeps, rather
+    /// than at its next batch, which may never come (an idle worker reads nothing). Without
+    /// this the operator would count the lost partitions' lag twice, and autoscale on it.
+    pub fn assignment_changed(
+        &self,
+        generation: u64,
+        assigned: impl FnOnce() -> Vec<TopicPartition>,
+    ) {
+        let Some(reporter) = &self.reporter else {
+            return;
+        };
+        let mut reported = self.reported_lock();
+        if reported.generation == Some(generation) {
+            return;
+        }
+        let first = reported.generation.is_none();
+        reported.generation = Some(generation);
+        // The first assignment is reported with the first batch.
+        if first {
+            return;
+        }
+        if let Some(progress) = &reported.progress {
+            reporter.report(report_of(progress, &assigned()));
+        }
+    }
+
+    fn reported_lock(&self) -> std::sync::MutexGuard<'_, Reported> {
+        self.reported.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The report of a worker that owns `assigned` and whose last batch is `progress`: its lag
+/// counts only the partitions it still owns.
+fn report_of(progress: &StreamingQueryProgress, assigned: &[TopicPartition]) -> WorkerReport {
+    let lag = partition_lag(progress)
+        .into_iter()
+        .filter(|(tp, _)| assigned.contains(tp))
+        .map(|(_, lag)| lag)
+        .sum();
+    WorkerReport {
+        query_id: Some(progress.id.clone()),
+        progress: Some(progress.clone()),
+        partitions: assigned.iter().map(ToString::to_string).collect(),
+        lag: Some(lag),
+        error: None,
+        error_reason: None,
     }
 }
 
@@ -75,17 +137,42 @@ mod tests {
     use std::collections::BTreeMap;
     use tributary_crds::SourceProgress;
 
+    /// Offsets of topic `t`, by partition.
+    fn offsets(pairs: &[(&str, i64)]) -> BTreeMap<String, BTreeMap<String, i64>> {
+        BTreeMap::from([(
+            "t".to_string(),
+            pairs
+                .iter()
+                .map(|(p, o)| (p.to_string(), *o))
+                .collect::<BTreeMap<_, _>>(),
+        )])
+    }
+
+    #[test]
+    fn a_worker_reports_the_lag_of_the_partitions_it_still_owns() {
+        let progress = StreamingQueryProgress {
+            id: "q".into(),
+            sources: vec![SourceProgress {
+                end_offset: offsets(&[("0", 90), ("1", 50), ("2", 10)]),
+                latest_offset: offsets(&[("0", 100), ("1", 80), ("2", 10)]),
+                ..SourceProgress::default()
+            }],
+            ..StreamingQueryProgress::default()
+        };
+        let all: Vec<TopicPartition> = (0..3).map(|p| TopicPartition::new("t", p)).collect();
+        let before = report_of(&progress, &all);
+        assert_eq!(before.lag, Some(40));
+        assert_eq!(before.partitions, ["t-0", "t-1", "t-2"]);
+        // After a rebalance took t-1 away, its 30 offsets are another worker's.
+        let after = report_of(&progress, &[all[0].clone(), all[2].clone()]);
+        assert_eq!(after.lag, Some(10));
+        assert_eq!(after.partitions, ["t-0", "t-2"]);
+        // With nothing left, nothing behind.
+        assert_eq!(report_of(&progress, &[]).lag, Some(0));
+    }
+
     #[test]
     fn lag_per_partition_comes_from_end_and_latest_offsets() {
-        let offsets = |pairs: &[(&str, i64)]| {
-            BTreeMap::from([(
-                "t".to_string(),
-                pairs
-                    .iter()
-                    .map(|(p, o)| (p.to_string(), *o))
-                    .collect::<BTreeMap<_, _>>(),
-            )])
-        };
         let progress = StreamingQueryProgress {
             sources: vec![SourceProgress {
                 end_offset: offsets(&[("0", 90), ("1", 50)]),

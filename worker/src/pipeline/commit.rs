@@ -10,7 +10,7 @@ use tributary_crds::OnError;
 use super::Pipeline;
 use super::read::ReadBatch;
 use crate::decode::Decoded;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::partition::OffsetMap;
 use crate::sink::{CommitOutcome, PartitionCommit};
 use crate::transform::DELETE_COLUMN;
@@ -31,6 +31,8 @@ pub(super) struct Committed {
     /// Commits retried after another replica's commit.
     pub retries: u64,
     pub dead_letter_rows: i64,
+    /// Writing the batch's dead letters (onError: deadLetter), then its rows.
+    pub dead_letter_ms: Option<i64>,
     pub commit_ms: i64,
 }
 
@@ -45,13 +47,9 @@ impl Pipeline {
         if self.decoder.on_error() == OnError::Fail
             && let Some(bad) = decoded.bad.first()
         {
-            let record = &read.records[bad.index];
-            return Err(Error::BadRecord {
-                topic: record.topic.to_string(),
-                partition: record.partition,
-                offset: record.offset,
-                reason: bad.reason.clone(),
-            });
+            return Err(self
+                .decoder
+                .stop_at(&read.records[bad.index], bad.reason.clone()));
         }
         Ok(DecodedBatch {
             decoded,
@@ -80,6 +78,11 @@ impl Pipeline {
             None => Some(0),
             Some(table) => table.write(&read.records, &decoded.decoded.bad, &ends)?,
         };
+        let dead_letter_ms = self
+            .dead_letter
+            .is_some()
+            .then(|| started.elapsed().as_millis() as i64);
+        let started = Instant::now();
         let Some(dead_letter_rows) = dead_letter_rows else {
             warn!(
                 "another worker wrote dead letters for these partitions: the batch is abandoned and the partitions re-read from the table"
@@ -109,7 +112,10 @@ impl Pipeline {
                 "tributary.runId".to_string(),
                 serde_json::json!(self.run_id),
             ),
-            ("tributary.batchId".to_string(), serde_json::json!(batch_id)),
+            (
+                crate::sink::BATCH_ID_KEY.to_string(),
+                serde_json::json!(batch_id),
+            ),
         ]);
         let outcome = match (&decoded.merge, self.shaping.merge_keys()) {
             (Some(rows), Some(keys)) => {
@@ -143,6 +149,7 @@ impl Pipeline {
             files,
             retries,
             dead_letter_rows,
+            dead_letter_ms,
             commit_ms,
         }))
     }

@@ -18,6 +18,7 @@ mod open;
 mod publish;
 mod read;
 mod shape;
+mod watch;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,14 +28,14 @@ use tokio::runtime::Handle;
 use tracing::{info, info_span};
 use tributary_crds::{StreamingIngestion, TriggerKind};
 
-use crate::batch::{BatchOutcome, Next, ReadAhead, Schedule, TopicNames};
+use crate::batch::{BatchOutcome, MinOffsets, Next, ReadAhead, Schedule, TopicNames};
 use crate::checkpoint::CheckpointDir;
-use crate::decode::JsonDecoder;
+use crate::decode::Decoder;
 use crate::error::Result;
 use crate::outputs::Telemetry;
 use crate::partition::OffsetMap;
 use crate::sink::catalog::Renewal;
-use crate::sink::{DeadLetterTable, Maintenance, SharedTable, outcome_label};
+use crate::sink::{DeadLetterTable, Finished, Maintenance, SharedTable, outcome_label};
 use crate::source::{Source, SparkTakeover};
 use crate::tuning::Tuning;
 
@@ -107,7 +108,7 @@ pub struct Pipeline {
     dead_letter: Option<DeadLetterTable>,
     /// Background compaction (queries that run for long).
     maintenance: Option<Maintenance>,
-    decoder: JsonDecoder,
+    decoder: Decoder,
     /// The transform and outputMode update, between decode and commit.
     shaping: shape::Shaping,
     checkpoint: CheckpointDir,
@@ -116,6 +117,8 @@ pub struct Pipeline {
     /// The end offsets of a run to completion.
     targets: Option<OffsetMap>,
     max_offsets_per_trigger: Option<i64>,
+    /// minOffsetsPerTrigger with maxTriggerDelay (continuous triggers only).
+    min_offsets: Option<MinOffsets>,
     /// Records read ahead of a batch's planned end, kept for the next batch.
     read_ahead: ReadAhead,
     topic_names: TopicNames,
@@ -134,6 +137,8 @@ pub struct Pipeline {
     summary: RunSummary,
     /// Storage credentials the catalog vended, renewed before they expire.
     renewal: Option<Renewal>,
+    /// Checks that the brokers and the table can be reached, for /readyz; stops when dropped.
+    _watch: Option<watch::Watch>,
 }
 
 impl Pipeline {
@@ -143,10 +148,11 @@ impl Pipeline {
 
     /// The loop: wait for the trigger, then read, decode, commit and publish one batch.
     fn run(&mut self) -> Result<()> {
-        let mut batch_id = self
-            .runtime
-            .block_on(self.checkpoint.last_batch_id())?
-            .map_or(0, |b| b + 1);
+        // Batch ids number the progress records; the table's commits count too, in case a
+        // committed batch's progress record could not be written.
+        let logged = self.runtime.block_on(self.checkpoint.last_batch_id())?;
+        let committed = self.table.last_batch_id()?;
+        let mut batch_id = logged.max(committed).map_or(0, |b| b + 1);
         loop {
             self.telemetry.heartbeat();
             self.maintain();
@@ -201,13 +207,18 @@ impl Pipeline {
     /// compaction.
     fn maintain(&mut self) {
         self.source.serve_offsets_client();
-        let Some(outcome) = self.maintenance.as_mut().and_then(Maintenance::tick) else {
-            return;
-        };
-        if let Some(label) = outcome_label(&outcome) {
-            self.telemetry
-                .metrics
-                .record_compaction(label, outcome.files_removed);
+        let metrics = &self.telemetry.metrics;
+        match self.maintenance.as_mut().and_then(Maintenance::tick) {
+            Some(Finished::Compaction(outcome)) => {
+                if let Some(label) = outcome_label(&outcome) {
+                    metrics.record_compaction(label, outcome.files_removed);
+                }
+            }
+            Some(Finished::Vacuum(outcome)) => {
+                metrics.record_vacuum("committed", outcome.files_deleted);
+            }
+            Some(Finished::VacuumFailed) => metrics.record_vacuum("failed", 0),
+            None => {}
         }
     }
 

@@ -13,17 +13,18 @@ use tracing::info;
 use tributary_crds::{OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind};
 
 use super::shape::Shaping;
+use super::watch::Watch;
 use super::{Pipeline, RunSummary};
-use crate::batch::{ReadAhead, Schedule, TopicNames};
+use crate::batch::{MinOffsets, ReadAhead, Schedule, TopicNames};
 use crate::checkpoint::{self, AvailableNowRun, CheckpointDir, OwnerClaim};
-use crate::decode::JsonDecoder;
+use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
 use crate::partition::{OffsetMap, TopicPartition, from_partition_offsets, to_partition_offsets};
 use crate::secrets;
 use crate::sink::{
-    DeadLetterTable, DeltaSink, Maintenance, OpenOptions, SharedTable, TxnIds, catalog,
-    dead_letter_schema,
+    DeadLetterTable, DeltaSink, Maintenance, OpenOptions, SharedTable, TxnIds, VacuumPolicy,
+    catalog, dead_letter_schema,
 };
 use crate::source::{
     self, RunTargets, Source, SourceConfig, SparkCheckpoint, SparkTakeover, StartResolver,
@@ -93,7 +94,7 @@ impl Pipeline {
             &spec.sink.delta.secret_storage_options,
             "spec.sink.delta",
         )?;
-        let decoder = JsonDecoder::new(&spec.format.json, &spec.metadata_columns)?;
+        let decoder = Decoder::new(&spec.format, &spec.metadata_columns())?;
         let shaping = Shaping::new(spec, &decoder, &runtime)?;
         // A table named through Unity Catalog is resolved (and registered when absent) before
         // the checkpoint is claimed, so a refused token or an unknown table leaves nothing.
@@ -119,6 +120,7 @@ impl Pipeline {
             &table_uri,
             &table_options,
             &storage_options,
+            &decoder,
             shaping.table_schema(),
             &identity,
             kind,
@@ -132,6 +134,7 @@ impl Pipeline {
             .map(|sink| DeadLetterTable::new(sink, ids, runtime.clone(), query_id.clone()));
 
         let metadata_client = source::metadata_client(&source)?;
+        let brokers = source::BrokerCheck::new(&source)?;
         let initial = initial_offsets(
             &metadata_client,
             &source,
@@ -149,8 +152,21 @@ impl Pipeline {
             &run_id,
             &runtime,
         )?;
-        let source = start_source(source, metadata_client, initial, &table, targets.as_ref())?;
+        let source = start_source(
+            source,
+            metadata_client,
+            initial,
+            &table,
+            targets.as_ref(),
+            tuning.group_instance_id.as_deref(),
+        )?;
         let fail_on_data_loss = source.config().read.fail_on_data_loss();
+        let watch = Watch::start(
+            brokers,
+            table.clone(),
+            runtime.clone(),
+            telemetry.metrics.clone(),
+        );
 
         Ok(Pipeline {
             name: identity.to_string(),
@@ -172,6 +188,7 @@ impl Pipeline {
                 .source
                 .read_options()
                 .and_then(|r| r.max_offsets_per_trigger),
+            min_offsets: min_offsets(spec, kind)?,
             read_ahead: ReadAhead::new(tuning.read_ahead_records, READ_AHEAD_BYTES),
             topic_names: TopicNames::default(),
             max_batch_bytes: tuning.max_batch_bytes,
@@ -181,6 +198,7 @@ impl Pipeline {
             fail_on_data_loss,
             previous_start: None,
             telemetry,
+            _watch: watch,
             summary: RunSummary {
                 query_id,
                 table: table_uri,
@@ -188,6 +206,26 @@ impl Pipeline {
             },
         })
     }
+}
+
+/// minOffsetsPerTrigger with maxTriggerDelay, for a continuous query (a run to completion
+/// reads up to its end in batches of maxOffsetsPerTrigger, as Spark ignores the minimum for
+/// availableNow).
+fn min_offsets(spec: &StreamingIngestionSpec, kind: TriggerKind) -> Result<Option<MinOffsets>> {
+    let Some(read) = spec.source.read_options() else {
+        return Ok(None);
+    };
+    let Some(min) = read.min_offsets_per_trigger else {
+        return Ok(None);
+    };
+    if kind.runs_to_completion() {
+        info!("minOffsetsPerTrigger does not apply to a run to completion");
+        return Ok(None);
+    }
+    let delay = read
+        .max_trigger_delay()
+        .map_err(|e| Error::Unsupported(format!("maxTriggerDelay: {e}")))?;
+    Ok(Some(MinOffsets::new(min, delay)))
 }
 
 /// Resolves the source's settings and checks the brokers: refused credentials, an untrusted
@@ -230,6 +268,7 @@ fn open_tables(
     table_uri: &str,
     table_options: &HashMap<String, String>,
     storage_options: &HashMap<String, String>,
+    decoder: &Decoder,
     table_schema: SchemaRef,
     identity: &Identity,
     kind: TriggerKind,
@@ -256,17 +295,25 @@ fn open_tables(
     let data = open_data()?;
     // Queries that run for long compact their small files in the background, on a second
     // handle (a long availableNow backfill writes one ~1 MiB file per batch); once is one batch.
-    let maintenance = match tuning.compaction_interval() {
-        Some(interval) if kind != TriggerKind::Once => Some(Maintenance::new(
+    let vacuum = delta.vacuum.as_ref().map(|vacuum| VacuumPolicy {
+        interval: tuning.vacuum_interval(vacuum.interval()),
+        retain_hours: vacuum.retain_hours(),
+        enforce_retention: vacuum.retention_duration_check(),
+    });
+    let compaction = tuning.compaction_interval();
+    let maintenance = if kind != TriggerKind::Once && (compaction.is_some() || vacuum.is_some()) {
+        Maintenance::new(
             open_data()?,
             runtime.clone(),
-            interval,
+            compaction,
             tuning.compaction_min_files,
-        )),
-        _ => None,
+            vacuum,
+        )
+    } else {
+        None
     };
-    let format = &spec.format.json;
-    let dead_letter = match (format.on_error(), &format.dead_letter) {
+    let dead_letter_table = spec.format.json().and_then(|f| f.dead_letter.as_ref());
+    let dead_letter = match (decoder.on_error(), dead_letter_table) {
         (OnError::DeadLetter, Some(dead_letter)) => {
             Some(runtime.block_on(DeltaSink::open_or_create(
                 &dead_letter.uri,
@@ -383,7 +430,7 @@ fn run_targets(
             }
             Ok(Some(targets.into_offsets()))
         }
-        TriggerKind::Once => Ok(Some(source::latest_of_subscription(client, source)?)),
+        TriggerKind::Once => Ok(Some(source::run_end_offsets(client, source)?)),
         TriggerKind::Default | TriggerKind::ProcessingTime(_) => Ok(None),
     }
 }
@@ -397,6 +444,7 @@ fn start_source(
     initial: OffsetMap,
     table: &SharedTable,
     targets: Option<&OffsetMap>,
+    group_instance_id: Option<&str>,
 ) -> Result<Source> {
     let resolver = StartResolver {
         table_offsets: Box::new({
@@ -409,5 +457,5 @@ fn start_source(
         bootstrap: source.bootstrap.clone(),
     };
     let fixed: Option<Vec<TopicPartition>> = targets.map(|t| t.keys().cloned().collect());
-    Source::start(source, resolver, fixed.as_deref())
+    Source::start(source, resolver, fixed.as_deref(), group_instance_id)
 }

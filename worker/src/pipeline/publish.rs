@@ -49,13 +49,18 @@ impl Pipeline {
             rescued_rows,
             dead_letter_rows: committed.dead_letter_rows,
             delta_version: Some(committed.version),
-            duration_ms: BTreeMap::from([
-                ("latestOffset".to_string(), read.latest_offset_ms),
-                ("fetch".to_string(), read.fetch_ms),
-                ("decode".to_string(), decoded.decode_ms),
-                ("commit".to_string(), committed.commit_ms),
-                ("triggerExecution".to_string(), total_ms),
-            ]),
+            duration_ms: BTreeMap::from_iter(
+                [
+                    ("latestOffset", Some(read.latest_offset_ms)),
+                    ("fetch", Some(read.fetch_ms)),
+                    ("decode", Some(decoded.decode_ms)),
+                    ("deadLetter", committed.dead_letter_ms),
+                    ("commit", Some(committed.commit_ms)),
+                    ("triggerExecution", Some(total_ms)),
+                ]
+                .into_iter()
+                .filter_map(|(phase, ms)| Some((phase.to_string(), ms?))),
+            ),
             since_previous_s: self
                 .previous_start
                 .map(|p| started.duration_since(p).as_secs_f64()),

@@ -40,6 +40,30 @@ impl Pipeline {
         if assigned.is_empty() {
             return Ok(Read::Idle);
         }
+        if let Some(min_offsets) = self.min_offsets.as_mut() {
+            // Offsets waiting, by the high watermarks of the last fetches (no request to the
+            // brokers per check) or the records read ahead, whichever reaches further (a
+            // partition paused with a full read-ahead fetches no new watermark); a partition
+            // not fetched yet counts none.
+            let available: i64 = assigned
+                .iter()
+                .map(|(tp, start)| {
+                    let high = self
+                        .source
+                        .cached_high_watermark(tp)
+                        .max(self.read_ahead.next_offset(tp));
+                    high.map_or(0, |high| (high - start.offset).max(0))
+                })
+                .sum();
+            if min_offsets.put_off(available, Instant::now()) {
+                tracing::debug!(
+                    available,
+                    min = min_offsets.min(),
+                    "batch put off: fewer offsets than minOffsetsPerTrigger"
+                );
+                return Ok(Read::Idle);
+            }
+        }
         let cap = self.schedule.offset_cap(self.max_offsets_per_trigger);
         let mut plan = plan_batch(
             &assigned,
@@ -75,19 +99,19 @@ impl Pipeline {
         }))
     }
 
-    /// Moves what was read ahead into the plan, within its offset cap, and lets the planned
+    /// Moves what was read ahead into the plan, within its cap, and lets the planned
     /// partitions fetch again.
     fn drain_read_ahead(&mut self, plan: &mut Plan) {
-        let (mut moved, mut advanced) = (0, 0);
+        let (mut moved, mut taken) = (0, 0);
         let allowance = plan.allowance();
         for planned in plan.partitions_mut() {
-            let (bytes, offsets) = self.read_ahead.drain_into(planned, allowance - advanced);
+            let (bytes, records) = self.read_ahead.drain_into(planned, allowance - taken);
             moved += bytes;
-            advanced += offsets;
+            taken += records;
             self.source.resume(&planned.tp);
         }
         plan.bytes += moved;
-        plan.offsets += advanced;
+        plan.offsets += taken;
     }
 
     /// Polls records into the plan until its limits are reached. False when the batch is
@@ -106,9 +130,9 @@ impl Pipeline {
             let (got, quiet) = self.poll_burst(plan, limits);
             if quiet {
                 drained = true;
-                if !limits.open_ended() {
-                    self.advance_to_positions(plan);
-                }
+            }
+            if !limits.open_ended() {
+                self.pass_gaps(plan, quiet);
             }
             if got {
                 last_progress = Instant::now();
@@ -160,6 +184,9 @@ impl Pipeline {
                 None,
             );
             self.check_assignment()?;
+            let source = &self.source;
+            self.telemetry
+                .assignment_changed(source.generation(), || source.assigned_partitions());
             // Waiting out a processingTime interval or an idle spell is a healthy turn too.
             self.telemetry.heartbeat();
             if Instant::now() >= deadline || self.stopped() {
@@ -234,23 +261,22 @@ impl Pipeline {
         Ok(false)
     }
 
-    /// A partition whose consumer position passed offsets that never arrive as records
-    /// (transaction markers, offsets removed by compaction) is read up to that position;
-    /// otherwise its batch would wait for them until the read times out.
-    fn advance_to_positions(&self, plan: &mut Plan) {
-        // Records refused by the cap wait in the read-ahead behind the position: never skip them.
-        if plan.capped() {
-            return;
-        }
-        let Some(positions) = self.source.positions() else {
-            return;
-        };
-        for (tp, position) in positions {
-            if self.read_ahead.next_offset(&tp).is_none()
-                && let Some(planned) = plan.get_mut(&tp.topic, tp.partition)
-                && position > planned.cursor
+    /// Planned partitions read past offsets that hold no record (transaction markers, aborted
+    /// transactions, records removed by compaction), which would otherwise keep a batch with
+    /// planned ends waiting for them until its read times out: up to the first record the
+    /// read-ahead keeps of the partition, or, when it keeps none and the consumer is `quiet`,
+    /// up to the consumer's position (librdkafka moves it past the markers and aborted records
+    /// it does not deliver).
+    fn pass_gaps(&self, plan: &mut Plan, quiet: bool) {
+        let positions = if quiet { self.source.positions() } else { None };
+        for planned in plan.partitions_mut() {
+            if self.read_ahead.pass_gap(planned) || self.read_ahead.holds(&planned.tp) {
+                continue;
+            }
+            if let Some(position) = positions.as_ref().and_then(|p| p.get(&planned.tp))
+                && *position > planned.cursor
             {
-                planned.cursor = position.min(planned.end);
+                planned.cursor = (*position).min(planned.end);
             }
         }
     }

@@ -9,7 +9,7 @@ use deltalake::arrow::datatypes::SchemaRef;
 use tokio::runtime::Handle;
 use tributary_crds::{OnError, OutputMode, StreamingIngestionSpec};
 
-use crate::decode::{Decoded, JsonDecoder};
+use crate::decode::{Decoded, Decoder, JsonDecoder, RawDecoder};
 use crate::error::{Error, Result};
 use crate::record::Record;
 use crate::transform::{Transform, latest_per_key};
@@ -27,13 +27,13 @@ struct Update {
     keys: Vec<String>,
     /// deleteOnTombstone: decodes tombstones into rows of null fields beside their metadata
     /// columns, from which their keys are computed.
-    tombstones: Option<JsonDecoder>,
+    tombstones: Option<Decoder>,
 }
 
 impl Shaping {
     pub fn new(
         spec: &StreamingIngestionSpec,
-        decoder: &JsonDecoder,
+        decoder: &Decoder,
         runtime: &Handle,
     ) -> Result<Shaping> {
         let transform = spec
@@ -53,10 +53,23 @@ impl Shaping {
             OutputMode::Append => None,
             OutputMode::Update => {
                 let tombstones = if delta.delete_on_tombstone.unwrap_or(false) {
-                    let mut format = spec.format.json.clone();
-                    format.on_error = Some(OnError::Rescue);
-                    format.dead_letter = None;
-                    Some(JsonDecoder::new(&format, &spec.metadata_columns)?)
+                    let metadata = spec.metadata_columns();
+                    // Rescue makes every tombstone a row (null fields beside its metadata
+                    // columns); a raw format's tombstone is a row already (a null value).
+                    Some(match (&spec.format.json, &spec.format.raw) {
+                        (Some(json), _) => {
+                            let mut format = json.clone();
+                            format.on_error = Some(OnError::Rescue);
+                            format.dead_letter = None;
+                            Decoder::Json(JsonDecoder::new(&format, &metadata)?)
+                        }
+                        (None, Some(raw)) => Decoder::Raw(RawDecoder::new(raw, &metadata)?),
+                        (None, None) => {
+                            return Err(Error::Unsupported(
+                                tributary_crds::FORMAT_ONE_OF_MESSAGE.to_string(),
+                            ));
+                        }
+                    })
                 } else {
                     None
                 };
@@ -173,7 +186,7 @@ impl Shaping {
     /// stays what it is without deleteOnTombstone: bad input.
     fn tombstones(
         &self,
-        decoder: &JsonDecoder,
+        decoder: &Decoder,
         keys: &[String],
         records: &[Record],
     ) -> Result<(RecordBatch, Vec<usize>)> {

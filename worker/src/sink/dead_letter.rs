@@ -1,7 +1,7 @@
 //! The dead-letter table (onError: deadLetter): each record that did not parse, with its error
 //! and Kafka coordinates, so it can be inspected and replayed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -39,9 +39,10 @@ impl DeadLetterTable {
 
     /// Writes a batch's bad records, skipping those a previous attempt of the same batch
     /// already wrote (the txns say how far each partition got); `ends` holds each partition of
-    /// the batch and the next offset after it. Returns the batch's dead-letter row count, or
-    /// None when another worker moved one of the partitions' dead-letter txns meanwhile: it
-    /// owns them now.
+    /// the batch and the next offset after it. One commit for the whole batch, carrying a txn
+    /// for each partition that has bad records in it; the table is read once (its txns) and
+    /// written once. Returns the batch's dead-letter row count, or None when another worker
+    /// moved one of the partitions' dead-letter txns meanwhile: it owns them now.
     pub fn write(
         &mut self,
         records: &[Record],
@@ -51,34 +52,43 @@ impl DeadLetterTable {
         if bad.is_empty() {
             return Ok(Some(0));
         }
-        let tps: Vec<TopicPartition> = ends.keys().cloned().collect();
-        let ids: Vec<String> = tps.iter().map(|tp| self.ids.dead_letter(tp)).collect();
-        let versions = self.runtime.block_on(self.sink.txn_versions(&ids))?;
-        let written: BTreeMap<TopicPartition, Option<i64>> =
-            tps.iter().cloned().zip(versions).collect();
-        let fresh = not_yet_written(records, bad, &written);
+        let by_partition = BadByPartition::of(records, bad);
+        let ids: Vec<String> = by_partition
+            .partitions
+            .iter()
+            .map(|tp| self.ids.dead_letter(tp))
+            .collect();
+        let written = self.runtime.block_on(self.sink.txn_versions(&ids))?;
+        let fresh = by_partition.not_yet_written(records, bad, &written);
         if fresh.is_empty() {
             return Ok(Some(bad.len() as i64));
         }
         let batch = batch(records, &fresh, &self.query_id)?;
-        let txns: Vec<TxnUpdate> = tps
-            .iter()
-            .filter(|tp| {
-                fresh.iter().any(|b| {
-                    let r = &records[b.index];
-                    *r.topic == *tp.topic && r.partition == tp.partition
-                })
-            })
-            .map(|tp| TxnUpdate {
-                app_id: self.ids.dead_letter(tp),
-                expected: written.get(tp).copied().flatten(),
-                version: ends.get(tp).copied().unwrap_or(0),
-            })
-            .collect();
-        match self
-            .runtime
-            .block_on(self.sink.commit(Some(&batch), &txns, HashMap::new()))?
-        {
+        let mut txns = Vec::new();
+        let mut current = Vec::new();
+        for (i, tp) in by_partition.partitions.iter().enumerate() {
+            if !fresh.iter().any(|b| by_partition.of_record[b.index] == i) {
+                continue;
+            }
+            let end = ends.get(tp).copied().ok_or_else(|| {
+                Error::Runtime(format!(
+                    "internal: a bad record of {}-{} is not in the batch's partitions",
+                    tp.topic, tp.partition
+                ))
+            })?;
+            txns.push(TxnUpdate {
+                app_id: ids[i].clone(),
+                expected: written[i],
+                version: end,
+            });
+            current.push(written[i]);
+        }
+        match self.runtime.block_on(self.sink.commit_read(
+            Some(&batch),
+            &txns,
+            &current,
+            HashMap::new(),
+        ))? {
             CommitOutcome::Committed { .. } => Ok(Some(bad.len() as i64)),
             CommitOutcome::Conflict(reason) => {
                 tracing::debug!(reason, "dead-letter commit conflict");
@@ -88,23 +98,49 @@ impl DeadLetterTable {
     }
 }
 
-/// The bad records at or past where their partition's dead-letter txn says an earlier attempt
-/// got (`written`: None for a partition never written).
-fn not_yet_written<'a>(
-    records: &[Record],
-    bad: &'a [BadRecord],
-    written: &BTreeMap<TopicPartition, Option<i64>>,
-) -> Vec<&'a BadRecord> {
-    bad.iter()
-        .filter(|b| {
+/// The partitions a batch's bad records come from, and each record's partition, found without
+/// an allocation per record.
+struct BadByPartition {
+    partitions: Vec<TopicPartition>,
+    /// For each record of the batch that is bad, the index of its partition in `partitions`
+    /// (indexed by the record's position in the batch; unused for good records).
+    of_record: Vec<usize>,
+}
+
+impl BadByPartition {
+    fn of(records: &[Record], bad: &[BadRecord]) -> BadByPartition {
+        let mut index: HashMap<(&str, i32), usize> = HashMap::new();
+        let mut partitions = Vec::new();
+        let mut of_record = vec![usize::MAX; records.len()];
+        for b in bad {
             let r = &records[b.index];
-            let done = written
-                .get(&TopicPartition::new(&*r.topic, r.partition))
-                .copied()
-                .flatten();
-            done.is_none_or(|v| r.offset >= v)
-        })
-        .collect()
+            let i = *index.entry((&*r.topic, r.partition)).or_insert_with(|| {
+                partitions.push(TopicPartition::new(&*r.topic, r.partition));
+                partitions.len() - 1
+            });
+            of_record[b.index] = i;
+        }
+        BadByPartition {
+            partitions,
+            of_record,
+        }
+    }
+
+    /// The bad records at or past where their partition's dead-letter txn says an earlier
+    /// attempt got (`written`, in the order of `partitions`: None for one never written).
+    fn not_yet_written<'a>(
+        &self,
+        records: &[Record],
+        bad: &'a [BadRecord],
+        written: &[Option<i64>],
+    ) -> Vec<&'a BadRecord> {
+        bad.iter()
+            .filter(|b| {
+                let done = written.get(self.of_record[b.index]).copied().flatten();
+                done.is_none_or(|v| records[b.index].offset >= v)
+            })
+            .collect()
+    }
 }
 
 pub fn schema() -> SchemaRef {
@@ -190,17 +226,30 @@ mod tests {
                 reason: "not JSON".into(),
             })
             .collect();
-        // Partition 0 got up to offset 6 in an earlier attempt; 1 was never written; 2 has no
-        // txn lookup at all (not in the batch's partitions).
-        let written = BTreeMap::from([
-            (TopicPartition::new("t", 0), Some(6)),
-            (TopicPartition::new("t", 1), None),
-        ]);
-        let fresh: Vec<usize> = not_yet_written(&records, &bad, &written)
+        let by_partition = BadByPartition::of(&records, &bad);
+        assert_eq!(
+            by_partition.partitions,
+            [
+                TopicPartition::new("t", 0),
+                TopicPartition::new("t", 1),
+                TopicPartition::new("t", 2)
+            ]
+        );
+        // Partition 0 got up to offset 6 in an earlier attempt; 1 and 2 were never written.
+        let written = [Some(6), None, None];
+        let fresh: Vec<usize> = by_partition
+            .not_yet_written(&records, &bad, &written)
             .iter()
             .map(|b| b.index)
             .collect();
         assert_eq!(fresh, [1, 2, 3]);
+        // Everything written: nothing is fresh.
+        let all = [Some(10), Some(3), Some(8)];
+        assert!(
+            by_partition
+                .not_yet_written(&records, &bad, &all)
+                .is_empty()
+        );
 
         let rows = batch(
             &records,

@@ -38,6 +38,27 @@ pub struct TxnUpdate {
     pub version: i64,
 }
 
+/// Why `txns` cannot be committed over the table's `current` txn versions (in the order of
+/// `txns`): another writer moved a partition since the batch was planned, or a partition would
+/// move backwards. None when they can.
+fn txn_conflict_in(txns: &[TxnUpdate], current: &[Option<i64>]) -> Option<String> {
+    for (txn, now) in txns.iter().zip(current) {
+        if *now != txn.expected {
+            return Some(format!(
+                "{} is at {:?} in the table, the batch started at {:?}",
+                txn.app_id, now, txn.expected
+            ));
+        }
+        if now.is_some_and(|v| txn.version <= v) {
+            return Some(format!(
+                "{} would move from {:?} back to {}",
+                txn.app_id, now, txn.version
+            ));
+        }
+    }
+    None
+}
+
 /// What became of a commit.
 #[derive(Debug)]
 pub enum CommitOutcome {
@@ -52,6 +73,13 @@ pub enum CommitOutcome {
 }
 
 /// A Delta table the worker appends to.
+/// What a VACUUM deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VacuumOutcome {
+    pub files_deleted: usize,
+    pub retain_hours: i32,
+}
+
 pub struct DeltaSink {
     uri: String,
     url: Url,
@@ -62,7 +90,47 @@ pub struct DeltaSink {
     /// The table's schema with the declared columns it lacks, added by the next commit that
     /// carries rows (mergeSchema).
     evolve_to: Option<StructType>,
+    txn_cache: TxnCache,
 }
+
+/// Txn versions known at one table version. delta-rs answers each app id's lookup with a
+/// replay of the log since the last checkpoint, and a batch looks up every partition of both
+/// tables; the log of a version never changes, so while the table stays at the version an
+/// answer was read at (or moves only by this sink's own commits, whose txns are known) the
+/// answer holds. Any other move of the table (another replica, a compaction) starts afresh.
+#[derive(Debug, Default)]
+struct TxnCache {
+    version: Option<u64>,
+    versions: HashMap<String, Option<i64>>,
+}
+
+impl TxnCache {
+    /// Forgets what was known unless the table is still at the version it was known at.
+    fn at(&mut self, version: Option<u64>) {
+        if self.version != version {
+            self.version = version;
+            self.versions.clear();
+        }
+    }
+
+    /// This sink's commit of `txns` took the table from `from` to `to`: with nothing in
+    /// between, the answers carry over with the new txns; otherwise they are forgotten.
+    fn committed(&mut self, from: Option<u64>, to: u64, txns: &[TxnUpdate]) {
+        if self.version.is_none() || self.version != from || from.map(|v| v + 1) != Some(to) {
+            self.version = None;
+            self.versions.clear();
+            return;
+        }
+        self.version = Some(to);
+        for txn in txns {
+            self.versions.insert(txn.app_id.clone(), Some(txn.version));
+        }
+    }
+}
+
+/// The table property under which txns expire: with it an answer can change while the table
+/// does not, so such tables are not cached.
+const TXN_RETENTION_PROPERTY: &str = "delta.setTransactionRetentionDuration";
 
 /// How to open (or create) a table.
 pub struct OpenOptions<'a> {
@@ -80,8 +148,48 @@ pub struct OpenOptions<'a> {
     pub merge_schema: bool,
 }
 
+/// A reachability check of the table's storage: the commit file of a version the worker read
+/// (never removed while it is the latest: log cleanup keeps the newest commits) is looked up.
+pub struct TableProbe {
+    log_store: deltalake::logstore::LogStoreRef,
+    version: Option<u64>,
+    uri: String,
+}
+
+impl TableProbe {
+    /// Whether the storage answers, and holds the table; else why not (secrets redacted).
+    pub async fn check(&self) -> std::result::Result<(), String> {
+        use deltalake::logstore::object_store::ObjectStoreExt;
+        let Some(version) = self.version else {
+            return Ok(());
+        };
+        let path = deltalake::logstore::object_store::path::Path::from(format!(
+            "_delta_log/{version:020}.json"
+        ));
+        let store = self.log_store.object_store(None);
+        match store.head(&path).await {
+            Ok(_) => Ok(()),
+            Err(deltalake::logstore::object_store::Error::NotFound { .. }) => Err(format!(
+                "the Delta table at {} has lost its commit {version} (was the table deleted or its volume unmounted?)",
+                self.uri
+            )),
+            Err(error) => Err(format!(
+                "cannot reach the Delta table at {}: {}",
+                self.uri,
+                crate::secrets::redact(&first_line(&error.to_string()))
+            )),
+        }
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines().next().unwrap_or_default().to_string()
+}
+
 /// The commit-info key under which each batch commit records the query that wrote it.
 pub const QUERY_ID_KEY: &str = "tributary.queryId";
+/// The commit info key of the micro-batch a commit wrote.
+pub const BATCH_ID_KEY: &str = "tributary.batchId";
 
 /// The table URL of a location: an absolute path or a URL.
 pub fn table_url(location: &str) -> Result<Url> {
@@ -187,6 +295,7 @@ impl DeltaSink {
             partition_by,
             target_file_size,
             evolve_to,
+            txn_cache: TxnCache::default(),
         })
     }
 
@@ -200,6 +309,36 @@ impl DeltaSink {
             .target_file_size
             .unwrap_or(super::compact::DEFAULT_TARGET_FILE_SIZE);
         super::compact::compact(&mut self.table, &self.uri, target, policy).await
+    }
+
+    /// VACUUM: deletes the data files the table stopped referencing more than `retain_hours`
+    /// ago (Delta's lite mode: the files of its remove actions, such as the small files a
+    /// compaction replaced). With `enforce_retention`, a retention under the table's
+    /// deletedFileRetentionDuration is refused. Safe while this and other writers append:
+    /// only files no version newer than the retention reads are deleted.
+    pub async fn vacuum(
+        &mut self,
+        retain_hours: i32,
+        enforce_retention: bool,
+    ) -> Result<VacuumOutcome> {
+        // Another writer's commits since this handle last looked must count.
+        self.table
+            .update_state()
+            .await
+            .map_err(Error::delta("refresh", &self.uri))?;
+        let (table, metrics) = self
+            .table
+            .clone()
+            .vacuum()
+            .with_retention_period(chrono::Duration::hours(i64::from(retain_hours)))
+            .with_enforce_retention_duration(enforce_retention)
+            .await
+            .map_err(Error::delta("vacuum", &self.uri))?;
+        self.table = table;
+        Ok(VacuumOutcome {
+            files_deleted: metrics.files_deleted.len(),
+            retain_hours,
+        })
     }
 
     /// Reopens the table with other storage options (renewed credentials), at its latest
@@ -218,6 +357,16 @@ impl DeltaSink {
         Ok(())
     }
 
+    /// What a reachability check needs (taken under the table's lock, used outside it): the
+    /// log store and the version whose commit file must be there.
+    pub fn reach_probe(&self) -> TableProbe {
+        TableProbe {
+            log_store: self.table.log_store(),
+            version: self.table.version(),
+            uri: self.uri.clone(),
+        }
+    }
+
     /// Reloads the table to its latest version.
     pub async fn refresh(&mut self) -> Result<()> {
         self.table
@@ -226,19 +375,25 @@ impl DeltaSink {
             .map_err(Error::delta("refresh", &self.uri))
     }
 
-    /// The query ids recorded in the table's latest `limit` commits (`tributary.queryId` in
-    /// the commit info), newest first, each once.
-    pub async fn recent_writers(&mut self, limit: usize) -> Result<Vec<String>> {
+    /// The commit infos of the table's latest `limit` commits, newest first.
+    async fn recent_commit_infos(
+        &mut self,
+        limit: usize,
+    ) -> Result<Vec<deltalake::kernel::CommitInfo>> {
         use futures::TryStreamExt;
         self.refresh().await?;
-        let infos: Vec<_> = self
-            .table
+        self.table
             .history(Some(limit))
             .try_collect()
             .await
-            .map_err(Error::delta("read the history of", &self.uri))?;
+            .map_err(Error::delta("read the history of", &self.uri))
+    }
+
+    /// The query ids recorded in the table's latest `limit` commits (`tributary.queryId` in
+    /// the commit info), newest first, each once.
+    pub async fn recent_writers(&mut self, limit: usize) -> Result<Vec<String>> {
         let mut writers: Vec<String> = Vec::new();
-        for info in infos {
+        for info in self.recent_commit_infos(limit).await? {
             if let Some(id) = info.info.get(QUERY_ID_KEY).and_then(|v| v.as_str())
                 && !writers.iter().any(|w| w == id)
             {
@@ -246,6 +401,18 @@ impl DeltaSink {
             }
         }
         Ok(writers)
+    }
+
+    /// The highest `tributary.batchId` that query `query_id` recorded in the table's latest
+    /// `limit` commits.
+    pub async fn last_batch_of(&mut self, query_id: &str, limit: usize) -> Result<Option<i64>> {
+        Ok(self
+            .recent_commit_infos(limit)
+            .await?
+            .iter()
+            .filter(|info| info.info.get(QUERY_ID_KEY).and_then(|v| v.as_str()) == Some(query_id))
+            .filter_map(|info| info.info.get(BATCH_ID_KEY).and_then(|v| v.as_i64()))
+            .max())
     }
 
     /// The latest txn version of each app id (None: never written).
@@ -256,38 +423,28 @@ impl DeltaSink {
             .table
             .snapshot()
             .map_err(Error::delta("read", &self.uri))?;
+        let cacheable = !snapshot
+            .metadata()
+            .configuration()
+            .contains_key(TXN_RETENTION_PROPERTY);
+        self.txn_cache
+            .at(cacheable.then(|| self.table.version()).flatten());
         let mut versions = Vec::with_capacity(app_ids.len());
         for app_id in app_ids {
-            versions.push(
-                snapshot
-                    .transaction_version(log_store.as_ref(), app_id)
-                    .await
-                    .map_err(Error::delta("read the txn versions of", &self.uri))?,
-            );
+            if let Some(known) = self.txn_cache.versions.get(app_id) {
+                versions.push(*known);
+                continue;
+            }
+            let version = snapshot
+                .transaction_version(log_store.as_ref(), app_id)
+                .await
+                .map_err(Error::delta("read the txn versions of", &self.uri))?;
+            if self.txn_cache.version.is_some() {
+                self.txn_cache.versions.insert(app_id.clone(), version);
+            }
+            versions.push(version);
         }
         Ok(versions)
-    }
-
-    /// Why `txns` cannot be committed (another writer moved a partition since the batch was
-    /// planned, or a partition would move backwards); None when they can. Refreshes the table.
-    async fn txn_conflict(&mut self, txns: &[TxnUpdate]) -> Result<Option<String>> {
-        let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
-        let current = self.txn_versions(&app_ids).await?;
-        for (txn, now) in txns.iter().zip(&current) {
-            if *now != txn.expected {
-                return Ok(Some(format!(
-                    "{} is at {:?} in the table, the batch started at {:?}",
-                    txn.app_id, now, txn.expected
-                )));
-            }
-            if now.is_some_and(|v| txn.version <= v) {
-                return Ok(Some(format!(
-                    "{} would move from {:?} back to {}",
-                    txn.app_id, now, txn.version
-                )));
-            }
-        }
-        Ok(None)
     }
 
     /// Writes `batch` (if any rows) and commits it with `txns`, atomically; checks first that
@@ -299,7 +456,31 @@ impl DeltaSink {
         txns: &[TxnUpdate],
         app_metadata: HashMap<String, serde_json::Value>,
     ) -> Result<CommitOutcome> {
-        if let Some(reason) = self.txn_conflict(txns).await? {
+        let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
+        let current = self.txn_versions(&app_ids).await?;
+        self.commit_read(batch, txns, &current, app_metadata).await
+    }
+
+    /// [`DeltaSink::commit`] for txns whose versions the caller has just read with
+    /// [`DeltaSink::txn_versions`] (`current`, in the order of `txns`): the table is not read
+    /// again. A writer that moved one of them since is still caught, by the commit's own
+    /// conflict check (a concurrent commit carrying the same txn app id fails it).
+    pub async fn commit_read(
+        &mut self,
+        batch: Option<&RecordBatch>,
+        txns: &[TxnUpdate],
+        current: &[Option<i64>],
+        app_metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<CommitOutcome> {
+        if current.len() != txns.len() {
+            return Err(Error::Runtime(format!(
+                "internal: {} txn versions read for {} txns of {}",
+                current.len(),
+                txns.len(),
+                self.uri
+            )));
+        }
+        if let Some(reason) = txn_conflict_in(txns, current) {
             return Ok(CommitOutcome::Conflict(reason));
         }
         let mut actions = Vec::new();
@@ -374,6 +555,8 @@ impl DeltaSink {
             .await;
         match result {
             Ok(finalized) => {
+                self.txn_cache
+                    .committed(self.table.version(), finalized.version(), txns);
                 if evolves && let Some(merged) = self.evolve_to.take() {
                     let added: Vec<&str> = merged
                         .fields()
@@ -656,6 +839,81 @@ mod tests {
         assert!(matches!(outcome, CommitOutcome::Committed { files: 1, .. }));
         // Reopened with the same (partly NOT NULL) schema, the nullable table still fits.
         open(&location).await.expect("reopen");
+    }
+
+    fn rows() -> RecordBatch {
+        RecordBatch::try_new(
+            schema(),
+            vec![
+                Arc::new(StringArray::from(vec![Some("d-1")])),
+                Arc::new(Int64Array::from(vec![0])),
+            ],
+        )
+        .expect("batch")
+    }
+
+    fn txn(app_id: &str, expected: Option<i64>, version: i64) -> TxnUpdate {
+        TxnUpdate {
+            app_id: app_id.into(),
+            expected,
+            version,
+        }
+    }
+
+    #[tokio::test]
+    async fn txn_versions_known_from_own_commits_and_read_again_after_another_writer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        let mut ours = open(&location).await.expect("create");
+        let mut theirs = open(&location).await.expect("open");
+        let ids = ["p0".to_string(), "p1".to_string()];
+        let committed = |outcome: CommitOutcome| {
+            assert!(
+                matches!(outcome, CommitOutcome::Committed { .. }),
+                "{outcome:?}"
+            );
+        };
+        committed(
+            ours.commit(Some(&rows()), &[txn("p0", None, 2)], HashMap::new())
+                .await
+                .expect("commit"),
+        );
+        assert_eq!(
+            ours.txn_versions(&ids).await.expect("txns"),
+            [Some(2), None]
+        );
+        // Another writer moves p1 (and the table): ours must not answer from what it knew.
+        committed(
+            theirs
+                .commit(Some(&rows()), &[txn("p1", None, 7)], HashMap::new())
+                .await
+                .expect("commit"),
+        );
+        assert_eq!(
+            ours.txn_versions(&ids).await.expect("txns"),
+            [Some(2), Some(7)]
+        );
+        committed(
+            ours.commit(Some(&rows()), &[txn("p0", Some(2), 4)], HashMap::new())
+                .await
+                .expect("commit"),
+        );
+        assert_eq!(
+            ours.txn_versions(&ids).await.expect("txns"),
+            [Some(4), Some(7)]
+        );
+        // A commit whose expectation is stale is refused, whatever was known before.
+        let stale = theirs
+            .commit(Some(&rows()), &[txn("p0", Some(2), 9)], HashMap::new())
+            .await
+            .expect("commit");
+        assert!(matches!(stale, CommitOutcome::Conflict(_)), "{stale:?}");
+        // A fresh handle reads the same from the log alone.
+        let mut reopened = open(&location).await.expect("reopen");
+        assert_eq!(
+            reopened.txn_versions(&ids).await.expect("txns"),
+            [Some(4), Some(7)]
+        );
     }
 
     /// A table as Spark creates it with a table feature: writer version 7, and `invariants`

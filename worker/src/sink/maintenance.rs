@@ -1,4 +1,5 @@
-//! Table maintenance beside a continuous query: small files -> compaction in the background.
+//! Table maintenance beside a query: small files -> compaction, unreferenced files -> VACUUM,
+//! both in the background.
 //!
 //! Each micro-batch of a continuous query commits its own files, a few hundred KB at common
 //! rates; left alone a table collects thousands of them an hour and every reader pays for
@@ -6,6 +7,10 @@
 //! background task that rewrites the small files into target-sized ones (see [`super::compact`]),
 //! so ingestion never waits for it. Appends and compactions commit independently; a
 //! compaction that loses a race to another one (another replica's) gives up its bins.
+//!
+//! Compaction only marks the small files removed; they stay on storage for readers of older
+//! versions until a VACUUM (`sink.delta.vacuum`) deletes the ones unreferenced for longer than
+//! the retention. VACUUM runs on the same handle, never at the same time as a compaction.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -15,70 +20,153 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::compact::{CompactionOutcome, CompactionPolicy, CompactionStatus};
-use super::delta::DeltaSink;
+use super::delta::{DeltaSink, VacuumOutcome};
 use crate::error::Result;
 
-type Run = JoinHandle<(DeltaSink, Result<CompactionOutcome>)>;
+/// What a background run did.
+#[derive(Debug)]
+pub enum Finished {
+    Compaction(CompactionOutcome),
+    Vacuum(VacuumOutcome),
+    /// A VACUUM failed (logged); the next interval retries.
+    VacuumFailed,
+}
 
-/// The background compaction of one table.
+enum Job {
+    Compaction(CompactionPolicy),
+    Vacuum(VacuumPolicy),
+}
+
+enum Work {
+    Compaction(Result<CompactionOutcome>),
+    Vacuum(Result<VacuumOutcome>),
+}
+
+type Run = JoinHandle<(DeltaSink, Work)>;
+
+/// When and how VACUUM runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VacuumPolicy {
+    pub interval: Duration,
+    /// Hours a file must have been unreferenced before it is deleted.
+    pub retain_hours: i32,
+    /// Whether deltalake refuses a retention under the table's deletedFileRetentionDuration.
+    pub enforce_retention: bool,
+}
+
+/// A recurring piece of maintenance.
+struct Schedule {
+    interval: Duration,
+    last_started: Instant,
+}
+
+impl Schedule {
+    fn new(interval: Duration) -> Schedule {
+        Schedule {
+            interval,
+            last_started: Instant::now(),
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.last_started.elapsed() >= self.interval
+    }
+}
+
+/// The background maintenance of one table.
 pub struct Maintenance {
     /// The table handle, here between runs and inside the task during one.
     idle: Option<DeltaSink>,
     running: Option<Run>,
-    policy: CompactionPolicy,
-    interval: Duration,
-    last_started: Instant,
+    compaction: Option<(CompactionPolicy, Schedule)>,
+    vacuum: Option<(VacuumPolicy, Schedule)>,
     runtime: Handle,
     /// Renewed storage credentials, for the handle before its next run.
     renewed_options: Option<HashMap<String, String>>,
 }
 
 impl Maintenance {
-    /// Compaction of `sink`'s table every `interval`, of partitions with at least
-    /// `min_small_files` small files (the policy's default when None).
+    /// Compaction of `sink`'s table every `compaction_interval` (None: never), of partitions
+    /// with at least `min_small_files` small files (the policy's default when None), and VACUUM
+    /// as `vacuum` says. None when there is nothing to do.
     pub fn new(
         sink: DeltaSink,
         runtime: Handle,
-        interval: Duration,
+        compaction_interval: Option<Duration>,
         min_small_files: Option<usize>,
-    ) -> Maintenance {
-        let mut policy = CompactionPolicy::default();
-        if let Some(min_files) = min_small_files {
-            policy.min_small_files = min_files;
+        vacuum: Option<VacuumPolicy>,
+    ) -> Option<Maintenance> {
+        if compaction_interval.is_none() && vacuum.is_none() {
+            return None;
         }
-        Maintenance {
+        let compaction = compaction_interval.map(|interval| {
+            let mut policy = CompactionPolicy::default();
+            if let Some(min_files) = min_small_files {
+                policy.min_small_files = min_files;
+            }
+            (policy, Schedule::new(interval))
+        });
+        Some(Maintenance {
             idle: Some(sink),
             running: None,
-            policy,
-            interval,
-            last_started: Instant::now(),
+            compaction,
+            vacuum: vacuum.map(|policy| {
+                let schedule = Schedule::new(policy.interval);
+                (policy, schedule)
+            }),
             runtime,
             renewed_options: None,
-        }
+        })
     }
 
-    /// Called between batches: collects a finished run and starts the next one when due.
-    /// Returns the outcome of a run that finished since the last call.
-    pub fn tick(&mut self) -> Option<CompactionOutcome> {
+    /// Called between batches: collects a finished run and starts the next one when due
+    /// (VACUUM first: it is rare and deletes what compaction left behind).
+    pub fn tick(&mut self) -> Option<Finished> {
         let finished = self.collect();
-        if self.running.is_none()
-            && self.last_started.elapsed() >= self.interval
-            && let Some(mut sink) = self.idle.take()
-        {
-            let policy = self.policy.clone();
-            let renewed = self.renewed_options.take();
-            self.last_started = Instant::now();
-            self.running = Some(self.runtime.spawn(async move {
-                if let Some(options) = renewed
-                    && let Err(error) = sink.reopen_with(options).await
-                {
-                    return (sink, Err(error));
-                }
-                let result = sink.compact(&policy).await;
-                (sink, result)
-            }));
+        if self.running.is_some() || self.idle.is_none() {
+            return finished;
         }
+        let Some(job) = self.next_job() else {
+            return finished;
+        };
+        let Some(mut sink) = self.idle.take() else {
+            return finished;
+        };
+        let renewed = self.renewed_options.take();
+        self.running = Some(self.runtime.spawn(async move {
+            let reopened = match renewed {
+                Some(options) => sink.reopen_with(options).await,
+                None => Ok(()),
+            };
+            let work = match job {
+                Job::Vacuum(policy) => Work::Vacuum(match reopened {
+                    Ok(()) => {
+                        sink.vacuum(policy.retain_hours, policy.enforce_retention)
+                            .await
+                    }
+                    Err(error) => Err(error),
+                }),
+                Job::Compaction(policy) => Work::Compaction(match reopened {
+                    Ok(()) => sink.compact(&policy).await,
+                    Err(error) => Err(error),
+                }),
+            };
+            (sink, work)
+        }));
         finished
+    }
+
+    /// The work that is due, marking it started.
+    fn next_job(&mut self) -> Option<Job> {
+        if let Some((policy, schedule)) = self.vacuum.as_mut().filter(|(_, s)| s.due()) {
+            schedule.last_started = Instant::now();
+            return Some(Job::Vacuum(policy.clone()));
+        }
+        if let Some((policy, schedule)) = self.compaction.as_mut().filter(|(_, s)| s.due()) {
+            schedule.last_started = Instant::now();
+            return Some(Job::Compaction(policy.clone()));
+        }
+        None
     }
 
     /// Storage options with renewed credentials: the next run opens the table with them.
@@ -86,30 +174,42 @@ impl Maintenance {
         self.renewed_options = Some(options);
     }
 
-    fn collect(&mut self) -> Option<CompactionOutcome> {
+    fn collect(&mut self) -> Option<Finished> {
         if !self.running.as_ref().is_some_and(JoinHandle::is_finished) {
             return None;
         }
         let run = self.running.take()?;
         match self.runtime.block_on(run) {
-            Ok((sink, result)) => {
+            Ok((sink, work)) => {
                 self.idle = Some(sink);
-                match result {
-                    Ok(outcome) => {
+                match work {
+                    Work::Compaction(Ok(outcome)) => {
                         log(&outcome);
-                        Some(outcome)
+                        Some(Finished::Compaction(outcome))
                     }
                     // The table is intact either way (nothing or everything of a run is
                     // committed), so ingestion goes on and the next run tries again.
-                    Err(error) => {
+                    Work::Compaction(Err(error)) => {
                         warn!(%error, "compaction failed; ingestion goes on, the next run retries");
                         None
+                    }
+                    Work::Vacuum(Ok(outcome)) => {
+                        info!(
+                            files_deleted = outcome.files_deleted,
+                            retain_hours = outcome.retain_hours,
+                            "vacuumed files unreferenced for longer than the retention"
+                        );
+                        Some(Finished::Vacuum(outcome))
+                    }
+                    Work::Vacuum(Err(error)) => {
+                        warn!(%error, "VACUUM failed; ingestion goes on, the next interval retries");
+                        Some(Finished::VacuumFailed)
                     }
                 }
             }
             Err(error) => {
-                // A panic in the task loses the table handle: compaction stops, ingestion not.
-                warn!(%error, "the compaction task died; compaction is off until the worker restarts");
+                // A panic in the task loses the table handle: maintenance stops, ingestion not.
+                warn!(%error, "the maintenance task died; compaction and VACUUM are off until the worker restarts");
                 None
             }
         }

@@ -1,5 +1,6 @@
 //! The sink stage: the Delta table a batch is committed to with its partitions' offsets, the
-//! dead-letter table, and the table's upkeep (compaction of small files in the background).
+//! dead-letter table, and the table's upkeep (compaction of small files and VACUUM, in the
+//! background).
 //!
 //! Inside, each module uses only those listed before it: `compact`, `delta` (the table
 //! writer), `table` (txn ids, the handle shared with the source), `dead_letter`, `maintenance`,
@@ -13,8 +14,8 @@ mod maintenance;
 mod table;
 
 pub use dead_letter::{DeadLetterTable, schema as dead_letter_schema};
-pub use delta::{CommitOutcome, DeltaSink, OpenOptions, QUERY_ID_KEY};
-pub use maintenance::{Maintenance, outcome_label};
+pub use delta::{BATCH_ID_KEY, CommitOutcome, DeltaSink, OpenOptions, QUERY_ID_KEY};
+pub use maintenance::{Finished, Maintenance, VacuumPolicy, outcome_label};
 pub use table::{PartitionCommit, SharedTable, TxnIds};
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use tokio::runtime::Handle;
 use tracing::Instrument;
 
-use super::delta::{CommitOutcome, DeltaSink, TxnUpdate};
+use super::delta::{CommitOutcome, DeltaSink, TableProbe, TxnUpdate};
 use crate::error::{Error, Result};
 use crate::partition::{OffsetMap, TopicPartition};
 
@@ -80,6 +80,11 @@ impl SharedTable {
         f(&mut sink)
     }
 
+    /// A reachability check of the table's storage, usable without holding the table.
+    pub fn reach_probe(&self) -> Result<TableProbe> {
+        self.with_sink(|sink| Ok(sink.reach_probe()))
+    }
+
     /// Reopens the table with other storage options (renewed credentials).
     pub fn reopen_with(&self, storage_options: HashMap<String, String>) -> Result<()> {
         let runtime = self.runtime.clone();
@@ -125,6 +130,18 @@ impl SharedTable {
             }
         }
         Ok(None)
+    }
+
+    /// The highest micro-batch id this query recorded in the table's recent commits: a batch
+    /// whose progress record was lost (a full checkpoint disk after the commit) still counts,
+    /// so its id is never given to another batch.
+    pub fn last_batch_id(&self) -> Result<Option<i64>> {
+        const COMMITS_LOOKED_AT: usize = 100;
+        let ours = self.ids.query_id().to_string();
+        self.with_sink(|sink| {
+            self.runtime
+                .block_on(sink.last_batch_of(&ours, COMMITS_LOOKED_AT))
+        })
     }
 
     /// The table's txn version for one app id (another writer's, e.g. a Spark query's).

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use tributary_crds::{EventHubsSource, KafkaSource, ReadOptions, StreamingIngestion};
+use tributary_crds::{
+    EventHubsSource, KafkaSource, ReadOptions, StreamingIngestion, librdkafka_option_name,
+};
 
 use super::security::Security;
 use crate::error::{Error, Result};
@@ -73,7 +75,7 @@ fn kafka_settings(kafka: &KafkaSource, default_group: String) -> Result<KindSett
     for (option, value) in &kafka.secret_options {
         let field = format!("spec.source.kafka.secretOptions[{option}]");
         secret_options.insert(
-            option.clone(),
+            librdkafka_option_name(option).to_string(),
             secrets::resolve(&value.secret_key_ref, &field)?,
         );
     }
@@ -81,15 +83,28 @@ fn kafka_settings(kafka: &KafkaSource, default_group: String) -> Result<KindSett
         bootstrap: kafka.bootstrap_servers.clone(),
         subscription,
         read: kafka.read.clone(),
-        group_id: kafka
-            .read
-            .options
-            .get("group.id")
-            .cloned()
-            .unwrap_or(default_group),
+        group_id: user_group_id(&kafka.read).unwrap_or(default_group),
         options: BTreeMap::new(),
         secret_options,
     })
+}
+
+/// The group id the options set (`group.id`, or Spark's `kafka.group.id`).
+fn user_group_id(read: &ReadOptions) -> Option<String> {
+    read.options
+        .iter()
+        .find(|(key, _)| librdkafka_option_name(key) == "group.id")
+        .map(|(_, value)| value.clone())
+}
+
+/// The consumer group of an ingestion when the options name none: one per ingestion, shared by
+/// its workers, `<groupIdPrefix>-<namespace>-<name>` (Spark's groupIdPrefix adds a random id
+/// per query instead, which replicas could not share).
+fn default_group_id(read: Option<&ReadOptions>, namespace: &str, name: &str) -> String {
+    let prefix = read
+        .and_then(|r| r.group_id_prefix.as_deref())
+        .unwrap_or("tributary");
+    format!("{prefix}-{namespace}-{name}")
 }
 
 fn event_hubs_settings(
@@ -112,11 +127,7 @@ fn event_hubs_settings(
         subscription: Subscription::Topics(vec![event_hubs.event_hub.clone()]),
         read: event_hubs.read.clone(),
         // The Event Hubs consumer group is the Kafka group id.
-        group_id: event_hubs
-            .read
-            .options
-            .get("group.id")
-            .cloned()
+        group_id: user_group_id(&event_hubs.read)
             .or_else(|| event_hubs.consumer_group.clone())
             .unwrap_or(default_group),
         options,
@@ -150,7 +161,7 @@ impl SourceConfig {
         let spec = &ingestion.spec;
         let namespace = ingestion.metadata.namespace.as_deref().unwrap_or("default");
         let name = ingestion.metadata.name.as_deref().unwrap_or("ingestion");
-        let default_group = format!("tributary-{namespace}-{name}");
+        let default_group = default_group_id(spec.source.read_options(), namespace, name);
         let KindSettings {
             bootstrap,
             subscription,
@@ -169,13 +180,15 @@ impl SourceConfig {
         };
         // User options come last but may not undo what Tributary manages (validation refuses
         // those keys already; this keeps the rule even for a manifest that skipped validation).
+        // Spark's kafka. prefix is removed: users paste options from Spark code.
         for (key, value) in &read.options {
-            if tributary_crds::FORBIDDEN_KAFKA_OPTIONS.contains(&key.as_str()) {
+            let name = librdkafka_option_name(key);
+            if tributary_crds::FORBIDDEN_KAFKA_OPTIONS.contains(&name) {
                 return Err(Error::Unsupported(format!(
                     "option {key} is managed by Tributary and cannot be set in options"
                 )));
             }
-            options.insert(key.clone(), value.clone());
+            options.insert(name.to_string(), value.clone());
         }
         let bootstrap = bootstrap_override.map(str::to_string).unwrap_or(bootstrap);
         let description = subscription.describe();
@@ -291,6 +304,31 @@ spec:
         )
         .expect("config");
         assert_eq!(assigned.bootstrap, "kafka:9092");
+        let pasted = SourceConfig::from_ingestion(
+            &ingestion(
+                "{kafka: {bootstrapServers: 'kafka:9092', subscribe: [t], groupIdPrefix: etl, options: {kafka.fetch.min.bytes: '1', kafka.client.rack: r1}}}",
+            ),
+            None,
+        )
+        .expect("config");
+        assert_eq!(pasted.group_id, "etl-iot-readings", "groupIdPrefix");
+        let described = pasted.describe_options();
+        assert!(
+            described.contains("fetch.min.bytes=1") && described.contains("client.rack=r1"),
+            "Spark's kafka. prefix is removed: {described}"
+        );
+        assert!(!described.contains("kafka."), "{described}");
+        let grouped = SourceConfig::from_ingestion(
+            &ingestion(
+                "{kafka: {bootstrapServers: 'kafka:9092', subscribe: [t], groupIdPrefix: etl, options: {kafka.group.id: mine}}}",
+            ),
+            None,
+        )
+        .expect("config");
+        assert_eq!(
+            grouped.group_id, "mine",
+            "group.id wins over groupIdPrefix, as in Spark"
+        );
         assert_eq!(assigned.group_id, "mine");
         assert_eq!(assigned.description, "KafkaV2[Assign[t-0, t-1]]");
         assert!(

@@ -168,6 +168,9 @@ pub struct Source {
     assignment: Arc<Mutex<Assignment>>,
     /// Partitions paused because the batch side holds enough of them.
     paused: BTreeSet<TopicPartition>,
+    /// A static member of its group (group.instance.id): it must leave the group explicitly
+    /// when it stops, or its partitions wait out its session.
+    static_member: bool,
     /// The client that answers offset lookups; served every turn so its log and error events
     /// do not pile up in a long-running worker.
     offsets_client: Arc<BaseConsumer>,
@@ -177,10 +180,15 @@ impl Source {
     /// Creates the consumer and starts reading: subscribe, or assign at the table's offsets
     /// (the `assign` subscription, or `fixed` partitions: a run to completion reads a known set
     /// of partitions alone, so it need not join a group and wait out its rebalance delay).
+    ///
+    /// A group member with a `group_instance_id` is a static member (KIP-345): restarted
+    /// with the same id before its session times out, it gets its partitions back without a
+    /// rebalance. Manually assigned partitions have no group to be a member of.
     pub fn start(
         config: SourceConfig,
         resolver: StartResolver,
         fixed: Option<&[TopicPartition]>,
+        group_instance_id: Option<&str>,
     ) -> Result<Source> {
         let assignment = Arc::new(Mutex::new(Assignment::default()));
         let offsets_client = resolver.offsets_client.clone();
@@ -189,13 +197,6 @@ impl Source {
             resolver,
             security: config.security.clone(),
         };
-        let consumer: BaseConsumer<SourceContext> = config
-            .client_config()
-            .create_with_context(context)
-            .map_err(|source| Error::CreateConsumer {
-                bootstrap: config.bootstrap.clone(),
-                source: Box::new(source),
-            })?;
         let manual: Option<Vec<TopicPartition>> = match (fixed, &config.subscription) {
             (Some(fixed), _) => Some(fixed.to_vec()),
             (None, Subscription::Assign(assign)) => Some(
@@ -210,6 +211,27 @@ impl Source {
             ),
             (None, _) => None,
         };
+        let mut client_config = config.client_config();
+        // An id given in the ingestion's options wins.
+        let static_member = manual.is_none()
+            && (client_config.get("group.instance.id").is_some() || group_instance_id.is_some());
+        if let (None, Some(id), None) = (
+            &manual,
+            group_instance_id,
+            client_config.get("group.instance.id"),
+        ) {
+            client_config.set("group.instance.id", id);
+            tracing::info!(
+                group_instance_id = id,
+                "static member of the consumer group"
+            );
+        }
+        let consumer: BaseConsumer<SourceContext> = client_config
+            .create_with_context(context)
+            .map_err(|source| Error::CreateConsumer {
+                bootstrap: config.bootstrap.clone(),
+                source: Box::new(source),
+            })?;
         if let Some(partitions) = manual {
             let mut tpl = TopicPartitionList::new();
             for tp in &partitions {
@@ -237,6 +259,7 @@ impl Source {
             consumer,
             assignment,
             paused: BTreeSet::new(),
+            static_member,
             offsets_client,
         })
     }
@@ -277,8 +300,22 @@ impl Source {
     }
 
     /// A failure a callback left, and the partitions revoked since the last call.
+    ///
+    /// A consumer that hit a fatal error never reads again: for a consumer that is another
+    /// worker taking over its group instance id, which fences this one out of the group.
     pub fn take_events(&self) -> (Option<Error>, Vec<TopicPartition>) {
-        self.with_assignment(|a| (a.error.take(), std::mem::take(&mut a.revoked)))
+        let (error, revoked) =
+            self.with_assignment(|a| (a.error.take(), std::mem::take(&mut a.revoked)));
+        let error = error.or_else(|| {
+            let (code, reason) = self.consumer.client().fatal_error()?;
+            tracing::error!(%reason, "fatal Kafka consumer error");
+            Some(Error::Kafka {
+                action: "stay in the consumer group (each worker of an ingestion needs its own group instance id: a second worker started with this one's --group-instance-id fences it out)".into(),
+                bootstrap: self.config.bootstrap.clone(),
+                source: Box::new(rdkafka::error::KafkaError::Global(code)),
+            })
+        });
+        (error, revoked)
     }
 
     /// Fails (failOnDataLoss, as Spark fails when partitions are gone) when a topic named by
@@ -463,12 +500,24 @@ impl Source {
     /// waits for the brokers, though, and a broker that died after the last commit would keep
     /// a finished Job running for most of a minute; after `timeout` the close is left to
     /// finish, or not, while the process exits (nothing is committed through the consumer).
+    ///
+    /// A static member leaves the group first (a close does not make it leave: Kafka keeps a
+    /// static member's partitions for its session, for a restart with the same id), so a
+    /// worker stopped on purpose hands its partitions over at once, as a dynamic member does.
     pub fn close_within(self, timeout: Duration) {
-        let consumer = self.consumer;
+        let Source {
+            consumer,
+            assignment,
+            static_member,
+            ..
+        } = self;
         let (closed, wait) = std::sync::mpsc::channel();
         let closing = std::thread::Builder::new()
             .name("consumer-close".into())
             .spawn(move || {
+                if static_member {
+                    leave_group(&consumer, &assignment, timeout / 2);
+                }
                 drop(consumer);
                 let _ = closed.send(());
             });
@@ -480,4 +529,28 @@ impl Source {
             );
         }
     }
+}
+
+/// Makes a static member leave its group: unsubscribing revokes its partitions (in the
+/// rebalance callback, served by polling) and, once they are unassigned, librdkafka sends the
+/// LeaveGroup that a close would skip for a static member. Waits at most `timeout`.
+fn leave_group(
+    consumer: &BaseConsumer<SourceContext>,
+    assignment: &Mutex<Assignment>,
+    timeout: Duration,
+) {
+    consumer.unsubscribe();
+    let deadline = std::time::Instant::now() + timeout;
+    let owned = || match assignment.lock() {
+        Ok(guard) => !guard.partitions.is_empty(),
+        Err(poisoned) => !poisoned.into_inner().partitions.is_empty(),
+    };
+    while owned() && std::time::Instant::now() < deadline {
+        // Records still queued are dropped: nothing is committed from here on.
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+    // The LeaveGroup request goes out once the unassignment is done, from librdkafka's own
+    // thread; a last short poll gives it that moment before the close marks the client as
+    // terminating (a terminating static member does not leave).
+    let _ = consumer.poll(Duration::from_millis(100));
 }

@@ -3,12 +3,13 @@
 //! Inside, each module uses only those listed before it: `security` (which connection failures
 //! stop the worker), `config` (the consumer's settings), `offsets` (offset queries to the
 //! brokers), `spark_checkpoint` (where a Spark query left off, for a takeover), `start` (where a partition reads next: the exactly-once core), `connection` (the
-//! check before the query starts), `consumer` (the group member, rebalances and polling).
+//! check before the query starts), `reach` (whether the brokers answer, for readiness), `consumer` (the group member, rebalances and polling).
 
 mod config;
 mod connection;
 mod consumer;
 mod offsets;
+mod reach;
 mod security;
 mod spark_checkpoint;
 mod start;
@@ -17,8 +18,9 @@ pub use config::SourceConfig;
 pub use connection::probe;
 pub use consumer::{Polled, Source};
 pub use offsets::{
-    RunTargets, available_now_targets, latest_of_subscription, metadata_client,
-    resolve_starting_offsets, subscription_partitions,
+    RunTargets, available_now_targets, metadata_client, resolve_starting_offsets, run_end_offsets,
+    subscription_partitions,
 };
+pub use reach::BrokerCheck;
 pub use spark_checkpoint::{SparkCheckpoint, SparkTakeover};
 pub use start::StartResolver;

@@ -4,10 +4,13 @@
 //! long-polling Fetch.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use tracing::info;
-use tributary_crds::StartingOffsets;
+use rdkafka::error::KafkaError;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use tracing::{info, warn};
+use tributary_crds::{QueryStart, StartingOffsets, TimestampStrategy};
 
 use super::config::{METADATA_TIMEOUT, SourceConfig, Subscription};
 use crate::error::{Error, Result};
@@ -23,16 +26,50 @@ pub fn metadata_client(source: &SourceConfig) -> Result<BaseConsumer> {
     })
 }
 
+/// How long a watermark query is retried while the partition has no reachable leader (a
+/// broker died and the controller is electing another; the client's metadata is stale).
+const LEADER_CHANGE_GRACE: Duration = Duration::from_secs(30);
+
 /// A partition's (low, high) watermarks, asked of the broker: the first offset still kept and
-/// the next offset to be written.
+/// the next offset to be written. Failures that a leader change explains are retried for
+/// [`LEADER_CHANGE_GRACE`]; an unknown topic or partition is reported at once.
 pub fn watermarks<C: ConsumerContext>(
     client: &BaseConsumer<C>,
     tp: &TopicPartition,
     bootstrap: &str,
 ) -> Result<(i64, i64)> {
-    client
-        .fetch_watermarks(&tp.topic, tp.partition, METADATA_TIMEOUT)
-        .map_err(Error::kafka(format!("read the offsets of {tp}"), bootstrap))
+    let deadline = Instant::now() + LEADER_CHANGE_GRACE;
+    loop {
+        match client.fetch_watermarks(&tp.topic, tp.partition, METADATA_TIMEOUT) {
+            Ok(watermarks) => return Ok(watermarks),
+            Err(error) if retriable(&error) && Instant::now() < deadline => {
+                warn!(%tp, %error, "cannot read the partition's offsets yet (a leader change?); retrying");
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            Err(error) => {
+                return Err(Error::kafka(format!("read the offsets of {tp}"), bootstrap)(error));
+            }
+        }
+    }
+}
+
+/// Whether a failed offset query may succeed once the partition has a leader again.
+fn retriable(error: &KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    !matches!(
+        error.rdkafka_error_code(),
+        Some(
+            Code::UnknownTopicOrPartition
+                | Code::UnknownTopic
+                | Code::UnknownPartition
+                | Code::UnknownTopicId
+                | Code::TopicAuthorizationFailed
+                | Code::ClusterAuthorizationFailed
+                | Code::Authentication
+                | Code::SaslAuthenticationFailed
+                | Code::Fatal
+        )
+    )
 }
 
 /// The high watermark librdkafka last saw in a fetch response for a partition, without asking
@@ -145,28 +182,29 @@ pub fn latest_of_subscription(client: &BaseConsumer, source: &SourceConfig) -> R
 
 /// startingOffsets of a new query for the partitions `tps` of its subscription, as numbers where
 /// Spark would pin them (latest is read now; earliest stays symbolic so that retention never
-/// turns it into data loss).
+/// turns it into data loss). startingTimestamp and startingOffsetsByTimestamp are looked up
+/// now with Kafka's offsetsForTimes.
 pub fn resolve_starting_offsets(
     client: &BaseConsumer,
     source: &SourceConfig,
     tps: Vec<TopicPartition>,
 ) -> Result<OffsetMap> {
-    let starting = source
+    let start = source
         .read
-        .starting_offsets()
+        .start()
         .map_err(|e| Error::Unsupported(format!("startingOffsets: {e}")))?;
     let mut offsets = OffsetMap::new();
-    match starting {
-        StartingOffsets::Earliest => {
+    match start {
+        QueryStart::Offsets(StartingOffsets::Earliest) => {
             for tp in tps {
                 offsets.insert(tp, tributary_crds::OFFSET_EARLIEST);
             }
         }
-        StartingOffsets::Latest => {
+        QueryStart::Offsets(StartingOffsets::Latest) => {
             offsets = latest_offsets(client, &tps, &source.bootstrap)?;
         }
-        StartingOffsets::Specific(specific) => {
-            check_specific_partitions(&specific, &tps)?;
+        QueryStart::Offsets(StartingOffsets::Specific(specific)) => {
+            check_specific_partitions("startingOffsets", &specific, &tps)?;
             for tp in tps {
                 let wanted = specific
                     .get(&tp.topic)
@@ -184,8 +222,99 @@ pub fn resolve_starting_offsets(
                 offsets.insert(tp, offset);
             }
         }
+        QueryStart::Timestamp(timestamp) => {
+            let times: BTreeMap<TopicPartition, i64> =
+                tps.iter().map(|tp| (tp.clone(), timestamp)).collect();
+            offsets = offsets_for_times(client, source, "startingTimestamp", &times)?;
+        }
+        QueryStart::ByTimestamp(by_partition) => {
+            check_specific_partitions("startingOffsetsByTimestamp", &by_partition, &tps)?;
+            let times: BTreeMap<TopicPartition, i64> = tps
+                .iter()
+                .filter_map(|tp| {
+                    by_partition
+                        .get(&tp.topic)
+                        .and_then(|p| p.get(&tp.partition))
+                        .map(|t| (tp.clone(), *t))
+                })
+                .collect();
+            offsets = offsets_for_times(client, source, "startingOffsetsByTimestamp", &times)?;
+        }
     }
     info!(offsets = ?to_partition_offsets(&offsets), "starting offsets of the new query");
+    Ok(offsets)
+}
+
+/// The first offset of each partition whose record timestamp is at or after the given epoch
+/// milliseconds (Kafka's ListOffsets by time, as Spark's offsetsForTimes). A partition with no
+/// such record follows startingOffsetsByTimestampStrategy: an error naming the partitions, or
+/// its latest offset.
+fn offsets_for_times(
+    client: &BaseConsumer,
+    source: &SourceConfig,
+    option: &'static str,
+    times: &BTreeMap<TopicPartition, i64>,
+) -> Result<OffsetMap> {
+    let mut tpl = TopicPartitionList::new();
+    for (tp, timestamp) in times {
+        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*timestamp))
+            .map_err(Error::kafka(
+                format!("ask the offset at a time of {tp}"),
+                "",
+            ))?;
+    }
+    let found = client
+        .offsets_for_times(tpl, METADATA_TIMEOUT)
+        .map_err(Error::kafka(
+            format!("read the offsets at the times of {option}"),
+            &source.bootstrap,
+        ))?;
+    let mut offsets = OffsetMap::new();
+    let mut none_after = Vec::new();
+    for element in found.elements() {
+        let tp = TopicPartition::new(element.topic(), element.partition());
+        if let Err(error) = element.error() {
+            return Err(Error::Kafka {
+                action: format!("read the offset at a time of {tp}"),
+                bootstrap: source.bootstrap.clone(),
+                source: Box::new(error),
+            });
+        }
+        match element.offset() {
+            Offset::Offset(offset) if offset >= 0 => {
+                offsets.insert(tp, offset);
+            }
+            // No record at or after the time: the broker answers the end (-1).
+            _ => none_after.push(tp),
+        }
+    }
+    if !none_after.is_empty() {
+        match source.read.timestamp_strategy() {
+            TimestampStrategy::Error => {
+                let timestamps: BTreeSet<i64> = none_after
+                    .iter()
+                    .filter_map(|tp| times.get(tp).copied())
+                    .collect();
+                return Err(Error::NoRecordAfterTimestamp {
+                    option,
+                    partitions: none_after
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    timestamp: timestamps
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                });
+            }
+            TimestampStrategy::Latest => {
+                info!(partitions = ?none_after.iter().map(ToString::to_string).collect::<Vec<_>>(), "no record at or after the starting time: these partitions start at their latest offset (startingOffsetsByTimestampStrategy: latest)");
+                offsets.extend(latest_offsets(client, &none_after, &source.bootstrap)?);
+            }
+        }
+    }
     Ok(offsets)
 }
 
@@ -193,6 +322,7 @@ pub fn resolve_starting_offsets(
 /// Kafka source requires: an entry for a partition that does not exist is a typo or a topic
 /// that changed, and a partition left out would silently start somewhere the user did not say.
 fn check_specific_partitions(
+    option: &str,
     specific: &BTreeMap<String, BTreeMap<i32, i64>>,
     tps: &[TopicPartition],
 ) -> Result<()> {
@@ -227,7 +357,16 @@ fn check_specific_partitions(
         problems.push(format!("it leaves out {}", missing.join(", ")));
     }
     Err(Error::Unsupported(format!(
-        "startingOffsets must give an offset for every partition the query reads, and only those (-2 for earliest, -1 for latest), as Spark's Kafka source requires: {}",
+        "{option} must give {} for every partition the query reads, and only those{}, as Spark's Kafka source requires: {}",
+        match option {
+            "startingOffsetsByTimestamp" => "a time",
+            _ => "an offset",
+        },
+        match option {
+            "startingOffsets" => " (-2 for earliest, -1 for latest)",
+            "endingOffsets" => " (-1 for latest)",
+            _ => "",
+        },
         problems.join("; ")
     )))
 }
@@ -261,9 +400,50 @@ pub fn available_now_targets(
         info!(targets = ?to_partition_offsets(&targets), "resuming an unfinished availableNow run");
         return Ok(RunTargets::Resumed(targets));
     }
-    let targets = latest_of_subscription(client, source)?;
+    let targets = run_end_offsets(client, source)?;
     info!(targets = ?to_partition_offsets(&targets), "availableNow targets");
     Ok(RunTargets::Planned(targets))
+}
+
+/// Where a run to completion ends: the latest offset of every partition the subscription
+/// covers now, or endingOffsets. endingOffsets names every partition (as Spark requires);
+/// -1 is the latest offset, and an offset past the latest is refused (the run would wait for
+/// records that may never come).
+pub fn run_end_offsets(client: &BaseConsumer, source: &SourceConfig) -> Result<OffsetMap> {
+    let latest = latest_of_subscription(client, source)?;
+    let ending = source
+        .read
+        .ending_offsets()
+        .map_err(|e| Error::Unsupported(format!("endingOffsets: {e}")))?;
+    let Some(ending) = ending else {
+        return Ok(latest);
+    };
+    let tps: Vec<TopicPartition> = latest.keys().cloned().collect();
+    check_specific_partitions("endingOffsets", &ending, &tps)?;
+    let mut ends = OffsetMap::new();
+    let mut beyond = Vec::new();
+    for (tp, high) in latest {
+        let wanted = ending
+            .get(&tp.topic)
+            .and_then(|p| p.get(&tp.partition))
+            .copied()
+            .unwrap_or(tributary_crds::OFFSET_LATEST);
+        if wanted == tributary_crds::OFFSET_LATEST {
+            ends.insert(tp, high);
+        } else if wanted > high {
+            beyond.push(format!("{tp}: {wanted} (latest {high})"));
+        } else {
+            ends.insert(tp, wanted);
+        }
+    }
+    if !beyond.is_empty() {
+        return Err(Error::Unsupported(format!(
+            "endingOffsets names offsets past the latest of their partitions ({}): a run to completion ends at offsets that exist; use -1 for the latest",
+            beyond.join(", ")
+        )));
+    }
+    info!(ends = ?to_partition_offsets(&ends), "endingOffsets");
+    Ok(ends)
 }
 
 #[cfg(test)]
@@ -283,16 +463,26 @@ mod tests {
     #[test]
     fn specific_offsets_must_name_exactly_the_partitions_read() {
         let tps = [TopicPartition::new("t", 0), TopicPartition::new("t", 1)];
-        assert!(check_specific_partitions(&specific(&[("t", 0, 3), ("t", 1, -2)]), &tps).is_ok());
-        let message =
-            check_specific_partitions(&specific(&[("t", 0, 3), ("t", 1, -2), ("t", 7, 0)]), &tps)
-                .expect_err("partition 7 does not exist")
-                .to_string();
+        assert!(
+            check_specific_partitions(
+                "startingOffsets",
+                &specific(&[("t", 0, 3), ("t", 1, -2)]),
+                &tps
+            )
+            .is_ok()
+        );
+        let message = check_specific_partitions(
+            "startingOffsets",
+            &specific(&[("t", 0, 3), ("t", 1, -2), ("t", 7, 0)]),
+            &tps,
+        )
+        .expect_err("partition 7 does not exist")
+        .to_string();
         assert!(
             message.contains("it names t-7 that the query does not read"),
             "{message}"
         );
-        let message = check_specific_partitions(&specific(&[("t", 0, 3)]), &tps)
+        let message = check_specific_partitions("startingOffsets", &specific(&[("t", 0, 3)]), &tps)
             .expect_err("partition 1 left out")
             .to_string();
         assert!(message.contains("it leaves out t-1"), "{message}");

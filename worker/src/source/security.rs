@@ -84,10 +84,7 @@ impl Security {
             let mut settings: Vec<String> = ["sasl.mechanism", "sasl.mechanisms", "sasl.username"]
                 .iter()
                 .filter_map(|key| {
-                    kafka
-                        .read
-                        .options
-                        .get(*key)
+                    option_value(&kafka.read.options, key)
                         .map(|value| format!("{key}={value} (options)"))
                 })
                 .collect();
@@ -118,9 +115,9 @@ impl Security {
                 secrets,
             };
         };
-        let ca_option = if let Some(location) = options.get("ssl.ca.location") {
+        let ca_option = if let Some(location) = option_value(options, "ssl.ca.location") {
             Some(format!("ssl.ca.location={location}"))
-        } else if options.contains_key("ssl.ca.pem") {
+        } else if option_value(options, "ssl.ca.pem").is_some() {
             Some("ssl.ca.pem".to_string())
         } else {
             None
@@ -177,6 +174,17 @@ impl Security {
         }
         text
     }
+}
+
+/// An option's value, written with or without Spark's `kafka.` prefix.
+fn option_value<'a>(
+    options: &'a std::collections::BTreeMap<String, String>,
+    name: &str,
+) -> Option<&'a String> {
+    options
+        .iter()
+        .find(|(key, _)| tributary_crds::librdkafka_option_name(key) == name)
+        .map(|(_, value)| value)
 }
 
 #[cfg(test)]

@@ -4,10 +4,12 @@ use datafusion::arrow::array::{
     Array, AsArray, BooleanArray, Int64Array, RecordBatch, StringArray,
 };
 use datafusion::arrow::datatypes::{DataType as ArrowType, Date32Type, Field, Int64Type, Schema};
-use tributary_crds::{JsonFormat, MetadataColumn, OnError, SchemaField};
+use tributary_crds::{
+    Format, JsonFormat, MetadataColumn, OnError, RawFormat, RawType, SchemaField,
+};
 
 use super::*;
-use crate::decode::JsonDecoder;
+use crate::decode::{JsonDecoder, RawDecoder};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -45,7 +47,7 @@ fn format(on_error: OnError) -> JsonFormat {
             },
         ],
         on_error: Some(on_error),
-        dead_letter: None,
+        ..Default::default()
     }
 }
 
@@ -207,6 +209,10 @@ fn the_input_validation_plans_against_is_the_decoders() {
             ..Default::default()
         });
         let decoder = JsonDecoder::new(&format, &MetadataColumn::ALL).expect("decoder");
+        let format = Format {
+            json: Some(format),
+            raw: None,
+        };
         let planned = tributary_crds::transform::input_schema(&format, &MetadataColumn::ALL)
             .expect("types parse");
         let decoded: Vec<(String, ArrowType)> = decoder
@@ -222,6 +228,30 @@ fn the_input_validation_plans_against_is_the_decoders() {
             .map(|f| (f.name().clone(), f.data_type().clone()))
             .collect();
         assert_eq!(decoded, validated);
+    }
+    for (key_type, value_type) in [
+        (RawType::Binary, RawType::String),
+        (RawType::String, RawType::Binary),
+    ] {
+        let raw = RawFormat {
+            key_type: Some(key_type),
+            value_type: Some(value_type),
+        };
+        let decoder = RawDecoder::new(&raw, &MetadataColumn::ALL).expect("decoder");
+        let format = Format {
+            json: None,
+            raw: Some(raw),
+        };
+        let planned = tributary_crds::transform::input_schema(&format, &MetadataColumn::ALL)
+            .expect("a raw format");
+        let types = |schema: &Schema| -> Vec<(String, ArrowType)> {
+            schema
+                .fields()
+                .iter()
+                .map(|f| (f.name().clone(), f.data_type().clone()))
+                .collect()
+        };
+        assert_eq!(types(&decoder.table_schema()), types(&planned));
     }
 }
 

@@ -114,3 +114,62 @@ fn a_lost_checkpoint_is_refused_and_the_table_record_resumes_exactly_once() {
     seen.dedup();
     assert_eq!(seen.len(), 50, "no record twice");
 }
+
+/// The micro-batch ids of the table's commits, in version order.
+fn committed_batch_ids(table: &std::path::Path) -> Vec<i64> {
+    commit_infos(table)
+        .iter()
+        .filter_map(|info| info["tributary.batchId"].as_i64())
+        .collect()
+}
+
+/// A checkpoint disk that filled up after a batch was committed loses that batch's progress
+/// record; the next run must not give its id to another batch.
+#[test]
+fn a_batch_whose_progress_record_was_lost_keeps_its_id() {
+    let broker = MockBroker::start();
+    broker.topic("t", 1);
+    for i in 0..10 {
+        broker.send("t", 0, None, reading(i, "oslo", 1.0).as_bytes());
+    }
+    broker.flush();
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "lost-progress", "t");
+    manifest.source.push_str("\n      maxOffsetsPerTrigger: 5");
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "first");
+    assert!(status.success(), "{}", worker.stderr_text());
+    assert_eq!(committed_batch_ids(&ws.table()), [0, 1]);
+
+    // The last record was torn by the full disk: a partial line, no newline.
+    let log = ws.path("checkpoint").join("progress.jsonl");
+    let text = std::fs::read_to_string(&log).expect("progress log");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let last = lines.pop().expect("a record");
+    let torn = format!("{}\n{}", lines.join("\n"), &last[..last.len() / 2]);
+    std::fs::write(&log, torn).expect("tear the last record");
+
+    for i in 10..15 {
+        broker.send("t", 0, None, reading(i, "oslo", 1.0).as_bytes());
+    }
+    broker.flush();
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "second");
+    assert!(status.success(), "{}", worker.stderr_text());
+    assert_eq!(
+        committed_batch_ids(&ws.table()),
+        [0, 1, 2],
+        "batch 1 is in the table although its record is not"
+    );
+    let progress = std::fs::read_to_string(&log).expect("progress log");
+    let ids: Vec<i64> = progress
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|p| p["batchId"].as_i64())
+        .collect();
+    assert_eq!(
+        ids,
+        [0, 2],
+        "the torn record is skipped, the next one whole: {progress}"
+    );
+    assert_eq!(read_table(&ws.table()).rows(), 15);
+}

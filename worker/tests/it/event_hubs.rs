@@ -425,3 +425,56 @@ fn an_unknown_sasl_user_of_a_kafka_source_stops_the_worker_naming_its_settings()
     assert!(!outcome.output.contains(password), "{}", outcome.output);
     assert!(!ws.table().join("_delta_log").exists());
 }
+
+#[test]
+fn a_kafka_source_reads_over_sasl_ssl_with_options_pasted_from_spark() {
+    // The options as a Spark user pastes them from readStream.format("kafka") code: every
+    // name with the kafka. prefix, the password from a Secret under its prefixed name too.
+    let broker = SecureBroker::start();
+    broker.topic("telemetry", 1);
+    let producer = broker.producer();
+    for i in 0..6 {
+        crate::support::send(
+            &producer,
+            "telemetry",
+            0,
+            None,
+            reading(i, "oslo", 1.0).as_bytes(),
+        );
+    }
+    flush(&producer);
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "pasted-sasl", "telemetry");
+    manifest.options.clear();
+    manifest.option("kafka.security.protocol", "SASL_SSL");
+    manifest.option("kafka.sasl.mechanism", "PLAIN");
+    manifest.option("kafka.sasl.username", crate::secure_broker::EVENT_HUBS_USER);
+    manifest.option("kafka.ssl.ca.location", &broker.ca.display().to_string());
+    manifest.source.push_str(
+        "\n      secretOptions: {kafka.sasl.password: {secretKeyRef: {name: kafka-login, key: password}}}",
+    );
+    let path = ws.write("m.yaml", &manifest.render());
+    let secret = broker.connection_string();
+    std::fs::create_dir_all(ws.path("secrets").join("kafka-login")).expect("secrets dir");
+    std::fs::write(
+        ws.path("secrets").join("kafka-login").join("password"),
+        &secret,
+    )
+    .expect("secret");
+    let secrets = ws.path("secrets").display().to_string();
+    let mut worker = Worker::start_with_env(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "worker",
+        &[("TRIBUTARY_SECRETS_DIR", &secrets)],
+    );
+    let status = worker.wait(Duration::from_secs(90));
+    let stderr = worker.stderr_text();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(read_table(&ws.table()).rows(), 6);
+    assert!(
+        stderr.contains("sasl.password=<secret>") && !stderr.contains(&secret),
+        "{stderr}"
+    );
+}

@@ -1,5 +1,6 @@
 //! The worker's integration tests: one binary (each tests/ file would link its own ~550 MB
-//! binary). A real broker runs in the test process; the worker runs as a child process.
+//! binary). Brokers are Apache Kafka processes (tributary-testkit) or librdkafka's mock cluster
+//! in the test process; the worker runs as a child process.
 
 mod adls;
 mod available_now;
@@ -10,10 +11,12 @@ mod demo;
 mod event_hubs;
 mod exactly_once;
 mod in_pod;
-mod kafka;
+mod maintenance;
 mod on_error;
+mod readiness;
 mod real_broker;
 mod rebalance;
+mod record_values;
 mod schema_evolution;
 mod secure_broker;
 mod source_options;

@@ -1,6 +1,7 @@
 //! onError: rescue, deadLetter and fail, with every kind of bad input.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -209,4 +210,104 @@ fn fail_stops_naming_topic_partition_and_offset() {
     let table = read_table(&ws.table());
     assert_eq!(table.rows(), 0);
     assert_eq!(table.txn_for(TOPIC, 0), None);
+}
+
+/// The value of record `i` of the kill test: every fifth is bad, in turn truncated, of a
+/// wrong type, not JSON.
+fn mixed(i: usize) -> (String, bool) {
+    let good = reading(i, "oslo", i as f64);
+    match (i % 5, (i / 5) % 3) {
+        (0, 0) => (good[..good.len() / 2].to_string(), false),
+        (0, 1) => (
+            format!(r#"{{"device_id":"d-{i}","temperature":"warm"}}"#),
+            false,
+        ),
+        (0, _) => (format!("d-{i};oslo;{i}"), false),
+        _ => (good, true),
+    }
+}
+
+#[test]
+fn dead_letter_killed_repeatedly_writes_each_record_once_across_both_tables() {
+    const PARTITIONS: i32 = 4;
+    const RECORDS: usize = 6_000;
+    let mut random = Random::from_time();
+    let broker = Broker::start();
+    broker.topic(TOPIC, PARTITIONS);
+    let mut good = Vec::new();
+    let mut bad = Vec::new();
+    let mut next = [0i64; PARTITIONS as usize];
+    for i in 0..RECORDS {
+        let partition = (i % PARTITIONS as usize) as i32;
+        let (value, is_good) = mixed(i);
+        broker.send(TOPIC, partition, None, value.as_bytes());
+        let at = (TOPIC.to_string(), partition, next[partition as usize]);
+        next[partition as usize] += 1;
+        if is_good { good.push(at) } else { bad.push(at) }
+    }
+    broker.flush();
+    good.sort();
+    bad.sort();
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "dlq-killed", TOPIC);
+    manifest.on_error = "deadLetter";
+    manifest.extra_format = format!("      deadLetter: {{uri: {}}}", ws.path("dead").display());
+    // Small batches: many dead-letter commits, each followed by its batch's own commit, so
+    // that kills land between the two.
+    manifest
+        .source
+        .push_str("\n      maxOffsetsPerTrigger: 120");
+    let path = ws.write("m.yaml", &manifest.render());
+    let mut killed_mid_run = 0;
+    for round in 0..6 {
+        let mut worker = Worker::start(&ws, &path, &broker.bootstrap, &format!("round{round}"));
+        let batches = 1 + random.below(8) as usize;
+        wait_for("batches or exit", Duration::from_secs(60), || {
+            worker.progress().len() >= batches || worker.child.try_wait().ok().flatten().is_some()
+        });
+        std::thread::sleep(Duration::from_millis(random.below(60)));
+        if worker.child.try_wait().ok().flatten().is_none() {
+            killed_mid_run += 1;
+        }
+        worker.kill();
+    }
+    assert!(
+        killed_mid_run >= 3,
+        "only {killed_mid_run} kills landed mid-run"
+    );
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "final");
+    assert!(status.success(), "{}", worker.stderr_text());
+
+    let table = read_table(&ws.table());
+    assert_eq!(
+        table.coordinates(),
+        good,
+        "every good record once, no bad one"
+    );
+    let dead = read_table(&ws.path("dead"));
+    assert_eq!(
+        dead.coordinates(),
+        bad,
+        "every bad record dead-lettered once"
+    );
+    for partition in 0..PARTITIONS {
+        assert_eq!(
+            table.txn_for(TOPIC, partition),
+            Some(next[partition as usize])
+        );
+    }
+    // The dead letters were written batch by batch (a commit per batch with bad records,
+    // never one per record), and every one has its reason.
+    assert!(
+        dead.version < (bad.len() as i64) / 4,
+        "{} dead-letter commits for {} bad records",
+        dead.version,
+        bad.len()
+    );
+    let errors = dead.strings_by_offset("error");
+    assert!(
+        errors
+            .values()
+            .all(|e| e.as_deref().is_some_and(|e| !e.is_empty()))
+    );
 }

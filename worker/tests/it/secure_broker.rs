@@ -1,5 +1,5 @@
 //! A Kafka endpoint that requires SASL_SSL with SASL PLAIN, as Event Hubs' Kafka endpoint does:
-//! Apache Kafka's own SASL_SSL listener (see kafka.rs), with the user `$ConnectionString` whose
+//! Apache Kafka's own SASL_SSL listener (see tributary-testkit), with the user `$ConnectionString` whose
 //! password is an Event Hubs-shaped connection string, and a server certificate signed by a CA
 //! the test generates with the openssl CLI. The broker's plain listener serves the test's own
 //! set-up (topics); the worker and the test's SASL producer use only the SASL_SSL listener.
@@ -10,7 +10,7 @@ use std::time::Duration;
 use rdkafka::ClientConfig;
 use rdkafka::producer::{DefaultProducerContext, Producer, ThreadedProducer};
 
-use crate::kafka::{Kafka, KafkaConfig, SaslConfig};
+use tributary_testkit::kafka::{Kafka, KafkaConfig, SaslConfig};
 
 /// The SASL PLAIN user name of Event Hubs' Kafka endpoint.
 pub const EVENT_HUBS_USER: &str = "$ConnectionString";

@@ -349,3 +349,494 @@ fn offsets_deleted_under_a_running_worker_stop_it_naming_the_lost_range() {
         "{stderr}"
     );
 }
+
+/// Produces `value` to `partition` with an explicit record timestamp (and headers), waiting
+/// for the delivery so offsets follow the order of calls.
+fn send_at(
+    producer: &rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    topic: &str,
+    partition: i32,
+    timestamp_ms: i64,
+    headers: &[(&str, Option<&[u8]>)],
+    value: &[u8],
+) {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::{BaseRecord, Producer};
+    let mut owned = OwnedHeaders::new();
+    for (key, value) in headers {
+        owned = owned.insert(Header { key, value: *value });
+    }
+    let record = BaseRecord::<[u8], [u8]>::to(topic)
+        .partition(partition)
+        .timestamp(timestamp_ms)
+        .headers(owned)
+        .payload(value);
+    producer.send(record).map_err(|(e, _)| e).expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Milliseconds since the epoch, an hour ago: record times the broker accepts and keeps.
+fn an_hour_ago_ms() -> i64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    now - 3_600_000
+}
+
+#[test]
+fn starting_timestamps_start_each_partition_at_its_first_record_at_or_after_the_time() {
+    let broker = Broker::start();
+    broker.topic("t", 2);
+    let producer = producer(&broker.bootstrap);
+    let base = an_hour_ago_ms();
+    // Partition 0: records at +0, +10, +20, +30 s; partition 1: +0, +5, +8 s.
+    for (i, offset_s) in [0, 10, 20, 30].iter().enumerate() {
+        send_at(
+            &producer,
+            "t",
+            0,
+            base + offset_s * 1000,
+            &[],
+            reading(i, "p0", 1.0).as_bytes(),
+        );
+    }
+    for (i, offset_s) in [0, 5, 8].iter().enumerate() {
+        send_at(
+            &producer,
+            "t",
+            1,
+            base + offset_s * 1000,
+            &[],
+            reading(i, "p1", 1.0).as_bytes(),
+        );
+    }
+    let at_10s = base + 10_000;
+
+    // startingTimestamp with the latest strategy: partition 1 has nothing at or after +10 s,
+    // so it starts at its latest offset (3) and contributes nothing.
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "by-time", "t");
+    manifest.source = format!(
+        "subscribe: [t]\n      startingTimestamp: {at_10s}\n      startingOffsetsByTimestampStrategy: latest"
+    );
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "latest");
+    assert!(status.success(), "{}", worker.stderr_text());
+    let expected: Vec<(String, i32, i64)> = (1..4).map(|o| ("t".to_string(), 0, o)).collect();
+    assert_eq!(read_table(&ws.table()).coordinates(), expected);
+    // Records that arrive later on partition 1 are read from offset 3 on.
+    send_at(
+        &producer,
+        "t",
+        1,
+        base + 40_000,
+        &[],
+        reading(9, "p1", 2.0).as_bytes(),
+    );
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "later");
+    assert!(status.success(), "{}", worker.stderr_text());
+    let mut expected = expected;
+    expected.push(("t".to_string(), 1, 3));
+    assert_eq!(read_table(&ws.table()).coordinates(), expected);
+
+    // The default strategy (error): the query does not start, naming the partition.
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "by-time-strict", "t");
+    let at_35s = base + 35_000;
+    manifest.source = format!("subscribe: [t]\n      startingTimestamp: {at_35s}");
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "error");
+    assert!(
+        !status.success(),
+        "no record after the time must stop the query"
+    );
+    let stderr = worker.stderr_text();
+    assert!(
+        stderr.contains("startingTimestamp: t-0 have no record at or after")
+            && stderr.contains("startingOffsetsByTimestampStrategy: latest"),
+        "{stderr}"
+    );
+    if ws.table().join("_delta_log").exists() {
+        assert_eq!(read_table(&ws.table()).rows(), 0, "nothing written");
+    }
+
+    // startingOffsetsByTimestamp: a time per partition.
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "by-partition-time", "t");
+    manifest.source = format!(
+        "subscribe: [t]\n      startingOffsetsByTimestamp: '{{\"t\":{{\"0\":{},\"1\":{}}}}}'",
+        base + 25_000,
+        base + 5_000
+    );
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "per-partition");
+    assert!(status.success(), "{}", worker.stderr_text());
+    assert_eq!(
+        read_table(&ws.table()).coordinates(),
+        vec![
+            ("t".to_string(), 0, 3),
+            ("t".to_string(), 1, 1),
+            ("t".to_string(), 1, 2),
+            ("t".to_string(), 1, 3),
+        ]
+    );
+
+    // A partition left out of startingOffsetsByTimestamp is refused, as Spark refuses it.
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "by-partition-missing", "t");
+    manifest.source =
+        format!("subscribe: [t]\n      startingOffsetsByTimestamp: '{{\"t\":{{\"0\":{base}}}}}'");
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "missing");
+    assert!(!status.success());
+    let stderr = worker.stderr_text();
+    assert!(
+        stderr.contains("startingOffsetsByTimestamp must give a time for every partition")
+            && stderr.contains("it leaves out t-1"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn ending_offsets_end_a_run_to_completion_where_they_say() {
+    let broker = Broker::start();
+    fill(&broker, "t", 2, 10);
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "ending", "t");
+    manifest.source =
+        "subscribe: [t]\n      startingOffsets: earliest\n      endingOffsets: '{\"t\":{\"0\":4,\"1\":-1}}'".into();
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "available-now");
+    assert!(status.success(), "{}", worker.stderr_text());
+    let mut expected: Vec<(String, i32, i64)> = (0..4).map(|o| ("t".to_string(), 0, o)).collect();
+    expected.extend((0..10).map(|o| ("t".to_string(), 1, o)));
+    assert_eq!(read_table(&ws.table()).coordinates(), expected);
+
+    // once: one batch up to the same ends.
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "ending-once", "t");
+    manifest.source =
+        "subscribe: [t]\n      startingOffsets: earliest\n      endingOffsets: '{\"t\":{\"0\":2,\"1\":3}}'".into();
+    manifest.trigger = "{once: true}";
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "once");
+    assert!(status.success(), "{}", worker.stderr_text());
+    let ends = BTreeMap::from([(("t".to_string(), 0), 2), (("t".to_string(), 1), 3)]);
+    assert_eq!(
+        read_table(&ws.table()).coordinates(),
+        expected_coordinates(&ends)
+    );
+    assert_eq!(worker.progress().len(), 1, "once is one batch");
+
+    // An end past the latest offset is refused, naming it: the run would wait forever.
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "ending-beyond", "t");
+    manifest.source =
+        "subscribe: [t]\n      startingOffsets: earliest\n      endingOffsets: '{\"t\":{\"0\":50,\"1\":-1}}'".into();
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "beyond");
+    assert!(!status.success());
+    let stderr = worker.stderr_text();
+    assert!(
+        stderr.contains(
+            "endingOffsets names offsets past the latest of their partitions (t-0: 50 (latest 10))"
+        ),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn min_offsets_per_trigger_waits_for_enough_offsets_or_the_delay() {
+    let broker = Broker::start();
+    fill(&broker, "t", 1, 25);
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "minimum", "t");
+    manifest.source = "subscribe: [t]\n      startingOffsets: earliest\n      minOffsetsPerTrigger: 10\n      maxTriggerDelay: 8s".into();
+    manifest.trigger = "{}";
+    let path = ws.write("m.yaml", &manifest.render());
+    let mut worker = Worker::start(&ws, &path, &broker.bootstrap, "continuous");
+    let rows = |ws: &Workspace| {
+        if ws.table().join("_delta_log").exists() {
+            read_table(&ws.table()).rows()
+        } else {
+            0
+        }
+    };
+    // The first batch is never put off (as in Spark): the 25 records waiting are read.
+    wait_for("the first batch", Duration::from_secs(60), || {
+        rows(&ws) == 25
+    });
+
+    // 3 records: fewer than the minimum, so they wait for maxTriggerDelay (8 s after the last
+    // batch) before a batch reads them.
+    let sent = std::time::Instant::now();
+    for i in 0..3 {
+        broker.send("t", 0, None, reading(i, "few", 1.0).as_bytes());
+    }
+    broker.flush();
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(
+        rows(&ws),
+        25,
+        "3 offsets are fewer than minOffsetsPerTrigger: no batch yet"
+    );
+    wait_for("the delayed batch", Duration::from_secs(30), || {
+        rows(&ws) == 28
+    });
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5),
+        "the small batch ran after {waited:?}, before maxTriggerDelay"
+    );
+
+    // 12 records at once: enough, read at the next trigger.
+    let sent = std::time::Instant::now();
+    for i in 0..12 {
+        broker.send("t", 0, None, reading(i, "many", 1.0).as_bytes());
+    }
+    broker.flush();
+    wait_for(
+        "the batch of enough offsets",
+        Duration::from_secs(30),
+        || rows(&ws) == 40,
+    );
+    let waited = sent.elapsed();
+    assert!(
+        waited < Duration::from_secs(5),
+        "a batch of enough offsets waited {waited:?}"
+    );
+    worker.terminate();
+    assert!(
+        worker.wait(Duration::from_secs(30)).success(),
+        "{}",
+        worker.stderr_text()
+    );
+    let offsets: Vec<i64> = read_table(&ws.table())
+        .coordinates()
+        .iter()
+        .map(|c| c.2)
+        .collect();
+    assert_eq!(offsets, (0..40).collect::<Vec<_>>(), "every record once");
+}
+
+#[test]
+fn group_id_prefix_and_spark_prefixed_options_reach_the_consumer() {
+    let broker = Broker::start();
+    fill(&broker, "t", 1, 7);
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "pasted", "t");
+    manifest.source.push_str("\n      groupIdPrefix: etl");
+    // Options pasted from Spark code, with the kafka. prefix.
+    manifest.options = vec![
+        ("kafka.session.timeout.ms".into(), "6000".into()),
+        ("kafka.heartbeat.interval.ms".into(), "500".into()),
+        ("kafka.security.protocol".into(), "PLAINTEXT".into()),
+        ("kafka.fetch.wait.max.ms".into(), "20".into()),
+    ];
+    let path = ws.write("m.yaml", &manifest.render());
+    let mut worker = Worker::start_with_env(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "run",
+        &[("RUST_LOG", "info")],
+    );
+    let status = worker.wait(Duration::from_secs(60));
+    let stderr = worker.stderr_text();
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("group=etl-test-pasted"), "{stderr}");
+    assert!(
+        stderr.contains("fetch.wait.max.ms=20") && !stderr.contains("kafka.fetch"),
+        "the kafka. prefix is removed: {stderr}"
+    );
+    assert_eq!(read_table(&ws.table()).rows(), 7);
+    // The group the prefix names holds the offsets after the Delta commit.
+    let group: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &broker.bootstrap)
+        .set("group.id", "etl-test-pasted")
+        .create()
+        .expect("client");
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition("t", 0);
+    let committed =
+        rdkafka::consumer::Consumer::committed_offsets(&group, tpl, Duration::from_secs(10))
+            .expect("committed offsets");
+    assert_eq!(
+        committed.find_partition("t", 0).map(|e| e.offset()),
+        Some(rdkafka::Offset::Offset(7))
+    );
+
+    // A prefixed option librdkafka refuses is named, without the prefix; a prefixed option
+    // Tributary manages is refused with its own name.
+    for (option, value, says) in [
+        ("kafka.fetch.wait.max.ms", "soon", "fetch.wait.max.ms"),
+        (
+            "kafka.enable.auto.commit",
+            "true",
+            "options[kafka.enable.auto.commit]: options must not set auto.offset.reset, enable.auto.commit",
+        ),
+    ] {
+        let ws = Workspace::new();
+        let mut manifest = Manifest::subscribe(&ws, "refused", "t");
+        manifest.option(option, value);
+        let path = ws.write("m.yaml", &manifest.render());
+        let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "refused");
+        assert!(!status.success(), "{option}: {value} must be refused");
+        let stderr = worker.stderr_text();
+        assert!(stderr.contains(says), "{option}: {stderr}");
+    }
+}
+
+#[test]
+fn include_headers_keeps_headers_as_sparks_array_of_structs() {
+    use deltalake::arrow::array::{Array, AsArray};
+    let broker = Broker::start();
+    broker.topic("t", 1);
+    let producer = producer(&broker.bootstrap);
+    let now = an_hour_ago_ms();
+    send_at(
+        &producer,
+        "t",
+        0,
+        now,
+        &[
+            ("trace", Some(b"abc")),
+            ("empty", None),
+            ("trace", Some(b"def")),
+        ],
+        reading(1, "h", 1.0).as_bytes(),
+    );
+    send_at(&producer, "t", 0, now, &[], reading(2, "h", 1.0).as_bytes());
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "headers", "t");
+    manifest.source.push_str("\n      includeHeaders: true");
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "run");
+    assert!(status.success(), "{}", worker.stderr_text());
+    let table = read_table(&ws.table());
+    assert!(
+        table.schema_string.contains(r#"{"name":"kafka_headers","type":{"type":"array","elementType":{"type":"struct","fields":[{"name":"key","type":"string""#),
+        "{}",
+        table.schema_string
+    );
+    let mut seen = BTreeMap::new();
+    for batch in &table.batches {
+        let offsets = batch
+            .column_by_name("kafka_offset")
+            .expect("offset")
+            .as_primitive::<deltalake::arrow::datatypes::Int64Type>();
+        let headers = batch
+            .column_by_name("kafka_headers")
+            .expect("kafka_headers")
+            .as_list::<i32>();
+        for row in 0..batch.num_rows() {
+            let entries = headers.value(row);
+            let entries = entries.as_struct();
+            let keys = entries.column(0).as_string::<i32>();
+            let values = entries.column(1).as_binary::<i32>();
+            let pairs: Vec<(String, Option<Vec<u8>>)> = (0..entries.len())
+                .map(|i| {
+                    (
+                        keys.value(i).to_string(),
+                        (!values.is_null(i)).then(|| values.value(i).to_vec()),
+                    )
+                })
+                .collect();
+            seen.insert(offsets.value(row), pairs);
+        }
+    }
+    assert_eq!(
+        seen[&0],
+        vec![
+            ("trace".to_string(), Some(b"abc".to_vec())),
+            ("empty".to_string(), None),
+            ("trace".to_string(), Some(b"def".to_vec())),
+        ],
+        "every header, in order, duplicates and null values kept"
+    );
+    assert_eq!(
+        seen[&1],
+        vec![],
+        "a record without headers has an empty array"
+    );
+}
+
+#[test]
+fn timestamp_format_date_format_and_time_zone_reach_the_decoder() {
+    use deltalake::arrow::array::{Array, AsArray};
+    use deltalake::arrow::datatypes::{Date32Type, Int64Type, TimestampMicrosecondType};
+    let broker = Broker::start();
+    broker.topic("t", 1);
+    for value in [
+        r#"{"seen":"05/01/2024 10:30","day":"05/01/2024","local":"05.01.2024 10:30"}"#,
+        r#"{"seen":"05/07/2024 10:30+00:00","day":"2024-07-05","local":"05.07.2024 10:30"}"#,
+    ] {
+        broker.send("t", 0, None, value.as_bytes());
+    }
+    broker.flush();
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "formats", "t");
+    manifest.schema = "\n        - {name: seen, type: timestamp}\n        - {name: day, type: date}\n        - {name: local, type: timestamp_ntz}";
+    manifest.extra_format = "      timestampFormat: 'dd/MM/yyyy HH:mm[XXX]'\n      dateFormat: dd/MM/yyyy\n      timestampNTZFormat: dd.MM.yyyy HH:mm\n      timeZone: Europe/Paris".into();
+    let path = ws.write("m.yaml", &manifest.render());
+    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "run");
+    assert!(status.success(), "{}", worker.stderr_text());
+    let table = read_table(&ws.table());
+    let mut rows = BTreeMap::new();
+    for batch in &table.batches {
+        let offsets = batch
+            .column_by_name("kafka_offset")
+            .expect("offset")
+            .as_primitive::<Int64Type>();
+        let seen = batch
+            .column_by_name("seen")
+            .expect("seen")
+            .as_primitive::<TimestampMicrosecondType>();
+        let day = batch
+            .column_by_name("day")
+            .expect("day")
+            .as_primitive::<Date32Type>();
+        let rescued = batch
+            .column_by_name("_rescued_data")
+            .expect("rescued")
+            .as_string::<i32>();
+        let local = batch
+            .column_by_name("local")
+            .expect("local")
+            .as_primitive::<TimestampMicrosecondType>();
+        for i in 0..batch.num_rows() {
+            // timestamp_ntz ignores timeZone: 10:30 stays 10:30.
+            let expected = if offsets.value(i) == 0 {
+                1_704_450_600_000_000
+            } else {
+                1_720_175_400_000_000
+            };
+            assert_eq!(
+                local.value(i),
+                expected,
+                "timestamp_ntz at offset {}",
+                offsets.value(i)
+            );
+            rows.insert(
+                offsets.value(i),
+                (
+                    (!seen.is_null(i)).then(|| seen.value(i)),
+                    (!day.is_null(i)).then(|| day.value(i)),
+                    (!rescued.is_null(i)).then(|| rescued.value(i).to_string()),
+                ),
+            );
+        }
+    }
+    // 10:30 in Paris in January is 09:30 UTC; the written offset wins over timeZone.
+    assert_eq!(rows[&0], (Some(1_704_447_000_000_000), Some(19727), None));
+    // A date in another form than dateFormat is not read (Spark: null), and is rescued.
+    assert_eq!(
+        rows[&1],
+        (
+            Some(1_720_175_400_000_000),
+            None,
+            Some(r#"{"day":"2024-07-05"}"#.to_string())
+        )
+    );
+}

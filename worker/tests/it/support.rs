@@ -1,4 +1,4 @@
-//! Test support: Apache Kafka brokers ([`Broker`], see kafka.rs) or librdkafka's mock cluster
+//! Test support: Apache Kafka brokers ([`Broker`], from tributary-testkit) or librdkafka's mock cluster
 //! in the test process ([`MockBroker`]: no JVM, for the tests that only need records to read),
 //! the worker as a real child process, and an independent Delta reader (the `_delta_log` JSON
 //! replayed with serde_json, the Parquet files read with the parquet crate).
@@ -18,8 +18,8 @@ use serde_json::Value;
 pub const WORKER: &str = env!("CARGO_BIN_EXE_tributary-worker");
 
 /// Apache Kafka: the broker of every test that proves what the worker does with Kafka.
-pub use crate::kafka::Kafka as Broker;
-pub use crate::kafka::{producer, send};
+pub use tributary_testkit::kafka::Kafka as Broker;
+pub use tributary_testkit::kafka::{producer, send};
 
 /// librdkafka's mock cluster on 127.0.0.1, living as long as this value: the same interface as
 /// [`Broker`] without a JVM, for tests about the table side (storage, pods).
@@ -335,9 +335,15 @@ pub struct TableSnapshot {
 
 /// Replays `_delta_log/*.json` (add, remove, txn, metaData) and reads the live Parquet files.
 pub fn read_table(table: &Path) -> TableSnapshot {
+    try_read_table(table).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`read_table`] for a table that may not exist yet, or whose files a running VACUUM may
+/// delete between the log replay and the Parquet reads: those two are errors, not panics.
+pub fn try_read_table(table: &Path) -> Result<TableSnapshot, String> {
     let log = table.join("_delta_log");
     let mut commits: Vec<(i64, PathBuf)> = std::fs::read_dir(&log)
-        .expect("read _delta_log")
+        .map_err(|e| format!("read {}: {e}", log.display()))?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
@@ -398,25 +404,26 @@ pub fn read_table(table: &Path) -> TableSnapshot {
     let mut batches = Vec::new();
     for (file, partition_values) in &live {
         let decoded = percent_decode(file);
-        let reader = ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(table.join(&decoded)).expect("open data file"),
-        )
-        .expect("parquet reader")
-        .build()
-        .expect("parquet batches");
+        let data_file = table.join(&decoded);
+        let opened = std::fs::File::open(&data_file)
+            .map_err(|e| format!("open {}: {e}", data_file.display()))?;
+        let reader = ParquetRecordBatchReaderBuilder::try_new(opened)
+            .expect("parquet reader")
+            .build()
+            .expect("parquet batches");
         for batch in reader {
             let batch = batch.expect("parquet batch");
             batches.push(with_partition_values(batch, partition_values));
         }
     }
-    TableSnapshot {
+    Ok(TableSnapshot {
         version,
         txns,
         batches,
         files: live.len(),
         schema_string,
         partition_columns,
-    }
+    })
 }
 
 /// Adds the partition columns (strings) a Parquet file of a partitioned table does not hold.
@@ -607,4 +614,28 @@ impl Random {
         self.0 ^= self.0 << 17;
         self.0 % n
     }
+}
+
+/// The `commitInfo` of each commit in the table's log, in version order.
+pub fn commit_infos(table: &Path) -> Vec<Value> {
+    let mut commits: Vec<(i64, String)> = std::fs::read_dir(table.join("_delta_log"))
+        .expect("the table's log")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            (path.extension()? == "json").then_some(path)
+        })
+        .filter_map(|path| {
+            let version = path.file_stem()?.to_str()?.parse().ok()?;
+            Some((version, std::fs::read_to_string(&path).ok()?))
+        })
+        .collect();
+    commits.sort();
+    commits
+        .iter()
+        .flat_map(|(_, text)| text.lines().map(str::to_string).collect::<Vec<_>>())
+        .filter_map(|line| {
+            let mut action: Value = serde_json::from_str(&line).ok()?;
+            Some(action.get_mut("commitInfo")?.take())
+        })
+        .collect()
 }

@@ -13,7 +13,7 @@ use super::ingestion::{
     worker_pods,
 };
 use super::*;
-use crate::kafka::Kafka;
+use tributary_testkit::kafka::Kafka;
 
 /// The continuous example as `name`, with its own table and checkpoint.
 fn ingestion(name: &str, bootstrap: &str) -> Value {

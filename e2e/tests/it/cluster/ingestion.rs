@@ -1,6 +1,6 @@
 //! Ingestions end to end in the real control plane: the chart's operator turns the examples
 //! into Deployments and Jobs, the kubelet runs their worker pods as processes against an Apache
-//! Kafka broker on 127.0.0.1 (the worker suite's harness, kafka.rs), the workers write Delta tables on the
+//! Kafka broker on 127.0.0.1 (the shared harness, testkit/src/kafka.rs), the workers write Delta tables on the
 //! claims' directories and their status through their own ServiceAccount's RBAC, and what a
 //! user sees (`kubectl wait`, `kubectl get streams`, `kubectl describe`, the Argo CD health) is
 //! checked at each step: continuous, availableNow, suspend and resume, scaling, a missing
@@ -16,7 +16,7 @@ use tributary_e2e::bench::produce::produce_all;
 use tributary_e2e::cluster::Cluster;
 
 use super::*;
-use crate::kafka::Kafka;
+use tributary_testkit::kafka::Kafka;
 
 pub(super) const NAMESPACE: &str = "iot";
 pub(super) const TOPIC: &str = "sensor-readings";
@@ -24,6 +24,9 @@ pub(super) const PARTITIONS: i32 = 3;
 const FIRST: u64 = 3000;
 const SECOND: u64 = 2000;
 const THIRD: u64 = 1000;
+/// Records produced while autoscaling watches: at 30 offsets a batch, a lag well above the
+/// target of 100 per worker for long enough to be reported.
+const AUTOSCALED: u64 = 6000;
 /// Records per round while waiting for the three workers to report their partitions.
 const ROUND: u64 = 300;
 pub(super) const WAIT: Duration = Duration::from_secs(180);
@@ -673,6 +676,13 @@ async fn ingestions_run_as_a_user_sees_them() {
     );
 
     // --- kubectl scale: three workers share the partitions, exactly once --------------------------
+    // Scaling changes the count only: the worker that runs keeps running.
+    let before_scale: Vec<String> = worker_pods(&cluster, "sensor-readings")
+        .await
+        .iter()
+        .map(pod_name)
+        .collect();
+    assert_eq!(before_scale.len(), 1, "{before_scale:?}");
     kubectl(
         &cluster,
         &[
@@ -696,7 +706,17 @@ async fn ingestions_run_as_a_user_sees_them() {
         ],
     )
     .await;
-    assert_eq!(worker_pods(&cluster, "sensor-readings").await.len(), 3);
+    let scaled: Vec<String> = worker_pods(&cluster, "sensor-readings")
+        .await
+        .iter()
+        .map(pod_name)
+        .collect();
+    assert_eq!(scaled.len(), 3);
+    assert!(
+        scaled.contains(&before_scale[0]),
+        "kubectl scale restarted the running worker {}: now {scaled:?}",
+        before_scale[0]
+    );
     // Each worker comes to own one partition (the group shares three among three). A worker
     // reports its partitions with a committed batch, so records keep coming, a round at a time,
     // until all three have reported; every round must land in the table exactly once.
@@ -738,6 +758,80 @@ async fn ingestions_run_as_a_user_sees_them() {
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+    assert_each_record_once(&stream_table, &broker, TOPIC);
+
+    // --- autoscaling on lag: small batches leave a lag the workers report, the operator adds
+    // workers up to the partitions, and removes them once the lag is gone, exactly once ---------
+    kubectl(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "patch",
+            "stream",
+            "sensor-readings",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"replicas":null,"source":{"kafka":{"maxOffsetsPerTrigger":30}},"autoscaling":{"minReplicas":1,"maxReplicas":5,"targetLagPerWorker":100,"scaleDownDelaySeconds":0}}}"#,
+        ],
+    )
+    .await;
+    // Idle workers report no lag: the minimum, once the spec is seen.
+    wait_until(
+        &cluster,
+        "autoscaling down to its minimum of 1 worker",
+        WAIT,
+        || async {
+            let object = stream(&cluster, "sensor-readings").await;
+            object["status"]["autoscaling"]["desiredReplicas"] == 1
+                && worker_pods(&cluster, "sensor-readings").await.len() == 1
+        },
+    )
+    .await;
+    produce_all(&broker.bootstrap, TOPIC, PARTITIONS, AUTOSCALED).expect("produce");
+    total += AUTOSCALED;
+    wait_until(
+        &cluster,
+        "autoscaling up to one worker per partition (3, under maxReplicas 5)",
+        WAIT,
+        || async {
+            let object = stream(&cluster, "sensor-readings").await;
+            object["status"]["autoscaling"]["desiredReplicas"] == 3
+        },
+    )
+    .await;
+    wait_rows(&cluster, &stream_table, total).await;
+    wait_until(
+        &cluster,
+        "autoscaling back to 1 worker with no lag left",
+        WAIT,
+        || async {
+            let object = stream(&cluster, "sensor-readings").await;
+            object["status"]["autoscaling"]["desiredReplicas"] == 1
+        },
+    )
+    .await;
+    let events = kubectl(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=sensor-readings",
+        ],
+    )
+    .await;
+    assert!(
+        events.contains("ScaledUp") && events.contains("ScaledDown"),
+        "no ScaledUp and ScaledDown events:\n{events}"
+    );
+    let wide = kubectl(&cluster, &["get", "si", "-n", NAMESPACE, "-o", "wide"]).await;
+    assert!(
+        wide.lines().next().is_some_and(|h| h.contains("DESIRED")),
+        "{wide}"
+    );
     assert_each_record_once(&stream_table, &broker, TOPIC);
 
     // --- a missing Secret: a condition with its reason, in describe, with an Event ------------------

@@ -17,7 +17,7 @@ use serde_json::{Value, json};
 use super::data::{self, SENSOR};
 use super::harness::Spark;
 use super::lake::{Ingestion, worker_bin};
-use crate::kafka::Kafka;
+use tributary_testkit::kafka::Kafka;
 
 const PARTITIONS: i32 = 6;
 

@@ -158,6 +158,7 @@ pub fn write_expected(path: &Path, records: &[Produced]) {
 }
 
 /// One ingestion, rendered as the manifest a user would apply.
+#[derive(Clone, Debug)]
 pub struct Ingestion {
     pub name: String,
     pub topic: String,
@@ -172,6 +173,9 @@ pub struct Ingestion {
     pub partition_by: Vec<String>,
     pub max_offsets_per_trigger: Option<u64>,
     pub checkpoint_interval: Option<u32>,
+    /// A Spark checkpointLocation to take over from (spec.checkpoint.fromSpark), with the
+    /// seconds it must have been quiet.
+    pub from_spark: Option<(PathBuf, u64)>,
 }
 
 impl Ingestion {
@@ -192,6 +196,7 @@ impl Ingestion {
             partition_by: Vec::new(),
             max_offsets_per_trigger: None,
             checkpoint_interval: None,
+            from_spark: None,
         }
     }
 
@@ -227,6 +232,18 @@ impl Ingestion {
         if let Some(interval) = self.checkpoint_interval {
             sink.push_str(&format!("\n      checkpointInterval: {interval}"));
         }
+        let from_spark = self
+            .from_spark
+            .as_ref()
+            .map(|(location, quiet)| {
+                let mount = location.parent().expect("a parent directory");
+                format!(
+                    "\n    fromSpark:\n      location: {}\n      volume: {{claimName: spark, mountPath: {}}}\n      quietSeconds: {quiet}",
+                    location.display(),
+                    mount.display()
+                )
+            })
+            .unwrap_or_default();
         format!(
             r#"apiVersion: tributary.dev/v1alpha1
 kind: StreamingIngestion
@@ -249,7 +266,7 @@ spec:
       volume: {{claimName: lake}}{sink}
   checkpoint:
     location: {checkpoint}
-    volume: {{size: 1Gi}}
+    volume: {{size: 1Gi}}{from_spark}
   trigger: {trigger}
 "#,
             name = self.name.replace('_', "-"),

@@ -164,6 +164,15 @@ fn take_over(
     (status.success(), worker.log())
 }
 
+/// Runs the worker on a manifest whose spec.checkpoint.fromSpark names the Spark checkpoint.
+fn take_over_by_spec(ingestion: &Ingestion, kafka: &Kafka) -> (bool, String) {
+    let mut with_spec = ingestion.clone();
+    with_spec.from_spark = Some((spark_checkpoint(ingestion), QUIET_SECONDS));
+    let mut worker = Worker::start_with_args(&with_spec, &kafka.bootstrap, &[], &[]);
+    let status = worker.wait(Duration::from_secs(180));
+    (status.success(), worker.log())
+}
+
 /// Refusals: the worker must fail, its error naming `wanted`, and write nothing to the table.
 fn expect_refusal(
     what: &str,
@@ -351,14 +360,22 @@ fn a_spark_query_hands_over_to_tributary_exactly_once() {
         &mut all,
     );
 
-    // The takeovers.
-    for (ingestion, topic) in [(&stopped, &stopped_topic), (&killed, &killed_topic)] {
-        let (ok, log) = take_over(
-            ingestion,
-            &kafka,
-            &spark_checkpoint(ingestion),
-            QUIET_SECONDS,
-        );
+    // The takeovers: one by the command line's flag, one by the manifest's
+    // spec.checkpoint.fromSpark (what the operator's workers run).
+    for (ingestion, topic, by_spec) in [
+        (&stopped, &stopped_topic, false),
+        (&killed, &killed_topic, true),
+    ] {
+        let (ok, log) = if by_spec {
+            take_over_by_spec(ingestion, &kafka)
+        } else {
+            take_over(
+                ingestion,
+                &kafka,
+                &spark_checkpoint(ingestion),
+                QUIET_SECONDS,
+            )
+        };
         assert!(ok, "{}: the takeover failed; log:\n{log}", ingestion.name);
         let line = log
             .lines()

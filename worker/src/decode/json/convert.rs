@@ -10,7 +10,8 @@ use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tributary_crds::DataType;
 
 use super::parse::{Member, Value, is_integer};
-use super::time::{parse_date, parse_timestamp};
+use super::pattern::{date_with_pattern, timestamp_ntz_with_pattern, timestamp_with_pattern};
+use super::time::{Formats, parse_date, parse_timestamp};
 
 /// A decoded value, before it goes into an Arrow array. Strings borrow from the record's
 /// value when they hold no escape.
@@ -45,7 +46,12 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 );
 
 /// Converts `value` to `data_type`. Errors say what the value is and why it is not read.
-pub(crate) fn convert<'a>(data_type: &DataType, value: &Value<'a>) -> Result<Cell<'a>, String> {
+/// Dates and timestamps follow `formats` (from_json's dateFormat, timestampFormat, timeZone).
+pub(crate) fn convert<'a>(
+    data_type: &DataType,
+    value: &Value<'a>,
+    formats: &Formats,
+) -> Result<Cell<'a>, String> {
     if let Value::Null = value {
         return Ok(Cell::Null);
     }
@@ -84,11 +90,20 @@ pub(crate) fn convert<'a>(data_type: &DataType, value: &Value<'a>) -> Result<Cel
                 .map_err(|why| format!("{} {why}", describe(value)))
         }
         DataType::Date => match value {
-            Value::Str(text) if !text.is_empty() => parse_date(text).map(Cell::I32),
+            // With a dateFormat Spark reads only that pattern (no fallback to its cast).
+            Value::Str(text) if !text.is_empty() => match &formats.date {
+                Some(pattern) => date_with_pattern(pattern, text).map(Cell::I32),
+                None => parse_date(text).map(Cell::I32),
+            },
             other => Err(not_read(other, "date", "date strings")),
         },
         DataType::Timestamp => match value {
-            Value::Str(text) if !text.is_empty() => parse_timestamp(text, false).map(Cell::I64),
+            // With a timestampFormat Spark reads only that pattern (no fallback to its cast).
+            Value::Str(text) if !text.is_empty() => match &formats.timestamp {
+                Some(pattern) => timestamp_with_pattern(pattern, text, &formats.zone),
+                None => parse_timestamp(text, false, &formats.zone),
+            }
+            .map(Cell::I64),
             // Spark reads an integer as seconds since the epoch.
             Value::Number(text) if is_integer(text) => text
                 .parse::<i64>()
@@ -108,7 +123,12 @@ pub(crate) fn convert<'a>(data_type: &DataType, value: &Value<'a>) -> Result<Cel
             )),
         },
         DataType::TimestampNtz => match value {
-            Value::Str(text) if !text.is_empty() => parse_timestamp(text, true).map(Cell::I64),
+            // With a timestampNTZFormat Spark reads only that pattern.
+            Value::Str(text) if !text.is_empty() => match &formats.timestamp_ntz {
+                Some(pattern) => timestamp_ntz_with_pattern(pattern, text),
+                None => parse_timestamp(text, true, &formats.zone),
+            }
+            .map(Cell::I64),
             other => Err(not_read(other, "timestamp_ntz", "timestamp strings")),
         },
         DataType::Binary => match value {
@@ -123,7 +143,7 @@ pub(crate) fn convert<'a>(data_type: &DataType, value: &Value<'a>) -> Result<Cel
         DataType::Array(element) => match value {
             Value::Array(items) => items
                 .iter()
-                .map(|item| convert(element, item))
+                .map(|item| convert(element, item, formats))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Cell::List)
                 .map_err(|why| format!("an element: {why}")),
@@ -140,7 +160,7 @@ pub(crate) fn convert<'a>(data_type: &DataType, value: &Value<'a>) -> Result<Cel
                 members
                     .iter()
                     .map(|m| {
-                        convert(value_type, &m.value)
+                        convert(value_type, &m.value, formats)
                             .map(|cell| (m.key.clone(), cell))
                             .map_err(|why| format!("key \"{}\": {why}", m.key))
                     })
@@ -157,7 +177,7 @@ pub(crate) fn convert<'a>(data_type: &DataType, value: &Value<'a>) -> Result<Cel
                 // says); members not in the struct are skipped, as Spark skips them.
                 for member in members {
                     if let Some(i) = fields.iter().position(|f| f.name == member.key) {
-                        cells[i] = convert(&fields[i].data_type, &member.value)
+                        cells[i] = convert(&fields[i].data_type, &member.value, formats)
                             .map_err(|why| format!("field \"{}\": {why}", member.key))?;
                     }
                 }

@@ -520,3 +520,88 @@ fn fail_and_dead_letter_name_the_column_a_value_does_not_read_into() {
         );
     }
 }
+
+#[test]
+fn a_tombstone_is_sparks_null_struct_and_an_empty_value_is_bad_input() {
+    let tombstone = Record {
+        value: None,
+        ..record(1, b"")
+    };
+    let schema = |required: bool| JsonFormat {
+        schema: vec![
+            SchemaField {
+                name: "id".into(),
+                data_type: "string".into(),
+                nullable: Some(!required),
+                ..Default::default()
+            },
+            SchemaField {
+                name: "n".into(),
+                data_type: "int".into(),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
+    };
+    // Rescue: both are rows of nulls; only the empty value is rescued, as "" (a tombstone has
+    // no text: its _rescued_data is null, as Spark's from_json(null) is not a corrupt record).
+    for required in [false, true] {
+        let mut format = schema(required);
+        format.on_error = Some(OnError::Rescue);
+        let decoder = JsonDecoder::new(&format, &[]).expect("decoder");
+        let decoded = decoder
+            .decode(&[record(0, b""), tombstone.clone()])
+            .expect("decode");
+        let batch = &decoded.batch;
+        assert_eq!(batch.num_rows(), 2);
+        for column in ["id", "n"] {
+            let array = batch.column_by_name(column).expect("column");
+            assert!(array.is_null(0) && array.is_null(1), "{column} is null");
+        }
+        let rescued = batch
+            .column_by_name(RESCUED_DATA_COLUMN)
+            .expect("rescued")
+            .as_string::<i32>();
+        assert!(
+            rescued.is_valid(0) && rescued.value(0).is_empty(),
+            "empty value: \"\""
+        );
+        assert!(rescued.is_null(1), "a tombstone is not rescued");
+        assert_eq!(decoded.rescued_rows, 1);
+    }
+    // Fail and deadLetter: a tombstone is a row of nulls unless a field is nullable: false;
+    // an empty value is bad input, named as such.
+    for mode in [OnError::Fail, OnError::DeadLetter] {
+        for required in [false, true] {
+            let mut format = schema(required);
+            format.on_error = Some(mode);
+            let decoder = JsonDecoder::new(&format, &[]).expect("decoder");
+            let decoded = decoder
+                .decode(&[record(0, b""), tombstone.clone()])
+                .expect("decode");
+            assert!(
+                decoded.bad[0].index == 0
+                    && decoded.bad[0]
+                        .reason
+                        .contains("the value is empty (0 bytes)"),
+                "{:?}",
+                decoded.bad
+            );
+            if required {
+                assert_eq!(decoded.batch.num_rows(), 0);
+                assert_eq!(decoded.bad.len(), 2);
+                assert!(
+                    decoded.bad[1]
+                        .reason
+                        .contains("is a tombstone (no value), so field \"id\" is null"),
+                    "{}",
+                    decoded.bad[1].reason
+                );
+            } else {
+                assert_eq!(decoded.bad.len(), 1, "{:?}", decoded.bad);
+                assert_eq!(decoded.batch.num_rows(), 1, "the tombstone's row");
+                assert!(decoded.batch.column_by_name("n").expect("n").is_null(0));
+            }
+        }
+    }
+}

@@ -1,8 +1,8 @@
 //! Dates and timestamps from JSON strings, as Spark's `from_json` reads them without a
 //! `dateFormat`/`timestampFormat`: Spark's cast grammar (`[+-]yyyy[-m[m][-d[d]]]`, then for
 //! timestamps `T` or a space and `h[h][:m[m][:s[s][.fraction]]]`, then a zone), proleptic
-//! Gregorian calendar, fractions past microseconds cut off (not rounded), the session time zone
-//! (UTC) when the text has none.
+//! Gregorian calendar, fractions past microseconds cut off (not rounded), the `timeZone` option
+//! (UTC by default, Spark's session time zone here) when the text has none.
 //!
 //! Zones: `Z`, offsets (`+h`, `+hh`, `+hh:mm`, `+hhmm`, `+hh:mm:ss`, `+hhmmss`, with Spark's
 //! repairs of `+h:mm` and `+hh:m`) and `UTC`/`GMT`/`UT` alone or followed by an offset. Spark
@@ -10,8 +10,57 @@
 //! rules, and a time without a date as today's: those are refused here (the record is bad
 //! input, never a different value).
 
+use tributary_crds::JsonFormat;
+use tributary_crds::datetime::{Pattern, Zone, repair_offset};
+
 /// Why a string is not read.
 pub(crate) type Refusal = String;
+
+/// How dates and timestamps are read: from_json's timestampFormat, dateFormat and timeZone.
+#[derive(Clone, Debug)]
+pub(crate) struct Formats {
+    pub timestamp: Option<Pattern>,
+    pub timestamp_ntz: Option<Pattern>,
+    pub date: Option<Pattern>,
+    /// The zone of timestamps written without one.
+    pub zone: Zone,
+}
+
+impl Default for Formats {
+    fn default() -> Formats {
+        Formats {
+            timestamp: None,
+            timestamp_ntz: None,
+            date: None,
+            zone: Zone::Fixed(0),
+        }
+    }
+}
+
+impl Formats {
+    /// The options of a format (validation has checked them; an error names the field).
+    pub(crate) fn of(format: &JsonFormat) -> Result<Formats, String> {
+        let pattern = |field: &str, text: &Option<String>| {
+            text.as_deref()
+                .map(|p| {
+                    Pattern::compile(p)
+                        .map_err(|e| format!("spec.format.json.{field}: the pattern \"{p}\" {e}"))
+                })
+                .transpose()
+        };
+        Ok(Formats {
+            timestamp: pattern("timestampFormat", &format.timestamp_format)?,
+            timestamp_ntz: pattern("timestampNTZFormat", &format.timestamp_ntz_format)?,
+            date: pattern("dateFormat", &format.date_format)?,
+            zone: match &format.time_zone {
+                Some(zone) => {
+                    Zone::parse(zone).map_err(|e| format!("spec.format.json.timeZone: {e}"))?
+                }
+                None => Zone::Fixed(0),
+            },
+        })
+    }
+}
 
 const MICROS_PER_SECOND: i64 = 1_000_000;
 const MICROS_PER_DAY: i64 = 86_400 * MICROS_PER_SECOND;
@@ -141,9 +190,46 @@ fn has_day(s: &[u8], rest: &[u8]) -> bool {
     part.iter().filter(|&&b| b == b'-').count() == 2
 }
 
+/// Microseconds since the epoch of a local date and time in `zone`, as Java's
+/// `ZonedDateTime.of` places it: in a daylight saving overlap the earlier offset (the earlier
+/// instant), in a gap the offset before it (the time moves forward by the gap). None when out
+/// of range.
+pub(crate) fn local_to_utc_micros(days: i64, micros_of_day: i64, zone: &Zone) -> Option<i64> {
+    let local_micros = days
+        .checked_mul(MICROS_PER_DAY)?
+        .checked_add(micros_of_day)?;
+    let offset_seconds: i64 = match zone {
+        Zone::Fixed(seconds) => i64::from(*seconds),
+        Zone::Region(tz) => {
+            use chrono::{Offset, TimeZone};
+            let seconds = local_micros.div_euclid(MICROS_PER_SECOND);
+            let local = chrono::DateTime::from_timestamp(seconds, 0)?.naive_utc();
+            let offset = match tz.offset_from_local_datetime(&local) {
+                chrono::LocalResult::Single(offset) => offset.fix(),
+                chrono::LocalResult::Ambiguous(earlier, later) => {
+                    // The earlier instant has the larger offset.
+                    let (a, b) = (earlier.fix(), later.fix());
+                    if a.local_minus_utc() >= b.local_minus_utc() {
+                        a
+                    } else {
+                        b
+                    }
+                }
+                chrono::LocalResult::None => {
+                    // In a gap: the offset in force a day before.
+                    let before = local.checked_sub_signed(chrono::TimeDelta::days(1))?;
+                    tz.offset_from_utc_datetime(&before).fix()
+                }
+            };
+            i64::from(offset.local_minus_utc())
+        }
+    };
+    local_micros.checked_sub(offset_seconds.checked_mul(MICROS_PER_SECOND)?)
+}
+
 /// A timestamp string, in microseconds since the epoch. `ntz`: a timestamp without time zone,
-/// which refuses a zone in the text.
-pub(crate) fn parse_timestamp(text: &str, ntz: bool) -> Result<i64, Refusal> {
+/// which refuses a zone in the text; otherwise a text without a zone is in `zone`.
+pub(crate) fn parse_timestamp(text: &str, ntz: bool, zone: &Zone) -> Result<i64, Refusal> {
     let s = trim(text).as_bytes();
     let not = || format!("\"{text}\" is not a timestamp");
     if s.is_empty() {
@@ -156,7 +242,7 @@ pub(crate) fn parse_timestamp(text: &str, ntz: bool) -> Result<i64, Refusal> {
     }
     let ((year, month, day), mut rest) = date_part(s, 6).ok_or_else(not)?;
     let (mut hour, mut minute, mut second, mut micros) = (0i64, 0i64, 0i64, 0i64);
-    let mut zone: Option<&[u8]> = None;
+    let mut written_zone: Option<&[u8]> = None;
     if !rest.is_empty() {
         if !(has_day(s, rest) && matches!(rest[0], b' ' | b'T')) {
             return Err(not());
@@ -195,14 +281,20 @@ pub(crate) fn parse_timestamp(text: &str, ntz: bool) -> Result<i64, Refusal> {
             rest = &rest[1 + digits..];
         }
         if !rest.is_empty() {
-            zone = Some(rest);
+            written_zone = Some(rest);
         }
     }
     if hour > 23 || minute > 59 || second > 59 {
         return Err(not());
     }
-    let offset_seconds = match zone {
-        None => 0,
+    let offset_seconds = match written_zone {
+        None if ntz => 0,
+        None => {
+            let days = days_from_civil(year, month, day).ok_or_else(not)?;
+            let micros_of_day = ((hour * 60 + minute) * 60 + second) * MICROS_PER_SECOND + micros;
+            return local_to_utc_micros(days, micros_of_day, zone)
+                .ok_or_else(|| format!("\"{text}\" is out of the range of a timestamp"));
+        }
         Some(_) if ntz => {
             return Err(format!(
                 "\"{text}\" has a time zone, which a timestamp_ntz column refuses"
@@ -260,66 +352,9 @@ fn zone_offset_seconds(zone: &str) -> Option<i64> {
     None
 }
 
-/// Spark's repairs before Java reads a zone: `+h:` becomes `+0h:` (the first one), and a
-/// final `+hh:m` becomes `+hh:0m`.
-fn repair_offset(zone: &str) -> String {
-    let mut s = zone.to_string();
-    let b = s.as_bytes();
-    if let Some(i) = (0..b.len().saturating_sub(2))
-        .find(|&i| matches!(b[i], b'+' | b'-') && b[i + 1].is_ascii_digit() && b[i + 2] == b':')
-    {
-        s.insert(i + 1, '0');
-    }
-    let b = s.as_bytes();
-    let n = b.len();
-    if n >= 5
-        && matches!(b[n - 5], b'+' | b'-')
-        && b[n - 4].is_ascii_digit()
-        && b[n - 3].is_ascii_digit()
-        && b[n - 2] == b':'
-        && b[n - 1].is_ascii_digit()
-    {
-        s.insert(n - 1, '0');
-    }
-    s
-}
-
-/// Java's ZoneOffset.of: `+h`, `+hh`, `+hhmm`, `+hh:mm`, `+hhmmss`, `+hh:mm:ss`, at most 18
-/// hours.
+/// Java's ZoneOffset.of, in seconds (crds' reading of the same text, for the `timeZone` option).
 fn offset_seconds(offset: &str) -> Option<i64> {
-    let b = offset.as_bytes();
-    let sign = match b.first()? {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    let two = |at: usize, colon: bool| -> Option<i64> {
-        if colon && b.get(at - 1) != Some(&b':') {
-            return None;
-        }
-        let d = b.get(at..at + 2)?;
-        if !d.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        Some(i64::from(d[0] - b'0') * 10 + i64::from(d[1] - b'0'))
-    };
-    let (hours, minutes, seconds) = match b.len() {
-        2 if b[1].is_ascii_digit() => (i64::from(b[1] - b'0'), 0, 0),
-        3 => (two(1, false)?, 0, 0),
-        5 => (two(1, false)?, two(3, false)?, 0),
-        6 => (two(1, false)?, two(4, true)?, 0),
-        7 => (two(1, false)?, two(3, false)?, two(5, false)?),
-        9 => (two(1, false)?, two(4, true)?, two(7, true)?),
-        _ => return None,
-    };
-    if hours > 18 || minutes > 59 || seconds > 59 {
-        return None;
-    }
-    let total = hours * 3600 + minutes * 60 + seconds;
-    if total > 18 * 3600 {
-        return None;
-    }
-    Some(sign * total)
+    tributary_crds::datetime::offset_seconds(offset).map(i64::from)
 }
 
 #[cfg(test)]

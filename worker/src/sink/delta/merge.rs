@@ -13,7 +13,7 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::Transaction;
 use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, TransactionError};
 
-use super::{COMMIT_RETRIES, CommitOutcome, DeltaSink, TxnUpdate};
+use super::{COMMIT_RETRIES, CommitOutcome, DeltaSink, TxnUpdate, txn_conflict_in};
 use crate::error::{Error, Result};
 
 const SOURCE: &str = "source";
@@ -35,11 +35,13 @@ impl DeltaSink {
         txns: &[TxnUpdate],
         app_metadata: HashMap<String, serde_json::Value>,
     ) -> Result<CommitOutcome> {
-        if let Some(reason) = self.txn_conflict(txns).await? {
+        let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
+        let current = self.txn_versions(&app_ids).await?;
+        if let Some(reason) = txn_conflict_in(txns, &current) {
             return Ok(CommitOutcome::Conflict(reason));
         }
         if rows.num_rows() == 0 {
-            return self.commit(None, txns, app_metadata).await;
+            return self.commit_read(None, txns, &current, app_metadata).await;
         }
         let before = self.table.version();
         let ctx = SessionContext::new();

@@ -1,23 +1,20 @@
-//! Apache Kafka under the tests: real broker processes (KRaft, each node a combined broker and
-//! controller) from the jars `scripts/install-deps.sh` copies into
-//! `$HOME/.cache/tributary/kafka-<version>/` (or `$TRIBUTARY_KAFKA_DIR`).
+//! Apache Kafka brokers (KRaft, each node a combined broker and controller) from the jars
+//! `scripts/install-deps.sh` copies into `$HOME/.cache/tributary/kafka-<version>/` (or
+//! `$TRIBUTARY_KAFKA_DIR`).
 //!
 //! Each [`Kafka`] owns its nodes: free ports on 127.0.0.1, a fresh log directory in a temporary
 //! directory, a bounded start-up wait (metadata polled until every node is registered), the
-//! nodes' logs printed when start-up fails or the test panics, and every node killed when the
-//! value is dropped (and, through `PR_SET_PDEATHSIG`, when the test process dies). A node can be
-//! stopped, killed and started again on its log directory. One listener speaks plain Kafka; an
-//! optional SASL_SSL listener requires SASL PLAIN users and serves a certificate from a test CA
-//! made with the openssl CLI, as Event Hubs' Kafka endpoint does.
+//! nodes' logs printed when start-up fails or the caller panics, and every node killed when the
+//! value is dropped (and, through `PR_SET_PDEATHSIG`, when the calling process dies). A node can
+//! be stopped, killed and started again on its log directory. One listener speaks plain Kafka;
+//! an optional SASL_SSL listener requires SASL PLAIN users and serves a certificate from a test
+//! CA made with the openssl CLI, as Event Hubs' Kafka endpoint does.
 //!
 //! nextest runs every test in its own process, so a broker cannot be shared between tests
 //! without a process that outlives them; each test starts its own (about 3 to 5 s, see
 //! README). Storage is formatted once per node id (one fixed cluster id) into a cache next to the
 //! jars and copied for each broker: a formatted KRaft log directory does not depend on ports, and
 //! copying saves the second JVM start that `kafka-storage format` costs.
-//!
-//! The e2e cluster suite compiles this file too (`#[path]` in e2e/tests/it/main.rs), so it
-//! depends on nothing of this test crate: only std, rdkafka, futures, libc and tempfile.
 
 use std::fmt::Write as _;
 use std::net::TcpListener;
@@ -35,7 +32,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 /// The Kafka release the tests run: the one `scripts/kafka/pom.xml` installs.
 pub fn version() -> &'static str {
-    const POM: &str = include_str!("../../../scripts/kafka/pom.xml");
+    const POM: &str = include_str!("../../scripts/kafka/pom.xml");
     POM.split("<kafka.version>")
         .nth(1)
         .and_then(|rest| rest.split("</kafka.version>").next())
@@ -82,6 +79,9 @@ pub struct KafkaConfig {
     pub sasl: Option<SaslConfig>,
     /// Extra `server.properties` lines for every node.
     pub properties: Vec<(String, String)>,
+    /// JVM options after the defaults (the last of a repeated option wins), e.g. a larger heap
+    /// and the optimising JIT for a benchmark: the defaults start small and fast for tests.
+    pub jvm_options: Vec<String>,
 }
 
 impl Default for KafkaConfig {
@@ -90,6 +90,7 @@ impl Default for KafkaConfig {
             nodes: 1,
             sasl: None,
             properties: Vec::new(),
+            jvm_options: Vec::new(),
         }
     }
 }
@@ -204,7 +205,7 @@ impl Kafka {
         let bootstrap = join(|n| Some(n.port));
         let sasl_bootstrap = config.sasl.as_ref().map(|_| join(|n| n.sasl_port));
         for node in &mut nodes {
-            spawn(node, &jars, dir.path());
+            spawn(node, &jars, dir.path(), &config.jvm_options);
         }
         let mut kafka = Kafka {
             producer: producer(&bootstrap),
@@ -467,11 +468,20 @@ impl Kafka {
     pub fn restart(&mut self, id: i32) {
         let jars = jars();
         let root = self.dir.path().to_path_buf();
+        let jvm_options = self.config.jvm_options.clone();
         let node = self.node_mut(id);
         assert!(node.child.is_none(), "node {id} is running");
-        spawn(node, &jars, &root);
+        spawn(node, &jars, &root, &jvm_options);
         let running = self.nodes.iter_mut().filter(|n| n.child.is_some()).count();
         self.wait_until_up(running);
+    }
+
+    /// The process ids of the running nodes (for their CPU time in /proc).
+    pub fn pids(&self) -> Vec<u32> {
+        self.nodes
+            .iter()
+            .filter_map(|n| n.child.as_ref().map(Child::id))
+            .collect()
     }
 
     /// Node ids.
@@ -501,7 +511,7 @@ impl Kafka {
         let jars = jars();
         let root = self.dir.path().to_path_buf();
         for node in &mut self.nodes {
-            spawn(node, &jars, &root);
+            spawn(node, &jars, &root, &self.config.jvm_options);
         }
         let n = self.nodes.len();
         self.wait_until_up(n);
@@ -636,7 +646,7 @@ ssl.keystore.location={keystore}
 }
 
 /// Starts a node's JVM, its output appended to its log.
-fn spawn(node: &mut Node, jars: &Path, root: &Path) {
+fn spawn(node: &mut Node, jars: &Path, root: &Path, jvm_options: &[String]) {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -653,6 +663,7 @@ fn spawn(node: &mut Node, jars: &Path, root: &Path) {
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
         ])
+        .args(jvm_options)
         .arg(format!(
             "-Dlog4j2.configurationFile={}",
             root.join("log4j2.properties").display()
@@ -858,13 +869,31 @@ pub fn send(
     if let Some(key) = key {
         record = record.key(key);
     }
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         match producer.send(record) {
             Ok(()) => return,
-            Err((_, returned)) => {
-                // Queue full: wait for deliveries.
+            Err((error, returned)) => {
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot produce to {topic}-{partition} within 60 s: {error}"
+                );
                 record = returned;
-                producer.poll(Duration::from_millis(10));
+                if error
+                    == rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    )
+                {
+                    // Wait for deliveries.
+                    producer.poll(Duration::from_millis(10));
+                } else {
+                    // A partition the producer's metadata does not know yet (just added): the
+                    // producer refreshes its metadata only every few minutes by itself.
+                    let _ = producer
+                        .client()
+                        .fetch_metadata(Some(topic), Duration::from_secs(5));
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
         }
     }

@@ -1,0 +1,124 @@
+//! Table upkeep beside a running query: compaction replaces small files, VACUUM deletes the
+//! replaced ones once past the retention, and the table keeps every row exactly once.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::exactly_once::assert_exactly_once;
+use crate::support::*;
+
+const TOPIC: &str = "upkeep";
+const PARTITIONS: i32 = 2;
+
+/// Every Parquet file under the table's directory.
+fn parquet_files(table: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![table.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).expect("a table directory") {
+            let path = entry.expect("an entry").path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "_delta_log") {
+                    dirs.push(path);
+                }
+            } else if path.extension().is_some_and(|e| e == "parquet") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// Operations named in the table's commits, in version order.
+fn operations(table: &Path) -> Vec<String> {
+    commit_infos(table)
+        .iter()
+        .filter_map(|info| Some(info["operation"].as_str()?.to_string()))
+        .collect()
+}
+
+#[test]
+fn vacuum_deletes_the_files_compaction_replaced_and_every_row_stays_once() {
+    let env = [
+        ("TRIBUTARY_COMPACTION_INTERVAL_SECONDS", "1"),
+        ("TRIBUTARY_COMPACTION_MIN_FILES", "3"),
+        ("TRIBUTARY_VACUUM_INTERVAL_SECONDS", "2"),
+    ];
+    let broker = MockBroker::start();
+    broker.topic(TOPIC, PARTITIONS);
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "upkeep", TOPIC);
+    manifest.trigger = "{}";
+    manifest.source.push_str("\n      maxOffsetsPerTrigger: 50");
+    // No retention at all: a file is deleted as soon as compaction replaced it.
+    manifest.sink_extra =
+        "      vacuum: {intervalHours: 24, retainHours: 0, retentionDurationCheck: false}";
+    let path = ws.write("m.yaml", &manifest.render());
+    let mut worker = Worker::start_with_env(&ws, &path, &broker.bootstrap, "upkeep", &env);
+    let records = 600;
+    for i in 0..records {
+        broker.send(
+            TOPIC,
+            (i % PARTITIONS as usize) as i32,
+            None,
+            reading(i, "bergen", i as f64).as_bytes(),
+        );
+    }
+    broker.flush();
+    let ends: BTreeMap<(String, i32), i64> = (0..PARTITIONS)
+        .map(|p| {
+            (
+                (TOPIC.to_string(), p),
+                (records / PARTITIONS as usize) as i64,
+            )
+        })
+        .collect();
+    let table = ws.table();
+    // The worker may not have created the table yet, and with no retention a VACUUM can delete
+    // a file between our log replay and its read: both just mean "look again".
+    wait_for("every record in the table", Duration::from_secs(60), || {
+        try_read_table(&table).is_ok_and(|t| t.rows() == records)
+    });
+    wait_for(
+        "a compaction, then a VACUUM after it",
+        Duration::from_secs(60),
+        || {
+            let ops = operations(&table);
+            let compacted = ops.iter().position(|o| o == "OPTIMIZE");
+            compacted.is_some_and(|at| ops[at..].iter().any(|o| o == "VACUUM END"))
+        },
+    );
+    // The replaced files are gone from storage; the live ones stay.
+    wait_for(
+        "only live files on storage",
+        Duration::from_secs(30),
+        || try_read_table(&table).is_ok_and(|t| parquet_files(&table).len() == t.files),
+    );
+    worker.terminate();
+    let status = worker.wait(Duration::from_secs(30));
+    assert!(status.success(), "{}", worker.stderr_text());
+    assert_exactly_once(&ws, &ends);
+    assert!(
+        worker.stderr_text().contains("vacuumed files unreferenced"),
+        "{}",
+        worker.stderr_text()
+    );
+}
+
+#[test]
+fn a_short_retention_is_refused_unless_the_check_is_turned_off() {
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "short", TOPIC);
+    manifest.sink_extra = "      vacuum: {intervalHours: 24, retainHours: 1}";
+    let path = ws.write("m.yaml", &manifest.render());
+    let mut worker = Worker::start(&ws, &path, "127.0.0.1:1", "short");
+    let status = worker.wait(Duration::from_secs(30));
+    assert!(!status.success());
+    let stderr = worker.stderr_text();
+    assert!(
+        stderr.contains("spec.sink.delta.vacuum.retainHours")
+            && stderr.contains("retentionDurationCheck: false"),
+        "{stderr}"
+    );
+}
