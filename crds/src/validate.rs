@@ -840,8 +840,9 @@ fn metadata_column_type(column: MetadataColumn) -> DataType {
 
 // ---- transform ----------------------------------------------------------------------------
 
-/// The columns the table is written with: the declared ones, or the query's. None when the
-/// query does not plan (its error says why; column references are not checked against it).
+/// The columns the table is written with: the declared ones, or the query's (with the types of
+/// those it passes through unchanged). None when the query is refused (its error says why) or
+/// its text does not name every column: column references are then not checked against it.
 fn validate_transform(
     spec: &StreamingIngestionSpec,
     declared: Columns,
@@ -862,13 +863,26 @@ fn validate_transform(
         );
         return None;
     }
-    match crate::transform::check(&transform.sql, spec) {
-        Ok(columns) => Some(
+    let rescue = spec
+        .format
+        .json()
+        .is_some_and(|json| json.on_error() == OnError::Rescue);
+    let input = crate::transform::input_columns(&spec.format, &spec.metadata_columns());
+    match crate::transform::check(&transform.sql, &input, rescue) {
+        // A column passed through unchanged keeps its declared type; the types of the others
+        // are the worker's planner's to know (it checks them before it reads anything).
+        Ok(columns) => columns.map(|columns| {
             columns
                 .into_iter()
-                .map(|(name, data_type)| (name.to_ascii_lowercase(), Some(data_type)))
-                .collect(),
-        ),
+                .map(|column| {
+                    let data_type = column
+                        .from
+                        .and_then(|from| declared.get(&from.to_ascii_lowercase()).cloned())
+                        .flatten();
+                    (column.name.to_ascii_lowercase(), data_type)
+                })
+                .collect()
+        }),
         Err(error) => {
             errors.push(path, error.to_string());
             None

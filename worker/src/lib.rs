@@ -16,8 +16,9 @@
 //! -> publish);
 //! `cli` and `demo` start it (`standalone` places a cluster manifest's paths on a workstation).
 //! The stages never use each other, only the leaf modules below them (`partition`, `record`,
-//! `error`, `secrets`, `tuning`); a test in this file checks it.
+//! `arrow_types`, `error`, `secrets`, `tuning`); a test in this file checks it.
 
+mod arrow_types;
 pub mod cli;
 mod demo;
 mod error;
@@ -57,6 +58,7 @@ mod architecture {
     use std::path::{Path, PathBuf};
 
     const LEAVES: &[&str] = &[
+        "arrow_types",
         "error",
         "memory",
         "partition",

@@ -12,7 +12,7 @@ use tributary_crds::{OnError, OutputMode, StreamingIngestionSpec};
 use crate::decode::{Decoded, Decoder, JsonDecoder, RawDecoder};
 use crate::error::{Error, Result};
 use crate::record::Record;
-use crate::transform::{Transform, latest_per_key};
+use crate::transform::{Transform, delta_type, latest_per_key};
 
 /// What is done to a batch's rows between decoding and the table.
 pub(super) struct Shaping {
@@ -87,6 +87,9 @@ impl Shaping {
         let table = transform
             .as_ref()
             .map_or_else(|| decoder.table_schema(), Transform::table_schema);
+        if transform.is_some() {
+            check_query_columns(spec, &table)?;
+        }
         Ok(Shaping {
             transform,
             update,
@@ -233,6 +236,66 @@ impl Shaping {
     }
 }
 
+/// What validation cannot see from the query's text, checked against its plan: that
+/// partitionBy and mergeKeys name columns the query writes, of types a partition column or a
+/// merge key can have.
+fn check_query_columns(spec: &StreamingIngestionSpec, table: &SchemaRef) -> Result<()> {
+    let delta = &spec.sink.delta;
+    let written = || {
+        table
+            .fields()
+            .iter()
+            .map(|f| f.name().as_str())
+            .filter(|name| *name != tributary_crds::RESCUED_DATA_COLUMN)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let typed = |path: String, column: &str| -> Result<tributary_crds::DataType> {
+        let field = table
+            .fields()
+            .iter()
+            .find(|f| f.name().eq_ignore_ascii_case(column))
+            .ok_or_else(|| {
+                Error::Unsupported(format!(
+                    "{path}: \"{column}\" is not a column of spec.transform.sql (it writes {})",
+                    written()
+                ))
+            })?;
+        delta_type(field.data_type())
+            .map_err(|problem| Error::Transform(format!("column \"{column}\" {problem}")))
+    };
+    let mut problems = Vec::new();
+    for (i, column) in delta.partition_by.iter().enumerate() {
+        let path = format!("spec.sink.delta.partitionBy[{i}]");
+        match typed(path.clone(), column) {
+            Ok(data_type) if !data_type.is_partitionable() => problems.push(format!(
+                "{path}: cannot partition by \"{column}\" of type {data_type} (as spec.transform.sql writes it): use a string, integer, decimal, date, timestamp or boolean column"
+            )),
+            Ok(_) => {}
+            Err(error) => problems.push(error.to_string()),
+        }
+    }
+    for (i, key) in delta.merge_keys.iter().enumerate() {
+        let path = format!("spec.sink.delta.mergeKeys[{i}]");
+        match typed(path.clone(), key) {
+            Ok(
+                data_type @ (tributary_crds::DataType::Array(_)
+                | tributary_crds::DataType::Map(..)
+                | tributary_crds::DataType::Struct(_)),
+            ) => problems.push(format!(
+                "{path}: cannot merge on \"{key}\" of type {data_type} (as spec.transform.sql writes it): use a column of a primitive type"
+            )),
+            Ok(_) => {}
+            Err(error) => problems.push(error.to_string()),
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Unsupported(problems.join("; ")))
+    }
+}
+
 /// The rows of `batch` that `keep` drops and whose `_rescued_data` is set.
 fn rescued_in(batch: &RecordBatch, keep: &BooleanArray) -> usize {
     let Ok(index) = batch.schema().index_of(tributary_crds::RESCUED_DATA_COLUMN) else {
@@ -263,4 +326,82 @@ fn by_name(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
         })
         .collect();
     RecordBatch::try_new(schema, columns).map_err(|e| Error::Transform(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(sql: &str, sink: &str) -> StreamingIngestionSpec {
+        let text = format!(
+            "apiVersion: tributary.dev/v1alpha1
+kind: StreamingIngestion
+metadata: {{name: t, namespace: iot}}
+spec:
+  source: {{kafka: {{bootstrapServers: 127.0.0.1:9092, subscribe: [t]}}}}
+  format:
+    json:
+      schema:
+        - {{name: device_id, type: string}}
+        - {{name: temperature, type: double}}
+  metadataColumns: [offset]
+  transform: {{sql: \"{sql}\"}}
+  sink:
+    delta:
+      uri: /lake/t
+      volume: {{claimName: lake}}
+{sink}
+  checkpoint: {{location: /checkpoints/t, volume: {{size: 1Gi}}}}
+"
+        );
+        let mut found = tributary_crds::manifest::load_str(&text, "test").expect("valid");
+        found.remove(0).spec
+    }
+
+    fn shaping(spec: &StreamingIngestionSpec) -> std::result::Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let decoder = Decoder::new(&spec.format, &spec.metadata_columns()).expect("decoder");
+        Shaping::new(spec, &decoder, runtime.handle())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_types_of_computed_partition_and_merge_columns_are_checked_at_start() {
+        let sql = "SELECT device_id, temperature * 2 AS doubled, make_array(1) AS tags, \
+                   CAST(kafka_offset AS STRING) AS o FROM input";
+        assert_eq!(shaping(&spec(sql, "      partitionBy: [o]")), Ok(()));
+        let refused = shaping(&spec(sql, "      partitionBy: [doubled]")).expect_err("double");
+        assert!(
+            refused.contains(
+                "spec.sink.delta.partitionBy[0]: cannot partition by \"doubled\" of type double"
+            ),
+            "{refused}"
+        );
+        let refused = shaping(&spec(
+            sql,
+            "      outputMode: update\n      mergeKeys: [device_id, tags]",
+        ))
+        .expect_err("array");
+        assert!(
+            refused.contains(
+                "spec.sink.delta.mergeKeys[1]: cannot merge on \"tags\" of type array<long>"
+            ),
+            "{refused}"
+        );
+        // Columns the text does not name are found by the plan.
+        let refused = shaping(&spec(
+            "SELECT * EXCLUDE (temperature) FROM input",
+            "      partitionBy: [temperature]",
+        ))
+        .expect_err("excluded");
+        assert!(
+            refused.contains(
+                "spec.sink.delta.partitionBy[0]: \"temperature\" is not a column of spec.transform.sql (it writes device_id, kafka_offset)"
+            ),
+            "{refused}"
+        );
+    }
 }

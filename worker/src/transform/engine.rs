@@ -22,7 +22,10 @@ use datafusion::common::{Column, DataFusionError};
 use datafusion::logical_expr::{Expr, LogicalPlan, Projection};
 use datafusion::prelude::SessionContext;
 use tokio::runtime::Handle;
-use tributary_crds::transform::{TransformError, arrow_type, check_per_row, plan, table_columns};
+use tributary_crds::transform::TransformError;
+
+use super::plan::{check_per_row, plan, session, table_columns};
+use crate::arrow_types::arrow_type;
 
 use crate::error::{Error, Result};
 
@@ -61,7 +64,7 @@ impl Engine {
             .collect();
         fields.push(Field::new(ROW_COLUMN, ArrowType::UInt32, false));
         let input = Arc::new(Schema::new(fields));
-        let ctx = tributary_crds::transform::session();
+        let ctx = session();
         let planned = runtime
             .block_on(plan(&ctx, sql, input.clone()))
             .map_err(transform_error)?;

@@ -8,6 +8,7 @@
 
 mod engine;
 mod latest;
+mod plan;
 
 use std::sync::Arc;
 
@@ -22,6 +23,7 @@ use crate::record::{BadRecord, Record, raw_text};
 use engine::{Engine, pick};
 
 pub use latest::{DELETE_COLUMN, latest_per_key};
+pub use plan::delta_type;
 
 /// `spec.transform.sql`, planned for one ingestion.
 pub struct Transform {

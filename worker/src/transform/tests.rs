@@ -9,7 +9,7 @@ use tributary_crds::{
 };
 
 use super::*;
-use crate::decode::{JsonDecoder, RawDecoder};
+use crate::decode::{Decoder, JsonDecoder};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -199,59 +199,149 @@ fn output_types_become_the_tables_and_every_column_is_nullable() {
     );
 }
 
+/// The decoder's columns by name, without `_rescued_data` (carried beside the query).
+fn decoded_names(decoder: &Decoder) -> Vec<String> {
+    decoder
+        .table_schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .filter(|name| name != tributary_crds::RESCUED_DATA_COLUMN)
+        .collect()
+}
+
 #[test]
-fn the_input_validation_plans_against_is_the_decoders() {
+fn the_input_validation_reads_is_the_decoders() {
     for on_error in [OnError::Rescue, OnError::Fail] {
-        let mut format = format(on_error);
-        format.schema.push(SchemaField {
+        let mut json = format(on_error);
+        json.schema.push(SchemaField {
             name: "nested".into(),
             data_type: "struct<a:array<decimal(10,2)>,m:map<string,timestamp_ntz>,b:binary>".into(),
             ..Default::default()
         });
-        let decoder = JsonDecoder::new(&format, &MetadataColumn::ALL).expect("decoder");
         let format = Format {
-            json: Some(format),
+            json: Some(json),
             raw: None,
         };
-        let planned = tributary_crds::transform::input_schema(&format, &MetadataColumn::ALL)
-            .expect("types parse");
-        let decoded: Vec<(String, ArrowType)> = decoder
-            .table_schema()
-            .fields()
-            .iter()
-            .filter(|f| f.name() != tributary_crds::RESCUED_DATA_COLUMN)
-            .map(|f| (f.name().clone(), f.data_type().clone()))
-            .collect();
-        let validated: Vec<(String, ArrowType)> = planned
-            .fields()
-            .iter()
-            .map(|f| (f.name().clone(), f.data_type().clone()))
-            .collect();
-        assert_eq!(decoded, validated);
+        let decoder = Decoder::new(&format, &MetadataColumn::ALL).expect("decoder");
+        assert_eq!(
+            decoded_names(&decoder),
+            tributary_crds::transform::input_columns(&format, &MetadataColumn::ALL)
+        );
     }
-    for (key_type, value_type) in [
-        (RawType::Binary, RawType::String),
-        (RawType::String, RawType::Binary),
+    let format = Format {
+        json: None,
+        raw: Some(RawFormat {
+            key_type: Some(RawType::String),
+            value_type: Some(RawType::Binary),
+        }),
+    };
+    let metadata = [MetadataColumn::Topic, MetadataColumn::Offset];
+    let decoder = Decoder::new(&format, &metadata).expect("decoder");
+    assert_eq!(
+        decoded_names(&decoder),
+        tributary_crds::transform::input_columns(&format, &metadata)
+    );
+}
+
+#[test]
+fn validations_lists_of_functions_across_rows_are_datafusions() {
+    use tributary_crds::transform::{AGGREGATE_FUNCTIONS, WINDOW_FUNCTIONS, check};
+    let ctx = super::plan::session();
+    let state = ctx.state();
+    let mut aggregates: Vec<String> = Vec::new();
+    for (name, function) in state.aggregate_functions() {
+        aggregates.push(name.clone());
+        aggregates.extend(function.aliases().iter().cloned());
+    }
+    let mut windows: Vec<String> = Vec::new();
+    for (name, function) in state.window_functions() {
+        windows.push(name.clone());
+        windows.extend(function.aliases().iter().cloned());
+    }
+    for name in &aggregates {
+        assert!(
+            AGGREGATE_FUNCTIONS.contains(&name.as_str()),
+            "DataFusion's aggregate function {name} is missing from AGGREGATE_FUNCTIONS"
+        );
+    }
+    for name in &windows {
+        assert!(
+            WINDOW_FUNCTIONS.contains(&name.as_str()),
+            "DataFusion's window function {name} is missing from WINDOW_FUNCTIONS"
+        );
+    }
+    for name in AGGREGATE_FUNCTIONS {
+        assert!(
+            aggregates.iter().any(|a| a == name),
+            "{name} is no aggregate of DataFusion"
+        );
+    }
+    for name in WINDOW_FUNCTIONS {
+        assert!(
+            windows.iter().any(|w| w == name),
+            "{name} is no window function of DataFusion"
+        );
+    }
+    // And each is refused from the text, as the planner refuses it.
+    let input = vec!["device".to_string(), "reading".to_string()];
+    for name in aggregates.iter().chain(&windows) {
+        let sql = format!("SELECT {name}(reading) AS x FROM input");
+        let refused = check(&sql, &input, false).expect_err(&sql).to_string();
+        assert!(
+            refused.contains("is not a per-row query"),
+            "{sql}: {refused}"
+        );
+    }
+}
+
+#[test]
+fn the_worker_plans_the_query_before_reading_and_names_what_does_not_plan() {
+    let runtime = runtime();
+    let plan = |sql: &str| {
+        let decoder =
+            JsonDecoder::new(&format(OnError::Fail), &[MetadataColumn::Offset]).expect("decoder");
+        Transform::new(
+            sql,
+            &decoder.table_schema(),
+            OnError::Fail,
+            runtime.handle().clone(),
+        )
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        plan("SELECT device, CAST(reading AS DOUBLE) AS r FROM input"),
+        Ok(())
+    );
+    for (sql, expected) in [
+        ("SELECT nope AS x FROM input", "nope"),
+        (
+            "SELECT device, CAST(make_array(kafka_offset) AS INT) AS n FROM input",
+            "does not plan (in the column \"n\"): ",
+        ),
+        (
+            "SELECT device, device + 1 AS n FROM input",
+            "does not plan (in the column \"n\"): ",
+        ),
+        (
+            "SELECT no_such_function(device) AS x FROM input",
+            "no_such_function",
+        ),
+        (
+            "SELECT NULL AS nothing, device FROM input",
+            "column \"nothing\" has no type",
+        ),
+        (
+            "SELECT device, INTERVAL '1 day' AS span FROM input",
+            "column \"span\" is of type Interval",
+        ),
     ] {
-        let raw = RawFormat {
-            key_type: Some(key_type),
-            value_type: Some(value_type),
-        };
-        let decoder = RawDecoder::new(&raw, &MetadataColumn::ALL).expect("decoder");
-        let format = Format {
-            json: None,
-            raw: Some(raw),
-        };
-        let planned = tributary_crds::transform::input_schema(&format, &MetadataColumn::ALL)
-            .expect("a raw format");
-        let types = |schema: &Schema| -> Vec<(String, ArrowType)> {
-            schema
-                .fields()
-                .iter()
-                .map(|f| (f.name().clone(), f.data_type().clone()))
-                .collect()
-        };
-        assert_eq!(types(&decoder.table_schema()), types(&planned));
+        let error = plan(sql).expect_err(sql);
+        assert!(
+            error.starts_with("spec.transform.sql: ") && error.contains(expected),
+            "{sql}: expected {expected:?} in {error}"
+        );
     }
 }
 
