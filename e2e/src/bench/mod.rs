@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use self::broker::Broker;
-use self::config::Args;
+use self::config::{Args, Shape};
 use self::error::{BenchError, Result};
 use self::report::{ConfigFigures, LimitFigures, ProduceFigures, Report};
 
@@ -87,6 +87,11 @@ pub fn run(args: &Args) -> Result<Report> {
     if args.messages == 0 || args.rate == 0 || args.duration <= 0.0 {
         return Err(BenchError::Args(
             "--messages, --rate and --duration must be positive".into(),
+        ));
+    }
+    if !args.shapes.is_empty() && args.malformed > 0.0 {
+        return Err(BenchError::Args(
+            "--shapes runs on clean data (its table check knows no malformed records): set --malformed 0".into(),
         ));
     }
     let out = out_dir(args)?;
@@ -177,6 +182,7 @@ pub fn run(args: &Args) -> Result<Report> {
         ratio_worker_to_limit: None,
         latency: None,
         memory: Vec::new(),
+        shapes: Vec::new(),
     };
     let Some(worker_bin) = worker_bin else {
         return Ok(report);
@@ -198,9 +204,30 @@ pub fn run(args: &Args) -> Result<Report> {
         timeout,
         on_error: args.on_error,
         malformed: args.malformed(),
+        shape: Shape::Append,
     })?;
     report.ratio_worker_to_limit = Some(stats::rate(figures.rows_per_s, report.limit.msgs_per_s));
     report.worker = Some(figures);
+
+    // (c') The same messages with a transform, or in update mode.
+    for &shape in &args.shapes {
+        eprintln!("measuring the worker (availableNow, {})...", shape.as_str());
+        report.shapes.push(throughput::run(&throughput::Plan {
+            broker: &broker,
+            worker_bin: &worker_bin,
+            dir: fresh(&out.join(shape.as_str()))?,
+            topic: TOPIC,
+            ends: &ends,
+            produced,
+            max_offsets_per_trigger: args.max_offsets(),
+            kafka_options: &args.kafka_options,
+            wrapper: &args.worker_wrapper,
+            timeout,
+            on_error: args.on_error,
+            malformed: args.malformed(),
+            shape,
+        })?);
+    }
 
     // (d) Continuous latency.
     if !args.skip_latency {
@@ -253,6 +280,7 @@ pub fn run(args: &Args) -> Result<Report> {
                 timeout,
                 on_error: args.on_error,
                 malformed: args.malformed(),
+                shape: Shape::Append,
             })?);
         }
     }
