@@ -14,6 +14,7 @@ pub mod secrets;
 pub mod spec;
 pub mod status;
 pub mod strict;
+pub mod transform;
 pub mod validate;
 
 pub use datatype::DataType;

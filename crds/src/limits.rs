@@ -26,6 +26,10 @@ pub const MAX_TARGET_FILE_SIZE: i64 = 4 << 30;
 pub const MIN_CHECKPOINT_INTERVAL: i32 = 1;
 pub const MAX_CHECKPOINT_INTERVAL: i32 = 1000;
 
+/// Longest spec.transform.sql: a query of a few hundred columns, well inside the manifest's
+/// ConfigMap.
+pub const MAX_TRANSFORM_SQL_BYTES: usize = 65536;
+
 /// Port range of the workers' metrics endpoint (unprivileged ports only: workers run as non-root).
 pub const MIN_METRICS_PORT: i32 = 1024;
 /// Bounds of `spec.worker.terminationGracePeriodSeconds`: long enough to finish a batch and

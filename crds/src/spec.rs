@@ -180,6 +180,11 @@ pub struct StreamingIngestionSpec {
     #[schemars(extend("x-kubernetes-list-type" = "set"))]
     pub metadata_columns: Vec<MetadataColumn>,
 
+    /// A SQL query run on each micro-batch before it is written (Spark's select / withColumn /
+    /// filter). Absent: the decoded columns are written as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transform: Option<Transform>,
+
     /// Where rows are written.
     pub sink: Sink,
 
@@ -956,6 +961,20 @@ impl MetadataColumn {
 /// The column holding input that did not parse, with onError: rescue (as in Auto Loader).
 pub const RESCUED_DATA_COLUMN: &str = "_rescued_data";
 
+/// A transformation of each micro-batch.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Transform {
+    /// One SELECT over the table `input` (the schema's fields and the metadata columns), in
+    /// Apache DataFusion's SQL: projections, renames, casts, WHERE, CASE, string, date and
+    /// regex functions. Per-row only: aggregations, windows, joins, ORDER BY, LIMIT, DISTINCT
+    /// and subqueries are refused. Its columns are the table's (plus _rescued_data with
+    /// onError rescue). Identifiers are case-sensitive; quote names with capitals:
+    /// "deviceId".
+    #[schemars(length(min = 1, max = MAX_TRANSFORM_SQL_BYTES))]
+    pub sql: String,
+}
+
 /// Where rows are written.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase")]
@@ -974,7 +993,10 @@ pub struct Sink {
     validation = Rule::new("!has(self.unityCatalog) || has(self.table)").message("spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it"),
     validation = Rule::new("!has(self.uri) || self.uri.contains('://') || has(self.volume)").message("spec.sink.delta.uri is a path, so spec.sink.delta.volume must name the claim that holds it (claimName) or ask for one (size)"),
     validation = Rule::new("!has(self.uri) || !has(self.volume) || !has(self.volume.mountPath) || self.uri.startsWith(self.volume.mountPath)").message("spec.sink.delta.uri must be under spec.sink.delta.volume.mountPath"),
-    validation = Rule::new("!has(self.outputMode) || self.outputMode == 'append'").message("outputMode update and complete need a streaming aggregation, which an ingestion does not have: use append"),
+    validation = Rule::new("!has(self.outputMode) || self.outputMode != 'complete'").message(COMPLETE_REFUSED),
+    validation = Rule::new("!has(self.outputMode) || self.outputMode != 'update' || has(self.mergeKeys)").message("outputMode update needs spec.sink.delta.mergeKeys: the columns that identify a row"),
+    validation = Rule::new("!has(self.mergeKeys) || (has(self.outputMode) && self.outputMode == 'update')").message("spec.sink.delta.mergeKeys is only used with outputMode update"),
+    validation = Rule::new("!has(self.deleteOnTombstone) || !self.deleteOnTombstone || (has(self.outputMode) && self.outputMode == 'update')").message("spec.sink.delta.deleteOnTombstone is only used with outputMode update"),
     validation = Rule::new(DELETED_FILE_RETENTION_RULE).message(DELETED_FILE_RETENTION_MESSAGE),
 )]
 #[serde(rename_all = "camelCase")]
@@ -994,10 +1016,24 @@ pub struct DeltaSink {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unity_catalog: Option<UnityCatalog>,
 
-    /// append (the default, and the only mode an ingestion uses); update and complete are
-    /// Spark's modes for aggregations and are refused.
+    /// append (the default: every row is added) or update (each batch's last row per
+    /// mergeKeys is MERGEd into the table: updated when the key is there, inserted when not,
+    /// as Spark's foreachBatch with MERGE INTO). complete is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output_mode: Option<OutputMode>,
+
+    /// With outputMode update: the columns that identify a row (written columns; the MERGE
+    /// condition is their equality).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1, max = 32))]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub merge_keys: Vec<String>,
+
+    /// With outputMode update: a record with a null value (a Kafka tombstone) deletes its
+    /// key's row. The keys are computed from the tombstone's metadata columns (e.g.
+    /// kafka_key), its value's fields being null. Default false: a tombstone is bad input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_on_tombstone: Option<bool>,
 
     /// Partition columns of a new table (schema fields or metadata columns).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -1149,6 +1185,8 @@ impl std::fmt::Debug for DeltaSink {
             .field("table", &self.table)
             .field("unity_catalog", &self.unity_catalog)
             .field("output_mode", &self.output_mode)
+            .field("merge_keys", &self.merge_keys)
+            .field("delete_on_tombstone", &self.delete_on_tombstone)
             .field("partition_by", &self.partition_by)
             .field(
                 "storage_options",
@@ -1171,6 +1209,9 @@ impl std::fmt::Debug for DeltaSink {
             .finish()
     }
 }
+
+/// Why outputMode complete is refused, and what to use.
+pub const COMPLETE_REFUSED: &str = "outputMode complete rewrites the whole result of a streaming aggregation on every batch, which an ingestion does not have: use append to add every row, or update with mergeKeys to keep one row per key";
 
 /// Spark's output modes.
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]

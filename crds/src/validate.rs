@@ -126,8 +126,9 @@ impl Errors {
 
 fn validate_spec_into(spec: &StreamingIngestionSpec, errors: &mut Errors) {
     validate_source(&spec.source, errors);
-    let columns = validate_format(spec, errors);
-    validate_sink(spec, &columns, errors);
+    let declared = validate_format(spec, errors);
+    let columns = validate_transform(spec, declared, errors);
+    validate_sink(spec, columns.as_ref(), errors);
     validate_checkpoint(spec, errors);
     validate_trigger(spec, errors);
     for (path, reference) in secret_references(spec) {
@@ -950,9 +951,130 @@ fn metadata_column_type(column: MetadataColumn) -> DataType {
     }
 }
 
+// ---- transform ----------------------------------------------------------------------------
+
+/// The columns the table is written with: the declared ones, or the query's (with the types of
+/// those it passes through unchanged). None when the query is refused (its error says why) or
+/// its text does not name every column: column references are then not checked against it.
+fn validate_transform(
+    spec: &StreamingIngestionSpec,
+    declared: Columns,
+    errors: &mut Errors,
+) -> Option<Columns> {
+    let Some(transform) = &spec.transform else {
+        return Some(declared);
+    };
+    let path = "spec.transform.sql";
+    if transform.sql.trim().is_empty() {
+        errors.push(path, "must be a SELECT ... FROM input query");
+        return None;
+    }
+    if transform.sql.len() > MAX_TRANSFORM_SQL_BYTES {
+        errors.push(
+            path,
+            format!("must be at most {MAX_TRANSFORM_SQL_BYTES} bytes"),
+        );
+        return None;
+    }
+    let rescue = spec
+        .format
+        .json()
+        .is_some_and(|json| json.on_error() == OnError::Rescue);
+    let input = crate::transform::input_columns(&spec.format, &spec.metadata_columns());
+    match crate::transform::check(&transform.sql, &input, rescue) {
+        // A column passed through unchanged keeps its declared type; the types of the others
+        // are the worker's planner's to know (it checks them before it reads anything).
+        Ok(columns) => columns.map(|columns| {
+            columns
+                .into_iter()
+                .map(|column| {
+                    let data_type = column
+                        .from
+                        .and_then(|from| declared.get(&from.to_ascii_lowercase()).cloned())
+                        .flatten();
+                    (column.name.to_ascii_lowercase(), data_type)
+                })
+                .collect()
+        }),
+        Err(error) => {
+            errors.push(path, error.to_string());
+            None
+        }
+    }
+}
+
 // ---- sink ---------------------------------------------------------------------------------
 
-fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut Errors) {
+/// outputMode, mergeKeys and deleteOnTombstone, against the written columns (when known).
+fn validate_output_mode(
+    spec: &StreamingIngestionSpec,
+    columns: Option<&Columns>,
+    errors: &mut Errors,
+) {
+    let path = "spec.sink.delta";
+    let delta = &spec.sink.delta;
+    let mode = delta.output_mode.unwrap_or_default();
+    let tombstones = delta.delete_on_tombstone.unwrap_or(false);
+    match mode {
+        OutputMode::Complete => errors.push(format!("{path}.outputMode"), COMPLETE_REFUSED),
+        OutputMode::Update if delta.merge_keys.is_empty() => errors.push(
+            path,
+            "outputMode update needs spec.sink.delta.mergeKeys: the columns that identify a row",
+        ),
+        OutputMode::Append if !delta.merge_keys.is_empty() => errors.push(
+            path,
+            "spec.sink.delta.mergeKeys is only used with outputMode update",
+        ),
+        _ => {}
+    }
+    if tombstones && mode != OutputMode::Update {
+        errors.push(
+            path,
+            "spec.sink.delta.deleteOnTombstone is only used with outputMode update",
+        );
+    }
+    let mut seen = BTreeSet::new();
+    for (i, key) in delta.merge_keys.iter().enumerate() {
+        let at = format!("{path}.mergeKeys[{i}]");
+        let lower = key.to_ascii_lowercase();
+        if !seen.insert(lower.clone()) {
+            errors.push(&at, format!("\"{key}\" is listed twice"));
+            continue;
+        }
+        let Some(columns) = columns else { continue };
+        match columns.get(&lower) {
+            None => errors.push(
+                &at,
+                format!(
+                    "\"{key}\" is not a column the table is written with (a schema field, a metadata column, or a column of spec.transform.sql)"
+                ),
+            ),
+            Some(Some(
+                data_type @ (DataType::Array(_) | DataType::Map(..) | DataType::Struct(_)),
+            )) => errors.push(
+                &at,
+                format!("cannot merge on \"{key}\" of type {data_type}: use a column of a primitive type"),
+            ),
+            Some(_) => {}
+        }
+        if tombstones && spec.transform.is_none() {
+            let metadata = spec
+                .metadata_columns
+                .iter()
+                .any(|c| c.column_name().eq_ignore_ascii_case(key));
+            if !metadata {
+                errors.push(
+                    &at,
+                    format!(
+                        "a tombstone has no value, so with deleteOnTombstone \"{key}\" must be a metadata column (e.g. kafka_key, with metadataColumns: [key]) or a column spec.transform.sql computes from them"
+                    ),
+                );
+            }
+        }
+    }
+}
+
+fn validate_sink(spec: &StreamingIngestionSpec, columns: Option<&Columns>, errors: &mut Errors) {
     let path = "spec.sink.delta";
     let delta = &spec.sink.delta;
     if let Some(vacuum) = &delta.vacuum {
@@ -1002,12 +1124,7 @@ fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut 
         ),
     }
     validate_unity_catalog(delta, errors);
-    if delta.output_mode.unwrap_or_default() != OutputMode::Append {
-        errors.push(
-            format!("{path}.outputMode"),
-            "outputMode update and complete need a streaming aggregation, which an ingestion does not have: use append",
-        );
-    }
+    validate_output_mode(spec, columns, errors);
     let mut seen = BTreeSet::new();
     for (i, column) in delta.partition_by.iter().enumerate() {
         let at = format!("{path}.partitionBy[{i}]");
@@ -1016,7 +1133,12 @@ fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut 
             errors.push(&at, format!("\"{column}\" is listed twice"));
             continue;
         }
+        let Some(columns) = columns else { continue };
         match columns.get(&lower) {
+            None if spec.transform.is_some() => errors.push(
+                &at,
+                format!("\"{column}\" is not a column of spec.transform.sql"),
+            ),
             None => errors.push(
                 &at,
                 format!("\"{column}\" is not a schema field or metadata column"),
@@ -1028,7 +1150,11 @@ fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut 
             Some(_) => {}
         }
     }
-    if !columns.is_empty() && !delta.partition_by.is_empty() && seen.len() >= columns.len() {
+    if let Some(columns) = columns
+        && !columns.is_empty()
+        && !delta.partition_by.is_empty()
+        && seen.len() >= columns.len()
+    {
         errors.push(
             format!("{path}.partitionBy"),
             "cannot partition by every column: a table needs at least one data column",

@@ -812,7 +812,19 @@ fn cel_sink_rules() {
     );
     assert_rejected(
         |o| o["spec"]["sink"]["delta"]["outputMode"] = json!("complete"),
-        "outputMode update and complete need a streaming aggregation",
+        "outputMode complete rewrites the whole result of a streaming aggregation",
+    );
+    assert_rejected(
+        |o| o["spec"]["sink"]["delta"]["outputMode"] = json!("update"),
+        "outputMode update needs spec.sink.delta.mergeKeys",
+    );
+    assert_rejected(
+        |o| o["spec"]["sink"]["delta"]["mergeKeys"] = json!(["device_id"]),
+        "spec.sink.delta.mergeKeys is only used with outputMode update",
+    );
+    assert_rejected(
+        |o| o["spec"]["sink"]["delta"]["deleteOnTombstone"] = json!(true),
+        "spec.sink.delta.deleteOnTombstone is only used with outputMode update",
     );
     assert_rejected(
         |o| {

@@ -453,10 +453,14 @@ fn sink_checks() {
         ],
     );
     expect(
-        |v| v["spec"]["sink"]["delta"]["outputMode"] = json!("update"),
+        |v| v["spec"]["sink"]["delta"]["outputMode"] = json!("complete"),
         &[
-            "spec.sink.delta.outputMode: outputMode update and complete need a streaming aggregation",
+            "spec.sink.delta.outputMode: outputMode complete rewrites the whole result of a streaming aggregation",
         ],
+    );
+    expect(
+        |v| v["spec"]["sink"]["delta"]["outputMode"] = json!("update"),
+        &["spec.sink.delta: outputMode update needs spec.sink.delta.mergeKeys"],
     );
     expect(
         |v| {
@@ -771,7 +775,7 @@ fn misspelt_fields_are_refused_with_the_nearest_known_name() {
         format!(
             "{SCHEMA_HEADER}\n  \
              line 16: spec.workr: unknown field; did you mean worker?\n  \
-             line 17: spec.x: unknown field (known fields here: autoscaling, checkpoint, format, maxRestarts, metadataColumns, replicas, reset, runs, schedule, sink, source, suspend, trigger, worker)"
+             line 17: spec.x: unknown field (known fields here: autoscaling, checkpoint, format, maxRestarts, metadataColumns, replicas, reset, runs, schedule, sink, source, suspend, transform, trigger, worker)"
         )
     );
     // Inside Kubernetes' own types too.
@@ -1150,6 +1154,254 @@ fn unity_catalog_checks() {
         &[
             "spec.sink.delta.unityCatalog: spec.sink.delta.unityCatalog resolves spec.sink.delta.table and is only used with it",
         ],
+    );
+}
+
+fn with_sql(sql: &str) -> impl FnOnce(&mut Value) + '_ {
+    move |v| {
+        v["spec"]["metadataColumns"] = json!(["offset", "key"]);
+        v["spec"]["transform"] = json!({ "sql": sql });
+    }
+}
+
+#[test]
+fn a_per_row_transform_is_accepted_and_its_columns_are_the_tables() {
+    let sql = "SELECT device_id AS device, CAST(temperature AS DECIMAL(5,1)) AS celsius, \
+               CAST(\"timestamp\" AS DATE) AS day, upper(device_id) AS loud, \
+               CASE WHEN temperature > 30 THEN 'hot' ELSE 'ok' END AS band, kafka_offset \
+               FROM input WHERE temperature IS NOT NULL AND device_id LIKE 'd-%'";
+    let mut value = base();
+    with_sql(sql)(&mut value);
+    value["spec"]["sink"]["delta"]["partitionBy"] = json!(["day"]);
+    assert_eq!(problems(value.clone()), "");
+    let ingestion: StreamingIngestion = serde_json::from_value(value).expect("deserialises");
+    let input = tributary_crds::transform::input_columns(
+        &ingestion.spec.format,
+        &ingestion.spec.metadata_columns(),
+    );
+    assert_eq!(
+        input,
+        [
+            "device_id",
+            "temperature",
+            "timestamp",
+            "kafka_offset",
+            "kafka_key"
+        ]
+    );
+    let columns = tributary_crds::transform::check(sql, &input, false)
+        .expect("accepted")
+        .expect("the text names every column");
+    let described: Vec<String> = columns
+        .iter()
+        .map(|c| format!("{} <- {:?}", c.name, c.from))
+        .collect();
+    assert_eq!(
+        described,
+        [
+            "device <- Some(\"device_id\")",
+            "celsius <- None",
+            "day <- None",
+            "loud <- None",
+            "band <- None",
+            "kafka_offset <- Some(\"kafka_offset\")",
+        ]
+    );
+    // A column passed through keeps its type: partitioning by a double is refused already.
+    expect(
+        |v| {
+            with_sql("SELECT temperature AS t, device_id FROM input")(v);
+            v["spec"]["sink"]["delta"]["partitionBy"] = json!(["t"]);
+        },
+        &["spec.sink.delta.partitionBy[0]: cannot partition by \"t\" of type double"],
+    );
+}
+
+/// Queries that look across rows, and what the refusal names.
+const ACROSS_ROWS: &[(&str, &str)] = &[
+    (
+        "SELECT device_id, count(*) AS n FROM input GROUP BY device_id",
+        "an aggregation",
+    ),
+    ("SELECT max(temperature) AS m FROM input", "an aggregation"),
+    (
+        "SELECT device_id FROM input GROUP BY device_id HAVING device_id > 'a'",
+        "HAVING",
+    ),
+    (
+        "SELECT device_id, row_number() OVER (ORDER BY kafka_offset) AS n FROM input",
+        "a window function",
+    ),
+    (
+        "SELECT device_id, lag(temperature) OVER w AS before FROM input WINDOW w AS (ORDER BY kafka_offset)",
+        "a window function",
+    ),
+    (
+        "SELECT a.device_id FROM input a JOIN input b ON a.device_id = b.device_id",
+        "a join",
+    ),
+    ("SELECT input.device_id FROM input, input AS b", "a join"),
+    (
+        "SELECT device_id FROM input ORDER BY temperature",
+        "ORDER BY",
+    ),
+    ("SELECT device_id FROM input LIMIT 10", "LIMIT or OFFSET"),
+    ("SELECT DISTINCT device_id FROM input", "DISTINCT"),
+    (
+        "SELECT device_id FROM input UNION ALL SELECT device_id FROM input",
+        "a set operation",
+    ),
+    (
+        "SELECT device_id FROM input WHERE temperature > (SELECT avg(temperature) FROM input)",
+        "a subquery",
+    ),
+    (
+        "SELECT device_id FROM input WHERE EXISTS (SELECT 1 FROM input)",
+        "a subquery",
+    ),
+    (
+        "WITH t AS (SELECT device_id, count(*) AS n FROM input GROUP BY device_id) SELECT device_id FROM t",
+        "an aggregation",
+    ),
+    (
+        "SELECT device_id FROM other",
+        "reads table other, not input",
+    ),
+    (
+        "SELECT 1 AS one",
+        "rows that do not come from the table input",
+    ),
+    ("VALUES (1)", "rows that do not come from the table input"),
+    ("SELECT unnest(make_array(1, 2)) AS x FROM input", "unnest"),
+    (
+        "SELECT d FROM (SELECT device_id AS d FROM input ORDER BY d) AS t",
+        "ORDER BY",
+    ),
+    (
+        "INSERT INTO input VALUES ('x', 1.0, now(), 1, NULL)",
+        "a statement other than a SELECT",
+    ),
+];
+
+#[test]
+fn a_transform_that_looks_across_rows_is_refused_naming_what_it_has() {
+    for (sql, what) in ACROSS_ROWS {
+        let found = {
+            let mut value = base();
+            with_sql(sql)(&mut value);
+            problems(value)
+        };
+        assert!(
+            found.contains("spec.transform.sql: is not a per-row query: it has")
+                && found.contains(what),
+            "{sql}: expected {what:?} in {found}"
+        );
+    }
+}
+
+#[test]
+fn a_transform_whose_text_is_wrong_is_refused_naming_what() {
+    for (sql, expected) in [
+        (
+            "SELEC device_id FROM input",
+            "spec.transform.sql: does not parse",
+        ),
+        (
+            "SELECT nope FROM input",
+            "spec.transform.sql: reads a column \"nope\" that input does not have",
+        ),
+        (
+            "SELECT device_id AS d; SELECT temperature AS t FROM input",
+            "spec.transform.sql: holds 2 statements",
+        ),
+        (
+            "SELECT upper(device_id) FROM input",
+            "spec.transform.sql: writes upper(device_id) without a name: give it one with AS",
+        ),
+        (
+            "SELECT device_id, device_id AS DEVICE_ID FROM input",
+            "writes the column \"DEVICE_ID\" twice",
+        ),
+        (
+            "SELECT device_id AS \"_rescued_data\" FROM input",
+            "writes a column \"_rescued_data\"",
+        ),
+        (
+            "",
+            "spec.transform.sql: must be a SELECT ... FROM input query",
+        ),
+    ] {
+        let found = {
+            let mut value = base();
+            with_sql(sql)(&mut value);
+            problems(value)
+        };
+        assert!(
+            found.contains(expected),
+            "{sql}: expected {expected:?} in {found}"
+        );
+    }
+}
+
+#[test]
+fn partition_by_and_merge_keys_name_the_transforms_columns() {
+    expect(
+        |v| {
+            with_sql("SELECT device_id AS device, CAST(\"timestamp\" AS DATE) AS day FROM input")(
+                v,
+            );
+            v["spec"]["sink"]["delta"]["partitionBy"] = json!(["device_id", "day"]);
+        },
+        &["spec.sink.delta.partitionBy[0]: \"device_id\" is not a column of spec.transform.sql"],
+    );
+    // The type of a computed column (tags) is the worker's planner's to check.
+    let mut value = base();
+    with_sql("SELECT device_id AS device, make_array(1) AS tags FROM input")(&mut value);
+    value["spec"]["sink"]["delta"]["outputMode"] = json!("update");
+    value["spec"]["sink"]["delta"]["mergeKeys"] = json!(["device_id", "tags", "device", "device"]);
+    assert_eq!(
+        problems(value),
+        "spec.sink.delta.mergeKeys[0]: \"device_id\" is not a column the table is written with (a schema field, a metadata column, or a column of spec.transform.sql); \
+         spec.sink.delta.mergeKeys[3]: \"device\" is listed twice"
+    );
+    // Where the text does not name every column, nothing is said of them here.
+    let mut value = base();
+    with_sql("SELECT * EXCLUDE (temperature) FROM input")(&mut value);
+    value["spec"]["sink"]["delta"]["partitionBy"] = json!(["anything"]);
+    assert_eq!(problems(value), "");
+}
+
+#[test]
+fn update_mode_needs_merge_keys_and_tombstones_need_keys_from_metadata() {
+    let mut value = base();
+    value["spec"]["sink"]["delta"]["outputMode"] = json!("update");
+    value["spec"]["sink"]["delta"]["mergeKeys"] = json!(["device_id"]);
+    assert_eq!(problems(value.clone()), "");
+    value["spec"]["sink"]["delta"]["deleteOnTombstone"] = json!(true);
+    assert!(
+        problems(value.clone()).contains(
+            "spec.sink.delta.mergeKeys[0]: a tombstone has no value, so with deleteOnTombstone \"device_id\" must be a metadata column"
+        ),
+        "{}",
+        problems(value)
+    );
+    expect(
+        |v| {
+            v["spec"]["metadataColumns"] = json!(["key"]);
+            v["spec"]["sink"]["delta"]["outputMode"] = json!("update");
+            v["spec"]["sink"]["delta"]["mergeKeys"] = json!(["kafka_key"]);
+            v["spec"]["sink"]["delta"]["deleteOnTombstone"] = json!(true);
+            v["spec"]["sink"]["delta"]["partitionBy"] = json!(["nope"]);
+        },
+        &["spec.sink.delta.partitionBy[0]: \"nope\" is not a schema field"],
+    );
+    expect(
+        |v| v["spec"]["sink"]["delta"]["mergeKeys"] = json!(["device_id"]),
+        &["spec.sink.delta: spec.sink.delta.mergeKeys is only used with outputMode update"],
+    );
+    expect(
+        |v| v["spec"]["sink"]["delta"]["deleteOnTombstone"] = json!(true),
+        &["spec.sink.delta: spec.sink.delta.deleteOnTombstone is only used with outputMode update"],
     );
 }
 

@@ -225,6 +225,9 @@ pub enum Error {
     #[error("cannot decode the micro-batch: {0}")]
     Decode(String),
 
+    #[error("spec.transform.sql: {0}")]
+    Transform(String),
+
     #[error("the worker's runtime failed: {0}")]
     Runtime(String),
 }

@@ -5,18 +5,20 @@
 //! The modules follow the data:
 //!
 //! ```text
-//! source/ -> batch/ -> decode/ -> sink/ -> checkpoint/ -> outputs/
-//!  read      plan,     records    Delta     progress      metrics,
-//!  exactly   read-     -> rows    commit    log           status,
-//!  once      ahead,                                       stdout
+//! source/ -> batch/ -> decode/ -> transform/ -> sink/ -> checkpoint/ -> outputs/
+//!  read      plan,     records    SQL per       Delta     progress      metrics,
+//!  exactly   read-     -> rows    batch, last   commit    log           status,
+//!  once      ahead,               row per key   or MERGE                stdout
 //!            trigger
 //! ```
 //!
-//! `pipeline` opens the stages and runs the loop (read_batch -> decode -> commit -> publish);
+//! `pipeline` opens the stages and runs the loop (read_batch -> decode -> transform -> commit
+//! -> publish);
 //! `cli` and `demo` start it (`standalone` places a cluster manifest's paths on a workstation).
 //! The stages never use each other, only the leaf modules below them (`partition`, `record`,
-//! `error`, `secrets`, `store`, `tuning`); a test in this file checks it.
+//! `arrow_types`, `error`, `secrets`, `store`, `tuning`); a test in this file checks it.
 
+mod arrow_types;
 pub mod cli;
 mod demo;
 mod error;
@@ -35,6 +37,7 @@ mod decode;
 mod outputs;
 mod sink;
 mod source;
+mod transform;
 
 pub use error::{Error, Result};
 pub use pipeline::{RunSummary, run};
@@ -56,6 +59,7 @@ mod architecture {
     use std::path::{Path, PathBuf};
 
     const LEAVES: &[&str] = &[
+        "arrow_types",
         "error",
         "memory",
         "partition",
@@ -64,7 +68,15 @@ mod architecture {
         "store",
         "tuning",
     ];
-    const STAGES: &[&str] = &["source", "batch", "decode", "sink", "checkpoint", "outputs"];
+    const STAGES: &[&str] = &[
+        "source",
+        "batch",
+        "decode",
+        "transform",
+        "sink",
+        "checkpoint",
+        "outputs",
+    ];
 
     /// The code of a file, without comments and without its tests.
     fn code(path: &Path) -> String {

@@ -62,6 +62,12 @@ pub struct Args {
     pub memory: bool,
     #[arg(long, value_delimiter = ',', default_value = "1000000,4000000")]
     pub memory_sizes: Vec<u64>,
+    /// Also run the availableNow ingestion of the same messages with each of these shapes, to
+    /// show what they cost beside the plain append: transform (spec.transform.sql with a cast,
+    /// a filter and a derived date column the table is partitioned by), update (outputMode
+    /// update: the last row per device_id MERGEd into the table). Needs --malformed 0.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub shapes: Vec<Shape>,
     /// Where tables, checkpoints, manifests, worker logs and report.json go (kept afterwards).
     /// Default: a new directory under the system's temp directory.
     #[arg(long)]
@@ -86,6 +92,27 @@ pub struct Args {
     /// (scripts/install-deps.sh installs it). Best with --broker kafka.
     #[arg(long = "vs", value_enum)]
     pub versus: Option<Versus>,
+}
+
+/// What a run does between decoding and the table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Shape {
+    /// Every decoded row appended (no transform).
+    #[value(skip)]
+    Append,
+    Transform,
+    Update,
+}
+
+impl Shape {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Shape::Append => "append",
+            Shape::Transform => "transform",
+            Shape::Update => "update",
+        }
+    }
 }
 
 /// The onError modes the benchmark runs (fail would stop at the first malformed record).

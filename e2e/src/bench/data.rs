@@ -54,17 +54,27 @@ fn mix(seq: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The device number of reading `seq` (its device_id is `sensor-` and six digits of it).
+pub fn device(seq: u64) -> u64 {
+    mix(seq) % 100_000
+}
+
+/// The status of reading `seq`.
+pub fn status(seq: u64) -> &'static str {
+    STATUSES[((mix(seq) >> 55) % STATUSES.len() as u64) as usize]
+}
+
 /// Writes reading number `seq`, produced at `produced_us`, into `buf` (cleared first), so the
 /// producer reuses one buffer instead of allocating per message.
 pub fn reading(seq: u64, produced_us: i64, buf: &mut String) {
     buf.clear();
     let r = mix(seq);
-    let device = r % 100_000;
+    let device = device(seq);
     let site = (r >> 17) % 40;
     let temperature = -10.0 + ((r >> 23) % 5_000) as f64 / 100.0;
     let humidity = ((r >> 37) % 1_000) as f64 / 10.0;
     let battery = (r >> 47) % 101;
-    let status = STATUSES[((r >> 55) % STATUSES.len() as u64) as usize];
+    let status = status(seq);
     let timestamp = DateTime::from_timestamp_micros(produced_us)
         .map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true))
         .unwrap_or_default();

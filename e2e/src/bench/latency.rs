@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::broker::Broker;
-use super::config::OnErrorMode;
+use super::config::{OnErrorMode, Shape};
 use super::data;
 use super::error::{BenchError, Result};
 use super::produce::{self, Produced};
@@ -101,6 +101,7 @@ pub fn run(plan: &Plan<'_>) -> Result<LatencyFigures> {
         // The latency run is clean: every row's timestamp is read back.
         on_error: OnErrorMode::Rescue,
         dead_letter: None,
+        shape: Shape::Append,
     };
     std::fs::write(&manifest, ingestion.manifest())
         .map_err(BenchError::io_path("write", &manifest))?;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use self::broker::Broker;
-use self::config::Args;
+use self::config::{Args, Shape};
 use self::error::{BenchError, Result};
 use self::report::{ConfigFigures, LimitFigures, ProduceFigures, Report};
 
@@ -94,6 +94,11 @@ pub fn run(args: &Args) -> Result<Report> {
     if args.versus.is_some() && args.skip_worker {
         return Err(BenchError::Args(
             "--vs compares with the worker's run: it cannot go with --skip-worker".into(),
+        ));
+    }
+    if !args.shapes.is_empty() && args.malformed > 0.0 {
+        return Err(BenchError::Args(
+            "--shapes runs on clean data (its table check knows no malformed records): set --malformed 0".into(),
         ));
     }
     let out = out_dir(args)?;
@@ -185,6 +190,7 @@ pub fn run(args: &Args) -> Result<Report> {
         latency: None,
         memory: Vec::new(),
         versus: None,
+        shapes: Vec::new(),
     };
     let Some(worker_bin) = worker_bin else {
         return Ok(report);
@@ -208,6 +214,7 @@ pub fn run(args: &Args) -> Result<Report> {
         timeout,
         on_error: args.on_error,
         malformed: args.malformed(),
+        shape: Shape::Append,
     })?;
     report.ratio_worker_to_limit = Some(stats::rate(figures.rows_per_s, report.limit.msgs_per_s));
     if args.versus == Some(versus::Versus::Spark) {
@@ -230,6 +237,26 @@ pub fn run(args: &Args) -> Result<Report> {
         )?);
     }
     report.worker = Some(figures);
+
+    // (c') The same messages with a transform, or in update mode.
+    for &shape in &args.shapes {
+        eprintln!("measuring the worker (availableNow, {})...", shape.as_str());
+        report.shapes.push(throughput::run(&throughput::Plan {
+            broker: &broker,
+            worker_bin: &worker_bin,
+            dir: fresh(&out.join(shape.as_str()))?,
+            topic: TOPIC,
+            ends: &ends,
+            produced,
+            max_offsets_per_trigger: args.max_offsets(),
+            kafka_options: &args.kafka_options,
+            wrapper: &args.worker_wrapper,
+            timeout,
+            on_error: args.on_error,
+            malformed: args.malformed(),
+            shape,
+        })?);
+    }
 
     // (d) Continuous latency.
     if !args.skip_latency {
@@ -282,6 +309,7 @@ pub fn run(args: &Args) -> Result<Report> {
                 timeout,
                 on_error: args.on_error,
                 malformed: args.malformed(),
+                shape: Shape::Append,
             })?);
         }
     }

@@ -91,6 +91,8 @@ pub struct Report {
     pub memory: Vec<ThroughputFigures>,
     /// --vs: the worker's availableNow run beside the pipeline it replaces.
     pub versus: Option<VersusFigures>,
+    /// --shapes: the same availableNow ingestion with a transform, or in update mode.
+    pub shapes: Vec<ThroughputFigures>,
 }
 
 fn phases(phase_ms: &std::collections::BTreeMap<String, i64>) -> String {
@@ -216,6 +218,22 @@ impl Report {
         }
         for t in &self.memory {
             out += &throughput_rows("memory run", t);
+        }
+        for t in &self.shapes {
+            out += &throughput_rows(&format!("worker (availableNow, {})", t.shape.as_str()), t);
+        }
+        if let (Some(append), false) = (&self.worker, self.shapes.is_empty()) {
+            out += "shape       rows/s   CPU s per M rows   peak RSS MiB   rows/s vs append\n";
+            for t in std::iter::once(append).chain(&self.shapes) {
+                out += &format!(
+                    "{:<9} {:>9.0}   {:>16.2}   {:>12.1}   {:>15.1} %\n",
+                    t.shape.as_str(),
+                    t.rows_per_s,
+                    t.cpu_s_per_million_rows,
+                    t.peak_rss_mib,
+                    stats::rate(t.rows_per_s * 100.0, append.rows_per_s),
+                );
+            }
         }
         out
     }

@@ -10,7 +10,8 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::broker::Broker;
-use super::config::OnErrorMode;
+use super::config::{OnErrorMode, Shape};
+use super::data;
 use super::data::Malformed;
 use super::error::{BenchError, Result};
 use super::produce::Produced;
@@ -33,10 +34,13 @@ pub struct Plan<'a> {
     pub on_error: OnErrorMode,
     /// Which of the produced records are malformed (as `produced.malformed` counts them).
     pub malformed: Malformed,
+    pub shape: Shape,
 }
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ThroughputFigures {
+    /// What the run did between decoding and the table.
+    pub shape: Shape,
     pub messages: u64,
     pub partitions: usize,
     pub on_error: OnErrorMode,
@@ -122,6 +126,7 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
         on_error: plan.on_error,
         dead_letter: (plan.on_error == OnErrorMode::DeadLetter)
             .then_some(dead_letter_dir.as_path()),
+        shape: plan.shape,
     };
     std::fs::write(&manifest, ingestion.manifest())
         .map_err(BenchError::io_path("write", &manifest))?;
@@ -148,7 +153,10 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
     }
 
     let expected = plan.produced.messages;
-    let checked = check(plan, &table_dir, &dead_letter_dir)?;
+    let checked = match plan.shape {
+        Shape::Append => check(plan, &table_dir, &dead_letter_dir)?,
+        Shape::Transform | Shape::Update => check_shaped(plan, &table_dir)?,
+    };
     let counted = checked.table;
     let cpu = finished.user_s + finished.sys_s;
     let progress = &finished.progress;
@@ -164,6 +172,7 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
     };
     let phase_ms = phase_totals(progress);
     Ok(ThroughputFigures {
+        shape: plan.shape,
         messages: expected,
         partitions: plan.ends.len(),
         on_error: plan.on_error,
@@ -172,7 +181,8 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
         rescued_rows: checked.rescued_rows,
         dead_letter_rows: checked.dead_letter_rows,
         wall_s: finished.wall_s,
-        // Records ingested: in the table, or (deadLetter) in the dead-letter table.
+        // Records ingested: in the table, or (deadLetter) in the dead-letter table, or (a
+        // transform, update) read, filtered out or merged.
         rows_per_s: stats::rate(expected as f64, finished.wall_s),
         mb_per_s: stats::rate(plan.produced.bytes as f64 / 1e6, finished.wall_s),
         cpu_user_s: finished.user_s,
@@ -265,6 +275,66 @@ fn check(plan: &Plan<'_>, table_dir: &Path, dead_letter_dir: &Path) -> Result<Ch
         table: counted,
         rescued_rows,
         dead_letter_rows,
+        distinct: seen.distinct,
+        duplicates: seen.duplicates,
+    })
+}
+
+/// The table of a transform or update run over clean data: with the transform, exactly the
+/// records whose status it keeps, each once; with update, one row per device, each the
+/// record of a distinct offset.
+fn check_shaped(plan: &Plan<'_>, table_dir: &Path) -> Result<Checked> {
+    if plan.produced.malformed != 0 {
+        return Err(BenchError::Args(
+            "--shapes runs on clean data: set --malformed 0".into(),
+        ));
+    }
+    let partitions = plan.ends.len() as i64;
+    let mut seen = table::Seen::new(plan.ends);
+    let counted = table::count_into(table_dir, &mut seen)?;
+    // Reading `seq` went to partition `seq % partitions`, at offset `seq / partitions`.
+    let seqs = (0..partitions).flat_map(|p| {
+        let end = plan.ends[p as usize];
+        (0..end).map(move |o| (o * partitions + p) as u64)
+    });
+    let expected = match plan.shape {
+        Shape::Transform => seqs
+            .filter(|&seq| data::status(seq) != worker::FILTERED_STATUS)
+            .count() as u64,
+        Shape::Update => seqs
+            .map(data::device)
+            .collect::<std::collections::BTreeSet<u64>>()
+            .len() as u64,
+        Shape::Append => plan.produced.messages,
+    };
+    let mut filtered_in = 0u64;
+    if plan.shape == Shape::Transform {
+        table::coordinates_where_set(table_dir, "status", &mut |p, o| {
+            let seq = u64::try_from(o * partitions + p).unwrap_or(u64::MAX);
+            if data::status(seq) == worker::FILTERED_STATUS {
+                filtered_in += 1;
+            }
+        })?;
+    }
+    if counted.rows != expected
+        || seen.distinct != expected
+        || seen.duplicates != 0
+        || filtered_in != 0
+    {
+        return Err(BenchError::Check(format!(
+            "{} ({}): {} rows, {} distinct (partition, offset), {} duplicates, {filtered_in} \
+             rows the transform filters out; expected {expected} rows, each once",
+            table_dir.display(),
+            plan.shape.as_str(),
+            counted.rows,
+            seen.distinct,
+            seen.duplicates,
+        )));
+    }
+    Ok(Checked {
+        table: counted,
+        rescued_rows: 0,
+        dead_letter_rows: 0,
         distinct: seen.distinct,
         duplicates: seen.duplicates,
     })

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use tributary_crds::status::StreamingQueryProgress;
 
-use super::config::OnErrorMode;
+use super::config::{OnErrorMode, Shape};
 use super::data;
 use super::error::{BenchError, Result};
 use super::procfs;
@@ -30,7 +30,15 @@ pub struct Ingestion<'a> {
     pub on_error: OnErrorMode,
     /// The dead-letter table (onError: deadLetter).
     pub dead_letter: Option<&'a Path>,
+    pub shape: Shape,
 }
+
+/// The transform of `Shape::Transform`: a cast, a filter and a derived date column, as the
+/// README's example (the kind of query the benchmark prices).
+pub const TRANSFORM_SQL: &str = "SELECT device_id, site, CAST(temperature AS DECIMAL(5,2)) AS temperature_c, humidity, battery_pct, status, \"timestamp\", CAST(\"timestamp\" AS DATE) AS date, kafka_topic, kafka_partition, kafka_offset FROM input WHERE status <> 'low_battery'";
+
+/// The status `TRANSFORM_SQL` filters out.
+pub const FILTERED_STATUS: &str = "low_battery";
 
 /// A JSON string is a valid YAML scalar: quoting paths this way needs no YAML library.
 fn quoted(text: &str) -> String {
@@ -64,6 +72,17 @@ impl Ingestion<'_> {
                 )
             })
             .unwrap_or_default();
+        let (transform, shape) = match self.shape {
+            Shape::Append => (String::new(), String::new()),
+            Shape::Transform => (
+                format!("  transform: {{sql: {}}}\n", quoted(TRANSFORM_SQL)),
+                "      partitionBy: [date]\n".to_string(),
+            ),
+            Shape::Update => (
+                String::new(),
+                "      outputMode: update\n      mergeKeys: [device_id]\n".to_string(),
+            ),
+        };
         let trigger = if self.available_now {
             "  trigger: {availableNow: true}\n"
         } else {
@@ -86,10 +105,10 @@ spec:
       schema:
 {schema}      onError: {on_error}
 {dead_letter}  metadataColumns: [topic, partition, offset]
-  sink:
+{transform}  sink:
     delta:
       uri: {table}
-      volume: {{claimName: bench}}
+{shape}      volume: {{claimName: bench}}
   checkpoint:
     location: {checkpoint}
     volume: {{claimName: bench}}

@@ -62,11 +62,30 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn bench_reports_sane_consistent_figures() {
-    let r = bench_on("mock", &[]);
+    let r = bench_on("mock", &["--shapes", "transform,update"]);
     assert!(
         f64_at(&r, "/worker/broker_cpu_s") > 0.0,
         "the in-process broker served the worker"
     );
+    // The shapes: the bench itself checked each table against the produced data (exactly the
+    // records the transform keeps; one row per device); here, that the figures are there.
+    for (i, shape) in ["transform", "update"].into_iter().enumerate() {
+        let at = |field: &str| format!("/shapes/{i}/{field}");
+        assert_eq!(
+            r.pointer(&at("shape")).and_then(Value::as_str),
+            Some(shape),
+            "{r}"
+        );
+        assert_eq!(u64_at(&r, &at("messages")), MESSAGES);
+        let rows = u64_at(&r, &at("rows_counted"));
+        assert!(rows > 0 && rows < MESSAGES, "{shape}: {rows} rows");
+        assert_eq!(u64_at(&r, &at("distinct_offsets")), rows);
+        assert_eq!(u64_at(&r, &at("duplicate_offsets")), 0);
+        let wall = f64_at(&r, &at("wall_s"));
+        assert!(close(f64_at(&r, &at("rows_per_s")), MESSAGES as f64 / wall));
+        assert!(f64_at(&r, &at("cpu_s_per_million_rows")) > 0.0);
+        assert!(f64_at(&r, &at("peak_rss_mib")) > 1.0);
+    }
 }
 
 #[test]

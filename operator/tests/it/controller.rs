@@ -131,6 +131,83 @@ async fn invalid_spec_writes_only_the_status() {
     assert_eq!(outcome.api_calls, 2);
 }
 
+/// `spec.transform.sql` is checked by the same code at admission (the controller's first
+/// stage: CEL cannot parse SQL) as by `render` and the worker's validation: the same refusal,
+/// word for word, in the status and in render's error.
+#[tokio::test]
+async fn a_transform_across_rows_is_refused_at_admission_as_render_refuses_it() {
+    for (sql, what) in [
+        (
+            "SELECT device_id, count(*) AS n FROM input GROUP BY device_id",
+            "an aggregation",
+        ),
+        (
+            "SELECT a.device_id FROM input a JOIN input b ON a.device_id = b.device_id",
+            "a join",
+        ),
+        (
+            "SELECT device_id, rank() OVER (ORDER BY device_id) AS r FROM input",
+            "a window function",
+        ),
+    ] {
+        let extra = format!("  transform:\n    sql: \"{sql}\"\n");
+        let si = ingestion(&extra);
+        let refusal = tributary_crds::validate(&si)
+            .expect_err("refused by validation")
+            .to_string();
+        assert!(
+            refusal.contains("spec.transform.sql: is not a per-row query: it has")
+                && refusal.contains(what),
+            "{refusal}"
+        );
+
+        let dir = std::env::temp_dir().join(format!(
+            "tributary-admission-{}-{}",
+            std::process::id(),
+            what.len()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("m.yaml");
+        std::fs::write(
+            &file,
+            serde_saphyr::to_string(&si).expect("serialises the manifest"),
+        )
+        .expect("writes");
+        let rendered = tributary_operator::render::render_file(
+            &file,
+            &tributary_operator::resources::Settings::default(),
+        );
+        std::fs::remove_dir_all(&dir).ok();
+        let rendered = rendered.expect_err("render refuses it").to_string();
+        assert!(rendered.contains(&refusal), "{rendered}\nlacks\n{refusal}");
+
+        let cached = only(&[&si]);
+        let si_for_script = si.clone();
+        let expected = refusal.clone();
+        let outcome = run_scenario(si, cached, move |mut h| async move {
+            let status = status_applied(&mut h, &si_for_script).await;
+            let ready = condition(&status, types::READY);
+            assert_eq!(ready["reason"], reasons::INVALID_SPEC);
+            let degraded = condition(&status, types::DEGRADED);
+            assert!(
+                degraded["message"]
+                    .as_str()
+                    .is_some_and(|m| m.contains(&expected)),
+                "{degraded}\nlacks\n{expected}"
+            );
+            assert!(status.get("workload").is_none());
+            let (reason, _) = event_published(&mut h).await;
+            assert_eq!(reason, reasons::INVALID_SPEC);
+            h
+        })
+        .await;
+        outcome
+            .result
+            .expect("an invalid spec is a status, not an error");
+        assert_eq!(outcome.api_calls, 2, "nothing but the status and an event");
+    }
+}
+
 #[tokio::test]
 async fn missing_secret_stops_before_applying() {
     let si = ingestion("");

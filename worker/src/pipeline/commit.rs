@@ -13,11 +13,15 @@ use crate::decode::Decoded;
 use crate::error::Result;
 use crate::partition::OffsetMap;
 use crate::sink::{CommitOutcome, PartitionCommit};
+use crate::transform::DELETE_COLUMN;
+use deltalake::arrow::record_batch::RecordBatch;
 
-/// A batch's rows, and how long decoding took.
+/// A batch's rows, and how long decoding (and the transform) took.
 pub(super) struct DecodedBatch {
     pub decoded: Decoded,
     pub decode_ms: i64,
+    /// outputMode update: the rows to MERGE, the last per key.
+    pub merge: Option<RecordBatch>,
 }
 
 /// A batch in the table.
@@ -38,6 +42,7 @@ impl Pipeline {
     pub(super) fn decode(&self, read: &ReadBatch) -> Result<DecodedBatch> {
         let started = Instant::now();
         let decoded = self.decoder.decode(&read.records)?;
+        let (decoded, merge) = self.shaping.apply(decoded, &read.records)?;
         let decode_ms = started.elapsed().as_millis() as i64;
         if self.decoder.on_error() == OnError::Fail
             && let Some(bad) = decoded.bad.first()
@@ -46,7 +51,11 @@ impl Pipeline {
                 .decoder
                 .stop_at(&read.records[bad.index], bad.reason.clone()));
         }
-        Ok(DecodedBatch { decoded, decode_ms })
+        Ok(DecodedBatch {
+            decoded,
+            decode_ms,
+            merge,
+        })
     }
 
     /// Commits dead letters first (idempotent through their own txns), then the batch. None
@@ -108,11 +117,16 @@ impl Pipeline {
                 serde_json::json!(batch_id),
             ),
         ]);
-        let (version, files, retries) = match self.table.commit(
-            &decoded.decoded.batch,
-            &partitions,
-            metadata,
-        )? {
+        let outcome = match (&decoded.merge, self.shaping.merge_keys()) {
+            (Some(rows), Some(keys)) => {
+                self.table
+                    .upsert(rows, keys, DELETE_COLUMN, &partitions, metadata)?
+            }
+            _ => self
+                .table
+                .commit(&decoded.decoded.batch, &partitions, metadata)?,
+        };
+        let (version, files, retries) = match outcome {
             CommitOutcome::Committed {
                 version,
                 files,

@@ -5,6 +5,7 @@
 //! loop             (this file)  wait for the trigger, then one batch:
 //!   read_batch     (read.rs)    plan offsets, read records            -> source/, batch/
 //!   decode         (commit.rs)  records -> rows                       -> decode/
+//!                  (shape.rs)   SQL transform, last row per key       -> transform/
 //!   commit         (commit.rs)  dead letters, then rows + txns        -> sink/
 //!   publish        (publish.rs) progress record, metrics, status      -> checkpoint/, outputs/
 //! ```
@@ -16,6 +17,7 @@ mod commit;
 mod open;
 mod publish;
 mod read;
+mod shape;
 mod watch;
 
 use std::sync::Arc;
@@ -107,6 +109,8 @@ pub struct Pipeline {
     /// Background compaction (queries that run for long).
     maintenance: Option<Maintenance>,
     decoder: Decoder,
+    /// The transform and outputMode update, between decode and commit.
+    shaping: shape::Shaping,
     checkpoint: CheckpointDir,
     runtime: Handle,
     schedule: Schedule,

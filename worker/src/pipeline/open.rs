@@ -15,6 +15,7 @@ use tributary_crds::{
     AppliedReset, OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind,
 };
 
+use super::shape::Shaping;
 use super::watch::Watch;
 use super::{Pipeline, RunSummary};
 use crate::batch::{MinOffsets, ReadAhead, Schedule, TopicNames};
@@ -32,6 +33,7 @@ use crate::source::{
     self, RunTargets, Source, SourceConfig, SparkCheckpoint, SparkTakeover, StartResolver,
 };
 use crate::tuning::Tuning;
+use deltalake::arrow::datatypes::SchemaRef;
 
 /// Bytes read ahead over all partitions before the partition being read is paused.
 const READ_AHEAD_BYTES: usize = 16 << 20;
@@ -96,11 +98,12 @@ impl Pipeline {
             "spec.sink.delta",
         )?;
         let decoder = Decoder::new(&spec.format, &spec.metadata_columns())?;
+        let shaping = Shaping::new(spec, &decoder, &runtime)?;
         // A table named through Unity Catalog is resolved (and registered when absent) before
         // the checkpoint is claimed, so a refused token or an unknown table leaves nothing.
         let sink_table = runtime.block_on(catalog::locate_sink(
             &spec.sink.delta,
-            decoder.table_schema(),
+            shaping.table_schema(),
             &storage_options,
             &format!("Written by Tributary ingestion {identity}"),
         ))?;
@@ -121,6 +124,7 @@ impl Pipeline {
             &table_options,
             &storage_options,
             &decoder,
+            shaping.table_schema(),
             &identity,
             kind,
             tuning,
@@ -190,6 +194,7 @@ impl Pipeline {
             dead_letter,
             maintenance: tables.maintenance,
             decoder,
+            shaping,
             checkpoint,
             runtime,
             schedule: Schedule::new(kind),
@@ -279,6 +284,7 @@ fn open_tables(
     table_options: &HashMap<String, String>,
     storage_options: &HashMap<String, String>,
     decoder: &Decoder,
+    table_schema: SchemaRef,
     identity: &Identity,
     kind: TriggerKind,
     tuning: &Tuning,
@@ -294,7 +300,7 @@ fn open_tables(
         runtime.block_on(DeltaSink::open(OpenOptions {
             uri: table_uri,
             storage_options: table_options.clone(),
-            schema: decoder.table_schema(),
+            schema: table_schema.clone(),
             partition_by: delta.partition_by.clone(),
             checkpoint_interval,
             target_file_size: delta.target_file_size.map(|s| s as u64),

@@ -21,6 +21,8 @@ use url::Url;
 
 use crate::error::{Error, Result};
 
+mod merge;
+
 /// Commits retried by delta-rs when another writer (a replica) committed first and the two
 /// commits do not conflict (appends to different partitions' txns).
 const COMMIT_RETRIES: usize = 50;
@@ -34,6 +36,27 @@ pub struct TxnUpdate {
     pub expected: Option<i64>,
     /// The next offset to read after this batch.
     pub version: i64,
+}
+
+/// Why `txns` cannot be committed over the table's `current` txn versions (in the order of
+/// `txns`): another writer moved a partition since the batch was planned, or a partition would
+/// move backwards. None when they can.
+fn txn_conflict_in(txns: &[TxnUpdate], current: &[Option<i64>]) -> Option<String> {
+    for (txn, now) in txns.iter().zip(current) {
+        if *now != txn.expected {
+            return Some(format!(
+                "{} is at {:?} in the table, the batch started at {:?}",
+                txn.app_id, now, txn.expected
+            ));
+        }
+        if now.is_some_and(|v| txn.version <= v) {
+            return Some(format!(
+                "{} would move from {:?} back to {}",
+                txn.app_id, now, txn.version
+            ));
+        }
+    }
+    None
 }
 
 /// What became of a commit.
@@ -471,19 +494,8 @@ impl DeltaSink {
                 self.uri
             )));
         }
-        for (txn, now) in txns.iter().zip(current) {
-            if *now != txn.expected {
-                return Ok(CommitOutcome::Conflict(format!(
-                    "{} is at {:?} in the table, the batch started at {:?}",
-                    txn.app_id, now, txn.expected
-                )));
-            }
-            if now.is_some_and(|v| txn.version <= v) {
-                return Ok(CommitOutcome::Conflict(format!(
-                    "{} would move from {:?} back to {}",
-                    txn.app_id, now, txn.version
-                )));
-            }
+        if let Some(reason) = txn_conflict_in(txns, current) {
+            return Ok(CommitOutcome::Conflict(reason));
         }
         let mut actions = Vec::new();
         let mut evolves = false;
@@ -712,6 +724,14 @@ async fn set_changed_properties(
 /// build of delta-rs does not implement (it would refuse the first commit anyway).
 fn check_writable(table: &DeltaTable, uri: &str) -> Result<()> {
     let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
+    let unenforced = unenforced_features(snapshot.protocol());
+    if !unenforced.is_empty() {
+        return Err(Error::UnwritableTable {
+            uri: uri.to_string(),
+            features: unenforced.join(", "),
+            remedy: unwritable_remedy(&unenforced),
+        });
+    }
     match PROTOCOL.can_write_to(snapshot) {
         Ok(()) => Ok(()),
         Err(TransactionError::UnsupportedTableFeatures(features)) => {
@@ -726,13 +746,54 @@ fn check_writable(table: &DeltaTable, uri: &str) -> Result<()> {
     }
 }
 
+/// Writer features delta-rs accepts in its DataFusion build because its own write operations
+/// enforce them there, but which the worker's appends (RecordBatchWriter plus a commit) would
+/// ignore: column invariants and CHECK constraints unchecked, generated columns not computed,
+/// physical column names not used. (changeDataFeed needs nothing of an append, and MERGE writes
+/// its change files itself.)
+const UNENFORCED_FEATURES: [&str; 4] = [
+    "invariants",
+    "checkConstraints",
+    "generatedColumns",
+    "columnMapping",
+];
+
+/// The features of [`UNENFORCED_FEATURES`] a table's protocol requires of its writers.
+fn unenforced_features(protocol: &deltalake::kernel::Protocol) -> Vec<String> {
+    let required: Vec<String> = match protocol.min_writer_version() {
+        // Legacy versions imply their features (writer version 2's invariants are enforced
+        // only on columns that declare one, which Spark does not do by itself).
+        0..=2 => Vec::new(),
+        3 => vec!["invariants".into(), "checkConstraints".into()],
+        4 => vec![
+            "invariants".into(),
+            "checkConstraints".into(),
+            "generatedColumns".into(),
+        ],
+        5 | 6 => vec![
+            "invariants".into(),
+            "checkConstraints".into(),
+            "generatedColumns".into(),
+            "columnMapping".into(),
+        ],
+        _ => serde_json::to_value(protocol)
+            .ok()
+            .and_then(|p| p.get("writerFeatures").cloned())
+            .and_then(|f| serde_json::from_value::<Vec<String>>(f).ok())
+            .unwrap_or_default(),
+    };
+    required
+        .into_iter()
+        .filter(|f| UNENFORCED_FEATURES.contains(&f.as_str()))
+        .collect()
+}
+
 /// What a user can do about a table Tributary cannot write.
 fn unwritable_remedy(features: &[String]) -> String {
     if features.iter().any(|f| f == "invariants") {
         // Spark lists `invariants` among the writer features of every table that uses table
-        // features (minWriterVersion 7), whatever feature made it so; delta-rs enforces
-        // `delta.invariants` column constraints only in its DataFusion build, which the worker
-        // does not link.
+        // features (minWriterVersion 7), whatever feature made it so; the worker's appends
+        // do not check `delta.invariants` column constraints (see UNENFORCED_FEATURES).
         "Spark lists invariants in every table it creates with a table feature (deletionVectors, \
          timestampNtz, v2Checkpoint, columnMapping, rowTracking, ...; DESCRIBE DETAIL shows \
          minWriterVersion 7). Write to a table Spark created with its default protocol \

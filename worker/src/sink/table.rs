@@ -176,6 +176,36 @@ impl SharedTable {
         })
     }
 
+    fn txns(&self, partitions: &[PartitionCommit]) -> Vec<TxnUpdate> {
+        partitions
+            .iter()
+            .map(|p| TxnUpdate {
+                app_id: self.ids.data(&p.tp),
+                expected: p.expected,
+                version: p.next,
+            })
+            .collect()
+    }
+
+    /// MERGEs a batch's last rows per key (outputMode update) with every partition's move,
+    /// atomically; as [`SharedTable::commit`] otherwise.
+    pub fn upsert(
+        &self,
+        rows: &RecordBatch,
+        keys: &[String],
+        delete_column: &str,
+        partitions: &[PartitionCommit],
+        metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<CommitOutcome> {
+        let txns = self.txns(partitions);
+        self.with_sink(|sink| {
+            self.runtime.block_on(
+                sink.upsert(rows, keys, delete_column, &txns, metadata)
+                    .instrument(tracing::info_span!("merge")),
+            )
+        })
+    }
+
     /// Commits a batch's rows with every partition's move, atomically; a partition that is no
     /// longer where the batch started makes it a [`CommitOutcome::Conflict`].
     pub fn commit(
@@ -184,14 +214,7 @@ impl SharedTable {
         partitions: &[PartitionCommit],
         metadata: HashMap<String, serde_json::Value>,
     ) -> Result<CommitOutcome> {
-        let txns: Vec<TxnUpdate> = partitions
-            .iter()
-            .map(|p| TxnUpdate {
-                app_id: self.ids.data(&p.tp),
-                expected: p.expected,
-                version: p.next,
-            })
-            .collect();
+        let txns = self.txns(partitions);
         self.with_sink(|sink| {
             self.runtime.block_on(
                 sink.commit(Some(batch), &txns, metadata)

@@ -21,4 +21,5 @@ mod schema_evolution;
 mod secure_broker;
 mod source_options;
 mod support;
+mod transform;
 mod unity_catalog;

@@ -445,7 +445,7 @@ fn cel_violations() -> Vec<(Mutation, &'static str)> {
         ),
         (
             Box::new(|o: &mut Value| o["spec"]["sink"]["delta"]["outputMode"] = json!("complete")),
-            "outputMode update and complete need a streaming aggregation",
+            "outputMode complete rewrites the whole result of a streaming aggregation",
         ),
         (
             Box::new(|o: &mut Value| {

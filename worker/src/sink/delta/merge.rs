@@ -1,0 +1,307 @@
+//! outputMode update: a batch's last row per key MERGEd into the table (updated when the key is
+//! there, inserted when not, deleted for a tombstone), in one commit with the partitions' txn
+//! actions, so that a replayed batch finds its offsets already recorded and is never applied
+//! twice.
+
+use std::collections::HashMap;
+
+use datafusion::common::Column;
+use datafusion::logical_expr::{Expr, col, not};
+use datafusion::prelude::SessionContext;
+use deltalake::DeltaTableError;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::Transaction;
+use deltalake::kernel::transaction::{CommitConflictError, CommitProperties, TransactionError};
+
+use super::{COMMIT_RETRIES, CommitOutcome, DeltaSink, TxnUpdate, txn_conflict_in};
+use crate::error::{Error, Result};
+
+const SOURCE: &str = "source";
+const TARGET: &str = "target";
+
+fn source(name: &str) -> Expr {
+    col(Column::new(Some(SOURCE), name))
+}
+
+impl DeltaSink {
+    /// MERGEs `rows` (the table's columns and `delete_column`, one row per key but for null
+    /// keys) on equality of `keys`, and commits the result with `txns`, atomically. Offsets
+    /// are committed alone when the MERGE changes nothing.
+    pub async fn upsert(
+        &mut self,
+        rows: &RecordBatch,
+        keys: &[String],
+        delete_column: &str,
+        txns: &[TxnUpdate],
+        app_metadata: HashMap<String, serde_json::Value>,
+    ) -> Result<CommitOutcome> {
+        let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
+        let current = self.txn_versions(&app_ids).await?;
+        if let Some(reason) = txn_conflict_in(txns, &current) {
+            return Ok(CommitOutcome::Conflict(reason));
+        }
+        if rows.num_rows() == 0 {
+            return self.commit_read(None, txns, &current, app_metadata).await;
+        }
+        let before = self.table.version();
+        let ctx = SessionContext::new();
+        let frame = ctx
+            .read_batch(rows.clone())
+            .map_err(|e| Error::Transform(format!("cannot read the batch to MERGE: {e}")))?;
+        let predicate = keys
+            .iter()
+            .map(|key| col(Column::new(Some(TARGET), key)).eq(source(key)))
+            .reduce(Expr::and)
+            .ok_or_else(|| Error::Unsupported("outputMode update needs mergeKeys".into()))?;
+        let columns: Vec<String> = rows
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .filter(|name| name != delete_column)
+            .collect();
+        let properties = CommitProperties::default()
+            .with_application_transactions(
+                txns.iter()
+                    .map(|t| Transaction::new(&t.app_id, t.version))
+                    .collect(),
+            )
+            .with_metadata(app_metadata.clone())
+            .with_max_retries(COMMIT_RETRIES);
+        let deleted = source(delete_column);
+        let merged = self
+            .table
+            .clone()
+            .merge(frame, predicate)
+            .with_source_alias(SOURCE)
+            .with_target_alias(TARGET)
+            .with_commit_properties(properties)
+            .with_merge_schema(self.evolve_to.is_some())
+            // The first clause that matches applies: a tombstone deletes, any other row updates.
+            .when_matched_delete(|delete| delete.predicate(deleted.clone()))
+            .and_then(|merge| {
+                merge.when_matched_update(|update| {
+                    columns.iter().fold(update, |update, name| {
+                        update.update(Column::new_unqualified(name), source(name))
+                    })
+                })
+            })
+            .and_then(|merge| {
+                merge.when_not_matched_insert(|insert| {
+                    columns
+                        .iter()
+                        .fold(insert.predicate(not(deleted.clone())), |insert, name| {
+                            insert.set(Column::new_unqualified(name), source(name))
+                        })
+                })
+            })
+            .map_err(Error::delta("prepare the MERGE into", &self.uri))?
+            .await;
+        match merged {
+            Ok((table, metrics)) => {
+                let version = table.version();
+                self.table = table;
+                if version == before {
+                    // Deletes of keys the table does not hold: nothing to commit but offsets.
+                    return self.commit(None, txns, app_metadata).await;
+                }
+                if self.evolve_to.take().is_some() {
+                    tracing::info!(table = %self.uri, "added the columns to the table (mergeSchema)");
+                }
+                tracing::debug!(
+                    inserted = metrics.num_target_rows_inserted,
+                    updated = metrics.num_target_rows_updated,
+                    deleted = metrics.num_target_rows_deleted,
+                    "merged"
+                );
+                Ok(CommitOutcome::Committed {
+                    version: version.map_or(0, |v| v as i64),
+                    files: metrics.num_target_files_added,
+                    retries: 0,
+                })
+            }
+            // Another writer's commit touched what this MERGE read, or moved a partition: the
+            // batch is read again from the table's offsets and merged again.
+            Err(DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(conflict),
+            }) => Ok(CommitOutcome::Conflict(match conflict {
+                CommitConflictError::ConcurrentTransaction => {
+                    "a concurrent commit wrote the same partitions".to_string()
+                }
+                other => format!("a concurrent commit conflicts with the MERGE: {other}"),
+            })),
+            Err(source) => Err(Error::delta("MERGE into", &self.uri)(source)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::array::{AsArray, BooleanArray, Int64Array, StringArray};
+    use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+
+    use super::*;
+
+    const DELETE: &str = "__delete";
+
+    fn schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, true),
+            Field::new("v", DataType::Int64, true),
+        ]))
+    }
+
+    fn rows(rows: &[(&str, Option<i64>, bool)]) -> RecordBatch {
+        let mut fields: Vec<Field> = schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new(DELETE, DataType::Boolean, false));
+        RecordBatch::try_new(
+            Arc::new(Schema::new(fields)),
+            vec![
+                Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.0))),
+                Arc::new(Int64Array::from_iter(rows.iter().map(|r| r.1))),
+                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.2)))),
+            ],
+        )
+        .expect("rows")
+    }
+
+    fn txn(expected: Option<i64>, version: i64) -> Vec<TxnUpdate> {
+        vec![TxnUpdate {
+            app_id: "q-t-0".into(),
+            expected,
+            version,
+        }]
+    }
+
+    async fn contents(sink: &mut DeltaSink) -> Vec<(String, i64)> {
+        sink.refresh().await.expect("refresh");
+        let ctx = SessionContext::new();
+        let provider = sink.table.table_provider().await.expect("provider");
+        ctx.register_table("t", provider).expect("register");
+        let batches = ctx
+            .sql("SELECT id, v FROM t ORDER BY id")
+            .await
+            .expect("plan")
+            .collect()
+            .await
+            .expect("read");
+        batches
+            .iter()
+            .flat_map(|b| {
+                // The table provider reads strings as string views.
+                let ids = datafusion::arrow::compute::cast(b.column(0), &DataType::Utf8)
+                    .expect("strings");
+                let ids = ids.as_string::<i32>();
+                let values = b.column(1).as_primitive::<Int64Type>();
+                (0..b.num_rows())
+                    .map(|i| (ids.value(i).to_string(), values.value(i)))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn merges_updates_inserts_and_deletes_with_the_offsets_in_the_same_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        let mut sink = DeltaSink::open_or_create(
+            &location,
+            HashMap::new(),
+            schema(),
+            Vec::new(),
+            10,
+            None,
+            "t",
+        )
+        .await
+        .expect("create");
+        let keys = ["id".to_string()];
+        let first = sink
+            .upsert(
+                &rows(&[("a", Some(1), false), ("b", Some(2), false)]),
+                &keys,
+                DELETE,
+                &txn(None, 2),
+                HashMap::new(),
+            )
+            .await
+            .expect("first");
+        assert!(
+            matches!(first, CommitOutcome::Committed { version: 1, .. }),
+            "{first:?}"
+        );
+        let second_rows = rows(&[
+            ("a", Some(3), false),
+            ("b", None, true),
+            ("c", Some(4), false),
+        ]);
+        let second = sink
+            .upsert(
+                &second_rows,
+                &keys,
+                DELETE,
+                &txn(Some(2), 4),
+                HashMap::new(),
+            )
+            .await
+            .expect("second");
+        assert!(
+            matches!(second, CommitOutcome::Committed { version: 2, .. }),
+            "{second:?}"
+        );
+        assert_eq!(
+            contents(&mut sink).await,
+            vec![("a".to_string(), 3), ("c".to_string(), 4)]
+        );
+        // The same batch replayed from where it started: refused, nothing applied twice.
+        let replay = sink
+            .upsert(
+                &second_rows,
+                &keys,
+                DELETE,
+                &txn(Some(2), 4),
+                HashMap::new(),
+            )
+            .await
+            .expect("replay");
+        assert!(matches!(replay, CommitOutcome::Conflict(_)), "{replay:?}");
+        // A batch that changes nothing (a delete of an absent key) still records its offsets.
+        let nothing = sink
+            .upsert(
+                &rows(&[("z", None, true)]),
+                &keys,
+                DELETE,
+                &txn(Some(4), 5),
+                HashMap::new(),
+            )
+            .await
+            .expect("nothing");
+        assert!(
+            matches!(nothing, CommitOutcome::Committed { version: 3, .. }),
+            "{nothing:?}"
+        );
+        assert_eq!(
+            sink.txn_versions(&["q-t-0".to_string()])
+                .await
+                .expect("txn"),
+            vec![Some(5)]
+        );
+        // The MERGE commit carried the txn: version 2 recorded offset 4.
+        let log = std::fs::read_to_string(dir.path().join("_delta_log/00000000000000000002.json"))
+            .expect("log");
+        assert!(
+            log.contains("\"MERGE\"") && log.contains(r#""appId":"q-t-0","version":4"#),
+            "{log}"
+        );
+        assert_eq!(
+            contents(&mut sink).await,
+            vec![("a".to_string(), 3), ("c".to_string(), 4)]
+        );
+    }
+}
