@@ -29,6 +29,8 @@ pub(super) struct Committed {
     pub dead_letter_rows: i64,
     /// Writing the batch's dead letters (onError: deadLetter), then its rows.
     pub dead_letter_ms: Option<i64>,
+    /// Writing the batch's Parquet files, part of `commit_ms`.
+    pub write_ms: i64,
     pub commit_ms: i64,
 }
 
@@ -108,7 +110,7 @@ impl Pipeline {
                 serde_json::json!(batch_id),
             ),
         ]);
-        let (version, files, retries) = match self.table.commit(
+        let (version, files, retries, write_ms) = match self.table.commit(
             &decoded.decoded.batch,
             &partitions,
             metadata,
@@ -117,7 +119,8 @@ impl Pipeline {
                 version,
                 files,
                 retries,
-            } => (version, files, retries),
+                write_ms,
+            } => (version, files, retries, write_ms),
             CommitOutcome::Conflict(reason) => {
                 warn!(
                     reason,
@@ -136,6 +139,7 @@ impl Pipeline {
             retries,
             dead_letter_rows,
             dead_letter_ms,
+            write_ms,
             commit_ms,
         }))
     }

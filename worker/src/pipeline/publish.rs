@@ -55,6 +55,7 @@ impl Pipeline {
                     ("fetch", Some(read.fetch_ms)),
                     ("decode", Some(decoded.decode_ms)),
                     ("deadLetter", committed.dead_letter_ms),
+                    ("writeParquet", Some(committed.write_ms)),
                     ("commit", Some(committed.commit_ms)),
                     ("triggerExecution", Some(total_ms)),
                 ]

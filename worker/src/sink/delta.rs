@@ -44,6 +44,9 @@ pub enum CommitOutcome {
         files: usize,
         /// Times delta-rs retried after a concurrent commit (of another replica's partitions).
         retries: u64,
+        /// Of the commit's time, how long writing its Parquet files took (the rest is reading
+        /// txns and writing the log entry).
+        write_ms: i64,
     },
     /// Another writer owns (or owned) one of the partitions: nothing was committed.
     Conflict(String),
@@ -473,6 +476,7 @@ impl DeltaSink {
         }
         let mut actions = Vec::new();
         let mut evolves = false;
+        let writing = std::time::Instant::now();
         if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
             let mut writer = match &self.evolve_to {
                 // The files carry the added columns; the commit's metadata action adds them to
@@ -505,6 +509,7 @@ impl DeltaSink {
                 .map_err(Error::delta("write Parquet files to", &self.uri))?;
             actions.extend(adds.into_iter().map(Action::Add));
         }
+        let write_ms = writing.elapsed().as_millis() as i64;
         let files = actions.len();
         let properties = CommitProperties::default()
             .with_application_transactions(
@@ -562,6 +567,7 @@ impl DeltaSink {
                     version: finalized.version() as i64,
                     files,
                     retries: finalized.metrics.num_retries,
+                    write_ms,
                 })
             }
             Err(DeltaTableError::Transaction {
