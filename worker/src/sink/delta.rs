@@ -20,6 +20,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::tuning::ParquetCompression;
 
 /// Commits retried by delta-rs when another writer (a replica) committed first and the two
 /// commits do not conflict (appends to different partitions' txns).
@@ -67,6 +68,7 @@ pub struct DeltaSink {
     table: DeltaTable,
     partition_by: Vec<String>,
     target_file_size: Option<u64>,
+    compression: ParquetCompression,
     /// The table's schema with the declared columns it lacks, added by the next commit that
     /// carries rows (mergeSchema).
     evolve_to: Option<StructType>,
@@ -121,6 +123,7 @@ pub struct OpenOptions<'a> {
     pub partition_by: Vec<String>,
     pub checkpoint_interval: i32,
     pub target_file_size: Option<u64>,
+    pub compression: ParquetCompression,
     /// The comment of a new table.
     pub description: &'a str,
     /// Add the columns of `schema` that an existing table lacks (Spark's mergeSchema);
@@ -204,6 +207,7 @@ impl DeltaSink {
             partition_by,
             checkpoint_interval,
             target_file_size,
+            compression: ParquetCompression::default(),
             description,
             merge_schema: false,
         })
@@ -221,6 +225,7 @@ impl DeltaSink {
             partition_by,
             checkpoint_interval,
             target_file_size,
+            compression,
             description,
             merge_schema,
         } = options;
@@ -274,6 +279,7 @@ impl DeltaSink {
             table,
             partition_by,
             target_file_size,
+            compression,
             evolve_to,
             txn_cache: TxnCache::default(),
         })
@@ -495,7 +501,8 @@ impl DeltaSink {
                 }
                 None => RecordBatchWriter::for_table(&self.table),
             }
-            .map_err(Error::delta("write to", &self.uri))?;
+            .map_err(Error::delta("write to", &self.uri))?
+            .with_writer_properties(super::parquet::writer_properties(self.compression));
             if let Some(size) = self.target_file_size {
                 writer = writer.with_target_file_size(size);
             }

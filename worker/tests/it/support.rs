@@ -408,9 +408,9 @@ pub fn try_read_table(table: &Path) -> Result<TableSnapshot, String> {
         let opened = std::fs::File::open(&data_file)
             .map_err(|e| format!("open {}: {e}", data_file.display()))?;
         let reader = ParquetRecordBatchReaderBuilder::try_new(opened)
-        .expect("parquet reader")
-        .build()
-        .expect("parquet batches");
+            .expect("parquet reader")
+            .build()
+            .expect("parquet batches");
         for batch in reader {
             let batch = batch.expect("parquet batch");
             batches.push(with_partition_values(batch, partition_values));
