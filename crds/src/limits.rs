@@ -40,6 +40,8 @@ pub const MAX_RESTARTS: i32 = 10_000;
 /// Default and longest wait before autoscaling removes workers (a day).
 pub const DEFAULT_SCALE_DOWN_DELAY_SECONDS: i64 = 300;
 pub const MAX_SCALE_DOWN_DELAY_SECONDS: i64 = 24 * 60 * 60;
+/// autoscaling.targetSecondsBehind: at most a week.
+pub const MAX_TARGET_SECONDS_BEHIND: i64 = 7 * 24 * 60 * 60;
 /// Bounds of `sink.delta.vacuum`: runs at most 30 days apart; a retention of at most ten years;
 /// Delta's default retention of 7 days.
 pub const MAX_VACUUM_INTERVAL_HOURS: i32 = 30 * 24;

@@ -228,6 +228,13 @@ pub struct StreamingIngestionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_RESTARTS))]
     pub max_restarts: Option<i32>,
+
+    /// Moves the running query's offsets once: back to read records again (rewind) or forward
+    /// past records (skip), to a time or to explicit offsets. Applied exactly once per id: the
+    /// workers record the id in the same Delta commit as the new offsets, so re-applying the
+    /// same manifest (Argo CD, kubectl apply) changes nothing; a new id is a new reset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<OffsetReset>,
 }
 
 impl StreamingIngestionSpec {
@@ -968,6 +975,7 @@ pub struct Sink {
     validation = Rule::new("!has(self.uri) || self.uri.contains('://') || has(self.volume)").message("spec.sink.delta.uri is a path, so spec.sink.delta.volume must name the claim that holds it (claimName) or ask for one (size)"),
     validation = Rule::new("!has(self.uri) || !has(self.volume) || !has(self.volume.mountPath) || self.uri.startsWith(self.volume.mountPath)").message("spec.sink.delta.uri must be under spec.sink.delta.volume.mountPath"),
     validation = Rule::new("!has(self.outputMode) || self.outputMode == 'append'").message("outputMode update and complete need a streaming aggregation, which an ingestion does not have: use append"),
+    validation = Rule::new(DELETED_FILE_RETENTION_RULE).message(DELETED_FILE_RETENTION_MESSAGE),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct DeltaSink {
@@ -1014,10 +1022,29 @@ pub struct DeltaSink {
     #[schemars(range(min = MIN_TARGET_FILE_SIZE, max = MAX_TARGET_FILE_SIZE))]
     pub target_file_size: Option<i64>,
 
-    /// Delta log checkpoint interval of a new table (commits). Default 10.
+    /// The table property delta.checkpointInterval: commits between two Delta log
+    /// checkpoints. Set when the table is created (default 10) and, when given, on an
+    /// existing table whose property differs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = MIN_CHECKPOINT_INTERVAL, max = MAX_CHECKPOINT_INTERVAL))]
     pub checkpoint_interval: Option<i32>,
+
+    /// The table property delta.logRetentionDuration: how long commits of the Delta log are
+    /// kept (time travel reaches that far back), as Delta writes it: "interval 30 days"
+    /// (units second, minute, hour, day, week). Set on a new table and on an existing one
+    /// whose property differs. Default: Delta's (30 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(DELTA_INTERVAL_RULE).message(DELTA_INTERVAL_MESSAGE))]
+    pub log_retention_duration: Option<String>,
+
+    /// The table property delta.deletedFileRetentionDuration: how long a removed data file
+    /// stays before VACUUM may delete it ("interval 7 days"). Under 7 days (Delta's default)
+    /// needs vacuum.retentionDurationCheck: false. Set like logRetentionDuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(DELTA_INTERVAL_RULE).message(DELTA_INTERVAL_MESSAGE))]
+    pub deleted_file_retention_duration: Option<String>,
 
     /// Schema evolution, as Spark's mergeSchema: true adds the columns of
     /// spec.format.json.schema (and metadata columns) that the existing table lacks, as
@@ -1035,6 +1062,49 @@ pub struct DeltaSink {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vacuum: Option<Vacuum>,
 }
+
+/// The CEL rule of a Delta interval table property ("interval 30 days").
+pub const DELTA_INTERVAL_RULE: &str =
+    "self.matches('^interval [1-9][0-9]{0,8} (second|minute|hour|day|week)s?$')";
+/// The CEL rule keeping deletedFileRetentionDuration at 7 days or more unless the retention
+/// check is off: the number and unit spelled out as regular expressions of 7 days and above.
+pub const DELETED_FILE_RETENTION_RULE: &str = "!has(self.deletedFileRetentionDuration) || (has(self.vacuum) && has(self.vacuum.retentionDurationCheck) && !self.vacuum.retentionDurationCheck) || self.deletedFileRetentionDuration.matches('^interval ([1-9][0-9]* weeks?|([7-9]|[1-9][0-9]+) days?|(16[89]|1[7-9][0-9]|[2-9][0-9]{2}|[1-9][0-9]{3,}) hours?|(100[89][0-9]|10[1-9][0-9]{2}|1[1-9][0-9]{3}|[2-9][0-9]{4}|[1-9][0-9]{5,}) minutes?|(6048[0-9]{2}|60[5-9][0-9]{3}|6[1-9][0-9]{4}|[7-9][0-9]{5}|[1-9][0-9]{6,}) seconds?)$')";
+/// The message of that rule.
+pub const DELTA_INTERVAL_MESSAGE: &str = "must be a Delta interval such as \"interval 30 days\" (a whole number of seconds, minutes, hours, days or weeks)";
+
+/// Seconds of a Delta interval table property ("interval 30 days"), as [`DELTA_INTERVAL_RULE`]
+/// accepts them.
+pub fn parse_delta_interval(text: &str) -> Result<u64, String> {
+    let bad = || format!("\"{text}\" {DELTA_INTERVAL_MESSAGE}");
+    let mut words = text.split(' ');
+    if words.next() != Some("interval") {
+        return Err(bad());
+    }
+    let number: u64 = words
+        .next()
+        .filter(|n| {
+            (1..=9).contains(&n.len())
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && !n.starts_with('0')
+        })
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(bad)?;
+    let unit = match words.next().map(|u| u.strip_suffix('s').unwrap_or(u)) {
+        Some("second") => 1,
+        Some("minute") => 60,
+        Some("hour") => 3600,
+        Some("day") => 86_400,
+        Some("week") => 604_800,
+        _ => return Err(bad()),
+    };
+    if words.next().is_some() {
+        return Err(bad());
+    }
+    Ok(number * unit)
+}
+
+/// The message of a deletedFileRetentionDuration under Delta's default.
+pub const DELETED_FILE_RETENTION_MESSAGE: &str = "spec.sink.delta.deletedFileRetentionDuration under 7 days (Delta's default) lets VACUUM delete files that readers and time travel may still need; set spec.sink.delta.vacuum.retentionDurationCheck: false to allow it";
 
 /// The message of the rule that keeps a VACUUM retention at Delta's default or above.
 pub const VACUUM_RETENTION_CHECK_MESSAGE: &str = "spec.sink.delta.vacuum.retainHours below 168 (Delta's default of 7 days) deletes files that readers and time travel may still need; set retentionDurationCheck: false to allow it, as Spark's spark.databricks.delta.retentionDurationCheck.enabled=false does";
@@ -1091,6 +1161,12 @@ impl std::fmt::Debug for DeltaSink {
             .field("volume", &self.volume)
             .field("target_file_size", &self.target_file_size)
             .field("checkpoint_interval", &self.checkpoint_interval)
+            .field("log_retention_duration", &self.log_retention_duration)
+            .field(
+                "deleted_file_retention_duration",
+                &self.deleted_file_retention_duration,
+            )
+            .field("vacuum", &self.vacuum)
             .field("merge_schema", &self.merge_schema)
             .finish()
     }
@@ -1200,13 +1276,14 @@ pub struct Checkpoint {
 
 /// A Spark query's checkpointLocation.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("self.location.startsWith('/')").message(SPARK_CHECKPOINT_PATH_MESSAGE))]
+#[x_kube(validation = Rule::new("self.location.startsWith('/') || self.location.matches('^(abfss?|az|azure)://')").message(SPARK_CHECKPOINT_LOCATION_MESSAGE))]
 #[serde(rename_all = "camelCase")]
 pub struct SparkCheckpointSource {
-    /// The Spark query's checkpointLocation, as a path on `volume`.
+    /// The Spark query's checkpointLocation: a path on `volume`, or an abfss:// / az:// URL
+    /// read with spec.checkpoint's storage options (else the sink's).
     #[schemars(length(min = 1, max = 4096))]
     pub location: String,
-    /// The existing PersistentVolumeClaim that holds it (claimName, mountPath).
+    /// The existing PersistentVolumeClaim that holds it (claimName, mountPath); for a path only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub volume: Option<VolumeSource>,
     /// Seconds the Spark checkpoint must have been unchanged before the Spark query counts as
@@ -1216,8 +1293,8 @@ pub struct SparkCheckpointSource {
     pub quiet_seconds: Option<i64>,
 }
 
-/// The message of the rule that keeps a Spark checkpoint to a path on a volume.
-pub const SPARK_CHECKPOINT_PATH_MESSAGE: &str = "spec.checkpoint.fromSpark.location must be a path on spec.checkpoint.fromSpark.volume; a Spark checkpoint on ADLS or another object store is not read yet: copy its metadata file and offsets/ and commits/ directories onto a volume";
+/// The message of the rule on where a Spark checkpoint to take over may be.
+pub const SPARK_CHECKPOINT_LOCATION_MESSAGE: &str = "spec.checkpoint.fromSpark.location must be a path on spec.checkpoint.fromSpark.volume, or an abfss://, abfs://, az:// or azure:// URL (read with spec.checkpoint's storage options, else the sink's)";
 
 impl SparkCheckpointSource {
     pub fn quiet(&self) -> Duration {
@@ -1441,7 +1518,10 @@ pub const MAX_RESTARTS_NEEDS_CONTINUOUS: &str = "spec.maxRestarts limits the res
 /// as soon as the lag calls for them and removes them only after the lag has stayed low for
 /// scaleDownDelaySeconds, so the count does not flap.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
-#[x_kube(validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("spec.autoscaling.minReplicas must not be more than maxReplicas"))]
+#[x_kube(
+    validation = Rule::new("!has(self.minReplicas) || self.minReplicas <= self.maxReplicas").message("spec.autoscaling.minReplicas must not be more than maxReplicas"),
+    validation = Rule::new("has(self.targetLagPerWorker) != has(self.targetSecondsBehind)").message(AUTOSCALING_TARGET_MESSAGE),
+)]
 #[serde(rename_all = "camelCase")]
 pub struct Autoscaling {
     /// Fewest workers. Default 1.
@@ -1452,9 +1532,16 @@ pub struct Autoscaling {
     #[schemars(range(min = 1, max = MAX_REPLICAS))]
     pub max_replicas: i32,
     /// Offsets behind the latest that one worker should carry: 100000 with a lag of 450000
-    /// runs 5 workers.
+    /// runs 5 workers. Exactly one of targetLagPerWorker or targetSecondsBehind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1, max = MAX_OFFSET))]
-    pub target_lag_per_worker: i64,
+    pub target_lag_per_worker: Option<i64>,
+    /// How far behind the latest the query may be, in seconds of the workers' own processing
+    /// rate: the lag divided by the rows per second each worker processes. 60 with workers
+    /// processing 5000 rows/s each and a lag of 900000 runs 3 workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = MAX_TARGET_SECONDS_BEHIND))]
+    pub target_seconds_behind: Option<i64>,
     /// Seconds the lag must stay low enough for fewer workers before any is removed.
     /// Default 300.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -1474,6 +1561,119 @@ impl Autoscaling {
                 .clamp(0, MAX_SCALE_DOWN_DELAY_SECONDS)
                 .unsigned_abs(),
         )
+    }
+}
+
+/// The message of the rule that asks a reset for one target.
+pub const RESET_ONE_OF_MESSAGE: &str =
+    "spec.reset must set exactly one of timestamp or offsets: where the partitions move to";
+/// The message of the rule on reset ids.
+pub const RESET_ID_MESSAGE: &str = "spec.reset.id may hold letters, digits, '.', '_' and '-' (at most 63), starting and ending with a letter or digit";
+/// The message of the rule on reset timestamps.
+pub const RESET_TIMESTAMP_MESSAGE: &str =
+    "spec.reset.timestamp must be an RFC 3339 time such as 2026-11-30T12:00:00Z";
+
+/// A reset of the query's offsets, declared in the spec so that GitOps tools can apply it:
+/// `id` names it (a new id is a new reset), and exactly one of `timestamp` or `offsets` says
+/// where the partitions move to.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.timestamp) != has(self.offsets)").message(RESET_ONE_OF_MESSAGE))]
+#[serde(rename_all = "camelCase")]
+pub struct OffsetReset {
+    /// Names this reset, e.g. replay-2026-11-30. Each id is applied once per query, whatever
+    /// else changes or how often the spec is applied; choose a new id for a new reset.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(RESET_ID_RULE).message(RESET_ID_MESSAGE))]
+    pub id: String,
+
+    /// Every partition the query reads moves to its first record whose timestamp is at or
+    /// after this RFC 3339 time (Kafka's offsetsForTimes); a partition with no such record
+    /// moves to its latest offset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(RESET_TIMESTAMP_RULE).message(RESET_TIMESTAMP_MESSAGE))]
+    pub timestamp: Option<String>,
+
+    /// earliest, latest (every partition), or per-partition JSON as Spark's startingOffsets,
+    /// e.g. {"topic":{"0":1200,"1":-2}} (-2 = earliest, -1 = latest): only the partitions named
+    /// move, the others keep their position.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 65536))]
+    #[x_kube(validation = Rule::new("self == 'earliest' || self == 'latest' || self.matches('^(?s)\\\\s*\\\\{.*\\\\}\\\\s*$')").message("spec.reset.offsets must be earliest, latest, or per-partition JSON such as {\"topic\":{\"0\":23}}"))]
+    pub offsets: Option<String>,
+}
+
+/// The CEL rule on reset ids (the same characters as a Kubernetes label value).
+pub const RESET_ID_RULE: &str = "self.matches('^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$')";
+/// The CEL rule on reset timestamps: RFC 3339 with a zone.
+pub const RESET_TIMESTAMP_RULE: &str = "self.matches('^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}([.][0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$')";
+
+/// Where a reset moves partitions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ResetTarget {
+    /// Every partition to its first record at or after these epoch milliseconds.
+    Timestamp(i64),
+    /// Every partition, or the partitions named (-2 earliest, -1 latest).
+    Offsets(StartingOffsets),
+}
+
+impl OffsetReset {
+    /// The parsed target, or why it does not parse.
+    pub fn target(&self) -> Result<ResetTarget, String> {
+        match (&self.timestamp, &self.offsets) {
+            (Some(time), None) => parse_rfc3339_millis(time).map(ResetTarget::Timestamp),
+            (None, Some(offsets)) => StartingOffsets::parse(offsets)
+                .map(ResetTarget::Offsets)
+                .map_err(|e| e.replace("startingOffsets", "spec.reset.offsets")),
+            _ => Err(RESET_ONE_OF_MESSAGE.to_string()),
+        }
+    }
+
+    /// The target as the spec says it, for history and events: `timestamp 2026-...` or
+    /// `offsets {...}`.
+    pub fn describe_target(&self) -> String {
+        match (&self.timestamp, &self.offsets) {
+            (Some(time), _) => format!("timestamp {time}"),
+            (None, Some(offsets)) => format!("offsets {}", offsets.trim()),
+            (None, None) => "nothing".to_string(),
+        }
+    }
+}
+
+/// Epoch milliseconds of an RFC 3339 time (with its zone), refusing times before 1970.
+pub fn parse_rfc3339_millis(text: &str) -> Result<i64, String> {
+    let time: k8s_openapi::jiff::Timestamp = text.trim().parse().map_err(|e| {
+        format!("\"{text}\" is not an RFC 3339 time such as 2026-11-30T12:00:00Z: {e}")
+    })?;
+    let millis = time.as_millisecond();
+    if millis < 0 {
+        return Err(format!(
+            "\"{text}\" is before 1970, when Kafka timestamps begin"
+        ));
+    }
+    Ok(millis)
+}
+
+/// The message of the rule that asks autoscaling for one target.
+pub const AUTOSCALING_TARGET_MESSAGE: &str = "spec.autoscaling must set exactly one of targetLagPerWorker (offsets) or targetSecondsBehind (seconds at the workers' processing rate)";
+
+/// The target of autoscaling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AutoscalingTarget {
+    /// Offsets behind the latest per worker.
+    LagPerWorker(i64),
+    /// Seconds behind at the workers' processing rate.
+    SecondsBehind(i64),
+}
+
+impl Autoscaling {
+    /// The target as a closed set of cases (validation keeps exactly one set).
+    pub fn target(&self) -> Result<AutoscalingTarget, String> {
+        match (self.target_lag_per_worker, self.target_seconds_behind) {
+            (Some(lag), None) => Ok(AutoscalingTarget::LagPerWorker(lag)),
+            (None, Some(seconds)) => Ok(AutoscalingTarget::SecondsBehind(seconds)),
+            _ => Err(AUTOSCALING_TARGET_MESSAGE.to_string()),
+        }
     }
 }
 
@@ -1541,6 +1741,82 @@ mod tests {
                 .expect_err("bad offset")
                 .contains("offset -3 for t-0 is invalid")
         );
+    }
+
+    #[test]
+    fn a_reset_target_parses_times_and_offsets_and_names_what_is_wrong() {
+        let reset = |timestamp: Option<&str>, offsets: Option<&str>| OffsetReset {
+            id: "r1".into(),
+            timestamp: timestamp.map(str::to_string),
+            offsets: offsets.map(str::to_string),
+        };
+        assert_eq!(
+            reset(Some("2023-11-14T22:13:20Z"), None).target(),
+            Ok(ResetTarget::Timestamp(1_700_000_000_000))
+        );
+        assert_eq!(
+            reset(Some("2023-11-14T23:13:20.5+01:00"), None).target(),
+            Ok(ResetTarget::Timestamp(1_700_000_000_500))
+        );
+        let bad = reset(Some("2023-11-14 noon"), None)
+            .target()
+            .expect_err("bad");
+        assert!(
+            bad.contains("\"2023-11-14 noon\" is not an RFC 3339 time"),
+            "{bad}"
+        );
+        assert!(
+            reset(Some("1969-12-31T00:00:00Z"), None)
+                .target()
+                .expect_err("before 1970")
+                .contains("before 1970")
+        );
+        assert_eq!(
+            reset(None, Some("latest")).target(),
+            Ok(ResetTarget::Offsets(StartingOffsets::Latest))
+        );
+        let Ok(ResetTarget::Offsets(StartingOffsets::Specific(map))) =
+            reset(None, Some(r#"{"t":{"1":-2,"0":40}}"#)).target()
+        else {
+            panic!("specific offsets")
+        };
+        assert_eq!(map["t"][&0], 40);
+        assert_eq!(map["t"][&1], OFFSET_EARLIEST);
+        let bad = reset(None, Some(r#"{"t":{"0":-7}}"#))
+            .target()
+            .expect_err("bad");
+        assert!(bad.contains("offset -7 for t-0 is invalid"), "{bad}");
+        assert!(
+            reset(None, Some("{"))
+                .target()
+                .expect_err("bad")
+                .contains("spec.reset.offsets")
+        );
+        assert_eq!(
+            reset(None, None).target(),
+            Err(RESET_ONE_OF_MESSAGE.to_string())
+        );
+        assert_eq!(
+            reset(None, Some("latest")).describe_target(),
+            "offsets latest"
+        );
+    }
+
+    #[test]
+    fn delta_intervals_read_as_delta_writes_them() {
+        assert_eq!(parse_delta_interval("interval 30 days"), Ok(30 * 86_400));
+        assert_eq!(parse_delta_interval("interval 1 week"), Ok(604_800));
+        assert_eq!(parse_delta_interval("interval 90 seconds"), Ok(90));
+        for bad in [
+            "30 days",
+            "interval -1 days",
+            "interval 1 fortnight",
+            "interval 1 day extra",
+            "interval  1 day",
+        ] {
+            let error = parse_delta_interval(bad).expect_err(bad);
+            assert!(error.contains("interval 30 days"), "{error}");
+        }
     }
 
     #[test]

@@ -69,6 +69,10 @@ pub struct StreamingIngestionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_run: Option<RunStatus>,
 
+    /// The offset reset of spec.reset: requested, or applied and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<ResetStatus>,
+
     /// The last micro-batch's progress (Spark's query.lastProgress).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_progress: Option<StreamingQueryProgress>,
@@ -169,6 +173,69 @@ pub struct WorkerStatus {
     /// reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_reason: Option<String>,
+    /// The reset of spec.reset, once the table records it as applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset: Option<AppliedReset>,
+    /// This worker's last VACUUM of the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_vacuum: Option<MaintenanceRun>,
+    /// This worker's last compaction of small files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_compaction: Option<MaintenanceRun>,
+}
+
+/// A reset the table records as applied, as a worker read it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedReset {
+    /// The reset's id (spec.reset.id).
+    pub id: String,
+    /// When its commit was made (RFC 3339).
+    pub applied_at: String,
+    /// The table version of that commit, when this worker made it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_version: Option<i64>,
+}
+
+/// The reset of spec.reset as the operator follows it.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ResetStatus {
+    /// The reset's id.
+    pub id: String,
+    /// Requested (the workers apply it when they start with this spec) or Applied.
+    pub state: String,
+    /// Where it moves the partitions, as the spec says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    /// When the operator first saw it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_at: Option<String>,
+    /// When the table recorded it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<String>,
+    /// The table version of the reset's commit, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delta_version: Option<i64>,
+}
+
+/// The states of [`ResetStatus::state`].
+pub mod reset_states {
+    pub const REQUESTED: &str = "Requested";
+    pub const APPLIED: &str = "Applied";
+}
+
+/// One run of table upkeep (VACUUM or compaction).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceRun {
+    /// When it finished (RFC 3339).
+    pub time: String,
+    /// Data files it removed: deleted from storage by a VACUUM, replaced by a compaction.
+    pub files_removed: i64,
+    /// Files a compaction wrote in their place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_added: Option<i64>,
 }
 
 /// Offsets per topic and partition, in Spark's JSON shape: {"topic":{"0":12,"1":7}}.

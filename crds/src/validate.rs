@@ -163,6 +163,109 @@ fn validate_spec_into(spec: &StreamingIngestionSpec, errors: &mut Errors) {
         validate_runs(spec, runs, errors);
     }
     validate_scaling(spec, errors);
+    if let Some(reset) = &spec.reset {
+        validate_reset(spec, reset, errors);
+    }
+}
+
+/// A reset's id and target; named topics and partitions must be ones the spec reads, where the
+/// spec says which (partitions of subscribed topics are checked against the broker when the
+/// reset is applied).
+fn validate_reset(spec: &StreamingIngestionSpec, reset: &OffsetReset, errors: &mut Errors) {
+    let id_ok = !reset.id.is_empty()
+        && reset.id.len() <= 63
+        && reset
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && reset.id.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && reset.id.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if !id_ok {
+        errors.push("spec.reset.id", RESET_ID_MESSAGE);
+    }
+    let field = if reset.timestamp.is_some() {
+        "spec.reset.timestamp"
+    } else {
+        "spec.reset.offsets"
+    };
+    let map = match reset.target() {
+        Err(message) if reset.timestamp.is_some() == reset.offsets.is_some() => {
+            return errors.push("spec.reset", message);
+        }
+        Err(message) => return errors.push(field, message),
+        Ok(ResetTarget::Offsets(StartingOffsets::Specific(map))) => map,
+        Ok(_) => return,
+    };
+    if map.is_empty() || map.values().any(BTreeMap::is_empty) {
+        errors.push(
+            field,
+            "must name at least one partition of each topic it names",
+        );
+    }
+    let Some(kafka) = &spec.source.kafka else {
+        if let Some(hub) = &spec.source.event_hubs {
+            for topic in map.keys().filter(|t| **t != hub.event_hub) {
+                errors.push(
+                    field,
+                    format!("names topic \"{topic}\", which the query does not read (it reads the event hub \"{}\")", hub.event_hub),
+                );
+            }
+        }
+        return;
+    };
+    for (topic, partitions) in &map {
+        if let Some(subscribed) = &kafka.subscribe
+            && !subscribed.contains(topic)
+        {
+            errors.push(
+                field,
+                format!("names topic \"{topic}\", which the query does not read"),
+            );
+        }
+        if let Some(assign) = &kafka.assign {
+            match assign.get(topic) {
+                None => errors.push(
+                    field,
+                    format!("names topic \"{topic}\", which the query does not read"),
+                ),
+                Some(assigned) => {
+                    for partition in partitions.keys().filter(|p| !assigned.contains(p)) {
+                        errors.push(
+                            field,
+                            format!("names partition {partition} of topic \"{topic}\", which the query does not read (assign lists {assigned:?})"),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Delta table properties the spec sets.
+fn validate_table_properties(delta: &DeltaSink, errors: &mut Errors) {
+    if let Some(text) = &delta.log_retention_duration
+        && let Err(message) = parse_delta_interval(text)
+    {
+        errors.push("spec.sink.delta.logRetentionDuration", message);
+    }
+    if let Some(text) = &delta.deleted_file_retention_duration {
+        match parse_delta_interval(text) {
+            Err(message) => errors.push("spec.sink.delta.deletedFileRetentionDuration", message),
+            Ok(seconds)
+                if seconds < u64::from(DEFAULT_VACUUM_RETAIN_HOURS.unsigned_abs()) * 3600
+                    && delta
+                        .vacuum
+                        .as_ref()
+                        .is_none_or(Vacuum::retention_duration_check) =>
+            {
+                errors.push(
+                    "spec.sink.delta.deletedFileRetentionDuration",
+                    DELETED_FILE_RETENTION_MESSAGE,
+                )
+            }
+            Ok(_) => {}
+        }
+    }
 }
 
 fn validate_vacuum(vacuum: &Vacuum, errors: &mut Errors) {
@@ -238,13 +341,23 @@ fn validate_scaling(spec: &StreamingIngestionSpec, errors: &mut Errors) {
             ),
         );
     }
-    check_range(
-        "spec.autoscaling.targetLagPerWorker",
-        autoscaling.target_lag_per_worker,
-        1,
-        MAX_OFFSET,
-        errors,
-    );
+    match autoscaling.target() {
+        Ok(AutoscalingTarget::LagPerWorker(lag)) => check_range(
+            "spec.autoscaling.targetLagPerWorker",
+            lag,
+            1,
+            MAX_OFFSET,
+            errors,
+        ),
+        Ok(AutoscalingTarget::SecondsBehind(seconds)) => check_range(
+            "spec.autoscaling.targetSecondsBehind",
+            seconds,
+            1,
+            MAX_TARGET_SECONDS_BEHIND,
+            errors,
+        ),
+        Err(message) => errors.push("spec.autoscaling", message),
+    }
     if let Some(delay) = autoscaling.scale_down_delay_seconds {
         check_range(
             "spec.autoscaling.scaleDownDelaySeconds",
@@ -845,6 +958,7 @@ fn validate_sink(spec: &StreamingIngestionSpec, columns: &Columns, errors: &mut 
     if let Some(vacuum) = &delta.vacuum {
         validate_vacuum(vacuum, errors);
     }
+    validate_table_properties(delta, errors);
     match (&delta.uri, &delta.table) {
         (Some(uri), None) => {
             validate_location(&format!("{path}.uri"), uri, errors);
@@ -1014,11 +1128,26 @@ fn validate_spark_checkpoint(
     errors: &mut Errors,
 ) {
     let path = "spec.checkpoint.fromSpark";
-    if !spark.location.starts_with('/') {
-        errors.push(format!("{path}.location"), SPARK_CHECKPOINT_PATH_MESSAGE);
-        return;
+    match location_kind(&spark.location) {
+        Ok(LocationKind::Path) => {}
+        Ok(LocationKind::Azure) => {
+            if spark.volume.is_some() {
+                errors.push(
+                    format!("{path}.volume"),
+                    "is for a path: spec.checkpoint.fromSpark.location is a URL, read with spec.checkpoint's storage options (else the sink's); remove the volume",
+                );
+            }
+        }
+        Ok(LocationKind::File) | Err(_) => {
+            errors.push(
+                format!("{path}.location"),
+                SPARK_CHECKPOINT_LOCATION_MESSAGE,
+            );
+            return;
+        }
     }
     match &spark.volume {
+        _ if !is_path(&spark.location) => {}
         Some(volume) if volume.claim_name.is_some() => validate_volume(
             &format!("{path}.volume"),
             volume,

@@ -358,6 +358,27 @@ fn cel_autoscaling_and_restart_limit_rules() {
         },
         "minReplicas must not be more than maxReplicas",
     );
+    for both_or_none in [
+        json!({"maxReplicas": 6, "targetLagPerWorker": 10, "targetSecondsBehind": 60}),
+        json!({"maxReplicas": 6}),
+    ] {
+        assert_rejected(
+            |o| {
+                o["spec"].as_object_mut().expect("spec").remove("replicas");
+                o["spec"]["autoscaling"] = both_or_none.clone();
+            },
+            tributary_crds::spec::AUTOSCALING_TARGET_MESSAGE,
+        );
+    }
+    let mut by_time = valid_object();
+    by_time["spec"]
+        .as_object_mut()
+        .expect("spec")
+        .remove("replicas");
+    by_time["spec"]["autoscaling"] = json!({"maxReplicas": 6, "targetSecondsBehind": 120});
+    assert_eq!(cel_errors(&by_time), Vec::<String>::new());
+    let ingestion: StreamingIngestion = serde_json::from_value(by_time).expect("deserialises");
+    tributary_crds::validate(&ingestion).expect("valid");
     let mut scaled = valid_object();
     scaled["spec"]
         .as_object_mut()
@@ -393,23 +414,146 @@ fn cel_vacuum_keeps_delta_s_retention_unless_told_otherwise() {
 }
 
 #[test]
-fn a_spark_checkpoint_to_take_over_is_a_path_on_an_existing_claim() {
-    use tributary_crds::spec::SPARK_CHECKPOINT_PATH_MESSAGE;
+fn cel_table_properties_are_delta_intervals_and_keep_the_deleted_file_retention() {
+    use tributary_crds::spec::{DELETED_FILE_RETENTION_MESSAGE, DELTA_INTERVAL_MESSAGE};
+    assert_rejected(
+        |o| o["spec"]["sink"]["delta"]["logRetentionDuration"] = json!("30 days"),
+        DELTA_INTERVAL_MESSAGE,
+    );
     assert_rejected(
         |o| {
-            o["spec"]["checkpoint"]["fromSpark"] =
-                json!({"location": "abfss://cp@acct.dfs.core.windows.net/q"});
+            o["spec"]["sink"]["delta"]["deletedFileRetentionDuration"] =
+                json!("interval 2 fortnights")
         },
-        SPARK_CHECKPOINT_PATH_MESSAGE,
+        DELTA_INTERVAL_MESSAGE,
     );
+    for short in [
+        "interval 6 days",
+        "interval 167 hours",
+        "interval 10079 minutes",
+        "interval 604799 seconds",
+    ] {
+        assert_rejected(
+            |o| o["spec"]["sink"]["delta"]["deletedFileRetentionDuration"] = json!(short),
+            DELETED_FILE_RETENTION_MESSAGE,
+        );
+    }
+    let accepted = |delta: Value| {
+        let mut object = valid_object();
+        for (key, value) in delta.as_object().expect("object") {
+            object["spec"]["sink"]["delta"][key] = value.clone();
+        }
+        assert_eq!(cel_errors(&object), Vec::<String>::new(), "{delta}");
+        let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+        tributary_crds::validate(&ingestion).expect("valid");
+    };
+    for long in [
+        "interval 1 week",
+        "interval 7 days",
+        "interval 168 hours",
+        "interval 10080 minutes",
+        "interval 604800 seconds",
+        "interval 30 days",
+    ] {
+        accepted(
+            json!({"deletedFileRetentionDuration": long, "logRetentionDuration": long, "checkpointInterval": 50}),
+        );
+    }
+    accepted(json!({
+        "deletedFileRetentionDuration": "interval 1 hour",
+        "vacuum": {"intervalHours": 1, "retainHours": 1, "retentionDurationCheck": false}
+    }));
+}
+
+#[test]
+fn cel_a_reset_has_an_id_and_one_target() {
+    use tributary_crds::spec::{RESET_ID_MESSAGE, RESET_ONE_OF_MESSAGE, RESET_TIMESTAMP_MESSAGE};
+    assert!(RESET_TIMESTAMP_MESSAGE.ends_with("RFC 3339 time such as 2026-11-30T12:00:00Z"));
+    assert_rejected(
+        |o| o["spec"]["reset"] = json!({"id": "r1"}),
+        RESET_ONE_OF_MESSAGE,
+    );
+    assert_rejected(
+        |o| {
+            o["spec"]["reset"] =
+                json!({"id": "r1", "timestamp": "2026-11-30T12:00:00Z", "offsets": "latest"})
+        },
+        RESET_ONE_OF_MESSAGE,
+    );
+    assert_rejected(
+        |o| o["spec"]["reset"] = json!({"id": "-r1", "offsets": "latest"}),
+        RESET_ID_MESSAGE,
+    );
+    assert_rejected(
+        |o| o["spec"]["reset"] = json!({"id": "r 1", "offsets": "latest"}),
+        RESET_ID_MESSAGE,
+    );
+    assert_rejected(
+        |o| o["spec"]["reset"] = json!({"id": "r1", "timestamp": "yesterday"}),
+        "RFC 3339 time such as 2026-11-30T12:00:00Z",
+    );
+    assert_rejected(
+        |o| o["spec"]["reset"] = json!({"id": "r1", "offsets": "from the start"}),
+        "spec.reset.offsets must be earliest, latest, or per-partition JSON",
+    );
+    for reset in [
+        json!({"id": "replay-2026-11-30", "timestamp": "2026-11-30T12:00:00Z"}),
+        json!({"id": "r.1_a", "timestamp": "2026-11-30T13:00:00.250+01:00"}),
+        json!({"id": "skip-poison", "offsets": "{\"sensor-readings\":{\"2\":1500}}"}),
+        json!({"id": "r2", "offsets": "earliest"}),
+    ] {
+        let mut object = valid_object();
+        object["spec"]["reset"] = reset.clone();
+        assert_eq!(cel_errors(&object), Vec::<String>::new(), "{reset}");
+        let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+        tributary_crds::validate(&ingestion).expect("valid");
+    }
+    // What CEL cannot know: a topic the query does not read.
+    let mut object = valid_object();
+    object["spec"]["reset"] = json!({"id": "r3", "offsets": "{\"other\":{\"0\":1}}"});
+    assert_eq!(cel_errors(&object), Vec::<String>::new());
+    let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+    let error = tributary_crds::validate(&ingestion)
+        .expect_err("refused")
+        .to_string();
+    assert!(
+        error.contains("spec.reset.offsets: names topic \"other\", which the query does not read"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_spark_checkpoint_to_take_over_is_a_path_on_an_existing_claim_or_an_azure_url() {
+    use tributary_crds::spec::SPARK_CHECKPOINT_LOCATION_MESSAGE;
+    for bad in ["s3://bucket/q", "relative/q", "file:///spark/q"] {
+        assert_rejected(
+            |o| o["spec"]["checkpoint"]["fromSpark"] = json!({"location": bad}),
+            SPARK_CHECKPOINT_LOCATION_MESSAGE,
+        );
+    }
     let with = |spark: Value| {
         let mut object = valid_object();
-        object["spec"]["checkpoint"]["fromSpark"] = spark;
+        object["spec"]["checkpoint"]["fromSpark"] = spark.clone();
+        assert_eq!(cel_errors(&object), Vec::<String>::new(), "{spark}");
         let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
         tributary_crds::validate(&ingestion).map_err(|e| e.to_string())
     };
     with(json!({"location": "/spark/checkpoints/q", "volume": {"claimName": "spark", "mountPath": "/spark"}}))
         .expect("a path on an existing claim");
+    with(json!({"location": "abfss://cp@acct.dfs.core.windows.net/spark/q"}))
+        .expect("an ADLS URL, read with the checkpoint's storage options");
+    with(json!({"location": "az://cp/spark/q"})).expect("an az:// URL");
+    let url_with_volume = with(json!({"location": "az://cp/spark/q", "volume": {"claimName": "spark", "mountPath": "/spark"}}))
+        .expect_err("a volume for a URL");
+    assert!(
+        url_with_volume.contains("remove the volume"),
+        "{url_with_volume}"
+    );
+    let bad_url = with(json!({"location": "abfss://no-account/q"})).expect_err("no account");
+    assert!(
+        bad_url.contains("spec.checkpoint.fromSpark.location"),
+        "{bad_url}"
+    );
     let created =
         with(json!({"location": "/spark/q", "volume": {"size": "1Gi", "mountPath": "/spark"}}))
             .expect_err("a created claim would be empty");

@@ -771,7 +771,7 @@ fn misspelt_fields_are_refused_with_the_nearest_known_name() {
         format!(
             "{SCHEMA_HEADER}\n  \
              line 16: spec.workr: unknown field; did you mean worker?\n  \
-             line 17: spec.x: unknown field (known fields here: autoscaling, checkpoint, format, maxRestarts, metadataColumns, replicas, runs, schedule, sink, source, suspend, trigger, worker)"
+             line 17: spec.x: unknown field (known fields here: autoscaling, checkpoint, format, maxRestarts, metadataColumns, replicas, reset, runs, schedule, sink, source, suspend, trigger, worker)"
         )
     );
     // Inside Kubernetes' own types too.

@@ -660,6 +660,40 @@ pub fn transitions(
             message.to_string(),
         ));
     }
+    if let Some(reset) = &current.reset
+        && previous
+            .reset
+            .as_ref()
+            .is_none_or(|before| before.id != reset.id || before.state != reset.state)
+    {
+        let to = reset.to.as_deref().unwrap_or("the spec's target");
+        if reset.state == tributary_crds::reset_states::APPLIED {
+            let version = reset
+                .delta_version
+                .map(|v| format!(", table version {v}"))
+                .unwrap_or_default();
+            events.push(event(
+                EventType::Normal,
+                "ResetApplied",
+                "Reset",
+                format!(
+                    "offset reset {} to {to} applied at {}{version}: the table's history records it; records before the new offsets are read again (rewind) or skipped",
+                    reset.id,
+                    reset.applied_at.as_deref().unwrap_or("an unknown time")
+                ),
+            ));
+        } else {
+            events.push(event(
+                EventType::Normal,
+                "ResetRequested",
+                "Reset",
+                format!(
+                    "offset reset {} to {to} requested: the first worker to start with this spec applies it, once",
+                    reset.id
+                ),
+            ));
+        }
+    }
     let scaled_from = previous.autoscaling.as_ref().map(|a| a.desired_replicas);
     if let Some(now) = &current.autoscaling
         && let Some(from) = scaled_from
@@ -724,6 +758,49 @@ mod tests {
         let short = with_ready("False", reasons::SECRET_NOT_FOUND, "Secret x not found");
         let events = transitions(Some(&previous), &short, &[]);
         assert_eq!(events[0].note.as_deref(), Some("Secret x not found"));
+    }
+
+    #[test]
+    fn a_reset_is_announced_when_requested_and_when_applied_once_each() {
+        use tributary_crds::{ResetStatus, reset_states};
+        let quiet = with_ready("True", reasons::WORKERS_READY, "1/1");
+        let with_reset = |state: &str, version| StreamingIngestionStatus {
+            reset: Some(ResetStatus {
+                id: "replay-1".into(),
+                state: state.into(),
+                to: Some("offsets {\"t\":{\"0\":5}}".into()),
+                requested_at: Some("2026-11-30T12:00:00Z".into()),
+                applied_at: (state == reset_states::APPLIED)
+                    .then(|| "2026-11-30T12:01:00+00:00".into()),
+                delta_version: version,
+            }),
+            ..quiet.clone()
+        };
+        let requested = with_reset(reset_states::REQUESTED, None);
+        let events = transitions(Some(&quiet), &requested, &[]);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "ResetRequested");
+        assert!(
+            events[0]
+                .note
+                .as_deref()
+                .is_some_and(|n| n.contains("replay-1") && n.contains("offsets {\"t\":{\"0\":5}}")),
+            "{:?}",
+            events[0].note
+        );
+        assert!(transitions(Some(&requested), &requested, &[]).is_empty());
+        let applied = with_reset(reset_states::APPLIED, Some(9));
+        let events = transitions(Some(&requested), &applied, &[]);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].reason, "ResetApplied");
+        assert!(
+            events[0].note.as_deref().is_some_and(
+                |n| n.contains("applied at 2026-11-30T12:01:00+00:00, table version 9")
+            ),
+            "{:?}",
+            events[0].note
+        );
+        assert!(transitions(Some(&applied), &applied, &[]).is_empty());
     }
 
     #[test]

@@ -10,7 +10,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use tributary_crds::conditions::{reasons, types};
 use tributary_crds::{
-    Autoscaling, AutoscalingStatus, StreamingIngestion, StreamingIngestionStatus, TriggerKind,
+    Autoscaling, AutoscalingStatus, AutoscalingTarget, StreamingIngestion,
+    StreamingIngestionStatus, TriggerKind,
 };
 
 use crate::status::pods::last_exit;
@@ -61,10 +62,11 @@ pub fn decide(ingestion: &StreamingIngestion, pods: &[Pod], now: Timestamp) -> S
     let previous = ingestion.status.clone().unwrap_or_default();
     let autoscaling = spec.autoscaling.as_ref().map(|policy| {
         let totals = workers::totals(&previous.workers, pods);
-        autoscale(
+        autoscale_at_rate(
             policy,
             previous.autoscaling.as_ref(),
             totals.lag,
+            rate_per_worker(&previous, pods),
             known_partitions(&previous, pods),
             now,
         )
@@ -100,12 +102,41 @@ pub fn known_partitions(status: &StreamingIngestionStatus, pods: &[Pod]) -> Opti
     (count > 0).then_some(count)
 }
 
-/// Autoscaling's decision: up at once (after a cooldown), down only after the lag has stayed
-/// low for the delay, never outside the bounds and never above the partitions.
+/// The rows per second one worker processes, as the live workers report it (their mean, over
+/// those that reported a rate), rounded to two significant digits so that the decision's
+/// message does not change with every batch.
+pub fn rate_per_worker(status: &StreamingIngestionStatus, pods: &[Pod]) -> Option<f64> {
+    let rates: Vec<f64> = workers::live_entries(&status.workers, pods)
+        .filter_map(|w| w.processed_rows_per_second)
+        .filter(|r| r.is_finite() && *r > 0.0)
+        .collect();
+    if rates.is_empty() {
+        return None;
+    }
+    let mean = rates.iter().sum::<f64>() / rates.len() as f64;
+    let scale = 10f64.powi(mean.log10().floor() as i32 - 1);
+    Some((mean / scale).round() * scale)
+}
+
+/// [`autoscale_at_rate`] for a lag target, which needs no rate.
 pub fn autoscale(
     policy: &Autoscaling,
     previous: Option<&AutoscalingStatus>,
     lag: Option<i64>,
+    partitions: Option<usize>,
+    now: Timestamp,
+) -> AutoscalingStatus {
+    autoscale_at_rate(policy, previous, lag, None, partitions, now)
+}
+
+/// Autoscaling's decision: up at once (after a cooldown), down only after the lag has stayed
+/// low for the delay, never outside the bounds and never above the partitions. A target in
+/// seconds behind is a lag target of that many seconds at `rate_per_worker` rows per second.
+pub fn autoscale_at_rate(
+    policy: &Autoscaling,
+    previous: Option<&AutoscalingStatus>,
+    lag: Option<i64>,
+    rate_per_worker: Option<f64>,
     partitions: Option<usize>,
     now: Timestamp,
 ) -> AutoscalingStatus {
@@ -146,10 +177,34 @@ pub fn autoscale(
             None,
         );
     };
-    let target = policy.target_lag_per_worker.max(1);
+    let (target, target_text) = match policy.target() {
+        Ok(AutoscalingTarget::LagPerWorker(target)) => {
+            (target.max(1), format!("a target of {target} per worker"))
+        }
+        Ok(AutoscalingTarget::SecondsBehind(seconds)) => match rate_per_worker {
+            Some(rate) => {
+                let target = ((rate * seconds as f64).round() as i64).max(1);
+                (
+                    target,
+                    format!(
+                        "a target of {seconds}s behind at {rate} rows/s per worker ({target} per worker)"
+                    ),
+                )
+            }
+            None => {
+                return hold(
+                    format!(
+                        "{current} workers ({bounds}); waiting for the workers to report their processing rate (targetSecondsBehind)"
+                    ),
+                    None,
+                );
+            }
+        },
+        Err(message) => return hold(format!("{current} workers: {message}"), None),
+    };
     let wanted = bounded(ceil_div(lag, target));
     let situation = format!(
-        "lag {lag} with a target of {target} per worker asks for {} ({bounds})",
+        "lag {lag} with {target_text} asks for {} ({bounds})",
         ceil_div(lag, target)
     );
 

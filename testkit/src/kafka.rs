@@ -17,7 +17,6 @@
 //! copying saves the second JVM start that `kafka-storage format` costs.
 
 use std::fmt::Write as _;
-use std::net::TcpListener;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -29,6 +28,8 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicRe
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use crate::server::free_ports;
 
 /// The Kafka release the tests run: the one `scripts/kafka/pom.xml` installs.
 pub fn version() -> &'static str {
@@ -540,17 +541,6 @@ fn admin_options(timeout: Duration) -> AdminOptions {
     AdminOptions::new()
         .request_timeout(Some(timeout))
         .operation_timeout(Some(timeout))
-}
-
-/// `count` distinct free ports on 127.0.0.1 (all held open at once, then released).
-fn free_ports(count: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..count)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("local address").port())
-        .collect()
 }
 
 /// Broker logging: INFO, less the configuration dumps; one line per event.

@@ -70,11 +70,12 @@ enum Command {
 /// Moving a Spark Structured Streaming query onto Tributary.
 #[derive(clap::Args, Clone, Debug)]
 struct TakeoverArgs {
-    /// Start a new query where the stopped Spark query with this checkpointLocation (a local or
-    /// mounted directory) left off in the same Delta table: from the end offsets of the last
-    /// batch the table holds. Read only while this query's own checkpoint is new.
-    #[arg(long, value_name = "DIR")]
-    from_spark_checkpoint: Option<PathBuf>,
+    /// Start a new query where the stopped Spark query with this checkpointLocation left off in
+    /// the same Delta table: from the end offsets of the last batch the table holds. A local or
+    /// mounted directory, or an abfss:// or az:// URL read with the manifest's checkpoint
+    /// storage options (else the sink's). Read only while this query's own checkpoint is new.
+    #[arg(long, value_name = "DIR_OR_URL")]
+    from_spark_checkpoint: Option<String>,
     /// How long the Spark checkpoint must have been unchanged before the Spark query counts as
     /// stopped.
     #[arg(
@@ -220,7 +221,7 @@ fn run(
         .from_spark
         .as_ref()
         .map(|spark| SparkTakeover {
-            checkpoint: PathBuf::from(&spark.location),
+            checkpoint: spark.location.clone(),
             quiet: spark.quiet(),
         });
     let takeover = takeover.or(from_spec.as_ref());

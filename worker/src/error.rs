@@ -127,6 +127,9 @@ pub enum Error {
         latest: i64,
     },
 
+    #[error("spec.reset {id} cannot be applied: {reason}")]
+    Reset { id: String, reason: String },
+
     #[error(
         "record {topic}-{partition} at offset {offset} cannot be kept as format.raw says: {reason}"
     )]

@@ -15,7 +15,7 @@
 //! `pipeline` opens the stages and runs the loop (read_batch -> decode -> commit -> publish);
 //! `cli` and `demo` start it (`standalone` places a cluster manifest's paths on a workstation).
 //! The stages never use each other, only the leaf modules below them (`partition`, `record`,
-//! `error`, `secrets`, `tuning`); a test in this file checks it.
+//! `error`, `secrets`, `store`, `tuning`); a test in this file checks it.
 
 pub mod cli;
 mod demo;
@@ -26,6 +26,7 @@ mod pipeline;
 mod record;
 mod secrets;
 mod standalone;
+mod store;
 mod tuning;
 
 mod batch;
@@ -60,6 +61,7 @@ mod architecture {
         "partition",
         "record",
         "secrets",
+        "store",
         "tuning",
     ];
     const STAGES: &[&str] = &["source", "batch", "decode", "sink", "checkpoint", "outputs"];

@@ -18,6 +18,7 @@ use rdkafka::producer::DefaultProducerContext;
 use tributary_testkit::kafka::{Kafka, KafkaConfig};
 
 use super::error::{BenchError, Result};
+use super::procfs;
 
 /// Which broker to start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -138,7 +139,7 @@ impl Broker {
     pub fn cpu_seconds(&self) -> f64 {
         match &self.running {
             Running::Mock(_) => super::throughput::own_cpu_s(),
-            Running::Kafka(kafka) => kafka.pids().into_iter().map(process_cpu_s).sum(),
+            Running::Kafka(kafka) => kafka.pids().into_iter().map(procfs::cpu_seconds).sum(),
         }
     }
 
@@ -194,26 +195,4 @@ impl Broker {
             per_call_ms,
         ))
     }
-}
-
-/// User + system CPU seconds of a process, from /proc (0 when it is gone).
-fn process_cpu_s(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return 0.0;
-    };
-    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
-    let Some((_, rest)) = stat.rsplit_once(')') else {
-        return 0.0;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    // SAFETY: sysconf only reads a system constant.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    (ticks(11) + ticks(12)) as f64 / per_second
 }

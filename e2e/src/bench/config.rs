@@ -7,6 +7,7 @@ use clap::{Parser, ValueEnum};
 use super::data::Malformed;
 
 use super::broker::BrokerKind;
+use super::versus::Versus;
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -79,6 +80,12 @@ pub struct Args {
     /// writes a dead-letter table beside the table, which the check reads too).
     #[arg(long, value_enum, default_value_t = OnErrorMode::Rescue)]
     pub on_error: OnErrorMode,
+    /// After the worker's availableNow run, run the pipeline it replaces on the same topic and
+    /// print both side by side: `spark` is the seed's readStream kafka -> from_json ->
+    /// writeStream delta with trigger(availableNow=True) in a local[2] Spark with delta-spark
+    /// (scripts/install-deps.sh installs it). Best with --broker kafka.
+    #[arg(long = "vs", value_enum)]
+    pub versus: Option<Versus>,
 }
 
 /// The onError modes the benchmark runs (fail would stop at the first malformed record).

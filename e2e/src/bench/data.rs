@@ -11,16 +11,28 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use chrono::{DateTime, SecondsFormat};
 
-/// The manifest's `format.json.schema`, matching [`reading`].
-pub const SCHEMA_YAML: &str = concat!(
-    "        - {name: device_id, type: string, nullable: false}\n",
-    "        - {name: site, type: string}\n",
-    "        - {name: temperature, type: double}\n",
-    "        - {name: humidity, type: double}\n",
-    "        - {name: battery_pct, type: int}\n",
-    "        - {name: status, type: string}\n",
-    "        - {name: timestamp, type: timestamp}\n",
-);
+/// The readings' fields, matching [`reading`]: name, type (the manifest's spelling, which is also
+/// Spark's DDL spelling for these types), and whether it may be null.
+pub const COLUMNS: &[(&str, &str, bool)] = &[
+    ("device_id", "string", false),
+    ("site", "string", true),
+    ("temperature", "double", true),
+    ("humidity", "double", true),
+    ("battery_pct", "int", true),
+    ("status", "string", true),
+    ("timestamp", "timestamp", true),
+];
+
+/// The manifest's `format.json.schema` entries, indented for the bench's manifests.
+pub fn schema_yaml() -> String {
+    COLUMNS
+        .iter()
+        .map(|(name, kind, nullable)| {
+            let nullable = if *nullable { "" } else { ", nullable: false" };
+            format!("        - {{name: {name}, type: {kind}{nullable}}}\n")
+        })
+        .collect()
+}
 
 /// The column holding the produce time.
 pub const TIMESTAMP_COLUMN: &str = "timestamp";
@@ -231,5 +243,24 @@ mod tests {
             "{} bytes: {buf}",
             buf.len()
         );
+    }
+
+    #[test]
+    fn a_reading_has_exactly_the_declared_columns() {
+        let mut buf = String::new();
+        reading(7, 1_763_956_800_123_456, &mut buf);
+        let value: serde_json::Value = serde_json::from_str(&buf).unwrap();
+        let mut fields: Vec<&str> = value
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        let mut declared: Vec<&str> = COLUMNS.iter().map(|(name, _, _)| *name).collect();
+        fields.sort_unstable();
+        declared.sort_unstable();
+        assert_eq!(fields, declared);
+        assert!(schema_yaml().contains("- {name: device_id, type: string, nullable: false}\n"));
+        assert!(schema_yaml().contains("- {name: timestamp, type: timestamp}\n"));
     }
 }

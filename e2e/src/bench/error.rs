@@ -40,6 +40,9 @@ pub enum BenchError {
     Broker(String),
     #[error("the worker: {0}")]
     Worker(String),
+    /// The comparison's Spark side (--vs spark).
+    #[error(transparent)]
+    Spark(#[from] crate::spark::SparkError),
     /// A figure failed a consistency check: the run is not trustworthy.
     #[error("check failed: {0}")]
     Check(String),

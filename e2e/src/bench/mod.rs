@@ -8,15 +8,17 @@ pub mod error;
 pub mod latency;
 pub mod limit;
 pub mod machine;
+pub mod procfs;
 pub mod produce;
 pub mod report;
 pub mod stats;
 pub mod table;
 pub mod throughput;
+pub mod versus;
 pub mod worker;
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use self::broker::Broker;
 use self::config::Args;
@@ -87,6 +89,11 @@ pub fn run(args: &Args) -> Result<Report> {
     if args.messages == 0 || args.rate == 0 || args.duration <= 0.0 {
         return Err(BenchError::Args(
             "--messages, --rate and --duration must be positive".into(),
+        ));
+    }
+    if args.versus.is_some() && args.skip_worker {
+        return Err(BenchError::Args(
+            "--vs compares with the worker's run: it cannot go with --skip-worker".into(),
         ));
     }
     let out = out_dir(args)?;
@@ -177,6 +184,7 @@ pub fn run(args: &Args) -> Result<Report> {
         ratio_worker_to_limit: None,
         latency: None,
         memory: Vec::new(),
+        versus: None,
     };
     let Some(worker_bin) = worker_bin else {
         return Ok(report);
@@ -185,10 +193,12 @@ pub fn run(args: &Args) -> Result<Report> {
     // (c) The worker, availableNow, on the same messages.
     eprintln!("measuring the worker (availableNow)...");
     let timeout = Duration::from_secs(args.worker_timeout);
+    let throughput_dir = fresh(&out.join("throughput"))?;
+    let throughput_started = SystemTime::now();
     let figures = throughput::run(&throughput::Plan {
         broker: &broker,
         worker_bin: &worker_bin,
-        dir: fresh(&out.join("throughput"))?,
+        dir: throughput_dir.clone(),
         topic: TOPIC,
         ends: &ends,
         produced,
@@ -200,6 +210,25 @@ pub fn run(args: &Args) -> Result<Report> {
         malformed: args.malformed(),
     })?;
     report.ratio_worker_to_limit = Some(stats::rate(figures.rows_per_s, report.limit.msgs_per_s));
+    if args.versus == Some(versus::Versus::Spark) {
+        eprintln!("measuring Spark on the same topic (--vs spark)...");
+        let tributary = versus::tributary_side(
+            &figures,
+            &throughput::table_dir(&throughput_dir),
+            throughput_started,
+        )?;
+        report.versus = Some(versus::run_spark(
+            &versus::Plan {
+                bootstrap: &broker.bootstrap,
+                dir: fresh(&out.join("spark"))?,
+                topic: TOPIC,
+                ends: &ends,
+                messages: args.messages,
+                timeout,
+            },
+            tributary,
+        )?);
+    }
     report.worker = Some(figures);
 
     // (d) Continuous latency.

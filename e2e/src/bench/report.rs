@@ -9,6 +9,7 @@ use super::machine::Machine;
 use super::produce::Produced;
 use super::stats;
 use super::throughput::ThroughputFigures;
+use super::versus::VersusFigures;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ConfigFigures {
@@ -88,6 +89,8 @@ pub struct Report {
     pub ratio_worker_to_limit: Option<f64>,
     pub latency: Option<LatencyFigures>,
     pub memory: Vec<ThroughputFigures>,
+    /// --vs: the worker's availableNow run beside the pipeline it replaces.
+    pub versus: Option<VersusFigures>,
 }
 
 fn phases(phase_ms: &std::collections::BTreeMap<String, i64>) -> String {
@@ -178,6 +181,9 @@ impl Report {
         }
         if let Some(r) = self.ratio_worker_to_limit {
             out += &format!("ratio worker / limit: {:.1} %\n", r * 100.0);
+        }
+        if let Some(versus) = &self.versus {
+            out += &versus.table();
         }
         if let Some(l) = &self.latency {
             out += &format!(

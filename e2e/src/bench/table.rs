@@ -28,6 +28,8 @@ pub struct Added {
 pub struct Commit {
     pub adds: Vec<Added>,
     pub removes: Vec<String>,
+    /// commitInfo.timestamp: when the writer made the commit, in ms since the epoch.
+    pub timestamp_ms: Option<i64>,
 }
 
 pub fn log_dir(table: &Path) -> PathBuf {
@@ -84,9 +86,23 @@ pub fn read_commit(table: &Path, version: i64) -> Result<Commit> {
             commit
                 .removes
                 .push(remove["path"].as_str().unwrap_or_default().to_owned());
+        } else if let Some(info) = action.get("commitInfo") {
+            commit.timestamp_ms = info["timestamp"].as_i64();
         }
     }
     Ok(commit)
+}
+
+/// When the first commit that added data was made (commitInfo.timestamp, ms since the epoch):
+/// the moment the first rows became readable.
+pub fn first_data_commit_ms(table: &Path) -> Result<Option<i64>> {
+    for version in versions(table)? {
+        let commit = read_commit(table, version)?;
+        if !commit.adds.is_empty() {
+            return Ok(commit.timestamp_ms);
+        }
+    }
+    Ok(None)
 }
 
 /// The live files after replaying every commit from version 0.

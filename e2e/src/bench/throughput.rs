@@ -98,9 +98,14 @@ pub fn phase_totals(progress: &[ProgressSeen]) -> BTreeMap<String, i64> {
     totals
 }
 
+/// Where a run in `dir` writes its table.
+pub fn table_dir(dir: &Path) -> PathBuf {
+    dir.join("table")
+}
+
 pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
     std::fs::create_dir_all(&plan.dir).map_err(BenchError::io_path("create", &plan.dir))?;
-    let table_dir = plan.dir.join("table");
+    let table_dir = table_dir(&plan.dir);
     let checkpoint = plan.dir.join("checkpoint");
     let manifest = plan.dir.join("ingestion.yaml");
     let dead_letter_dir = plan.dir.join("dead-letter");

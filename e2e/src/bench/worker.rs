@@ -13,6 +13,7 @@ use tributary_crds::status::StreamingQueryProgress;
 use super::config::OnErrorMode;
 use super::data;
 use super::error::{BenchError, Result};
+use super::procfs;
 
 /// What the manifest of one run says.
 pub struct Ingestion<'a> {
@@ -96,7 +97,7 @@ spec:
             name = self.name,
             bootstrap = quoted(self.bootstrap),
             topic = quoted(self.topic),
-            schema = data::SCHEMA_YAML,
+            schema = data::schema_yaml(),
             on_error = self.on_error.as_str(),
             table = quoted(&self.table.display().to_string()),
             checkpoint = quoted(&self.checkpoint.display().to_string()),
@@ -226,7 +227,7 @@ impl Running {
             if reaped == self.pid {
                 break;
             }
-            if let Some(hwm) = resident_high_water_mark(self.pid) {
+            if let Some(hwm) = procfs::peak_rss_bytes(self.pid.unsigned_abs()) {
                 peak_rss_bytes = peak_rss_bytes.max(hwm);
             }
             if reaped < 0 {
@@ -270,14 +271,6 @@ impl Running {
     pub fn log(&self) -> &Path {
         &self.log
     }
-}
-
-/// VmHWM of a running process (the peak resident set of its current image), in bytes.
-fn resident_high_water_mark(pid: libc::pid_t) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
 
 fn seconds(t: libc::timeval) -> f64 {

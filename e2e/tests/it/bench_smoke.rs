@@ -62,7 +62,7 @@ fn close(a: f64, b: f64) -> bool {
 
 #[test]
 fn bench_reports_sane_consistent_figures() {
-    let r = bench_on("mock");
+    let r = bench_on("mock", &[]);
     assert!(
         f64_at(&r, "/worker/broker_cpu_s") > 0.0,
         "the in-process broker served the worker"
@@ -71,7 +71,8 @@ fn bench_reports_sane_consistent_figures() {
 
 #[test]
 fn bench_on_apache_kafka_reports_sane_consistent_figures() {
-    let r = bench_on("kafka");
+    // And the pipeline it replaces beside it: Spark's side of the comparison is checked too.
+    let r = bench_on("kafka", &["--vs", "spark"]);
     let broker = r
         .pointer("/config/broker")
         .and_then(Value::as_str)
@@ -81,10 +82,38 @@ fn bench_on_apache_kafka_reports_sane_consistent_figures() {
         f64_at(&r, "/worker/broker_cpu_s") > 0.0,
         "the broker's JVM served the worker"
     );
+
+    // Both sides read every offset once (bench checks each table and fails otherwise), and
+    // each side's rates come from its own rows.
+    for side in ["tributary", "spark"] {
+        let at = |field: &str| format!("/versus/{side}/{field}");
+        assert_eq!(u64_at(&r, &at("rows")), MESSAGES, "{side}");
+        let query = f64_at(&r, &at("rows_per_s_query"));
+        let total = f64_at(&r, &at("rows_per_s_total"));
+        assert!(
+            0.0 < total && total <= query * (1.0 + 1e-9),
+            "{side}: {total} > {query}"
+        );
+        assert!(f64_at(&r, &at("cpu_s_per_million_rows")) > 0.0, "{side}");
+        let first = f64_at(&r, &at("first_commit_s"));
+        assert!(
+            first > 0.0 && first < 600.0,
+            "{side}: first commit after {first} s"
+        );
+    }
+    // Spark's process tree is Python and a JVM: far more than a few MiB, and its session's
+    // start-up is reported apart.
+    assert!(f64_at(&r, "/versus/spark/peak_rss_mib") > 100.0);
+    assert!(f64_at(&r, "/versus/spark_startup_s") > 0.0);
+    assert!(u64_at(&r, "/versus/spark_delta_versions") >= 1);
+    assert!(
+        f64_at(&r, "/versus/tributary/rows_per_s_query") == f64_at(&r, "/worker/rows_per_s"),
+        "the worker's side is the throughput run's"
+    );
 }
 
 /// Runs the benchmark against `broker` and checks its report's consistency; returns it.
-fn bench_on(broker: &str) -> Value {
+fn bench_on(broker: &str, extra_args: &[&str]) -> Value {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_bench"));
     let worker = worker_bin(&bench);
     let out = tempfile::tempdir().unwrap();
@@ -96,6 +125,7 @@ fn bench_on(broker: &str) -> Value {
         .arg(&worker)
         .arg("--out")
         .arg(out.path())
+        .args(extra_args)
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -20,7 +20,8 @@ fn policy(min: i32, max: i32, target: i64) -> Autoscaling {
     Autoscaling {
         min_replicas: Some(min),
         max_replicas: max,
-        target_lag_per_worker: target,
+        target_lag_per_worker: Some(target),
+        target_seconds_behind: None,
         scale_down_delay_seconds: Some(300),
     }
 }
@@ -225,6 +226,92 @@ fn decide_sets_the_replicas_of_a_continuous_ingestion_only() {
         ..Default::default()
     });
     assert_eq!(decide(&si, &[pod("sensors-a", 0)], now()), Scale::default());
+}
+
+#[test]
+fn a_target_in_seconds_behind_is_a_lag_target_at_the_workers_rate() {
+    let p = Autoscaling {
+        min_replicas: Some(1),
+        max_replicas: 8,
+        target_lag_per_worker: None,
+        target_seconds_behind: Some(60),
+        scale_down_delay_seconds: Some(300),
+    };
+    // 900000 behind at 5000 rows/s per worker: 3 workers keep it within 60 s.
+    let status = autoscale_at_rate(&p, None, Some(900_000), Some(5000.0), None, now());
+    assert_eq!(status.desired_replicas, 3);
+    assert!(
+        status.message.as_deref().is_some_and(|m| m.contains(
+            "lag 900000 with a target of 60s behind at 5000 rows/s per worker (300000 per worker) asks for 3"
+        )),
+        "{status:?}"
+    );
+    // Faster workers, fewer of them.
+    let status = autoscale_at_rate(&p, None, Some(900_000), Some(20_000.0), None, now());
+    assert_eq!(status.desired_replicas, 1);
+    // No rate reported yet: nothing is decided from the lag alone.
+    let waiting = autoscale_at_rate(
+        &p,
+        Some(&decided(2, later(-3600))),
+        Some(900_000),
+        None,
+        None,
+        now(),
+    );
+    assert_eq!(waiting.desired_replicas, 2);
+    assert!(
+        waiting
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("waiting for the workers to report their processing rate")),
+        "{waiting:?}"
+    );
+}
+
+#[test]
+fn the_rate_per_worker_is_the_live_workers_mean_to_two_digits() {
+    let entry = |name: &str, rate: Option<f64>| WorkerStatus {
+        name: name.into(),
+        processed_rows_per_second: rate,
+        ..WorkerStatus::default()
+    };
+    let status = StreamingIngestionStatus {
+        workers: vec![
+            entry("sensors-a", Some(4870.0)),
+            entry("sensors-b", Some(5180.0)),
+            entry("sensors-c", None),
+            entry("sensors-gone", Some(90_000.0)),
+        ],
+        ..StreamingIngestionStatus::default()
+    };
+    let pods = [
+        pod("sensors-a", 0),
+        pod("sensors-b", 0),
+        pod("sensors-c", 0),
+    ];
+    assert_eq!(rate_per_worker(&status, &pods), Some(5000.0));
+    assert_eq!(rate_per_worker(&status, &pods[2..]), None);
+    let one = StreamingIngestionStatus {
+        workers: vec![entry("sensors-a", Some(1234.5))],
+        ..StreamingIngestionStatus::default()
+    };
+    assert_eq!(rate_per_worker(&one, &pods), Some(1200.0));
+
+    let mut si = ingestion(
+        "  autoscaling: {maxReplicas: 8, targetSecondsBehind: 30}
+",
+    );
+    si.spec.replicas = None;
+    si.status = Some(StreamingIngestionStatus {
+        workers: vec![WorkerStatus {
+            lag: Some(600_000),
+            partitions: (0..8).map(|p| format!("t-{p}")).collect(),
+            ..entry("sensors-a", Some(5000.0))
+        }],
+        ..StreamingIngestionStatus::default()
+    });
+    // 600000 behind at 5000 rows/s: 4 workers for 30 s.
+    assert_eq!(decide(&si, &[pod("sensors-a", 0)], now()).replicas, Some(4));
 }
 
 #[test]

@@ -12,6 +12,7 @@ pub mod cron_job;
 pub mod deployment;
 pub mod job;
 pub mod pods;
+pub mod reset;
 pub mod workers;
 
 use k8s_openapi::api::apps::v1::DeploymentStatus;
@@ -294,6 +295,16 @@ pub fn compute(observation: &Observation<'_>) -> StreamingIngestionStatus {
     if observation.blocker.is_none() {
         status.autoscaling = observation.scale.autoscaling.clone();
     }
+    // A blocked spec starts no worker: its reset is not requested yet.
+    status.reset = match observation.blocker {
+        None => reset::follow(
+            ingestion.spec.reset.as_ref(),
+            previous.reset.as_ref(),
+            &previous.workers,
+            &now.0.to_string(),
+        ),
+        Some(_) => previous.reset.clone(),
+    };
     if observation.blocker.is_none() {
         let totals = workers::totals(&previous.workers, observation.pods);
         status.lag = totals.lag;

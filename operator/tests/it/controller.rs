@@ -1056,3 +1056,119 @@ async fn a_worker_past_max_restarts_stops_the_ingestion_with_its_last_error() {
     outcome.result.expect("reconcile succeeds");
     assert_eq!(outcome.api_calls, 10);
 }
+
+/// A running worker pod of the ingestion, as the cache holds it.
+fn running_worker(name: &str) -> k8s_openapi::api::core::v1::Pod {
+    typed(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "iot", "labels": {
+            "app.kubernetes.io/name": "tributary-worker", "tributary.dev/ingestion": "sensors"}},
+        "status": {"phase": "Running", "containerStatuses": [{
+            "name": "worker", "image": "w", "imageID": "", "ready": true, "restartCount": 0,
+            "state": {"running": {}}
+        }]}
+    }))
+}
+
+#[tokio::test]
+async fn a_reset_in_the_spec_is_requested_then_applied_with_an_event_each() {
+    const RESET: &str = "  reset: {id: replay-1, timestamp: '2026-11-30T12:00:00Z'}\n";
+    // The spec gains a reset (generation 2; the status saw generation 1): the workers roll
+    // with it, and the status says it is requested.
+    let mut si = ingestion(RESET);
+    si.status = Some(tributary_crds::StreamingIngestionStatus {
+        observed_generation: Some(1),
+        workload: Some(tributary_crds::WorkloadRef {
+            kind: "Deployment".into(),
+            name: "sensors".into(),
+        }),
+        ..Default::default()
+    });
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        deployments: vec![typed(workload("apps/v1", "Deployment", "sensors"))],
+        ..Contents::default()
+    };
+    let si_for_script = si.clone();
+    let requested = std::sync::Arc::new(std::sync::Mutex::new(Value::Null));
+    let record = requested.clone();
+    let outcome = run_scenario(si.clone(), cached, move |mut h| async move {
+        secret_exists(&mut h).await;
+        support_objects_applied(&mut h).await;
+        expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors"))
+            .await
+            .echo();
+        let status = status_applied(&mut h, &si_for_script).await;
+        let reset = status["reset"].clone();
+        assert_eq!(reset["id"], "replay-1");
+        assert_eq!(reset["state"], "Requested");
+        assert_eq!(reset["to"], "timestamp 2026-11-30T12:00:00Z");
+        assert!(reset["requestedAt"].is_string(), "{reset}");
+        assert!(reset.get("appliedAt").is_none(), "{reset}");
+        let mut events = [event_published(&mut h).await, event_published(&mut h).await];
+        events.sort();
+        assert_eq!(events[0].0, "ResetRequested");
+        assert!(
+            events[0]
+                .1
+                .contains("offset reset replay-1 to timestamp 2026-11-30T12:00:00Z requested"),
+            "{}",
+            events[0].1
+        );
+        assert_eq!(events[1].0, "Updated");
+        *record.lock().expect("record") = status;
+        h
+    })
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 11);
+
+    // A worker reports that the table records it: Applied, once.
+    let mut status: tributary_crds::StreamingIngestionStatus =
+        serde_json::from_value(requested.lock().expect("status").clone()).expect("status");
+    let requested_at = status.reset.as_ref().and_then(|r| r.requested_at.clone());
+    status.workers = vec![tributary_crds::WorkerStatus {
+        name: "sensors-5d8f-a".into(),
+        reset: Some(tributary_crds::AppliedReset {
+            id: "replay-1".into(),
+            applied_at: "2026-11-30T12:00:07+00:00".into(),
+            delta_version: Some(41),
+        }),
+        ..Default::default()
+    }];
+    si.status = Some(status);
+    let cached = Contents {
+        ingestions: vec![si.clone()],
+        deployments: vec![typed(workload("apps/v1", "Deployment", "sensors"))],
+        pods: vec![running_worker("sensors-5d8f-a")],
+        ..Contents::default()
+    };
+    let si_for_script = si.clone();
+    let outcome = run_scenario(si, cached, move |mut h| async move {
+        secret_exists(&mut h).await;
+        support_objects_applied(&mut h).await;
+        expect(&mut h, Method::PATCH, &format!("{DEPLOYMENTS}/sensors"))
+            .await
+            .echo();
+        let status = status_applied(&mut h, &si_for_script).await;
+        let reset = &status["reset"];
+        assert_eq!(reset["state"], "Applied");
+        assert_eq!(reset["appliedAt"], "2026-11-30T12:00:07+00:00");
+        assert_eq!(reset["deltaVersion"], 41);
+        assert_eq!(
+            reset["requestedAt"].as_str(),
+            requested_at.as_deref(),
+            "the request keeps its time"
+        );
+        let (reason, note) = event_published(&mut h).await;
+        assert_eq!(reason, "ResetApplied");
+        assert!(
+            note.contains("offset reset replay-1 to timestamp 2026-11-30T12:00:00Z applied at 2026-11-30T12:00:07+00:00, table version 41"),
+            "{note}"
+        );
+        h
+    })
+    .await;
+    outcome.result.expect("reconcile succeeds");
+    assert_eq!(outcome.api_calls, 10);
+}

@@ -1,6 +1,6 @@
 //! The checkpoint location: the query's identity (`metadata`), the ownership claim (`owner`),
 //! the starting offsets of a new query (`offsets/initial`), the targets of the current
-//! availableNow run (`availableNow`), and the progress log.
+//! availableNow run (`availableNow`), the resets applied (`resets/<id>`), and the progress log.
 //!
 //! What was written is recorded in the Delta table, not here: these files never decide which
 //! offsets are read next, except where the table has nothing for a partition yet.
@@ -16,21 +16,19 @@
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
-use deltalake::logstore::object_store::local::LocalFileSystem;
 use deltalake::logstore::object_store::{
     self, ObjectStore, ObjectStoreExt, PutMode, PutOptions, PutPayload, path::Path,
 };
 use futures::TryStreamExt;
-use regex::Regex;
 use serde::{Deserialize, Serialize};
 use tributary_crds::{PartitionOffsets, StreamingQueryProgress};
-use url::Url;
 
 use crate::error::{Error, Result};
 use crate::partition::{OffsetMap, from_partition_offsets, to_partition_offsets};
 use crate::secrets;
+use crate::store::{local_dir, store_at, store_error};
 
 /// Progress records kept in an object store (Spark's `minBatchesToRetain` default): a store
 /// cannot append, so each batch is one object and older ones are deleted.
@@ -72,6 +70,16 @@ pub struct AvailableNowRun {
     pub finished: bool,
 }
 
+/// A reset of the query's offsets, as the table recorded it (the checkpoint keeps a copy: the
+/// table's marker of it could expire with delta.setTransactionRetentionDuration).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedResetRecord {
+    pub id: String,
+    /// When its commit was made, epoch milliseconds.
+    pub applied_at_ms: i64,
+}
+
 /// The object store options of the checkpoint: its own when it sets any (plain or from
 /// Secrets), else the sink's. All or nothing, rather than key by key, so that a checkpoint in
 /// another account or with another kind of credential never inherits the sink's key.
@@ -95,6 +103,8 @@ pub struct CheckpointDir {
     store: Arc<dyn ObjectStore>,
     /// As the manifest wrote it, for messages.
     location: String,
+    /// What the store was opened with (a Spark checkpoint to take over is read with the same).
+    storage_options: HashMap<String, String>,
     /// The directory, for a location on a volume.
     local: Option<PathBuf>,
     /// Tells this process's progress records apart from another replica's with the same id.
@@ -109,47 +119,12 @@ impl CheckpointDir {
         storage_options: &HashMap<String, String>,
         owner: &OwnerClaim,
     ) -> Result<CheckpointDir> {
-        let local = match location.strip_prefix("file://") {
-            Some(path) => Some(PathBuf::from(path)),
-            None if location.starts_with('/') => Some(PathBuf::from(location)),
-            None => None,
-        };
-        let store: Arc<dyn ObjectStore> = match &local {
-            Some(root) => {
-                std::fs::create_dir_all(root)
-                    .map_err(Error::checkpoint("create the checkpoint directory", root))?;
-                Arc::new(
-                    LocalFileSystem::new_with_prefix(root)
-                        .map_err(store_error("open", location, true))?,
-                )
-            }
-            None => {
-                let url = Url::parse(location).map_err(|e| {
-                    Error::Unsupported(format!(
-                        "checkpoint location {location} is neither an absolute path nor a URL ({e})"
-                    ))
-                })?;
-                // The same factory deltalake builds the table's store with, so a checkpoint
-                // takes credentials exactly as the table does. For Azure that is
-                // deltalake-azure's AzureConfigHelper: the storage options first, then any
-                // AZURE_* environment variable fills a credential the options name only in
-                // part, or gives a whole one when the options give none. That is how AKS
-                // workload identity reaches both: its webhook injects AZURE_CLIENT_ID,
-                // AZURE_TENANT_ID, AZURE_FEDERATED_TOKEN_FILE and AZURE_AUTHORITY_HOST, and
-                // object_store exchanges the federated token file for an access token.
-                deltalake::logstore::store_for(&url, storage_options).map_err(|e| {
-                    Error::CheckpointStore {
-                        action: "open".into(),
-                        location: location.to_string(),
-                        reason: secrets::redact(&e.to_string()),
-                        hint: HINT_URL,
-                    }
-                })?
-            }
-        };
+        let local = local_dir(location);
+        let store = store_at(location, storage_options, true)?;
         let checkpoint = CheckpointDir {
             store,
             location: location.to_string(),
+            storage_options: storage_options.clone(),
             local,
             writer: uuid::Uuid::new_v4().simple().to_string()[..8].to_string(),
         };
@@ -179,6 +154,11 @@ impl CheckpointDir {
     /// The location as the spec names it.
     pub fn location(&self) -> &str {
         &self.location
+    }
+
+    /// The object store options the location was opened with.
+    pub fn storage_options(&self) -> &HashMap<String, String> {
+        &self.storage_options
     }
 
     /// The query's metadata, created with a new id on first start.
@@ -220,6 +200,22 @@ impl CheckpointDir {
             .initial_offsets()
             .await?
             .unwrap_or_else(|| offsets.clone()))
+    }
+
+    /// The reset `id`, if the checkpoint records it as applied.
+    pub async fn applied_reset(&self, id: &str) -> Result<Option<AppliedResetRecord>> {
+        self.read_json(&format!("resets/{id}")).await
+    }
+
+    /// Records that reset `id` was applied (once; a record already there stays).
+    pub async fn record_reset(&self, record: &AppliedResetRecord) -> Result<()> {
+        self.create_new_json(
+            &format!("resets/{}", record.id),
+            record,
+            "record the applied reset",
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn available_now(&self) -> Result<Option<AvailableNowRun>> {
@@ -425,38 +421,6 @@ impl CheckpointDir {
     }
 }
 
-const HINT_LOCAL: &str = "is the checkpoint volume mounted and writable?";
-const HINT_URL: &str = "check the credentials in spec.checkpoint.storageOptions and secretStorageOptions, or the sink's when the checkpoint sets neither, and that the container exists";
-
-fn store_error(
-    action: &str,
-    location: &str,
-    local: bool,
-) -> impl FnOnce(object_store::Error) -> Error {
-    let action = action.to_string();
-    let location = location.to_string();
-    move |source| Error::CheckpointStore {
-        action,
-        location,
-        // object_store already leaves signed request URLs out of its errors; the redaction
-        // also catches a secret quoted by any layer below.
-        reason: secrets::redact(&tidy_azure_error(&source.to_string())),
-        hint: if local { HINT_LOCAL } else { HINT_URL },
-    }
-}
-
-/// An Azure error body (XML) quoted in a message, as `Code: Message` on one line.
-static AZURE_ERROR_BODY: LazyLock<Option<Regex>> = LazyLock::new(|| {
-    Regex::new(r"(?s)<\?xml[^>]*>\s*<Error>\s*<Code>([^<]*)</Code>\s*<Message>([^<\n]*)[^<]*</Message>.*?</Error>").ok()
-});
-
-fn tidy_azure_error(text: &str) -> String {
-    match AZURE_ERROR_BODY.as_ref() {
-        Some(body) => body.replace_all(text, "$1: $2").into_owned(),
-        None => text.to_string(),
-    }
-}
-
 /// Whether a file is empty or its last byte is a newline.
 fn ends_with_newline(file: &mut std::fs::File) -> std::io::Result<bool> {
     use std::io::{Read, Seek, SeekFrom};
@@ -538,6 +502,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_applied_reset_is_recorded_once_per_id() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().display().to_string();
+        let checkpoint = CheckpointDir::open(&location, &HashMap::new(), &owner("r"))
+            .await
+            .expect("open");
+        assert_eq!(checkpoint.applied_reset("r1").await.expect("read"), None);
+        let first = AppliedResetRecord {
+            id: "r1".into(),
+            applied_at_ms: 1_700_000_000_000,
+        };
+        checkpoint.record_reset(&first).await.expect("record");
+        // A second worker's record of the same reset (it found the table's marker later) does
+        // not replace the first.
+        checkpoint
+            .record_reset(&AppliedResetRecord {
+                applied_at_ms: 1_700_000_500_000,
+                ..first.clone()
+            })
+            .await
+            .expect("record again");
+        assert_eq!(
+            checkpoint.applied_reset("r1").await.expect("read"),
+            Some(first)
+        );
+        assert_eq!(checkpoint.applied_reset("r2").await.expect("read"), None);
+    }
+
+    #[tokio::test]
     async fn initial_offsets_are_written_once() {
         let dir = tempfile::tempdir().expect("tempdir");
         let location = format!("file://{}", dir.path().display());
@@ -584,15 +577,6 @@ mod tests {
             winners += usize::from(claim.await.expect("join"));
         }
         assert_eq!(winners, 1);
-    }
-
-    #[test]
-    fn azure_error_bodies_become_one_line() {
-        let text = "Error performing PUT http://h/c/o in 4ms - Server returned non-2xx status code: 403 Forbidden: <?xml version=\"1.0\" encoding=\"UTF-8\" standalone=\"yes\"?>\n<Error>\n  <Code>AuthorizationFailure</Code>\n  <Message>Server failed to authenticate the request.\nRequestId:c95\nTime:2026-11-24T05:48:57.917Z</Message>\n</Error>";
-        assert_eq!(
-            tidy_azure_error(text),
-            "Error performing PUT http://h/c/o in 4ms - Server returned non-2xx status code: 403 Forbidden: AuthorizationFailure: Server failed to authenticate the request."
-        );
     }
 
     #[tokio::test]

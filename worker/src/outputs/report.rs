@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{debug, warn};
 use tributary_crds::conditions::field_managers;
-use tributary_crds::{StreamingIngestion, StreamingQueryProgress, WorkerStatus, pod};
+use tributary_crds::{
+    AppliedReset, MaintenanceRun, StreamingIngestion, StreamingQueryProgress, WorkerStatus, pod,
+};
 
 /// Default minimum time between two status writes of one worker.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -61,6 +63,11 @@ pub struct WorkerReport {
     pub error: Option<String>,
     /// The condition reason of that error, where there is one.
     pub error_reason: Option<String>,
+    /// spec.reset, once the table records it as applied.
+    pub reset: Option<AppliedReset>,
+    /// The last VACUUM and compaction of the table by this worker.
+    pub last_vacuum: Option<MaintenanceRun>,
+    pub last_compaction: Option<MaintenanceRun>,
 }
 
 /// The server-side apply body for one report: only the fields a worker owns.
@@ -87,6 +94,9 @@ pub fn status_patch(target: &StatusTarget, report: &WorkerReport) -> Value {
         ),
         error: report.error.clone(),
         error_reason: report.error_reason.clone(),
+        reset: report.reset.clone(),
+        last_vacuum: report.last_vacuum.clone(),
+        last_compaction: report.last_compaction.clone(),
     };
     let mut status = json!({ "workers": [entry] });
     if let Some(query_id) = &report.query_id {
@@ -240,8 +250,7 @@ mod tests {
             progress: Some(progress(batch_id, 7)),
             partitions: vec!["sensor-readings-0".into()],
             lag: None,
-            error: None,
-            error_reason: None,
+            ..WorkerReport::default()
         }
     }
 
@@ -349,6 +358,30 @@ mod tests {
             "decode sensor-readings-0 at offset 41: expected value"
         );
         assert!(body["status"]["workers"][0].get("errorReason").is_none());
+    }
+
+    #[test]
+    fn an_applied_reset_and_the_last_upkeep_runs_are_in_the_workers_entry() {
+        let with_facts = WorkerReport {
+            reset: Some(tributary_crds::AppliedReset {
+                id: "replay-1".into(),
+                applied_at: "2026-11-30T12:00:00+00:00".into(),
+                delta_version: Some(12),
+            }),
+            last_vacuum: Some(MaintenanceRun {
+                time: "2026-11-30T13:00:00+00:00".into(),
+                files_removed: 31,
+                files_added: None,
+            }),
+            ..report(5)
+        };
+        let entry = &status_patch(&target(), &with_facts)["status"]["workers"][0];
+        assert_eq!(
+            entry["reset"],
+            serde_json::json!({"id": "replay-1", "appliedAt": "2026-11-30T12:00:00+00:00", "deltaVersion": 12})
+        );
+        assert_eq!(entry["lastVacuum"]["filesRemoved"], 31);
+        assert!(entry.get("lastCompaction").is_none());
     }
 
     #[tokio::test]

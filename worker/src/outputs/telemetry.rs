@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use tributary_crds::StreamingQueryProgress;
+use tributary_crds::{AppliedReset, MaintenanceRun, StreamingQueryProgress};
 
 use super::metrics::{BatchMetrics, Metrics};
 use super::report::{StatusReporter, WorkerReport};
@@ -24,6 +24,18 @@ struct Reported {
     progress: Option<StreamingQueryProgress>,
     /// The consumer's assignment generation last reported.
     generation: Option<u64>,
+    /// What every report carries besides the last batch.
+    standing: Standing,
+    /// The query id, for a report made before the first batch.
+    query_id: Option<String>,
+}
+
+/// Facts a worker keeps reporting once known: the applied reset, the last upkeep runs.
+#[derive(Clone, Default)]
+struct Standing {
+    reset: Option<AppliedReset>,
+    last_vacuum: Option<MaintenanceRun>,
+    last_compaction: Option<MaintenanceRun>,
 }
 
 impl Telemetry {
@@ -51,9 +63,49 @@ impl Telemetry {
         self.metrics
             .update_offsets_behind(partition_lag(progress), assigned);
         if let Some(reporter) = &self.reporter {
-            reporter.report(report_of(progress, assigned));
-            self.reported_lock().progress = Some(progress.clone());
+            let mut reported = self.reported_lock();
+            reporter.report(with_standing(
+                report_of(progress, assigned),
+                &reported.standing,
+            ));
+            reported.progress = Some(progress.clone());
         }
+    }
+
+    /// The table records spec.reset as applied (by this worker or an earlier one): said in
+    /// the status at once, and with every report after.
+    pub fn reset_applied(&self, query_id: &str, reset: AppliedReset) {
+        self.update_standing(query_id, |standing| standing.reset = Some(reset));
+    }
+
+    /// A VACUUM finished: when, and how many files it deleted.
+    pub fn vacuumed(&self, query_id: &str, run: MaintenanceRun) {
+        self.update_standing(query_id, |standing| standing.last_vacuum = Some(run));
+    }
+
+    /// A compaction committed: when, and how many files it replaced with how many.
+    pub fn compacted(&self, query_id: &str, run: MaintenanceRun) {
+        self.update_standing(query_id, |standing| standing.last_compaction = Some(run));
+    }
+
+    fn update_standing(&self, query_id: &str, change: impl FnOnce(&mut Standing)) {
+        let Some(reporter) = &self.reporter else {
+            return;
+        };
+        let mut reported = self.reported_lock();
+        change(&mut reported.standing);
+        reported.query_id = Some(query_id.to_string());
+        let report = match &reported.progress {
+            Some(progress) => {
+                let partitions = progress_partitions(progress);
+                report_of(progress, &partitions)
+            }
+            None => WorkerReport {
+                query_id: reported.query_id.clone(),
+                ..WorkerReport::default()
+            },
+        };
+        reporter.report(with_standing(report, &reported.standing));
     }
 
     /// The consumer's assignment may have changed (`generation` counts rebalances): a worker
@@ -79,7 +131,10 @@ impl Telemetry {
             return;
         }
         if let Some(progress) = &reported.progress {
-            reporter.report(report_of(progress, &assigned()));
+            reporter.report(with_standing(
+                report_of(progress, &assigned()),
+                &reported.standing,
+            ));
         }
     }
 
@@ -101,9 +156,25 @@ fn report_of(progress: &StreamingQueryProgress, assigned: &[TopicPartition]) -> 
         progress: Some(progress.clone()),
         partitions: assigned.iter().map(ToString::to_string).collect(),
         lag: Some(lag),
-        error: None,
-        error_reason: None,
+        ..WorkerReport::default()
     }
+}
+
+fn with_standing(report: WorkerReport, standing: &Standing) -> WorkerReport {
+    WorkerReport {
+        reset: standing.reset.clone(),
+        last_vacuum: standing.last_vacuum.clone(),
+        last_compaction: standing.last_compaction.clone(),
+        ..report
+    }
+}
+
+/// The partitions a batch read (its owner's assignment then).
+fn progress_partitions(progress: &StreamingQueryProgress) -> Vec<TopicPartition> {
+    partition_lag(progress)
+        .into_iter()
+        .map(|(tp, _)| tp)
+        .collect()
 }
 
 /// Offsets behind the latest of each partition a batch read, from its progress record.

@@ -254,9 +254,27 @@ impl Pipeline {
                 if let Some(label) = outcome_label(&outcome) {
                     metrics.record_compaction(label, outcome.files_removed);
                 }
+                if outcome.version.is_some() {
+                    self.telemetry.compacted(
+                        &self.query_id,
+                        tributary_crds::MaintenanceRun {
+                            time: chrono::Utc::now().to_rfc3339(),
+                            files_removed: outcome.files_removed as i64,
+                            files_added: Some(outcome.files_added as i64),
+                        },
+                    );
+                }
             }
             Some(Finished::Vacuum(outcome)) => {
                 metrics.record_vacuum("committed", outcome.files_deleted);
+                self.telemetry.vacuumed(
+                    &self.query_id,
+                    tributary_crds::MaintenanceRun {
+                        time: chrono::Utc::now().to_rfc3339(),
+                        files_removed: outcome.files_deleted as i64,
+                        files_added: None,
+                    },
+                );
             }
             Some(Finished::VacuumFailed) => metrics.record_vacuum("failed", 0),
             None => {}

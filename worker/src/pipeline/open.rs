@@ -7,23 +7,26 @@ use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
+use deltalake::TableProperty;
 use rdkafka::consumer::BaseConsumer;
 use tokio::runtime::Handle;
 use tracing::info;
-use tributary_crds::{OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind};
+use tributary_crds::{
+    AppliedReset, OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind,
+};
 
 use super::watch::Watch;
 use super::{Pipeline, RunSummary};
 use crate::batch::{MinOffsets, ReadAhead, Schedule, TopicNames};
-use crate::checkpoint::{self, AvailableNowRun, CheckpointDir, OwnerClaim};
+use crate::checkpoint::{self, AppliedResetRecord, AvailableNowRun, CheckpointDir, OwnerClaim};
 use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
 use crate::partition::{OffsetMap, TopicPartition, from_partition_offsets, to_partition_offsets};
 use crate::secrets;
 use crate::sink::{
-    DeadLetterTable, DeltaSink, Maintenance, OpenOptions, SharedTable, TxnIds, VacuumPolicy,
-    catalog, dead_letter_schema,
+    DeadLetterTable, DeltaSink, Maintenance, OpenOptions, ResetCommit, ResetOutcome, SharedTable,
+    TxnIds, VacuumPolicy, catalog, dead_letter_schema,
 };
 use crate::source::{
     self, RunTargets, Source, SourceConfig, SparkCheckpoint, SparkTakeover, StartResolver,
@@ -125,7 +128,7 @@ impl Pipeline {
         )?;
         let ids = TxnIds::for_query(&query_id);
         let table = SharedTable::new(tables.data, runtime.clone(), ids.clone());
-        let dead_letter = tables
+        let mut dead_letter = tables
             .dead_letter
             .map(|sink| DeadLetterTable::new(sink, ids, runtime.clone(), query_id.clone()));
 
@@ -140,6 +143,17 @@ impl Pipeline {
             &runtime,
             takeover,
         )?;
+        let reset_now = apply_reset(
+            spec,
+            &identity,
+            tuning,
+            &metadata_client,
+            &source,
+            (&table, &checkpoint, &runtime),
+            dead_letter.as_mut(),
+            &query_id,
+            &telemetry,
+        )?;
         let targets = run_targets(
             kind,
             &metadata_client,
@@ -147,6 +161,7 @@ impl Pipeline {
             &checkpoint,
             &run_id,
             &runtime,
+            reset_now,
         )?;
         let source = start_source(
             source,
@@ -277,6 +292,7 @@ fn open_tables(
         .checkpoint_interval
         .unwrap_or(DEFAULT_DELTA_CHECKPOINT_INTERVAL);
     let description = format!("Written by Tributary ingestion {identity}");
+    let properties = table_properties(delta);
     let open_data = || {
         runtime.block_on(DeltaSink::open(OpenOptions {
             uri: table_uri,
@@ -288,6 +304,7 @@ fn open_tables(
             compression: tuning.parquet_compression,
             description: &description,
             merge_schema: delta.merge_schema.unwrap_or(false),
+            properties: properties.clone(),
         }))
     };
     let data = open_data()?;
@@ -337,6 +354,29 @@ fn open_tables(
     })
 }
 
+/// The table properties spec.sink.delta sets explicitly (a default checkpoint interval is set
+/// on new tables only, never over a value someone chose for an existing table).
+fn table_properties(delta: &tributary_crds::DeltaSink) -> Vec<(String, String)> {
+    let name = |property: TableProperty| property.as_ref().to_string();
+    let mut properties = Vec::new();
+    if let Some(interval) = delta.checkpoint_interval {
+        properties.push((
+            name(TableProperty::CheckpointInterval),
+            interval.to_string(),
+        ));
+    }
+    if let Some(duration) = &delta.log_retention_duration {
+        properties.push((name(TableProperty::LogRetentionDuration), duration.clone()));
+    }
+    if let Some(duration) = &delta.deleted_file_retention_duration {
+        properties.push((
+            name(TableProperty::DeletedFileRetentionDuration),
+            duration.clone(),
+        ));
+    }
+    properties
+}
+
 /// The query's starting offsets: those the checkpoint recorded when the query was new, or
 /// resolved now and recorded (the first writer wins, and every later start reads its numbers).
 /// A query starting for the first time refuses a table in which another Tributary query already
@@ -355,7 +395,7 @@ fn initial_offsets(
 ) -> Result<OffsetMap> {
     if let Some(initial) = runtime.block_on(checkpoint.initial_offsets())? {
         if let Some(takeover) = takeover {
-            info!(spark_checkpoint = %takeover.checkpoint.display(), "the checkpoint already holds this query's starting offsets: the Spark checkpoint is not read again");
+            info!(spark_checkpoint = %takeover.checkpoint, "the checkpoint already holds this query's starting offsets: the Spark checkpoint is not read again");
         }
         return Ok(initial);
     }
@@ -373,24 +413,30 @@ fn initial_offsets(
         });
     }
     let resolved = match takeover {
-        Some(takeover) => spark_handover(&tps, takeover, table)?,
+        Some(takeover) => spark_handover(&tps, takeover, checkpoint, table, runtime)?,
         None => source::resolve_starting_offsets(client, source, tps)?,
     };
     runtime.block_on(checkpoint.save_initial_offsets(&resolved))
 }
 
 /// The starting offsets of a takeover: the end offsets of the Spark query's last batch that the
-/// table holds (its txn version for the Spark query id), for the partitions `tps` read now.
+/// table holds (its txn version for the Spark query id), for the partitions `tps` read now. A
+/// Spark checkpoint in an object store is read with this query's checkpoint credentials.
 fn spark_handover(
     tps: &[TopicPartition],
     takeover: &SparkTakeover,
+    checkpoint: &CheckpointDir,
     table: &SharedTable,
+    runtime: &Handle,
 ) -> Result<OffsetMap> {
-    let spark = SparkCheckpoint::open(&takeover.checkpoint)?;
-    spark.check_stopped(takeover.quiet, std::time::SystemTime::now())?;
+    let spark = runtime.block_on(SparkCheckpoint::open(
+        &takeover.checkpoint,
+        checkpoint.storage_options(),
+    ))?;
+    runtime.block_on(spark.check_stopped(takeover.quiet, std::time::SystemTime::now()))?;
     let batch = table.txn_version(spark.query_id())?;
-    let handover = spark.handover(batch)?;
-    let offsets = handover.start_offsets(spark.dir(), tps)?;
+    let handover = runtime.block_on(spark.handover(batch))?;
+    let offsets = handover.start_offsets(spark.location(), tps)?;
     info!(
         spark_query_id = handover.query_id,
         spark_batch = ?handover.batch,
@@ -400,9 +446,94 @@ fn spark_handover(
     Ok(offsets)
 }
 
+/// Applies spec.reset when the table does not record it yet: where each partition moves is
+/// read from the brokers now, then the dead-letter table's offsets move (when there is one),
+/// then the data table's, each in one commit carrying the reset's id, so that a worker killed
+/// at any point applies the rest at its next start and never the same reset twice. Runs before
+/// the consumer takes any partition, so every partition starts where the table then says.
+/// The checkpoint keeps a copy of the record (the table's marker could expire under
+/// delta.setTransactionRetentionDuration); either one means applied. Returns whether this
+/// worker applied it now.
+#[allow(clippy::too_many_arguments)]
+fn apply_reset(
+    spec: &StreamingIngestionSpec,
+    identity: &Identity,
+    tuning: &Tuning,
+    client: &BaseConsumer,
+    source: &SourceConfig,
+    (table, checkpoint, runtime): (&SharedTable, &CheckpointDir, &Handle),
+    dead_letter: Option<&mut DeadLetterTable>,
+    query_id: &str,
+    telemetry: &Telemetry,
+) -> Result<bool> {
+    let Some(reset) = &spec.reset else {
+        return Ok(false);
+    };
+    let applied = |at_ms: i64, version: Option<i64>| AppliedReset {
+        id: reset.id.clone(),
+        applied_at: chrono::DateTime::from_timestamp_millis(at_ms)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default(),
+        delta_version: version,
+    };
+    let record = |at_ms: i64| {
+        runtime.block_on(checkpoint.record_reset(&AppliedResetRecord {
+            id: reset.id.clone(),
+            applied_at_ms: at_ms,
+        }))
+    };
+    if let Some(recorded) = runtime.block_on(checkpoint.applied_reset(&reset.id))? {
+        info!(reset = %reset.id, "the checkpoint records this reset as applied: it is not applied again");
+        telemetry.reset_applied(query_id, applied(recorded.applied_at_ms, None));
+        return Ok(false);
+    }
+    if let Some(at_ms) = table.reset_applied_at(&reset.id)? {
+        info!(reset = %reset.id, "the table already records this reset: it is not applied again");
+        record(at_ms)?;
+        telemetry.reset_applied(query_id, applied(at_ms, None));
+        return Ok(false);
+    }
+    let target = reset.target().map_err(|reason| Error::Reset {
+        id: reset.id.clone(),
+        reason,
+    })?;
+    info!(reset = %reset.id, to = %reset.describe_target(), "applying the offset reset");
+    let offsets = source::reset_offsets(client, source, &reset.id, &target)?;
+    let commit = ResetCommit {
+        id: reset.id.clone(),
+        offsets,
+        to: reset.describe_target(),
+        ingestion: identity.to_string(),
+        worker: tuning
+            .group_instance_id
+            .clone()
+            .unwrap_or_else(|| "a standalone worker".to_string()),
+        at_ms: chrono::Utc::now().timestamp_millis(),
+    };
+    info!(reset = %commit.id, offsets = ?to_partition_offsets(&commit.offsets), "the reset moves these partitions");
+    if let Some(dead_letter) = dead_letter {
+        dead_letter.apply_reset(&commit)?;
+    }
+    match table.apply_reset(&commit)? {
+        ResetOutcome::AlreadyApplied { at_ms } => {
+            info!(reset = %commit.id, "another worker applied this reset first");
+            record(at_ms)?;
+            telemetry.reset_applied(query_id, applied(at_ms, None));
+            Ok(false)
+        }
+        ResetOutcome::Applied { at_ms, version } => {
+            info!(reset = %commit.id, version, "offset reset applied");
+            record(at_ms)?;
+            telemetry.reset_applied(query_id, applied(at_ms, Some(version)));
+            Ok(true)
+        }
+    }
+}
+
 /// The end offsets of a run to completion: availableNow's (an unfinished earlier run's, or the
 /// latest now, recorded before reading), or once's (the latest now); None for a continuous
-/// query.
+/// query. After a reset an unfinished run's targets are planned again: they were chosen for
+/// the offsets before it.
 fn run_targets(
     kind: TriggerKind,
     client: &BaseConsumer,
@@ -410,12 +541,13 @@ fn run_targets(
     checkpoint: &CheckpointDir,
     run_id: &str,
     runtime: &Handle,
+    reset_now: bool,
 ) -> Result<Option<OffsetMap>> {
     match kind {
         TriggerKind::AvailableNow => {
             let unfinished = runtime
                 .block_on(checkpoint.available_now())?
-                .filter(|run| !run.finished)
+                .filter(|run| !run.finished && !reset_now)
                 .map(|run| from_partition_offsets(&run.targets));
             let targets = source::available_now_targets(client, source, unfinished)?;
             if let RunTargets::Planned(planned) = &targets {

@@ -98,6 +98,27 @@ impl DeadLetterTable {
     }
 }
 
+impl DeadLetterTable {
+    /// Moves the dead-letter txns of the reset's partitions to its offsets, once, so that the
+    /// records read again after a rewind have their dead letters written again (and a skip
+    /// leaves none behind); committed before the data table's reset, so that a crash between
+    /// the two finds this one done and the data table's still to do.
+    pub fn apply_reset(
+        &mut self,
+        reset: &super::table::ResetCommit,
+    ) -> Result<super::table::ResetOutcome> {
+        let marker = self.ids.reset(&reset.id);
+        let ids = self.ids.clone();
+        self.runtime.block_on(super::table::apply_reset(
+            &mut self.sink,
+            reset,
+            &marker,
+            &self.query_id,
+            |tp| ids.dead_letter(tp),
+        ))
+    }
+}
+
 /// The partitions a batch's bad records come from, and each record's partition, found without
 /// an allocation per record.
 struct BadByPartition {

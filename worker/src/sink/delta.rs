@@ -129,6 +129,9 @@ pub struct OpenOptions<'a> {
     /// Add the columns of `schema` that an existing table lacks (Spark's mergeSchema);
     /// otherwise such a table is refused.
     pub merge_schema: bool,
+    /// Table properties the spec sets (delta.logRetentionDuration, ...), by name: on a new
+    /// table, and on an existing one whose value differs.
+    pub properties: Vec<(String, String)>,
 }
 
 /// A reachability check of the table's storage: the commit file of a version the worker read
@@ -210,6 +213,7 @@ impl DeltaSink {
             compression: ParquetCompression::default(),
             description,
             merge_schema: false,
+            properties: Vec::new(),
         })
         .await
     }
@@ -228,6 +232,7 @@ impl DeltaSink {
             compression,
             description,
             merge_schema,
+            properties,
         } = options;
         let url = table_url(uri)?;
         let writer_options = storage_options.clone();
@@ -241,13 +246,22 @@ impl DeltaSink {
             .build()
             .map_err(Error::delta("open", uri))?;
         let evolve_to = match table.load().await {
-            Ok(()) => check_fit(&table, &wanted, &partition_by, uri, merge_schema)?,
+            Ok(()) => {
+                let evolve_to = check_fit(&table, &wanted, &partition_by, uri, merge_schema)?;
+                table = set_changed_properties(table, &properties, uri).await?;
+                evolve_to
+            }
             Err(DeltaTableError::NotATable(_)) => {
                 // Every column nullable, as Spark creates the table of a Kafka source query
                 // (`from_json` and the Kafka columns are all nullable): a NOT NULL column is an
                 // invariant in Delta, which Spark requires a table-features protocol to list
                 // (the worker's required fields are enforced by its decoder instead).
                 let created = CreateBuilder::new()
+                    .with_configuration(
+                        properties
+                            .iter()
+                            .map(|(key, value)| (key.clone(), Some(value.clone()))),
+                    )
                     .with_location(url.to_string())
                     .with_storage_options(storage_options)
                     .with_columns(wanted.fields().map(|field| StructField {
@@ -585,6 +599,126 @@ impl DeltaSink {
             Err(source) => Err(Error::delta("commit to", &self.uri)(source)),
         }
     }
+}
+
+/// The `operation` of a reset's commit in the table's history (DESCRIBE HISTORY).
+pub const RESET_OPERATION: &str = "RESET STREAMING OFFSETS";
+/// The commit-info key of the reset a commit applied.
+pub const RESET_ID_KEY: &str = "tributary.resetId";
+
+/// What a reset's commit says in the table's history.
+#[derive(Clone, Debug)]
+pub struct ResetRecord {
+    /// Shown as DESCRIBE HISTORY's operationParameters (string values, as Delta writes them).
+    pub parameters: HashMap<String, serde_json::Value>,
+    /// A sentence for DESCRIBE HISTORY's userMetadata: "reset r1 to timestamp ...".
+    pub summary: String,
+    /// Extra commit-info keys (the query id, the reset id).
+    pub info: HashMap<String, serde_json::Value>,
+    /// The commit's timestamp, epoch milliseconds.
+    pub timestamp_ms: i64,
+}
+
+impl DeltaSink {
+    /// Commits a move of offsets with no rows: each txn goes to its new version, forwards or
+    /// backwards, provided it is still where the caller read it (`expected`); anything else is
+    /// a [`CommitOutcome::Conflict`] (another writer moved it: read again and retry). The
+    /// commit's own commit info says what it is, for the table's history.
+    pub async fn commit_reset(
+        &mut self,
+        txns: &[TxnUpdate],
+        record: ResetRecord,
+    ) -> Result<CommitOutcome> {
+        let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
+        let current = self.txn_versions(&app_ids).await?;
+        for (txn, now) in txns.iter().zip(&current) {
+            if *now != txn.expected {
+                return Ok(CommitOutcome::Conflict(format!(
+                    "{} is at {:?} in the table, the reset read {:?}",
+                    txn.app_id, now, txn.expected
+                )));
+            }
+        }
+        let snapshot = self
+            .table
+            .snapshot()
+            .map_err(Error::delta("read", &self.uri))?;
+        let commit_info = deltalake::kernel::CommitInfo {
+            timestamp: Some(record.timestamp_ms),
+            operation: Some(RESET_OPERATION.to_string()),
+            operation_parameters: Some(record.parameters),
+            read_version: self.table.version(),
+            is_blind_append: Some(false),
+            engine_info: Some(format!("tributary-worker/{}", env!("CARGO_PKG_VERSION"))),
+            user_metadata: Some(record.summary),
+            info: record.info,
+            ..Default::default()
+        };
+        let properties = CommitProperties::default()
+            .with_application_transactions(
+                txns.iter()
+                    .map(|t| Transaction::new(&t.app_id, t.version))
+                    .collect(),
+            )
+            .with_max_retries(COMMIT_RETRIES);
+        let result = CommitBuilder::from(properties)
+            .with_actions(vec![Action::CommitInfo(commit_info)])
+            .build(
+                Some(snapshot),
+                self.table.log_store(),
+                DeltaOperation::Write {
+                    mode: SaveMode::Append,
+                    partition_by: None,
+                    predicate: None,
+                },
+            )
+            .await;
+        match result {
+            Ok(finalized) => {
+                self.txn_cache
+                    .committed(self.table.version(), finalized.version(), txns);
+                Ok(CommitOutcome::Committed {
+                    version: finalized.version() as i64,
+                    files: 0,
+                    retries: finalized.metrics.num_retries,
+                })
+            }
+            Err(DeltaTableError::Transaction {
+                source: TransactionError::CommitConflict(CommitConflictError::ConcurrentTransaction),
+            }) => Ok(CommitOutcome::Conflict(
+                "a concurrent commit moved the same partitions".into(),
+            )),
+            Err(source) => Err(Error::delta("commit a reset to", &self.uri)(source)),
+        }
+    }
+}
+
+/// Sets the table properties whose values differ from `properties`, in one SET TBLPROPERTIES
+/// commit (none when all match). Replicas opening the table at once may each commit the same
+/// values: harmless, the last one wins with the same values.
+async fn set_changed_properties(
+    table: DeltaTable,
+    properties: &[(String, String)],
+    uri: &str,
+) -> Result<DeltaTable> {
+    let changed: HashMap<String, String> = {
+        let snapshot = table.snapshot().map_err(Error::delta("read", uri))?;
+        let configuration = snapshot.metadata().configuration();
+        properties
+            .iter()
+            .filter(|(key, value)| configuration.get(key) != Some(value))
+            .cloned()
+            .collect()
+    };
+    if changed.is_empty() {
+        return Ok(table);
+    }
+    tracing::info!(table = uri, properties = ?changed, "setting the table properties the spec changed");
+    table
+        .set_tbl_properties()
+        .with_properties(changed)
+        .await
+        .map_err(Error::delta("set the table properties of", uri))
 }
 
 /// Refuses, before anything is read, a table whose protocol requires a writer feature this

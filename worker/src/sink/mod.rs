@@ -17,7 +17,7 @@ mod table;
 pub use dead_letter::{DeadLetterTable, schema as dead_letter_schema};
 pub use delta::{BATCH_ID_KEY, CommitOutcome, DeltaSink, OpenOptions, QUERY_ID_KEY};
 pub use maintenance::{Finished, Maintenance, VacuumPolicy, outcome_label};
-pub use table::{PartitionCommit, SharedTable, TxnIds};
+pub use table::{PartitionCommit, ResetCommit, ResetOutcome, SharedTable, TxnIds};
 
 #[cfg(test)]
 pub use delta::{TxnUpdate, table_url};

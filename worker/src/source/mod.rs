@@ -2,7 +2,7 @@
 //!
 //! Inside, each module uses only those listed before it: `security` (which connection failures
 //! stop the worker), `config` (the consumer's settings), `offsets` (offset queries to the
-//! brokers), `spark_checkpoint` (where a Spark query left off, for a takeover), `start` (where a partition reads next: the exactly-once core), `connection` (the
+//! brokers), `spark_checkpoint` (where a Spark query left off, for a takeover), `reset` (where a spec.reset moves partitions), `start` (where a partition reads next: the exactly-once core), `connection` (the
 //! check before the query starts), `reach` (whether the brokers answer, for readiness), `consumer` (the group member, rebalances and polling).
 
 mod config;
@@ -10,6 +10,7 @@ mod connection;
 mod consumer;
 mod offsets;
 mod reach;
+mod reset;
 mod security;
 mod spark_checkpoint;
 mod start;
@@ -22,5 +23,6 @@ pub use offsets::{
     subscription_partitions,
 };
 pub use reach::BrokerCheck;
+pub use reset::reset_offsets;
 pub use spark_checkpoint::{SparkCheckpoint, SparkTakeover};
 pub use start::StartResolver;

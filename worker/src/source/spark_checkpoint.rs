@@ -16,29 +16,46 @@
 //! checkpoint moving: the newest file of `offsets/` and `commits/` must be older than a quiet
 //! period. The checkpoint is only read, never written.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
+
+use deltalake::logstore::object_store::{self, ObjectStore, ObjectStoreExt, path::Path};
+use futures::TryStreamExt;
 
 use crate::error::{Error, Result};
 use crate::partition::{OffsetMap, TopicPartition};
+use crate::store;
 
 /// Each topic's partitions and their end offsets, as one line of Spark's Kafka offset log.
 pub type SparkOffsets = BTreeMap<String, BTreeMap<i32, i64>>;
 
-/// A takeover asked for on the command line: the Spark query's checkpoint directory, and how
-/// long it must have been still before Tributary believes the query stopped.
+/// A takeover asked for on the command line or by `spec.checkpoint.fromSpark`: the Spark
+/// query's checkpointLocation (a directory, or an `abfss://` / `az://` URL read with the
+/// checkpoint's storage options), and how long it must have been still before Tributary
+/// believes the query stopped.
 #[derive(Clone, Debug)]
 pub struct SparkTakeover {
-    pub checkpoint: PathBuf,
+    pub checkpoint: String,
     pub quiet: Duration,
 }
 
-/// A Spark Structured Streaming checkpoint on a file system the worker can read.
-#[derive(Debug)]
+/// A Spark Structured Streaming checkpoint, on a volume or in an object store. Only read.
 pub struct SparkCheckpoint {
-    dir: PathBuf,
+    /// Rooted at the checkpointLocation.
+    store: Arc<dyn ObjectStore>,
+    /// As the manifest or the command line wrote it, for messages.
+    location: String,
     query_id: String,
+}
+
+impl std::fmt::Debug for SparkCheckpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SparkCheckpoint")
+            .field("location", &self.location)
+            .field("query_id", &self.query_id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where the takeover starts, and why.
@@ -53,37 +70,54 @@ pub struct Handover {
 }
 
 impl SparkCheckpoint {
-    /// Opens the checkpoint at `dir` and reads the query's id.
-    pub fn open(dir: &Path) -> Result<SparkCheckpoint> {
-        let metadata = dir.join("metadata");
-        let text = std::fs::read_to_string(&metadata).map_err(|e| {
-            refuse(
-                dir,
-                format!(
-                    "cannot read {}: {e} (is this the checkpointLocation of a Spark Structured Streaming query?)",
-                    metadata.display()
-                ),
-            )
-        })?;
+    /// Opens the checkpoint at `location` and reads the query's id. A URL is reached with
+    /// `storage_options` (the checkpoint's own, else the sink's).
+    pub async fn open(
+        location: &str,
+        storage_options: &HashMap<String, String>,
+    ) -> Result<SparkCheckpoint> {
+        let store = store::store_at(location, storage_options, false)
+            .map_err(|e| refuse(location, e.to_string()))?;
+        let mut checkpoint = SparkCheckpoint {
+            store,
+            location: location.to_string(),
+            query_id: String::new(),
+        };
+        let name = "metadata";
+        let text = match checkpoint.read(name).await {
+            Ok(Some(bytes)) => String::from_utf8_lossy(&bytes).into_owned(),
+            Ok(None) => {
+                return Err(refuse(
+                    location,
+                    format!(
+                        "{} does not exist (is this the checkpointLocation of a Spark Structured Streaming query?)",
+                        checkpoint.path(name)
+                    ),
+                ));
+            }
+            Err(e) => return Err(e),
+        };
         let json: serde_json::Value = serde_json::from_str(text.trim()).map_err(|e| {
             refuse(
-                dir,
+                location,
                 format!(
                     "{} is not a Spark query's metadata: {e}",
-                    metadata.display()
+                    checkpoint.path(name)
                 ),
             )
         })?;
-        let query_id = json
+        checkpoint.query_id = json
             .get("id")
             .and_then(|id| id.as_str())
             .filter(|id| !id.is_empty())
-            .ok_or_else(|| refuse(dir, format!("{} names no query id", metadata.display())))?
+            .ok_or_else(|| {
+                refuse(
+                    location,
+                    format!("{} names no query id", checkpoint.path(name)),
+                )
+            })?
             .to_string();
-        Ok(SparkCheckpoint {
-            dir: dir.to_path_buf(),
-            query_id,
-        })
+        Ok(checkpoint)
     }
 
     /// The Spark query's id: the app id of its `txn` actions in the table.
@@ -91,50 +125,77 @@ impl SparkCheckpoint {
         &self.query_id
     }
 
-    /// The batch ids in `offsets/` or `commits/` (files named by a number; Spark's `.crc`
-    /// checksums and temporary files are skipped).
-    fn batches(&self, log: &str) -> Result<BTreeSet<i64>> {
-        let dir = self.dir.join(log);
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
-            Err(e) => {
-                return Err(refuse(
-                    &self.dir,
-                    format!("cannot list {}: {e}", dir.display()),
-                ));
-            }
-        };
-        let mut batches = BTreeSet::new();
-        for entry in entries {
-            let entry = entry
-                .map_err(|e| refuse(&self.dir, format!("cannot list {}: {e}", dir.display())))?;
-            if let Some(batch) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
-                batches.insert(batch);
-            }
+    /// The location as the spec or the command line names it.
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// A file's name in messages: the location joined with the path inside it.
+    fn path(&self, name: &str) -> String {
+        format!("{}/{name}", self.location.trim_end_matches('/'))
+    }
+
+    /// A whole file; None when it does not exist.
+    async fn read(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let read = async { self.store.get(&Path::from(name)).await?.bytes().await };
+        match read.await {
+            Ok(bytes) => Ok(Some(bytes.to_vec())),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(refuse(
+                &self.location,
+                format!(
+                    "cannot read {}: {}",
+                    self.path(name),
+                    store::describe_store_error(&e)
+                ),
+            )),
         }
-        Ok(batches)
+    }
+
+    /// The batch ids in `offsets/` or `commits/` (files named by a number; Spark's `.crc`
+    /// checksums and temporary files are skipped), with when each last changed.
+    async fn batches(&self, log: &str) -> Result<BTreeMap<i64, SystemTime>> {
+        let prefix = Path::from(log);
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&prefix))
+            .try_collect()
+            .await
+            .or_else(|e| match e {
+                object_store::Error::NotFound { .. } => Ok(Vec::new()),
+                e => Err(refuse(
+                    &self.location,
+                    format!(
+                        "cannot list {}: {}",
+                        self.path(log),
+                        store::describe_store_error(&e)
+                    ),
+                )),
+            })?;
+        Ok(listed
+            .into_iter()
+            .filter_map(|meta| {
+                // Only the log's own files, not a nested directory's.
+                let name = meta.location.as_ref().strip_prefix(prefix.as_ref())?;
+                let batch = name.strip_prefix('/')?.parse().ok()?;
+                Some((batch, SystemTime::from(meta.last_modified)))
+            })
+            .collect())
     }
 
     /// Refuses when a file of `offsets/` or `commits/` changed less than `quiet` before `now`:
     /// the query may still be running, and would go on writing behind Tributary.
-    pub fn check_stopped(&self, quiet: Duration, now: SystemTime) -> Result<()> {
+    pub async fn check_stopped(&self, quiet: Duration, now: SystemTime) -> Result<()> {
         for log in ["offsets", "commits"] {
-            for batch in self.batches(log)? {
-                let path = self.dir.join(log).join(batch.to_string());
-                let modified = std::fs::metadata(&path)
-                    .and_then(|m| m.modified())
-                    .map_err(|e| {
-                        refuse(&self.dir, format!("cannot stat {}: {e}", path.display()))
-                    })?;
+            for (batch, modified) in self.batches(log).await? {
                 let age = now.duration_since(modified).unwrap_or_default();
                 if age < quiet {
                     return Err(refuse(
-                        &self.dir,
+                        &self.location,
                         format!(
-                            "the Spark query {} may still be running: {} changed {} s ago, less than the quiet period of {} s (stop the query and wait, or lower --spark-quiet-seconds if it is certainly stopped)",
+                            "the Spark query {} may still be running: {} changed {} s ago, less than the quiet period of {} s (stop the query and wait, or lower the quiet period (quietSeconds, --spark-quiet-seconds) if it is certainly stopped)",
                             self.query_id,
-                            path.display(),
+                            self.path(&format!("{log}/{batch}")),
                             age.as_secs(),
                             quiet.as_secs()
                         ),
@@ -146,25 +207,25 @@ impl SparkCheckpoint {
     }
 
     /// The end offsets of `batch` (its `offsets/` file: the next offset to read per partition).
-    fn end_offsets(&self, batch: i64) -> Result<SparkOffsets> {
-        let path = self.dir.join("offsets").join(batch.to_string());
-        let text = std::fs::read_to_string(&path).map_err(|e| {
+    async fn end_offsets(&self, batch: i64) -> Result<SparkOffsets> {
+        let name = format!("offsets/{batch}");
+        let path = self.path(&name);
+        let bytes = self.read(&name).await?.ok_or_else(|| {
             refuse(
-                &self.dir,
+                &self.location,
                 format!(
-                    "cannot read {}: {e} (Spark keeps the last spark.sql.streaming.minBatchesToRetain batches; is this the checkpoint of the query that wrote the table?)",
-                    path.display()
+                    "{path} does not exist (Spark keeps the last spark.sql.streaming.minBatchesToRetain batches; is this the checkpoint of the query that wrote the table?)"
                 ),
             )
         })?;
+        let text = String::from_utf8_lossy(&bytes);
         let mut lines = text.lines().filter(|l| !l.trim().is_empty());
         let version = lines.next().unwrap_or_default();
         if version.trim() != "v1" {
             return Err(refuse(
-                &self.dir,
+                &self.location,
                 format!(
-                    "{} starts with {version:?}, not the offset log version v1 this worker reads",
-                    path.display()
+                    "{path} starts with {version:?}, not the offset log version v1 this worker reads"
                 ),
             ));
         }
@@ -172,12 +233,11 @@ impl SparkCheckpoint {
         let sources: Vec<&str> = lines.skip(1).collect();
         match sources.as_slice() {
             [line] => parse_kafka_offsets(line)
-                .map_err(|reason| refuse(&self.dir, format!("{}: {reason}", path.display()))),
+                .map_err(|reason| refuse(&self.location, format!("{path}: {reason}"))),
             _ => Err(refuse(
-                &self.dir,
+                &self.location,
                 format!(
-                    "{} lists {} sources; only a query with one Kafka source can be taken over",
-                    path.display(),
+                    "{path} lists {} sources; only a query with one Kafka source can be taken over",
                     sources.len()
                 ),
             )),
@@ -185,49 +245,42 @@ impl SparkCheckpoint {
     }
 
     /// The offsets the Spark query's Kafka source started from (`sources/0/0`), if it recorded them.
-    fn initial_offsets(&self) -> Result<Option<SparkOffsets>> {
-        let path = self.dir.join("sources").join("0").join("0");
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => {
-                return Err(refuse(
-                    &self.dir,
-                    format!("cannot read {}: {e}", path.display()),
-                ));
-            }
+    async fn initial_offsets(&self) -> Result<Option<SparkOffsets>> {
+        let name = "sources/0/0";
+        let Some(bytes) = self.read(name).await? else {
+            return Ok(None);
         };
         // A zero byte (kept for Spark 2.1's reader), a version line, then the offsets' JSON.
         let text = String::from_utf8_lossy(&bytes);
         let json = text.find('{').map(|at| text[at..].trim()).ok_or_else(|| {
             refuse(
-                &self.dir,
-                format!("{} holds no Kafka offsets", path.display()),
+                &self.location,
+                format!("{} holds no Kafka offsets", self.path(name)),
             )
         })?;
         parse_kafka_offsets(json)
             .map(Some)
-            .map_err(|reason| refuse(&self.dir, format!("{}: {reason}", path.display())))
+            .map_err(|reason| refuse(&self.location, format!("{}: {reason}", self.path(name))))
     }
 
     /// Where Spark left off, given the table's txn version for the query (the last batch that
     /// landed, None if none did).
-    pub fn handover(&self, table_batch: Option<i64>) -> Result<Handover> {
+    pub async fn handover(&self, table_batch: Option<i64>) -> Result<Handover> {
         let offsets = match table_batch {
-            Some(batch) => self.end_offsets(batch)?,
+            Some(batch) => self.end_offsets(batch).await?,
             None => {
-                if let Some(last) = self.batches("commits")?.last() {
+                if let Some(last) = self.batches("commits").await?.keys().last() {
                     return Err(refuse(
-                        &self.dir,
+                        &self.location,
                         format!(
                             "the checkpoint and the table disagree: the table has no commit of Spark query {}, but the checkpoint says batches up to {last} were committed (is the sink the table this query wrote?)",
                             self.query_id
                         ),
                     ));
                 }
-                self.initial_offsets()?.ok_or_else(|| {
+                self.initial_offsets().await?.ok_or_else(|| {
                     refuse(
-                        &self.dir,
+                        &self.location,
                         "Spark never committed a batch and recorded no starting offsets (sources/0/0): start the ingestion with startingOffsets instead".to_string(),
                     )
                 })?
@@ -239,22 +292,22 @@ impl SparkCheckpoint {
             offsets,
         })
     }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 impl Handover {
     /// The start offset of each partition the ingestion reads now. Refuses when Spark read other
     /// topics; a partition Spark never saw (added since) starts at the earliest offset, as
     /// Spark starts partitions it discovers.
-    pub fn start_offsets(&self, dir: &Path, partitions: &[TopicPartition]) -> Result<OffsetMap> {
+    pub fn start_offsets(
+        &self,
+        location: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<OffsetMap> {
         let ours: BTreeSet<&str> = partitions.iter().map(|tp| tp.topic.as_str()).collect();
         let theirs: BTreeSet<&str> = self.offsets.keys().map(String::as_str).collect();
         if ours != theirs {
             return Err(refuse(
-                dir,
+                location,
                 format!(
                     "the sources differ: Spark query {} read topics {theirs:?}, this ingestion reads {ours:?} (subscribe to the same topics on the same cluster)",
                     self.query_id
@@ -276,9 +329,9 @@ impl Handover {
     }
 }
 
-fn refuse(dir: &Path, reason: String) -> Error {
+fn refuse(location: &str, reason: String) -> Error {
     Error::SparkTakeover {
-        checkpoint: dir.display().to_string(),
+        checkpoint: location.to_string(),
         reason,
     }
 }
@@ -349,19 +402,23 @@ mod tests {
         dir
     }
 
+    async fn open(dir: &std::path::Path) -> Result<SparkCheckpoint> {
+        SparkCheckpoint::open(&dir.display().to_string(), &HashMap::new()).await
+    }
+
     fn tps(topic: &str, n: i32) -> Vec<TopicPartition> {
         (0..n).map(|p| TopicPartition::new(topic, p)).collect()
     }
 
-    #[test]
-    fn starts_after_the_last_batch_the_table_holds_never_a_planned_one() {
+    #[tokio::test]
+    async fn starts_after_the_last_batch_the_table_holds_never_a_planned_one() {
         let dir = checkpoint(3, 4);
-        let spark = SparkCheckpoint::open(dir.path()).expect("open");
+        let spark = open(dir.path()).await.expect("open");
         assert_eq!(spark.query_id(), "q-1");
         // Batch 3 was planned only; the table says batch 2 landed.
-        let handover = spark.handover(Some(2)).expect("handover");
+        let handover = spark.handover(Some(2)).await.expect("handover");
         let starts = handover
-            .start_offsets(dir.path(), &tps("t", 3))
+            .start_offsets(spark.location(), &tps("t", 3))
             .expect("starts");
         assert_eq!(
             starts,
@@ -373,35 +430,40 @@ mod tests {
             ])
         );
         // Killed after the Delta commit of batch 3, before commits/3: the table decides.
-        let handover = spark.handover(Some(3)).expect("handover");
+        let handover = spark.handover(Some(3)).await.expect("handover");
         assert_eq!(handover.offsets["t"][&0], 40);
     }
 
-    #[test]
-    fn a_query_that_never_committed_starts_where_spark_started() {
+    #[tokio::test]
+    async fn a_query_that_never_committed_starts_where_spark_started() {
         let dir = checkpoint(0, 1);
-        let spark = SparkCheckpoint::open(dir.path()).expect("open");
-        let handover = spark.handover(None).expect("handover");
+        let spark = open(dir.path()).await.expect("open");
+        let handover = spark.handover(None).await.expect("handover");
         assert_eq!(handover.offsets["t"], BTreeMap::from([(0, 0), (1, 0)]));
     }
 
-    #[test]
-    fn refusals_name_what_disagrees() {
+    #[tokio::test]
+    async fn refusals_name_what_disagrees() {
         let dir = checkpoint(2, 2);
-        let spark = SparkCheckpoint::open(dir.path()).expect("open");
+        let spark = open(dir.path()).await.expect("open");
         let error = spark
             .handover(None)
+            .await
             .expect_err("no txn in the table")
             .to_string();
         assert!(
             error.contains("disagree") && error.contains("q-1"),
             "{error}"
         );
-        let error = spark.handover(Some(7)).expect_err("purged").to_string();
+        let error = spark
+            .handover(Some(7))
+            .await
+            .expect_err("purged")
+            .to_string();
         assert!(error.contains("offsets/7"), "{error}");
-        let handover = spark.handover(Some(1)).expect("handover");
+        let handover = spark.handover(Some(1)).await.expect("handover");
         let error = handover
-            .start_offsets(dir.path(), &tps("other", 2))
+            .start_offsets(spark.location(), &tps("other", 2))
             .expect_err("other topics")
             .to_string();
         assert!(
@@ -410,6 +472,7 @@ mod tests {
         );
         let error = spark
             .check_stopped(Duration::from_secs(3600), SystemTime::now())
+            .await
             .expect_err("just written")
             .to_string();
         assert!(error.contains("still be running"), "{error}");
@@ -418,9 +481,11 @@ mod tests {
                 Duration::from_secs(60),
                 SystemTime::now() + Duration::from_secs(120),
             )
+            .await
             .expect("quiet for two minutes");
         let missing = tempfile::tempdir().expect("tempdir");
-        let error = SparkCheckpoint::open(missing.path())
+        let error = open(missing.path())
+            .await
             .expect_err("no metadata")
             .to_string();
         assert!(error.contains("checkpointLocation"), "{error}");

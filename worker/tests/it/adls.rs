@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::azurite::{ACCOUNT, ACCOUNT_KEY, Azurite};
 use crate::exactly_once::assert_exactly_once;
 use crate::support::*;
+use tributary_testkit::azurite::{ACCOUNT, ACCOUNT_KEY, Azurite};
 
 const TOPIC: &str = "events";
 const PARTITIONS: i32 = 4;

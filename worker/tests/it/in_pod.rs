@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::support::*;
+use tributary_testkit::server::free_port;
 
 /// One request the fake API server received.
 #[derive(Clone, Debug)]
@@ -112,13 +113,6 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = answer.split_whitespace().nth(1)?.parse().ok()?;
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((code, body))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 fn metric(text: &str, name: &str) -> Option<f64> {
@@ -265,4 +259,103 @@ fn reports_status_and_serves_metrics_like_a_pod() {
         !worker.stderr_text().contains(secret),
         "the secret reached the logs"
     );
+}
+
+#[test]
+fn an_applied_reset_and_the_last_vacuum_and_compaction_reach_the_workers_status_entry() {
+    let broker = MockBroker::start();
+    broker.topic("readings", 1);
+    for i in 0..30 {
+        broker.send("readings", 0, None, reading(i, "plant-2", 1.5).as_bytes());
+    }
+    broker.flush();
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "pod-upkeep", "readings");
+    manifest.trigger = "{}";
+    manifest.source.push_str("\n      maxOffsetsPerTrigger: 5");
+    manifest.sink_extra =
+        "      vacuum: {intervalHours: 24, retainHours: 0, retentionDurationCheck: false}";
+    manifest.spec_extra = "  reset: {id: back-to-10, offsets: '{\"readings\":{\"0\":10}}'}".into();
+    let text = manifest.render();
+    let path = ws.write("m.yaml", &text);
+    let answer: Value = serde_saphyr::from_str(&text).expect("manifest parses");
+    let api = FakeApiServer::start(answer);
+    let kubeconfig = ws.write(
+        "kubeconfig",
+        &format!(
+            "apiVersion: v1\nkind: Config\nclusters: [{{name: fake, cluster: {{server: \"{}\"}}}}]\nusers: [{{name: fake, user: {{}}}}]\ncontexts: [{{name: fake, context: {{cluster: fake, user: fake, namespace: test}}}}]\ncurrent-context: fake\n",
+            api.url
+        ),
+    );
+    let kubeconfig_text = kubeconfig.display().to_string();
+    let port = free_port().to_string();
+    let mut worker = Worker::start_with_env(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "pod",
+        &[
+            ("KUBECONFIG", &kubeconfig_text),
+            ("TRIBUTARY_REPORT_STATUS", "true"),
+            ("TRIBUTARY_INGESTION_NAME", "pod-upkeep"),
+            ("TRIBUTARY_INGESTION_NAMESPACE", "test"),
+            ("TRIBUTARY_POD_NAME", "pod-upkeep-7d9-abcde"),
+            ("TRIBUTARY_METRICS_PORT", &port),
+            ("TRIBUTARY_COMPACTION_INTERVAL_SECONDS", "1"),
+            ("TRIBUTARY_COMPACTION_MIN_FILES", "2"),
+            ("TRIBUTARY_VACUUM_INTERVAL_SECONDS", "2"),
+        ],
+    );
+    let entry = |request: &Recorded| request.body["status"]["workers"][0].clone();
+    // A query new to the table: the reset is its start, recorded before the first batch.
+    wait_for("the reset in the status", Duration::from_secs(60), || {
+        api.requests()
+            .iter()
+            .any(|r| entry(r)["reset"]["id"] == "back-to-10")
+    });
+    wait_for(
+        "a VACUUM and a compaction in the status",
+        Duration::from_secs(60),
+        || {
+            api.requests().iter().any(|r| {
+                let entry = entry(r);
+                entry["lastVacuum"]["filesRemoved"]
+                    .as_i64()
+                    .is_some_and(|n| n > 0)
+                    && entry["lastCompaction"]["filesAdded"].is_i64()
+            })
+        },
+    );
+    worker.terminate();
+    assert!(
+        worker.wait(Duration::from_secs(60)).success(),
+        "{}",
+        worker.stderr_text()
+    );
+    let requests = api.requests();
+    let last = entry(requests.last().expect("requests"));
+    assert_eq!(last["name"], "pod-upkeep-7d9-abcde");
+    let reset = &last["reset"];
+    assert_eq!(reset["id"], "back-to-10");
+    assert!(
+        reset["appliedAt"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")),
+        "{reset}"
+    );
+    assert!(reset["deltaVersion"].is_i64(), "{reset}");
+    assert!(last["lastVacuum"]["time"].is_string(), "{last}");
+    assert!(
+        last["lastCompaction"]["filesRemoved"]
+            .as_i64()
+            .is_some_and(|n| n >= 2),
+        "{last}"
+    );
+    // Rows from offset 10 on, once each: the reset started the new query there.
+    let offsets: Vec<i64> = read_table(&ws.table())
+        .coordinates()
+        .iter()
+        .map(|c| c.2)
+        .collect();
+    assert_eq!(offsets, (10..30).collect::<Vec<_>>());
 }

@@ -4,7 +4,6 @@
 
 mod adls;
 mod available_now;
-mod azurite;
 mod catalog_tables;
 mod checkpoint;
 mod demo;
@@ -17,6 +16,7 @@ mod readiness;
 mod real_broker;
 mod rebalance;
 mod record_values;
+mod reset;
 mod schema_evolution;
 mod secure_broker;
 mod source_options;

@@ -122,3 +122,103 @@ fn a_short_retention_is_refused_unless_the_check_is_turned_off() {
         "{stderr}"
     );
 }
+
+/// The table's configuration as its last metaData action in the log says.
+fn table_configuration(table: &Path) -> BTreeMap<String, String> {
+    let mut commits: Vec<(i64, PathBuf)> = std::fs::read_dir(table.join("_delta_log"))
+        .expect("the table's log")
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let version = path.file_stem()?.to_str()?.parse().ok()?;
+            (path.extension()? == "json").then_some((version, path))
+        })
+        .collect();
+    commits.sort();
+    let mut configuration = BTreeMap::new();
+    for (_, path) in commits {
+        for line in std::fs::read_to_string(&path).expect("a commit").lines() {
+            let action: serde_json::Value = serde_json::from_str(line).expect("an action");
+            if let Some(found) = action["metaData"]["configuration"].as_object() {
+                configuration = found
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                    .collect();
+            }
+        }
+    }
+    configuration
+}
+
+#[test]
+fn table_properties_are_set_on_create_and_again_only_when_the_spec_changes_them() {
+    let broker = MockBroker::start();
+    broker.topic(TOPIC, 1);
+    for i in 0..20 {
+        broker.send(TOPIC, 0, None, reading(i, "oslo", 1.0).as_bytes());
+    }
+    broker.flush();
+    let ws = Workspace::new();
+    let mut manifest = Manifest::subscribe(&ws, "properties", TOPIC);
+    manifest.sink_extra = "      logRetentionDuration: interval 60 days\n      deletedFileRetentionDuration: interval 14 days";
+    let run = |manifest: &Manifest, tag: &str| {
+        let path = ws.write("m.yaml", &manifest.render());
+        let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, tag);
+        assert!(status.success(), "{}", worker.stderr_text());
+    };
+    run(&manifest, "create");
+    let configuration = table_configuration(&ws.table());
+    assert_eq!(
+        configuration["delta.logRetentionDuration"],
+        "interval 60 days"
+    );
+    assert_eq!(
+        configuration["delta.deletedFileRetentionDuration"],
+        "interval 14 days"
+    );
+    assert_eq!(
+        configuration["delta.checkpointInterval"], "10",
+        "the default"
+    );
+    assert!(!operations(&ws.table()).contains(&"SET TBLPROPERTIES".to_string()));
+
+    // Changed in the spec: one SET TBLPROPERTIES commit with the new values.
+    manifest.sink_extra = "      logRetentionDuration: interval 90 days\n      deletedFileRetentionDuration: interval 14 days\n      checkpointInterval: 25";
+    run(&manifest, "change");
+    let configuration = table_configuration(&ws.table());
+    assert_eq!(
+        configuration["delta.logRetentionDuration"],
+        "interval 90 days"
+    );
+    assert_eq!(
+        configuration["delta.deletedFileRetentionDuration"],
+        "interval 14 days"
+    );
+    assert_eq!(configuration["delta.checkpointInterval"], "25");
+    let set = |ws: &Workspace| {
+        commit_infos(&ws.table())
+            .into_iter()
+            .filter(|info| info["operation"] == "SET TBLPROPERTIES")
+            .collect::<Vec<_>>()
+    };
+    let sets = set(&ws);
+    assert_eq!(sets.len(), 1, "{sets:?}");
+    let changed = sets[0]["operationParameters"]["properties"]
+        .as_str()
+        .expect("properties");
+    assert!(
+        changed.contains("delta.logRetentionDuration")
+            && changed.contains("delta.checkpointInterval")
+            && !changed.contains("deletedFileRetentionDuration"),
+        "only what changed: {changed}"
+    );
+
+    // The same spec again: nothing to set. Without the fields, the table keeps its values.
+    run(&manifest, "same");
+    manifest.sink_extra = "";
+    run(&manifest, "unset");
+    assert_eq!(set(&ws).len(), 1);
+    assert_eq!(
+        table_configuration(&ws.table())["delta.checkpointInterval"],
+        "25"
+    );
+}

@@ -2,10 +2,11 @@
 //! while the broker is stopped or the table's log is gone, green again once they are back.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use crate::support::*;
+use tributary_testkit::server::free_port;
 
 /// GET on 127.0.0.1:`port`: (status code, body), or None while nothing answers.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -23,13 +24,6 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = answer.split_whitespace().nth(1)?.parse().ok()?;
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((code, body))
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
 }
 
 #[test]

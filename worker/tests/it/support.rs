@@ -122,6 +122,8 @@ pub struct Manifest<'a> {
     /// timeout when the group had members before (even ones that left cleanly), so tests use a
     /// short one.
     pub options: Vec<(String, String)>,
+    /// Lines at the end of `spec:` (indented by two spaces), e.g. a reset.
+    pub spec_extra: String,
 }
 
 impl Manifest<'_> {
@@ -142,6 +144,7 @@ impl Manifest<'_> {
                 ("session.timeout.ms".into(), "6000".into()),
                 ("heartbeat.interval.ms".into(), "500".into()),
             ],
+            spec_extra: String::new(),
         }
     }
 
@@ -193,6 +196,7 @@ spec:
     location: {checkpoint}{checkpoint_volume}
 {checkpoint_extra}
   trigger: {trigger}
+{spec_extra}
 "#,
             name = self.name,
             source = source,
@@ -205,6 +209,7 @@ spec:
             checkpoint = self.checkpoint.display(),
             checkpoint_extra = self.checkpoint_extra,
             trigger = self.trigger,
+            spec_extra = self.spec_extra,
         )
     }
 }

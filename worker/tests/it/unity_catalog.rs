@@ -15,10 +15,9 @@
 //! every request, and can shorten the `expiration_time` of vended credentials so a test sees a
 //! worker renew them.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::process::CommandExt;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -32,6 +31,7 @@ use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
+use tributary_testkit::server::start_listening;
 
 /// How long the server may take to listen.
 const STARTUP: Duration = Duration::from_secs(60);
@@ -76,13 +76,6 @@ fn binary() -> PathBuf {
     ))
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -111,9 +104,7 @@ impl UnityCatalogServer {
             .timeout(Duration::from_secs(30))
             .build()
             .expect("http client");
-        // The port is free when picked but may be taken before the server binds it: try again.
-        for _ in 0..3 {
-            let port = free_port();
+        let (child, port) = start_listening("the Unity Catalog server", &log, STARTUP, |port| {
             std::fs::write(
                 &config,
                 format!(
@@ -122,60 +113,26 @@ impl UnityCatalogServer {
                 ),
             )
             .expect("config");
-            let output = std::fs::File::create(&log).expect("log file");
             let mut command = Command::new(&bin);
             command
                 .arg("serve")
                 .arg("--config")
                 .arg(&config)
                 .arg("--no-ui")
-                .env("RUST_LOG", "info")
-                .stdin(Stdio::null())
-                .stderr(output.try_clone().expect("log file"))
-                .stdout(output);
-            // SAFETY: prctl is async-signal-safe; it makes the server die with the test
-            // process, so a test killed by its time limit leaves no server behind.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let mut child = command.spawn().expect("start the Unity Catalog server");
-            let deadline = Instant::now() + STARTUP;
-            let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            loop {
-                if child.try_wait().expect("try_wait").is_some() {
-                    break;
-                }
-                if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                    let server = UnityCatalogServer {
-                        child,
-                        port,
-                        log,
-                        root,
-                        _dir: dir,
-                        runtime,
-                        http,
-                    };
-                    server.wait_until_healthy(deadline);
-                    return server;
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "the Unity Catalog server did not listen on {port} within {STARTUP:?}: {}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        panic!(
-            "the Unity Catalog server did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+                .env("RUST_LOG", "info");
+            command
+        });
+        let server = UnityCatalogServer {
+            child,
+            port,
+            log,
+            root,
+            _dir: dir,
+            runtime,
+            http,
+        };
+        server.wait_until_healthy(Instant::now() + STARTUP);
+        server
     }
 
     fn wait_until_healthy(&self, deadline: Instant) {

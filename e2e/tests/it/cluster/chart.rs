@@ -467,5 +467,50 @@ fn cel_violations() -> Vec<(Mutation, &'static str)> {
             }),
             "spec.checkpoint.location must be under spec.checkpoint.volume.mountPath",
         ),
+        (
+            Box::new(|o: &mut Value| o["spec"]["reset"] = json!({"id": "r1"})),
+            tributary_crds::spec::RESET_ONE_OF_MESSAGE,
+        ),
+        (
+            Box::new(|o: &mut Value| {
+                o["spec"]["reset"] = json!({"id": "r 1", "offsets": "latest"})
+            }),
+            tributary_crds::spec::RESET_ID_MESSAGE,
+        ),
+        (
+            Box::new(|o: &mut Value| {
+                o["spec"]["reset"] = json!({"id": "r1", "timestamp": "yesterday"})
+            }),
+            tributary_crds::spec::RESET_TIMESTAMP_MESSAGE,
+        ),
+        (
+            Box::new(|o: &mut Value| {
+                o["spec"]["reset"] = json!({"id": "r1", "offsets": "from the start"})
+            }),
+            "spec.reset.offsets must be earliest, latest, or per-partition JSON",
+        ),
+        (
+            Box::new(|o: &mut Value| {
+                o["spec"]["sink"]["delta"]["logRetentionDuration"] = json!("30 days")
+            }),
+            tributary_crds::spec::DELTA_INTERVAL_MESSAGE,
+        ),
+        (
+            Box::new(|o: &mut Value| {
+                o["spec"]["sink"]["delta"]["deletedFileRetentionDuration"] =
+                    json!("interval 167 hours")
+            }),
+            tributary_crds::spec::DELETED_FILE_RETENTION_MESSAGE,
+        ),
+        (
+            Box::new(|o: &mut Value| {
+                if let Some(spec) = o["spec"].as_object_mut() {
+                    spec.remove("replicas");
+                }
+                o["spec"]["autoscaling"] =
+                    json!({"maxReplicas": 4, "targetLagPerWorker": 10, "targetSecondsBehind": 60})
+            }),
+            tributary_crds::spec::AUTOSCALING_TARGET_MESSAGE,
+        ),
     ]
 }

@@ -834,6 +834,122 @@ async fn ingestions_run_as_a_user_sees_them() {
     );
     assert_each_record_once(&stream_table, &broker, TOPIC);
 
+    // --- spec.reset: one partition rewound by the workers, once; the status, the events and the
+    // table's history say so, and a restart with the same spec does not rewind again ------------
+    const REWOUND: i64 = 50;
+    let (_, high) = broker.watermarks(TOPIC, 0);
+    let rewind_to = high - REWOUND;
+    let patch = json!({"spec": {"reset": {
+        "id": "e2e-rewind-1",
+        "offsets": format!("{{\"{TOPIC}\":{{\"0\":{rewind_to}}}}}"),
+    }}});
+    kubectl(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "patch",
+            "stream",
+            "sensor-readings",
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ],
+    )
+    .await;
+    wait_until(&cluster, "status.reset Applied", WAIT, || async {
+        let object = stream(&cluster, "sensor-readings").await;
+        object["status"]["reset"]["state"] == "Applied"
+    })
+    .await;
+    let object = stream(&cluster, "sensor-readings").await;
+    let reset = &object["status"]["reset"];
+    assert_eq!(reset["id"], "e2e-rewind-1", "{reset}");
+    assert!(
+        reset["appliedAt"].is_string() && reset["requestedAt"].is_string(),
+        "{reset}"
+    );
+    total += REWOUND as u64;
+    wait_rows(&cluster, &stream_table, total).await;
+    let events = kubectl(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=sensor-readings",
+        ],
+    )
+    .await;
+    assert!(
+        events.contains("ResetRequested") && events.contains("ResetApplied"),
+        "no ResetRequested and ResetApplied events:\n{events}"
+    );
+    let reset_commits = || {
+        std::fs::read_dir(stream_table.join("_delta_log"))
+            .expect("the table's log")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .filter(|p| {
+                std::fs::read_to_string(p)
+                    .unwrap_or_default()
+                    .contains("\"operation\":\"RESET STREAMING OFFSETS\"")
+            })
+            .count()
+    };
+    assert_eq!(reset_commits(), 1);
+    let before: Vec<String> = worker_pods(&cluster, "sensor-readings")
+        .await
+        .iter()
+        .map(pod_name)
+        .collect();
+    let restarted = format!(
+        "{}={}",
+        tributary_crds::pod::ANNOTATION_RESTARTED_AT,
+        chrono::Utc::now().to_rfc3339()
+    );
+    kubectl(
+        &cluster,
+        &[
+            "-n",
+            NAMESPACE,
+            "annotate",
+            "stream",
+            "sensor-readings",
+            &restarted,
+            "--overwrite",
+        ],
+    )
+    .await;
+    wait_replaced(
+        &cluster,
+        "sensor-readings",
+        &before,
+        before.len(),
+        "new workers after a restart with the same reset",
+    )
+    .await;
+    produce_all(&broker.bootstrap, TOPIC, PARTITIONS, ROUND).expect("produce");
+    total += ROUND;
+    wait_rows(&cluster, &stream_table, total).await;
+    assert_eq!(reset_commits(), 1, "the same reset was applied again");
+    let mut offsets = table_offsets(&stream_table, TOPIC);
+    offsets.sort_unstable();
+    let mut seen: BTreeMap<(i32, i64), usize> = BTreeMap::new();
+    for key in offsets {
+        *seen.entry(key).or_insert(0) += 1;
+    }
+    for ((partition, offset), count) in &seen {
+        let expected = if *partition == 0 && (rewind_to..high).contains(offset) {
+            2
+        } else {
+            1
+        };
+        assert_eq!(*count, expected, "{TOPIC}-{partition} at {offset}");
+    }
+
     // --- a missing Secret: a condition with its reason, in describe, with an Event ------------------
     let mut missing = example_value("sensor-readings.yaml", &broker.bootstrap);
     missing["metadata"]["name"] = json!("needs-secret");

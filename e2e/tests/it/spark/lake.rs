@@ -175,7 +175,11 @@ pub struct Ingestion {
     pub checkpoint_interval: Option<u32>,
     /// A Spark checkpointLocation to take over from (spec.checkpoint.fromSpark), with the
     /// seconds it must have been quiet.
-    pub from_spark: Option<(PathBuf, u64)>,
+    /// spec.checkpoint.fromSpark: the location (a path, mounted from a claim, or a URL) and
+    /// the quiet seconds.
+    pub from_spark: Option<(String, u64)>,
+    /// spec.reset, as a YAML flow mapping: {id: r1, offsets: latest}.
+    pub reset: Option<String>,
 }
 
 impl Ingestion {
@@ -197,6 +201,7 @@ impl Ingestion {
             max_offsets_per_trigger: None,
             checkpoint_interval: None,
             from_spark: None,
+            reset: None,
         }
     }
 
@@ -236,11 +241,16 @@ impl Ingestion {
             .from_spark
             .as_ref()
             .map(|(location, quiet)| {
-                let mount = location.parent().expect("a parent directory");
+                // A path is on a claim (which a standalone worker ignores); a URL needs none.
+                let volume = match Path::new(location).parent() {
+                    Some(mount) if location.starts_with('/') => format!(
+                        "\n      volume: {{claimName: spark, mountPath: {}}}",
+                        mount.display()
+                    ),
+                    _ => String::new(),
+                };
                 format!(
-                    "\n    fromSpark:\n      location: {}\n      volume: {{claimName: spark, mountPath: {}}}\n      quietSeconds: {quiet}",
-                    location.display(),
-                    mount.display()
+                    "\n    fromSpark:\n      location: {location}{volume}\n      quietSeconds: {quiet}"
                 )
             })
             .unwrap_or_default();
@@ -267,8 +277,13 @@ spec:
   checkpoint:
     location: {checkpoint}
     volume: {{size: 1Gi}}{from_spark}
-  trigger: {trigger}
+  trigger: {trigger}{reset}
 "#,
+            reset = self
+                .reset
+                .as_ref()
+                .map(|r| format!("\n  reset: {r}"))
+                .unwrap_or_default(),
             name = self.name.replace('_', "-"),
             on_error = self.on_error,
             metadata = self.metadata.join(", "),

@@ -7,7 +7,6 @@
 //! its tables while Spark starts, then asks it about all of them and reports every difference
 //! at once.
 
-mod bench;
 mod data;
 mod harness;
 mod lake;

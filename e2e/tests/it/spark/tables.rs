@@ -146,7 +146,31 @@ fn dead_lettered(kafka: &mut Kafka, dir: &Path) -> Written {
     ingestion.on_error = "deadLetter".into();
     ingestion.dead_letter = Some(dir.join("dead_lettered").join("dead_letter"));
     run_to_end(&ingestion, &kafka.bootstrap, &[]);
+    // A reset to the latest offsets, where the query already is: a commit with no rows in each
+    // table, which Spark must list in the history and read across.
+    ingestion.reset = Some(format!("{{id: {RESET_ID}, offsets: latest}}"));
+    run_to_end(&ingestion, &kafka.bootstrap, &[]);
     written(ingestion, &produced)
+}
+
+/// The reset the dead-letter ingestion applies.
+const RESET_ID: &str = "spark-reads-a-reset";
+
+/// Whether Spark's DESCRIBE HISTORY lists the reset's commit with its id.
+fn check_reset_history(name: &str, answer: &Value, problems: &mut Vec<String>) {
+    if answer.is_null() {
+        return;
+    }
+    let history = answer["history"].as_array().cloned().unwrap_or_default();
+    let resets: Vec<&Value> = history
+        .iter()
+        .filter(|h| h["operation"] == "RESET STREAMING OFFSETS")
+        .collect();
+    if resets.len() != 1 || resets[0]["operationParameters"]["resetId"] != RESET_ID {
+        problems.push(format!(
+            "{name}: DESCRIBE HISTORY should list one RESET STREAMING OFFSETS with resetId {RESET_ID}: {resets:?}"
+        ));
+    }
 }
 
 /// One record per commit: 1,000+ commits and a Delta log checkpoint every 10.
@@ -190,7 +214,7 @@ fn check_history(name: &str, answer: &Value, want_optimize: bool, problems: &mut
                     ));
                 }
             }
-            "OPTIMIZE" => {}
+            "OPTIMIZE" | "RESET STREAMING OFFSETS" => {}
             other => problems.push(format!(
                 "{name}: version {} has operation {other:?}",
                 entry["version"]
@@ -267,6 +291,7 @@ fn spark_reads_every_table_tributary_writes() {
     check_history("rescued", &answer, false, &mut all);
     let answer = check(&mut spark, &dead, &mut all);
     check_history("dead_lettered", &answer, false, &mut all);
+    check_reset_history("dead_lettered", &answer, &mut all);
     let answer = spark.request(
         json!({"op": "check_dead_letter", "name": "dead_letter", "path": dead.ingestion.dead_letter,
                "expected": dead.expected}),

@@ -4,6 +4,11 @@
 //! --from-spark-checkpoint` then continues into the same table, and Spark must find every
 //! produced offset in it exactly once across both writers. The refusals (a Spark query still
 //! running, another query's checkpoint, other topics) are checked on the same checkpoints.
+//!
+//! The killed query's checkpoint is also copied to Azure Blob Storage (Azurite), and its
+//! takeover reads it from there by an abfss:// URL, as a Databricks job's checkpoint on ADLS is
+//! read: credentials from the environment (object_store's emulator switch here; AKS workload
+//! identity's variables in a cluster).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -15,6 +20,7 @@ use super::data::{self, SENSOR};
 use super::harness::{Spark, problems};
 use super::lake::{Ingestion, Produced, Worker, log_operations, wait_for, write_expected};
 use crate::kafka::Kafka;
+use tributary_testkit::azurite::{ACCOUNT, Azurite};
 
 const TIMEOUT: Duration = Duration::from_secs(300);
 /// Records on each topic before Spark stops, and after.
@@ -141,21 +147,56 @@ fn start_spark_query(spark: &mut Spark, kafka: &Kafka, ingestion: &Ingestion) ->
         .to_string()
 }
 
+/// Where a Spark checkpoint is, and the worker's environment to reach it.
+struct SparkCheckpointAt {
+    location: String,
+    env: Vec<(String, String)>,
+}
+
+impl SparkCheckpointAt {
+    fn path(path: &Path) -> SparkCheckpointAt {
+        SparkCheckpointAt {
+            location: path.to_str().expect("a UTF-8 path").to_string(),
+            env: Vec::new(),
+        }
+    }
+
+    /// `dir` copied into Azurite's container `spark` under `name`, read by URL with the
+    /// emulator's well-known account (object_store's emulator switch, from the environment).
+    fn adls(azurite: &Azurite, dir: &Path, name: &str) -> SparkCheckpointAt {
+        let copied = azurite.upload(dir, "spark", name);
+        assert!(copied > 3, "{copied} files in {}", dir.display());
+        let mut env = azurite.env();
+        env.push(("AZURE_STORAGE_USE_EMULATOR".into(), "true".into()));
+        SparkCheckpointAt {
+            location: format!("abfss://spark@{ACCOUNT}.dfs.core.windows.net/{name}"),
+            env,
+        }
+    }
+
+    fn env(&self) -> Vec<(&str, &str)> {
+        self.env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
 /// Runs the worker with `--from-spark-checkpoint` to its end; returns its exit and log.
 fn take_over(
     ingestion: &Ingestion,
     kafka: &Kafka,
-    spark_checkpoint: &Path,
+    spark_checkpoint: &SparkCheckpointAt,
     quiet_seconds: u64,
 ) -> (bool, String) {
     let quiet = quiet_seconds.to_string();
     let mut worker = Worker::start_with_args(
         ingestion,
         &kafka.bootstrap,
-        &[],
+        &spark_checkpoint.env(),
         &[
             "--from-spark-checkpoint",
-            spark_checkpoint.to_str().expect("a UTF-8 path"),
+            &spark_checkpoint.location,
             "--spark-quiet-seconds",
             &quiet,
         ],
@@ -165,10 +206,15 @@ fn take_over(
 }
 
 /// Runs the worker on a manifest whose spec.checkpoint.fromSpark names the Spark checkpoint.
-fn take_over_by_spec(ingestion: &Ingestion, kafka: &Kafka) -> (bool, String) {
+fn take_over_by_spec(
+    ingestion: &Ingestion,
+    kafka: &Kafka,
+    spark_checkpoint: &SparkCheckpointAt,
+) -> (bool, String) {
     let mut with_spec = ingestion.clone();
-    with_spec.from_spark = Some((spark_checkpoint(ingestion), QUIET_SECONDS));
-    let mut worker = Worker::start_with_args(&with_spec, &kafka.bootstrap, &[], &[]);
+    with_spec.from_spark = Some((spark_checkpoint.location.clone(), QUIET_SECONDS));
+    let mut worker =
+        Worker::start_with_args(&with_spec, &kafka.bootstrap, &spark_checkpoint.env(), &[]);
     let status = worker.wait(Duration::from_secs(180));
     (status.success(), worker.log())
 }
@@ -178,7 +224,7 @@ fn expect_refusal(
     what: &str,
     ingestion: &Ingestion,
     kafka: &Kafka,
-    spark_checkpoint: &Path,
+    spark_checkpoint: &SparkCheckpointAt,
     quiet_seconds: u64,
     wanted: &str,
     all: &mut Vec<String>,
@@ -256,6 +302,8 @@ fn a_spark_query_hands_over_to_tributary_exactly_once() {
     let mut doomed = Spark::start(&dir.join("spark-killed"));
     let mut spark = Spark::start(&dir.join("spark"));
     let kafka = Kafka::start();
+    let azurite = Azurite::start();
+    azurite.create_container("spark");
     let mut stopped_topic = Topic::new(&kafka, "stopped");
     let mut killed_topic = Topic::new(&kafka, "killed");
     stopped_topic.produce(&kafka, 0, BEFORE);
@@ -282,7 +330,7 @@ fn a_spark_query_hands_over_to_tributary_exactly_once() {
         "Spark still running",
         &running,
         &kafka,
-        &spark_checkpoint(&stopped),
+        &SparkCheckpointAt::path(&spark_checkpoint(&stopped)),
         120,
         "may still be running",
         &mut all,
@@ -322,6 +370,20 @@ fn a_spark_query_hands_over_to_tributary_exactly_once() {
         planned.last() > committed.last(),
         "the kill did not land in the middle of a batch"
     );
+    // The killed query's checkpoint on ADLS; just copied, so it looks like a running query's
+    // (its objects' last-modified times are now).
+    let killed_on_adls = SparkCheckpointAt::adls(&azurite, &killed_checkpoint, "killed");
+    let mut running_on_adls = ingestion(dir, "killed");
+    running_on_adls.checkpoint = dir.join("refused-running-adls");
+    expect_refusal(
+        "Spark still running, its checkpoint on ADLS",
+        &running_on_adls,
+        &kafka,
+        &killed_on_adls,
+        120,
+        "may still be running",
+        &mut all,
+    );
 
     // Spark has stopped with part of each topic read; more records arrive.
     stopped_topic.produce(&kafka, BEFORE, AFTER);
@@ -342,7 +404,7 @@ fn a_spark_query_hands_over_to_tributary_exactly_once() {
         "another query's checkpoint",
         &wrong_checkpoint,
         &kafka,
-        &spark_checkpoint(&stopped),
+        &SparkCheckpointAt::path(&spark_checkpoint(&stopped)),
         QUIET_SECONDS,
         "disagree",
         &mut all,
@@ -354,27 +416,23 @@ fn a_spark_query_hands_over_to_tributary_exactly_once() {
         "other topics",
         &wrong_topic,
         &kafka,
-        &spark_checkpoint(&stopped),
+        &SparkCheckpointAt::path(&spark_checkpoint(&stopped)),
         QUIET_SECONDS,
         "sources differ",
         &mut all,
     );
 
-    // The takeovers: one by the command line's flag, one by the manifest's
-    // spec.checkpoint.fromSpark (what the operator's workers run).
-    for (ingestion, topic, by_spec) in [
-        (&stopped, &stopped_topic, false),
-        (&killed, &killed_topic, true),
+    // The takeovers: one by the command line's flag from a directory, one by the manifest's
+    // spec.checkpoint.fromSpark (what the operator's workers run) from ADLS.
+    let stopped_at = SparkCheckpointAt::path(&spark_checkpoint(&stopped));
+    for (ingestion, topic, at, by_spec) in [
+        (&stopped, &stopped_topic, &stopped_at, false),
+        (&killed, &killed_topic, &killed_on_adls, true),
     ] {
         let (ok, log) = if by_spec {
-            take_over_by_spec(ingestion, &kafka)
+            take_over_by_spec(ingestion, &kafka, at)
         } else {
-            take_over(
-                ingestion,
-                &kafka,
-                &spark_checkpoint(ingestion),
-                QUIET_SECONDS,
-            )
+            take_over(ingestion, &kafka, at, QUIET_SECONDS)
         };
         assert!(ok, "{}: the takeover failed; log:\n{log}", ingestion.name);
         let line = log

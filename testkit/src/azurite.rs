@@ -3,17 +3,19 @@
 //! `$HOME/.cache/tributary/azurite`; `TRIBUTARY_AZURITE_BLOB` names another `azurite-blob`.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use deltalake::logstore::object_store::azure::MicrosoftAzureBuilder;
 use deltalake::logstore::object_store::{ObjectStore, ObjectStoreExt, path::Path as ObjectPath};
 use futures::TryStreamExt;
+
+use crate::server::start_listening;
 
 /// Azurite's one account and its published, well-known key (not a secret).
 pub const ACCOUNT: &str = "devstoreaccount1";
@@ -48,13 +50,6 @@ fn binary() -> PathBuf {
     PathBuf::from(home).join(".cache/tributary/azurite/node_modules/.bin/azurite-blob")
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 impl Azurite {
     /// Starts Azurite on a free port and waits until it listens.
     pub fn start() -> Azurite {
@@ -66,56 +61,29 @@ impl Azurite {
         );
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("azurite.log");
-        // The port is free when picked but may be taken before Azurite binds it: try again.
-        for _ in 0..3 {
-            let port = free_port();
-            let output = std::fs::File::create(&log).expect("log file");
-            let mut child = Command::new(&bin)
+        let data = dir.path().join("data");
+        let (child, port) = start_listening("Azurite", &log, STARTUP, |port| {
+            let mut command = Command::new(&bin);
+            command
                 .args(["--blobHost", "127.0.0.1", "--blobPort"])
                 .arg(port.to_string())
                 .arg("--location")
-                .arg(dir.path().join("data"))
+                .arg(&data)
                 // Without --disableTelemetry Azurite tries to reach the internet.
-                .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry"])
-                .stdin(Stdio::null())
-                .stderr(output.try_clone().expect("log file"))
-                .stdout(output)
-                .spawn()
-                .expect("start azurite-blob");
-            let deadline = Instant::now() + STARTUP;
-            let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            loop {
-                if child.try_wait().expect("try_wait").is_some() {
-                    break;
-                }
-                if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-                    let runtime = tokio::runtime::Builder::new_current_thread()
-                        .enable_all()
-                        .build()
-                        .expect("runtime");
-                    return Azurite {
-                        child,
-                        port,
-                        log,
-                        _dir: dir,
-                        runtime,
-                    };
-                }
-                if Instant::now() > deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "Azurite did not listen on {port} within {STARTUP:?}: {}",
-                        std::fs::read_to_string(&log).unwrap_or_default()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
+                .args(["--skipApiVersionCheck", "--loose", "--disableTelemetry"]);
+            command
+        });
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        Azurite {
+            child,
+            port,
+            log,
+            _dir: dir,
+            runtime,
         }
-        panic!(
-            "Azurite did not start: {}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
     }
 
     /// What object_store's emulator mode needs to find this port (with
@@ -198,6 +166,35 @@ impl Azurite {
                 Err(e) => panic!("get {container}/{path}: {e}"),
             }
         })
+    }
+
+    /// Copies every file under `dir` to `container`, under `prefix` (same relative paths): a
+    /// directory as it would be in Blob Storage. Returns how many files it copied.
+    pub fn upload(&self, dir: &Path, container: &str, prefix: &str) -> usize {
+        let store = self.store(container);
+        let mut pending = vec![dir.to_path_buf()];
+        let mut copied = 0;
+        while let Some(current) = pending.pop() {
+            for entry in std::fs::read_dir(&current).expect("list a directory to upload") {
+                let path = entry.expect("directory entry").path();
+                if path.is_dir() {
+                    pending.push(path);
+                    continue;
+                }
+                let relative = path.strip_prefix(dir).expect("under the directory");
+                let name = format!(
+                    "{}/{}",
+                    prefix.trim_end_matches('/'),
+                    relative.to_string_lossy()
+                );
+                let bytes = std::fs::read(&path).expect("read a file to upload");
+                self.runtime
+                    .block_on(store.put(&ObjectPath::from(name.as_str()), bytes.into()))
+                    .unwrap_or_else(|e| panic!("upload {name}: {e}"));
+                copied += 1;
+            }
+        }
+        copied
     }
 
     /// Copies every object under `prefix` into `dir` (same relative paths), so the test's
