@@ -681,6 +681,7 @@ impl DeltaSink {
                     version: finalized.version() as i64,
                     files: 0,
                     retries: finalized.metrics.num_retries,
+                    write_ms: 0,
                 })
             }
             Err(DeltaTableError::Transaction {
