@@ -16,6 +16,18 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 /// How often a long-running query looks for small files to compact, in seconds.
 pub const DEFAULT_COMPACTION_INTERVAL_SECONDS: f64 = 60.0;
 
+/// The compression codec of the Parquet files the worker appends.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ParquetCompression {
+    /// Snappy: delta-rs's and Spark's default.
+    #[default]
+    Snappy,
+    /// Zstandard at level 1: smaller files for somewhat more CPU.
+    Zstd,
+    Lz4,
+    Uncompressed,
+}
+
 #[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct Tuning {
     /// Records read ahead per partition before the partition is paused.
@@ -67,6 +79,15 @@ pub struct Tuning {
     )]
     pub vacuum_interval_seconds: Option<f64>,
 
+    /// The compression codec of the Parquet files the worker writes.
+    #[arg(
+        long,
+        env = "TRIBUTARY_PARQUET_COMPRESSION",
+        value_enum,
+        default_value_t = ParquetCompression::default()
+    )]
+    pub parquet_compression: ParquetCompression,
+
     /// This worker's static identity in the consumer group (Kafka's group.instance.id): a
     /// worker restarted with the same id (a container restarted after a crash or kill -9)
     /// takes its partitions back at once, instead of after the dead process's session times
@@ -83,6 +104,7 @@ impl Default for Tuning {
             compaction_interval_seconds: DEFAULT_COMPACTION_INTERVAL_SECONDS,
             compaction_min_files: None,
             vacuum_interval_seconds: None,
+            parquet_compression: ParquetCompression::default(),
             group_instance_id: None,
         }
     }

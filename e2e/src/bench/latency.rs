@@ -54,6 +54,8 @@ pub struct LatencyFigures {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub versions_in_window: u64,
+    /// Delta commits per second in the window (a table read by others wants few).
+    pub commits_per_s: f64,
     pub files_in_window: u64,
     pub files_per_minute: f64,
     pub median_file_bytes: u64,
@@ -280,6 +282,7 @@ fn figures(
         p99_ms: stats::quantile(&latencies, 0.99).unwrap_or(f64::NAN),
         max_ms: latencies.last().copied().unwrap_or(f64::NAN),
         versions_in_window: in_window.len() as u64,
+        commits_per_s: stats::rate(in_window.len() as f64, plan.duration.as_secs_f64()),
         files_in_window: file_sizes.len() as u64,
         files_per_minute: stats::rate(file_sizes.len() as f64, minutes),
         median_file_bytes: stats::quantile(&file_sizes, 0.5).unwrap_or(0.0) as u64,

@@ -1,5 +1,5 @@
-//! The decode and commit stages: records -> rows, then dead letters and the batch's rows with
-//! every partition's next offset, each in one Delta commit.
+//! The decode and commit stages: records -> rows, the hand-off of the rows to the committer
+//! (`committer.rs`), and, once they have landed, what follows.
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -8,12 +8,14 @@ use tracing::warn;
 use tributary_crds::OnError;
 
 use super::Pipeline;
+use super::committer::{Job, Landed, Merge};
 use super::read::ReadBatch;
+use crate::batch::Plan;
 use crate::decode::Decoded;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::partition::OffsetMap;
-use crate::sink::{CommitOutcome, PartitionCommit};
-use crate::transform::DELETE_COLUMN;
+use crate::record::BadRecord;
+use crate::sink::PartitionCommit;
 use deltalake::arrow::record_batch::RecordBatch;
 
 /// A batch's rows, and how long decoding (and the transform) took.
@@ -24,16 +26,22 @@ pub(super) struct DecodedBatch {
     pub merge: Option<RecordBatch>,
 }
 
-/// A batch in the table.
-pub(super) struct Committed {
-    pub version: i64,
-    pub files: usize,
-    /// Commits retried after another replica's commit.
-    pub retries: u64,
-    pub dead_letter_rows: i64,
-    /// Writing the batch's dead letters (onError: deadLetter), then its rows.
-    pub dead_letter_ms: Option<i64>,
-    pub commit_ms: i64,
+/// A batch handed to the committer: what its progress record needs once it lands. Its records
+/// are gone by then (only the dead letters travel with the rows), so that reading the next
+/// batch does not hold two batches of records.
+pub(super) struct InFlight {
+    pub batch_id: i64,
+    pub started: Instant,
+    /// Its partitions, with where each started and stopped.
+    pub plan: Plan,
+    pub ends: OffsetMap,
+    pub input_rows: i64,
+    pub input_bytes: u64,
+    pub output_rows: i64,
+    pub rescued_rows: i64,
+    pub latest_offset_ms: i64,
+    pub fetch_ms: i64,
+    pub decode_ms: i64,
 }
 
 impl Pipeline {
@@ -58,40 +66,28 @@ impl Pipeline {
         })
     }
 
-    /// Commits dead letters first (idempotent through their own txns), then the batch. None
-    /// when another writer moved one of the batch's partitions: the batch is abandoned and its
-    /// partitions re-read from the table.
-    pub(super) fn commit(
+    /// Hands a decoded batch to the committer (whose slot must be free), and plans on from its
+    /// ends: the next batch of each partition starts where this one stops.
+    pub(super) fn hand_off(
         &mut self,
-        batch_id: i64,
-        read: &ReadBatch,
-        decoded: &DecodedBatch,
-    ) -> Result<Option<Committed>> {
-        let started = Instant::now();
-        let ends: OffsetMap = read
-            .plan
+        started: Instant,
+        read: ReadBatch,
+        decoded: DecodedBatch,
+    ) -> Result<()> {
+        let batch_id = self.next_batch_id;
+        let ReadBatch {
+            plan,
+            records,
+            latest_offset_ms,
+            fetch_ms,
+            ..
+        } = read;
+        let ends: OffsetMap = plan
             .partitions()
             .iter()
             .map(|p| (p.tp.clone(), p.cursor))
             .collect();
-        let dead_letter_rows = match self.dead_letter.as_mut() {
-            None => Some(0),
-            Some(table) => table.write(&read.records, &decoded.decoded.bad, &ends)?,
-        };
-        let dead_letter_ms = self
-            .dead_letter
-            .is_some()
-            .then(|| started.elapsed().as_millis() as i64);
-        let started = Instant::now();
-        let Some(dead_letter_rows) = dead_letter_rows else {
-            warn!(
-                "another worker wrote dead letters for these partitions: the batch is abandoned and the partitions re-read from the table"
-            );
-            self.resync_plan(&read.plan)?;
-            return Ok(None);
-        };
-        let partitions: Vec<PartitionCommit> = read
-            .plan
+        let partitions: Vec<PartitionCommit> = plan
             .partitions()
             .iter()
             .map(|p| PartitionCommit {
@@ -100,9 +96,6 @@ impl Pipeline {
                 next: p.cursor,
             })
             .collect();
-        // Callbacks only run inside poll, so the assignment cannot change from here to the
-        // commit; a partition lost to a rebalance we have not polled yet is caught by the txn
-        // check in the commit.
         let metadata = HashMap::from([
             (
                 crate::sink::QUERY_ID_KEY.to_string(),
@@ -117,40 +110,96 @@ impl Pipeline {
                 serde_json::json!(batch_id),
             ),
         ]);
-        let outcome = match (&decoded.merge, self.shaping.merge_keys()) {
-            (Some(rows), Some(keys)) => {
-                self.table
-                    .upsert(rows, keys, DELETE_COLUMN, &partitions, metadata)?
-            }
-            _ => self
-                .table
-                .commit(&decoded.decoded.batch, &partitions, metadata)?,
+        let DecodedBatch {
+            decoded,
+            decode_ms,
+            merge,
+        } = decoded;
+        let merge = match (merge, self.shaping.merge_keys()) {
+            (Some(rows), Some(keys)) => Some(Merge {
+                rows,
+                keys: keys.to_vec(),
+            }),
+            _ => None,
         };
-        let (version, files, retries) = match outcome {
-            CommitOutcome::Committed {
-                version,
-                files,
-                retries,
-            } => (version, files, retries),
-            CommitOutcome::Conflict(reason) => {
+        // Only the bad records go on with the rows, renumbered among themselves.
+        let bad_records = decoded
+            .bad
+            .iter()
+            .map(|b| records[b.index].clone())
+            .collect();
+        let bad = decoded
+            .bad
+            .into_iter()
+            .enumerate()
+            .map(|(index, b)| BadRecord {
+                index,
+                reason: b.reason,
+            })
+            .collect();
+        let in_flight = InFlight {
+            batch_id,
+            started,
+            plan,
+            ends: ends.clone(),
+            input_rows: records.len() as i64,
+            input_bytes: records
+                .iter()
+                .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
+                .sum(),
+            output_rows: decoded.batch.num_rows() as i64,
+            rescued_rows: decoded.rescued_rows as i64,
+            latest_offset_ms,
+            fetch_ms,
+            decode_ms,
+        };
+        drop(records);
+        self.committer.start(Job {
+            batch: decoded.batch,
+            merge,
+            partitions,
+            ends: ends.clone(),
+            metadata,
+            bad_records,
+            bad,
+        })?;
+        // Callbacks only run inside poll, so the assignment cannot change between planning
+        // this batch and here; a partition lost to a rebalance meanwhile is caught by the txn
+        // check in the commit.
+        self.source.advance(&ends);
+        self.in_flight = Some(in_flight);
+        self.next_batch_id = batch_id + 1;
+        Ok(())
+    }
+
+    /// Waits for the batch in flight (if any): publishes it once it has landed; when it was
+    /// abandoned (another writer moved one of its partitions), its partitions are read again
+    /// from where the table says and its batch id is given to the next batch. True unless a
+    /// batch was abandoned.
+    pub(super) fn settle(&mut self) -> Result<bool> {
+        let Some(landed) = self.committer.wait() else {
+            return Ok(true);
+        };
+        let in_flight = self.in_flight.take().ok_or_else(|| {
+            Error::Runtime("internal: a commit ended with no batch in flight".into())
+        })?;
+        match landed? {
+            Landed::Committed(committed) => {
+                // The batch is in the table: the consumer group hears of it (for lag tools).
+                self.source.committed(&in_flight.ends);
+                self.publish(&in_flight, &committed)?;
+                Ok(true)
+            }
+            Landed::Abandoned(reason) => {
                 warn!(
                     reason,
-                    "another writer moved these partitions: the batch is abandoned and the partitions re-read from the table"
+                    batch = in_flight.batch_id,
+                    "the batch is abandoned and its partitions re-read from the table"
                 );
-                self.resync_plan(&read.plan)?;
-                return Ok(None);
+                self.resync_plan(&in_flight.plan)?;
+                self.next_batch_id = in_flight.batch_id;
+                Ok(false)
             }
-        };
-        let commit_ms = started.elapsed().as_millis() as i64;
-        // The batch is in the table: its partitions continue after it.
-        self.source.committed(&ends);
-        Ok(Some(Committed {
-            version,
-            files,
-            retries,
-            dead_letter_rows,
-            dead_letter_ms,
-            commit_ms,
-        }))
+        }
     }
 }

@@ -6,14 +6,23 @@
 //!   read_batch     (read.rs)    plan offsets, read records            -> source/, batch/
 //!   decode         (commit.rs)  records -> rows                       -> decode/
 //!                  (shape.rs)   SQL transform, last row per key       -> transform/
-//!   commit         (commit.rs)  dead letters, then rows + txns        -> sink/
+//!   hand_off       (commit.rs)  to the committer, which writes dead   -> sink/
+//!                  (committer.rs) letters, then rows + txns (or MERGEs
+//!                               them), on its own thread while the
+//!                               next batch is read
+//!   settle         (commit.rs)  wait for the batch in flight, then
 //!   publish        (publish.rs) progress record, metrics, status      -> checkpoint/, outputs/
 //! ```
 //!
+//! One batch at most is in flight: batch N+1 is read and decoded while N commits, and handed
+//! over once N has landed.
+//!
 //! The pipeline is the only module that knows every stage; the stages know only the leaf
-//! modules (`partition`, `record`, `error`, `secrets`, `tuning`), not each other.
+//! modules (`partition`, `record`, `error`, `secrets`, `store`, `tuning`, `arrow_types`), not
+//! each other.
 
 mod commit;
+mod committer;
 mod open;
 mod publish;
 mod read;
@@ -35,7 +44,7 @@ use crate::error::Result;
 use crate::outputs::Telemetry;
 use crate::partition::OffsetMap;
 use crate::sink::catalog::Renewal;
-use crate::sink::{DeadLetterTable, Finished, Maintenance, SharedTable, outcome_label};
+use crate::sink::{Finished, Maintenance, SharedTable, outcome_label};
 use crate::source::{Source, SparkTakeover};
 use crate::tuning::Tuning;
 
@@ -105,7 +114,12 @@ pub struct Pipeline {
     source: Source,
     table: SharedTable,
     sink_description: String,
-    dead_letter: Option<DeadLetterTable>,
+    /// Commits batches (and their dead letters) beside the read of the next.
+    committer: committer::Committer,
+    /// The batch the committer holds.
+    in_flight: Option<commit::InFlight>,
+    /// The id of the next batch handed to the committer.
+    next_batch_id: i64,
     /// Background compaction (queries that run for long).
     maintenance: Option<Maintenance>,
     decoder: Decoder,
@@ -146,61 +160,94 @@ impl Pipeline {
         self.stop.load(Ordering::SeqCst)
     }
 
-    /// The loop: wait for the trigger, then read, decode, commit and publish one batch.
+    /// The loop, then the batch still in flight: whatever ended the loop (a stop, an error),
+    /// the run never ends in the middle of a commit, and a batch that landed is published.
     fn run(&mut self) -> Result<()> {
         // Batch ids number the progress records; the table's commits count too, in case a
         // committed batch's progress record could not be written.
         let logged = self.runtime.block_on(self.checkpoint.last_batch_id())?;
         let committed = self.table.last_batch_id()?;
-        let mut batch_id = logged.max(committed).map_or(0, |b| b + 1);
+        self.next_batch_id = logged.max(committed).map_or(0, |b| b + 1);
+        let ended = self.run_batches();
+        let settled = self.settle();
+        match (ended, settled) {
+            (Err(error), Err(also)) => {
+                tracing::warn!(error = %also, "the batch in flight did not land either");
+                Err(error)
+            }
+            (Err(error), Ok(_)) | (Ok(()), Err(error)) => Err(error),
+            (Ok(()), Ok(_)) => Ok(()),
+        }
+    }
+
+    /// Waits for the trigger, then reads, decodes and hands over one batch, until done or
+    /// stopped.
+    fn run_batches(&mut self) -> Result<()> {
         loop {
             self.telemetry.heartbeat();
             self.maintain();
             self.renew_credentials()?;
             let wait = self.schedule.wait(Instant::now());
+            if !wait.is_zero() {
+                // Nothing is read meanwhile: the batch in flight is published now.
+                self.settle()?;
+            }
             self.poll_for(wait)?;
             if self.stopped() {
-                info!("stopping: no batch in flight");
+                info!("stopping: no batch being read");
                 return Ok(());
             }
+            // The positions count the batch in flight as landed: the run is complete only
+            // once it has.
             if self
                 .schedule
                 .run_complete(self.targets.as_ref(), &self.source.assigned().0)
+                && self.settle()?
             {
                 return self.finish();
             }
             let started = Instant::now();
             self.schedule.batch_started(started);
-            let span = info_span!("batch", batch = batch_id);
-            let outcome = span.in_scope(|| self.batch(batch_id, started))?;
-            if matches!(outcome, BatchOutcome::Committed { .. }) {
-                batch_id += 1;
-            }
+            let span = info_span!("batch", batch = self.next_batch_id);
+            let outcome = span.in_scope(|| self.batch(started))?;
             let assigned = self.source.assigned().0;
             match self
                 .schedule
                 .after_batch(outcome, self.targets.as_ref(), &assigned)
             {
                 Next::Continue => {}
-                Next::Idle => self.poll_for(IDLE_POLL)?,
-                Next::Finish => return self.finish(),
+                Next::Idle => {
+                    self.settle()?;
+                    self.poll_for(IDLE_POLL)?;
+                }
+                Next::Finish => {
+                    if self.settle()? {
+                        return self.finish();
+                    }
+                }
             }
         }
     }
 
-    /// One micro-batch: read -> decode -> commit -> publish.
-    fn batch(&mut self, batch_id: i64, started: Instant) -> Result<BatchOutcome> {
+    /// One micro-batch: read -> decode, then, once the batch before it has landed, hand over
+    /// to the committer. `Committed` here means handed over: a batch abandoned later has its
+    /// partitions re-read by the next.
+    fn batch(&mut self, started: Instant) -> Result<BatchOutcome> {
         let read = match self.read_batch(started)? {
             read::Read::Batch(read) => read,
             read::Read::Idle => return Ok(BatchOutcome::Idle),
             read::Read::Abandoned => return Ok(BatchOutcome::Abandoned),
         };
         let decoded = self.decode(&read)?;
-        let Some(committed) = self.commit(batch_id, &read, &decoded)? else {
+        // This batch starts where the one in flight ends: if that one did not land, neither
+        // may this one.
+        if !self.settle()? {
+            self.resync_plan(&read.plan)?;
             return Ok(BatchOutcome::Abandoned);
-        };
-        self.publish(batch_id, started, &read, &decoded, &committed)?;
-        Ok(BatchOutcome::Committed { full: read.full })
+        }
+        let full = read.full;
+        self.hand_off(started, read, decoded)?;
+        Ok(BatchOutcome::Committed { full })
     }
 
     /// Between batches: serves the offsets client's events, and starts or collects background

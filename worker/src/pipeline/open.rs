@@ -182,6 +182,7 @@ impl Pipeline {
             runtime.clone(),
             telemetry.metrics.clone(),
         );
+        let committer = super::committer::Committer::new(table.clone(), dead_letter);
 
         Ok(Pipeline {
             name: identity.to_string(),
@@ -191,7 +192,9 @@ impl Pipeline {
             table,
             sink_description,
             renewal,
-            dead_letter,
+            committer,
+            in_flight: None,
+            next_batch_id: 0,
             maintenance: tables.maintenance,
             decoder,
             shaping,
@@ -304,6 +307,7 @@ fn open_tables(
             partition_by: delta.partition_by.clone(),
             checkpoint_interval,
             target_file_size: delta.target_file_size.map(|s| s as u64),
+            compression: tuning.parquet_compression,
             description: &description,
             merge_schema: delta.merge_schema.unwrap_or(false),
             properties: properties.clone(),

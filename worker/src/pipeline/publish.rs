@@ -2,29 +2,24 @@
 //! status, and the run's totals.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
 
 use super::Pipeline;
-use super::commit::{Committed, DecodedBatch};
-use super::read::ReadBatch;
+use super::commit::InFlight;
+use super::committer::Committed;
 use crate::error::Result;
 use crate::outputs::metrics::BatchMetrics;
 use crate::outputs::progress::{self, BatchFacts};
 
 impl Pipeline {
-    pub(super) fn publish(
-        &mut self,
-        batch_id: i64,
-        started: Instant,
-        read: &ReadBatch,
-        decoded: &DecodedBatch,
-        committed: &Committed,
-    ) -> Result<()> {
+    /// A landed batch's progress record: `triggerExecution` runs from its start to its
+    /// landing, overlapping the next batch's read (the commit runs beside it).
+    pub(super) fn publish(&mut self, batch: &InFlight, committed: &Committed) -> Result<()> {
+        let (batch_id, started) = (batch.batch_id, batch.started);
         let total_ms = started.elapsed().as_millis() as i64;
-        let input_rows = read.records.len() as i64;
-        let output_rows = decoded.decoded.batch.num_rows() as i64;
-        let rescued_rows = decoded.decoded.rescued_rows as i64;
-        let partitions = read.plan.partitions();
+        let input_rows = batch.input_rows;
+        let output_rows = batch.output_rows;
+        let rescued_rows = batch.rescued_rows;
+        let partitions = batch.plan.partitions();
         let facts = BatchFacts {
             query_id: self.query_id.clone(),
             run_id: self.run_id.clone(),
@@ -51,10 +46,11 @@ impl Pipeline {
             delta_version: Some(committed.version),
             duration_ms: BTreeMap::from_iter(
                 [
-                    ("latestOffset", Some(read.latest_offset_ms)),
-                    ("fetch", Some(read.fetch_ms)),
-                    ("decode", Some(decoded.decode_ms)),
+                    ("latestOffset", Some(batch.latest_offset_ms)),
+                    ("fetch", Some(batch.fetch_ms)),
+                    ("decode", Some(batch.decode_ms)),
                     ("deadLetter", committed.dead_letter_ms),
+                    ("writeParquet", Some(committed.write_ms)),
                     ("commit", Some(committed.commit_ms)),
                     ("triggerExecution", Some(total_ms)),
                 ]
@@ -74,11 +70,7 @@ impl Pipeline {
             &progress,
             &BatchMetrics {
                 records: input_rows as u64,
-                bytes: read
-                    .records
-                    .iter()
-                    .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
-                    .sum(),
+                bytes: batch.input_bytes,
                 rows_written: output_rows as u64,
                 rescued_rows: rescued_rows as u64,
                 dead_letter_rows: committed.dead_letter_rows as u64,

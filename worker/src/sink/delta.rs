@@ -20,6 +20,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use url::Url;
 
 use crate::error::{Error, Result};
+use crate::tuning::ParquetCompression;
 
 mod merge;
 
@@ -67,6 +68,9 @@ pub enum CommitOutcome {
         files: usize,
         /// Times delta-rs retried after a concurrent commit (of another replica's partitions).
         retries: u64,
+        /// Of the commit's time, how long writing its Parquet files took (the rest is reading
+        /// txns and writing the log entry).
+        write_ms: i64,
     },
     /// Another writer owns (or owned) one of the partitions: nothing was committed.
     Conflict(String),
@@ -87,6 +91,7 @@ pub struct DeltaSink {
     table: DeltaTable,
     partition_by: Vec<String>,
     target_file_size: Option<u64>,
+    compression: ParquetCompression,
     /// The table's schema with the declared columns it lacks, added by the next commit that
     /// carries rows (mergeSchema).
     evolve_to: Option<StructType>,
@@ -141,6 +146,7 @@ pub struct OpenOptions<'a> {
     pub partition_by: Vec<String>,
     pub checkpoint_interval: i32,
     pub target_file_size: Option<u64>,
+    pub compression: ParquetCompression,
     /// The comment of a new table.
     pub description: &'a str,
     /// Add the columns of `schema` that an existing table lacks (Spark's mergeSchema);
@@ -227,6 +233,7 @@ impl DeltaSink {
             partition_by,
             checkpoint_interval,
             target_file_size,
+            compression: ParquetCompression::default(),
             description,
             merge_schema: false,
             properties: Vec::new(),
@@ -245,6 +252,7 @@ impl DeltaSink {
             partition_by,
             checkpoint_interval,
             target_file_size,
+            compression,
             description,
             merge_schema,
             properties,
@@ -308,6 +316,7 @@ impl DeltaSink {
             table,
             partition_by,
             target_file_size,
+            compression,
             evolve_to,
             txn_cache: TxnCache::default(),
         })
@@ -499,6 +508,7 @@ impl DeltaSink {
         }
         let mut actions = Vec::new();
         let mut evolves = false;
+        let writing = std::time::Instant::now();
         if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
             let mut writer = match &self.evolve_to {
                 // The files carry the added columns; the commit's metadata action adds them to
@@ -517,7 +527,8 @@ impl DeltaSink {
                 }
                 None => RecordBatchWriter::for_table(&self.table),
             }
-            .map_err(Error::delta("write to", &self.uri))?;
+            .map_err(Error::delta("write to", &self.uri))?
+            .with_writer_properties(super::parquet::writer_properties(self.compression));
             if let Some(size) = self.target_file_size {
                 writer = writer.with_target_file_size(size);
             }
@@ -531,6 +542,7 @@ impl DeltaSink {
                 .map_err(Error::delta("write Parquet files to", &self.uri))?;
             actions.extend(adds.into_iter().map(Action::Add));
         }
+        let write_ms = writing.elapsed().as_millis() as i64;
         let files = actions.len();
         let properties = CommitProperties::default()
             .with_application_transactions(
@@ -588,6 +600,7 @@ impl DeltaSink {
                     version: finalized.version() as i64,
                     files,
                     retries: finalized.metrics.num_retries,
+                    write_ms,
                 })
             }
             Err(DeltaTableError::Transaction {
@@ -680,6 +693,7 @@ impl DeltaSink {
                     version: finalized.version() as i64,
                     files: 0,
                     retries: finalized.metrics.num_retries,
+                    write_ms: 0,
                 })
             }
             Err(DeltaTableError::Transaction {

@@ -2,8 +2,8 @@
 //! dead-letter table, and the table's upkeep (compaction of small files and VACUUM, in the
 //! background).
 //!
-//! Inside, each module uses only those listed before it: `compact`, `delta` (the table
-//! writer), `table` (txn ids, the handle shared with the source), `dead_letter`, `maintenance`,
+//! Inside, each module uses only those listed before it: `parquet` (writer settings),
+//! `compact`, `delta` (the table writer), `table` (txn ids, the handle shared with the source), `dead_letter`, `maintenance`,
 //! `catalog` (a table named through Unity Catalog: resolved to a location and credentials).
 
 pub mod catalog;
@@ -11,6 +11,7 @@ mod compact;
 mod dead_letter;
 mod delta;
 mod maintenance;
+mod parquet;
 mod table;
 
 pub use dead_letter::{DeadLetterTable, schema as dead_letter_schema};

@@ -306,16 +306,18 @@ impl Source {
     pub fn take_events(&self) -> (Option<Error>, Vec<TopicPartition>) {
         let (error, revoked) =
             self.with_assignment(|a| (a.error.take(), std::mem::take(&mut a.revoked)));
-        let error = error.or_else(|| {
-            let (code, reason) = self.consumer.client().fatal_error()?;
-            tracing::error!(%reason, "fatal Kafka consumer error");
-            Some(Error::Kafka {
-                action: "stay in the consumer group (each worker of an ingestion needs its own group instance id: a second worker started with this one's --group-instance-id fences it out)".into(),
-                bootstrap: self.config.bootstrap.clone(),
-                source: Box::new(rdkafka::error::KafkaError::Global(code)),
-            })
-        });
-        (error, revoked)
+        (error.or_else(|| self.fatal_error()), revoked)
+    }
+
+    /// The error that ended this consumer for good, if one did.
+    fn fatal_error(&self) -> Option<Error> {
+        let (code, reason) = self.consumer.client().fatal_error()?;
+        tracing::error!(%reason, "fatal Kafka consumer error");
+        Some(Error::Kafka {
+            action: "stay in the consumer group (each worker of an ingestion needs its own group instance id: a second worker started with this one's --group-instance-id fences it out)".into(),
+            bootstrap: self.config.bootstrap.clone(),
+            source: Box::new(rdkafka::error::KafkaError::Global(code)),
+        })
     }
 
     /// Fails (failOnDataLoss, as Spark fails when partitions are gone) when a topic named by
@@ -427,9 +429,10 @@ impl Source {
         cached_high_watermark(&self.consumer, tp)
     }
 
-    /// A batch is in the table: its partitions (those still ours) continue at `ends`, which
-    /// the table's txns now record, and the consumer group hears of it for lag tools.
-    pub fn committed(&self, ends: &OffsetMap) {
+    /// A batch was handed to the committer: its partitions (those still ours) continue at
+    /// `ends`, expecting the table's txns there once it lands. Should it not land, the
+    /// pipeline puts them back where the table says ([`Source::seek_to_table`]).
+    pub fn advance(&self, ends: &OffsetMap) {
         self.with_assignment(|a| {
             for (tp, end) in ends {
                 if let Some(start) = a.partitions.get_mut(tp) {
@@ -440,6 +443,13 @@ impl Source {
                 }
             }
         });
+    }
+
+    /// A batch is in the table: its partitions (those still ours) continue at `ends`, which
+    /// the table's txns now record (a partition assigned again while the batch was landing may
+    /// have read the table just before), and the consumer group hears of it for lag tools.
+    pub fn committed(&self, ends: &OffsetMap) {
+        self.advance(ends);
         let mut offsets = TopicPartitionList::new();
         for (tp, end) in ends {
             let _ = offsets.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*end));
@@ -464,11 +474,13 @@ impl Source {
         if still.is_empty() {
             return Ok(());
         }
+        // A fenced consumer cannot seek: the reason it was fenced is the error to report.
         let starts = self
             .consumer
             .context()
             .resolver
-            .seek(&self.consumer, &still)?;
+            .seek(&self.consumer, &still)
+            .map_err(|error| self.fatal_error().unwrap_or(error))?;
         self.with_assignment(|a| {
             for (tp, start) in starts {
                 if let Some(slot) = a.partitions.get_mut(&tp) {

@@ -206,7 +206,8 @@ fn an_every_type_table_is_created_and_appended() {
             crate::sink::CommitOutcome::Committed {
                 version: 1,
                 files: 1,
-                retries: 0
+                retries: 0,
+                ..
             }
         ),
         "{outcome:?}"

@@ -118,6 +118,9 @@ impl DeltaSink {
                     version: version.map_or(0, |v| v as i64),
                     files: metrics.num_target_files_added,
                     retries: 0,
+                    // The MERGE's scan and rewrite of the files it touched.
+                    write_ms: i64::try_from(metrics.scan_time_ms + metrics.rewrite_time_ms)
+                        .unwrap_or(i64::MAX),
                 })
             }
             // Another writer's commit touched what this MERGE read, or moved a partition: the
