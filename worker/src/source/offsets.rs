@@ -245,16 +245,15 @@ pub fn resolve_starting_offsets(
     Ok(offsets)
 }
 
-/// The first offset of each partition whose record timestamp is at or after the given epoch
-/// milliseconds (Kafka's ListOffsets by time, as Spark's offsetsForTimes). A partition with no
-/// such record follows startingOffsetsByTimestampStrategy: an error naming the partitions, or
-/// its latest offset.
-fn offsets_for_times(
+/// Kafka's offsetsForTimes (ListOffsets by time): for each partition, the first offset whose
+/// record timestamp is at or after its epoch milliseconds, or None when it has no such record
+/// (the broker answers the end). `what` says in errors whose times they are.
+pub(super) fn offsets_at_times(
     client: &BaseConsumer,
     source: &SourceConfig,
-    option: &'static str,
+    what: &str,
     times: &BTreeMap<TopicPartition, i64>,
-) -> Result<OffsetMap> {
+) -> Result<BTreeMap<TopicPartition, Option<i64>>> {
     let mut tpl = TopicPartitionList::new();
     for (tp, timestamp) in times {
         tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*timestamp))
@@ -266,11 +265,10 @@ fn offsets_for_times(
     let found = client
         .offsets_for_times(tpl, METADATA_TIMEOUT)
         .map_err(Error::kafka(
-            format!("read the offsets at the times of {option}"),
+            format!("read the offsets at {what}"),
             &source.bootstrap,
         ))?;
-    let mut offsets = OffsetMap::new();
-    let mut none_after = Vec::new();
+    let mut offsets = BTreeMap::new();
     for element in found.elements() {
         let tp = TopicPartition::new(element.topic(), element.partition());
         if let Err(error) = element.error() {
@@ -280,12 +278,34 @@ fn offsets_for_times(
                 source: Box::new(error),
             });
         }
-        match element.offset() {
-            Offset::Offset(offset) if offset >= 0 => {
+        let offset = match element.offset() {
+            Offset::Offset(offset) if offset >= 0 => Some(offset),
+            _ => None,
+        };
+        offsets.insert(tp, offset);
+    }
+    Ok(offsets)
+}
+
+/// The first offset of each partition whose record timestamp is at or after the given epoch
+/// milliseconds (Kafka's ListOffsets by time, as Spark's offsetsForTimes). A partition with no
+/// such record follows startingOffsetsByTimestampStrategy: an error naming the partitions, or
+/// its latest offset.
+fn offsets_for_times(
+    client: &BaseConsumer,
+    source: &SourceConfig,
+    option: &'static str,
+    times: &BTreeMap<TopicPartition, i64>,
+) -> Result<OffsetMap> {
+    let mut offsets = OffsetMap::new();
+    let mut none_after = Vec::new();
+    let what = format!("the times of {option}");
+    for (tp, found) in offsets_at_times(client, source, &what, times)? {
+        match found {
+            Some(offset) => {
                 offsets.insert(tp, offset);
             }
-            // No record at or after the time: the broker answers the end (-1).
-            _ => none_after.push(tp),
+            None => none_after.push(tp),
         }
     }
     if !none_after.is_empty() {

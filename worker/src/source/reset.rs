@@ -4,12 +4,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::consumer::BaseConsumer;
 use tributary_crds::{OFFSET_EARLIEST, OFFSET_LATEST, ResetTarget, StartingOffsets};
 
-use super::config::{METADATA_TIMEOUT, SourceConfig};
-use super::offsets::{subscription_partitions, watermarks};
+use super::config::SourceConfig;
+use super::offsets::{offsets_at_times, subscription_partitions, watermarks};
 use crate::error::{Error, Result};
 use crate::partition::{OffsetMap, TopicPartition};
 
@@ -122,37 +121,11 @@ fn offsets_at(
     id: &str,
     times: &BTreeMap<TopicPartition, i64>,
 ) -> Result<OffsetMap> {
-    let mut tpl = TopicPartitionList::new();
-    for (tp, time) in times {
-        tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*time))
-            .map_err(Error::kafka(
-                format!("ask the offset at a time of {tp}"),
-                "",
-            ))?;
-    }
-    let found = client
-        .offsets_for_times(tpl, METADATA_TIMEOUT)
-        .map_err(Error::kafka(
-            format!("read the offsets at the time of spec.reset {id}"),
-            &source.bootstrap,
-        ))?;
-    let mut offsets = OffsetMap::new();
-    for element in found.elements() {
-        let tp = TopicPartition::new(element.topic(), element.partition());
-        if let Err(error) = element.error() {
-            return Err(Error::Kafka {
-                action: format!("read the offset at a time of {tp}"),
-                bootstrap: source.bootstrap.clone(),
-                source: Box::new(error),
-            });
-        }
-        if let Offset::Offset(offset) = element.offset()
-            && offset >= 0
-        {
-            offsets.insert(tp, offset);
-        }
-    }
-    Ok(offsets)
+    let what = format!("the time of spec.reset {id}");
+    Ok(offsets_at_times(client, source, &what, times)?
+        .into_iter()
+        .filter_map(|(tp, offset)| Some((tp, offset?)))
+        .collect())
 }
 
 #[cfg(test)]
