@@ -199,23 +199,33 @@ pub fn run(args: &Args) -> Result<Report> {
     // (c) The worker, availableNow, on the same messages.
     eprintln!("measuring the worker (availableNow)...");
     let timeout = Duration::from_secs(args.worker_timeout);
+    // One availableNow run of the worker; the runs differ only in these.
+    let available_now = |dir: PathBuf, topic: &str, ends: &[i64], produced, shape| {
+        throughput::run(&throughput::Plan {
+            broker: &broker,
+            worker_bin: &worker_bin,
+            dir,
+            topic,
+            ends,
+            produced,
+            max_offsets_per_trigger: args.max_offsets(),
+            kafka_options: &args.kafka_options,
+            wrapper: &args.worker_wrapper,
+            timeout,
+            on_error: args.on_error,
+            malformed: args.malformed(),
+            shape,
+        })
+    };
     let throughput_dir = fresh(&out.join("throughput"))?;
     let throughput_started = SystemTime::now();
-    let figures = throughput::run(&throughput::Plan {
-        broker: &broker,
-        worker_bin: &worker_bin,
-        dir: throughput_dir.clone(),
-        topic: TOPIC,
-        ends: &ends,
+    let figures = available_now(
+        throughput_dir.clone(),
+        TOPIC,
+        &ends,
         produced,
-        max_offsets_per_trigger: args.max_offsets(),
-        kafka_options: &args.kafka_options,
-        wrapper: &args.worker_wrapper,
-        timeout,
-        on_error: args.on_error,
-        malformed: args.malformed(),
-        shape: Shape::Append,
-    })?;
+        Shape::Append,
+    )?;
     report.ratio_worker_to_limit = Some(stats::rate(figures.rows_per_s, report.limit.msgs_per_s));
     if args.versus == Some(versus::Versus::Spark) {
         eprintln!("measuring Spark on the same topic (--vs spark)...");
@@ -241,21 +251,13 @@ pub fn run(args: &Args) -> Result<Report> {
     // (c') The same messages with a transform, or in update mode.
     for &shape in &args.shapes {
         eprintln!("measuring the worker (availableNow, {})...", shape.as_str());
-        report.shapes.push(throughput::run(&throughput::Plan {
-            broker: &broker,
-            worker_bin: &worker_bin,
-            dir: fresh(&out.join(shape.as_str()))?,
-            topic: TOPIC,
-            ends: &ends,
+        report.shapes.push(available_now(
+            fresh(&out.join(shape.as_str()))?,
+            TOPIC,
+            &ends,
             produced,
-            max_offsets_per_trigger: args.max_offsets(),
-            kafka_options: &args.kafka_options,
-            wrapper: &args.worker_wrapper,
-            timeout,
-            on_error: args.on_error,
-            malformed: args.malformed(),
             shape,
-        })?);
+        )?);
     }
 
     // (d) Continuous latency.
@@ -296,21 +298,13 @@ pub fn run(args: &Args) -> Result<Report> {
                 args.malformed(),
             )?;
             let (ends, _) = broker.check_complete(&topic, partitions, produced.messages)?;
-            report.memory.push(throughput::run(&throughput::Plan {
-                broker: &broker,
-                worker_bin: &worker_bin,
-                dir: fresh(&out.join(format!("memory-{messages}")))?,
-                topic: &topic,
-                ends: &ends,
+            report.memory.push(available_now(
+                fresh(&out.join(format!("memory-{messages}")))?,
+                &topic,
+                &ends,
                 produced,
-                max_offsets_per_trigger: args.max_offsets(),
-                kafka_options: &args.kafka_options,
-                wrapper: &args.worker_wrapper,
-                timeout,
-                on_error: args.on_error,
-                malformed: args.malformed(),
-                shape: Shape::Append,
-            })?);
+                Shape::Append,
+            )?);
         }
     }
     Ok(report)
