@@ -38,11 +38,16 @@ impl Spark {
         ready
     }
 
-    /// One request and its answer; any failure fails the test with Spark's log.
+    /// One request and its answer; any failure fails the test with Spark's log (which the
+    /// driver's other errors already quote).
     pub fn request(&mut self, request: Value, timeout: Duration) -> Value {
-        self.driver
-            .request(request, timeout)
-            .unwrap_or_else(|e| panic!("{e}\n{}", self.driver.log_tail()))
+        match self.driver.request(request, timeout) {
+            Ok(answer) => answer,
+            Err(failed @ SparkError::Failed { .. }) => {
+                panic!("{failed}\n{}", self.driver.log_tail())
+            }
+            Err(other) => panic!("{other}"),
+        }
     }
 
     /// Like [`Spark::request`], but an error Spark answers (a query that failed) is returned
