@@ -1286,6 +1286,7 @@ pub struct UnityCatalogOAuth {
 #[x_kube(
     validation = Rule::new("self.location.contains('://') || has(self.volume)").message("spec.checkpoint.location is a path, so spec.checkpoint.volume must name the claim that holds it (claimName) or ask for one (size)"),
     validation = Rule::new("!has(self.volume) || !has(self.volume.mountPath) || self.location.startsWith(self.volume.mountPath)").message("spec.checkpoint.location must be under spec.checkpoint.volume.mountPath"),
+    validation = Rule::new("!has(self.queryId) || !has(self.fromSpark)").message(CHECKPOINT_START_MESSAGE),
 )]
 #[serde(rename_all = "camelCase")]
 pub struct Checkpoint {
@@ -1313,6 +1314,37 @@ pub struct Checkpoint {
     /// checkpoint is new; ignored afterwards.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from_spark: Option<SparkCheckpointSource>,
+
+    /// The query id a new checkpoint takes instead of a new one (Spark's query id). Set it to
+    /// the id of a query whose checkpoint was lost, as the refusal to start names it: the new
+    /// checkpoint then continues from the offsets that query recorded in the Delta table,
+    /// exactly once. Read only while the checkpoint is new; a checkpoint that already holds
+    /// another query's id is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 36, max = 36))]
+    #[x_kube(validation = Rule::new(QUERY_ID_RULE).message(QUERY_ID_MESSAGE))]
+    pub query_id: Option<String>,
+}
+
+/// The message of the rule that keeps queryId and fromSpark apart.
+pub const CHECKPOINT_START_MESSAGE: &str = "spec.checkpoint sets at most one of queryId (continue a query whose checkpoint was lost) and fromSpark (take over from a Spark query): each says where a new checkpoint starts";
+/// The CEL rule on query ids: a UUID in lower case, as the worker and Spark write them (the
+/// table's txn ids are made from it, so another spelling would not find them).
+pub const QUERY_ID_RULE: &str =
+    "self.matches('^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$')";
+/// The message of the rule on query ids.
+pub const QUERY_ID_MESSAGE: &str = "spec.checkpoint.queryId must be a query id in lower case such as 3f2b8c1e-5d4a-4e9b-9c7d-1a2b3c4d5e6f (the id the refusal to start names, or the id in a checkpoint's metadata file)";
+
+/// True for a query id in the form the worker and Spark write (a UUID).
+pub fn is_query_id(id: &str) -> bool {
+    let groups: Vec<&str> = id.split('-').collect();
+    groups.len() == 5
+        && groups.iter().zip([8, 4, 4, 4, 12]).all(|(group, len)| {
+            group.len() == len
+                && group
+                    .bytes()
+                    .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        })
 }
 
 /// A Spark query's checkpointLocation.

@@ -1246,6 +1246,14 @@ fn validate_checkpoint(spec: &StreamingIngestionSpec, errors: &mut Errors) {
     if let Some(spark) = &checkpoint.from_spark {
         validate_spark_checkpoint(spec, spark, errors);
     }
+    if let Some(query_id) = &checkpoint.query_id {
+        if !is_query_id(query_id) {
+            errors.push(format!("{path}.queryId"), QUERY_ID_MESSAGE);
+        }
+        if checkpoint.from_spark.is_some() {
+            errors.push(path, CHECKPOINT_START_MESSAGE);
+        }
+    }
 }
 
 fn validate_spark_checkpoint(

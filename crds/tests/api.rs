@@ -466,6 +466,36 @@ fn cel_table_properties_are_delta_intervals_and_keep_the_deleted_file_retention(
 }
 
 #[test]
+fn cel_a_checkpoint_query_id_is_a_lower_case_uuid_and_excludes_from_spark() {
+    use tributary_crds::spec::{CHECKPOINT_START_MESSAGE, QUERY_ID_MESSAGE};
+    for wrong in [
+        "sensor-ingestion",
+        "3F2B8C1E-5D4A-4E9B-9C7D-1A2B3C4D5E6F",
+        "3f2b8c1e5d4a4e9b9c7d1a2b3c4d5e6f0000",
+        "3f2b8c1e-5d4a-4e9b-9c7d-1a2b3c4d5e6g",
+    ] {
+        assert_rejected(
+            |o| o["spec"]["checkpoint"]["queryId"] = json!(wrong),
+            QUERY_ID_MESSAGE,
+        );
+    }
+    let id = "3f2b8c1e-5d4a-4e9b-9c7d-1a2b3c4d5e6f";
+    let mut object = valid_object();
+    object["spec"]["checkpoint"]["queryId"] = json!(id);
+    assert_eq!(cel_errors(&object), Vec::<String>::new());
+    let ingestion: StreamingIngestion = serde_json::from_value(object).expect("deserialises");
+    tributary_crds::validate(&ingestion).expect("valid");
+
+    let with_spark = |o: &mut Value| {
+        o["spec"]["checkpoint"]["queryId"] = json!(id);
+        o["spec"]["checkpoint"]["fromSpark"] = json!({
+            "location": "abfss://checkpoints@account.dfs.core.windows.net/spark/sensors"
+        });
+    };
+    assert_rejected(with_spark, CHECKPOINT_START_MESSAGE);
+}
+
+#[test]
 fn cel_a_reset_has_an_id_and_one_target() {
     use tributary_crds::spec::{RESET_ID_MESSAGE, RESET_ONE_OF_MESSAGE, RESET_TIMESTAMP_MESSAGE};
     assert!(RESET_TIMESTAMP_MESSAGE.ends_with("RFC 3339 time such as 2026-11-30T12:00:00Z"));

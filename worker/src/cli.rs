@@ -224,6 +224,14 @@ fn run(
             checkpoint: spark.location.clone(),
             quiet: spark.quiet(),
         });
+    if let (Some(takeover), Some(query_id)) = (takeover, &ingestion.spec.checkpoint.query_id) {
+        return Err(Error::SparkTakeover {
+            checkpoint: takeover.checkpoint.clone(),
+            reason: format!(
+                "the manifest's spec.checkpoint.queryId ({query_id}) continues a Tributary query, and a new checkpoint starts from one of the two: drop --from-spark-checkpoint or queryId"
+            ),
+        });
+    }
     let takeover = takeover.or(from_spec.as_ref());
     let bootstrap = options.bootstrap;
     // In a pod the pod's name is the worker's static group identity: a container restarted in

@@ -27,7 +27,7 @@ pub enum Error {
     },
 
     #[error(
-        "the Delta table {table} already holds the offsets query {other} wrote for partitions this new query would read ({offsets}); starting a new query at the checkpoint {checkpoint} (new, or the old one lost) would read them again and write every record twice. Restore the checkpoint of query {other}; or, to continue from the offsets the table records, write {{\"id\":\"{other}\"}} into {checkpoint}/metadata before starting; or write to a new table to start over"
+        "the Delta table {table} already holds the offsets query {other} wrote for partitions this new query would read ({offsets}); starting a new query at the checkpoint {checkpoint} (new, or the old one lost) would read them again and write every record twice. Restore the checkpoint of query {other}; or, to continue from the offsets the table records, set spec.checkpoint.queryId: {other} (a new checkpoint takes that id); or write to a new table to start over"
     )]
     TableWrittenByAnotherQuery {
         table: String,
@@ -202,6 +202,15 @@ pub enum Error {
         "checkpoint file {path} is corrupt: {reason} (restore it, or use a new checkpoint location)"
     )]
     CorruptCheckpoint { path: String, reason: String },
+
+    #[error(
+        "checkpoint location {location} holds query {held}, not {asked} (spec.checkpoint.queryId): queryId names the query a new checkpoint continues, and this one is not new. Remove queryId to go on with query {held}, or use a new checkpoint location to continue query {asked}"
+    )]
+    CheckpointOfAnotherQuery {
+        location: String,
+        held: String,
+        asked: String,
+    },
 
     #[error(
         "checkpoint location {location} belongs to ingestion {owner}, not {me}: each query needs its own checkpoint location"

@@ -161,11 +161,14 @@ impl CheckpointDir {
         &self.storage_options
     }
 
-    /// The query's metadata, created with a new id on first start.
-    pub async fn metadata(&self) -> Result<QueryMetadata> {
+    /// The query's metadata, created on first start with `adopted` as its id (a query whose
+    /// checkpoint was lost, continued from the offsets it recorded in the table), else a new
+    /// one. An existing checkpoint of another query than `adopted` is refused: continuing it
+    /// would silently ignore the id asked for.
+    pub async fn metadata(&self, adopted: Option<&str>) -> Result<QueryMetadata> {
         let name = "metadata";
         let fresh = QueryMetadata {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: adopted.map_or_else(|| uuid::Uuid::new_v4().to_string(), str::to_string),
         };
         if self
             .create_new_json(name, &fresh, "record the query id")
@@ -173,9 +176,18 @@ impl CheckpointDir {
         {
             return Ok(fresh);
         }
-        self.read_json(name)
+        let held: QueryMetadata = self
+            .read_json(name)
             .await?
-            .ok_or_else(|| self.corrupt(name, "metadata vanished"))
+            .ok_or_else(|| self.corrupt(name, "metadata vanished"))?;
+        match adopted {
+            Some(asked) if asked != held.id => Err(Error::CheckpointOfAnotherQuery {
+                location: self.location.clone(),
+                held: held.id,
+                asked: asked.to_string(),
+            }),
+            _ => Ok(held),
+        }
     }
 
     /// Starting offsets of the query, resolved when it first ran (None before that).
@@ -485,11 +497,11 @@ mod tests {
         let checkpoint = CheckpointDir::open(&location, &none, &owner("a"))
             .await
             .expect("first claim");
-        let id = checkpoint.metadata().await.expect("metadata").id;
+        let id = checkpoint.metadata(None).await.expect("metadata").id;
         let reopened = CheckpointDir::open(&location, &none, &owner("a"))
             .await
             .expect("reopen");
-        assert_eq!(reopened.metadata().await.expect("metadata").id, id);
+        assert_eq!(reopened.metadata(None).await.expect("metadata").id, id);
         let error = CheckpointDir::open(&location, &none, &owner("b"))
             .await
             .err()

@@ -114,7 +114,9 @@ impl Pipeline {
             catalog::Renewal::of(client, &resolved, storage_options.clone())
         });
         let checkpoint = claim_checkpoint(spec, &storage_options, &identity, &runtime)?;
-        let query_id = runtime.block_on(checkpoint.metadata())?.id;
+        let query_id = runtime
+            .block_on(checkpoint.metadata(spec.checkpoint.query_id.as_deref()))?
+            .id;
         let run_id = uuid::Uuid::new_v4().to_string();
         info!(query_id, run_id, "query identity");
 

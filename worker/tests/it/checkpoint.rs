@@ -56,8 +56,8 @@ fn a_table_with_another_schema_is_refused() {
 }
 
 /// A lost checkpoint: a new query would read everything again from its starting offsets. It is
-/// refused, naming the query whose offsets the table holds; adopting that query's id resumes
-/// from the table's own record, and nothing lands twice.
+/// refused, naming the query whose offsets the table holds; `spec.checkpoint.queryId` with that
+/// query's id resumes from the table's own record, and nothing lands twice.
 #[test]
 fn a_lost_checkpoint_is_refused_and_the_table_record_resumes_exactly_once() {
     let broker = Broker::start();
@@ -98,21 +98,44 @@ fn a_lost_checkpoint_is_refused_and_the_table_record_resumes_exactly_once() {
     );
     assert_eq!(read_table(&ws.table()).rows(), 40, "nothing written twice");
 
-    // Adopting the first query's id continues from the offsets the table records.
+    assert!(
+        stderr.contains(&format!("set spec.checkpoint.queryId: {first_query}")),
+        "{stderr}"
+    );
+
+    // The refused run left a checkpoint of its own new query: queryId does not overwrite it.
+    let mut adopting = Manifest::subscribe(&ws, "lost", "t");
+    adopting.checkpoint_extra = format!("    queryId: {first_query}");
+    let adopting = ws.write("adopt.yaml", &adopting.render());
+    let (worker, status) = run_to_end(&ws, &adopting, &broker.bootstrap, "third");
+    assert!(
+        !status.success(),
+        "a checkpoint of another query is refused"
+    );
+    let stderr = worker.stderr_text();
+    assert!(
+        stderr.contains(&format!("not {first_query} (spec.checkpoint.queryId)")),
+        "{stderr}"
+    );
+    assert_eq!(read_table(&ws.table()).rows(), 40, "nothing written");
+
+    // On a new checkpoint, the first query's id continues from the offsets the table records.
     std::fs::remove_dir_all(ws.path("checkpoint")).expect("remove the new checkpoint");
-    std::fs::create_dir_all(ws.path("checkpoint")).expect("checkpoint dir");
-    std::fs::write(
-        ws.path("checkpoint").join("metadata"),
-        format!("{{\"id\":\"{first_query}\"}}"),
-    )
-    .expect("write metadata");
-    let (worker, status) = run_to_end(&ws, &manifest, &broker.bootstrap, "third");
+    let (worker, status) = run_to_end(&ws, &adopting, &broker.bootstrap, "fourth");
     assert!(status.success(), "{}", worker.stderr_text());
     let table = read_table(&ws.table());
     let mut seen = table.coordinates();
     assert_eq!(seen.len(), 50, "the 10 new records, once");
     seen.dedup();
     assert_eq!(seen.len(), 50, "no record twice");
+
+    // And it goes on as that query: the next run of the same manifest appends only what is new.
+    send(50, 56);
+    let (worker, status) = run_to_end(&ws, &adopting, &broker.bootstrap, "fifth");
+    assert!(status.success(), "{}", worker.stderr_text());
+    let mut seen = read_table(&ws.table()).coordinates();
+    seen.dedup();
+    assert_eq!(seen.len(), 56, "every record once");
 }
 
 /// The micro-batch ids of the table's commits, in version order.

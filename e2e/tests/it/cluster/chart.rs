@@ -468,6 +468,12 @@ fn cel_violations() -> Vec<(Mutation, &'static str)> {
             "spec.checkpoint.location must be under spec.checkpoint.volume.mountPath",
         ),
         (
+            Box::new(|o: &mut Value| {
+                o["spec"]["checkpoint"]["queryId"] = json!("Sensor-Ingestion")
+            }),
+            tributary_crds::spec::QUERY_ID_MESSAGE,
+        ),
+        (
             Box::new(|o: &mut Value| o["spec"]["reset"] = json!({"id": "r1"})),
             tributary_crds::spec::RESET_ONE_OF_MESSAGE,
         ),
