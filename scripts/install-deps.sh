@@ -26,7 +26,7 @@ fi
 
 # ---- cargo-nextest, the test runner ----
 # Built without optimisation: it starts processes and waits for them, so its own speed does not
-# show, and a release build of it took 12 min 44 s of a cold run (2 cores).
+# show. On 2 cores its release build took 12 min 44 s of a cold run, this one 4 min.
 install_nextest() {
   CARGO_PROFILE_RELEASE_OPT_LEVEL=0 CARGO_PROFILE_RELEASE_DEBUG=false \
     CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 CARGO_PROFILE_RELEASE_LTO=false \
