@@ -16,9 +16,7 @@ fn a_claimed_checkpoint_is_refused_naming_its_owner() {
     let mut other = Manifest::subscribe(&ws, "second", "t");
     other.table = ws.path("other-table");
     let second = ws.write("b.yaml", &other.render());
-    let (worker, status) = run_to_end(&ws, &second, &broker.bootstrap, "b");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(&ws, &second, &broker.bootstrap, "b", "the worker must stop");
     assert!(
         stderr.contains("belongs to ingestion test/first, not test/second"),
         "{stderr}"
@@ -44,9 +42,7 @@ fn a_table_with_another_schema_is_refused() {
     other.checkpoint = ws.path("checkpoint-2");
     other.schema = "\n        - {name: device_id, type: long}";
     let second = ws.write("b.yaml", &other.render());
-    let (worker, status) = run_to_end(&ws, &second, &broker.bootstrap, "b");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(&ws, &second, &broker.bootstrap, "b", "the worker must stop");
     assert!(stderr.contains("does not fit this ingestion"), "{stderr}");
     assert!(
         stderr.contains("column device_id is string in the table but long"),
@@ -83,12 +79,13 @@ fn a_lost_checkpoint_is_refused_and_the_table_record_resumes_exactly_once() {
     // The checkpoint is lost.
     std::fs::remove_dir_all(ws.path("checkpoint")).expect("remove the checkpoint");
     send(40, 50);
-    let (worker, status) = run_to_end(&ws, &manifest, &broker.bootstrap, "second");
-    assert!(
-        !status.success(),
-        "a new query over another's offsets must stop"
+    let stderr = run_refused(
+        &ws,
+        &manifest,
+        &broker.bootstrap,
+        "second",
+        "a new query over another's offsets must stop",
     );
-    let stderr = worker.stderr_text();
     assert!(
         stderr.contains(&format!(
             "already holds the offsets query {first_query} wrote"
@@ -107,12 +104,13 @@ fn a_lost_checkpoint_is_refused_and_the_table_record_resumes_exactly_once() {
     let mut adopting = Manifest::subscribe(&ws, "lost", "t");
     adopting.checkpoint_extra = format!("    queryId: {first_query}");
     let adopting = ws.write("adopt.yaml", &adopting.render());
-    let (worker, status) = run_to_end(&ws, &adopting, &broker.bootstrap, "third");
-    assert!(
-        !status.success(),
-        "a checkpoint of another query is refused"
+    let stderr = run_refused(
+        &ws,
+        &adopting,
+        &broker.bootstrap,
+        "third",
+        "a checkpoint of another query is refused",
     );
-    let stderr = worker.stderr_text();
     assert!(
         stderr.contains(&format!("not {first_query} (spec.checkpoint.queryId)")),
         "{stderr}"

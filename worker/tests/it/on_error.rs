@@ -192,9 +192,7 @@ fn fail_stops_naming_topic_partition_and_offset() {
     let mut manifest = Manifest::subscribe(&ws, "strict", TOPIC);
     manifest.on_error = "fail";
     let path = ws.write("m.yaml", &manifest.render());
-    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "run");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(&ws, &path, &broker.bootstrap, "run", "the worker must stop");
     assert!(
         stderr.contains("record readings-0 at offset 5 does not parse"),
         "{stderr}"

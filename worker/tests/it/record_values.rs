@@ -106,9 +106,13 @@ fn a_tombstone_and_an_empty_value_are_kept_apart() {
     let mut manifest = Manifest::subscribe(&ws, "values-fail", "t");
     manifest.on_error = "fail";
     let path = ws.write("m.yaml", &manifest.render());
-    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "fail");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "fail",
+        "the worker must stop",
+    );
     assert!(
         stderr.contains("offset 1")
             && stderr.contains("is a tombstone (no value), so field \"device_id\" is null"),
@@ -212,9 +216,13 @@ fn format_raw_keeps_values_and_keys_as_they_came() {
             "    raw: {valueType: string, keyType: string}\n",
         ),
     );
-    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "string");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "string",
+        "the worker must stop",
+    );
     assert!(
         stderr.contains("offset 4")
             && stderr.contains("the value is not UTF-8")

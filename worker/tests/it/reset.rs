@@ -90,9 +90,13 @@ fn a_rewind_is_applied_once_under_kill_and_reads_its_records_and_dead_letters_ag
     // A partition the query does not read: refused before anything is written.
     manifest.spec_extra = format!("  reset: {{id: typo, offsets: '{{\"{TOPIC}\":{{\"7\":0}}}}'}}");
     let path = ws.write("m.yaml", &manifest.render());
-    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "typo");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "typo",
+        "the worker must stop",
+    );
     assert!(
         stderr.contains("spec.reset typo cannot be applied")
             && stderr.contains(&format!("names {TOPIC}-7, which the query does not read")),

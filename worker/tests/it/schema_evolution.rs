@@ -89,9 +89,13 @@ fn an_added_field_is_refused_by_default_and_added_as_a_nullable_column_with_merg
     let mut evolved = Manifest::subscribe(&ws, "evolving", TOPIC);
     evolved.schema = WITH_NOTE;
     let refused = ws.write("b.yaml", &evolved.render());
-    let (worker, status) = run_to_end(&ws, &refused, &broker.bootstrap, "b");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(
+        &ws,
+        &refused,
+        &broker.bootstrap,
+        "b",
+        "the worker must stop",
+    );
     assert!(stderr.contains("does not fit this ingestion"), "{stderr}");
     assert!(
         stderr.contains("column note (string) is not in the table")
@@ -148,9 +152,13 @@ fn an_added_field_is_refused_by_default_and_added_as_a_nullable_column_with_merg
     dropped.schema = WITHOUT_SITE;
     dropped.sink_extra = "      mergeSchema: true";
     let dropped = ws.write("d.yaml", &dropped.render());
-    let (worker, status) = run_to_end(&ws, &dropped, &broker.bootstrap, "d");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(
+        &ws,
+        &dropped,
+        &broker.bootstrap,
+        "d",
+        "the worker must stop",
+    );
     assert!(
         stderr.contains("the table has a column site (string) that this ingestion does not write"),
         "{stderr}"

@@ -71,12 +71,13 @@ fn starting_offsets_for_a_partition_that_does_not_exist_are_refused() {
     manifest.source =
         "subscribe: [t]\n      startingOffsets: '{\"t\":{\"0\":1,\"1\":-2,\"5\":0}}'".into();
     let path = ws.write("m.yaml", &manifest.render());
-    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "run");
-    assert!(
-        !status.success(),
-        "a partition that does not exist must stop the query"
+    let stderr = run_refused(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "run",
+        "a partition that does not exist must stop the query",
     );
-    let stderr = worker.stderr_text();
     assert!(
         stderr.contains("it names t-5 that the query does not read"),
         "{stderr}"
@@ -203,13 +204,8 @@ fn options_tributary_manages_are_refused() {
     let mut manifest = Manifest::subscribe(&ws, "forbidden", "t");
     manifest.option("auto.offset.reset", "earliest");
     let path = ws.write("m.yaml", &manifest.render());
-    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "run");
-    assert!(!status.success());
-    assert!(
-        worker.stderr_text().contains("auto.offset.reset"),
-        "{}",
-        worker.stderr_text()
-    );
+    let stderr = run_refused(&ws, &path, &broker.bootstrap, "run", "the worker must stop");
+    assert!(stderr.contains("auto.offset.reset"), "{stderr}");
 }
 
 #[test]
@@ -279,9 +275,13 @@ fn fail_on_data_loss_stops_naming_the_lost_range_or_skips_it_when_false() {
     let high = broker.watermarks("t", 0).1;
     assert_eq!(high, 30);
 
-    let (worker, status) = run_to_end(&ws, &strict, &broker.bootstrap, "strict");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(
+        &ws,
+        &strict,
+        &broker.bootstrap,
+        "strict",
+        "the worker must stop",
+    );
     assert!(
         stderr.contains(&format!("data loss on t-0: offsets 10..{low}")),
         "{stderr}"
@@ -446,12 +446,13 @@ fn starting_timestamps_start_each_partition_at_its_first_record_at_or_after_the_
     let at_35s = base + 35_000;
     manifest.source = format!("subscribe: [t]\n      startingTimestamp: {at_35s}");
     let path = ws.write("m.yaml", &manifest.render());
-    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "error");
-    assert!(
-        !status.success(),
-        "no record after the time must stop the query"
+    let stderr = run_refused(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "error",
+        "no record after the time must stop the query",
     );
-    let stderr = worker.stderr_text();
     assert!(
         stderr.contains("startingTimestamp: t-0 have no record at or after")
             && stderr.contains("startingOffsetsByTimestampStrategy: latest"),
@@ -488,9 +489,13 @@ fn starting_timestamps_start_each_partition_at_its_first_record_at_or_after_the_
     manifest.source =
         format!("subscribe: [t]\n      startingOffsetsByTimestamp: '{{\"t\":{{\"0\":{base}}}}}'");
     let path = ws.write("m.yaml", &manifest.render());
-    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "missing");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "missing",
+        "the worker must stop",
+    );
     assert!(
         stderr.contains("startingOffsetsByTimestamp must give a time for every partition")
             && stderr.contains("it leaves out t-1"),
@@ -535,9 +540,13 @@ fn ending_offsets_end_a_run_to_completion_where_they_say() {
     manifest.source =
         "subscribe: [t]\n      startingOffsets: earliest\n      endingOffsets: '{\"t\":{\"0\":50,\"1\":-1}}'".into();
     let path = ws.write("m.yaml", &manifest.render());
-    let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "beyond");
-    assert!(!status.success());
-    let stderr = worker.stderr_text();
+    let stderr = run_refused(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "beyond",
+        "the worker must stop",
+    );
     assert!(
         stderr.contains(
             "endingOffsets names offsets past the latest of their partitions (t-0: 50 (latest 10))"
@@ -681,9 +690,13 @@ fn group_id_prefix_and_spark_prefixed_options_reach_the_consumer() {
         let mut manifest = Manifest::subscribe(&ws, "refused", "t");
         manifest.option(option, value);
         let path = ws.write("m.yaml", &manifest.render());
-        let (worker, status) = run_to_end(&ws, &path, &broker.bootstrap, "refused");
-        assert!(!status.success(), "{option}: {value} must be refused");
-        let stderr = worker.stderr_text();
+        let stderr = run_refused(
+            &ws,
+            &path,
+            &broker.bootstrap,
+            "refused",
+            &format!("{option}: {value} must be refused"),
+        );
         assert!(stderr.contains(says), "{option}: {stderr}");
     }
 }

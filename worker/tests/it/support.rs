@@ -318,6 +318,21 @@ pub fn run_to_end(
     (worker, status)
 }
 
+/// Runs a worker that must stop with an error (a refused manifest, checkpoint or record) and
+/// returns what it printed on stderr; `why` says why it must stop, for the failure message.
+pub fn run_refused(
+    ws: &Workspace,
+    manifest: &Path,
+    bootstrap: &str,
+    tag: &str,
+    why: &str,
+) -> String {
+    let (worker, status) = run_to_end(ws, manifest, bootstrap, tag);
+    let stderr = worker.stderr_text();
+    assert!(!status.success(), "{why}: {stderr}");
+    stderr
+}
+
 /// Polls `condition` until it holds, failing after `timeout`.
 pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
