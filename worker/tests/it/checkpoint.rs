@@ -16,7 +16,13 @@ fn a_claimed_checkpoint_is_refused_naming_its_owner() {
     let mut other = Manifest::subscribe(&ws, "second", "t");
     other.table = ws.path("other-table");
     let second = ws.write("b.yaml", &other.render());
-    let stderr = run_refused(&ws, &second, &broker.bootstrap, "b", "the worker must stop");
+    let stderr = run_refused(
+        &ws,
+        &second,
+        &broker.bootstrap,
+        "b",
+        "a checkpoint claimed by another ingestion must be refused",
+    );
     assert!(
         stderr.contains("belongs to ingestion test/first, not test/second"),
         "{stderr}"
@@ -42,7 +48,13 @@ fn a_table_with_another_schema_is_refused() {
     other.checkpoint = ws.path("checkpoint-2");
     other.schema = "\n        - {name: device_id, type: long}";
     let second = ws.write("b.yaml", &other.render());
-    let stderr = run_refused(&ws, &second, &broker.bootstrap, "b", "the worker must stop");
+    let stderr = run_refused(
+        &ws,
+        &second,
+        &broker.bootstrap,
+        "b",
+        "a table whose schema does not fit must be refused",
+    );
     assert!(stderr.contains("does not fit this ingestion"), "{stderr}");
     assert!(
         stderr.contains("column device_id is string in the table but long"),

@@ -192,7 +192,13 @@ fn fail_stops_naming_topic_partition_and_offset() {
     let mut manifest = Manifest::subscribe(&ws, "strict", TOPIC);
     manifest.on_error = "fail";
     let path = ws.write("m.yaml", &manifest.render());
-    let stderr = run_refused(&ws, &path, &broker.bootstrap, "run", "the worker must stop");
+    let stderr = run_refused(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "run",
+        "onError fail must stop at the bad record",
+    );
     assert!(
         stderr.contains("record readings-0 at offset 5 does not parse"),
         "{stderr}"

@@ -111,7 +111,7 @@ fn a_tombstone_and_an_empty_value_are_kept_apart() {
         &path,
         &broker.bootstrap,
         "fail",
-        "the worker must stop",
+        "a tombstone with a nullable: false field must stop the query",
     );
     assert!(
         stderr.contains("offset 1")
@@ -221,7 +221,7 @@ fn format_raw_keeps_values_and_keys_as_they_came() {
         &path,
         &broker.bootstrap,
         "string",
-        "the worker must stop",
+        "a value that is not UTF-8 must stop a string query",
     );
     assert!(
         stderr.contains("offset 4")

@@ -95,7 +95,7 @@ fn a_rewind_is_applied_once_under_kill_and_reads_its_records_and_dead_letters_ag
         &path,
         &broker.bootstrap,
         "typo",
-        "the worker must stop",
+        "a reset naming a partition the query does not read must be refused",
     );
     assert!(
         stderr.contains("spec.reset typo cannot be applied")

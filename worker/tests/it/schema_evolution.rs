@@ -94,7 +94,7 @@ fn an_added_field_is_refused_by_default_and_added_as_a_nullable_column_with_merg
         &refused,
         &broker.bootstrap,
         "b",
-        "the worker must stop",
+        "a table without the new field must be refused",
     );
     assert!(stderr.contains("does not fit this ingestion"), "{stderr}");
     assert!(
@@ -157,7 +157,7 @@ fn an_added_field_is_refused_by_default_and_added_as_a_nullable_column_with_merg
         &dropped,
         &broker.bootstrap,
         "d",
-        "the worker must stop",
+        "a field dropped from the schema must be refused",
     );
     assert!(
         stderr.contains("the table has a column site (string) that this ingestion does not write"),

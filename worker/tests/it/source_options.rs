@@ -204,7 +204,13 @@ fn options_tributary_manages_are_refused() {
     let mut manifest = Manifest::subscribe(&ws, "forbidden", "t");
     manifest.option("auto.offset.reset", "earliest");
     let path = ws.write("m.yaml", &manifest.render());
-    let stderr = run_refused(&ws, &path, &broker.bootstrap, "run", "the worker must stop");
+    let stderr = run_refused(
+        &ws,
+        &path,
+        &broker.bootstrap,
+        "run",
+        "an option Tributary manages must be refused",
+    );
     assert!(stderr.contains("auto.offset.reset"), "{stderr}");
 }
 
@@ -280,7 +286,7 @@ fn fail_on_data_loss_stops_naming_the_lost_range_or_skips_it_when_false() {
         &strict,
         &broker.bootstrap,
         "strict",
-        "the worker must stop",
+        "failOnDataLoss must stop on the lost range",
     );
     assert!(
         stderr.contains(&format!("data loss on t-0: offsets 10..{low}")),
@@ -494,7 +500,7 @@ fn starting_timestamps_start_each_partition_at_its_first_record_at_or_after_the_
         &path,
         &broker.bootstrap,
         "missing",
-        "the worker must stop",
+        "a partition left out of startingOffsetsByTimestamp must be refused",
     );
     assert!(
         stderr.contains("startingOffsetsByTimestamp must give a time for every partition")
@@ -545,7 +551,7 @@ fn ending_offsets_end_a_run_to_completion_where_they_say() {
         &path,
         &broker.bootstrap,
         "beyond",
-        "the worker must stop",
+        "an endingOffsets past the latest offset must be refused",
     );
     assert!(
         stderr.contains(
