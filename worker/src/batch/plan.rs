@@ -1,4 +1,5 @@
-//! A micro-batch being read: partition -> [start, end) planned -> records read so far.
+//! A micro-batch being read: partition -> [start, end) planned and read so far, and the records
+//! read, in the order they arrived.
 //!
 //! On the per-record path, so lookups go by the message's borrowed topic name and partition
 //! (no allocation per record), and it counts the bytes it holds: a batch stops reading at its
@@ -8,6 +9,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::partition::{OffsetMap, PartitionStart, StartMap, TopicPartition};
 use crate::record::Record;
 
@@ -15,8 +18,8 @@ use crate::record::Record;
 pub fn record_bytes(record: &Record) -> usize {
     const OVERHEAD: usize = std::mem::size_of::<Record>() + 16;
     OVERHEAD
-        + record.value.as_ref().map_or(0, Vec::len)
-        + record.key.as_ref().map_or(0, Vec::len)
+        + record.value.as_ref().map_or(0, Bytes::len)
+        + record.key.as_ref().map_or(0, Bytes::len)
         + record
             .headers
             .iter()
@@ -35,7 +38,6 @@ pub struct PlannedPartition {
     pub latest: i64,
     /// The next offset to read, as records arrive.
     pub cursor: i64,
-    pub records: Vec<Record>,
 }
 
 /// Where a polled record belongs.
@@ -52,6 +54,8 @@ pub enum Placement {
 #[derive(Debug, Default)]
 pub struct Plan {
     partitions: Vec<PlannedPartition>,
+    /// Every partition's records, in the order they arrived (in offset order within each).
+    records: Vec<Record>,
     index: HashMap<Arc<str>, HashMap<i32, usize>>,
     /// Bytes of the records read so far.
     pub bytes: usize,
@@ -140,7 +144,7 @@ impl Plan {
         self.bytes += record_bytes(&record);
         self.offsets += 1;
         planned.cursor = offset + 1;
-        planned.records.push(record);
+        self.records.push(record);
         Placement::Taken
     }
 
@@ -160,14 +164,23 @@ impl Plan {
         }
     }
 
-    /// Moves every record out, partition after partition.
+    /// The partitions, and the records read, for moving records in from the read-ahead.
+    pub fn partitions_and_records_mut(&mut self) -> (&mut [PlannedPartition], &mut Vec<Record>) {
+        (&mut self.partitions, &mut self.records)
+    }
+
+    /// Reads into `records` (emptied first): the last batch's vector, so that this batch's
+    /// records go into memory already in use instead of a vector that grows by doubling,
+    /// copying them into fresh pages each time.
+    pub fn read_into(&mut self, mut records: Vec<Record>) {
+        records.clear();
+        records.append(&mut self.records);
+        self.records = records;
+    }
+
+    /// Moves every record out, in the order they arrived.
     pub fn take_records(&mut self) -> Vec<Record> {
-        let total = self.partitions.iter().map(|p| p.records.len()).sum();
-        let mut records = Vec::with_capacity(total);
-        for planned in &mut self.partitions {
-            records.append(&mut planned.records);
-        }
-        records
+        std::mem::take(&mut self.records)
     }
 }
 
@@ -207,7 +220,6 @@ pub fn plan_batch(
                 end,
                 latest: latest(tp).unwrap_or(start.offset),
                 cursor: start.offset,
-                records: Vec::new(),
             },
         );
     }
@@ -228,7 +240,7 @@ pub(crate) mod tests {
             timestamp_type: -1,
             key: None,
             headers: Vec::new(),
-            value: Some(vec![b'x'; 100]),
+            value: Some(vec![b'x'; 100].into()),
         }
     }
 
@@ -242,7 +254,6 @@ pub(crate) mod tests {
             end,
             latest: end,
             cursor: start,
-            records: Vec::new(),
         }
     }
 
@@ -306,7 +317,7 @@ pub(crate) mod tests {
             ahead.push(tp.clone(), record("t", 2, offset));
         }
         let mut part = planned("t", 2, 0, 100);
-        assert_eq!(ahead.drain_into(&mut part, 2).1, 2);
+        assert_eq!(ahead.drain_into(&mut part, &mut Vec::new(), 2).1, 2);
         assert_eq!(part.cursor, 2);
         assert!(ahead.holds(&tp));
 

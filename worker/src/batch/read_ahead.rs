@@ -51,15 +51,21 @@ impl ReadAhead {
         }
     }
 
-    /// Moves a partition's records in [cursor, end) into its planned part, dropping older ones,
-    /// taking at most `allowance` records. Returns the bytes and records moved.
+    /// Moves a partition's records in [cursor, end) into the batch's `records`, dropping older
+    /// ones, taking at most `allowance` records and moving the partition's cursor past them.
+    /// Returns the bytes and records moved.
     ///
     /// The cursor then also passes the offsets before the first record left behind (or up to
     /// the planned end): records reach the read-ahead in offset order, only once the batch
     /// reading them refused them, so the offsets between the last record a batch took and the
     /// first one kept here hold no record (transaction markers, aborted transactions,
     /// compaction) and are read.
-    pub fn drain_into(&mut self, planned: &mut PlannedPartition, allowance: i64) -> (usize, i64) {
+    pub fn drain_into(
+        &mut self,
+        planned: &mut PlannedPartition,
+        records: &mut Vec<Record>,
+        allowance: i64,
+    ) -> (usize, i64) {
         let Some(queue) = self.queues.get_mut(&planned.tp) else {
             return (0, 0);
         };
@@ -77,7 +83,7 @@ impl ReadAhead {
             if record.offset >= planned.cursor {
                 taken += 1;
                 planned.cursor = record.offset + 1;
-                planned.records.push(record);
+                records.push(record);
                 moved += size;
             }
         }
@@ -164,11 +170,12 @@ mod tests {
         assert!(ahead.holds(&tp));
 
         let mut part = planned("t", 0, 6, 8);
-        assert_eq!(ahead.drain_into(&mut part, i64::MAX), (2 * one, 2));
+        let mut records = Vec::new();
         assert_eq!(
-            part.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            [6, 7]
+            ahead.drain_into(&mut part, &mut records, i64::MAX),
+            (2 * one, 2)
         );
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), [6, 7]);
         assert_eq!(part.cursor, 8);
         assert_eq!(ahead.bytes, 0);
 
@@ -197,18 +204,19 @@ mod tests {
 
         // A gap wider than the cap costs nothing: the batch takes its records.
         let mut part = planned("t", 0, 3, 100);
-        assert_eq!(ahead.drain_into(&mut part, 1).1, 1);
-        assert_eq!(
-            part.records.iter().map(|r| r.offset).collect::<Vec<_>>(),
-            [6]
-        );
+        let mut records = Vec::new();
+        assert_eq!(ahead.drain_into(&mut part, &mut records, 1).1, 1);
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), [6]);
         assert_eq!(part.cursor, 7, "7 is a record, left for the next batch");
 
         // A batch that ends inside a gap reads up to its planned end, never past it.
         let mut ahead = ReadAhead::new(100, usize::MAX);
         ahead.push(tp.clone(), record("t", 0, 9));
         let mut part = planned("t", 0, 3, 8);
-        assert_eq!(ahead.drain_into(&mut part, i64::MAX), (0, 0));
+        assert_eq!(
+            ahead.drain_into(&mut part, &mut Vec::new(), i64::MAX),
+            (0, 0)
+        );
         assert_eq!(part.cursor, 8);
 
         // pass_gap: only forward, up to the first record kept or the end.

@@ -91,7 +91,6 @@ mod tests {
                 end,
                 latest: 0,
                 cursor: 0,
-                records: Vec::new(),
             },
         );
         plan
@@ -106,7 +105,7 @@ mod tests {
             timestamp_type: -1,
             key: None,
             headers: Vec::new(),
-            value: Some(vec![b'x'; 1000]),
+            value: Some(vec![b'x'; 1000].into()),
         };
         plan.offer("t", 0, offset, || record);
     }

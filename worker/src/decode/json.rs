@@ -34,7 +34,7 @@ use crate::arrow_types::arrow_type;
 use crate::error::{Error, Result};
 use crate::record::{BadRecord, Record, raw_text};
 use convert::Cell;
-use parse::{Member, Value};
+use parse::Member;
 
 /// Batches at least this large are decoded on several threads.
 const PARALLEL_DECODE_MIN_RECORDS: usize = 20_000;
@@ -224,9 +224,12 @@ impl JsonDecoder {
         let mut rows = Vec::with_capacity(records.len());
         let mut rescued = Vec::new();
         let mut bad = Vec::new();
+        // Reused from record to record: one allocation per chunk, not per record.
         let mut cells: Vec<Cell<'_>> = Vec::with_capacity(self.columns.len());
+        let mut members: Vec<Member<'_>> = Vec::with_capacity(self.columns.len());
         for (i, record) in records.iter().enumerate() {
-            let outcome = self.decode_record(record.value.as_deref(), rescue, &mut cells);
+            let outcome =
+                self.decode_record(record.value.as_deref(), rescue, &mut cells, &mut members);
             if !rescue && let Some(reason) = outcome.problem {
                 bad.push(BadRecord {
                     index: base + i,
@@ -264,8 +267,13 @@ impl JsonDecoder {
         })
     }
 
-    /// The column a top-level name belongs to (names match exactly, as in Spark's parser).
-    fn column_index(&self, name: &str) -> Option<usize> {
+    /// The column a top-level name belongs to (names match exactly, as in Spark's parser);
+    /// `position` is the member's place in its object.
+    fn column_index(&self, name: &str, position: usize) -> Option<usize> {
+        // Producers usually write the fields in the schema's order: try that column first.
+        if self.columns.get(position).is_some_and(|c| c.name == name) {
+            return Some(position);
+        }
         // A short scan beats hashing for the usual handful of columns.
         if self.columns.len() <= 16 {
             return self.columns.iter().position(|c| c.name == name);
@@ -300,9 +308,10 @@ impl JsonDecoder {
         value: Option<&'a [u8]>,
         rescue: bool,
         cells: &mut Vec<Cell<'a>>,
+        members: &mut Vec<Member<'a>>,
     ) -> Outcome {
         cells.clear();
-        cells.resize(self.columns.len(), Cell::Null);
+        cells.extend(std::iter::repeat_with(|| Cell::Null).take(self.columns.len()));
         if value.is_none() {
             return self.tombstone(rescue);
         }
@@ -313,23 +322,38 @@ impl JsonDecoder {
                 problem: Some(problem),
             }
         };
-        let members = match read_object(value) {
-            Ok(members) => members,
-            Err(problem) => return whole(cells, problem),
-        };
-        if let Err(problem) = convert::no_duplicates(&members) {
-            return whole(
-                cells,
-                format!(
-                    "{problem} (Spark keeps the last one; the record is refused rather than \
-                 losing a value silently)"
-                ),
-            );
+        if let Err(problem) = read_object(value, members) {
+            return whole(cells, problem);
         }
+        let members = &*members;
         let mut problems: Vec<String> = Vec::new();
         let mut rescued_members: Vec<&Member<'_>> = Vec::new();
-        for member in &members {
-            let Some(index) = self.column_index(member.key.as_ref()) else {
+        // The columns (below 64) already met in this object.
+        let mut seen = 0u64;
+        for (position, member) in members.iter().enumerate() {
+            let index = self.column_index(member.key.as_ref(), position);
+            let duplicate = match index {
+                Some(index) if index < 64 => {
+                    let bit = 1u64 << index;
+                    let met = seen & bit != 0;
+                    seen |= bit;
+                    met
+                }
+                // A name not in the schema (or a column past the 64th): compared with the
+                // members before it.
+                _ => members[..position].iter().any(|m| m.key == member.key),
+            };
+            if duplicate {
+                return whole(
+                    cells,
+                    format!(
+                        "the name \"{}\" appears twice in an object (Spark keeps the last one; \
+                         the record is refused rather than losing a value silently)",
+                        member.key
+                    ),
+                );
+            }
+            let Some(index) = index else {
                 if rescue {
                     rescued_members.push(member);
                 }
@@ -389,8 +413,11 @@ impl JsonDecoder {
     }
 }
 
-/// The members of a value that is one JSON object, or why it is not.
-fn read_object(value: Option<&[u8]>) -> std::result::Result<Vec<Member<'_>>, String> {
+/// The members of a value that is one JSON object, into `members`, or why it is not one.
+fn read_object<'a>(
+    value: Option<&'a [u8]>,
+    members: &mut Vec<Member<'a>>,
+) -> std::result::Result<(), String> {
     let Some(value) = value else {
         return Err("the record is a tombstone (no value)".to_string());
     };
@@ -407,9 +434,9 @@ fn read_object(value: Option<&[u8]>) -> std::result::Result<Vec<Member<'_>>, Str
             error.valid_up_to()
         )
     })?;
-    match parse::parse(text)? {
-        Value::Object(members) => Ok(members),
-        other => Err(format!(
+    match parse::parse_object_into(text, members)? {
+        parse::TopLevel::Object => Ok(()),
+        parse::TopLevel::Other(other) => Err(format!(
             "the value is JSON but {} rather than an object (Spark's from_json reads it as \
              null)",
             other.kind()

@@ -145,9 +145,9 @@ mod tests {
             offset,
             timestamp_ms: Some(1_700_000_000_000),
             timestamp_type: 0,
-            key: key.map(<[u8]>::to_vec),
+            key: key.map(bytes::Bytes::copy_from_slice),
             headers: vec![],
-            value: value.map(<[u8]>::to_vec),
+            value: value.map(bytes::Bytes::copy_from_slice),
         }
     }
 

@@ -153,7 +153,11 @@ impl Pipeline {
             fetch_ms,
             decode_ms,
         };
-        drop(records);
+        // Its records go (freeing their payloads' chunks for the next batch); the vector that
+        // held them is kept for the next batch's.
+        let mut records = records;
+        records.clear();
+        self.spare_records = records;
         self.committer.start(Job {
             batch: decoded.batch,
             merge,

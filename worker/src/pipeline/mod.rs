@@ -43,6 +43,7 @@ use crate::decode::Decoder;
 use crate::error::Result;
 use crate::outputs::Telemetry;
 use crate::partition::OffsetMap;
+use crate::record::{Payloads, Record};
 use crate::sink::catalog::Renewal;
 use crate::sink::{Finished, Maintenance, SharedTable, outcome_label};
 use crate::source::{Source, SparkTakeover};
@@ -135,6 +136,10 @@ pub struct Pipeline {
     min_offsets: Option<MinOffsets>,
     /// Records read ahead of a batch's planned end, kept for the next batch.
     read_ahead: ReadAhead,
+    /// Where the records' keys and values are copied to.
+    payloads: Payloads,
+    /// The last batch's record vector, emptied, for the next batch's records.
+    spare_records: Vec<Record>,
     topic_names: TopicNames,
     max_batch_bytes: usize,
     stop: Arc<AtomicBool>,

@@ -24,6 +24,7 @@ use crate::decode::Decoder;
 use crate::error::{Error, Result};
 use crate::outputs::Telemetry;
 use crate::partition::{OffsetMap, TopicPartition, from_partition_offsets, to_partition_offsets};
+use crate::record::Payloads;
 use crate::secrets;
 use crate::sink::{
     DeadLetterTable, DeltaSink, Maintenance, OpenOptions, ResetCommit, ResetOutcome, SharedTable,
@@ -211,6 +212,8 @@ impl Pipeline {
             min_offsets: min_offsets(spec, kind)?,
             read_ahead: ReadAhead::new(tuning.read_ahead_records, READ_AHEAD_BYTES),
             topic_names: TopicNames::default(),
+            payloads: Payloads::default(),
+            spare_records: Vec::new(),
             max_batch_bytes: tuning.max_batch_bytes,
             stop,
             offsets_lost: false,

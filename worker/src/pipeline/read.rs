@@ -76,6 +76,7 @@ impl Pipeline {
         if plan.is_empty() {
             return Ok(Read::Idle);
         }
+        plan.read_into(std::mem::take(&mut self.spare_records));
         self.drain_read_ahead(&mut plan);
         let limits = ReadLimits::new(self.targets.is_none(), self.max_batch_bytes, Instant::now());
         if !self.read_into(&mut plan, &limits, generation)? {
@@ -104,10 +105,13 @@ impl Pipeline {
     fn drain_read_ahead(&mut self, plan: &mut Plan) {
         let (mut moved, mut taken) = (0, 0);
         let allowance = plan.allowance();
-        for planned in plan.partitions_mut() {
-            let (bytes, records) = self.read_ahead.drain_into(planned, allowance - taken);
+        let (partitions, records) = plan.partitions_and_records_mut();
+        for planned in partitions {
+            let (bytes, count) = self
+                .read_ahead
+                .drain_into(planned, records, allowance - taken);
             moved += bytes;
-            taken += records;
+            taken += count;
             self.source.resume(&planned.tp);
         }
         plan.bytes += moved;
@@ -212,7 +216,8 @@ impl Pipeline {
         };
         let (partition, offset) = (message.partition(), message.offset());
         let topic = self.topic_names.get(message.topic());
-        let make = || Record::from_message(&message, topic.clone());
+        let payloads = &mut self.payloads;
+        let mut make = || Record::from_message(&message, topic.clone(), payloads);
         let record = match plan {
             Some(plan) => match plan.offer(&topic, partition, offset, make) {
                 Placement::Taken | Placement::Duplicate => return true,

@@ -234,7 +234,7 @@ mod tests {
             timestamp_type: 0,
             key: None,
             headers: Vec::new(),
-            value: Some(b"{not json".to_vec()),
+            value: Some(b"{not json".to_vec().into()),
         }
     }
 

@@ -26,9 +26,9 @@ fn record(offset: i64, value: Option<&str>) -> Record {
         offset,
         timestamp_ms: Some(1_700_000_000_000 + offset),
         timestamp_type: 0,
-        key: Some(format!("k{}", offset % 3).into_bytes()),
+        key: Some(format!("k{}", offset % 3).into_bytes().into()),
         headers: Vec::new(),
-        value: value.map(|v| v.as_bytes().to_vec()),
+        value: value.map(|v| bytes::Bytes::copy_from_slice(v.as_bytes())),
     }
 }
 

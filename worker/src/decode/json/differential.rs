@@ -230,7 +230,7 @@ fn every_cell_is_sparks_value_or_its_record_is_rescued() {
                 timestamp_type: 0,
                 key: None,
                 headers: vec![],
-                value: raw_value(line),
+                value: raw_value(line).map(Into::into),
             })
             .collect();
         let decoded = decoder.decode(&records).expect("decode");

@@ -60,9 +60,22 @@ pub(crate) fn is_integer(number: &str) -> bool {
     !number.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
 }
 
+/// What [`parse_object_into`] found.
+pub(crate) enum TopLevel<'a> {
+    /// One JSON object, whose members are in the buffer given.
+    Object,
+    /// Another JSON value.
+    Other(Value<'a>),
+}
+
 /// Parses one complete JSON value; whitespace around it is allowed, anything else after it is
-/// not.
-pub(crate) fn parse(text: &str) -> Result<Value<'_>, String> {
+/// not. An object's members go into `members` (cleared first) rather than into a vector of
+/// their own: a micro-batch's records are read through one buffer, not an allocation each.
+pub(crate) fn parse_object_into<'a>(
+    text: &'a str,
+    members: &mut Vec<Member<'a>>,
+) -> Result<TopLevel<'a>, String> {
+    members.clear();
     let mut parser = Parser {
         text,
         bytes: text.as_bytes(),
@@ -73,12 +86,17 @@ pub(crate) fn parse(text: &str) -> Result<Value<'_>, String> {
     if parser.pos == parser.bytes.len() {
         return Err("the value is empty".into());
     }
-    let value = parser.value()?;
+    let parsed = if parser.peek() == Some(b'{') {
+        parser.members(members)?;
+        TopLevel::Object
+    } else {
+        TopLevel::Other(parser.value()?)
+    };
     parser.skip_ws();
     if parser.pos != parser.bytes.len() {
         return Err(parser.error("text after the JSON value"));
     }
-    Ok(value)
+    Ok(parsed)
 }
 
 struct Parser<'a> {
@@ -205,20 +223,26 @@ impl<'a> Parser<'a> {
     fn string(&mut self, quote: u8) -> Result<Cow<'a, str>, String> {
         self.pos += 1;
         let start = self.pos;
-        // Fast path: no escapes.
-        loop {
-            match self.peek() {
-                None => return Err(self.error("an unterminated string")),
-                Some(b) if b == quote => {
-                    let text = &self.text[start..self.pos];
-                    self.pos += 1;
-                    return Ok(Cow::Borrowed(text));
+        // Fast path: no escapes. One scan to the first byte that is not plain text.
+        let plain = self.bytes[start..]
+            .iter()
+            .position(|&b| b == quote || b == b'\\' || b < 0x20);
+        match plain {
+            None => {
+                self.pos = self.bytes.len();
+                return Err(self.error("an unterminated string"));
+            }
+            Some(length) => {
+                self.pos = start + length;
+                match self.bytes[self.pos] {
+                    b if b == quote => {
+                        let text = &self.text[start..self.pos];
+                        self.pos += 1;
+                        return Ok(Cow::Borrowed(text));
+                    }
+                    b'\\' => {}
+                    _ => return Err(self.error("a control character in a string")),
                 }
-                Some(b'\\') => break,
-                Some(b) if b < 0x20 => {
-                    return Err(self.error("a control character in a string"));
-                }
-                Some(_) => self.pos += 1,
             }
         }
         let mut out = String::from(&self.text[start..self.pos]);
@@ -333,14 +357,20 @@ impl<'a> Parser<'a> {
     }
 
     fn object(&mut self) -> Result<Value<'a>, String> {
+        let mut members = Vec::new();
+        self.members(&mut members)?;
+        Ok(Value::Object(members))
+    }
+
+    /// An object's members, pushed onto `members` (the reader is on the `{`).
+    fn members(&mut self, members: &mut Vec<Member<'a>>) -> Result<(), String> {
         self.enter()?;
         self.pos += 1;
-        let mut members = Vec::new();
         self.skip_ws();
         if self.peek() == Some(b'}') {
             self.pos += 1;
             self.depth -= 1;
-            return Ok(Value::Object(members));
+            return Ok(());
         }
         loop {
             self.skip_ws();
@@ -367,7 +397,7 @@ impl<'a> Parser<'a> {
                 Some(b'}') => {
                     self.pos += 1;
                     self.depth -= 1;
-                    return Ok(Value::Object(members));
+                    return Ok(());
                 }
                 _ => return Err(self.error("expected ',' or '}'")),
             }

@@ -12,9 +12,9 @@ fn record(offset: i64, value: &[u8]) -> Record {
         offset,
         timestamp_ms: Some(1_700_000_000_000),
         timestamp_type: 0,
-        key: Some(b"k".to_vec()),
+        key: Some(b"k".to_vec().into()),
         headers: vec![("h".into(), Some(b"v".to_vec()))],
-        value: Some(value.to_vec()),
+        value: Some(value.to_vec().into()),
     }
 }
 
@@ -463,6 +463,59 @@ fn field_names_match_exactly_and_nested_unknown_fields_are_skipped() {
     reads("struct<lat:double>", r#"{"LAT":1}"#, "{lat: }");
     rescued("struct<lat:double>", r#"{"lat":1,"lat":2}"#);
     rescued("map<string,int>", r#"{"a":1,"a":2}"#);
+}
+
+#[test]
+fn a_name_twice_at_the_top_refuses_the_record_in_any_order_and_whatever_the_name() {
+    let field = |name: &str| SchemaField {
+        name: name.into(),
+        data_type: "int".into(),
+        ..Default::default()
+    };
+    let format = JsonFormat {
+        schema: vec![field("a"), field("b"), field("c")],
+        on_error: Some(OnError::DeadLetter),
+        ..Default::default()
+    };
+    let decoder = JsonDecoder::new(&format, &[]).expect("decoder");
+    let values: [&[u8]; 6] = [
+        br#"{"a":1,"b":2,"c":3}"#,
+        // Out of the schema's order, with a name it does not have: read.
+        br#"{"c":3,"x":0,"a":1}"#,
+        br#"{"a":1,"b":2,"a":3}"#,
+        br#"{"c":1,"b":2,"c":3}"#,
+        // Names not in the schema count too (the rescued data would hold both).
+        br#"{"x":1,"a":2,"x":3}"#,
+        // A null does not hide the first one.
+        br#"{"b":null,"b":2}"#,
+    ];
+    let records: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| record(i as i64, v))
+        .collect();
+    let decoded = decoder.decode(&records).expect("decode");
+    assert_eq!(decoded.batch.num_rows(), 2);
+    let refused: Vec<(usize, &str)> = decoded
+        .bad
+        .iter()
+        .map(|b| (b.index, b.reason.as_str()))
+        .collect();
+    let names = ["a", "c", "x", "b"];
+    assert_eq!(refused.len(), names.len(), "{refused:?}");
+    for ((index, reason), (expected, name)) in refused.iter().zip((2..).zip(names)) {
+        assert_eq!(*index, expected);
+        assert!(
+            reason.starts_with(&format!("the name \"{name}\" appears twice in an object")),
+            "{reason}"
+        );
+    }
+    let c = decoded.batch.column_by_name("c").expect("c");
+    assert_eq!(
+        c.as_primitive::<deltalake::arrow::datatypes::Int32Type>()
+            .values(),
+        &[3, 3]
+    );
 }
 
 #[test]
