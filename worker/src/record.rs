@@ -108,15 +108,14 @@ impl Payloads {
             Some(chunk) => chunk,
             None => BytesMut::with_capacity(Self::CHUNK),
         };
-        if let Some(full) = self.current.replace(next) {
+        if let Some(full) = self.current.take() {
             self.filled.push_back(full);
             if self.filled.len() > Self::POOLED {
                 // Still held by records (or it would have been reused): it is freed with them.
                 self.filled.pop_front();
             }
         }
-        self.current
-            .get_or_insert_with(|| BytesMut::with_capacity(Self::CHUNK))
+        self.current.insert(next)
     }
 }
 

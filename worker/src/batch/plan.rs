@@ -172,7 +172,7 @@ impl Plan {
     /// Reads into `records` (emptied first): the last batch's vector, so that this batch's
     /// records go into memory already in use instead of a vector that grows by doubling,
     /// copying them into fresh pages each time.
-    pub fn read_into(&mut self, mut records: Vec<Record>) {
+    pub fn reuse_records(&mut self, mut records: Vec<Record>) {
         records.clear();
         records.append(&mut self.records);
         self.records = records;

@@ -328,30 +328,31 @@ impl JsonDecoder {
         let members = &*members;
         let mut problems: Vec<String> = Vec::new();
         let mut rescued_members: Vec<&Member<'_>> = Vec::new();
-        // The columns (below 64) already met in this object.
+        let refuse_duplicate = |cells: &mut Vec<Cell<'a>>, problem: String| {
+            whole(
+                cells,
+                format!(
+                    "{problem} (Spark keeps the last one; the record is refused rather than \
+                     losing a value silently)"
+                ),
+            )
+        };
+        // The columns (below 64) already met in this object: a name given twice is usually
+        // found with one bit per member. Names not in the schema (or past the 64th column) are
+        // checked with the others once the object is read.
         let mut seen = 0u64;
+        let mut unchecked = false;
         for (position, member) in members.iter().enumerate() {
             let index = self.column_index(member.key.as_ref(), position);
-            let duplicate = match index {
+            match index {
                 Some(index) if index < 64 => {
                     let bit = 1u64 << index;
-                    let met = seen & bit != 0;
+                    if seen & bit != 0 {
+                        return refuse_duplicate(cells, convert::appears_twice(&member.key));
+                    }
                     seen |= bit;
-                    met
                 }
-                // A name not in the schema (or a column past the 64th): compared with the
-                // members before it.
-                _ => members[..position].iter().any(|m| m.key == member.key),
-            };
-            if duplicate {
-                return whole(
-                    cells,
-                    format!(
-                        "the name \"{}\" appears twice in an object (Spark keeps the last one; \
-                         the record is refused rather than losing a value silently)",
-                        member.key
-                    ),
-                );
+                _ => unchecked = true,
             }
             let Some(index) = index else {
                 if rescue {
@@ -370,6 +371,9 @@ impl JsonDecoder {
                     rescued_members.push(member);
                 }
             }
+        }
+        if unchecked && let Err(problem) = convert::no_duplicates(members) {
+            return refuse_duplicate(cells, problem);
         }
         if let Some(column) = self
             .columns

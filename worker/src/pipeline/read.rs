@@ -76,7 +76,7 @@ impl Pipeline {
         if plan.is_empty() {
             return Ok(Read::Idle);
         }
-        plan.read_into(std::mem::take(&mut self.spare_records));
+        plan.reuse_records(std::mem::take(&mut self.spare_records));
         self.drain_read_ahead(&mut plan);
         let limits = ReadLimits::new(self.targets.is_none(), self.max_batch_bytes, Instant::now());
         if !self.read_into(&mut plan, &limits, generation)? {

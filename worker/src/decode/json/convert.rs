@@ -198,7 +198,7 @@ pub(crate) fn no_duplicates(members: &[Member<'_>]) -> Result<(), String> {
     if members.len() <= 12 {
         for (i, a) in members.iter().enumerate() {
             if members[i + 1..].iter().any(|b| b.key == a.key) {
-                return Err(format!("the name \"{}\" appears twice in an object", a.key));
+                return Err(appears_twice(&a.key));
             }
         }
         return Ok(());
@@ -206,9 +206,14 @@ pub(crate) fn no_duplicates(members: &[Member<'_>]) -> Result<(), String> {
     let mut keys: Vec<&str> = members.iter().map(|m| m.key.as_ref()).collect();
     keys.sort_unstable();
     match keys.windows(2).find(|w| w[0] == w[1]) {
-        Some(w) => Err(format!("the name \"{}\" appears twice in an object", w[0])),
+        Some(w) => Err(appears_twice(w[0])),
         None => Ok(()),
     }
+}
+
+/// The problem of an object that has `name` twice.
+pub(crate) fn appears_twice(name: &str) -> String {
+    format!("the name \"{name}\" appears twice in an object")
 }
 
 fn describe(value: &Value<'_>) -> String {
