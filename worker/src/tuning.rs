@@ -16,6 +16,10 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 /// How often a long-running query looks for small files to compact, in seconds.
 pub const DEFAULT_COMPACTION_INTERVAL_SECONDS: f64 = 60.0;
 
+/// The size a Parquet column chunk's dictionary may reach before the writer encodes the rest of
+/// the chunk plainly: the Parquet writers' default (parquet-rs and Spark's parquet-mr), 1 MiB.
+pub const DEFAULT_PARQUET_DICTIONARY_PAGE_BYTES: usize = 1 << 20;
+
 /// The compression codec of the Parquet files the worker appends.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ParquetCompression {
@@ -26,6 +30,23 @@ pub enum ParquetCompression {
     Zstd,
     Lz4,
     Uncompressed,
+}
+
+/// The encoding knobs of the Parquet files the worker appends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParquetSettings {
+    pub compression: ParquetCompression,
+    /// 0: no dictionary encoding.
+    pub dictionary_page_bytes: usize,
+}
+
+impl Default for ParquetSettings {
+    fn default() -> Self {
+        ParquetSettings {
+            compression: ParquetCompression::default(),
+            dictionary_page_bytes: DEFAULT_PARQUET_DICTIONARY_PAGE_BYTES,
+        }
+    }
 }
 
 #[derive(clap::Args, Clone, Debug, PartialEq)]
@@ -88,6 +109,17 @@ pub struct Tuning {
     )]
     pub parquet_compression: ParquetCompression,
 
+    /// Bytes a Parquet column chunk's dictionary may reach before the rest of the chunk is
+    /// written without one (0 turns dictionary encoding off).
+    #[arg(
+        long,
+        env = "TRIBUTARY_PARQUET_DICTIONARY_PAGE_BYTES",
+        default_value_t = DEFAULT_PARQUET_DICTIONARY_PAGE_BYTES,
+        value_parser = whole_number,
+        value_name = "BYTES"
+    )]
+    pub parquet_dictionary_page_bytes: usize,
+
     /// This worker's static identity in the consumer group (Kafka's group.instance.id): a
     /// worker restarted with the same id (a container restarted after a crash or kill -9)
     /// takes its partitions back at once, instead of after the dead process's session times
@@ -105,6 +137,7 @@ impl Default for Tuning {
             compaction_min_files: None,
             vacuum_interval_seconds: None,
             parquet_compression: ParquetCompression::default(),
+            parquet_dictionary_page_bytes: DEFAULT_PARQUET_DICTIONARY_PAGE_BYTES,
             group_instance_id: None,
         }
     }
@@ -116,6 +149,14 @@ impl Tuning {
         match self.vacuum_interval_seconds {
             Some(seconds) if seconds > 0.0 => Duration::from_secs_f64(seconds),
             _ => spec_interval,
+        }
+    }
+
+    /// How the worker's Parquet files are encoded.
+    pub fn parquet(&self) -> ParquetSettings {
+        ParquetSettings {
+            compression: self.parquet_compression,
+            dictionary_page_bytes: self.parquet_dictionary_page_bytes,
         }
     }
 
@@ -132,6 +173,12 @@ fn positive(text: &str) -> Result<usize, String> {
         Ok(n) => Ok(n),
         Err(_) => Err(format!("{text:?} is not a whole number")),
     }
+}
+
+fn whole_number(text: &str) -> Result<usize, String> {
+    text.trim()
+        .parse::<usize>()
+        .map_err(|_| format!("{text:?} is not a whole number (0 or more)"))
 }
 
 fn seconds(text: &str) -> Result<f64, String> {
@@ -191,6 +238,25 @@ mod tests {
             Tuning::default().compaction_interval(),
             Some(Duration::from_secs(60))
         );
+        assert_eq!(
+            Tuning::default().parquet(),
+            ParquetSettings::default(),
+            "the flags' defaults are the settings' defaults"
+        );
+        let plain = parse(&[
+            "--parquet-dictionary-page-bytes",
+            "0",
+            "--parquet-compression",
+            "zstd",
+        ])
+        .expect("parses");
+        assert_eq!(
+            plain.parquet(),
+            ParquetSettings {
+                compression: ParquetCompression::Zstd,
+                dictionary_page_bytes: 0,
+            }
+        );
     }
 
     #[test]
@@ -203,6 +269,10 @@ mod tests {
                 "--compaction-interval-seconds=-1",
             ),
             ("--compaction-min-files", "--compaction-min-files=2.5"),
+            (
+                "--parquet-dictionary-page-bytes",
+                "--parquet-dictionary-page-bytes=-1",
+            ),
         ] {
             let error = parse(&[arg])
                 .err()

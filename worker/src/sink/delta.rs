@@ -20,7 +20,7 @@ use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use url::Url;
 
 use crate::error::{Error, Result};
-use crate::tuning::ParquetCompression;
+use crate::tuning::ParquetSettings;
 
 mod merge;
 
@@ -91,7 +91,7 @@ pub struct DeltaSink {
     table: DeltaTable,
     partition_by: Vec<String>,
     target_file_size: Option<u64>,
-    compression: ParquetCompression,
+    parquet: ParquetSettings,
     /// The table's schema with the declared columns it lacks, added by the next commit that
     /// carries rows (mergeSchema).
     evolve_to: Option<StructType>,
@@ -146,7 +146,7 @@ pub struct OpenOptions<'a> {
     pub partition_by: Vec<String>,
     pub checkpoint_interval: i32,
     pub target_file_size: Option<u64>,
-    pub compression: ParquetCompression,
+    pub parquet: ParquetSettings,
     /// The comment of a new table.
     pub description: &'a str,
     /// Add the columns of `schema` that an existing table lacks (Spark's mergeSchema);
@@ -233,7 +233,7 @@ impl DeltaSink {
             partition_by,
             checkpoint_interval,
             target_file_size,
-            compression: ParquetCompression::default(),
+            parquet: ParquetSettings::default(),
             description,
             merge_schema: false,
             properties: Vec::new(),
@@ -252,7 +252,7 @@ impl DeltaSink {
             partition_by,
             checkpoint_interval,
             target_file_size,
-            compression,
+            parquet,
             description,
             merge_schema,
             properties,
@@ -316,7 +316,7 @@ impl DeltaSink {
             table,
             partition_by,
             target_file_size,
-            compression,
+            parquet,
             evolve_to,
             txn_cache: TxnCache::default(),
         })
@@ -528,7 +528,7 @@ impl DeltaSink {
                 None => RecordBatchWriter::for_table(&self.table),
             }
             .map_err(Error::delta("write to", &self.uri))?
-            .with_writer_properties(super::parquet::writer_properties(self.compression));
+            .with_writer_properties(super::parquet::writer_properties(self.parquet));
             if let Some(size) = self.target_file_size {
                 writer = writer.with_target_file_size(size);
             }
