@@ -331,7 +331,7 @@ impl DeltaSink {
         let target = self
             .target_file_size
             .unwrap_or(super::compact::DEFAULT_TARGET_FILE_SIZE);
-        super::compact::compact(&mut self.table, &self.uri, target, policy).await
+        super::compact::compact(&mut self.table, &self.uri, target, policy, self.parquet).await
     }
 
     /// VACUUM: deletes the data files the table stopped referencing more than `retain_hours`

@@ -1,6 +1,7 @@
-//! How the worker writes a batch's Parquet files: the compression codec and the dictionary page
-//! limit are tuning knobs (`TRIBUTARY_PARQUET_COMPRESSION`, `TRIBUTARY_PARQUET_DICTIONARY_PAGE_BYTES`),
-//! the rest are the Parquet writer's defaults (1 MiB data pages, statistics per page).
+//! How the worker writes its Parquet files (a batch's, and those compaction rewrites): the
+//! compression codec and the dictionary page limit are tuning knobs
+//! (`TRIBUTARY_PARQUET_COMPRESSION`, `TRIBUTARY_PARQUET_DICTIONARY_PAGE_BYTES`), the rest are the
+//! Parquet writer's defaults (1 MiB data pages, statistics per page).
 
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::WriterProperties;

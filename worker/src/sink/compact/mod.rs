@@ -11,7 +11,8 @@
 //! 2. rewrite: one bin at a time (memory is bounded by one bin: each input file is read whole,
 //!    at most half the target size, and streamed into a writer that uploads as it goes), read
 //!    the files through the table's object store and write their rows again with delta-rs's
-//!    `RecordBatchWriter`, so partition paths and statistics are made exactly as for appends.
+//!    `RecordBatchWriter`, so partition paths and statistics are made exactly as for appends,
+//!    and with the appends' Parquet settings (codec, dictionary).
 //! 3. commit: one commit holding `remove` actions for the inputs and `add` actions for the
 //!    outputs, all with `dataChange: false` (readers of the change feed and streaming readers
 //!    skip them: the table's content did not change), as an `OPTIMIZE` operation. Never a `txn`
@@ -49,6 +50,7 @@ use futures::StreamExt;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
+use crate::tuning::ParquetSettings;
 
 /// The target file size when the sink does not set one (Spark's and delta-rs's default is in the
 /// same range: large enough for efficient scans, small enough to rewrite cheaply).
@@ -167,6 +169,7 @@ pub async fn compact(
     uri: &str,
     target_file_size: u64,
     policy: &CompactionPolicy,
+    parquet: ParquetSettings,
 ) -> Result<CompactionOutcome> {
     let span = tracing::info_span!(
         "compact",
@@ -191,7 +194,7 @@ pub async fn compact(
                 plan.read_version,
             ));
         }
-        let rewritten = rewrite(table, uri, &plan).await?;
+        let rewritten = rewrite(table, uri, &plan, parquet).await?;
         let outcome = commit(table, uri, &plan, rewritten).await?;
         match &outcome.status {
             CompactionStatus::Committed => tracing::info!(
@@ -346,10 +349,16 @@ fn pack(sizes: &[u64], target: u64) -> Vec<std::ops::Range<usize>> {
 
 /// Rewrites every bin of the plan, one at a time. On an error, the files already written are
 /// deleted again (nothing refers to them).
-async fn rewrite(table: &DeltaTable, uri: &str, plan: &Plan) -> Result<Vec<RewrittenBin>> {
+async fn rewrite(
+    table: &DeltaTable,
+    uri: &str,
+    plan: &Plan,
+    parquet: ParquetSettings,
+) -> Result<Vec<RewrittenBin>> {
     let store = table.object_store();
     let mut writer = RecordBatchWriter::for_table(table)
         .map_err(Error::delta("compact", uri))?
+        .with_writer_properties(super::parquet::writer_properties(parquet))
         .with_target_file_size(plan.target_file_size);
     let schema = writer.arrow_schema();
     let mut done: Vec<RewrittenBin> = Vec::with_capacity(plan.bins.len());

@@ -13,7 +13,8 @@ use deltalake::protocol::SaveMode;
 use serde_json::Value;
 
 use super::*;
-use crate::sink::{CommitOutcome, DeltaSink, TxnUpdate};
+use crate::sink::{CommitOutcome, DeltaSink, OpenOptions, TxnUpdate};
+use crate::tuning::ParquetCompression;
 
 /// The query's txn app id for source partition `p`, as the worker names them.
 fn app(p: i32) -> String {
@@ -432,9 +433,15 @@ async fn bins_never_mix_partition_values() {
         max_bins_per_run: 100,
         ..CompactionPolicy::default()
     };
-    let outcome = compact(&mut table, &location, 8 * largest, &policy)
-        .await
-        .expect("compact");
+    let outcome = compact(
+        &mut table,
+        &location,
+        8 * largest,
+        &policy,
+        ParquetSettings::default(),
+    )
+    .await
+    .expect("compact");
     assert_eq!(outcome.status, CompactionStatus::Committed, "{outcome:?}");
     assert_eq!(outcome.files_removed, 3 * 22, "all but east's files");
     assert!(
@@ -483,7 +490,9 @@ async fn an_append_landing_during_a_compaction_is_kept_and_the_compaction_rebase
         &CompactionPolicy::default(),
     )
     .expect("plan");
-    let rewritten = rewrite(&table, &location, &plan).await.expect("rewrite");
+    let rewritten = rewrite(&table, &location, &plan, ParquetSettings::default())
+        .await
+        .expect("rewrite");
     // Another replica (another source partition) and this worker append meanwhile.
     append(&mut sink, 1, 1, &rows(5000..5010, |_| Some("west"))).await;
     append(&mut sink, 0, 31, &rows(6000..6010, |_| None)).await;
@@ -544,6 +553,7 @@ async fn an_append_planned_before_a_compaction_commits_after_it() {
         &location,
         DEFAULT_TARGET_FILE_SIZE,
         &CompactionPolicy::default(),
+        ParquetSettings::default(),
     )
     .await
     .expect("compact");
@@ -591,8 +601,12 @@ async fn the_second_of_two_compactions_of_one_snapshot_is_superseded() {
     let mut second = open(&location).await;
     let plan_1 = plan(&first, &location, DEFAULT_TARGET_FILE_SIZE, &policy).expect("plan");
     let plan_2 = plan(&second, &location, DEFAULT_TARGET_FILE_SIZE, &policy).expect("plan");
-    let rewritten_1 = rewrite(&first, &location, &plan_1).await.expect("rewrite");
-    let rewritten_2 = rewrite(&second, &location, &plan_2).await.expect("rewrite");
+    let rewritten_1 = rewrite(&first, &location, &plan_1, ParquetSettings::default())
+        .await
+        .expect("rewrite");
+    let rewritten_2 = rewrite(&second, &location, &plan_2, ParquetSettings::default())
+        .await
+        .expect("rewrite");
     let outputs_2: Vec<PathBuf> = rewritten_2
         .iter()
         .flat_map(|b| b.adds.iter())
@@ -629,9 +643,15 @@ async fn the_second_of_two_compactions_of_one_snapshot_is_superseded() {
         "the superseded run deleted its files"
     );
     // And a new run finds nothing to do.
-    let again = compact(&mut second, &location, DEFAULT_TARGET_FILE_SIZE, &policy)
-        .await
-        .expect("compact");
+    let again = compact(
+        &mut second,
+        &location,
+        DEFAULT_TARGET_FILE_SIZE,
+        &policy,
+        ParquetSettings::default(),
+    )
+    .await
+    .expect("compact");
     assert_eq!(again.status, CompactionStatus::NothingToDo);
 }
 
@@ -649,10 +669,18 @@ async fn delta_rs_alone_commits_two_compactions_of_the_same_files() {
     let mut first = open(&location).await;
     let second = open(&location).await;
     let plan_2 = plan(&second, &location, DEFAULT_TARGET_FILE_SIZE, &policy).expect("plan");
-    let rewritten_2 = rewrite(&second, &location, &plan_2).await.expect("rewrite");
-    let outcome = compact(&mut first, &location, DEFAULT_TARGET_FILE_SIZE, &policy)
+    let rewritten_2 = rewrite(&second, &location, &plan_2, ParquetSettings::default())
         .await
-        .expect("compact");
+        .expect("rewrite");
+    let outcome = compact(
+        &mut first,
+        &location,
+        DEFAULT_TARGET_FILE_SIZE,
+        &policy,
+        ParquetSettings::default(),
+    )
+    .await
+    .expect("compact");
     assert_eq!(outcome.status, CompactionStatus::Committed);
 
     let actions: Vec<Action> = rewritten_2
@@ -736,7 +764,9 @@ async fn a_metadata_change_during_a_compaction_abandons_it() {
         &CompactionPolicy::default(),
     )
     .expect("plan");
-    let rewritten = rewrite(&table, &location, &plan).await.expect("rewrite");
+    let rewritten = rewrite(&table, &location, &plan, ParquetSettings::default())
+        .await
+        .expect("rewrite");
     let outputs: Vec<PathBuf> = rewritten
         .iter()
         .flat_map(|b| b.adds.iter())
@@ -797,13 +827,87 @@ async fn below_the_threshold_nothing_is_written() {
         min_small_files: 2,
         ..CompactionPolicy::default()
     };
-    let outcome = compact(&mut table, &location, DEFAULT_TARGET_FILE_SIZE, &none_small)
-        .await
-        .expect("compact");
+    let outcome = compact(
+        &mut table,
+        &location,
+        DEFAULT_TARGET_FILE_SIZE,
+        &none_small,
+        ParquetSettings::default(),
+    )
+    .await
+    .expect("compact");
     assert_eq!(outcome.status, CompactionStatus::NothingToDo);
 
     let after = replay(&location);
     assert_eq!(after.version, before.version, "no commit");
     assert_eq!(after.files, before.files);
     assert_eq!(parquet_on_disk(&location), on_disk, "no file written");
+}
+
+#[tokio::test]
+async fn rewritten_files_are_encoded_as_the_appends_are() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = location(&dir);
+    let parquet = ParquetSettings {
+        compression: ParquetCompression::Zstd,
+        dictionary_page_bytes: 0,
+    };
+    let mut sink = DeltaSink::open(OpenOptions {
+        uri: &location,
+        storage_options: Default::default(),
+        schema: schema(),
+        partition_by: Vec::new(),
+        checkpoint_interval: 10,
+        target_file_size: None,
+        parquet,
+        description: "compaction test",
+        merge_schema: false,
+        properties: Vec::new(),
+    })
+    .await
+    .expect("open or create the table");
+    for n in 1..=20 {
+        append(
+            &mut sink,
+            0,
+            n,
+            &rows(n * 10..n * 10 + 10, |_| Some("east")),
+        )
+        .await;
+    }
+    let appended = parquet_on_disk(&location);
+    let outcome = sink
+        .compact(&CompactionPolicy::default())
+        .await
+        .expect("compact");
+    assert_eq!(outcome.status, CompactionStatus::Committed, "{outcome:?}");
+    let rewritten: Vec<PathBuf> = parquet_on_disk(&location)
+        .into_iter()
+        .filter(|path| !appended.contains(path))
+        .collect();
+    assert_eq!(rewritten.len(), outcome.files_added);
+
+    // Every file, appended or rewritten: zstd, and no dictionary page in any column chunk.
+    use deltalake::parquet::basic::Compression;
+    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+    for path in appended.iter().chain(&rewritten) {
+        let file = std::fs::File::open(path).expect("open the file");
+        let reader = SerializedFileReader::new(file).expect("read the footer");
+        for group in reader.metadata().row_groups() {
+            for chunk in group.columns() {
+                assert!(
+                    matches!(chunk.compression(), Compression::ZSTD(_)),
+                    "{}: {:?}",
+                    path.display(),
+                    chunk.compression()
+                );
+                assert_eq!(
+                    chunk.dictionary_page_offset(),
+                    None,
+                    "{}: a dictionary page",
+                    path.display()
+                );
+            }
+        }
+    }
 }
