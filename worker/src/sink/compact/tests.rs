@@ -92,6 +92,24 @@ async fn open(location: &str) -> DeltaTable {
     table
 }
 
+/// Compacts `table` into files of the default target size, written with the default Parquet
+/// settings.
+async fn compact_to_default_target(
+    table: &mut DeltaTable,
+    location: &str,
+    policy: &CompactionPolicy,
+) -> CompactionOutcome {
+    compact(
+        table,
+        location,
+        DEFAULT_TARGET_FILE_SIZE,
+        policy,
+        ParquetSettings::default(),
+    )
+    .await
+    .expect("compact")
+}
+
 fn location(dir: &tempfile::TempDir) -> String {
     dir.path().join("table").display().to_string()
 }
@@ -548,15 +566,8 @@ async fn an_append_planned_before_a_compaction_commits_after_it() {
     let adds = writer.flush().await.expect("flush");
 
     let mut compactor = open(&location).await;
-    let outcome = compact(
-        &mut compactor,
-        &location,
-        DEFAULT_TARGET_FILE_SIZE,
-        &CompactionPolicy::default(),
-        ParquetSettings::default(),
-    )
-    .await
-    .expect("compact");
+    let outcome =
+        compact_to_default_target(&mut compactor, &location, &CompactionPolicy::default()).await;
     assert_eq!(outcome.status, CompactionStatus::Committed);
 
     let appended = CommitBuilder::from(
@@ -643,15 +654,7 @@ async fn the_second_of_two_compactions_of_one_snapshot_is_superseded() {
         "the superseded run deleted its files"
     );
     // And a new run finds nothing to do.
-    let again = compact(
-        &mut second,
-        &location,
-        DEFAULT_TARGET_FILE_SIZE,
-        &policy,
-        ParquetSettings::default(),
-    )
-    .await
-    .expect("compact");
+    let again = compact_to_default_target(&mut second, &location, &policy).await;
     assert_eq!(again.status, CompactionStatus::NothingToDo);
 }
 
@@ -672,15 +675,7 @@ async fn delta_rs_alone_commits_two_compactions_of_the_same_files() {
     let rewritten_2 = rewrite(&second, &location, &plan_2, ParquetSettings::default())
         .await
         .expect("rewrite");
-    let outcome = compact(
-        &mut first,
-        &location,
-        DEFAULT_TARGET_FILE_SIZE,
-        &policy,
-        ParquetSettings::default(),
-    )
-    .await
-    .expect("compact");
+    let outcome = compact_to_default_target(&mut first, &location, &policy).await;
     assert_eq!(outcome.status, CompactionStatus::Committed);
 
     let actions: Vec<Action> = rewritten_2
@@ -827,15 +822,7 @@ async fn below_the_threshold_nothing_is_written() {
         min_small_files: 2,
         ..CompactionPolicy::default()
     };
-    let outcome = compact(
-        &mut table,
-        &location,
-        DEFAULT_TARGET_FILE_SIZE,
-        &none_small,
-        ParquetSettings::default(),
-    )
-    .await
-    .expect("compact");
+    let outcome = compact_to_default_target(&mut table, &location, &none_small).await;
     assert_eq!(outcome.status, CompactionStatus::NothingToDo);
 
     let after = replay(&location);
