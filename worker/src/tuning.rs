@@ -32,11 +32,27 @@ pub enum ParquetCompression {
     Uncompressed,
 }
 
-/// The encoding knobs of the Parquet files the worker appends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The encoding knobs of the Parquet files the worker writes (appends and compaction alike).
+#[derive(clap::Args, Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ParquetSettings {
+    /// The compression codec of the Parquet files the worker writes.
+    #[arg(
+        long = "parquet-compression",
+        env = "TRIBUTARY_PARQUET_COMPRESSION",
+        value_enum,
+        default_value_t = ParquetCompression::default()
+    )]
     pub compression: ParquetCompression,
-    /// 0: no dictionary encoding.
+
+    /// Bytes a Parquet column chunk's dictionary may reach before the rest of the chunk is
+    /// written without one (0 turns dictionary encoding off).
+    #[arg(
+        long = "parquet-dictionary-page-bytes",
+        env = "TRIBUTARY_PARQUET_DICTIONARY_PAGE_BYTES",
+        default_value_t = DEFAULT_PARQUET_DICTIONARY_PAGE_BYTES,
+        value_parser = whole_number,
+        value_name = "BYTES"
+    )]
     pub dictionary_page_bytes: usize,
 }
 
@@ -100,25 +116,9 @@ pub struct Tuning {
     )]
     pub vacuum_interval_seconds: Option<f64>,
 
-    /// The compression codec of the Parquet files the worker writes.
-    #[arg(
-        long,
-        env = "TRIBUTARY_PARQUET_COMPRESSION",
-        value_enum,
-        default_value_t = ParquetCompression::default()
-    )]
-    pub parquet_compression: ParquetCompression,
-
-    /// Bytes a Parquet column chunk's dictionary may reach before the rest of the chunk is
-    /// written without one (0 turns dictionary encoding off).
-    #[arg(
-        long,
-        env = "TRIBUTARY_PARQUET_DICTIONARY_PAGE_BYTES",
-        default_value_t = DEFAULT_PARQUET_DICTIONARY_PAGE_BYTES,
-        value_parser = whole_number,
-        value_name = "BYTES"
-    )]
-    pub parquet_dictionary_page_bytes: usize,
+    /// How the worker's Parquet files are encoded.
+    #[command(flatten)]
+    pub parquet: ParquetSettings,
 
     /// This worker's static identity in the consumer group (Kafka's group.instance.id): a
     /// worker restarted with the same id (a container restarted after a crash or kill -9)
@@ -136,8 +136,7 @@ impl Default for Tuning {
             compaction_interval_seconds: DEFAULT_COMPACTION_INTERVAL_SECONDS,
             compaction_min_files: None,
             vacuum_interval_seconds: None,
-            parquet_compression: ParquetCompression::default(),
-            parquet_dictionary_page_bytes: DEFAULT_PARQUET_DICTIONARY_PAGE_BYTES,
+            parquet: ParquetSettings::default(),
             group_instance_id: None,
         }
     }
@@ -149,14 +148,6 @@ impl Tuning {
         match self.vacuum_interval_seconds {
             Some(seconds) if seconds > 0.0 => Duration::from_secs_f64(seconds),
             _ => spec_interval,
-        }
-    }
-
-    /// How the worker's Parquet files are encoded.
-    pub fn parquet(&self) -> ParquetSettings {
-        ParquetSettings {
-            compression: self.parquet_compression,
-            dictionary_page_bytes: self.parquet_dictionary_page_bytes,
         }
     }
 
@@ -239,7 +230,7 @@ mod tests {
             Some(Duration::from_secs(60))
         );
         assert_eq!(
-            Tuning::default().parquet(),
+            parse(&[]).expect("parses").parquet,
             ParquetSettings::default(),
             "the flags' defaults are the settings' defaults"
         );
@@ -251,7 +242,7 @@ mod tests {
         ])
         .expect("parses");
         assert_eq!(
-            plain.parquet(),
+            plain.parquet,
             ParquetSettings {
                 compression: ParquetCompression::Zstd,
                 dictionary_page_bytes: 0,

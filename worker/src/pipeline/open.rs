@@ -312,7 +312,7 @@ fn open_tables(
             partition_by: delta.partition_by.clone(),
             checkpoint_interval,
             target_file_size: delta.target_file_size.map(|s| s as u64),
-            parquet: tuning.parquet(),
+            parquet: tuning.parquet,
             description: &description,
             merge_schema: delta.merge_schema.unwrap_or(false),
             properties: properties.clone(),

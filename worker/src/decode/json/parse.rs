@@ -224,26 +224,16 @@ impl<'a> Parser<'a> {
         self.pos += 1;
         let start = self.pos;
         // Fast path: no escapes. One scan to the first byte that is not plain text.
-        let plain = self.bytes[start..]
-            .iter()
-            .position(|&b| b == quote || b == b'\\' || b < 0x20);
-        match plain {
-            None => {
-                self.pos = self.bytes.len();
-                return Err(self.error("an unterminated string"));
+        self.skip_plain_text(quote);
+        match self.peek() {
+            None => return Err(self.error("an unterminated string")),
+            Some(b) if b == quote => {
+                let text = &self.text[start..self.pos];
+                self.pos += 1;
+                return Ok(Cow::Borrowed(text));
             }
-            Some(length) => {
-                self.pos = start + length;
-                match self.bytes[self.pos] {
-                    b if b == quote => {
-                        let text = &self.text[start..self.pos];
-                        self.pos += 1;
-                        return Ok(Cow::Borrowed(text));
-                    }
-                    b'\\' => {}
-                    _ => return Err(self.error("a control character in a string")),
-                }
-            }
+            Some(b'\\') => {}
+            Some(_) => return Err(self.error("a control character in a string")),
         }
         let mut out = String::from(&self.text[start..self.pos]);
         loop {
@@ -283,16 +273,20 @@ impl<'a> Parser<'a> {
                     // Copy up to the next quote or backslash in one go (UTF-8 boundaries are
                     // safe: both are ASCII).
                     let run_start = self.pos;
-                    while let Some(b) = self.peek() {
-                        if b == quote || b == b'\\' || b < 0x20 {
-                            break;
-                        }
-                        self.pos += 1;
-                    }
+                    self.skip_plain_text(quote);
                     out.push_str(&self.text[run_start..self.pos]);
                 }
             }
         }
+    }
+
+    /// Moves past string text that needs no care: up to the closing `quote`, a backslash, a
+    /// control character, or the end.
+    fn skip_plain_text(&mut self, quote: u8) {
+        self.pos += self.bytes[self.pos..]
+            .iter()
+            .position(|&b| b == quote || b == b'\\' || b < 0x20)
+            .unwrap_or(self.bytes.len() - self.pos);
     }
 
     /// The four hex digits after `\u` (and a low surrogate's escape after a high one).
