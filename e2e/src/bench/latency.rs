@@ -26,6 +26,9 @@ const POLL: Duration = Duration::from_millis(10);
 const FIRST_COMMIT_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long the worker gets to commit what was produced once the producer stops.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(60);
+/// The window is also reported in this many equal slices (by produce time): a worker that
+/// falls behind shows as latency rising from slice to slice.
+const SLICES: usize = 5;
 
 pub struct Plan<'a> {
     pub broker: &'a Broker,
@@ -53,6 +56,8 @@ pub struct LatencyFigures {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
+    /// The window in [`SLICES`] equal slices by produce time, in order.
+    pub slices: Vec<LatencySlice>,
     pub versions_in_window: u64,
     /// Delta commits per second in the window (a table read by others wants few).
     pub commits_per_s: f64,
@@ -65,6 +70,40 @@ pub struct LatencyFigures {
     pub progress_lines: u64,
     /// The worker's own durationMs, summed over its batches.
     pub phase_ms: BTreeMap<String, i64>,
+}
+
+/// The latency of the rows produced in one slice of the window.
+#[derive(Clone, Debug, Serialize)]
+pub struct LatencySlice {
+    /// Seconds from the window's start to the slice's.
+    pub from_s: f64,
+    pub rows: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// The rows' latencies in `SLICES` equal slices of the window, from (produce time, latency ms)
+/// pairs whose produce times lie in `start_us..start_us + window_us`.
+fn slices(produced_latency: &[(i64, f64)], start_us: i64, window_us: i64) -> Vec<LatencySlice> {
+    let slice_us = (window_us / SLICES as i64).max(1);
+    let mut by_slice: Vec<Vec<f64>> = vec![Vec::new(); SLICES];
+    for &(at_us, latency_ms) in produced_latency {
+        let index = usize::try_from((at_us - start_us) / slice_us).unwrap_or(0);
+        by_slice[index.min(SLICES - 1)].push(latency_ms);
+    }
+    by_slice
+        .into_iter()
+        .enumerate()
+        .map(|(index, latencies)| {
+            let latencies = stats::sorted(latencies);
+            LatencySlice {
+                from_s: (index as i64 * slice_us) as f64 / 1e6,
+                rows: latencies.len() as u64,
+                p50_ms: stats::quantile(&latencies, 0.5).unwrap_or(f64::NAN),
+                p99_ms: stats::quantile(&latencies, 0.99).unwrap_or(f64::NAN),
+            }
+        })
+        .collect()
 }
 
 /// A version as the poller saw it.
@@ -236,7 +275,7 @@ fn figures(
 ) -> Result<LatencyFigures> {
     let window_us = i64::try_from(plan.duration.as_micros()).unwrap_or(i64::MAX);
     let window_end_us = window_start_us + window_us;
-    let mut latencies = Vec::new();
+    let mut produced_latency = Vec::new();
     let mut stamps = Vec::new();
     let mut rows_committed = 0u64;
     for version in seen {
@@ -248,14 +287,16 @@ fn figures(
                 &mut stamps,
             )?;
             rows_committed += stamps.len() as u64;
-            latencies.extend(
+            produced_latency.extend(
                 stamps
                     .iter()
                     .filter(|t| (window_start_us..window_end_us).contains(*t))
-                    .map(|t| (version.at_us - t) as f64 / 1000.0),
+                    .map(|t| (*t, (version.at_us - t) as f64 / 1000.0)),
             );
         }
     }
+    let slices = slices(&produced_latency, window_start_us, window_us);
+    let latencies: Vec<f64> = produced_latency.iter().map(|(_, ms)| *ms).collect();
     let in_window: Vec<&Seen> = seen
         .iter()
         .filter(|s| (window_start_us..window_end_us).contains(&s.at_us))
@@ -281,6 +322,7 @@ fn figures(
         p50_ms: stats::quantile(&latencies, 0.5).unwrap_or(f64::NAN),
         p99_ms: stats::quantile(&latencies, 0.99).unwrap_or(f64::NAN),
         max_ms: latencies.last().copied().unwrap_or(f64::NAN),
+        slices,
         versions_in_window: in_window.len() as u64,
         commits_per_s: stats::rate(in_window.len() as f64, plan.duration.as_secs_f64()),
         files_in_window: file_sizes.len() as u64,
@@ -292,4 +334,33 @@ fn figures(
         progress_lines: finished.progress.len() as u64,
         phase_ms: phase_totals(&finished.progress),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_fall_into_the_slice_of_their_produce_time() {
+        // A 10 s window from t = 100 s: slices of 2 s. The last row (at 9.999 s) is in the
+        // fifth slice; latency rises in the third.
+        let start = 100_000_000;
+        let rows = [
+            (start, 10.0),
+            (start + 1_999_999, 20.0),
+            (start + 2_000_000, 30.0),
+            (start + 4_500_000, 900.0),
+            (start + 4_600_000, 700.0),
+            (start + 9_999_999, 40.0),
+        ];
+        let sliced = slices(&rows, start, 10_000_000);
+        let counts: Vec<u64> = sliced.iter().map(|s| s.rows).collect();
+        assert_eq!(counts, [2, 1, 2, 0, 1]);
+        let starts: Vec<f64> = sliced.iter().map(|s| s.from_s).collect();
+        assert_eq!(starts, [0.0, 2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(sliced[0].p99_ms, 20.0);
+        assert_eq!(sliced[2].p50_ms, 700.0);
+        assert_eq!(sliced[2].p99_ms, 900.0);
+        assert!(sliced[3].p99_ms.is_nan());
+    }
 }

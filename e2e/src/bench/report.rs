@@ -191,6 +191,7 @@ impl Report {
             out += &format!(
                 "latency (default trigger): target {} msg/s, achieved {:.0}, {} partitions, warm-up {:.1} s excluded\n\
                  \x20 produce -> committed version: p50 {:.0} ms   p99 {:.0} ms   max {:.0} ms   over {} rows in {:.0} s\n\
+                 \x20 p50 / p99 ms by fifth of the window: {}\n\
                  \x20 {} versions ({:.2} commits/s), {} files in the window: {:.1} files/min, median file {:.1} KB\n\
                  \x20 rows committed {} of {} produced; worker CPU {:.2} s ({:.2} s per million rows), peak RSS {:.1} MiB\n\
                  \x20 {} batches; worker's durationMs summed: {}\n",
@@ -203,6 +204,11 @@ impl Report {
                 l.max_ms,
                 l.rows_measured,
                 l.window_s,
+                l.slices
+                    .iter()
+                    .map(|s| format!("{:.0}/{:.0}", s.p50_ms, s.p99_ms))
+                    .collect::<Vec<_>>()
+                    .join("   "),
                 l.versions_in_window,
                 l.commits_per_s,
                 l.files_in_window,
