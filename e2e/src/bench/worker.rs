@@ -236,6 +236,9 @@ impl Running {
     /// carries the high-water mark of the image before exec over, and a child spawned from this
     /// process starts with this process's RSS, mock broker data included.)
     pub fn wait(mut self, timeout: Duration) -> Result<Finished> {
+        // From this call, not from the spawn: a continuous run given SIGTERM after minutes
+        // still gets the whole `timeout` to stop.
+        let deadline = Instant::now() + timeout;
         let mut status: libc::c_int = 0;
         let mut peak_rss_bytes = 0;
         // SAFETY: rusage is plain old data; zeroed is a valid value.
@@ -254,7 +257,7 @@ impl Running {
                     std::io::Error::last_os_error(),
                 ));
             }
-            if self.started.elapsed() > timeout {
+            if Instant::now() > deadline {
                 let _ = self.child.kill();
                 // SAFETY: as above, blocking this time.
                 unsafe { libc::wait4(self.pid, &mut status, 0, &mut usage) };
