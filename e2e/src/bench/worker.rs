@@ -318,3 +318,30 @@ pub fn default_worker_bin() -> Option<PathBuf> {
     .into_iter()
     .find(|p| p.is_file())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stop_timeout_counts_from_the_wait() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // A "worker" that ends 1.5 s after it starts; the wait begins after 1.2 s with 1 s to
+        // go, so it must not be counted from the spawn.
+        let wrapper = ["sh", "-c", "sleep 1.5"].map(String::from);
+        let running = spawn(
+            &wrapper,
+            Path::new("unused"),
+            Path::new("unused.yaml"),
+            "127.0.0.1:9",
+            &dir.path().join("worker.log"),
+        )
+        .expect("spawned");
+        std::thread::sleep(Duration::from_millis(1200));
+        let finished = running
+            .wait(Duration::from_secs(1))
+            .expect("waited for it to end, not killed at once");
+        assert_eq!(finished.exit_code, 0);
+        assert!(finished.wall_s >= 1.5, "{}", finished.wall_s);
+    }
+}
