@@ -21,6 +21,8 @@ pub struct Added {
     pub size: u64,
     /// numRecords from the add's stats, when the writer wrote stats.
     pub num_records: Option<u64>,
+    /// False for a file that holds rows committed before (compaction's rewrites).
+    pub data_change: bool,
 }
 
 /// One commit file's actions.
@@ -81,6 +83,7 @@ pub fn read_commit(table: &Path, version: i64) -> Result<Commit> {
                 path,
                 size: add["size"].as_u64().unwrap_or(0),
                 num_records,
+                data_change: add["dataChange"].as_bool().unwrap_or(true),
             });
         } else if let Some(remove) = action.get("remove") {
             commit
@@ -370,6 +373,30 @@ pub fn coordinates_where_set(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn compaction_adds_are_told_from_new_rows() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::create_dir_all(log_dir(dir.path())).expect("log dir");
+        let actions = [
+            r#"{"commitInfo":{"timestamp":1,"operation":"OPTIMIZE"}}"#,
+            r#"{"add":{"path":"a.parquet","size":10,"dataChange":false,"stats":"{\"numRecords\":7}"}}"#,
+            r#"{"add":{"path":"b.parquet","size":20,"dataChange":true}}"#,
+            r#"{"remove":{"path":"old.parquet","dataChange":false}}"#,
+        ];
+        std::fs::write(commit_path(dir.path(), 3), actions.join("\n")).expect("commit");
+        let commit = read_commit(dir.path(), 3).expect("read");
+        let changes: Vec<(&str, bool, Option<u64>)> = commit
+            .adds
+            .iter()
+            .map(|a| (a.path.as_str(), a.data_change, a.num_records))
+            .collect();
+        assert_eq!(
+            changes,
+            [("a.parquet", false, Some(7)), ("b.parquet", true, None)]
+        );
+        assert_eq!(commit.removes, ["old.parquet"]);
+    }
 
     #[test]
     fn add_paths_are_url_decoded() {
