@@ -35,17 +35,18 @@ pub fn configure() {
         (ARENA_EAGER_COMMIT, "MIMALLOC_ARENA_EAGER_COMMIT", 0),
         (ALLOW_THP, "MIMALLOC_ALLOW_THP", 0),
     ] {
-        if std::env::var_os(variable).is_none() {
-            // SAFETY: a plain option setter of the linked mimalloc, called before any other
-            // thread runs.
-            unsafe { mi_option_set(option, value) };
+        if std::env::var_os(variable).is_some() {
+            continue;
         }
-    }
-    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
-        // mimalloc reads MIMALLOC_ALLOW_THP as the process loads and disables THP for the
-        // process only then; by main its first arena is advised already, so the worker asks
-        // the kernel itself.
-        disable_transparent_huge_pages();
+        // SAFETY: a plain option setter of the linked mimalloc, called before any other
+        // thread runs.
+        unsafe { mi_option_set(option, value) };
+        if option == ALLOW_THP {
+            // mimalloc reads MIMALLOC_ALLOW_THP as the process loads and disables THP for the
+            // process only then; by main its first arena is advised already, so the worker
+            // asks the kernel itself.
+            disable_transparent_huge_pages();
+        }
     }
 }
 
