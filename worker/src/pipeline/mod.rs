@@ -138,6 +138,8 @@ pub struct Pipeline {
     read_ahead: ReadAhead,
     /// Where the records' keys and values are copied to.
     payloads: Payloads,
+    /// Whether records keep their Kafka headers (includeHeaders).
+    keep_headers: bool,
     /// The last batch's record vector, emptied, for the next batch's records.
     spare_records: Vec<Record>,
     topic_names: TopicNames,

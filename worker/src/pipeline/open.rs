@@ -12,7 +12,7 @@ use rdkafka::consumer::BaseConsumer;
 use tokio::runtime::Handle;
 use tracing::info;
 use tributary_crds::{
-    AppliedReset, OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind,
+    AppliedReset, MetadataColumn, OnError, StreamingIngestion, StreamingIngestionSpec, TriggerKind,
 };
 
 use super::shape::Shaping;
@@ -98,7 +98,9 @@ impl Pipeline {
             &spec.sink.delta.secret_storage_options,
             "spec.sink.delta",
         )?;
-        let decoder = Decoder::new(&spec.format, &spec.metadata_columns())?;
+        let metadata_columns = spec.metadata_columns();
+        let keep_headers = metadata_columns.contains(&MetadataColumn::Headers);
+        let decoder = Decoder::new(&spec.format, &metadata_columns)?;
         let shaping = Shaping::new(spec, &decoder, &runtime)?;
         // A table named through Unity Catalog is resolved (and registered when absent) before
         // the checkpoint is claimed, so a refused token or an unknown table leaves nothing.
@@ -213,6 +215,7 @@ impl Pipeline {
             read_ahead: ReadAhead::new(tuning.read_ahead_records, READ_AHEAD_BYTES),
             topic_names: TopicNames::default(),
             payloads: Payloads::default(),
+            keep_headers,
             spare_records: Vec::new(),
             max_batch_bytes: tuning.max_batch_bytes,
             stop,

@@ -217,7 +217,8 @@ impl Pipeline {
         let (partition, offset) = (message.partition(), message.offset());
         let topic = self.topic_names.get(message.topic());
         let payloads = &mut self.payloads;
-        let mut make = || Record::from_message(&message, topic.clone(), payloads);
+        let keep_headers = self.keep_headers;
+        let mut make = || Record::from_message(&message, topic.clone(), payloads, keep_headers);
         let record = match plan {
             Some(plan) => match plan.offer(&topic, partition, offset, make) {
                 Placement::Taken | Placement::Duplicate => return true,
