@@ -898,3 +898,49 @@ async fn rewritten_files_are_encoded_as_the_appends_are() {
         }
     }
 }
+
+/// Row groups per rewritten file (and the rows in them), from the files' footers.
+fn row_groups_of_rewritten(location: &str, appended: &[PathBuf]) -> Vec<(usize, i64)> {
+    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+    parquet_on_disk(location)
+        .into_iter()
+        .filter(|path| !appended.contains(path))
+        .map(|path| {
+            let file = std::fs::File::open(&path).expect("open the file");
+            let reader = SerializedFileReader::new(file).expect("read the footer");
+            let metadata = reader.metadata();
+            (
+                metadata.num_row_groups(),
+                metadata.file_metadata().num_rows(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_row_group_bound_splits_a_rewritten_file() {
+    for (row_group_bytes, expect_split) in [(1, true), (DEFAULT_ROW_GROUP_BYTES, false)] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = location(&dir);
+        let mut sink = thirty_appends(&location).await;
+        let appended = parquet_on_disk(&location);
+        let policy = CompactionPolicy {
+            row_group_bytes,
+            ..CompactionPolicy::default()
+        };
+        let outcome = sink.compact(&policy).await.expect("compact");
+        assert_eq!(outcome.status, CompactionStatus::Committed, "{outcome:?}");
+
+        let rewritten = row_groups_of_rewritten(&location, &appended);
+        assert_eq!(rewritten.len(), 1, "{rewritten:?}");
+        let (groups, rows) = rewritten[0];
+        assert_eq!(rows, 300);
+        if expect_split {
+            // Each slice the writer is given closes a group once the bound is passed.
+            assert!(groups > 1, "one row group under a 1-byte bound");
+        } else {
+            assert_eq!(groups, 1, "300 small rows split under the default bound");
+        }
+        assert_eq!(replay(&location).rows.len(), 300);
+    }
+}
