@@ -3,7 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::support::*;
 use tributary_testkit::server::free_port;
@@ -24,6 +24,24 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let code = answer.split_whitespace().nth(1)?.parse().ok()?;
     let body = answer.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
     Some((code, body))
+}
+
+/// Waits until /readyz answers `code`, and returns its body; on timeout the panic names the
+/// last answer and carries the worker's log, so a failure says what the worker saw.
+fn readyz_until(port: u16, code: u16, what: &str, timeout: Duration, worker: &Worker) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match get(port, "/readyz") {
+            Some((answered, body)) if answered == code => return body,
+            other => other,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; /readyz last answered {last:?}; worker log:\n{}",
+            worker.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -55,24 +73,17 @@ fn readiness_fails_with_the_reason_while_the_broker_or_the_table_is_gone() {
         }
     };
     wait_for("the first rows", Duration::from_secs(60), || rows(&ws) == 5);
-    wait_for("ready", Duration::from_secs(30), || {
-        get(port, "/readyz").is_some_and(|(code, _)| code == 200)
-    });
+    readyz_until(port, 200, "ready", Duration::from_secs(30), &worker);
 
     // The broker stops: not ready, saying why; still alive (the worker retries).
     let node = broker.node_ids()[0];
     broker.stop(node);
-    let mut reason = String::new();
-    wait_for(
+    let reason = readyz_until(
+        port,
+        503,
         "not ready while the broker is down",
         Duration::from_secs(40),
-        || match get(port, "/readyz") {
-            Some((503, body)) => {
-                reason = body;
-                true
-            }
-            _ => false,
-        },
+        &worker,
     );
     assert!(
         reason.contains("cannot reach the Kafka brokers at") && reason.contains(&broker.bootstrap),
@@ -82,10 +93,12 @@ fn readiness_fails_with_the_reason_while_the_broker_or_the_table_is_gone() {
 
     // The broker is back: ready again, and new records are read.
     broker.restart(node);
-    wait_for(
+    readyz_until(
+        port,
+        200,
         "ready once the broker is back",
         Duration::from_secs(60),
-        || get(port, "/readyz").is_some_and(|(code, _)| code == 200),
+        &worker,
     );
     for i in 5..8 {
         broker.send("t", 0, None, reading(i, "rome", 2.0).as_bytes());
@@ -99,27 +112,24 @@ fn readiness_fails_with_the_reason_while_the_broker_or_the_table_is_gone() {
     let log = ws.table().join("_delta_log");
     let moved = ws.path("moved_delta_log");
     std::fs::rename(&log, &moved).expect("move the log away");
-    let mut reason = String::new();
-    wait_for(
+    let reason = readyz_until(
+        port,
+        503,
         "not ready without the table",
         Duration::from_secs(30),
-        || match get(port, "/readyz") {
-            Some((503, body)) => {
-                reason = body;
-                true
-            }
-            _ => false,
-        },
+        &worker,
     );
     assert!(
         reason.contains("the Delta table at") && reason.contains("has lost its commit"),
         "{reason}"
     );
     std::fs::rename(&moved, &log).expect("put the log back");
-    wait_for(
+    readyz_until(
+        port,
+        200,
         "ready once the table is back",
         Duration::from_secs(30),
-        || get(port, "/readyz").is_some_and(|(code, _)| code == 200),
+        &worker,
     );
 
     worker.terminate();
