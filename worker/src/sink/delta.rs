@@ -528,7 +528,7 @@ impl DeltaSink {
                 None => RecordBatchWriter::for_table(&self.table),
             }
             .map_err(Error::delta("write to", &self.uri))?
-            .with_writer_properties(super::parquet::writer_properties(self.parquet));
+            .with_writer_properties(super::parquet::writer_properties_for(self.parquet, batch));
             if let Some(size) = self.target_file_size {
                 writer = writer.with_target_file_size(size);
             }
