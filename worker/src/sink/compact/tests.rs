@@ -899,6 +899,37 @@ async fn rewritten_files_are_encoded_as_the_appends_are() {
     }
 }
 
+#[tokio::test]
+async fn an_appended_file_has_a_dictionary_only_where_it_pays() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let location = location(&dir);
+    let mut sink = sink(&location, &[], None).await;
+    // Unique ids and values, one site: only the site's dictionary is worth writing.
+    append(&mut sink, 0, 1, &rows(0..5_000, |_| Some("east"))).await;
+    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+    let files = parquet_on_disk(&location);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let file = std::fs::File::open(&files[0]).expect("open the file");
+    let reader = SerializedFileReader::new(file).expect("read the footer");
+    let mut dictionaries = BTreeMap::new();
+    for group in reader.metadata().row_groups() {
+        for chunk in group.columns() {
+            dictionaries.insert(
+                chunk.column_path().string(),
+                chunk.dictionary_page_offset().is_some(),
+            );
+        }
+    }
+    assert_eq!(
+        dictionaries,
+        BTreeMap::from([
+            ("id".to_string(), false),
+            ("site".to_string(), true),
+            ("value".to_string(), false),
+        ])
+    );
+}
+
 /// Row groups per rewritten file (and the rows in them), from the files' footers.
 fn row_groups_of_rewritten(location: &str, appended: &[PathBuf]) -> Vec<(usize, i64)> {
     use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
