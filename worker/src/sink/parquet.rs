@@ -25,6 +25,10 @@ use crate::tuning::{ParquetCompression, ParquetSettings};
 /// Values of a column looked at to judge its dictionary: enough to tell a column of a few
 /// thousand values from a near-unique one, cheap next to encoding the batch.
 const DICTIONARY_SAMPLE: usize = 4096;
+/// At most this many bytes of values are sampled (fewer values when they are large)...
+const DICTIONARY_SAMPLE_BYTES: usize = 1 << 20;
+/// ...but no fewer values than this: a column of larger values keeps its dictionary.
+const DICTIONARY_SAMPLE_MIN: usize = 64;
 
 fn codec(compression: ParquetCompression) -> Compression {
     match compression {
@@ -88,16 +92,27 @@ impl ColumnShape {
     /// for a column without values.
     fn sample(column: &ArrayRef) -> Option<ColumnShape> {
         let rows = column.len();
-        let taken = if rows <= DICTIONARY_SAMPLE {
+        let values = rows - column.null_count();
+        if values == 0 {
+            return None;
+        }
+        let value_bytes = plain_bytes(column)?;
+        // Fewer of large values, so that the copy the sample takes stays small; values too
+        // large for even a small sample keep the writer's default.
+        let wanted =
+            ((DICTIONARY_SAMPLE_BYTES as f64 / value_bytes) as usize).min(DICTIONARY_SAMPLE);
+        if wanted < DICTIONARY_SAMPLE_MIN {
+            return None;
+        }
+        let taken = if rows <= wanted {
             column.clone()
         } else {
             // Spread over the batch: records come partition by partition, in offset order.
-            let indices: UInt32Array = (0..DICTIONARY_SAMPLE)
-                .map(|i| u32::try_from(i * rows / DICTIONARY_SAMPLE).ok())
+            let indices: UInt32Array = (0..wanted)
+                .map(|i| u32::try_from(i * rows / wanted).ok())
                 .collect();
             take(column.as_ref(), &indices, None).ok()?
         };
-        let value_bytes = plain_bytes(&taken)?;
         let sampled = taken.len() - taken.null_count();
         if sampled == 0 {
             return None;
@@ -113,7 +128,7 @@ impl ColumnShape {
             .map(|(_, row)| row)
             .collect::<HashSet<_>>()
             .len();
-        let values = (rows - column.null_count()) as f64;
+        let values = values as f64;
         Some(ColumnShape {
             values,
             distinct: expected_distinct(values, sampled as f64, seen as f64),
@@ -132,21 +147,21 @@ impl ColumnShape {
     }
 }
 
-/// Plain-encoded bytes per value of a sampled column (a string's or a byte array's length
+/// Plain-encoded bytes per non-null value of a column (a string's or a byte array's length
 /// prefix included); None for the kinds not judged.
-fn plain_bytes(sample: &ArrayRef) -> Option<f64> {
+fn plain_bytes(column: &ArrayRef) -> Option<f64> {
     fn spanned<O: deltalake::arrow::array::OffsetSizeTrait>(offsets: &[O]) -> usize {
         match (offsets.first(), offsets.last()) {
             (Some(first), Some(last)) => (*last - *first).as_usize(),
             _ => 0,
         }
     }
-    let values = sample.len().saturating_sub(sample.null_count()).max(1) as f64;
-    let data_bytes = match sample.data_type() {
-        DataType::Utf8 => spanned(sample.as_string::<i32>().value_offsets()),
-        DataType::LargeUtf8 => spanned(sample.as_string::<i64>().value_offsets()),
-        DataType::Binary => spanned(sample.as_binary::<i32>().value_offsets()),
-        DataType::LargeBinary => spanned(sample.as_binary::<i64>().value_offsets()),
+    let values = column.len().saturating_sub(column.null_count()).max(1) as f64;
+    let data_bytes = match column.data_type() {
+        DataType::Utf8 => spanned(column.as_string::<i32>().value_offsets()),
+        DataType::LargeUtf8 => spanned(column.as_string::<i64>().value_offsets()),
+        DataType::Binary => spanned(column.as_binary::<i32>().value_offsets()),
+        DataType::LargeBinary => spanned(column.as_binary::<i64>().value_offsets()),
         other if other.is_primitive() => return other.primitive_width().map(|w| w as f64),
         _ => return None,
     };
@@ -306,6 +321,22 @@ mod tests {
             &batch,
         );
         assert!(!dictionary_of(&off, "site"));
+    }
+
+    #[test]
+    fn large_values_are_sampled_fewer_or_not_at_all() {
+        let unique = |rows: usize, bytes: usize| -> ArrayRef {
+            Arc::new(StringArray::from_iter_values(
+                (0..rows).map(|i| format!("{i:0bytes$}")),
+            ))
+        };
+        // 2 KiB values: 512 of them sampled (1 MiB), enough to see they never repeat.
+        let shape = ColumnShape::sample(&unique(3_000, 2_048)).expect("judged");
+        assert_eq!(shape.distinct, 3_000.0);
+        assert!(!shape.dictionary_pays(1 << 20));
+        // 32 KiB values: fewer than 64 fit in the sample's bytes, so the column is not
+        // judged and keeps the writer's default.
+        assert_eq!(ColumnShape::sample(&unique(100, 32_768)), None);
     }
 
     #[test]
