@@ -1,9 +1,10 @@
 //! /readyz says whether the worker can reach its brokers and its table: red with the reason
 //! while the broker is stopped or the table's log is gone, green again once they are back.
 
+use std::cell::RefCell;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 use tributary_testkit::server::free_port;
@@ -29,19 +30,27 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 /// Waits until /readyz answers `code`, and returns its body; on timeout the panic names the
 /// last answer and carries the worker's log, so a failure says what the worker saw.
 fn readyz_until(port: u16, code: u16, what: &str, timeout: Duration, worker: &Worker) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = match get(port, "/readyz") {
-            Some((answered, body)) if answered == code => return body,
-            other => other,
-        };
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; /readyz last answered {last:?}; worker log:\n{}",
-            worker.stderr_text()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let last = RefCell::new(None);
+    wait_for_or_explain(
+        what,
+        timeout,
+        || {
+            let answer = get(port, "/readyz");
+            let done = answer
+                .as_ref()
+                .is_some_and(|(answered, _)| *answered == code);
+            *last.borrow_mut() = answer;
+            done
+        },
+        || {
+            format!(
+                "; /readyz last answered {:?}; worker log:\n{}",
+                last.borrow(),
+                worker.stderr_text()
+            )
+        },
+    );
+    last.into_inner().map(|(_, body)| body).unwrap_or_default()
 }
 
 #[test]

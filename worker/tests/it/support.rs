@@ -334,10 +334,22 @@ pub fn run_refused(
 }
 
 /// Polls `condition` until it holds, failing after `timeout`.
-pub fn wait_for(what: &str, timeout: Duration, mut condition: impl FnMut() -> bool) {
+pub fn wait_for(what: &str, timeout: Duration, condition: impl FnMut() -> bool) {
+    wait_for_or_explain(what, timeout, condition, String::new);
+}
+
+/// [`wait_for`], whose failure adds what `explain` says then (the last answer seen, a log).
+pub fn wait_for_or_explain(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> bool,
+    explain: impl FnOnce() -> String,
+) {
     let deadline = Instant::now() + timeout;
     while !condition() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        if Instant::now() >= deadline {
+            panic!("timed out waiting for {what}{}", explain());
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }

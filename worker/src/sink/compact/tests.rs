@@ -876,11 +876,8 @@ async fn rewritten_files_are_encoded_as_the_appends_are() {
 
     // Every file, appended or rewritten: zstd, and no dictionary page in any column chunk.
     use deltalake::parquet::basic::Compression;
-    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
     for path in appended.iter().chain(&rewritten) {
-        let file = std::fs::File::open(path).expect("open the file");
-        let reader = SerializedFileReader::new(file).expect("read the footer");
-        for group in reader.metadata().row_groups() {
+        for group in footer(path).row_groups() {
             for chunk in group.columns() {
                 assert!(
                     matches!(chunk.compression(), Compression::ZSTD(_)),
@@ -906,13 +903,10 @@ async fn an_appended_file_has_a_dictionary_only_where_it_pays() {
     let mut sink = sink(&location, &[], None).await;
     // Unique ids and values, one site: only the site's dictionary is worth writing.
     append(&mut sink, 0, 1, &rows(0..5_000, |_| Some("east"))).await;
-    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
     let files = parquet_on_disk(&location);
     assert_eq!(files.len(), 1, "{files:?}");
-    let file = std::fs::File::open(&files[0]).expect("open the file");
-    let reader = SerializedFileReader::new(file).expect("read the footer");
     let mut dictionaries = BTreeMap::new();
-    for group in reader.metadata().row_groups() {
+    for group in footer(&files[0]).row_groups() {
         for chunk in group.columns() {
             dictionaries.insert(
                 chunk.column_path().string(),
@@ -930,16 +924,21 @@ async fn an_appended_file_has_a_dictionary_only_where_it_pays() {
     );
 }
 
+/// A Parquet file's footer.
+fn footer(path: &FsPath) -> deltalake::parquet::file::metadata::ParquetMetaData {
+    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
+    let file = std::fs::File::open(path).expect("open the file");
+    let reader = SerializedFileReader::new(file).expect("read the footer");
+    reader.metadata().clone()
+}
+
 /// Row groups per rewritten file (and the rows in them), from the files' footers.
 fn row_groups_of_rewritten(location: &str, appended: &[PathBuf]) -> Vec<(usize, i64)> {
-    use deltalake::parquet::file::reader::{FileReader, SerializedFileReader};
     parquet_on_disk(location)
         .into_iter()
         .filter(|path| !appended.contains(path))
         .map(|path| {
-            let file = std::fs::File::open(&path).expect("open the file");
-            let reader = SerializedFileReader::new(file).expect("read the footer");
-            let metadata = reader.metadata();
+            let metadata = footer(&path);
             (
                 metadata.num_row_groups(),
                 metadata.file_metadata().num_rows(),
