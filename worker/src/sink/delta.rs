@@ -10,13 +10,13 @@ use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::MetadataExt;
 use deltalake::kernel::engine::arrow_conversion::{TryIntoArrow, TryIntoKernel};
 use deltalake::kernel::transaction::{
-    CommitBuilder, CommitConflictError, CommitProperties, PROTOCOL, TransactionError,
+    CommitBuilder, CommitConflictError, CommitProperties, PROTOCOL, PreCommit, TransactionError,
 };
 use deltalake::kernel::{Action, StructField, StructType, Transaction};
 use deltalake::operations::create::CreateBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
-use deltalake::{DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
+use deltalake::{DeltaResult, DeltaTable, DeltaTableBuilder, DeltaTableError, TableProperty};
 use url::Url;
 
 use crate::error::{Error, Result};
@@ -567,9 +567,8 @@ impl DeltaSink {
                 })?;
             actions.push(Action::Metadata(metadata));
         }
-        let result = CommitBuilder::from(properties)
-            .with_actions(actions)
-            .build(
+        let result = land(
+            CommitBuilder::from(properties).with_actions(actions).build(
                 Some(snapshot),
                 self.table.log_store(),
                 DeltaOperation::Write {
@@ -577,12 +576,14 @@ impl DeltaSink {
                     partition_by,
                     predicate: None,
                 },
-            )
-            .await;
+            ),
+            &self.uri,
+        )
+        .await;
         match result {
-            Ok(finalized) => {
+            Ok(landed) => {
                 self.txn_cache
-                    .committed(self.table.version(), finalized.version(), txns);
+                    .committed(self.table.version(), landed.version, txns);
                 if evolves && let Some(merged) = self.evolve_to.take() {
                     let added: Vec<&str> = merged
                         .fields()
@@ -591,15 +592,15 @@ impl DeltaSink {
                         .collect();
                     tracing::info!(
                         table = %self.uri,
-                        version = finalized.version(),
+                        version = landed.version,
                         columns = ?added,
                         "added the columns to the table (mergeSchema)"
                     );
                 }
                 Ok(CommitOutcome::Committed {
-                    version: finalized.version() as i64,
+                    version: landed.version as i64,
                     files,
-                    retries: finalized.metrics.num_retries,
+                    retries: landed.retries,
                     write_ms,
                 })
             }
@@ -673,26 +674,29 @@ impl DeltaSink {
                     .collect(),
             )
             .with_max_retries(COMMIT_RETRIES);
-        let result = CommitBuilder::from(properties)
-            .with_actions(vec![Action::CommitInfo(commit_info)])
-            .build(
-                Some(snapshot),
-                self.table.log_store(),
-                DeltaOperation::Write {
-                    mode: SaveMode::Append,
-                    partition_by: None,
-                    predicate: None,
-                },
-            )
-            .await;
+        let result = land(
+            CommitBuilder::from(properties)
+                .with_actions(vec![Action::CommitInfo(commit_info)])
+                .build(
+                    Some(snapshot),
+                    self.table.log_store(),
+                    DeltaOperation::Write {
+                        mode: SaveMode::Append,
+                        partition_by: None,
+                        predicate: None,
+                    },
+                ),
+            &self.uri,
+        )
+        .await;
         match result {
-            Ok(finalized) => {
+            Ok(landed) => {
                 self.txn_cache
-                    .committed(self.table.version(), finalized.version(), txns);
+                    .committed(self.table.version(), landed.version, txns);
                 Ok(CommitOutcome::Committed {
-                    version: finalized.version() as i64,
+                    version: landed.version as i64,
                     files: 0,
-                    retries: finalized.metrics.num_retries,
+                    retries: landed.retries,
                     write_ms: 0,
                 })
             }
@@ -702,6 +706,42 @@ impl DeltaSink {
                 "a concurrent commit moved the same partitions".into(),
             )),
             Err(source) => Err(Error::delta("commit a reset to", &self.uri)(source)),
+        }
+    }
+}
+
+/// A commit whose entry is in the log.
+#[derive(Debug)]
+pub struct Landed {
+    pub version: u64,
+    /// Attempts lost to other writers' commits before this one landed (0 when unknown).
+    pub retries: u64,
+}
+
+/// Writes the commit's log entry, then reads the table at the new version (and writes a
+/// checkpoint when one is due). A commit is done once its entry is written: a failure after
+/// that (the log unreadable for a moment, a checkpoint refused) does not undo it, so it is
+/// logged and the commit reported, not turned into a failed batch that would stop a worker
+/// whose rows and offsets are already in the table. The next commit reads the table again.
+pub async fn land(commit: PreCommit<'_>, uri: &str) -> DeltaResult<Landed> {
+    let written = commit.into_prepared_commit_future().await?.await?;
+    let version = written.version;
+    match written.await {
+        Ok(finalized) => Ok(Landed {
+            version,
+            retries: finalized.metrics.num_retries,
+        }),
+        Err(error) => {
+            tracing::warn!(
+                table = %uri,
+                version,
+                %error,
+                "committed; reading the table after the commit failed (it is read again before the next commit)"
+            );
+            Ok(Landed {
+                version,
+                retries: 0,
+            })
         }
     }
 }
@@ -1062,6 +1102,100 @@ mod tests {
             reopened.txn_versions(&ids).await.expect("txns"),
             [Some(4), Some(7)]
         );
+    }
+
+    /// Fails every commit's after-work (reading the new version back), as a log unreadable for
+    /// a moment right after the commit does.
+    struct UnreadableAfterCommit;
+
+    #[async_trait::async_trait]
+    impl deltalake::operations::CustomExecuteHandler for UnreadableAfterCommit {
+        async fn pre_execute(
+            &self,
+            _: &deltalake::logstore::LogStoreRef,
+            _: uuid::Uuid,
+        ) -> DeltaResult<()> {
+            Ok(())
+        }
+
+        async fn post_execute(
+            &self,
+            _: &deltalake::logstore::LogStoreRef,
+            _: uuid::Uuid,
+        ) -> DeltaResult<()> {
+            Ok(())
+        }
+
+        async fn before_post_commit_hook(
+            &self,
+            _: &deltalake::logstore::LogStoreRef,
+            _: bool,
+            _: uuid::Uuid,
+        ) -> DeltaResult<()> {
+            Err(DeltaTableError::Generic(
+                "the log cannot be read right now".into(),
+            ))
+        }
+
+        async fn after_post_commit_hook(
+            &self,
+            _: &deltalake::logstore::LogStoreRef,
+            _: bool,
+            _: uuid::Uuid,
+        ) -> DeltaResult<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_whose_after_work_fails_is_still_a_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        let sink = open(&location).await.expect("create");
+        let commit = |app_id: &str| {
+            CommitBuilder::from(
+                CommitProperties::default()
+                    .with_application_transactions(vec![Transaction::new(app_id, 1)]),
+            )
+            .with_post_commit_hook_handler(Some(Arc::new(UnreadableAfterCommit)))
+        };
+        let operation = || DeltaOperation::Write {
+            mode: SaveMode::Append,
+            partition_by: None,
+            predicate: None,
+        };
+        let snapshot = sink.table.snapshot().expect("snapshot");
+        // delta-rs alone reports the whole commit failed, though its entry is written...
+        let whole = commit("p0")
+            .build(Some(snapshot), sink.table.log_store(), operation())
+            .await;
+        assert!(whole.is_err(), "the handler fails the after-work");
+        // ...`land` reports it landed, at the version the log now holds.
+        let mut table = sink.table.clone();
+        table.update_state().await.expect("reload");
+        assert_eq!(table.version(), Some(1), "the first commit is in the log");
+        let snapshot = table.snapshot().expect("snapshot");
+        let landed = land(
+            commit("p1").build(Some(snapshot), table.log_store(), operation()),
+            &location,
+        )
+        .await
+        .expect("landed");
+        assert_eq!(landed.version, 2);
+        table.update_state().await.expect("reload");
+        assert_eq!(table.version(), Some(2));
+        let log_store = table.log_store();
+        let snapshot = table.snapshot().expect("snapshot");
+        for app_id in ["p0", "p1"] {
+            assert_eq!(
+                snapshot
+                    .transaction_version(log_store.as_ref(), app_id)
+                    .await
+                    .expect("txn"),
+                Some(1),
+                "{app_id}"
+            );
+        }
     }
 
     /// A table as Spark creates it with a table feature: writer version 7, and `invariants`

@@ -29,7 +29,13 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 
 /// Waits until /readyz answers `code`, and returns its body; on timeout the panic names the
 /// last answer and carries the worker's log, so a failure says what the worker saw.
-fn readyz_until(port: u16, code: u16, what: &str, timeout: Duration, worker: &Worker) -> String {
+fn readyz_until(
+    port: u16,
+    code: u16,
+    what: &str,
+    timeout: Duration,
+    worker: &mut Worker,
+) -> String {
     let last = RefCell::new(None);
     wait_for_or_explain(
         what,
@@ -44,8 +50,12 @@ fn readyz_until(port: u16, code: u16, what: &str, timeout: Duration, worker: &Wo
         },
         || {
             format!(
-                "; /readyz last answered {:?}; worker log:\n{}",
+                "; /readyz last answered {:?}; the worker {}; its log:\n{}",
                 last.borrow(),
+                match worker.exited() {
+                    Some(status) => format!("exited ({status})"),
+                    None => "still runs".to_string(),
+                },
                 worker.stderr_text()
             )
         },
@@ -82,7 +92,7 @@ fn readiness_fails_with_the_reason_while_the_broker_or_the_table_is_gone() {
         }
     };
     wait_for("the first rows", Duration::from_secs(60), || rows(&ws) == 5);
-    readyz_until(port, 200, "ready", Duration::from_secs(30), &worker);
+    readyz_until(port, 200, "ready", Duration::from_secs(30), &mut worker);
 
     // The broker stops: not ready, saying why; still alive (the worker retries).
     let node = broker.node_ids()[0];
@@ -92,7 +102,7 @@ fn readiness_fails_with_the_reason_while_the_broker_or_the_table_is_gone() {
         503,
         "not ready while the broker is down",
         Duration::from_secs(40),
-        &worker,
+        &mut worker,
     );
     assert!(
         reason.contains("cannot reach the Kafka brokers at") && reason.contains(&broker.bootstrap),
@@ -107,7 +117,7 @@ fn readiness_fails_with_the_reason_while_the_broker_or_the_table_is_gone() {
         200,
         "ready once the broker is back",
         Duration::from_secs(60),
-        &worker,
+        &mut worker,
     );
     for i in 5..8 {
         broker.send("t", 0, None, reading(i, "rome", 2.0).as_bytes());
@@ -126,7 +136,7 @@ fn readiness_fails_with_the_reason_while_the_broker_or_the_table_is_gone() {
         503,
         "not ready without the table",
         Duration::from_secs(30),
-        &worker,
+        &mut worker,
     );
     assert!(
         reason.contains("the Delta table at") && reason.contains("has lost its commit"),
@@ -138,7 +148,7 @@ fn readiness_fails_with_the_reason_while_the_broker_or_the_table_is_gone() {
         200,
         "ready once the table is back",
         Duration::from_secs(30),
-        &worker,
+        &mut worker,
     );
 
     worker.terminate();

@@ -50,6 +50,7 @@ use deltalake::{DeltaTable, DeltaTableError, ObjectStore, Path};
 use futures::StreamExt;
 use tracing::Instrument;
 
+use super::delta::land;
 use crate::error::{Error, Result};
 use crate::tuning::ParquetSettings;
 
@@ -578,23 +579,26 @@ async fn commit(
         }
 
         let totals = BinTotals::of(&pending);
-        let result = CommitBuilder::from(commit_properties(plan, &totals))
-            .with_actions(optimize_actions(
-                &pending,
-                chrono::Utc::now().timestamp_millis(),
-            ))
-            .build(
-                Some(snapshot),
-                table.log_store(),
-                DeltaOperation::Optimize {
-                    predicate: None,
-                    target_size: i64::try_from(plan.target_file_size).unwrap_or(i64::MAX),
-                },
-            )
-            .await;
+        let result = land(
+            CommitBuilder::from(commit_properties(plan, &totals))
+                .with_actions(optimize_actions(
+                    &pending,
+                    chrono::Utc::now().timestamp_millis(),
+                ))
+                .build(
+                    Some(snapshot),
+                    table.log_store(),
+                    DeltaOperation::Optimize {
+                        predicate: None,
+                        target_size: i64::try_from(plan.target_file_size).unwrap_or(i64::MAX),
+                    },
+                ),
+            uri,
+        )
+        .await;
         match result {
-            Ok(finalized) => {
-                let version = finalized.version() as i64;
+            Ok(landed) => {
+                let version = landed.version as i64;
                 // Best effort: the commit is in; a failed refresh only leaves `table` behind,
                 // and the sink refreshes before each append anyway.
                 if let Err(error) = table.update_state().await {
