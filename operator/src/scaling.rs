@@ -17,8 +17,9 @@ use tributary_crds::{
 use crate::status::pods::last_exit;
 use crate::status::workers;
 
-/// Least time between two increases: new workers need a rebalance and a batch before their
-/// lag is reported, and the lag seen meanwhile would ask for the same workers again.
+/// Longest wait between two increases: new workers need a rebalance and a batch before their
+/// lag is reported, and the lag seen meanwhile would ask for the same workers again. The wait
+/// ends sooner once every worker has reported after the change (see [`Observed::reported`]).
 pub const SCALE_UP_COOLDOWN: SignedDuration = SignedDuration::from_secs(60);
 
 /// Workers are removed only down to a count that keeps each at this share of the target, so a
@@ -61,15 +62,15 @@ pub fn decide(ingestion: &StreamingIngestion, pods: &[Pod], now: Timestamp) -> S
     }
     let previous = ingestion.status.clone().unwrap_or_default();
     let autoscaling = spec.autoscaling.as_ref().map(|policy| {
-        let totals = workers::totals(&previous.workers, pods);
-        autoscale_at_rate(
-            policy,
-            previous.autoscaling.as_ref(),
-            totals.lag,
-            rate_per_worker(&previous, pods),
-            known_partitions(&previous, pods),
-            now,
-        )
+        let observed = Observed {
+            lag: workers::totals(&previous.workers, pods).lag,
+            rate_per_worker: rate_per_worker(&previous, pods),
+            partitions: known_partitions(&previous, pods),
+            reported: workers::live_entries(&previous.workers, pods)
+                .filter_map(|w| w.timestamp.as_deref()?.parse().ok())
+                .collect(),
+        };
+        autoscale_observed(policy, previous.autoscaling.as_ref(), &observed, now)
     });
     let restart_limit = spec
         .max_restarts
@@ -118,7 +119,23 @@ pub fn rate_per_worker(status: &StreamingIngestionStatus, pods: &[Pod]) -> Optio
     Some((mean / scale).round() * scale)
 }
 
-/// [`autoscale_at_rate`] for a lag target, which needs no rate.
+/// What the live workers report, as autoscaling reads it.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// Offsets behind the latest, summed over the workers (None before any reported).
+    pub lag: Option<i64>,
+    /// See [`rate_per_worker`].
+    pub rate_per_worker: Option<f64>,
+    /// See [`known_partitions`].
+    pub partitions: Option<usize>,
+    /// When each live worker last reported. Once as many workers as were asked for have
+    /// reported since the last change, their lag is the one after it: a further increase need
+    /// not wait out the rest of [`SCALE_UP_COOLDOWN`]. That matters when the partitions known
+    /// at the change capped it (a worker had not reported all of its partitions yet).
+    pub reported: Vec<Timestamp>,
+}
+
+/// [`autoscale_observed`] for a lag target, which needs no rate, with no report times.
 pub fn autoscale(
     policy: &Autoscaling,
     previous: Option<&AutoscalingStatus>,
@@ -126,20 +143,29 @@ pub fn autoscale(
     partitions: Option<usize>,
     now: Timestamp,
 ) -> AutoscalingStatus {
-    autoscale_at_rate(policy, previous, lag, None, partitions, now)
+    let observed = Observed {
+        lag,
+        partitions,
+        ..Observed::default()
+    };
+    autoscale_observed(policy, previous, &observed, now)
 }
 
-/// Autoscaling's decision: up at once (after a cooldown), down only after the lag has stayed
-/// low for the delay, never outside the bounds and never above the partitions. A target in
-/// seconds behind is a lag target of that many seconds at `rate_per_worker` rows per second.
-pub fn autoscale_at_rate(
+/// Autoscaling's decision: up at once (once the last change settled), down only after the lag
+/// has stayed low for the delay, never outside the bounds and never above the partitions. A
+/// target in seconds behind is a lag target of that many seconds at the rate per worker.
+pub fn autoscale_observed(
     policy: &Autoscaling,
     previous: Option<&AutoscalingStatus>,
-    lag: Option<i64>,
-    rate_per_worker: Option<f64>,
-    partitions: Option<usize>,
+    observed: &Observed,
     now: Timestamp,
 ) -> AutoscalingStatus {
+    let Observed {
+        lag,
+        rate_per_worker,
+        partitions,
+        ..
+    } = *observed;
     let ceiling = match partitions {
         Some(p) => policy
             .max_replicas
@@ -212,7 +238,13 @@ pub fn autoscale_at_rate(
         let cooling = last_scale_time
             .as_deref()
             .and_then(|t| t.parse::<Timestamp>().ok())
-            .is_some_and(|t| now.duration_since(t) < SCALE_UP_COOLDOWN);
+            .is_some_and(|changed| {
+                // The change is stored to the second: a report counts from the next one.
+                let after = changed + SignedDuration::from_secs(1);
+                let reported_since = observed.reported.iter().filter(|r| **r >= after).count();
+                now.duration_since(changed) < SCALE_UP_COOLDOWN
+                    && reported_since < usize::try_from(current).unwrap_or(usize::MAX)
+            });
         if cooling {
             return hold(
                 format!("{current} workers: {situation}; waiting for the last change to settle"),

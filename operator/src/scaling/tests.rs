@@ -139,6 +139,36 @@ fn no_second_increase_before_the_last_one_settled() {
 }
 
 #[test]
+fn an_increase_capped_by_the_partitions_then_known_goes_on_once_every_worker_reported() {
+    let p = policy(1, 5, 100);
+    // One worker had reported 2 of the topic's 3 partitions: 2 workers, not the 5 asked for.
+    let first = autoscale(
+        &p,
+        Some(&decided(1, later(-600))),
+        Some(5000),
+        Some(2),
+        now(),
+    );
+    assert_eq!(first.desired_replicas, 2);
+    let observed = |reported: Vec<Timestamp>| Observed {
+        lag: Some(4800),
+        partitions: Some(3),
+        reported,
+        ..Observed::default()
+    };
+    // 20 s on, the third partition is known; one worker reported since (the other reported
+    // in the second of the change, which does not count): still waiting.
+    let one = observed(vec![now(), later(15)]);
+    let waiting = autoscale_observed(&p, Some(&first), &one, later(20));
+    assert_eq!(waiting.desired_replicas, 2, "{waiting:?}");
+    // Both reported after the change: their lag is the one after it, so on at once.
+    let both = observed(vec![later(12), later(15)]);
+    let on = autoscale_observed(&p, Some(&first), &both, later(20));
+    assert_eq!(on.desired_replicas, 3, "{on:?}");
+    assert_eq!(on.last_scale_time, Some(rfc3339(later(20))));
+}
+
+#[test]
 fn workers_are_removed_only_after_the_lag_stayed_low_for_the_delay() {
     let p = policy(1, 6, 1000);
     let first = autoscale(&p, Some(&decided(4, later(-3600))), Some(100), None, now());
@@ -221,6 +251,26 @@ fn decide_sets_the_replicas_of_a_continuous_ingestion_only() {
     let scale = decide(&si, &[], now());
     assert_eq!(scale.replicas, Some(2));
 
+    // Changed to 2 a moment ago: held, until both workers have reported since.
+    let status = si.status.as_mut().expect("status");
+    status.autoscaling = Some(decided(2, now()));
+    let entry = |name: &str, partitions: [i32; 3], reported: Timestamp| WorkerStatus {
+        name: name.into(),
+        partitions: partitions.iter().map(|p| format!("t-{p}")).collect(),
+        lag: Some(225),
+        timestamp: Some(reported.to_string()),
+        ..WorkerStatus::default()
+    };
+    status.workers = vec![
+        entry("sensors-a", [0, 1, 2], later(3)),
+        entry("sensors-b", [3, 4, 5], now()),
+    ];
+    let pods = [pod("sensors-a", 0), pod("sensors-b", 0)];
+    assert_eq!(decide(&si, &pods, later(10)).replicas, Some(2));
+    let status = si.status.as_mut().expect("status");
+    status.workers[1].timestamp = Some(later(4).to_string());
+    assert_eq!(decide(&si, &pods, later(10)).replicas, Some(5));
+
     si.spec.trigger = Some(tributary_crds::Trigger {
         available_now: Some(true),
         ..Default::default()
@@ -238,7 +288,12 @@ fn a_target_in_seconds_behind_is_a_lag_target_at_the_workers_rate() {
         scale_down_delay_seconds: Some(300),
     };
     // 900000 behind at 5000 rows/s per worker: 3 workers keep it within 60 s.
-    let status = autoscale_at_rate(&p, None, Some(900_000), Some(5000.0), None, now());
+    let at = |lag: i64, rate: Option<f64>| Observed {
+        lag: Some(lag),
+        rate_per_worker: rate,
+        ..Observed::default()
+    };
+    let status = autoscale_observed(&p, None, &at(900_000, Some(5000.0)), now());
     assert_eq!(status.desired_replicas, 3);
     assert!(
         status.message.as_deref().is_some_and(|m| m.contains(
@@ -247,15 +302,13 @@ fn a_target_in_seconds_behind_is_a_lag_target_at_the_workers_rate() {
         "{status:?}"
     );
     // Faster workers, fewer of them.
-    let status = autoscale_at_rate(&p, None, Some(900_000), Some(20_000.0), None, now());
+    let status = autoscale_observed(&p, None, &at(900_000, Some(20_000.0)), now());
     assert_eq!(status.desired_replicas, 1);
     // No rate reported yet: nothing is decided from the lag alone.
-    let waiting = autoscale_at_rate(
+    let waiting = autoscale_observed(
         &p,
         Some(&decided(2, later(-3600))),
-        Some(900_000),
-        None,
-        None,
+        &at(900_000, None),
         now(),
     );
     assert_eq!(waiting.desired_replicas, 2);
