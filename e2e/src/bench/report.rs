@@ -108,7 +108,7 @@ fn throughput_rows(label: &str, t: &ThroughputFigures) -> String {
         "{label}: {} msgs, {} partitions, {:.2} s wall\n\
          \x20 rows/s {:>12.0}   MB/s {:>8.1}\n\
          \x20 CPU user+sys {:.2}+{:.2} s = {:.2} s per million rows   (broker meanwhile: {:.2} s)\n\
-         \x20 peak RSS {:.1} MiB; {} batches, first after {}, then {} rows/s\n\
+         \x20 peak RSS {:.1} MiB, {:.0} minor page faults per million rows; {} batches, first after {}, then {} rows/s\n\
          \x20 onError {}: {} malformed ({:.2} %), {} rescued, {} dead-lettered\n\
          \x20 worker's durationMs summed: {}\n\
          \x20 table: {} versions, {} files, {:.1} MB; rows counted {} (stats {}), distinct offsets {}, duplicates {}\n",
@@ -122,6 +122,7 @@ fn throughput_rows(label: &str, t: &ThroughputFigures) -> String {
         t.cpu_s_per_million_rows,
         t.broker_cpu_s,
         t.peak_rss_mib,
+        t.minor_faults_per_million_rows,
         t.progress_lines,
         t.first_batch_s.map_or("-".into(), |s| format!("{s:.2} s")),
         t.steady_rows_per_s

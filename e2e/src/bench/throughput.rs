@@ -58,6 +58,8 @@ pub struct ThroughputFigures {
     pub cpu_sys_s: f64,
     pub cpu_s_per_million_rows: f64,
     pub peak_rss_mib: f64,
+    /// The worker's minor page faults per million rows (see [`super::worker::Finished`]).
+    pub minor_faults_per_million_rows: f64,
     /// CPU the broker spent meanwhile, serving the worker's fetches on the cores the worker
     /// uses too (the mock broker: this benchmark process; Apache Kafka: its JVM).
     pub broker_cpu_s: f64,
@@ -189,6 +191,10 @@ pub fn run(plan: &Plan<'_>) -> Result<ThroughputFigures> {
         cpu_sys_s: finished.sys_s,
         cpu_s_per_million_rows: stats::rate(cpu * 1e6, expected as f64),
         peak_rss_mib: finished.max_rss_bytes as f64 / (1024.0 * 1024.0),
+        minor_faults_per_million_rows: stats::rate(
+            finished.minor_faults as f64 * 1e6,
+            expected as f64,
+        ),
         broker_cpu_s,
         progress_lines: progress.len() as u64,
         first_batch_s: progress.first().map(|p| p.at.as_secs_f64()),

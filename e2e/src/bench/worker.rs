@@ -139,6 +139,10 @@ pub struct Finished {
     pub user_s: f64,
     pub sys_s: f64,
     pub max_rss_bytes: u64,
+    /// Minor page faults (wait4's ru_minflt): pages the kernel handed the worker, most of
+    /// them fresh and zeroed. A count, so it does not vary with the machine's load as CPU
+    /// time does: what a change in how memory is reused shows first.
+    pub minor_faults: u64,
     pub progress: Vec<ProgressSeen>,
 }
 
@@ -286,6 +290,7 @@ impl Running {
             user_s: seconds(usage.ru_utime),
             sys_s: seconds(usage.ru_stime),
             max_rss_bytes: peak_rss_bytes,
+            minor_faults: u64::try_from(usage.ru_minflt).unwrap_or(0),
             progress,
         })
     }

@@ -202,6 +202,9 @@ fn bench_on(broker: &str, extra_args: &[&str]) -> Value {
     ));
     let rss = f64_at(&r, "/worker/peak_rss_mib");
     assert!(rss > 1.0 && rss < 4096.0, "peak RSS {rss} MiB");
+    // A process that ran faulted pages in (its binary's, its heap's): the count is wait4's.
+    let faults = f64_at(&r, "/worker/minor_faults_per_million_rows");
+    assert!(faults > 0.0, "minor page faults per million rows {faults}");
     assert!(close(
         f64_at(&r, "/ratio_worker_to_limit"),
         rows_rate / limit_rate
