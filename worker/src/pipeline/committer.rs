@@ -12,7 +12,7 @@
 //! it expects.
 
 use std::collections::HashMap;
-use std::thread::JoinHandle;
+use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Instant;
 
 use deltalake::arrow::record_batch::RecordBatch;
@@ -68,13 +68,21 @@ pub(super) enum Landed {
     Abandoned(String),
 }
 
-type Outcome = (Option<DeadLetterTable>, Result<Landed>);
-
-/// The committing thread, while a batch is in flight; the dead-letter table travels with it.
+/// The committing thread, with the table and the dead-letter table, and the batch it holds.
+/// One thread for the pipeline's life rather than one per batch: the memory a commit frees
+/// (the Parquet writer's buffers) goes back to the heap of the thread that allocated it, and a
+/// thread that ends with each batch leaves the next batch fresh pages to fault in.
 pub(super) struct Committer {
     table: SharedTable,
     dead_letter: Option<DeadLetterTable>,
-    in_flight: Option<JoinHandle<Outcome>>,
+    thread: Option<Thread>,
+    in_flight: bool,
+}
+
+/// The committing thread's queues: jobs in, their outcomes out.
+struct Thread {
+    jobs: Sender<(Job, tracing::Span)>,
+    landed: Receiver<Result<Landed>>,
 }
 
 impl Committer {
@@ -82,45 +90,67 @@ impl Committer {
         Committer {
             table,
             dead_letter,
-            in_flight: None,
+            thread: None,
+            in_flight: false,
         }
     }
 
     /// Starts committing `job`; the slot must be free ([`Committer::wait`] first).
     pub fn start(&mut self, job: Job) -> Result<()> {
-        if self.in_flight.is_some() {
+        if self.in_flight {
             return Err(Error::Runtime(
                 "internal: a batch was handed to the committer while another was in flight".into(),
             ));
         }
-        let table = self.table.clone();
-        let mut dead_letter = self.dead_letter.take();
+        // Started once: the dead-letter table goes with it, so a thread that stopped is never
+        // replaced by one without it.
+        if self.thread.is_none() {
+            self.thread = Some(self.spawn()?);
+        }
         // The batch's span, so the commit's logs name the batch.
-        let span = tracing::Span::current();
-        let handle = std::thread::Builder::new()
-            .name("tributary-commit".into())
-            .spawn(move || {
-                let _entered = span.enter();
-                let landed = commit(&table, dead_letter.as_mut(), job);
-                (dead_letter, landed)
-            })
-            .map_err(|e| Error::Runtime(format!("cannot start the commit thread: {e}")))?;
-        self.in_flight = Some(handle);
+        let sent = self
+            .thread
+            .as_ref()
+            .is_some_and(|thread| thread.jobs.send((job, tracing::Span::current())).is_ok());
+        if !sent {
+            return Err(Error::Runtime("the commit thread stopped".into()));
+        }
+        self.in_flight = true;
         Ok(())
     }
 
     /// Waits for the batch in flight, if any, to land or be abandoned.
     pub fn wait(&mut self) -> Option<Result<Landed>> {
-        let handle = self.in_flight.take()?;
-        Some(match handle.join() {
-            Ok((dead_letter, landed)) => {
-                self.dead_letter = dead_letter;
-                landed
-            }
+        if !std::mem::take(&mut self.in_flight) {
+            return None;
+        }
+        let thread = self.thread.as_ref()?;
+        Some(match thread.landed.recv() {
+            Ok(landed) => landed,
             // Nothing is known of what the commit did: the query stops, and a restart reads
             // where each partition stands from the table.
             Err(_) => Err(Error::Runtime("the commit thread panicked".into())),
         })
+    }
+
+    /// The thread, holding the table and the dead-letter table for as long as it runs.
+    fn spawn(&mut self) -> Result<Thread> {
+        let (jobs, queued) = mpsc::channel::<(Job, tracing::Span)>();
+        let (answer, landed) = mpsc::channel();
+        let table = self.table.clone();
+        let mut dead_letter = self.dead_letter.take();
+        std::thread::Builder::new()
+            .name("tributary-commit".into())
+            .spawn(move || {
+                for (job, span) in queued {
+                    let outcome = span.in_scope(|| commit(&table, dead_letter.as_mut(), job));
+                    if answer.send(outcome).is_err() {
+                        return;
+                    }
+                }
+            })
+            .map_err(|e| Error::Runtime(format!("cannot start the commit thread: {e}")))?;
+        Ok(Thread { jobs, landed })
     }
 }
 
