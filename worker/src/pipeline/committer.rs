@@ -68,77 +68,25 @@ pub(super) enum Landed {
     Abandoned(String),
 }
 
-/// The committing thread, with the table and the dead-letter table, and the batch it holds.
-/// One thread for the pipeline's life rather than one per batch: the memory a commit frees
-/// (the Parquet writer's buffers) goes back to the heap of the thread that allocated it, and a
-/// thread that ends with each batch leaves the next batch fresh pages to fault in.
+/// The committing thread, which holds the table and the dead-letter table, and whether a batch
+/// is in its hands. One thread for the pipeline's life rather than one per batch: the memory a
+/// commit frees (the Parquet writer's buffers) goes back to the heap of the thread that
+/// allocated it, and a thread that ends with each batch leaves the next batch fresh pages to
+/// fault in.
 pub(super) struct Committer {
-    table: SharedTable,
-    dead_letter: Option<DeadLetterTable>,
-    thread: Option<Thread>,
+    jobs: Sender<(Job, tracing::Span)>,
+    landed: Receiver<Result<Landed>>,
     in_flight: bool,
 }
 
-/// The committing thread's queues: jobs in, their outcomes out.
-struct Thread {
-    jobs: Sender<(Job, tracing::Span)>,
-    landed: Receiver<Result<Landed>>,
-}
-
 impl Committer {
-    pub fn new(table: SharedTable, dead_letter: Option<DeadLetterTable>) -> Committer {
-        Committer {
-            table,
-            dead_letter,
-            thread: None,
-            in_flight: false,
-        }
-    }
-
-    /// Starts committing `job`; the slot must be free ([`Committer::wait`] first).
-    pub fn start(&mut self, job: Job) -> Result<()> {
-        if self.in_flight {
-            return Err(Error::Runtime(
-                "internal: a batch was handed to the committer while another was in flight".into(),
-            ));
-        }
-        // Started once: the dead-letter table goes with it, so a thread that stopped is never
-        // replaced by one without it.
-        if self.thread.is_none() {
-            self.thread = Some(self.spawn()?);
-        }
-        // The batch's span, so the commit's logs name the batch.
-        let sent = self
-            .thread
-            .as_ref()
-            .is_some_and(|thread| thread.jobs.send((job, tracing::Span::current())).is_ok());
-        if !sent {
-            return Err(Error::Runtime("the commit thread stopped".into()));
-        }
-        self.in_flight = true;
-        Ok(())
-    }
-
-    /// Waits for the batch in flight, if any, to land or be abandoned.
-    pub fn wait(&mut self) -> Option<Result<Landed>> {
-        if !std::mem::take(&mut self.in_flight) {
-            return None;
-        }
-        let thread = self.thread.as_ref()?;
-        Some(match thread.landed.recv() {
-            Ok(landed) => landed,
-            // Nothing is known of what the commit did: the query stops, and a restart reads
-            // where each partition stands from the table.
-            Err(_) => Err(Error::Runtime("the commit thread panicked".into())),
-        })
-    }
-
-    /// The thread, holding the table and the dead-letter table for as long as it runs.
-    fn spawn(&mut self) -> Result<Thread> {
+    /// Starts the thread; it ends when the committer is dropped.
+    pub fn start_thread(
+        table: SharedTable,
+        mut dead_letter: Option<DeadLetterTable>,
+    ) -> Result<Committer> {
         let (jobs, queued) = mpsc::channel::<(Job, tracing::Span)>();
         let (answer, landed) = mpsc::channel();
-        let table = self.table.clone();
-        let mut dead_letter = self.dead_letter.take();
         std::thread::Builder::new()
             .name("tributary-commit".into())
             .spawn(move || {
@@ -150,7 +98,39 @@ impl Committer {
                 }
             })
             .map_err(|e| Error::Runtime(format!("cannot start the commit thread: {e}")))?;
-        Ok(Thread { jobs, landed })
+        Ok(Committer {
+            jobs,
+            landed,
+            in_flight: false,
+        })
+    }
+
+    /// Starts committing `job`; the slot must be free ([`Committer::wait`] first).
+    pub fn start(&mut self, job: Job) -> Result<()> {
+        if self.in_flight {
+            return Err(Error::Runtime(
+                "internal: a batch was handed to the committer while another was in flight".into(),
+            ));
+        }
+        // The batch's span, so the commit's logs name the batch.
+        self.jobs
+            .send((job, tracing::Span::current()))
+            .map_err(|_| Error::Runtime("the commit thread stopped".into()))?;
+        self.in_flight = true;
+        Ok(())
+    }
+
+    /// Waits for the batch in flight, if any, to land or be abandoned.
+    pub fn wait(&mut self) -> Option<Result<Landed>> {
+        if !std::mem::take(&mut self.in_flight) {
+            return None;
+        }
+        Some(match self.landed.recv() {
+            Ok(landed) => landed,
+            // Nothing is known of what the commit did: the query stops, and a restart reads
+            // where each partition stands from the table.
+            Err(_) => Err(Error::Runtime("the commit thread panicked".into())),
+        })
     }
 }
 

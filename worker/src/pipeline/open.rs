@@ -187,7 +187,7 @@ impl Pipeline {
             runtime.clone(),
             telemetry.metrics.clone(),
         );
-        let committer = super::committer::Committer::new(table.clone(), dead_letter);
+        let committer = super::committer::Committer::start_thread(table.clone(), dead_letter)?;
 
         Ok(Pipeline {
             name: identity.to_string(),
