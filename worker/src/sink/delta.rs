@@ -712,7 +712,7 @@ impl DeltaSink {
 
 /// A commit whose entry is in the log.
 #[derive(Debug)]
-pub struct Landed {
+pub struct LandedCommit {
     pub version: u64,
     /// Attempts lost to other writers' commits before this one landed (0 when unknown).
     pub retries: u64,
@@ -723,11 +723,11 @@ pub struct Landed {
 /// that (the log unreadable for a moment, a checkpoint refused) does not undo it, so it is
 /// logged and the commit reported, not turned into a failed batch that would stop a worker
 /// whose rows and offsets are already in the table. The next commit reads the table again.
-pub async fn land(commit: PreCommit<'_>, uri: &str) -> DeltaResult<Landed> {
+pub async fn land(commit: PreCommit<'_>, uri: &str) -> DeltaResult<LandedCommit> {
     let written = commit.into_prepared_commit_future().await?.await?;
     let version = written.version;
     match written.await {
-        Ok(finalized) => Ok(Landed {
+        Ok(finalized) => Ok(LandedCommit {
             version,
             retries: finalized.metrics.num_retries,
         }),
@@ -738,7 +738,7 @@ pub async fn land(commit: PreCommit<'_>, uri: &str) -> DeltaResult<Landed> {
                 %error,
                 "committed; reading the table after the commit failed (it is read again before the next commit)"
             );
-            Ok(Landed {
+            Ok(LandedCommit {
                 version,
                 retries: 0,
             })

@@ -96,7 +96,7 @@ impl ColumnShape {
         if values == 0 {
             return None;
         }
-        let value_bytes = plain_bytes(column)?;
+        let value_bytes = plain_bytes(column, values)?;
         // Fewer of large values, so that the copy the sample takes stays small; values too
         // large for even a small sample keep the writer's default.
         let wanted =
@@ -147,16 +147,15 @@ impl ColumnShape {
     }
 }
 
-/// Plain-encoded bytes per non-null value of a column (a string's or a byte array's length
-/// prefix included); None for the kinds not judged.
-fn plain_bytes(column: &ArrayRef) -> Option<f64> {
+/// Plain-encoded bytes per value of a column holding `values` non-null values (a string's or a
+/// byte array's length prefix included); None for the kinds not judged.
+fn plain_bytes(column: &ArrayRef, values: usize) -> Option<f64> {
     fn spanned<O: deltalake::arrow::array::OffsetSizeTrait>(offsets: &[O]) -> usize {
         match (offsets.first(), offsets.last()) {
             (Some(first), Some(last)) => (*last - *first).as_usize(),
             _ => 0,
         }
     }
-    let values = column.len().saturating_sub(column.null_count()).max(1) as f64;
     let data_bytes = match column.data_type() {
         DataType::Utf8 => spanned(column.as_string::<i32>().value_offsets()),
         DataType::LargeUtf8 => spanned(column.as_string::<i64>().value_offsets()),
@@ -165,7 +164,7 @@ fn plain_bytes(column: &ArrayRef) -> Option<f64> {
         other if other.is_primitive() => return other.primitive_width().map(|w| w as f64),
         _ => return None,
     };
-    Some(data_bytes as f64 / values + 4.0)
+    Some(data_bytes as f64 / values.max(1) as f64 + 4.0)
 }
 
 /// The distinct values expected among `values` drawn like the `sampled` ones, of which `seen`
