@@ -63,6 +63,36 @@ fn cache_root() -> PathBuf {
 /// How long a cluster may take to start before the test fails with its logs.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// How many times a start is tried when a node could not bind a port picked for it.
+const START_ATTEMPTS: usize = 3;
+
+/// What Kafka's log says when a listener's port is taken (java.net.BindException).
+const PORT_TAKEN: &str = "Address already in use";
+
+/// Why a cluster did not come up.
+enum StartFailure {
+    /// The node exited because a port picked for it was taken meanwhile.
+    PortTaken(i32),
+    /// The node exited for another reason.
+    Exited(i32),
+    /// Fewer than this many brokers registered within [`START_TIMEOUT`].
+    TimedOut(usize),
+}
+
+impl StartFailure {
+    fn describe(&self) -> String {
+        match self {
+            StartFailure::PortTaken(id) => {
+                format!("Kafka node {id} exited during start-up: a port of its was taken")
+            }
+            StartFailure::Exited(id) => format!("Kafka node {id} exited during start-up"),
+            StartFailure::TimedOut(expected) => format!(
+                "Kafka did not start within {START_TIMEOUT:?} ({expected} brokers expected)"
+            ),
+        }
+    }
+}
+
 /// A SASL_SSL listener: SASL PLAIN with these users, TLS with a certificate for `san` signed by
 /// a CA made for this broker.
 #[derive(Clone)]
@@ -152,15 +182,50 @@ impl Kafka {
         })
     }
 
+    /// Starts the nodes on free ports. A port is free when picked but may be taken by another
+    /// process before the node binds it; a start that loses a port that way is tried again on
+    /// other ports (up to [`START_ATTEMPTS`] times), any other failure fails the test.
     pub fn start_with(config: KafkaConfig) -> Kafka {
+        Self::start_on(config, free_ports)
+    }
+
+    /// [`Kafka::start_with`] on the ports `pick(count)` gives for each attempt.
+    fn start_on(config: KafkaConfig, mut pick: impl FnMut(usize) -> Vec<u16>) -> Kafka {
         let started = Instant::now();
         let jars = jars();
+        for attempt in 1..=START_ATTEMPTS {
+            let mut kafka = Self::launch(config.clone(), &jars, &mut pick);
+            match kafka.wait_until_up(kafka.nodes.len()) {
+                Ok(()) => {
+                    eprintln!(
+                        "Apache Kafka {} ({} node(s)) up at {} in {} ms",
+                        version(),
+                        kafka.nodes.len(),
+                        kafka.bootstrap,
+                        started.elapsed().as_millis()
+                    );
+                    return kafka;
+                }
+                Err(StartFailure::PortTaken(id)) if attempt < START_ATTEMPTS => {
+                    eprintln!(
+                        "Kafka node {id} could not bind its port (taken since it was picked); \
+                         starting again on other ports"
+                    );
+                }
+                Err(failure) => panic!("{}\n{}", failure.describe(), kafka.logs()),
+            }
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Writes the nodes' configuration on fresh free ports and spawns them.
+    fn launch(config: KafkaConfig, jars: &Path, pick: &mut impl FnMut(usize) -> Vec<u16>) -> Kafka {
         let dir = tempfile::Builder::new()
             .prefix("kafka-")
             .tempdir()
             .expect("broker tempdir");
         let per_node = 2 + usize::from(config.sasl.is_some());
-        let ports = free_ports(config.nodes * per_node);
+        let ports = pick(config.nodes * per_node);
         let mut nodes: Vec<Node> = (0..config.nodes)
             .map(|i| {
                 let ports = &ports[i * per_node..(i + 1) * per_node];
@@ -194,7 +259,7 @@ impl Kafka {
         for node in &nodes {
             let text = server_properties(node, &config, &voters, dir.path());
             std::fs::write(node.properties(), text).expect("write server.properties");
-            copy_dir(&formatted_template(&jars, node.id), &node.dir.join("data"));
+            copy_dir(&formatted_template(jars, node.id), &node.dir.join("data"));
         }
         let join = |f: fn(&Node) -> Option<u16>| {
             nodes
@@ -206,9 +271,9 @@ impl Kafka {
         let bootstrap = join(|n| Some(n.port));
         let sasl_bootstrap = config.sasl.as_ref().map(|_| join(|n| n.sasl_port));
         for node in &mut nodes {
-            spawn(node, &jars, dir.path(), &config.jvm_options);
+            spawn(node, jars, dir.path(), &config.jvm_options);
         }
-        let mut kafka = Kafka {
+        Kafka {
             producer: producer(&bootstrap),
             admin: ClientConfig::new()
                 .set("bootstrap.servers", &bootstrap)
@@ -220,21 +285,12 @@ impl Kafka {
             config,
             nodes,
             dir,
-        };
-        kafka.wait_until_up(kafka.nodes.len());
-        eprintln!(
-            "Apache Kafka {} ({} node(s)) up at {} in {} ms",
-            version(),
-            kafka.nodes.len(),
-            kafka.bootstrap,
-            started.elapsed().as_millis()
-        );
-        kafka
+        }
     }
 
-    /// Waits until `expected` brokers are registered (as metadata lists them), failing with the
-    /// nodes' logs after [`START_TIMEOUT`] or when a node exits.
-    fn wait_until_up(&mut self, expected: usize) {
+    /// Waits until `expected` brokers are registered (as metadata lists them); fails after
+    /// [`START_TIMEOUT`] or when a node exits.
+    fn wait_until_up(&mut self, expected: usize) -> Result<(), StartFailure> {
         let deadline = Instant::now() + START_TIMEOUT;
         let client: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
@@ -248,20 +304,30 @@ impl Kafka {
                 .iter_mut()
                 .find_map(|n| (n.child.is_some() && !n.running()).then_some(n.id));
             if let Some(id) = exited {
-                panic!("Kafka node {id} exited during start-up\n{}", self.logs());
+                let log = std::fs::read_to_string(self.node_mut(id).log_path()).unwrap_or_default();
+                return Err(if log.contains(PORT_TAKEN) {
+                    StartFailure::PortTaken(id)
+                } else {
+                    StartFailure::Exited(id)
+                });
             }
             if let Ok(metadata) = client.fetch_metadata(None, Duration::from_millis(500))
                 && metadata.brokers().len() >= expected
             {
-                return;
+                return Ok(());
             }
             if Instant::now() > deadline {
-                panic!(
-                    "Kafka did not start within {START_TIMEOUT:?} ({expected} brokers expected)\n{}",
-                    self.logs()
-                );
+                return Err(StartFailure::TimedOut(expected));
             }
             std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `expected` brokers are registered, failing the test with the nodes' logs
+    /// otherwise (a restart keeps its ports: there is nothing to try again).
+    fn expect_up(&mut self, expected: usize) {
+        if let Err(failure) = self.wait_until_up(expected) {
+            panic!("{}\n{}", failure.describe(), self.logs());
         }
     }
 
@@ -474,7 +540,7 @@ impl Kafka {
         assert!(node.child.is_none(), "node {id} is running");
         spawn(node, &jars, &root, &jvm_options);
         let running = self.nodes.iter_mut().filter(|n| n.child.is_some()).count();
-        self.wait_until_up(running);
+        self.expect_up(running);
     }
 
     /// The process ids of the running nodes (for their CPU time in /proc).
@@ -515,7 +581,7 @@ impl Kafka {
             spawn(node, &jars, &root, &self.config.jvm_options);
         }
         let n = self.nodes.len();
-        self.wait_until_up(n);
+        self.expect_up(n);
     }
 }
 
@@ -886,5 +952,34 @@ pub fn send(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A port picked as free and taken by another process before the node binds it: the start
+    /// goes on, on other ports, instead of failing the test that wanted a broker.
+    #[test]
+    fn a_start_whose_port_was_taken_meanwhile_goes_on_on_other_ports() {
+        let squatter = std::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0))
+            .expect("bind a port to take");
+        let taken = squatter.local_addr().expect("local address").port();
+        let mut picks = 0;
+        let kafka = Kafka::start_on(KafkaConfig::default(), |count| {
+            picks += 1;
+            let mut ports = free_ports(count);
+            if picks == 1 {
+                ports[0] = taken;
+            }
+            ports
+        });
+        assert_eq!(picks, 2, "the first attempt fails, the second starts");
+        assert_ne!(kafka.bootstrap, format!("127.0.0.1:{taken}"));
+        kafka.topic("after-a-retry", 1);
+        kafka.send("after-a-retry", 0, None, b"{}");
+        kafka.flush();
+        assert_eq!(kafka.watermarks("after-a-retry", 0), (0, 1));
     }
 }
