@@ -14,6 +14,7 @@ mod build;
 mod convert;
 mod parse;
 mod pattern;
+mod split;
 mod time;
 
 use std::collections::{BTreeSet, HashMap};
@@ -84,8 +85,16 @@ pub struct Decoded {
     pub bad: Vec<BadRecord>,
 }
 
-/// Decodes micro-batches for one ingestion.
+/// Decodes micro-batches for one ingestion: small ones on the calling thread, large ones in
+/// parts beside it (`split`).
 pub struct JsonDecoder {
+    reader: Arc<RecordReader>,
+    split: split::Split,
+}
+
+/// How one ingestion's records are read: the declared columns, the metadata columns and the
+/// error mode. Shared with the threads that decode parts of large batches.
+struct RecordReader {
     on_error: OnError,
     columns: Vec<Column>,
     /// Column index by field name (names match exactly, as in Spark's parser).
@@ -108,6 +117,54 @@ struct Outcome {
 
 impl JsonDecoder {
     pub fn new(format: &JsonFormat, metadata: &[MetadataColumn]) -> Result<JsonDecoder> {
+        let parts = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Ok(JsonDecoder {
+            reader: Arc::new(RecordReader::new(format, metadata)?),
+            split: split::Split::new(parts),
+        })
+    }
+
+    pub fn on_error(&self) -> OnError {
+        self.reader.on_error
+    }
+
+    pub fn table_schema(&self) -> SchemaRef {
+        self.reader.table_schema.clone()
+    }
+
+    /// Decodes one micro-batch on the calling thread. Records are in the order they were
+    /// read.
+    pub fn decode(&self, records: &[Record]) -> Result<Decoded> {
+        self.reader.decode_chunk(records, 0)
+    }
+
+    /// Decodes one micro-batch, a large one in parts on several threads (the records are
+    /// shared with them). Records are in the order they were read.
+    pub fn decode_shared(&self, records: &Arc<Vec<Record>>) -> Result<Decoded> {
+        if records.len() < PARALLEL_DECODE_MIN_RECORDS {
+            return self.decode(records);
+        }
+        let parts = self.split.decode(&self.reader, records)?;
+        let mut batches = Vec::with_capacity(parts.len());
+        let mut rescued_rows = 0;
+        let mut bad = Vec::new();
+        for part in parts {
+            batches.push(part.batch);
+            rescued_rows += part.rescued_rows;
+            bad.extend(part.bad);
+        }
+        let batch = concat_batches(&self.reader.table_schema, &batches)
+            .map_err(|e| Error::Decode(e.to_string()))?;
+        Ok(Decoded {
+            batch,
+            rescued_rows,
+            bad,
+        })
+    }
+}
+
+impl RecordReader {
+    fn new(format: &JsonFormat, metadata: &[MetadataColumn]) -> Result<RecordReader> {
         let on_error = format.on_error();
         let mut columns = Vec::new();
         let mut table_fields = Vec::new();
@@ -156,60 +213,13 @@ impl JsonDecoder {
             .enumerate()
             .map(|(i, c)| (c.name.clone(), i))
             .collect();
-        Ok(JsonDecoder {
+        Ok(RecordReader {
             on_error,
             columns,
             by_name,
             metadata,
             table_schema: Arc::new(Schema::new(table_fields)),
             formats: time::Formats::of(format).map_err(Error::Unsupported)?,
-        })
-    }
-
-    pub fn on_error(&self) -> OnError {
-        self.on_error
-    }
-
-    pub fn table_schema(&self) -> SchemaRef {
-        self.table_schema.clone()
-    }
-
-    /// Decodes one micro-batch. Records are in the order they were read.
-    pub fn decode(&self, records: &[Record]) -> Result<Decoded> {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        if records.len() < PARALLEL_DECODE_MIN_RECORDS || threads < 2 {
-            return self.decode_chunk(records, 0);
-        }
-        let chunk = records.len().div_ceil(threads);
-        let parts: Vec<Result<Decoded>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = records
-                .chunks(chunk)
-                .enumerate()
-                .map(|(i, part)| scope.spawn(move || self.decode_chunk(part, i * chunk)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Decode("a decode thread panicked".into())))
-                })
-                .collect()
-        });
-        let mut batches = Vec::new();
-        let mut rescued_rows = 0;
-        let mut bad = Vec::new();
-        for part in parts {
-            let part = part?;
-            batches.push(part.batch);
-            rescued_rows += part.rescued_rows;
-            bad.extend(part.bad);
-        }
-        let batch = concat_batches(&self.table_schema, &batches)
-            .map_err(|e| Error::Decode(e.to_string()))?;
-        Ok(Decoded {
-            batch,
-            rescued_rows,
-            bad,
         })
     }
 

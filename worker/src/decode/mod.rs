@@ -6,6 +6,8 @@ mod raw;
 pub use json::{Decoded, JsonDecoder};
 pub use raw::RawDecoder;
 
+use std::sync::Arc;
+
 use deltalake::arrow::datatypes::SchemaRef;
 use tributary_crds::{Format, MetadataColumn, OnError};
 
@@ -29,9 +31,11 @@ impl Decoder {
         }
     }
 
-    pub fn decode(&self, records: &[Record]) -> Result<Decoded> {
+    /// Decodes one batch; the records are shared so that a large JSON batch can be decoded in
+    /// parts on several threads.
+    pub fn decode(&self, records: &Arc<Vec<Record>>) -> Result<Decoded> {
         match self {
-            Decoder::Json(json) => json.decode(records),
+            Decoder::Json(json) => json.decode_shared(records),
             Decoder::Raw(raw) => raw.decode(records),
         }
     }

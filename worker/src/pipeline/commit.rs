@@ -2,6 +2,7 @@
 //! (`committer.rs`), and, once they have landed, what follows.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::warn;
@@ -154,10 +155,12 @@ impl Pipeline {
             decode_ms,
         };
         // Its records go (freeing their payloads' chunks for the next batch); the vector that
-        // held them is kept for the next batch's.
-        let mut records = records;
-        records.clear();
-        self.spare_records = records;
+        // held them is kept for the next batch's. The decode threads have let go of it by now
+        // (each drops its share before handing its part back).
+        if let Ok(mut records) = Arc::try_unwrap(records) {
+            records.clear();
+            self.spare_records = records;
+        }
         self.committer.start(Job {
             batch: decoded.batch,
             merge,

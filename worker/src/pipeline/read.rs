@@ -1,6 +1,7 @@
 //! The read stage: plan a batch, fill it from the read-ahead and the consumer, and keep what
 //! arrives for later batches; watch the assignment while doing so.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -17,7 +18,8 @@ use crate::source::Polled;
 pub(super) struct ReadBatch {
     /// The partitions that read something, with where each started and stopped.
     pub plan: Plan,
-    pub records: Vec<Record>,
+    /// Shared with the threads that decode parts of a large batch.
+    pub records: Arc<Vec<Record>>,
     /// Stopped at its offset cap or byte budget with more to read.
     pub full: bool,
     pub latest_offset_ms: i64,
@@ -90,7 +92,7 @@ impl Pipeline {
             return Ok(Read::Idle);
         }
         let fetch_ms = started.elapsed().as_millis() as i64 - latest_offset_ms;
-        let records = plan.take_records();
+        let records = Arc::new(plan.take_records());
         Ok(Read::Batch(ReadBatch {
             plan,
             records,

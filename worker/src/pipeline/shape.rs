@@ -2,6 +2,7 @@
 //! update the batch reduced to its last row per key (with the keys its tombstones delete).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, new_null_array};
 use deltalake::arrow::compute::filter_record_batch;
@@ -204,7 +205,7 @@ impl Shaping {
         }
         let tombstones: Vec<Record> = positions.iter().map(|&i| records[i].clone()).collect();
         // In rescue mode every record is a row, in order.
-        let decoded = decoder.decode(&tombstones)?;
+        let decoded = decoder.decode(&Arc::new(tombstones))?;
         let (batch, positions) = match &self.transform {
             Some(transform) => {
                 // Rows the query fails on come out with null keys (rescue) or not at all.

@@ -659,3 +659,49 @@ fn a_tombstone_is_sparks_null_struct_and_an_empty_value_is_bad_input() {
         }
     }
 }
+
+#[test]
+fn a_large_batch_decoded_in_parts_is_the_batch_decoded_whole() {
+    let records: Vec<Record> = (0..PARALLEL_DECODE_MIN_RECORDS as i64 * 2 + 7)
+        .map(|offset| match offset % 97 {
+            // Bad in every mode: an int column given a fraction.
+            3 => record(offset, br#"{"s":"x","i":1.5}"#),
+            11 => record(offset, b"not json"),
+            _ => record(
+                offset,
+                FULL.replace(r#""i":7"#, &format!(r#""i":{offset}"#))
+                    .as_bytes(),
+            ),
+        })
+        .collect();
+    for mode in [OnError::Rescue, OnError::DeadLetter] {
+        let mut format = every_type();
+        format.on_error = Some(mode);
+        let decoder = JsonDecoder::new(&format, &[MetadataColumn::Offset]).expect("decoder");
+        let whole = decoder.decode(&records).expect("decode whole");
+        assert!(whole.rescued_rows > 0 || !whole.bad.is_empty());
+        for parts in [2, 3, 8] {
+            let in_parts = JsonDecoder {
+                reader: decoder.reader.clone(),
+                split: split::Split::new(parts),
+            };
+            let shared = Arc::new(records.clone());
+            // Twice: the second batch goes to the helpers the first one started.
+            for batch in 0..2 {
+                let decoded = in_parts.decode_shared(&shared).expect("decode in parts");
+                let context = format!("{mode:?}, {parts} parts, batch {batch}");
+                assert_eq!(decoded.batch, whole.batch, "{context}");
+                assert_eq!(decoded.rescued_rows, whole.rescued_rows, "{context}");
+                let bad = |d: &Decoded| -> Vec<(usize, String)> {
+                    d.bad.iter().map(|b| (b.index, b.reason.clone())).collect()
+                };
+                assert_eq!(bad(&decoded), bad(&whole), "{context}");
+                assert_eq!(
+                    Arc::strong_count(&shared),
+                    1,
+                    "the helpers let go of the records ({context})"
+                );
+            }
+        }
+    }
+}
