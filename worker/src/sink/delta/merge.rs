@@ -133,7 +133,40 @@ impl DeltaSink {
                 }
                 other => format!("a concurrent commit conflicts with the MERGE: {other}"),
             })),
-            Err(source) => Err(Error::delta("MERGE into", &self.uri)(source)),
+            Err(source) => {
+                // delta-rs reports the whole MERGE failed when only what follows its log entry
+                // did (reading the table back, writing a checkpoint): if the table now holds
+                // this batch's offsets, the entry is written and the batch is done.
+                if self.holds(txns).await {
+                    tracing::warn!(
+                        table = %self.uri,
+                        error = %source,
+                        "merged; the work after the commit failed (the table is read again \
+                         before the next commit; the batch's file count is not known)"
+                    );
+                    return Ok(CommitOutcome::Committed {
+                        version: self.table.version().map_or(0, |v| v as i64),
+                        files: 0,
+                        retries: 0,
+                        write_ms: 0,
+                    });
+                }
+                Err(Error::delta("MERGE into", &self.uri)(source))
+            }
+        }
+    }
+
+    /// Whether the table, read again, holds every one of `txns` at its new version. False
+    /// when it cannot be read either: the failure stands, and a restart finds out from the
+    /// table what landed.
+    async fn holds(&mut self, txns: &[TxnUpdate]) -> bool {
+        let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
+        match self.txn_versions(&app_ids).await {
+            Ok(current) => current
+                .iter()
+                .zip(txns)
+                .all(|(held, txn)| *held == Some(txn.version)),
+            Err(_) => false,
         }
     }
 }
@@ -305,6 +338,60 @@ mod tests {
         assert_eq!(
             contents(&mut sink).await,
             vec![("a".to_string(), 3), ("c".to_string(), 4)]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_merge_whose_checkpoint_fails_after_its_commit_is_a_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        let mut sink = DeltaSink::open_or_create(
+            &location,
+            HashMap::new(),
+            schema(),
+            Vec::new(),
+            10,
+            None,
+            "t",
+        )
+        .await
+        .expect("create");
+        // A checkpoint after every commit (version 1), and the next one's path taken by a
+        // directory, so that writing it fails once the MERGE's log entry is written.
+        sink.table = super::super::set_changed_properties(
+            sink.table.clone(),
+            &[("delta.checkpointInterval".to_string(), "1".to_string())],
+            &location,
+        )
+        .await
+        .expect("set the checkpoint interval");
+        let version = sink.table.version().expect("a version") as i64;
+        let blocked = dir
+            .path()
+            .join("_delta_log")
+            .join(format!("{:020}.checkpoint.parquet", version + 1));
+        std::fs::create_dir(&blocked).expect("block the checkpoint");
+        let merged = sink
+            .upsert(
+                &rows(&[("a", Some(1), false)]),
+                &["id".to_string()],
+                DELETE,
+                &txn(None, 2),
+                HashMap::new(),
+            )
+            .await
+            .expect("the MERGE is reported committed");
+        assert!(
+            matches!(merged, CommitOutcome::Committed { version: v, .. } if v == version + 1),
+            "{merged:?}"
+        );
+        assert!(blocked.is_dir(), "no checkpoint was written");
+        assert_eq!(contents(&mut sink).await, vec![("a".to_string(), 1)]);
+        assert_eq!(
+            sink.txn_versions(&["q-t-0".to_string()])
+                .await
+                .expect("txn"),
+            vec![Some(2)]
         );
     }
 }
