@@ -242,12 +242,10 @@ mod tests {
             .collect()
     }
 
-    #[tokio::test]
-    async fn merges_updates_inserts_and_deletes_with_the_offsets_in_the_same_commit() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let location = dir.path().to_str().expect("utf-8").to_string();
-        let mut sink = DeltaSink::open_or_create(
-            &location,
+    /// A new table of `schema()` at `location`.
+    async fn create(location: &str) -> DeltaSink {
+        DeltaSink::open_or_create(
+            location,
             HashMap::new(),
             schema(),
             Vec::new(),
@@ -256,7 +254,14 @@ mod tests {
             "t",
         )
         .await
-        .expect("create");
+        .expect("create")
+    }
+
+    #[tokio::test]
+    async fn merges_updates_inserts_and_deletes_with_the_offsets_in_the_same_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        let mut sink = create(&location).await;
         let keys = ["id".to_string()];
         let first = sink
             .upsert(
@@ -345,17 +350,7 @@ mod tests {
     async fn a_merge_whose_checkpoint_fails_after_its_commit_is_a_commit() {
         let dir = tempfile::tempdir().expect("tempdir");
         let location = dir.path().to_str().expect("utf-8").to_string();
-        let mut sink = DeltaSink::open_or_create(
-            &location,
-            HashMap::new(),
-            schema(),
-            Vec::new(),
-            10,
-            None,
-            "t",
-        )
-        .await
-        .expect("create");
+        let mut sink = create(&location).await;
         // A checkpoint after every commit (version 1), and the next one's path taken by a
         // directory, so that writing it fails once the MERGE's log entry is written.
         sink.table = super::super::set_changed_properties(
