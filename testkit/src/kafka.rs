@@ -29,7 +29,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-use crate::server::free_ports;
+use crate::server::{ATTEMPTS, free_ports};
 
 /// The Kafka release the tests run: the one `scripts/kafka/pom.xml` installs.
 pub fn version() -> &'static str {
@@ -62,9 +62,6 @@ fn cache_root() -> PathBuf {
 
 /// How long a cluster may take to start before the test fails with its logs.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// How many times a start is tried when a node could not bind a port picked for it.
-const START_ATTEMPTS: usize = 3;
 
 /// What Kafka's log says when a listener's port is taken (java.net.BindException).
 const PORT_TAKEN: &str = "Address already in use";
@@ -184,7 +181,7 @@ impl Kafka {
 
     /// Starts the nodes on free ports. A port is free when picked but may be taken by another
     /// process before the node binds it; a start that loses a port that way is tried again on
-    /// other ports (up to [`START_ATTEMPTS`] times), any other failure fails the test.
+    /// other ports (up to [`ATTEMPTS`] times), any other failure fails the test.
     pub fn start_with(config: KafkaConfig) -> Kafka {
         Self::start_on(config, free_ports)
     }
@@ -193,7 +190,7 @@ impl Kafka {
     fn start_on(config: KafkaConfig, mut pick: impl FnMut(usize) -> Vec<u16>) -> Kafka {
         let started = Instant::now();
         let jars = jars();
-        for attempt in 1..=START_ATTEMPTS {
+        for attempt in 1..=ATTEMPTS {
             let mut kafka = Self::launch(config.clone(), &jars, &mut pick);
             match kafka.wait_until_up(kafka.nodes.len()) {
                 Ok(()) => {
@@ -206,7 +203,7 @@ impl Kafka {
                     );
                     return kafka;
                 }
-                Err(StartFailure::PortTaken(id)) if attempt < START_ATTEMPTS => {
+                Err(StartFailure::PortTaken(id)) if attempt < ATTEMPTS => {
                     eprintln!(
                         "Kafka node {id} could not bind its port (taken since it was picked); \
                          starting again on other ports"

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// How many ports a start tries: a port is free when picked but may be taken before the server
-/// binds it.
-const ATTEMPTS: usize = 3;
+/// How many ports a start tries (here and for Kafka's nodes): a port is free when picked but
+/// may be taken before the server binds it.
+pub(crate) const ATTEMPTS: usize = 3;
 
 /// A free port on 127.0.0.1.
 pub fn free_port() -> u16 {
