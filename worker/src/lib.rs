@@ -16,12 +16,14 @@
 //! -> publish);
 //! `cli` and `demo` start it (`standalone` places a cluster manifest's paths on a workstation).
 //! The stages never use each other, only the leaf modules below them (`partition`, `record`,
-//! `arrow_types`, `error`, `secrets`, `store`, `tuning`); a test in this file checks it.
+//! `arrow_types`, `error`, `job_thread`, `secrets`, `store`, `tuning`); a test in this file
+//! checks it.
 
 mod arrow_types;
 pub mod cli;
 mod demo;
 mod error;
+mod job_thread;
 pub mod memory;
 mod partition;
 mod pipeline;
@@ -61,6 +63,7 @@ mod architecture {
     const LEAVES: &[&str] = &[
         "arrow_types",
         "error",
+        "job_thread",
         "memory",
         "partition",
         "record",

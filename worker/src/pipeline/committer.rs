@@ -12,13 +12,13 @@
 //! it expects.
 
 use std::collections::HashMap;
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::time::Instant;
 
 use deltalake::arrow::record_batch::RecordBatch;
 use tracing::warn;
 
 use crate::error::{Error, Result};
+use crate::job_thread::JobThread;
 use crate::partition::OffsetMap;
 use crate::record::{BadRecord, Record};
 use crate::sink::{CommitOutcome, DeadLetterTable, PartitionCommit, SharedTable};
@@ -74,8 +74,8 @@ pub(super) enum Landed {
 /// allocated it, and a thread that ends with each batch leaves the next batch fresh pages to
 /// fault in.
 pub(super) struct Committer {
-    jobs: Sender<(Job, tracing::Span)>,
-    landed: Receiver<Result<Landed>>,
+    /// Each job with the span of the batch it belongs to, so the commit's logs name the batch.
+    thread: JobThread<(Job, tracing::Span), Result<Landed>>,
     in_flight: bool,
 }
 
@@ -85,22 +85,15 @@ impl Committer {
         table: SharedTable,
         mut dead_letter: Option<DeadLetterTable>,
     ) -> Result<Committer> {
-        let (jobs, queued) = mpsc::channel::<(Job, tracing::Span)>();
-        let (answer, landed) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("tributary-commit".into())
-            .spawn(move || {
-                for (job, span) in queued {
-                    let outcome = span.in_scope(|| commit(&table, dead_letter.as_mut(), job));
-                    if answer.send(outcome).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| Error::Runtime(format!("cannot start the commit thread: {e}")))?;
+        let thread = JobThread::start(
+            "tributary-commit".into(),
+            move |(job, span): (Job, tracing::Span)| {
+                span.in_scope(|| commit(&table, dead_letter.as_mut(), job))
+            },
+        )
+        .map_err(|e| Error::Runtime(format!("cannot start the commit thread: {e}")))?;
         Ok(Committer {
-            jobs,
-            landed,
+            thread,
             in_flight: false,
         })
     }
@@ -112,10 +105,9 @@ impl Committer {
                 "internal: a batch was handed to the committer while another was in flight".into(),
             ));
         }
-        // The batch's span, so the commit's logs name the batch.
-        self.jobs
-            .send((job, tracing::Span::current()))
-            .map_err(|_| Error::Runtime("the commit thread stopped".into()))?;
+        if !self.thread.hand((job, tracing::Span::current())) {
+            return Err(Error::Runtime("the commit thread stopped".into()));
+        }
         self.in_flight = true;
         Ok(())
     }
@@ -125,11 +117,11 @@ impl Committer {
         if !std::mem::take(&mut self.in_flight) {
             return None;
         }
-        Some(match self.landed.recv() {
-            Ok(landed) => landed,
+        Some(match self.thread.next_answer() {
+            Some(landed) => landed,
             // Nothing is known of what the commit did: the query stops, and a restart reads
             // where each partition stands from the table.
-            Err(_) => Err(Error::Runtime("the commit thread panicked".into())),
+            None => Err(Error::Runtime("the commit thread panicked".into())),
         })
     }
 }

@@ -3,17 +3,15 @@
 //!
 //!   records (shared) -> part 0 here, parts 1.. on helpers -> the parts, in order
 //!
-//! The helpers are started with the first large batch and kept, so no thread is started per
-//! batch and each helper keeps its allocator heap from one batch to the next: a thread started
-//! per batch began every batch with an empty heap, whose pages came fresh from the kernel.
+//! The helpers are started with the first large batch and kept (`JobThread`), so no thread is
+//! started per batch and each helper keeps its allocator heap from one batch to the next.
 
 use std::ops::Range;
-use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 
 use super::{Decoded, RecordReader};
 use crate::error::{Error, Result};
+use crate::job_thread::JobThread;
 use crate::record::Record;
 
 /// The helpers of one decoder and how many parts a large batch is cut into.
@@ -24,12 +22,8 @@ pub(super) struct Split {
     helpers: Mutex<Vec<Helper>>,
 }
 
-/// One helper thread: parts go in, decoded parts come out, one for one.
-struct Helper {
-    parts: Option<Sender<Part>>,
-    decoded: Receiver<Result<Decoded>>,
-    thread: Option<JoinHandle<()>>,
-}
+/// One helper thread: parts in, decoded parts out.
+type Helper = JobThread<Part, Result<Decoded>>;
 
 /// A range of a batch's records for a helper to decode.
 struct Part {
@@ -64,12 +58,12 @@ impl Split {
             .lock()
             .map_err(|_| Error::Decode("a decode thread stopped while decoding".into()))?;
         while helpers.len() < rest.len() {
-            let helper = Helper::start(reader.clone(), helpers.len() + 1)?;
+            let helper = start_helper(reader.clone(), helpers.len() + 1)?;
             helpers.push(helper);
         }
         // Every part handed out is waited for, even when another fails: a helper must not be
         // left holding a part of this batch when the next one comes.
-        let handed: Vec<Result<()>> = helpers
+        let handed: Vec<bool> = helpers
             .iter()
             .zip(rest)
             .map(|(helper, range)| {
@@ -81,57 +75,27 @@ impl Split {
             .collect();
         let mut parts = vec![reader.decode_chunk(&records[first.clone()], first.start)];
         for (helper, handed) in helpers.iter().zip(handed) {
-            parts.push(handed.and_then(|()| helper.receive()));
+            let part = handed.then(|| helper.next_answer()).flatten();
+            parts.push(part.unwrap_or_else(|| Err(stopped())));
         }
         parts.into_iter().collect()
     }
 }
 
-impl Helper {
-    fn start(reader: Arc<RecordReader>, number: usize) -> Result<Helper> {
-        let (parts, inbox) = mpsc::channel::<Part>();
-        let (outbox, decoded) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("tributary-decode-{number}"))
-            .spawn(move || {
-                for Part { records, range } in inbox {
-                    let part = reader.decode_chunk(&records[range.clone()], range.start);
-                    // Let go of the batch before answering: once every part is back, the
-                    // pipeline holds the only reference to its records and can reuse them.
-                    drop(records);
-                    if outbox.send(part).is_err() {
-                        return;
-                    }
-                }
-            })
-            .map_err(|e| Error::Decode(format!("cannot start a decode thread: {e}")))?;
-        Ok(Helper {
-            parts: Some(parts),
-            decoded,
-            thread: Some(thread),
-        })
-    }
-
-    fn hand(&self, part: Part) -> Result<()> {
-        self.parts
-            .as_ref()
-            .and_then(|parts| parts.send(part).ok())
-            .ok_or_else(|| Error::Decode("a decode thread stopped (it panicked)".into()))
-    }
-
-    fn receive(&self) -> Result<Decoded> {
-        self.decoded
-            .recv()
-            .map_err(|_| Error::Decode("a decode thread stopped (it panicked)".into()))?
-    }
+/// Starts helper `number`. A part's share of the records goes with the part, before its answer
+/// (`JobThread`): once every part is back, the pipeline holds the only reference to the records
+/// and can reuse their vector.
+fn start_helper(reader: Arc<RecordReader>, number: usize) -> Result<Helper> {
+    JobThread::start(
+        format!("tributary-decode-{number}"),
+        move |Part { records, range }: Part| {
+            reader.decode_chunk(&records[range.clone()], range.start)
+        },
+    )
+    .map_err(|e| Error::Decode(format!("cannot start a decode thread: {e}")))
 }
 
-impl Drop for Helper {
-    fn drop(&mut self) {
-        // Closing its inbox ends the thread's loop.
-        self.parts.take();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
+/// Why a helper has no answer: it panicked.
+fn stopped() -> Error {
+    Error::Decode("a decode thread stopped (it panicked)".into())
 }
