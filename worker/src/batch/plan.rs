@@ -57,6 +57,9 @@ pub struct Plan {
     /// Every partition's records, in the order they arrived (in offset order within each).
     records: Vec<Record>,
     index: HashMap<Arc<str>, HashMap<i32, usize>>,
+    /// The partition looked up last and its slot: records come in runs of one partition, and
+    /// comparing costs less than hashing topic and partition for every record.
+    recent: Option<(Arc<str>, i32, usize)>,
     /// Bytes of the records read so far.
     pub bytes: usize,
     /// Records taken so far, over all partitions: what the cap counts.
@@ -87,6 +90,7 @@ impl Plan {
     }
 
     pub fn push(&mut self, topic: Arc<str>, planned: PlannedPartition) {
+        self.recent = None;
         self.index
             .entry(topic)
             .or_default()
@@ -125,11 +129,7 @@ impl Plan {
         offset: i64,
         make: impl FnOnce() -> Record,
     ) -> Placement {
-        let slot = self
-            .index
-            .get(topic)
-            .and_then(|partitions| partitions.get(&partition))
-            .copied();
+        let slot = self.slot(topic, partition);
         let capped = self.capped();
         let Some(planned) = slot.and_then(|slot| self.partitions.get_mut(slot)) else {
             return Placement::Elsewhere(make());
@@ -148,6 +148,20 @@ impl Plan {
         Placement::Taken
     }
 
+    /// Where a partition's plan is in `partitions`.
+    fn slot(&mut self, topic: &str, partition: i32) -> Option<usize> {
+        if let Some((recent_topic, recent_partition, slot)) = &self.recent
+            && *recent_partition == partition
+            && **recent_topic == *topic
+        {
+            return Some(*slot);
+        }
+        let (known_topic, partitions) = self.index.get_key_value(topic)?;
+        let slot = *partitions.get(&partition)?;
+        self.recent = Some((known_topic.clone(), partition, slot));
+        Some(slot)
+    }
+
     /// Keeps only partitions that read something; the rest are not part of the commit.
     pub fn retain_read(&mut self) {
         self.retain(|p| p.cursor > p.start.offset);
@@ -155,6 +169,7 @@ impl Plan {
 
     fn retain(&mut self, keep: impl Fn(&PlannedPartition) -> bool) {
         self.partitions.retain(keep);
+        self.recent = None;
         self.index.clear();
         for (slot, planned) in self.partitions.iter().enumerate() {
             self.index
@@ -333,6 +348,33 @@ pub(crate) mod tests {
         }
         assert!(sparse.capped());
         assert_eq!(sparse.get_mut("t", 0).map(|p| p.cursor), Some(501));
+    }
+
+    #[test]
+    fn records_of_partitions_in_turn_each_reach_their_own_partition() {
+        let mut plan = Plan::default();
+        plan.push(Arc::from("a"), planned("a", 0, 0, 5));
+        plan.push(Arc::from("b"), planned("b", 0, 0, 5));
+        plan.push(Arc::from("a"), planned("a", 1, 0, 5));
+        for (topic, partition, offset) in [("a", 0, 0), ("b", 0, 0), ("b", 0, 1), ("a", 1, 0)] {
+            assert!(matches!(
+                plan.offer(topic, partition, offset, || record(
+                    topic, partition, offset
+                )),
+                Placement::Taken
+            ));
+        }
+        // Below its cursor in "b"/0, but not in "a"/0: the last lookup was "a"/1.
+        assert!(matches!(
+            plan.offer("b", 0, 1, || record("b", 0, 1)),
+            Placement::Duplicate
+        ));
+        assert!(matches!(
+            plan.offer("a", 0, 1, || record("a", 0, 1)),
+            Placement::Taken
+        ));
+        let cursors: Vec<i64> = plan.partitions().iter().map(|p| p.cursor).collect();
+        assert_eq!(cursors, [2, 2, 1]);
     }
 
     #[test]

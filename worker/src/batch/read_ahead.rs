@@ -128,15 +128,29 @@ impl ReadAhead {
 
 /// Interned topic names: every record of a topic shares one allocation.
 #[derive(Debug, Default)]
-pub struct TopicNames(HashSet<Arc<str>>);
+pub struct TopicNames {
+    known: HashSet<Arc<str>>,
+    /// The name asked for last: records come in runs of one topic, and comparing a short name
+    /// costs less than hashing it for every record.
+    last: Option<Arc<str>>,
+}
 
 impl TopicNames {
     pub fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(known) = self.0.get(name) {
-            return known.clone();
+        if let Some(last) = &self.last
+            && **last == *name
+        {
+            return last.clone();
         }
-        let interned: Arc<str> = Arc::from(name);
-        self.0.insert(interned.clone());
+        let interned = match self.known.get(name) {
+            Some(known) => known.clone(),
+            None => {
+                let interned: Arc<str> = Arc::from(name);
+                self.known.insert(interned.clone());
+                interned
+            }
+        };
+        self.last = Some(interned.clone());
         interned
     }
 }
@@ -235,5 +249,10 @@ mod tests {
         let a = names.get("sensors");
         let b = names.get("sensors");
         assert!(Arc::ptr_eq(&a, &b));
+        // Another topic between two records of the first still finds the first's name.
+        let other = names.get("alerts");
+        assert_eq!(&*other, "alerts");
+        assert!(Arc::ptr_eq(&names.get("sensors"), &a));
+        assert!(Arc::ptr_eq(&names.get("alerts"), &other));
     }
 }

@@ -19,10 +19,11 @@ mod time;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deltalake::arrow::array::{
-    ArrayRef, BinaryBuilder, Int32Array, Int64Array, ListBuilder, StringArray, StringBuilder,
-    StructBuilder, TimestampMicrosecondArray,
+    ArrayRef, BinaryBuilder, Int32Array, Int64Array, ListBuilder, StringBuilder, StructBuilder,
+    TimestampMicrosecondArray,
 };
 use deltalake::arrow::compute::concat_batches;
 use deltalake::arrow::datatypes::{
@@ -77,12 +78,43 @@ struct Column {
 
 /// The outcome of decoding one micro-batch.
 pub struct Decoded {
-    /// Rows in the table's schema.
-    pub batch: RecordBatch,
+    /// Rows in the table's schema, in the records' order: one Arrow batch, or the parts a large
+    /// micro-batch was decoded in (written one after the other, not copied into one). Never
+    /// empty.
+    pub parts: Vec<RecordBatch>,
     /// Rows whose `_rescued_data` is set (rescue mode).
     pub rescued_rows: usize,
-    /// Records that are not in `batch` (deadLetter and fail modes).
+    /// Records that are not among the rows (deadLetter and fail modes).
     pub bad: Vec<BadRecord>,
+}
+
+impl Decoded {
+    /// A micro-batch decoded as one Arrow batch.
+    pub fn whole(batch: RecordBatch, rescued_rows: usize, bad: Vec<BadRecord>) -> Decoded {
+        Decoded {
+            parts: vec![batch],
+            rescued_rows,
+            bad,
+        }
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.parts.iter().map(RecordBatch::num_rows).sum()
+    }
+
+    /// The rows as one Arrow batch (a copy of them when there are several parts), for what
+    /// needs them together: a transform, a MERGE.
+    pub fn to_batch(&self) -> Result<RecordBatch> {
+        match self.parts.as_slice() {
+            [one] => Ok(one.clone()),
+            parts => {
+                let schema = parts.first().map(RecordBatch::schema).ok_or_else(|| {
+                    Error::Decode("internal: a decoded batch without rows or schema".into())
+                })?;
+                concat_batches(&schema, parts).map_err(|e| Error::Decode(e.to_string()))
+            }
+        }
+    }
 }
 
 /// Decodes micro-batches for one ingestion: small ones on the calling thread, large ones in
@@ -104,6 +136,10 @@ struct RecordReader {
     table_schema: SchemaRef,
     /// How dates and timestamps are read (dateFormat, timestampFormat, timeZone).
     formats: time::Formats,
+    /// Per declared column, the bytes per value its string or binary values took in the last
+    /// part decoded: the next part's builder starts that large instead of growing by copies
+    /// into fresh pages. Updated by whichever thread decoded last; only a size hint.
+    value_bytes: Vec<AtomicUsize>,
 }
 
 /// What became of one record (its cells are in the buffer it was decoded into: one per
@@ -144,22 +180,32 @@ impl JsonDecoder {
         if records.len() < PARALLEL_DECODE_MIN_RECORDS {
             return self.decode(records);
         }
-        let parts = self.split.decode(&self.reader, records)?;
-        let mut batches = Vec::with_capacity(parts.len());
+        let decoded = self.split.decode(&self.reader, records)?;
+        let mut parts = Vec::with_capacity(decoded.len());
         let mut rescued_rows = 0;
         let mut bad = Vec::new();
-        for part in parts {
-            batches.push(part.batch);
+        for part in decoded {
+            parts.extend(part.parts);
             rescued_rows += part.rescued_rows;
             bad.extend(part.bad);
         }
-        let batch = concat_batches(&self.reader.table_schema, &batches)
-            .map_err(|e| Error::Decode(e.to_string()))?;
+        if parts.is_empty() {
+            parts.push(RecordBatch::new_empty(self.reader.table_schema.clone()));
+        }
         Ok(Decoded {
-            batch,
+            parts,
             rescued_rows,
             bad,
         })
+    }
+}
+
+#[cfg(test)]
+impl Decoded {
+    /// The rows of a batch decoded whole.
+    pub(crate) fn batch(&self) -> &RecordBatch {
+        assert_eq!(self.parts.len(), 1, "decoded whole");
+        &self.parts[0]
     }
 }
 
@@ -215,6 +261,10 @@ impl RecordReader {
             .collect();
         Ok(RecordReader {
             on_error,
+            value_bytes: columns
+                .iter()
+                .map(|_| AtomicUsize::new(build::DEFAULT_VALUE_BYTES))
+                .collect(),
             columns,
             by_name,
             metadata,
@@ -229,10 +279,15 @@ impl RecordReader {
         let mut sinks = self
             .columns
             .iter()
-            .map(|c| build::ColumnSink::new(&c.arrow, records.len()))
+            .zip(&self.value_bytes)
+            .map(|(c, hint)| {
+                build::ColumnSink::new(&c.arrow, records.len(), hint.load(Ordering::Relaxed))
+            })
             .collect::<Result<Vec<_>>>()?;
         let mut rows = Vec::with_capacity(records.len());
-        let mut rescued = Vec::new();
+        // Most rows rescue nothing: room for every row's null, none for text until some comes.
+        let mut rescued = rescue.then(|| StringBuilder::with_capacity(records.len(), 0));
+        let mut rescued_rows = 0;
         let mut bad = Vec::new();
         // Reused from record to record: one allocation per chunk, not per record.
         let mut cells: Vec<Cell<'_>> = Vec::with_capacity(self.columns.len());
@@ -251,30 +306,33 @@ impl RecordReader {
                 sink.push(cell)?;
             }
             rows.push(i);
-            if rescue {
-                rescued.push(outcome.rescued);
+            if let Some(column) = rescued.as_mut() {
+                match outcome.rescued {
+                    Some(text) => {
+                        column.append_value(text);
+                        rescued_rows += 1;
+                    }
+                    None => column.append_null(),
+                }
             }
         }
         // The table's columns: data, metadata, rescued.
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.table_schema.fields().len());
-        for sink in sinks {
+        for (sink, hint) in sinks.into_iter().zip(&self.value_bytes) {
+            if let Some(bytes) = sink.value_bytes() {
+                hint.store(bytes_per_value(bytes, rows.len()), Ordering::Relaxed);
+            }
             columns.push(sink.finish()?);
         }
         for column in &self.metadata {
             columns.push(metadata_array(*column, records, &rows));
         }
-        let mut rescued_rows = 0;
-        if rescue {
-            rescued_rows = rescued.iter().filter(|v| v.is_some()).count();
-            columns.push(Arc::new(StringArray::from(rescued)));
+        if let Some(mut column) = rescued {
+            columns.push(Arc::new(column.finish()));
         }
         let batch = RecordBatch::try_new(self.table_schema.clone(), columns)
             .map_err(|e| Error::Decode(e.to_string()))?;
-        Ok(Decoded {
-            batch,
-            rescued_rows,
-            bad,
-        })
+        Ok(Decoded::whole(batch, rescued_rows, bad))
     }
 
     /// The column a top-level name belongs to (names match exactly, as in Spark's parser);
@@ -441,11 +499,14 @@ fn read_object<'a>(
                 .to_string(),
         );
     }
-    let text = std::str::from_utf8(value).map_err(|error| {
+    // The fast check says only whether the text is valid; std's says where it is not.
+    let text = simdutf8::basic::from_utf8(value).map_err(|_| {
+        let valid_up_to = std::str::from_utf8(value)
+            .err()
+            .map_or(0, |error| error.valid_up_to());
         format!(
-            "the value is not valid UTF-8 (invalid byte at position {}; Spark would read it \
-             with U+FFFD in place of the bytes)",
-            error.valid_up_to()
+            "the value is not valid UTF-8 (invalid byte at position {valid_up_to}; Spark would \
+             read it with U+FFFD in place of the bytes)"
         )
     })?;
     match parse::parse_object_into(text, members)? {
@@ -458,6 +519,16 @@ fn read_object<'a>(
     }
 }
 
+/// The size hint for a column whose `bytes` of values made `rows` rows: an eighth more than
+/// seen, so that a part a little larger than the last still fits.
+fn bytes_per_value(bytes: usize, rows: usize) -> usize {
+    if rows == 0 {
+        return build::DEFAULT_VALUE_BYTES;
+    }
+    let per_row = bytes.div_ceil(rows);
+    per_row + per_row / 8 + 1
+}
+
 /// A metadata column for the rows `rows` (indices into `records`).
 pub(super) fn metadata_array(
     column: MetadataColumn,
@@ -466,7 +537,15 @@ pub(super) fn metadata_array(
 ) -> ArrayRef {
     let each = rows.iter().map(|&i| &records[i]);
     match column {
-        MetadataColumn::Topic => Arc::new(StringArray::from_iter_values(each.map(|r| &*r.topic))),
+        MetadataColumn::Topic => {
+            // Sized up front: a builder grown by doubling copies the column into fresh pages.
+            let bytes = rows.iter().map(|&i| records[i].topic.len()).sum();
+            let mut builder = StringBuilder::with_capacity(rows.len(), bytes);
+            for record in each {
+                builder.append_value(&*record.topic);
+            }
+            Arc::new(builder.finish())
+        }
         MetadataColumn::Partition => {
             Arc::new(Int32Array::from_iter_values(each.map(|r| r.partition)))
         }

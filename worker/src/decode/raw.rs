@@ -95,11 +95,7 @@ impl RawDecoder {
         }
         let batch = RecordBatch::try_new(self.table_schema.clone(), columns)
             .map_err(|e| Error::Decode(e.to_string()))?;
-        Ok(Decoded {
-            batch,
-            rescued_rows: 0,
-            bad,
-        })
+        Ok(Decoded::whole(batch, 0, bad))
     }
 }
 
@@ -163,7 +159,7 @@ mod tests {
             RawDecoder::new(&RawFormat::default(), &[MetadataColumn::Offset]).expect("decoder");
         let decoded = binary.decode(&records).expect("decode");
         assert!(decoded.bad.is_empty());
-        let batch = decoded.batch;
+        let batch = decoded.batch();
         let schema = batch.schema();
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         assert_eq!(names, vec!["key", "value", "kafka_offset"]);
@@ -185,7 +181,7 @@ mod tests {
         )
         .expect("decoder");
         let decoded = text.decode(&records).expect("decode");
-        assert_eq!(decoded.batch.num_rows(), 3);
+        assert_eq!(decoded.batch().num_rows(), 3);
         assert_eq!(decoded.bad.len(), 1);
         assert_eq!(decoded.bad[0].index, 2);
         assert!(
@@ -193,7 +189,7 @@ mod tests {
             "{}",
             decoded.bad[0].reason
         );
-        let values = decoded.batch.column(1).as_string::<i32>();
+        let values = decoded.batch().column(1).as_string::<i32>();
         assert_eq!(values.value(0), "{\"a\":1}");
     }
 }

@@ -123,6 +123,7 @@ impl Pipeline {
             }),
             _ => None,
         };
+        let output_rows = decoded.num_rows() as i64;
         // Only the bad records go on with the rows, renumbered among themselves.
         let bad_records = decoded
             .bad
@@ -148,7 +149,7 @@ impl Pipeline {
                 .iter()
                 .map(|r| r.value.as_ref().map_or(0, |v| v.len() as u64))
                 .sum(),
-            output_rows: decoded.batch.num_rows() as i64,
+            output_rows,
             rescued_rows: decoded.rescued_rows as i64,
             latest_offset_ms,
             fetch_ms,
@@ -162,7 +163,7 @@ impl Pipeline {
             self.spare_records = records;
         }
         self.committer.start(Job {
-            batch: decoded.batch,
+            parts: decoded.parts,
             merge,
             partitions,
             ends: ends.clone(),

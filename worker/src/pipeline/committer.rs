@@ -26,8 +26,9 @@ use crate::transform::DELETE_COLUMN;
 
 /// What a batch's commit writes.
 pub(super) struct Job {
-    pub batch: RecordBatch,
-    /// outputMode update: MERGE these rows by key instead of appending `batch`.
+    /// The rows, in the parts they were decoded in (written one after the other).
+    pub parts: Vec<RecordBatch>,
+    /// outputMode update: MERGE these rows by key instead of appending `parts`.
     pub merge: Option<Merge>,
     pub partitions: Vec<PartitionCommit>,
     /// Each partition of the batch and the next offset after it.
@@ -160,7 +161,7 @@ fn commit(
             &job.partitions,
             job.metadata,
         )?,
-        None => table.commit(&job.batch, &job.partitions, job.metadata)?,
+        None => table.commit(&job.parts, &job.partitions, job.metadata)?,
     };
     match outcome {
         CommitOutcome::Committed {

@@ -118,10 +118,12 @@ impl Shaping {
         if self.transform.is_none() && self.update.is_none() {
             return Ok((decoded, None));
         }
+        // A transform and a MERGE see the batch's rows together.
+        let mut batch = decoded.to_batch()?;
         let Decoded {
-            mut batch,
             mut rescued_rows,
             mut bad,
+            ..
         } = decoded;
         // Each row's record: the records that did not become rows are the bad ones.
         let bad_set: HashSet<usize> = bad.iter().map(|b| b.index).collect();
@@ -174,14 +176,7 @@ impl Shaping {
                 )?)
             }
         };
-        Ok((
-            Decoded {
-                batch,
-                rescued_rows,
-                bad,
-            },
-            merge,
-        ))
+        Ok((Decoded::whole(batch, rescued_rows, bad), merge))
     }
 
     /// The batch's tombstones whose keys are known, as rows of the table (null fields, their
@@ -205,14 +200,14 @@ impl Shaping {
         }
         let tombstones: Vec<Record> = positions.iter().map(|&i| records[i].clone()).collect();
         // In rescue mode every record is a row, in order.
-        let decoded = decoder.decode(&Arc::new(tombstones))?;
+        let decoded = decoder.decode(&Arc::new(tombstones))?.to_batch()?;
         let (batch, positions) = match &self.transform {
             Some(transform) => {
                 // Rows the query fails on come out with null keys (rescue) or not at all.
-                let out = transform.apply(&decoded.batch, &positions, records)?;
+                let out = transform.apply(&decoded, &positions, records)?;
                 (out.batch, out.records)
             }
-            None => (by_name(&decoded.batch, &self.table)?, positions),
+            None => (by_name(&decoded, &self.table)?, positions),
         };
         let mut known = Vec::with_capacity(batch.num_rows());
         for row in 0..batch.num_rows() {

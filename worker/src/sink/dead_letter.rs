@@ -84,7 +84,7 @@ impl DeadLetterTable {
             current.push(written[i]);
         }
         match self.runtime.block_on(self.sink.commit_read(
-            Some(&batch),
+            std::slice::from_ref(&batch),
             &txns,
             &current,
             HashMap::new(),

@@ -470,18 +470,18 @@ impl DeltaSink {
         Ok(versions)
     }
 
-    /// Writes `batch` (if any rows) and commits it with `txns`, atomically; checks first that
-    /// every partition's txn is where this batch started, so no offset is written twice or moves
-    /// backwards.
+    /// Writes the rows of `parts` (one after the other, into the same files) and commits them
+    /// with `txns`, atomically; checks first that every partition's txn is where this batch
+    /// started, so no offset is written twice or moves backwards.
     pub async fn commit(
         &mut self,
-        batch: Option<&RecordBatch>,
+        parts: &[RecordBatch],
         txns: &[TxnUpdate],
         app_metadata: HashMap<String, serde_json::Value>,
     ) -> Result<CommitOutcome> {
         let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
         let current = self.txn_versions(&app_ids).await?;
-        self.commit_read(batch, txns, &current, app_metadata).await
+        self.commit_read(parts, txns, &current, app_metadata).await
     }
 
     /// [`DeltaSink::commit`] for txns whose versions the caller has just read with
@@ -490,7 +490,7 @@ impl DeltaSink {
     /// conflict check (a concurrent commit carrying the same txn app id fails it).
     pub async fn commit_read(
         &mut self,
-        batch: Option<&RecordBatch>,
+        parts: &[RecordBatch],
         txns: &[TxnUpdate],
         current: &[Option<i64>],
         app_metadata: HashMap<String, serde_json::Value>,
@@ -509,7 +509,8 @@ impl DeltaSink {
         let mut actions = Vec::new();
         let mut evolves = false;
         let writing = std::time::Instant::now();
-        if let Some(batch) = batch.filter(|b| b.num_rows() > 0) {
+        let parts: Vec<&RecordBatch> = parts.iter().filter(|b| b.num_rows() > 0).collect();
+        if let Some(first) = parts.first() {
             let mut writer = match &self.evolve_to {
                 // The files carry the added columns; the commit's metadata action adds them to
                 // the table, atomically with the rows and the offsets.
@@ -528,14 +529,20 @@ impl DeltaSink {
                 None => RecordBatchWriter::for_table(&self.table),
             }
             .map_err(Error::delta("write to", &self.uri))?
-            .with_writer_properties(super::parquet::writer_properties_for(self.parquet, batch));
+            .with_writer_properties(super::parquet::writer_properties_for(
+                self.parquet,
+                &first.schema(),
+                &parts,
+            ));
             if let Some(size) = self.target_file_size {
                 writer = writer.with_target_file_size(size);
             }
-            writer
-                .write(batch.clone())
-                .await
-                .map_err(Error::delta("write Parquet files to", &self.uri))?;
+            for part in parts {
+                writer
+                    .write(part.clone())
+                    .await
+                    .map_err(Error::delta("write Parquet files to", &self.uri))?;
+            }
             let adds = writer
                 .flush()
                 .await
@@ -962,8 +969,8 @@ pub fn fit_problems(
 mod tests {
     use std::sync::Arc;
 
-    use deltalake::arrow::array::{Int64Array, StringArray};
-    use deltalake::arrow::datatypes::{DataType, Field, Schema};
+    use deltalake::arrow::array::{AsArray, Int64Array, StringArray};
+    use deltalake::arrow::datatypes::{DataType, Field, Int64Type, Schema};
 
     use super::*;
 
@@ -1014,7 +1021,7 @@ mod tests {
         .expect("batch");
         let outcome = sink
             .commit(
-                Some(&batch),
+                std::slice::from_ref(&batch),
                 &[TxnUpdate {
                     app_id: "a".into(),
                     expected: None,
@@ -1027,6 +1034,59 @@ mod tests {
         assert!(matches!(outcome, CommitOutcome::Committed { files: 1, .. }));
         // Reopened with the same (partly NOT NULL) schema, the nullable table still fits.
         open(&location).await.expect("reopen");
+    }
+
+    #[tokio::test]
+    async fn a_batch_in_parts_is_one_file_with_the_parts_rows_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        let mut sink = open(&location).await.expect("create");
+        let part = |devices: Vec<&str>, offsets: Vec<i64>| {
+            RecordBatch::try_new(
+                schema(),
+                vec![
+                    Arc::new(StringArray::from(devices)),
+                    Arc::new(Int64Array::from(offsets)),
+                ],
+            )
+            .expect("part")
+        };
+        let parts = [
+            part(vec!["d-1", "d-2"], vec![0, 1]),
+            part(vec![], vec![]),
+            part(vec!["d-3"], vec![2]),
+        ];
+        let outcome = sink
+            .commit(&parts, &[txn("p0", None, 3)], HashMap::new())
+            .await
+            .expect("commit");
+        assert!(matches!(outcome, CommitOutcome::Committed { files: 1, .. }));
+        let files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.path())
+            .expect("list")
+            .map(|entry| entry.expect("entry").path())
+            .filter(|path| path.extension().is_some_and(|e| e == "parquet"))
+            .collect();
+        assert_eq!(files.len(), 1, "{files:?}");
+        let reader =
+            deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+                std::fs::File::open(&files[0]).expect("open"),
+            )
+            .expect("parquet")
+            .build()
+            .expect("reader");
+        let mut read = Vec::new();
+        for batch in reader {
+            let batch = batch.expect("batch");
+            let devices = batch.column(0).as_string::<i32>();
+            let offsets = batch.column(1).as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                read.push((devices.value(row).to_string(), offsets.value(row)));
+            }
+        }
+        assert_eq!(
+            read,
+            vec![("d-1".into(), 0), ("d-2".into(), 1), ("d-3".into(), 2)]
+        );
     }
 
     fn rows() -> RecordBatch {
@@ -1062,7 +1122,7 @@ mod tests {
             );
         };
         committed(
-            ours.commit(Some(&rows()), &[txn("p0", None, 2)], HashMap::new())
+            ours.commit(&[rows()], &[txn("p0", None, 2)], HashMap::new())
                 .await
                 .expect("commit"),
         );
@@ -1073,7 +1133,7 @@ mod tests {
         // Another writer moves p1 (and the table): ours must not answer from what it knew.
         committed(
             theirs
-                .commit(Some(&rows()), &[txn("p1", None, 7)], HashMap::new())
+                .commit(&[rows()], &[txn("p1", None, 7)], HashMap::new())
                 .await
                 .expect("commit"),
         );
@@ -1082,7 +1142,7 @@ mod tests {
             [Some(2), Some(7)]
         );
         committed(
-            ours.commit(Some(&rows()), &[txn("p0", Some(2), 4)], HashMap::new())
+            ours.commit(&[rows()], &[txn("p0", Some(2), 4)], HashMap::new())
                 .await
                 .expect("commit"),
         );
@@ -1092,7 +1152,7 @@ mod tests {
         );
         // A commit whose expectation is stale is refused, whatever was known before.
         let stale = theirs
-            .commit(Some(&rows()), &[txn("p0", Some(2), 9)], HashMap::new())
+            .commit(&[rows()], &[txn("p0", Some(2), 9)], HashMap::new())
             .await
             .expect("commit");
         assert!(matches!(stale, CommitOutcome::Conflict(_)), "{stale:?}");

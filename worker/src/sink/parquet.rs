@@ -13,8 +13,8 @@
 use std::collections::HashSet;
 
 use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use deltalake::arrow::compute::take;
-use deltalake::arrow::datatypes::DataType;
+use deltalake::arrow::compute::{concat, take};
+use deltalake::arrow::datatypes::{DataType, Schema};
 use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
@@ -45,13 +45,20 @@ pub fn writer_properties(settings: ParquetSettings) -> WriterProperties {
     builder(settings).build()
 }
 
-/// [`writer_properties`] for a file of `batch`'s rows: without a dictionary for the top-level
-/// columns whose sample says it would not pay.
-pub fn writer_properties_for(settings: ParquetSettings, batch: &RecordBatch) -> WriterProperties {
+/// [`writer_properties`] for a file of the rows of `parts` (batches of `schema`, written one
+/// after the other): without a dictionary for the top-level columns whose sample says it would
+/// not pay.
+pub fn writer_properties_for(
+    settings: ParquetSettings,
+    schema: &Schema,
+    parts: &[&RecordBatch],
+) -> WriterProperties {
     let mut builder = builder(settings);
     if settings.dictionary_page_bytes > 0 {
-        for (field, column) in batch.schema().fields().iter().zip(batch.columns()) {
-            if let Some(shape) = ColumnShape::sample(column)
+        for (i, field) in schema.fields().iter().enumerate() {
+            let column: Option<Vec<&ArrayRef>> =
+                parts.iter().map(|part| part.columns().get(i)).collect();
+            if let Some(shape) = column.and_then(|column| ColumnShape::sample(&column))
                 && !shape.dictionary_pays(settings.dictionary_page_bytes)
             {
                 builder = builder
@@ -87,16 +94,17 @@ struct ColumnShape {
 }
 
 impl ColumnShape {
-    /// Samples a column whose Parquet values are of one kind (numbers, dates, times, strings,
-    /// bytes); None for the others (nested, booleans, which have no dictionary to spare) and
-    /// for a column without values.
-    fn sample(column: &ArrayRef) -> Option<ColumnShape> {
-        let rows = column.len();
-        let values = rows - column.null_count();
+    /// Samples a column (given as its arrays in each part of the batch, in order) whose
+    /// Parquet values are of one kind (numbers, dates, times, strings, bytes); None for the
+    /// others (nested, booleans, which have no dictionary to spare) and for a column without
+    /// values.
+    fn sample(parts: &[&ArrayRef]) -> Option<ColumnShape> {
+        let rows: usize = parts.iter().map(|part| part.len()).sum();
+        let values = rows - parts.iter().map(|part| part.null_count()).sum::<usize>();
         if values == 0 {
             return None;
         }
-        let value_bytes = plain_bytes(column, values)?;
+        let value_bytes = plain_bytes(parts, values)?;
         // Fewer of large values, so that the copy the sample takes stays small; values too
         // large for even a small sample keep the writer's default.
         let wanted =
@@ -104,14 +112,27 @@ impl ColumnShape {
         if wanted < DICTIONARY_SAMPLE_MIN {
             return None;
         }
-        let taken = if rows <= wanted {
-            column.clone()
-        } else {
-            // Spread over the batch: records come partition by partition, in offset order.
-            let indices: UInt32Array = (0..wanted)
-                .map(|i| u32::try_from(i * rows / wanted).ok())
-                .collect();
-            take(column.as_ref(), &indices, None).ok()?
+        let taken = match parts {
+            [whole] if rows <= wanted => ArrayRef::clone(whole),
+            _ => {
+                // Spread over the batch (records come partition by partition, in offset
+                // order), each part giving the positions that fall in it.
+                let positions = (0..wanted.min(rows)).map(|i| i * rows / wanted.min(rows));
+                let mut taken = Vec::with_capacity(parts.len());
+                let mut start = 0;
+                for part in parts {
+                    let end = start + part.len();
+                    let indices: UInt32Array = positions
+                        .clone()
+                        .filter(|p| (start..end).contains(p))
+                        .map(|p| u32::try_from(p - start).ok())
+                        .collect();
+                    taken.push(take(part.as_ref(), &indices, None).ok()?);
+                    start = end;
+                }
+                let taken: Vec<&dyn Array> = taken.iter().map(|a| a.as_ref()).collect();
+                concat(&taken).ok()?
+            }
         };
         let sampled = taken.len() - taken.null_count();
         if sampled == 0 {
@@ -147,23 +168,27 @@ impl ColumnShape {
     }
 }
 
-/// Plain-encoded bytes per value of a column holding `values` non-null values (a string's or a
-/// byte array's length prefix included); None for the kinds not judged.
-fn plain_bytes(column: &ArrayRef, values: usize) -> Option<f64> {
+/// Plain-encoded bytes per value of a column (its arrays in each part) holding `values`
+/// non-null values (a string's or a byte array's length prefix included); None for the kinds
+/// not judged.
+fn plain_bytes(parts: &[&ArrayRef], values: usize) -> Option<f64> {
     fn spanned<O: deltalake::arrow::array::OffsetSizeTrait>(offsets: &[O]) -> usize {
         match (offsets.first(), offsets.last()) {
             (Some(first), Some(last)) => (*last - *first).as_usize(),
             _ => 0,
         }
     }
-    let data_bytes = match column.data_type() {
-        DataType::Utf8 => spanned(column.as_string::<i32>().value_offsets()),
-        DataType::LargeUtf8 => spanned(column.as_string::<i64>().value_offsets()),
-        DataType::Binary => spanned(column.as_binary::<i32>().value_offsets()),
-        DataType::LargeBinary => spanned(column.as_binary::<i64>().value_offsets()),
-        other if other.is_primitive() => return other.primitive_width().map(|w| w as f64),
-        _ => return None,
-    };
+    let mut data_bytes = 0;
+    for column in parts {
+        data_bytes += match column.data_type() {
+            DataType::Utf8 => spanned(column.as_string::<i32>().value_offsets()),
+            DataType::LargeUtf8 => spanned(column.as_string::<i64>().value_offsets()),
+            DataType::Binary => spanned(column.as_binary::<i32>().value_offsets()),
+            DataType::LargeBinary => spanned(column.as_binary::<i64>().value_offsets()),
+            other if other.is_primitive() => return other.primitive_width().map(|w| w as f64),
+            _ => return None,
+        };
+    }
     Some(data_bytes as f64 / values.max(1) as f64 + 4.0)
 }
 
@@ -281,6 +306,11 @@ mod tests {
         .expect("batch")
     }
 
+    /// The writer properties for one batch written whole.
+    fn properties_for(settings: ParquetSettings, batch: &RecordBatch) -> WriterProperties {
+        writer_properties_for(settings, &batch.schema(), &[batch])
+    }
+
     fn dictionary_of(properties: &WriterProperties, column: &str) -> bool {
         properties.dictionary_enabled(&ColumnPath::from(column))
     }
@@ -288,7 +318,7 @@ mod tests {
     #[test]
     fn near_unique_columns_are_written_without_a_dictionary_and_the_rest_with_one() {
         let batch = readings(50_000);
-        let chosen = writer_properties_for(ParquetSettings::default(), &batch);
+        let chosen = properties_for(ParquetSettings::default(), &batch);
         assert!(!dictionary_of(&chosen, "kafka_offset"));
         assert!(!dictionary_of(&chosen, "timestamp"));
         for column in ["site", "temperature", "ok", "note"] {
@@ -298,7 +328,7 @@ mod tests {
         // ~670 KiB that still beats the plain values, as parquet-mr would judge it.
         assert!(dictionary_of(&chosen, "device_id"));
         // With a 256 KiB page limit the writer would give it up part way: not started.
-        let small = writer_properties_for(
+        let small = properties_for(
             ParquetSettings {
                 dictionary_page_bytes: 256 << 10,
                 ..ParquetSettings::default()
@@ -309,10 +339,10 @@ mod tests {
         assert!(dictionary_of(&small, "site"));
 
         // A batch smaller than the sample is judged whole; dictionaries off stay off.
-        let few = writer_properties_for(ParquetSettings::default(), &readings(1_000));
+        let few = properties_for(ParquetSettings::default(), &readings(1_000));
         assert!(!dictionary_of(&few, "kafka_offset"));
         assert!(dictionary_of(&few, "site"));
-        let off = writer_properties_for(
+        let off = properties_for(
             ParquetSettings {
                 dictionary_page_bytes: 0,
                 ..ParquetSettings::default()
@@ -323,6 +353,38 @@ mod tests {
     }
 
     #[test]
+    fn a_batch_in_parts_is_judged_as_the_batch_whole() {
+        let batch = readings(50_000);
+        let parts = [
+            batch.slice(0, 20_000),
+            batch.slice(20_000, 17_000),
+            batch.slice(37_000, 13_000),
+        ];
+        for (i, field) in batch.schema().fields().iter().enumerate() {
+            let in_parts: Vec<&ArrayRef> = parts.iter().map(|p| p.column(i)).collect();
+            assert_eq!(
+                ColumnShape::sample(&in_parts),
+                ColumnShape::sample(&[batch.column(i)]),
+                "{}",
+                field.name()
+            );
+        }
+        let whole = properties_for(ParquetSettings::default(), &batch);
+        let refs: Vec<&RecordBatch> = parts.iter().collect();
+        let in_parts = writer_properties_for(ParquetSettings::default(), &batch.schema(), &refs);
+        for field in batch.schema().fields() {
+            let name = field.name();
+            assert_eq!(
+                dictionary_of(&in_parts, name),
+                dictionary_of(&whole, name),
+                "{name}"
+            );
+        }
+        assert!(!dictionary_of(&in_parts, "kafka_offset"));
+        assert!(dictionary_of(&in_parts, "site"));
+    }
+
+    #[test]
     fn large_values_are_sampled_fewer_or_not_at_all() {
         let unique = |rows: usize, bytes: usize| -> ArrayRef {
             Arc::new(StringArray::from_iter_values(
@@ -330,12 +392,12 @@ mod tests {
             ))
         };
         // 2 KiB values: 512 of them sampled (1 MiB), enough to see they never repeat.
-        let shape = ColumnShape::sample(&unique(3_000, 2_048)).expect("judged");
+        let shape = ColumnShape::sample(&[&unique(3_000, 2_048)]).expect("judged");
         assert_eq!(shape.distinct, 3_000.0);
         assert!(!shape.dictionary_pays(1 << 20));
         // 32 KiB values: fewer than 64 fit in the sample's bytes, so the column is not
         // judged and keeps the writer's default.
-        assert_eq!(ColumnShape::sample(&unique(100, 32_768)), None);
+        assert_eq!(ColumnShape::sample(&[&unique(100, 32_768)]), None);
     }
 
     #[test]
@@ -350,7 +412,7 @@ mod tests {
             file.len()
         };
         let every_dictionary = file_bytes(writer_properties(ParquetSettings::default()));
-        let sampled = file_bytes(writer_properties_for(ParquetSettings::default(), &batch));
+        let sampled = file_bytes(properties_for(ParquetSettings::default(), &batch));
         assert!(
             sampled <= every_dictionary,
             "{sampled} bytes with sampled dictionaries, {every_dictionary} with every one"

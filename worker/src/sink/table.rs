@@ -206,18 +206,19 @@ impl SharedTable {
         })
     }
 
-    /// Commits a batch's rows with every partition's move, atomically; a partition that is no
-    /// longer where the batch started makes it a [`CommitOutcome::Conflict`].
+    /// Commits a batch's rows (in the parts they were decoded in) with every partition's move,
+    /// atomically; a partition that is no longer where the batch started makes it a
+    /// [`CommitOutcome::Conflict`].
     pub fn commit(
         &self,
-        batch: &RecordBatch,
+        parts: &[RecordBatch],
         partitions: &[PartitionCommit],
         metadata: HashMap<String, serde_json::Value>,
     ) -> Result<CommitOutcome> {
         let txns = self.txns(partitions);
         self.with_sink(|sink| {
             self.runtime.block_on(
-                sink.commit(Some(batch), &txns, metadata)
+                sink.commit(parts, &txns, metadata)
                     .instrument(tracing::info_span!("commit")),
             )
         })
@@ -373,7 +374,7 @@ mod tests {
             version: 50,
         };
         let committed = data
-            .commit(None, &[read(&p0), read(&p1)], HashMap::new())
+            .commit(&[], &[read(&p0), read(&p1)], HashMap::new())
             .await
             .expect("commit");
         assert!(matches!(committed, CommitOutcome::Committed { .. }));

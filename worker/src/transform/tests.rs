@@ -64,7 +64,7 @@ fn run(sql: &str, on_error: OnError, records: &[Record]) -> Result<Transformed> 
     let decoded = decoder.decode(records)?;
     let bad: Vec<usize> = decoded.bad.iter().map(|b| b.index).collect();
     let rows: Vec<usize> = (0..records.len()).filter(|i| !bad.contains(i)).collect();
-    transform.apply(&decoded.batch, &rows, records)
+    transform.apply(decoded.batch(), &rows, records)
 }
 
 fn readings(n: i64) -> Vec<Record> {

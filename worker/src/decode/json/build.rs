@@ -225,10 +225,18 @@ pub(crate) enum ColumnSink<'a> {
     Nested(ArrowType, Vec<Cell<'a>>),
 }
 
+/// Bytes per value a string or binary column starts with before any batch says otherwise.
+pub(crate) const DEFAULT_VALUE_BYTES: usize = 16;
+/// At most this much is reserved for one column's values up front; beyond it the builder grows.
+const MAX_RESERVED_VALUE_BYTES: usize = 64 << 20;
+
 impl<'a> ColumnSink<'a> {
-    pub(crate) fn new(arrow: &ArrowType, n: usize) -> Result<ColumnSink<'a>> {
+    /// A sink for `n` values; a string or binary one with room for `value_bytes` bytes each.
+    pub(crate) fn new(arrow: &ArrowType, n: usize, value_bytes: usize) -> Result<ColumnSink<'a>> {
+        // A hint from a part of a few large values must not reserve gigabytes for many rows.
+        let bytes = n.saturating_mul(value_bytes).min(MAX_RESERVED_VALUE_BYTES);
         Ok(match arrow {
-            ArrowType::Utf8 => ColumnSink::Utf8(StringBuilder::with_capacity(n, n * 16)),
+            ArrowType::Utf8 => ColumnSink::Utf8(StringBuilder::with_capacity(n, bytes)),
             ArrowType::Boolean => ColumnSink::Boolean(BooleanBuilder::with_capacity(n)),
             ArrowType::Int8 => ColumnSink::Int8(Int8Builder::with_capacity(n)),
             ArrowType::Int16 => ColumnSink::Int16(Int16Builder::with_capacity(n)),
@@ -245,9 +253,18 @@ impl<'a> ColumnSink<'a> {
             ArrowType::Timestamp(TimeUnit::Microsecond, zone) => ColumnSink::Timestamp(
                 TimestampMicrosecondBuilder::with_capacity(n).with_timezone_opt(zone.clone()),
             ),
-            ArrowType::Binary => ColumnSink::Binary(BinaryBuilder::with_capacity(n, n * 16)),
+            ArrowType::Binary => ColumnSink::Binary(BinaryBuilder::with_capacity(n, bytes)),
             other => ColumnSink::Nested(other.clone(), Vec::with_capacity(n)),
         })
+    }
+
+    /// The bytes of the values pushed so far, for a string or binary column.
+    pub(crate) fn value_bytes(&self) -> Option<usize> {
+        match self {
+            ColumnSink::Utf8(b) => Some(b.values_slice().len()),
+            ColumnSink::Binary(b) => Some(b.values_slice().len()),
+            _ => None,
+        }
     }
 
     pub(crate) fn push(&mut self, cell: Cell<'a>) -> Result<()> {

@@ -235,7 +235,7 @@ fn every_cell_is_sparks_value_or_its_record_is_rescued() {
             .collect();
         let decoded = decoder.decode(&records).expect("decode");
         assert!(decoded.bad.is_empty(), "rescue mode keeps every record");
-        let batch = decoded.batch;
+        let batch = decoded.batch();
         assert_eq!(batch.num_rows(), records.len());
         let rescued = batch
             .column_by_name(RESCUED_DATA_COLUMN)

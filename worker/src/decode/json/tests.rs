@@ -55,7 +55,7 @@ fn every_spark_type_decodes_into_its_arrow_type_with_metadata_columns() {
     let decoded = decoder
         .decode(&[record(0, FULL.as_bytes())])
         .expect("decode");
-    let batch = decoded.batch;
+    let batch = decoded.batch();
     assert_eq!(batch.num_rows(), 1);
     assert_eq!(decoded.rescued_rows, 0);
     assert_eq!(
@@ -148,16 +148,16 @@ fn a_wrong_typed_nested_field_is_rescued_alone() {
     let decoded = decoder
         .decode(&[record(0, FULL.as_bytes()), record(1, bad.as_bytes())])
         .expect("decode");
-    assert_eq!(decoded.batch.num_rows(), 2);
+    assert_eq!(decoded.batch().num_rows(), 2);
     let rescued = decoded
-        .batch
+        .batch()
         .column_by_name(RESCUED_DATA_COLUMN)
         .expect("rescued");
     assert!(rescued.is_null(0));
     assert_eq!(rescued.as_string::<i32>().value(1), r#"{"arr":["one"]}"#);
     assert_eq!(
         decoded
-            .batch
+            .batch()
             .column_by_name("s")
             .expect("s")
             .as_string::<i32>()
@@ -173,7 +173,8 @@ fn an_every_type_table_is_created_and_appended() {
     let batch = decoder
         .decode(&[record(0, FULL.as_bytes())])
         .expect("decode")
-        .batch;
+        .batch()
+        .clone();
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let location = dir.path().join("t").display().to_string();
     let outcome = runtime.block_on(async {
@@ -189,7 +190,7 @@ fn an_every_type_table_is_created_and_appended() {
         .await
         .expect("create");
         sink.commit(
-            Some(&batch),
+            std::slice::from_ref(&batch),
             &[crate::sink::TxnUpdate {
                 app_id: "a".into(),
                 expected: None,
@@ -226,7 +227,7 @@ fn an_every_type_table_is_created_and_appended() {
         .await
         .expect("open");
         sink.commit(
-            None,
+            &[],
             &[crate::sink::TxnUpdate {
                 app_id: "a".into(),
                 expected: Some(1),
@@ -260,7 +261,8 @@ fn one(data_type: &str, json: &str) -> (Option<String>, bool) {
     let batch = decoder
         .decode(&[record(0, value.as_bytes())])
         .expect("decode")
-        .batch;
+        .batch()
+        .clone();
     let column = batch.column_by_name("c").expect("c");
     let cell = column.is_valid(0).then(|| {
         deltalake::arrow::util::display::array_value_to_string(column, 0).expect("display")
@@ -495,7 +497,7 @@ fn a_name_twice_at_the_top_refuses_the_record_in_any_order_and_whatever_the_name
         .map(|(i, v)| record(i as i64, v))
         .collect();
     let decoded = decoder.decode(&records).expect("decode");
-    assert_eq!(decoded.batch.num_rows(), 2);
+    assert_eq!(decoded.batch().num_rows(), 2);
     let refused: Vec<(usize, &str)> = decoded
         .bad
         .iter()
@@ -510,7 +512,7 @@ fn a_name_twice_at_the_top_refuses_the_record_in_any_order_and_whatever_the_name
             "{reason}"
         );
     }
-    let c = decoded.batch.column_by_name("c").expect("c");
+    let c = decoded.batch().column_by_name("c").expect("c");
     assert_eq!(
         c.as_primitive::<deltalake::arrow::datatypes::Int32Type>()
             .values(),
@@ -526,7 +528,7 @@ fn non_standard_json_that_spark_accepts_is_read() {
         .decode(&[record(0, br#"{'s':'single', "d":-Infinity}"#)])
         .expect("decode");
     assert_eq!(decoded.rescued_rows, 0);
-    let batch = decoded.batch;
+    let batch = decoded.batch();
     assert_eq!(
         batch
             .column_by_name("s")
@@ -535,6 +537,42 @@ fn non_standard_json_that_spark_accepts_is_read() {
             .value(0),
         "single"
     );
+}
+
+#[test]
+fn a_value_that_is_not_utf8_is_bad_input_named_by_the_byte_and_rescued_whole() {
+    // 0xff at byte 8, after a two-byte character that is valid.
+    let value = b"{\"s\":\"\xc3\xa9\xff\"}";
+    let mut format = every_type();
+    format.on_error = Some(OnError::DeadLetter);
+    let decoded = JsonDecoder::new(&format, &[])
+        .expect("decoder")
+        .decode(&[record(0, FULL.as_bytes()), record(1, value)])
+        .expect("decode");
+    assert_eq!(decoded.batch().num_rows(), 1);
+    assert_eq!(decoded.bad.len(), 1);
+    assert!(
+        decoded.bad[0]
+            .reason
+            .contains("not valid UTF-8 (invalid byte at position 8;"),
+        "{}",
+        decoded.bad[0].reason
+    );
+    // Rescued whole: the row stays, every data column null, the text in _rescued_data.
+    let decoded = JsonDecoder::new(&every_type(), &[])
+        .expect("decoder")
+        .decode(&[record(0, value)])
+        .expect("decode");
+    assert_eq!(decoded.rescued_rows, 1);
+    let batch = decoded.batch();
+    assert!(batch.column_by_name("s").expect("s").is_null(0));
+    let rescued = batch
+        .column_by_name(RESCUED_DATA_COLUMN)
+        .expect("rescued")
+        .as_string::<i32>()
+        .value(0)
+        .to_string();
+    assert_eq!(rescued, r#"{"s":"é\xFF"}"#);
 }
 
 #[test]
@@ -550,7 +588,7 @@ fn fail_and_dead_letter_name_the_column_a_value_does_not_read_into() {
                 record(2, br#"{"ts":"2026-01-02T03:04:05 Europe/Paris"}"#),
             ])
             .expect("decode");
-        assert_eq!(decoded.batch.num_rows(), 1);
+        assert_eq!(decoded.batch().num_rows(), 1);
         assert_eq!(decoded.bad.len(), 2);
         assert_eq!(decoded.bad[0].index, 1);
         assert!(
@@ -606,7 +644,7 @@ fn a_tombstone_is_sparks_null_struct_and_an_empty_value_is_bad_input() {
         let decoded = decoder
             .decode(&[record(0, b""), tombstone.clone()])
             .expect("decode");
-        let batch = &decoded.batch;
+        let batch = decoded.batch();
         assert_eq!(batch.num_rows(), 2);
         for column in ["id", "n"] {
             let array = batch.column_by_name(column).expect("column");
@@ -642,7 +680,7 @@ fn a_tombstone_is_sparks_null_struct_and_an_empty_value_is_bad_input() {
                 decoded.bad
             );
             if required {
-                assert_eq!(decoded.batch.num_rows(), 0);
+                assert_eq!(decoded.batch().num_rows(), 0);
                 assert_eq!(decoded.bad.len(), 2);
                 assert!(
                     decoded.bad[1]
@@ -653,8 +691,8 @@ fn a_tombstone_is_sparks_null_struct_and_an_empty_value_is_bad_input() {
                 );
             } else {
                 assert_eq!(decoded.bad.len(), 1, "{:?}", decoded.bad);
-                assert_eq!(decoded.batch.num_rows(), 1, "the tombstone's row");
-                assert!(decoded.batch.column_by_name("n").expect("n").is_null(0));
+                assert_eq!(decoded.batch().num_rows(), 1, "the tombstone's row");
+                assert!(decoded.batch().column_by_name("n").expect("n").is_null(0));
             }
         }
     }
@@ -690,7 +728,16 @@ fn a_large_batch_decoded_in_parts_is_the_batch_decoded_whole() {
             for batch in 0..2 {
                 let decoded = in_parts.decode_shared(&shared).expect("decode in parts");
                 let context = format!("{mode:?}, {parts} parts, batch {batch}");
-                assert_eq!(decoded.batch, whole.batch, "{context}");
+                assert_eq!(
+                    decoded.parts.len(),
+                    parts,
+                    "{context}: one Arrow batch per part"
+                );
+                assert_eq!(
+                    &decoded.to_batch().expect("the parts as one"),
+                    whole.batch(),
+                    "{context}"
+                );
                 assert_eq!(decoded.rescued_rows, whole.rescued_rows, "{context}");
                 let bad = |d: &Decoded| -> Vec<(usize, String)> {
                     d.bad.iter().map(|b| (b.index, b.reason.clone())).collect()

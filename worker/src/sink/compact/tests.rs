@@ -66,7 +66,7 @@ async fn sink(location: &str, partition_by: &[&str], target: Option<u64>) -> Del
 async fn append(sink: &mut DeltaSink, p: i32, version: i64, batch: &RecordBatch) {
     let outcome = sink
         .commit(
-            Some(batch),
+            std::slice::from_ref(batch),
             &[TxnUpdate {
                 app_id: app(p),
                 expected: (version > 1).then_some(version - 1),

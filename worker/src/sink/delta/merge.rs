@@ -41,7 +41,7 @@ impl DeltaSink {
             return Ok(CommitOutcome::Conflict(reason));
         }
         if rows.num_rows() == 0 {
-            return self.commit_read(None, txns, &current, app_metadata).await;
+            return self.commit_read(&[], txns, &current, app_metadata).await;
         }
         let before = self.table.version();
         let ctx = SessionContext::new();
@@ -103,7 +103,7 @@ impl DeltaSink {
                 self.table = table;
                 if version == before {
                     // Deletes of keys the table does not hold: nothing to commit but offsets.
-                    return self.commit(None, txns, app_metadata).await;
+                    return self.commit(&[], txns, app_metadata).await;
                 }
                 if self.evolve_to.take().is_some() {
                     tracing::info!(table = %self.uri, "added the columns to the table (mergeSchema)");
