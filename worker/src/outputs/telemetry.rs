@@ -28,6 +28,8 @@ struct Reported {
     standing: Standing,
     /// The query id, for a report made before the first batch.
     query_id: Option<String>,
+    /// The lag last reported.
+    lag: Option<i64>,
 }
 
 /// Facts a worker keeps reporting once known: the applied reset, the last upkeep runs.
@@ -64,11 +66,28 @@ impl Telemetry {
             .update_offsets_behind(partition_lag(progress), assigned);
         if let Some(reporter) = &self.reporter {
             let mut reported = self.reported_lock();
-            reporter.report(with_standing(
-                report_of(progress, assigned),
-                &reported.standing,
-            ));
+            let report = report_of(progress, assigned);
+            reported.lag = report.lag;
+            reporter.report(with_standing(report, &reported.standing));
             reported.progress = Some(progress.clone());
+        }
+    }
+
+    /// The pipeline found nothing to read: `lag` is each owned partition's offsets behind the
+    /// high watermark of its latest fetch. Reported when it is not what was reported last: a
+    /// worker that got partitions back in a rebalance would otherwise keep saying the lag its
+    /// last batch saw in them, though another worker has read them to the end since, and the
+    /// operator would never scale down.
+    pub fn idle(&self, lag: Vec<(TopicPartition, i64)>, assigned: &[TopicPartition]) {
+        let total = lag.iter().map(|(_, behind)| behind).sum();
+        self.metrics.update_offsets_behind(lag, assigned);
+        let Some(reporter) = &self.reporter else {
+            return;
+        };
+        let mut reported = self.reported_lock();
+        if let Some(report) = idle_report(&reported, assigned, total) {
+            reported.lag = report.lag;
+            reporter.report(with_standing(report, &reported.standing));
         }
     }
 
@@ -131,10 +150,9 @@ impl Telemetry {
             return;
         }
         if let Some(progress) = &reported.progress {
-            reporter.report(with_standing(
-                report_of(progress, &assigned()),
-                &reported.standing,
-            ));
+            let report = report_of(progress, &assigned());
+            reported.lag = report.lag;
+            reporter.report(with_standing(report, &reported.standing));
         }
     }
 
@@ -158,6 +176,17 @@ fn report_of(progress: &StreamingQueryProgress, assigned: &[TopicPartition]) -> 
         lag: Some(lag),
         ..WorkerReport::default()
     }
+}
+
+/// What an idle worker owes the status, if anything: its last batch with `lag`, the offsets it
+/// is behind now, unless that is what it said last. Nothing before its first batch (the first
+/// report comes with it).
+fn idle_report(reported: &Reported, assigned: &[TopicPartition], lag: i64) -> Option<WorkerReport> {
+    let progress = reported.progress.as_ref()?;
+    (reported.lag != Some(lag)).then(|| WorkerReport {
+        lag: Some(lag),
+        ..report_of(progress, assigned)
+    })
 }
 
 fn with_standing(report: WorkerReport, standing: &Standing) -> WorkerReport {
@@ -240,6 +269,33 @@ mod tests {
         assert_eq!(after.partitions, ["t-0", "t-2"]);
         // With nothing left, nothing behind.
         assert_eq!(report_of(&progress, &[]).lag, Some(0));
+    }
+
+    #[test]
+    fn an_idle_worker_reports_its_lag_now_once_it_differs_from_its_last_batchs() {
+        let progress = StreamingQueryProgress {
+            id: "q".into(),
+            sources: vec![SourceProgress {
+                end_offset: offsets(&[("0", 90), ("1", 50)]),
+                latest_offset: offsets(&[("0", 100), ("1", 80)]),
+                ..SourceProgress::default()
+            }],
+            ..StreamingQueryProgress::default()
+        };
+        let all: Vec<TopicPartition> = (0..2).map(|p| TopicPartition::new("t", p)).collect();
+        let mut reported = Reported::default();
+        // Before the first batch there is nothing to say.
+        assert!(idle_report(&reported, &all, 0).is_none());
+        reported.progress = Some(progress);
+        reported.lag = Some(40);
+        // Another worker read the partitions to the end meanwhile: 0 behind, said once.
+        let report = idle_report(&reported, &all, 0).expect("a report");
+        assert_eq!(report.lag, Some(0));
+        assert_eq!(report.partitions, ["t-0", "t-1"]);
+        assert_eq!(report.query_id.as_deref(), Some("q"));
+        reported.lag = report.lag;
+        assert!(idle_report(&reported, &all, 0).is_none());
+        assert_eq!(idle_report(&reported, &all, 7).and_then(|r| r.lag), Some(7));
     }
 
     #[test]

@@ -225,6 +225,7 @@ impl Pipeline {
                 Next::Continue => {}
                 Next::Idle => {
                     self.settle()?;
+                    self.report_idle_lag();
                     self.poll_for(IDLE_POLL)?;
                 }
                 Next::Finish => {
@@ -234,6 +235,27 @@ impl Pipeline {
                 }
             }
         }
+    }
+
+    /// Tells the status and the metrics how far behind the owned partitions are now that
+    /// nothing came to read: by the high watermark of each one's latest fetch against its
+    /// position (a partition not fetched yet counts none, as when planning).
+    fn report_idle_lag(&self) {
+        let assigned = self.source.assigned_partitions();
+        let lag = assigned
+            .iter()
+            .map(|tp| {
+                let behind = match (
+                    self.source.cached_high_watermark(tp),
+                    self.source.next_offset(tp),
+                ) {
+                    (Some(high), Some(position)) => (high - position).max(0),
+                    _ => 0,
+                };
+                (tp.clone(), behind)
+            })
+            .collect();
+        self.telemetry.idle(lag, &assigned);
     }
 
     /// One micro-batch: read -> decode, then, once the batch before it has landed, hand over
