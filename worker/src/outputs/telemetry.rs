@@ -28,8 +28,18 @@ struct Reported {
     standing: Standing,
     /// The query id, for a report made before the first batch.
     query_id: Option<String>,
-    /// The lag last reported.
-    lag: Option<i64>,
+    /// The report made last: what a report of standing facts repeats, and the lag an idle
+    /// worker compares its own with.
+    last: Option<WorkerReport>,
+}
+
+impl Reported {
+    /// Reports `report` with the standing facts, and keeps it as the last report.
+    fn send(&mut self, reporter: &StatusReporter, report: WorkerReport) {
+        let report = with_standing(report, &self.standing);
+        reporter.report(report.clone());
+        self.last = Some(report);
+    }
 }
 
 /// Facts a worker keeps reporting once known: the applied reset, the last upkeep runs.
@@ -66,9 +76,7 @@ impl Telemetry {
             .update_offsets_behind(partition_lag(progress), assigned);
         if let Some(reporter) = &self.reporter {
             let mut reported = self.reported_lock();
-            let report = report_of(progress, assigned);
-            reported.lag = report.lag;
-            reporter.report(with_standing(report, &reported.standing));
+            reported.send(reporter, report_of(progress, assigned));
             reported.progress = Some(progress.clone());
         }
     }
@@ -86,8 +94,7 @@ impl Telemetry {
         };
         let mut reported = self.reported_lock();
         if let Some(report) = idle_report(&reported, assigned, total) {
-            reported.lag = report.lag;
-            reporter.report(with_standing(report, &reported.standing));
+            reported.send(reporter, report);
         }
     }
 
@@ -114,17 +121,8 @@ impl Telemetry {
         let mut reported = self.reported_lock();
         change(&mut reported.standing);
         reported.query_id = Some(query_id.to_string());
-        let report = match &reported.progress {
-            Some(progress) => {
-                let partitions = progress_partitions(progress);
-                report_of(progress, &partitions)
-            }
-            None => WorkerReport {
-                query_id: reported.query_id.clone(),
-                ..WorkerReport::default()
-            },
-        };
-        reporter.report(with_standing(report, &reported.standing));
+        let report = standing_report(&reported);
+        reported.send(reporter, report);
     }
 
     /// The consumer's assignment may have changed (`generation` counts rebalances): a worker
@@ -151,8 +149,7 @@ impl Telemetry {
         }
         if let Some(progress) = &reported.progress {
             let report = report_of(progress, &assigned());
-            reported.lag = report.lag;
-            reporter.report(with_standing(report, &reported.standing));
+            reported.send(reporter, report);
         }
     }
 
@@ -183,9 +180,19 @@ fn report_of(progress: &StreamingQueryProgress, assigned: &[TopicPartition]) -> 
 /// report comes with it).
 fn idle_report(reported: &Reported, assigned: &[TopicPartition], lag: i64) -> Option<WorkerReport> {
     let progress = reported.progress.as_ref()?;
-    (reported.lag != Some(lag)).then(|| WorkerReport {
+    let said = reported.last.as_ref().and_then(|last| last.lag);
+    (said != Some(lag)).then(|| WorkerReport {
         lag: Some(lag),
         ..report_of(progress, assigned)
+    })
+}
+
+/// A report of changed standing facts: the last report again (its lag and partitions are
+/// still what is known), or the query id alone before any.
+fn standing_report(reported: &Reported) -> WorkerReport {
+    reported.last.clone().unwrap_or_else(|| WorkerReport {
+        query_id: reported.query_id.clone(),
+        ..WorkerReport::default()
     })
 }
 
@@ -196,14 +203,6 @@ fn with_standing(report: WorkerReport, standing: &Standing) -> WorkerReport {
         last_compaction: standing.last_compaction.clone(),
         ..report
     }
-}
-
-/// The partitions a batch read (its owner's assignment then).
-fn progress_partitions(progress: &StreamingQueryProgress) -> Vec<TopicPartition> {
-    partition_lag(progress)
-        .into_iter()
-        .map(|(tp, _)| tp)
-        .collect()
 }
 
 /// Offsets behind the latest of each partition a batch read, from its progress record.
@@ -272,7 +271,7 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_worker_reports_its_lag_now_once_it_differs_from_its_last_batchs() {
+    fn an_idle_worker_reports_its_lag_now_once_it_differs_from_what_it_said_last() {
         let progress = StreamingQueryProgress {
             id: "q".into(),
             sources: vec![SourceProgress {
@@ -283,19 +282,27 @@ mod tests {
             ..StreamingQueryProgress::default()
         };
         let all: Vec<TopicPartition> = (0..2).map(|p| TopicPartition::new("t", p)).collect();
-        let mut reported = Reported::default();
-        // Before the first batch there is nothing to say.
+        let mut reported = Reported {
+            query_id: Some("q".into()),
+            ..Reported::default()
+        };
+        // Before the first batch there is nothing to say, and standing facts go with the query
+        // id alone.
         assert!(idle_report(&reported, &all, 0).is_none());
+        let alone = standing_report(&reported);
+        assert_eq!((alone.query_id.as_deref(), alone.lag), (Some("q"), None));
+        reported.last = Some(report_of(&progress, &all));
         reported.progress = Some(progress);
-        reported.lag = Some(40);
         // Another worker read the partitions to the end meanwhile: 0 behind, said once.
         let report = idle_report(&reported, &all, 0).expect("a report");
         assert_eq!(report.lag, Some(0));
         assert_eq!(report.partitions, ["t-0", "t-1"]);
         assert_eq!(report.query_id.as_deref(), Some("q"));
-        reported.lag = report.lag;
+        reported.last = Some(report);
         assert!(idle_report(&reported, &all, 0).is_none());
         assert_eq!(idle_report(&reported, &all, 7).and_then(|r| r.lag), Some(7));
+        // A compaction's report repeats the lag said last, not the last batch's.
+        assert_eq!(standing_report(&reported).lag, Some(0));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::checkpoint::CheckpointDir;
 use crate::decode::Decoder;
 use crate::error::Result;
 use crate::outputs::Telemetry;
-use crate::partition::OffsetMap;
+use crate::partition::{OffsetMap, TopicPartition};
 use crate::record::{Payloads, Record};
 use crate::sink::catalog::Renewal;
 use crate::sink::{Finished, Maintenance, SharedTable, outcome_label};
@@ -238,24 +238,15 @@ impl Pipeline {
     }
 
     /// Tells the status and the metrics how far behind the owned partitions are now that
-    /// nothing came to read: by the high watermark of each one's latest fetch against its
-    /// position (a partition not fetched yet counts none, as when planning).
+    /// nothing came to read (`offsets_waiting`, as `minOffsetsPerTrigger` counts them).
     fn report_idle_lag(&self) {
-        let assigned = self.source.assigned_partitions();
+        let (assigned, _) = self.source.assigned();
         let lag = assigned
             .iter()
-            .map(|tp| {
-                let behind = match (
-                    self.source.cached_high_watermark(tp),
-                    self.source.next_offset(tp),
-                ) {
-                    (Some(high), Some(position)) => (high - position).max(0),
-                    _ => 0,
-                };
-                (tp.clone(), behind)
-            })
+            .map(|(tp, start)| (tp.clone(), self.offsets_waiting(tp, start.offset)))
             .collect();
-        self.telemetry.idle(lag, &assigned);
+        let partitions: Vec<TopicPartition> = assigned.into_keys().collect();
+        self.telemetry.idle(lag, &partitions);
     }
 
     /// One micro-batch: read -> decode, then, once the batch before it has landed, hand over

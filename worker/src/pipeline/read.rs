@@ -42,22 +42,14 @@ impl Pipeline {
         if assigned.is_empty() {
             return Ok(Read::Idle);
         }
-        if let Some(min_offsets) = self.min_offsets.as_mut() {
-            // Offsets waiting, by the high watermarks of the last fetches (no request to the
-            // brokers per check) or the records read ahead, whichever reaches further (a
-            // partition paused with a full read-ahead fetches no new watermark); a partition
-            // not fetched yet counts none.
+        if self.min_offsets.is_some() {
             let available: i64 = assigned
                 .iter()
-                .map(|(tp, start)| {
-                    let high = self
-                        .source
-                        .cached_high_watermark(tp)
-                        .max(self.read_ahead.next_offset(tp));
-                    high.map_or(0, |high| (high - start.offset).max(0))
-                })
+                .map(|(tp, start)| self.offsets_waiting(tp, start.offset))
                 .sum();
-            if min_offsets.put_off(available, Instant::now()) {
+            if let Some(min_offsets) = self.min_offsets.as_mut()
+                && min_offsets.put_off(available, Instant::now())
+            {
                 tracing::debug!(
                     available,
                     min = min_offsets.min(),
@@ -100,6 +92,18 @@ impl Pipeline {
             latest_offset_ms,
             fetch_ms,
         }))
+    }
+
+    /// Offsets waiting in a partition read up to `position`, by the high watermark of its
+    /// latest fetch (no request to the brokers per check) or the records read ahead, whichever
+    /// reaches further (a partition paused with a full read-ahead fetches no new watermark); a
+    /// partition not fetched yet counts none.
+    pub(super) fn offsets_waiting(&self, tp: &TopicPartition, position: i64) -> i64 {
+        let high = self
+            .source
+            .cached_high_watermark(tp)
+            .max(self.read_ahead.next_offset(tp));
+        high.map_or(0, |high| (high - position).max(0))
     }
 
     /// Moves what was read ahead into the plan, within its cap, and lets the planned
