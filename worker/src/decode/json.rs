@@ -36,7 +36,7 @@ use crate::arrow_types::arrow_type;
 use crate::error::{Error, Result};
 use crate::record::{BadRecord, Record, raw_text};
 use convert::Cell;
-use parse::Member;
+use parse::{Doc, Member};
 
 /// Batches at least this large are decoded on several threads.
 const PARALLEL_DECODE_MIN_RECORDS: usize = 20_000;
@@ -291,10 +291,9 @@ impl RecordReader {
         let mut bad = Vec::new();
         // Reused from record to record: one allocation per chunk, not per record.
         let mut cells: Vec<Cell<'_>> = Vec::with_capacity(self.columns.len());
-        let mut members: Vec<Member<'_>> = Vec::with_capacity(self.columns.len());
+        let mut doc = Doc::default();
         for (i, record) in records.iter().enumerate() {
-            let outcome =
-                self.decode_record(record.value.as_deref(), rescue, &mut cells, &mut members);
+            let outcome = self.decode_record(record.value.as_deref(), rescue, &mut cells, &mut doc);
             if !rescue && let Some(reason) = outcome.problem {
                 bad.push(BadRecord {
                     index: base + i,
@@ -376,7 +375,7 @@ impl RecordReader {
         value: Option<&'a [u8]>,
         rescue: bool,
         cells: &mut Vec<Cell<'a>>,
-        members: &mut Vec<Member<'a>>,
+        doc: &mut Doc<'a>,
     ) -> Outcome {
         cells.clear();
         cells.extend(std::iter::repeat_with(|| Cell::Null).take(self.columns.len()));
@@ -390,12 +389,13 @@ impl RecordReader {
                 problem: Some(problem),
             }
         };
-        if let Err(problem) = read_object(value, members) {
+        if let Err(problem) = read_object(value, doc) {
             return whole(cells, problem);
         }
-        let members = &*members;
+        let doc = &*doc;
+        let members = doc.top_members();
         let mut problems: Vec<String> = Vec::new();
-        let mut rescued_members: Vec<&Member<'_>> = Vec::new();
+        let mut rescued_members: Vec<&Member> = Vec::new();
         let refuse_duplicate = |cells: &mut Vec<Cell<'a>>, problem: String| {
             whole(
                 cells,
@@ -411,12 +411,13 @@ impl RecordReader {
         let mut seen = 0u64;
         let mut unchecked = false;
         for (position, member) in members.iter().enumerate() {
-            let index = self.column_index(member.key.as_ref(), position);
+            let name = doc.str(member.key);
+            let index = self.column_index(name, position);
             match index {
                 Some(index) if index < 64 => {
                     let bit = 1u64 << index;
                     if seen & bit != 0 {
-                        return refuse_duplicate(cells, convert::appears_twice(&member.key));
+                        return refuse_duplicate(cells, convert::appears_twice(name));
                     }
                     seen |= bit;
                 }
@@ -429,7 +430,7 @@ impl RecordReader {
                 continue;
             };
             let column = &self.columns[index];
-            match convert::convert(&column.data_type, &member.value, &self.formats) {
+            match convert::convert(&column.data_type, member.value, doc, &self.formats) {
                 Ok(cell) => cells[index] = cell,
                 Err(why) => {
                     problems.push(format!(
@@ -440,7 +441,7 @@ impl RecordReader {
                 }
             }
         }
-        if unchecked && let Err(problem) = convert::no_duplicates(members) {
+        if unchecked && let Err(problem) = convert::no_duplicates(members, doc) {
             return refuse_duplicate(cells, problem);
         }
         if let Some(column) = self
@@ -470,10 +471,10 @@ impl RecordReader {
                     text.push(',');
                 }
                 text.push_str(
-                    &serde_json::to_string(member.key.as_ref()).unwrap_or_else(|_| "\"\"".into()),
+                    &serde_json::to_string(doc.str(member.key)).unwrap_or_else(|_| "\"\"".into()),
                 );
                 text.push(':');
-                text.push_str(member.raw);
+                text.push_str(doc.slice(member.raw));
             }
             text.push('}');
             text
@@ -485,11 +486,8 @@ impl RecordReader {
     }
 }
 
-/// The members of a value that is one JSON object, into `members`, or why it is not one.
-fn read_object<'a>(
-    value: Option<&'a [u8]>,
-    members: &mut Vec<Member<'a>>,
-) -> std::result::Result<(), String> {
+/// Reads a value that is one JSON object into `doc`, or says why it is not one.
+fn read_object<'a>(value: Option<&'a [u8]>, doc: &mut Doc<'a>) -> std::result::Result<(), String> {
     let Some(value) = value else {
         return Err("the record is a tombstone (no value)".to_string());
     };
@@ -509,12 +507,12 @@ fn read_object<'a>(
              read it with U+FFFD in place of the bytes)"
         )
     })?;
-    match parse::parse_object_into(text, members)? {
+    match doc.parse(text)? {
         parse::TopLevel::Object => Ok(()),
         parse::TopLevel::Other(other) => Err(format!(
             "the value is JSON but {} rather than an object (Spark's from_json reads it as \
              null)",
-            other.kind()
+            doc.kind(other)
         )),
     }
 }

@@ -9,7 +9,7 @@ use base64::Engine as _;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use tributary_crds::DataType;
 
-use super::parse::{Member, Value, is_integer};
+use super::parse::{Doc, Member, Value, is_integer};
 use super::pattern::{date_with_pattern, timestamp_ntz_with_pattern, timestamp_with_pattern};
 use super::time::{Formats, parse_date, parse_timestamp};
 
@@ -45,109 +45,138 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
         .with_decode_padding_mode(DecodePaddingMode::RequireCanonical),
 );
 
-/// Converts `value` to `data_type`. Errors say what the value is and why it is not read.
-/// Dates and timestamps follow `formats` (from_json's dateFormat, timestampFormat, timeZone).
+/// Converts `value` (read into `doc`) to `data_type`. Errors say what the value is and why it
+/// is not read. Dates and timestamps follow `formats` (from_json's dateFormat,
+/// timestampFormat, timeZone).
 pub(crate) fn convert<'a>(
     data_type: &DataType,
-    value: &Value<'a>,
+    value: Value,
+    doc: &Doc<'a>,
     formats: &Formats,
 ) -> Result<Cell<'a>, String> {
     if let Value::Null = value {
         return Ok(Cell::Null);
     }
+    // A string's text, when the value is a non-empty string.
+    let text = match value {
+        Value::Str(text) => Some(doc.str(text)).filter(|text| !text.is_empty()),
+        _ => None,
+    };
     match data_type {
-        DataType::String => string(value).map(Cell::Str),
+        DataType::String => string(value, doc).map(Cell::Str),
         DataType::Boolean => match value {
-            Value::Bool(b) => Ok(Cell::Bool(*b)),
-            other => Err(not_read(other, "boolean", "only true and false")),
+            Value::Bool(b) => Ok(Cell::Bool(b)),
+            other => Err(not_read(other, doc, "boolean", "only true and false")),
         },
-        DataType::Byte => integer(value, "byte", i64::from(i8::MIN), i64::from(i8::MAX))
+        DataType::Byte => integer(value, doc, "byte", i64::from(i8::MIN), i64::from(i8::MAX))
             .map(|v| Cell::I8(v as i8)),
-        DataType::Short => integer(value, "short", i64::from(i16::MIN), i64::from(i16::MAX))
-            .map(|v| Cell::I16(v as i16)),
-        DataType::Int => integer(value, "int", i64::from(i32::MIN), i64::from(i32::MAX))
+        DataType::Short => integer(
+            value,
+            doc,
+            "short",
+            i64::from(i16::MIN),
+            i64::from(i16::MAX),
+        )
+        .map(|v| Cell::I16(v as i16)),
+        DataType::Int => integer(value, doc, "int", i64::from(i32::MIN), i64::from(i32::MAX))
             .map(|v| Cell::I32(v as i32)),
-        DataType::Long => integer(value, "long", i64::MIN, i64::MAX).map(Cell::I64),
-        DataType::Float => floating(value, "float").and_then(|(text, special)| match special {
-            Some(v) => Ok(Cell::F32(v as f32)),
-            None => parse_float::<f32>(text).map(Cell::F32),
-        }),
-        DataType::Double => floating(value, "double").and_then(|(text, special)| match special {
-            Some(v) => Ok(Cell::F64(v)),
-            None => parse_float::<f64>(text).map(Cell::F64),
-        }),
+        DataType::Long => integer(value, doc, "long", i64::MIN, i64::MAX).map(Cell::I64),
+        DataType::Float => {
+            floating(value, doc, "float").and_then(|(text, special)| match special {
+                Some(v) => Ok(Cell::F32(v as f32)),
+                None => parse_float::<f32>(text).map(Cell::F32),
+            })
+        }
+        DataType::Double => {
+            floating(value, doc, "double").and_then(|(text, special)| match special {
+                Some(v) => Ok(Cell::F64(v)),
+                None => parse_float::<f64>(text).map(Cell::F64),
+            })
+        }
         DataType::Decimal { precision, scale } => {
-            let text: String = match value {
-                Value::Number(text) => (*text).to_string(),
+            let digits: String = match (value, text) {
+                (Value::Number(number), _) => doc.slice(number).to_string(),
                 // Spark (locale en-US) drops every ',' and reads the rest as Java's BigDecimal.
-                Value::Str(text) if !text.is_empty() => text.replace(',', ""),
-                other => {
-                    return Err(not_read(other, "decimal", "numbers and numeric strings"));
+                (_, Some(text)) => text.replace(',', ""),
+                (other, None) => {
+                    return Err(not_read(
+                        other,
+                        doc,
+                        "decimal",
+                        "numbers and numeric strings",
+                    ));
                 }
             };
-            decimal(&text, *precision, *scale)
+            decimal(&digits, *precision, *scale)
                 .map(Cell::Decimal)
-                .map_err(|why| format!("{} {why}", describe(value)))
+                .map_err(|why| format!("{} {why}", describe(value, doc)))
         }
-        DataType::Date => match value {
+        DataType::Date => match (value, text) {
             // With a dateFormat Spark reads only that pattern (no fallback to its cast).
-            Value::Str(text) if !text.is_empty() => match &formats.date {
+            (_, Some(text)) => match &formats.date {
                 Some(pattern) => date_with_pattern(pattern, text).map(Cell::I32),
                 None => parse_date(text).map(Cell::I32),
             },
-            other => Err(not_read(other, "date", "date strings")),
+            (other, None) => Err(not_read(other, doc, "date", "date strings")),
         },
-        DataType::Timestamp => match value {
+        DataType::Timestamp => match (value, text) {
             // With a timestampFormat Spark reads only that pattern (no fallback to its cast).
-            Value::Str(text) if !text.is_empty() => match &formats.timestamp {
+            (_, Some(text)) => match &formats.timestamp {
                 Some(pattern) => timestamp_with_pattern(pattern, text, &formats.zone),
                 None => parse_timestamp(text, false, &formats.zone),
             }
             .map(Cell::I64),
             // Spark reads an integer as seconds since the epoch.
-            Value::Number(text) if is_integer(text) => text
-                .parse::<i64>()
-                .ok()
-                .and_then(|seconds| seconds.checked_mul(1_000_000))
-                .map(Cell::I64)
-                .ok_or_else(|| {
-                    format!(
-                        "{text} seconds since the epoch is out of the range of a timestamp \
-                         (Spark's multiplication would overflow)"
-                    )
-                }),
-            other => Err(not_read(
+            (Value::Number(number), _) if is_integer(doc.slice(number)) => {
+                let text = doc.slice(number);
+                text.parse::<i64>()
+                    .ok()
+                    .and_then(|seconds| seconds.checked_mul(1_000_000))
+                    .map(Cell::I64)
+                    .ok_or_else(|| {
+                        format!(
+                            "{text} seconds since the epoch is out of the range of a \
+                             timestamp (Spark's multiplication would overflow)"
+                        )
+                    })
+            }
+            (other, None) => Err(not_read(
                 other,
+                doc,
                 "timestamp",
                 "timestamp strings and whole seconds since the epoch",
             )),
         },
-        DataType::TimestampNtz => match value {
+        DataType::TimestampNtz => match (value, text) {
             // With a timestampNTZFormat Spark reads only that pattern.
-            Value::Str(text) if !text.is_empty() => match &formats.timestamp_ntz {
+            (_, Some(text)) => match &formats.timestamp_ntz {
                 Some(pattern) => timestamp_ntz_with_pattern(pattern, text),
                 None => parse_timestamp(text, true, &formats.zone),
             }
             .map(Cell::I64),
-            other => Err(not_read(other, "timestamp_ntz", "timestamp strings")),
+            (other, None) => Err(not_read(other, doc, "timestamp_ntz", "timestamp strings")),
         },
         DataType::Binary => match value {
-            Value::Str(text) => BASE64.decode(text.as_bytes()).map(Cell::Bin).map_err(|_| {
-                format!(
-                    "{} is not base64, which Spark reads into binary",
-                    describe(value)
-                )
-            }),
-            other => Err(not_read(other, "binary", "base64 strings")),
+            Value::Str(text) => BASE64
+                .decode(doc.str(text).as_bytes())
+                .map(Cell::Bin)
+                .map_err(|_| {
+                    format!(
+                        "{} is not base64, which Spark reads into binary",
+                        describe(value, doc)
+                    )
+                }),
+            other => Err(not_read(other, doc, "binary", "base64 strings")),
         },
         DataType::Array(element) => match value {
-            Value::Array(items) => items
+            Value::Array(items) => doc
+                .items(items)
                 .iter()
-                .map(|item| convert(element, item, formats))
+                .map(|item| convert(element, *item, doc, formats))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Cell::List)
                 .map_err(|why| format!("an element: {why}")),
-            other => Err(not_read(other, "array", "arrays")),
+            other => Err(not_read(other, doc, "array", "arrays")),
         },
         DataType::Map(key, value_type) => match value {
             Value::Object(members) => {
@@ -156,54 +185,58 @@ pub(crate) fn convert<'a>(
                         "Spark's from_json reads map keys as strings only, not {key}"
                     ));
                 }
-                no_duplicates(members)?;
+                let members = doc.members(members);
+                no_duplicates(members, doc)?;
                 members
                     .iter()
                     .map(|m| {
-                        convert(value_type, &m.value, formats)
-                            .map(|cell| (m.key.clone(), cell))
-                            .map_err(|why| format!("key \"{}\": {why}", m.key))
+                        convert(value_type, m.value, doc, formats)
+                            .map(|cell| (doc.string(m.key), cell))
+                            .map_err(|why| format!("key \"{}\": {why}", doc.str(m.key)))
                     })
                     .collect::<Result<Vec<_>, _>>()
                     .map(Cell::Map)
             }
-            other => Err(not_read(other, "map", "objects")),
+            other => Err(not_read(other, doc, "map", "objects")),
         },
         DataType::Struct(fields) => match value {
             Value::Object(members) => {
-                no_duplicates(members)?;
+                let members = doc.members(members);
+                no_duplicates(members, doc)?;
                 let mut cells = vec![Cell::Null; fields.len()];
                 // Names match exactly, as in Spark's parser (whatever spark.sql.caseSensitive
                 // says); members not in the struct are skipped, as Spark skips them.
                 for member in members {
-                    if let Some(i) = fields.iter().position(|f| f.name == member.key) {
-                        cells[i] = convert(&fields[i].data_type, &member.value, formats)
-                            .map_err(|why| format!("field \"{}\": {why}", member.key))?;
+                    let name = doc.str(member.key);
+                    if let Some(i) = fields.iter().position(|f| f.name == name) {
+                        cells[i] = convert(&fields[i].data_type, member.value, doc, formats)
+                            .map_err(|why| format!("field \"{name}\": {why}"))?;
                     }
                 }
                 Ok(Cell::Struct(cells))
             }
-            other => Err(not_read(other, "struct", "objects")),
+            other => Err(not_read(other, doc, "struct", "objects")),
         },
     }
 }
 
 /// Spark keeps the last of duplicate names in a struct and every duplicate key in a map; both
 /// are refused here, so that the table never holds one of two values silently.
-pub(crate) fn no_duplicates(members: &[Member<'_>]) -> Result<(), String> {
+pub(crate) fn no_duplicates(members: &[Member], doc: &Doc<'_>) -> Result<(), String> {
     if members.len() < 2 {
         return Ok(());
     }
     // Most objects are small: compare pairs without allocating.
     if members.len() <= 12 {
         for (i, a) in members.iter().enumerate() {
-            if members[i + 1..].iter().any(|b| b.key == a.key) {
-                return Err(appears_twice(&a.key));
+            let name = doc.str(a.key);
+            if members[i + 1..].iter().any(|b| doc.str(b.key) == name) {
+                return Err(appears_twice(name));
             }
         }
         return Ok(());
     }
-    let mut keys: Vec<&str> = members.iter().map(|m| m.key.as_ref()).collect();
+    let mut keys: Vec<&str> = members.iter().map(|m| doc.str(m.key)).collect();
     keys.sort_unstable();
     match keys.windows(2).find(|w| w[0] == w[1]) {
         Some(w) => Err(appears_twice(w[0])),
@@ -216,21 +249,23 @@ pub(crate) fn appears_twice(name: &str) -> String {
     format!("the name \"{name}\" appears twice in an object")
 }
 
-fn describe(value: &Value<'_>) -> String {
+fn describe(value: Value, doc: &Doc<'_>) -> String {
     match value {
-        Value::Number(text) => (*text).to_string(),
-        Value::Str(text) if text.chars().count() <= 60 => format!("the string \"{text}\""),
+        Value::Number(number) => doc.slice(number).to_string(),
+        Value::Str(text) if doc.str(text).chars().count() <= 60 => {
+            format!("the string \"{}\"", doc.str(text))
+        }
         Value::Str(_) => "the string".into(),
-        other => other.kind().into(),
+        other => doc.kind(other).into(),
     }
 }
 
-fn not_read(value: &Value<'_>, type_name: &str, reads: &str) -> String {
+fn not_read(value: Value, doc: &Doc<'_>, type_name: &str, reads: &str) -> String {
     let what = match value {
-        Value::Str(text) if text.is_empty() => "an empty string".to_string(),
-        Value::Number(text) => format!("{} ({text})", value.kind()),
-        Value::Str(_) => describe(value),
-        other => other.kind().to_string(),
+        Value::Str(text) if doc.str(text).is_empty() => "an empty string".to_string(),
+        Value::Number(number) => format!("{} ({})", doc.kind(value), doc.slice(number)),
+        Value::Str(_) => describe(value, doc),
+        other => doc.kind(other).to_string(),
     };
     format!(
         "{what} is not read into {} {type_name} column (Spark reads {reads})",
@@ -249,9 +284,19 @@ fn article(word: &str) -> &'static str {
 /// An integer token in `min..=max`. Spark reads no fraction, exponent or string into an
 /// integer column. (Jackson lets 128..=255 into a byte as negative numbers; that wrap is
 /// refused here.)
-fn integer(value: &Value<'_>, type_name: &str, min: i64, max: i64) -> Result<i64, String> {
-    match value {
-        Value::Number(text) if is_integer(text) => text
+fn integer(
+    value: Value,
+    doc: &Doc<'_>,
+    type_name: &str,
+    min: i64,
+    max: i64,
+) -> Result<i64, String> {
+    let number = match value {
+        Value::Number(number) => Some(doc.slice(number)).filter(|text| is_integer(text)),
+        _ => None,
+    };
+    match number {
+        Some(text) => text
             .parse::<i64>()
             .ok()
             .filter(|v| (min..=max).contains(v))
@@ -261,8 +306,9 @@ fn integer(value: &Value<'_>, type_name: &str, min: i64, max: i64) -> Result<i64
                     article(type_name)
                 )
             }),
-        other => Err(not_read(
-            other,
+        None => Err(not_read(
+            value,
+            doc,
             type_name,
             "integers without fraction or exponent",
         )),
@@ -272,21 +318,26 @@ fn integer(value: &Value<'_>, type_name: &str, min: i64, max: i64) -> Result<i64
 /// A float or double: a number's text, or a non-numeric value (NaN, infinities) as Spark
 /// accepts them: the bare tokens, or the strings "NaN", "Infinity", "+Infinity", "-Infinity",
 /// "+INF", "-INF".
-fn floating<'v>(value: &'v Value<'_>, type_name: &str) -> Result<(&'v str, Option<f64>), String> {
+fn floating<'d>(
+    value: Value,
+    doc: &'d Doc<'_>,
+    type_name: &str,
+) -> Result<(&'d str, Option<f64>), String> {
     match value {
-        Value::Number(text) => Ok((text, None)),
-        Value::NonFinite(v) => Ok(("", Some(*v))),
-        Value::Str(text) => match text.as_ref() {
+        Value::Number(number) => Ok((doc.slice(number), None)),
+        Value::NonFinite(v) => Ok(("", Some(v))),
+        Value::Str(text) => match doc.str(text) {
             "NaN" => Ok(("", Some(f64::NAN))),
             "Infinity" | "+Infinity" | "+INF" => Ok(("", Some(f64::INFINITY))),
             "-Infinity" | "-INF" => Ok(("", Some(f64::NEG_INFINITY))),
             _ => Err(not_read(
                 value,
+                doc,
                 type_name,
                 "numbers and the strings NaN, Infinity, +Infinity, -Infinity, +INF, -INF",
             )),
         },
-        other => Err(not_read(other, type_name, "numbers")),
+        other => Err(not_read(other, doc, type_name, "numbers")),
     }
 }
 
@@ -383,22 +434,23 @@ pub(crate) fn decimal(text: &str, precision: u8, scale: u8) -> Result<i128, Stri
 /// A value read into a string column. A string is its text; anything else is its JSON text as
 /// Spark writes it back with Jackson: compact, numbers as Java prints them (an integer as
 /// written, a fraction or exponent through a double: `1e5` is `100000.0`).
-fn string<'a>(value: &Value<'a>) -> Result<Cow<'a, str>, String> {
+fn string<'a>(value: Value, doc: &Doc<'a>) -> Result<Cow<'a, str>, String> {
     match value {
-        Value::Str(text) => Ok(text.clone()),
+        Value::Str(text) => Ok(doc.string(text)),
         other => {
             let mut out = String::new();
-            write_json(other, &mut out)?;
+            write_json(other, doc, &mut out)?;
             Ok(Cow::Owned(out))
         }
     }
 }
 
-fn write_json(value: &Value<'_>, out: &mut String) -> Result<(), String> {
+fn write_json(value: Value, doc: &Doc<'_>, out: &mut String) -> Result<(), String> {
     match value {
         Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(text) if is_integer(text) => {
+        Value::Bool(b) => out.push_str(if b { "true" } else { "false" }),
+        Value::Number(number) if is_integer(doc.slice(number)) => {
+            let text = doc.slice(number);
             let digits = text.trim_start_matches('-');
             if digits.bytes().all(|b| b == b'0') {
                 out.push('0');
@@ -406,7 +458,8 @@ fn write_json(value: &Value<'_>, out: &mut String) -> Result<(), String> {
                 out.push_str(text);
             }
         }
-        Value::Number(text) => {
+        Value::Number(number) => {
+            let text = doc.slice(number);
             let v: f64 = text
                 .parse()
                 .map_err(|_| format!("{text} is not a number"))?;
@@ -422,27 +475,27 @@ fn write_json(value: &Value<'_>, out: &mut String) -> Result<(), String> {
             }
             write_double(v, out);
         }
-        Value::NonFinite(v) => write_double(*v, out),
-        Value::Str(text) => write_string(text, out),
+        Value::NonFinite(v) => write_double(v, out),
+        Value::Str(text) => write_string(doc.str(text), out),
         Value::Array(items) => {
             out.push('[');
-            for (i, item) in items.iter().enumerate() {
+            for (i, item) in doc.items(items).iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_json(item, out)?;
+                write_json(*item, doc, out)?;
             }
             out.push(']');
         }
         Value::Object(members) => {
             out.push('{');
-            for (i, member) in members.iter().enumerate() {
+            for (i, member) in doc.members(members).iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                write_string(&member.key, out);
+                write_string(doc.str(member.key), out);
                 out.push(':');
-                write_json(&member.value, out)?;
+                write_json(member.value, doc, out)?;
             }
             out.push('}');
         }
