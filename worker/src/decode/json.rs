@@ -35,7 +35,6 @@ use tributary_crds::{DataType, JsonFormat, MetadataColumn, OnError, RESCUED_DATA
 use crate::arrow_types::arrow_type;
 use crate::error::{Error, Result};
 use crate::record::{BadRecord, Record, raw_text};
-use convert::Cell;
 use parse::{Doc, Member};
 
 /// Batches at least this large are decoded on several threads.
@@ -142,13 +141,15 @@ struct RecordReader {
     value_bytes: Vec<AtomicUsize>,
 }
 
-/// What became of one record (its cells are in the buffer it was decoded into: one per
-/// declared column, all null when the record is not a row or is rescued whole).
+/// What became of one record (its fields' values are in the column sinks).
 struct Outcome {
     /// What goes into `_rescued_data` (rescue mode).
     rescued: Option<String>,
     /// Why the record is bad (every mode; in rescue mode it is still a row).
     problem: Option<String>,
+    /// The record's fields are not read (a tombstone, or a record rescued or refused whole):
+    /// if it is a row, its data columns are all null.
+    unread: bool,
 }
 
 impl JsonDecoder {
@@ -290,19 +291,27 @@ impl RecordReader {
         let mut rescued_rows = 0;
         let mut bad = Vec::new();
         // Reused from record to record: one allocation per chunk, not per record.
-        let mut cells: Vec<Cell<'_>> = Vec::with_capacity(self.columns.len());
         let mut doc = Doc::default();
         for (i, record) in records.iter().enumerate() {
-            let outcome = self.decode_record(record.value.as_deref(), rescue, &mut cells, &mut doc);
+            let row = rows.len();
+            let outcome =
+                self.decode_record(record.value.as_deref(), rescue, &mut sinks, row, &mut doc)?;
             if !rescue && let Some(reason) = outcome.problem {
+                sinks.iter_mut().for_each(|sink| sink.truncate(row));
                 bad.push(BadRecord {
                     index: base + i,
                     reason,
                 });
                 continue;
             }
-            for (sink, cell) in sinks.iter_mut().zip(cells.drain(..)) {
-                sink.push(cell)?;
+            // The row's cells: nulls where the record gave none (or none that counts).
+            for sink in &mut sinks {
+                if outcome.unread {
+                    sink.truncate(row);
+                }
+                if sink.len() == row {
+                    sink.push_null();
+                }
             }
             rows.push(i);
             if let Some(column) = rescued.as_mut() {
@@ -357,6 +366,7 @@ impl RecordReader {
         let required = self.columns.iter().find(|c| c.required).filter(|_| !rescue);
         Outcome {
             rescued: None,
+            unread: true,
             problem: required.map(|column| {
                 format!(
                     "the record is a tombstone (no value), so field \"{}\" is null, but the schema says nullable: false",
@@ -366,44 +376,41 @@ impl RecordReader {
         }
     }
 
-    /// Reads one record's value. In rescue mode fields that do not read are rescued (with the
-    /// fields not in the schema, as Auto Loader's rescued data column does); a value that is
-    /// not one JSON object, or whose required field is missing, is rescued whole. In the other
-    /// modes fields not in the schema are ignored, as Spark ignores them.
+    /// Reads one record's value, its fields' values pushed onto `sinks` (which hold `row`
+    /// rows before it; the caller takes them back if the outcome says so, and pads the
+    /// fields the record did not give with nulls). In rescue mode fields that do not read
+    /// are rescued (with the fields not in the schema, as Auto Loader's rescued data column
+    /// does); a value that is not one JSON object, or whose required field is missing, is
+    /// rescued whole. In the other modes fields not in the schema are ignored, as Spark
+    /// ignores them.
     fn decode_record<'a>(
         &self,
         value: Option<&'a [u8]>,
         rescue: bool,
-        cells: &mut Vec<Cell<'a>>,
+        sinks: &mut [build::ColumnSink<'a>],
+        row: usize,
         doc: &mut Doc<'a>,
-    ) -> Outcome {
-        cells.clear();
-        cells.extend(std::iter::repeat_with(|| Cell::Null).take(self.columns.len()));
+    ) -> Result<Outcome> {
         if value.is_none() {
-            return self.tombstone(rescue);
+            return Ok(self.tombstone(rescue));
         }
-        let whole = |cells: &mut Vec<Cell<'a>>, problem: String| {
-            cells.iter_mut().for_each(|c| *c = Cell::Null);
-            Outcome {
-                rescued: rescue.then(|| raw_text(value)),
-                problem: Some(problem),
-            }
+        let whole = |problem: String| Outcome {
+            rescued: rescue.then(|| raw_text(value)),
+            problem: Some(problem),
+            unread: true,
         };
         if let Err(problem) = read_object(value, doc) {
-            return whole(cells, problem);
+            return Ok(whole(problem));
         }
         let doc = &*doc;
         let members = doc.top_members();
         let mut problems: Vec<String> = Vec::new();
         let mut rescued_members: Vec<&Member> = Vec::new();
-        let refuse_duplicate = |cells: &mut Vec<Cell<'a>>, problem: String| {
-            whole(
-                cells,
-                format!(
-                    "{problem} (Spark keeps the last one; the record is refused rather than \
-                     losing a value silently)"
-                ),
-            )
+        let refuse_duplicate = |problem: String| {
+            whole(format!(
+                "{problem} (Spark keeps the last one; the record is refused rather than losing \
+                 a value silently)"
+            ))
         };
         // The columns (below 64) already met in this object: a name given twice is usually
         // found with one bit per member. Names not in the schema (or past the 64th column) are
@@ -417,7 +424,7 @@ impl RecordReader {
                 Some(index) if index < 64 => {
                     let bit = 1u64 << index;
                     if seen & bit != 0 {
-                        return refuse_duplicate(cells, convert::appears_twice(name));
+                        return Ok(refuse_duplicate(convert::appears_twice(name)));
                     }
                     seen |= bit;
                 }
@@ -431,7 +438,7 @@ impl RecordReader {
             };
             let column = &self.columns[index];
             match convert::convert(&column.data_type, member.value, doc, &self.formats) {
-                Ok(cell) => cells[index] = cell,
+                Ok(cell) => sinks[index].push(cell)?,
                 Err(why) => {
                     problems.push(format!(
                         "column \"{}\" ({}): {why}",
@@ -442,14 +449,16 @@ impl RecordReader {
             }
         }
         if unchecked && let Err(problem) = convert::no_duplicates(members, doc) {
-            return refuse_duplicate(cells, problem);
+            return Ok(refuse_duplicate(problem));
         }
+        // A required column is null when the record gave it no value, or null.
+        let is_null = |index: usize| sinks[index].len() == row || sinks[index].is_null(row);
         if let Some(column) = self
             .columns
             .iter()
-            .zip(cells.iter())
-            .find(|(c, cell)| c.required && **cell == Cell::Null)
-            .map(|(c, _)| c)
+            .enumerate()
+            .find(|(index, c)| c.required && is_null(*index))
+            .map(|(_, c)| c)
             .filter(|_| problems.is_empty())
         {
             let problem = format!(
@@ -457,10 +466,11 @@ impl RecordReader {
                 column.name
             );
             if rescued_members.is_empty() {
-                return Outcome {
+                return Ok(Outcome {
                     rescued: rescue.then(|| raw_text(value)),
                     problem: Some(problem),
-                };
+                    unread: false,
+                });
             }
             problems.push(problem);
         }
@@ -479,10 +489,11 @@ impl RecordReader {
             text.push('}');
             text
         });
-        Outcome {
+        Ok(Outcome {
             rescued,
             problem: (!problems.is_empty()).then(|| problems.join("; ")),
-        }
+            unread: false,
+        })
     }
 }
 

@@ -2,13 +2,17 @@
 
 use std::sync::Arc;
 
+use deltalake::arrow::array::builder::{BooleanBufferBuilder, NullBufferBuilder};
 use deltalake::arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
-    Float64Builder, Int8Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, MapArray,
-    StringArray, StringBuilder, StructArray, TimestampMicrosecondBuilder,
+    ArrayRef, ArrowPrimitiveType, BinaryArray, BooleanArray, ListArray, MapArray, PrimitiveArray,
+    StringArray, StructArray,
 };
-use deltalake::arrow::buffer::{NullBuffer, OffsetBuffer};
-use deltalake::arrow::datatypes::{DataType as ArrowType, TimeUnit};
+use deltalake::arrow::buffer::{Buffer, NullBuffer, OffsetBuffer};
+use deltalake::arrow::datatypes::{
+    ArrowNativeType, DataType as ArrowType, Date32Type, Decimal128Type, Float32Type, Float64Type,
+    Int8Type, Int16Type, Int32Type, Int64Type, TimeUnit, TimestampMicrosecondType,
+};
+use deltalake::arrow::error::ArrowError;
 
 use super::convert::Cell;
 use crate::error::{Error, Result};
@@ -19,74 +23,12 @@ fn mismatch(arrow: &ArrowType, cell: &Cell<'_>) -> Error {
     ))
 }
 
-macro_rules! primitive {
-    ($builder:expr, $cells:expr, $arrow:expr, $pattern:pat => $value:expr) => {{
-        let mut builder = $builder;
-        for cell in $cells {
-            match cell {
-                Cell::Null => builder.append_null(),
-                $pattern => builder.append_value($value),
-                other => return Err(mismatch($arrow, other)),
-            }
-        }
-        Arc::new(builder.finish()) as ArrayRef
-    }};
-}
-
-/// One Arrow array of type `arrow` from cells made for it.
+/// One Arrow array of type `arrow` from cells made for it (a nested column's, or its
+/// children's).
 pub(crate) fn build(arrow: &ArrowType, cells: &[&Cell<'_>]) -> Result<ArrayRef> {
     let n = cells.len();
     let cells = cells.iter().copied();
     Ok(match arrow {
-        ArrowType::Utf8 => {
-            // Most string cells are short: one pass to size the buffer.
-            let mut builder = StringBuilder::with_capacity(n, n * 16);
-            for cell in cells {
-                match cell {
-                    Cell::Null => builder.append_null(),
-                    Cell::Str(s) => builder.append_value(s.as_ref()),
-                    other => return Err(mismatch(arrow, other)),
-                }
-            }
-            Arc::new(builder.finish())
-        }
-        ArrowType::Boolean => {
-            primitive!(BooleanBuilder::with_capacity(n), cells, arrow, Cell::Bool(v) => *v)
-        }
-        ArrowType::Int8 => {
-            primitive!(Int8Builder::with_capacity(n), cells, arrow, Cell::I8(v) => *v)
-        }
-        ArrowType::Int16 => {
-            primitive!(Int16Builder::with_capacity(n), cells, arrow, Cell::I16(v) => *v)
-        }
-        ArrowType::Int32 => {
-            primitive!(Int32Builder::with_capacity(n), cells, arrow, Cell::I32(v) => *v)
-        }
-        ArrowType::Int64 => {
-            primitive!(Int64Builder::with_capacity(n), cells, arrow, Cell::I64(v) => *v)
-        }
-        ArrowType::Float32 => {
-            primitive!(Float32Builder::with_capacity(n), cells, arrow, Cell::F32(v) => *v)
-        }
-        ArrowType::Float64 => {
-            primitive!(Float64Builder::with_capacity(n), cells, arrow, Cell::F64(v) => *v)
-        }
-        ArrowType::Date32 => {
-            primitive!(Date32Builder::with_capacity(n), cells, arrow, Cell::I32(v) => *v)
-        }
-        ArrowType::Decimal128(precision, scale) => primitive!(
-            Decimal128Builder::with_capacity(n)
-                .with_precision_and_scale(*precision, *scale)
-                .map_err(|e| Error::Decode(e.to_string()))?,
-            cells, arrow, Cell::Decimal(v) => *v
-        ),
-        ArrowType::Timestamp(TimeUnit::Microsecond, zone) => primitive!(
-            TimestampMicrosecondBuilder::with_capacity(n).with_timezone_opt(zone.clone()),
-            cells, arrow, Cell::I64(v) => *v
-        ),
-        ArrowType::Binary => {
-            primitive!(BinaryBuilder::with_capacity(n, n * 16), cells, arrow, Cell::Bin(v) => v)
-        }
         ArrowType::List(field) => {
             let mut offsets = Vec::with_capacity(n + 1);
             offsets.push(0i32);
@@ -185,10 +127,17 @@ pub(crate) fn build(arrow: &ArrowType, cells: &[&Cell<'_>]) -> Result<ArrayRef> 
                     .map_err(|e| Error::Decode(e.to_string()))?,
             )
         }
-        other => {
-            return Err(Error::Decode(format!(
-                "internal: no decoding into Arrow {other}"
-            )));
+        scalar => {
+            let mut sink = ColumnSink::new(scalar, n, DEFAULT_VALUE_BYTES)?;
+            if let ColumnSink::Nested(..) = sink {
+                return Err(Error::Decode(format!(
+                    "internal: no decoding into Arrow {scalar}"
+                )));
+            }
+            for cell in cells {
+                sink.push_scalar(cell)?;
+            }
+            sink.finish()?
         }
     })
 }
@@ -207,21 +156,24 @@ fn nulls(valid: Vec<bool>) -> Option<NullBuffer> {
     }
 }
 
-/// One column of a micro-batch being decoded: an Arrow builder for a scalar type (cells go
-/// straight in), cells kept for nested types (built at the end).
+/// One column of a micro-batch being decoded: the values of a scalar type go straight into
+/// its buffers, cells of a nested type are kept (built at the end). A record's values are
+/// pushed as its fields are read and taken back ([`ColumnSink::truncate`]) when the record
+/// turns out not to be a row, or to be rescued whole; Arrow's builders cannot take a value
+/// back, so a record's cells used to wait in a buffer of their own and be moved a second time.
 pub(crate) enum ColumnSink<'a> {
-    Utf8(StringBuilder),
-    Boolean(BooleanBuilder),
-    Int8(Int8Builder),
-    Int16(Int16Builder),
-    Int32(Int32Builder),
-    Int64(Int64Builder),
-    Float32(Float32Builder),
-    Float64(Float64Builder),
-    Date32(Date32Builder),
-    Decimal(Decimal128Builder),
-    Timestamp(TimestampMicrosecondBuilder),
-    Binary(BinaryBuilder),
+    Utf8(Bytes),
+    Binary(Bytes),
+    Boolean(Booleans),
+    Int8(Primitive<i8>),
+    Int16(Primitive<i16>),
+    /// int, and date (days since the epoch).
+    Int32(Primitive<i32>),
+    /// long, and timestamps (microseconds since the epoch).
+    Int64(Primitive<i64>),
+    Float32(Primitive<f32>),
+    Float64(Primitive<f64>),
+    Decimal(Primitive<i128>),
     Nested(ArrowType, Vec<Cell<'a>>),
 }
 
@@ -230,30 +182,135 @@ pub(crate) const DEFAULT_VALUE_BYTES: usize = 16;
 /// At most this much is reserved for one column's values up front; beyond it the builder grows.
 const MAX_RESERVED_VALUE_BYTES: usize = 64 << 20;
 
+/// Values of a primitive type (the column's Arrow type says which) and which of them are
+/// null.
+pub(crate) struct Primitive<N> {
+    arrow: ArrowType,
+    values: Vec<N>,
+    nulls: NullBufferBuilder,
+}
+
+impl<N: ArrowNativeType> Primitive<N> {
+    fn new(arrow: &ArrowType, n: usize) -> Self {
+        Primitive {
+            arrow: arrow.clone(),
+            values: Vec::with_capacity(n),
+            nulls: NullBufferBuilder::new(n),
+        }
+    }
+
+    fn push(&mut self, value: N) {
+        self.values.push(value);
+        self.nulls.append_non_null();
+    }
+
+    fn push_null(&mut self) {
+        self.values.push(N::default());
+        self.nulls.append_null();
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.values.truncate(len);
+        self.nulls.truncate(len);
+    }
+
+    /// The array, of Arrow type `T` (whose values are `N`s).
+    fn finish_as<T: ArrowPrimitiveType<Native = N>>(mut self) -> Result<ArrayRef> {
+        let nulls = self.nulls.finish();
+        let array = PrimitiveArray::<T>::try_new(self.values.into(), nulls)
+            .map_err(|e| Error::Decode(e.to_string()))?
+            // The declared type carries what the native one does not: a timestamp's zone, a
+            // decimal's precision and scale.
+            .with_data_type(self.arrow);
+        Ok(Arc::new(array))
+    }
+}
+
+/// Strings or binary values: their bytes one after the other, where each ends, which are null.
+pub(crate) struct Bytes {
+    offsets: Vec<i32>,
+    values: Vec<u8>,
+    nulls: NullBufferBuilder,
+}
+
+impl Bytes {
+    fn new(n: usize, bytes: usize) -> Bytes {
+        let mut offsets = Vec::with_capacity(n + 1);
+        offsets.push(0);
+        Bytes {
+            offsets,
+            values: Vec::with_capacity(bytes),
+            nulls: NullBufferBuilder::new(n),
+        }
+    }
+
+    fn push(&mut self, value: &[u8]) -> Result<()> {
+        self.values.extend_from_slice(value);
+        let end = i32::try_from(self.values.len()).map_err(|_| {
+            Error::Decode(
+                "a column of one micro-batch holds more than 2 GiB of string or binary values \
+                 (Arrow's limit for one array); lower maxBytesPerTrigger"
+                    .into(),
+            )
+        })?;
+        self.offsets.push(end);
+        self.nulls.append_non_null();
+        Ok(())
+    }
+
+    fn push_null(&mut self) {
+        self.offsets.push(self.offsets.last().copied().unwrap_or(0));
+        self.nulls.append_null();
+    }
+
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.offsets.truncate(len + 1);
+        self.values
+            .truncate(self.offsets.last().map_or(0, |&end| end as usize));
+        self.nulls.truncate(len);
+    }
+
+    fn parts(mut self) -> (OffsetBuffer<i32>, Buffer, Option<NullBuffer>) {
+        let nulls = self.nulls.finish();
+        (
+            OffsetBuffer::new(self.offsets.into()),
+            Buffer::from_vec(self.values),
+            nulls,
+        )
+    }
+}
+
+/// Booleans and which of them are null.
+pub(crate) struct Booleans {
+    values: BooleanBufferBuilder,
+    nulls: NullBufferBuilder,
+}
+
 impl<'a> ColumnSink<'a> {
     /// A sink for `n` values; a string or binary one with room for `value_bytes` bytes each.
     pub(crate) fn new(arrow: &ArrowType, n: usize, value_bytes: usize) -> Result<ColumnSink<'a>> {
         // A hint from a part of a few large values must not reserve gigabytes for many rows.
         let bytes = n.saturating_mul(value_bytes).min(MAX_RESERVED_VALUE_BYTES);
         Ok(match arrow {
-            ArrowType::Utf8 => ColumnSink::Utf8(StringBuilder::with_capacity(n, bytes)),
-            ArrowType::Boolean => ColumnSink::Boolean(BooleanBuilder::with_capacity(n)),
-            ArrowType::Int8 => ColumnSink::Int8(Int8Builder::with_capacity(n)),
-            ArrowType::Int16 => ColumnSink::Int16(Int16Builder::with_capacity(n)),
-            ArrowType::Int32 => ColumnSink::Int32(Int32Builder::with_capacity(n)),
-            ArrowType::Int64 => ColumnSink::Int64(Int64Builder::with_capacity(n)),
-            ArrowType::Float32 => ColumnSink::Float32(Float32Builder::with_capacity(n)),
-            ArrowType::Float64 => ColumnSink::Float64(Float64Builder::with_capacity(n)),
-            ArrowType::Date32 => ColumnSink::Date32(Date32Builder::with_capacity(n)),
-            ArrowType::Decimal128(precision, scale) => ColumnSink::Decimal(
-                Decimal128Builder::with_capacity(n)
-                    .with_precision_and_scale(*precision, *scale)
-                    .map_err(|e| Error::Decode(e.to_string()))?,
-            ),
-            ArrowType::Timestamp(TimeUnit::Microsecond, zone) => ColumnSink::Timestamp(
-                TimestampMicrosecondBuilder::with_capacity(n).with_timezone_opt(zone.clone()),
-            ),
-            ArrowType::Binary => ColumnSink::Binary(BinaryBuilder::with_capacity(n, bytes)),
+            ArrowType::Utf8 => ColumnSink::Utf8(Bytes::new(n, bytes)),
+            ArrowType::Binary => ColumnSink::Binary(Bytes::new(n, bytes)),
+            ArrowType::Boolean => ColumnSink::Boolean(Booleans {
+                values: BooleanBufferBuilder::new(n),
+                nulls: NullBufferBuilder::new(n),
+            }),
+            ArrowType::Int8 => ColumnSink::Int8(Primitive::new(arrow, n)),
+            ArrowType::Int16 => ColumnSink::Int16(Primitive::new(arrow, n)),
+            ArrowType::Int32 | ArrowType::Date32 => ColumnSink::Int32(Primitive::new(arrow, n)),
+            ArrowType::Int64 | ArrowType::Timestamp(TimeUnit::Microsecond, _) => {
+                ColumnSink::Int64(Primitive::new(arrow, n))
+            }
+            ArrowType::Float32 => ColumnSink::Float32(Primitive::new(arrow, n)),
+            ArrowType::Float64 => ColumnSink::Float64(Primitive::new(arrow, n)),
+            ArrowType::Decimal128(_, _) => ColumnSink::Decimal(Primitive::new(arrow, n)),
             other => ColumnSink::Nested(other.clone(), Vec::with_capacity(n)),
         })
     }
@@ -261,56 +318,157 @@ impl<'a> ColumnSink<'a> {
     /// The bytes of the values pushed so far, for a string or binary column.
     pub(crate) fn value_bytes(&self) -> Option<usize> {
         match self {
-            ColumnSink::Utf8(b) => Some(b.values_slice().len()),
-            ColumnSink::Binary(b) => Some(b.values_slice().len()),
+            ColumnSink::Utf8(b) | ColumnSink::Binary(b) => Some(b.values.len()),
             _ => None,
         }
     }
 
-    pub(crate) fn push(&mut self, cell: Cell<'a>) -> Result<()> {
-        macro_rules! put {
-            ($builder:expr, $pattern:pat => $value:expr, $arrow:expr) => {
-                match cell {
-                    Cell::Null => $builder.append_null(),
-                    $pattern => $builder.append_value($value),
-                    other => return Err(mismatch(&$arrow, &other)),
-                }
-            };
-        }
+    /// How many values (nulls included) the column holds.
+    pub(crate) fn len(&self) -> usize {
         match self {
-            ColumnSink::Utf8(b) => put!(b, Cell::Str(v) => v.as_ref(), ArrowType::Utf8),
-            ColumnSink::Boolean(b) => put!(b, Cell::Bool(v) => v, ArrowType::Boolean),
-            ColumnSink::Int8(b) => put!(b, Cell::I8(v) => v, ArrowType::Int8),
-            ColumnSink::Int16(b) => put!(b, Cell::I16(v) => v, ArrowType::Int16),
-            ColumnSink::Int32(b) => put!(b, Cell::I32(v) => v, ArrowType::Int32),
-            ColumnSink::Int64(b) => put!(b, Cell::I64(v) => v, ArrowType::Int64),
-            ColumnSink::Float32(b) => put!(b, Cell::F32(v) => v, ArrowType::Float32),
-            ColumnSink::Float64(b) => put!(b, Cell::F64(v) => v, ArrowType::Float64),
-            ColumnSink::Date32(b) => put!(b, Cell::I32(v) => v, ArrowType::Date32),
-            ColumnSink::Decimal(b) => put!(b, Cell::Decimal(v) => v, ArrowType::Decimal128(38, 0)),
-            ColumnSink::Timestamp(b) => {
-                put!(b, Cell::I64(v) => v, ArrowType::Timestamp(TimeUnit::Microsecond, None))
+            ColumnSink::Utf8(b) | ColumnSink::Binary(b) => b.len(),
+            ColumnSink::Boolean(b) => b.values.len(),
+            ColumnSink::Int8(p) => p.values.len(),
+            ColumnSink::Int16(p) => p.values.len(),
+            ColumnSink::Int32(p) => p.values.len(),
+            ColumnSink::Int64(p) => p.values.len(),
+            ColumnSink::Float32(p) => p.values.len(),
+            ColumnSink::Float64(p) => p.values.len(),
+            ColumnSink::Decimal(p) => p.values.len(),
+            ColumnSink::Nested(_, cells) => cells.len(),
+        }
+    }
+
+    /// Whether the value at `index` is null.
+    pub(crate) fn is_null(&self, index: usize) -> bool {
+        let nulls = match self {
+            ColumnSink::Utf8(b) | ColumnSink::Binary(b) => &b.nulls,
+            ColumnSink::Boolean(b) => &b.nulls,
+            ColumnSink::Int8(p) => &p.nulls,
+            ColumnSink::Int16(p) => &p.nulls,
+            ColumnSink::Int32(p) => &p.nulls,
+            ColumnSink::Int64(p) => &p.nulls,
+            ColumnSink::Float32(p) => &p.nulls,
+            ColumnSink::Float64(p) => &p.nulls,
+            ColumnSink::Decimal(p) => &p.nulls,
+            ColumnSink::Nested(_, cells) => return matches!(cells.get(index), Some(Cell::Null)),
+        };
+        index < nulls.len() && !nulls.is_valid(index)
+    }
+
+    /// Takes back the values past the first `len`.
+    pub(crate) fn truncate(&mut self, len: usize) {
+        match self {
+            ColumnSink::Utf8(b) | ColumnSink::Binary(b) => b.truncate(len),
+            ColumnSink::Boolean(b) => {
+                if b.values.len() > len {
+                    b.values.truncate(len);
+                    b.nulls.truncate(len);
+                }
             }
-            ColumnSink::Binary(b) => put!(b, Cell::Bin(v) => v, ArrowType::Binary),
-            ColumnSink::Nested(_, cells) => cells.push(cell),
+            ColumnSink::Int8(p) => p.truncate(len),
+            ColumnSink::Int16(p) => p.truncate(len),
+            ColumnSink::Int32(p) => p.truncate(len),
+            ColumnSink::Int64(p) => p.truncate(len),
+            ColumnSink::Float32(p) => p.truncate(len),
+            ColumnSink::Float64(p) => p.truncate(len),
+            ColumnSink::Decimal(p) => p.truncate(len),
+            ColumnSink::Nested(_, cells) => cells.truncate(len),
+        }
+    }
+
+    pub(crate) fn push_null(&mut self) {
+        match self {
+            ColumnSink::Utf8(b) | ColumnSink::Binary(b) => b.push_null(),
+            ColumnSink::Boolean(b) => {
+                b.values.append(false);
+                b.nulls.append_null();
+            }
+            ColumnSink::Int8(p) => p.push_null(),
+            ColumnSink::Int16(p) => p.push_null(),
+            ColumnSink::Int32(p) => p.push_null(),
+            ColumnSink::Int64(p) => p.push_null(),
+            ColumnSink::Float32(p) => p.push_null(),
+            ColumnSink::Float64(p) => p.push_null(),
+            ColumnSink::Decimal(p) => p.push_null(),
+            ColumnSink::Nested(_, cells) => cells.push(Cell::Null),
+        }
+    }
+
+    pub(crate) fn push(&mut self, cell: Cell<'a>) -> Result<()> {
+        match self {
+            ColumnSink::Nested(_, cells) => {
+                cells.push(cell);
+                Ok(())
+            }
+            scalar => scalar.push_scalar(&cell),
+        }
+    }
+
+    /// Pushes the value of a cell of a scalar type (read through the reference: a nested
+    /// column's children are built from cells that stay where they are).
+    fn push_scalar(&mut self, cell: &Cell<'_>) -> Result<()> {
+        match (self, cell) {
+            (sink, Cell::Null) => sink.push_null(),
+            (ColumnSink::Utf8(b), Cell::Str(v)) => b.push(v.as_bytes())?,
+            (ColumnSink::Binary(b), Cell::Bin(v)) => b.push(v)?,
+            (ColumnSink::Boolean(b), Cell::Bool(v)) => {
+                b.values.append(*v);
+                b.nulls.append_non_null();
+            }
+            (ColumnSink::Int8(p), Cell::I8(v)) => p.push(*v),
+            (ColumnSink::Int16(p), Cell::I16(v)) => p.push(*v),
+            (ColumnSink::Int32(p), Cell::I32(v)) => p.push(*v),
+            (ColumnSink::Int64(p), Cell::I64(v)) => p.push(*v),
+            (ColumnSink::Float32(p), Cell::F32(v)) => p.push(*v),
+            (ColumnSink::Float64(p), Cell::F64(v)) => p.push(*v),
+            (ColumnSink::Decimal(p), Cell::Decimal(v)) => p.push(*v),
+            (sink, other) => return Err(mismatch(&sink.arrow_type(), other)),
         }
         Ok(())
     }
 
+    fn arrow_type(&self) -> ArrowType {
+        match self {
+            ColumnSink::Utf8(_) => ArrowType::Utf8,
+            ColumnSink::Binary(_) => ArrowType::Binary,
+            ColumnSink::Boolean(_) => ArrowType::Boolean,
+            ColumnSink::Int8(p) => p.arrow.clone(),
+            ColumnSink::Int16(p) => p.arrow.clone(),
+            ColumnSink::Int32(p) => p.arrow.clone(),
+            ColumnSink::Int64(p) => p.arrow.clone(),
+            ColumnSink::Float32(p) => p.arrow.clone(),
+            ColumnSink::Float64(p) => p.arrow.clone(),
+            ColumnSink::Decimal(p) => p.arrow.clone(),
+            ColumnSink::Nested(arrow, _) => arrow.clone(),
+        }
+    }
+
     pub(crate) fn finish(self) -> Result<ArrayRef> {
+        let invalid = |e: ArrowError| Error::Decode(e.to_string());
         Ok(match self {
-            ColumnSink::Utf8(mut b) => Arc::new(b.finish()),
-            ColumnSink::Boolean(mut b) => Arc::new(b.finish()),
-            ColumnSink::Int8(mut b) => Arc::new(b.finish()),
-            ColumnSink::Int16(mut b) => Arc::new(b.finish()),
-            ColumnSink::Int32(mut b) => Arc::new(b.finish()),
-            ColumnSink::Int64(mut b) => Arc::new(b.finish()),
-            ColumnSink::Float32(mut b) => Arc::new(b.finish()),
-            ColumnSink::Float64(mut b) => Arc::new(b.finish()),
-            ColumnSink::Date32(mut b) => Arc::new(b.finish()),
-            ColumnSink::Decimal(mut b) => Arc::new(b.finish()),
-            ColumnSink::Timestamp(mut b) => Arc::new(b.finish()),
-            ColumnSink::Binary(mut b) => Arc::new(b.finish()),
+            ColumnSink::Utf8(b) => {
+                let (offsets, values, nulls) = b.parts();
+                Arc::new(StringArray::try_new(offsets, values, nulls).map_err(invalid)?)
+            }
+            ColumnSink::Binary(b) => {
+                let (offsets, values, nulls) = b.parts();
+                Arc::new(BinaryArray::try_new(offsets, values, nulls).map_err(invalid)?)
+            }
+            ColumnSink::Boolean(mut b) => {
+                Arc::new(BooleanArray::new(b.values.finish(), b.nulls.finish()))
+            }
+            ColumnSink::Int8(p) => p.finish_as::<Int8Type>()?,
+            ColumnSink::Int16(p) => p.finish_as::<Int16Type>()?,
+            ColumnSink::Int32(p) if p.arrow == ArrowType::Date32 => p.finish_as::<Date32Type>()?,
+            ColumnSink::Int32(p) => p.finish_as::<Int32Type>()?,
+            ColumnSink::Int64(p) if matches!(p.arrow, ArrowType::Timestamp(..)) => {
+                p.finish_as::<TimestampMicrosecondType>()?
+            }
+            ColumnSink::Int64(p) => p.finish_as::<Int64Type>()?,
+            ColumnSink::Float32(p) => p.finish_as::<Float32Type>()?,
+            ColumnSink::Float64(p) => p.finish_as::<Float64Type>()?,
+            ColumnSink::Decimal(p) => p.finish_as::<Decimal128Type>()?,
             ColumnSink::Nested(arrow, cells) => {
                 let refs: Vec<&Cell<'_>> = cells.iter().collect();
                 build(&arrow, &refs)?
