@@ -437,7 +437,11 @@ impl RecordReader {
                 continue;
             };
             let column = &self.columns[index];
-            match convert::convert(&column.data_type, member.value, doc, &self.formats) {
+            // Matched in place: moving the converted cell out into a binding of its own copied
+            // bytes just written, a stall (see build.rs).
+            let mut converted =
+                convert::convert(&column.data_type, member.value, doc, &self.formats);
+            match &mut converted {
                 Ok(cell) => sinks[index].push(cell)?,
                 Err(why) => {
                     problems.push(format!(

@@ -395,13 +395,16 @@ impl<'a> ColumnSink<'a> {
         }
     }
 
-    pub(crate) fn push(&mut self, cell: Cell<'a>) -> Result<()> {
+    /// Pushes a cell, read where it lies (a copy of a cell the converter had just written
+    /// into an argument of its own stalled like the parser's returns, see parse.rs); a nested
+    /// column's cell is taken, leaving a null.
+    pub(crate) fn push(&mut self, cell: &mut Cell<'a>) -> Result<()> {
         match self {
             ColumnSink::Nested(_, cells) => {
-                cells.push(cell);
+                cells.push(std::mem::replace(cell, Cell::Null));
                 Ok(())
             }
-            scalar => scalar.push_scalar(&cell),
+            scalar => scalar.push_scalar(cell),
         }
     }
 

@@ -29,20 +29,65 @@ use std::borrow::Cow;
 /// How deep arrays and objects may nest (Jackson's default limit).
 const MAX_DEPTH: usize = 1000;
 
-/// Where a token's text is in the record: byte offsets (a record is checked to be below
-/// 4 GiB before it is read).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Span {
-    start: u32,
-    end: u32,
+/// Where a token's text is in the record: its start and end byte offsets in one word (a
+/// record is checked to be below 2 GiB before it is read), so that a function that returns
+/// one returns a register. A struct of two fields came back through memory and was read in
+/// one load that spanned both stores: the stall the module doc describes, once per member.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Span(u64);
+
+impl Span {
+    fn new(start: usize, end: usize) -> Span {
+        Span(start as u64 | (end as u64) << 32)
+    }
+
+    fn range(self) -> std::ops::Range<usize> {
+        (self.0 as u32 as usize)..((self.0 >> 32) as u32 as usize)
+    }
+}
+
+impl std::fmt::Debug for Span {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.range())
+    }
 }
 
 /// A string as read: its body in the record when it holds no escape, or its unescaped text
-/// in the document's buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Text {
-    Plain(Span),
-    Unescaped(Span),
+/// in the document's buffer (the top bit of the span's word, which a 2 GiB offset leaves
+/// free, says which).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Text(u64);
+
+const UNESCAPED: u64 = 1 << 63;
+
+impl Text {
+    fn plain(span: Span) -> Text {
+        Text(span.0)
+    }
+
+    fn unescaped(span: Span) -> Text {
+        Text(span.0 | UNESCAPED)
+    }
+
+    /// Whether the string held escapes (its text is the document's, not the record's).
+    pub fn is_unescaped(self) -> bool {
+        self.0 & UNESCAPED != 0
+    }
+
+    fn span(self) -> Span {
+        Span(self.0 & !UNESCAPED)
+    }
+}
+
+impl std::fmt::Debug for Text {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.is_unescaped() {
+            "unescaped"
+        } else {
+            "plain"
+        };
+        write!(f, "{kind} {:?}", self.span())
+    }
 }
 
 /// Where an array's items or an object's members are in the document's arenas.
@@ -122,8 +167,8 @@ impl<'a> Doc<'a> {
         {
             return Err("the value is empty".into());
         }
-        if u32::try_from(text.len()).is_err() {
-            return Err("the value is larger than 4 GiB, which this reader does not read".into());
+        if i32::try_from(text.len()).is_err() {
+            return Err("the value is larger than 2 GiB, which this reader does not read".into());
         }
         let mut parser = Parser {
             bytes: text.as_bytes(),
@@ -156,22 +201,24 @@ impl<'a> Doc<'a> {
 
     /// A span of the record's text (a number's literal, a member's raw value).
     pub fn slice(&self, span: Span) -> &'a str {
-        &self.text[span.start as usize..span.end as usize]
+        &self.text[span.range()]
     }
 
     /// A string's text, to read or compare.
     pub fn str(&self, text: Text) -> &str {
-        match text {
-            Text::Plain(span) => self.slice(span),
-            Text::Unescaped(span) => &self.unescaped[span.start as usize..span.end as usize],
+        if text.is_unescaped() {
+            &self.unescaped[text.span().range()]
+        } else {
+            self.slice(text.span())
         }
     }
 
     /// A string's text to keep: borrowed from the record unless it held escapes.
     pub fn string(&self, text: Text) -> Cow<'a, str> {
-        match text {
-            Text::Plain(span) => Cow::Borrowed(self.slice(span)),
-            Text::Unescaped(_) => Cow::Owned(self.str(text).to_owned()),
+        if text.is_unescaped() {
+            Cow::Owned(self.str(text).to_owned())
+        } else {
+            Cow::Borrowed(self.slice(text.span()))
         }
     }
 
@@ -211,16 +258,14 @@ impl<'a> Parser<'a, '_> {
         Stop
     }
 
-    /// The byte offset `pos` as a span bound (the text was checked to be below 4 GiB).
+    /// A run's bound (the text was checked to be below 2 GiB, and holds more bytes than
+    /// values).
     fn at(pos: usize) -> u32 {
         pos as u32
     }
 
     fn span(&self, start: usize) -> Span {
-        Span {
-            start: Self::at(start),
-            end: Self::at(self.pos),
-        }
+        Span::new(start, self.pos)
     }
 
     fn document(&mut self) -> Parsed<TopLevel> {
@@ -256,8 +301,8 @@ impl<'a> Parser<'a, '_> {
     fn value(&mut self) -> Parsed<Value> {
         match self.peek() {
             Some(quote @ (b'"' | b'\'')) => Ok(Value::Str(self.string(quote)?)),
-            Some(b'0'..=b'9') => self.number(),
-            Some(b'-') if self.peek_at(1) != Some(b'I') => self.number(),
+            Some(b'0'..=b'9') => self.number().map(Value::Number),
+            Some(b'-') if self.peek_at(1) != Some(b'I') => self.number().map(Value::Number),
             Some(b'{') => self.object(),
             Some(b'[') => self.array(),
             Some(b't') => self.word("true", Value::Bool(true)),
@@ -303,7 +348,7 @@ impl<'a> Parser<'a, '_> {
         Ok(value)
     }
 
-    fn number(&mut self) -> Parsed<Value> {
+    fn number(&mut self) -> Parsed<Span> {
         let start = self.pos;
         if self.peek() == Some(b'-') {
             self.pos += 1;
@@ -340,7 +385,7 @@ impl<'a> Parser<'a, '_> {
         {
             return Err(self.fail("unexpected character in a number"));
         }
-        Ok(Value::Number(self.span(start)))
+        Ok(self.span(start))
     }
 
     fn digits(&mut self) {
@@ -360,7 +405,7 @@ impl<'a> Parser<'a, '_> {
             Some(b) if b == quote => {
                 let body = self.span(start);
                 self.pos += 1;
-                return Ok(Text::Plain(body));
+                return Ok(Text::plain(body));
             }
             Some(b'\\') => {}
             Some(_) => return Err(self.fail("a control character in a string")),
@@ -372,10 +417,8 @@ impl<'a> Parser<'a, '_> {
                 None => return Err(self.fail("an unterminated string")),
                 Some(b) if b == quote => {
                     self.pos += 1;
-                    return Ok(Text::Unescaped(Span {
-                        start: Self::at(out_start),
-                        end: Self::at(self.doc.unescaped.len()),
-                    }));
+                    let end = self.doc.unescaped.len();
+                    return Ok(Text::unescaped(Span::new(out_start, end)));
                 }
                 Some(b'\\') => {
                     self.pos += 1;
@@ -416,6 +459,7 @@ impl<'a> Parser<'a, '_> {
 
     /// Moves past string text that needs no care: up to the closing `quote`, a backslash, a
     /// control character, or the end.
+    #[inline]
     fn skip_plain_text(&mut self, quote: u8) {
         const ONES: u64 = u64::from_le_bytes([1; 8]);
         const HIGH_BITS: u64 = u64::from_le_bytes([0x80; 8]);
@@ -554,7 +598,12 @@ impl<'a> Parser<'a, '_> {
             self.pos += 1;
             self.skip_ws();
             let start = self.pos;
-            let value = self.value()?;
+            // Strings and numbers, most members' values, come back in registers.
+            let value = match self.peek() {
+                Some(quote @ (b'"' | b'\'')) => Value::Str(self.string(quote)?),
+                Some(b'0'..=b'9') => Value::Number(self.number()?),
+                _ => self.value()?,
+            };
             let raw = self.span(start);
             self.doc.open_members.push(Member { key, value, raw });
             self.skip_ws();
@@ -582,6 +631,7 @@ mod tests {
         assert!(std::mem::size_of::<Value>() <= 16);
         assert!(std::mem::size_of::<Parsed<Value>>() <= 16);
         assert!(std::mem::size_of::<Parsed<Text>>() <= 16);
+        assert!(std::mem::size_of::<Parsed<Span>>() <= 16);
         assert!(std::mem::size_of::<Member>() <= 40);
     }
 
@@ -644,7 +694,7 @@ mod tests {
             let text = format!(r#"{{"k": "{plain}"}}"#);
             assert!(doc.parse(&text).is_ok(), "{text}");
             assert!(
-                matches!(doc.top_members()[0].value, Value::Str(Text::Plain(s)) if doc.slice(s) == plain)
+                matches!(doc.top_members()[0].value, Value::Str(s) if !s.is_unescaped() && doc.str(s) == plain)
             );
 
             let text = format!(r#"{{"k": "{plain}\n{plain}"}}"#);
