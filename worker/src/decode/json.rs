@@ -1,9 +1,10 @@
 //! Decode: Kafka record values (JSON) -> Arrow, against the declared schema, reading every
 //! value as Spark's `from_json` does (PERMISSIVE, session time zone UTC, default options).
 //!
-//! Each record is parsed (`parse`), each top-level field converted by Spark's rules for its
-//! type (`convert`, `time`), and the cells of the micro-batch built into Arrow arrays
-//! (`build`); large batches are split over threads. Where Spark would read a value as null
+//! Each record is parsed into small tokens (`parse`), each top-level field converted by
+//! Spark's rules for its type (`convert`, `time`) and pushed into its column (`build`, whose
+//! columns take a record's values back when it is refused or rescued whole); large batches
+//! are split over threads. Where Spark would read a value as null
 //! (it cannot read it) or where this decoder cannot reproduce Spark's value exactly, the field
 //! is bad input: rescued into `_rescued_data` (rescue), or the record goes to the dead letters
 //! (deadLetter) or stops the query (fail), named by its offset and column. A cell never holds a

@@ -1,4 +1,5 @@
-//! Cells -> Arrow arrays of the declared Arrow types.
+//! Cells -> Arrow arrays of the declared Arrow types: a micro-batch's columns as they are
+//! filled (`ColumnSink`), and the children of nested columns (`build`).
 
 use std::sync::Arc;
 
@@ -361,10 +362,8 @@ impl<'a> ColumnSink<'a> {
         match self {
             ColumnSink::Utf8(b) | ColumnSink::Binary(b) => b.truncate(len),
             ColumnSink::Boolean(b) => {
-                if b.values.len() > len {
-                    b.values.truncate(len);
-                    b.nulls.truncate(len);
-                }
+                b.values.truncate(len);
+                b.nulls.truncate(len);
             }
             ColumnSink::Int8(p) => p.truncate(len),
             ColumnSink::Int16(p) => p.truncate(len),
