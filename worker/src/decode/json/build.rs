@@ -205,16 +205,6 @@ impl<N: ArrowNativeType> Primitive<N> {
         self.nulls.append_non_null();
     }
 
-    fn push_null(&mut self) {
-        self.values.push(N::default());
-        self.nulls.append_null();
-    }
-
-    fn truncate(&mut self, len: usize) {
-        self.values.truncate(len);
-        self.nulls.truncate(len);
-    }
-
     /// The array, of Arrow type `T` (whose values are `N`s).
     fn finish_as<T: ArrowPrimitiveType<Native = N>>(mut self) -> Result<ArrayRef> {
         let nulls = self.nulls.finish();
@@ -259,22 +249,6 @@ impl Bytes {
         Ok(())
     }
 
-    fn push_null(&mut self) {
-        self.offsets.push(self.offsets.last().copied().unwrap_or(0));
-        self.nulls.append_null();
-    }
-
-    fn len(&self) -> usize {
-        self.offsets.len() - 1
-    }
-
-    fn truncate(&mut self, len: usize) {
-        self.offsets.truncate(len + 1);
-        self.values
-            .truncate(self.offsets.last().map_or(0, |&end| end as usize));
-        self.nulls.truncate(len);
-    }
-
     fn parts(mut self) -> (OffsetBuffer<i32>, Buffer, Option<NullBuffer>) {
         let nulls = self.nulls.finish();
         (
@@ -289,6 +263,120 @@ impl Bytes {
 pub(crate) struct Booleans {
     values: BooleanBufferBuilder,
     nulls: NullBufferBuilder,
+}
+
+/// What a column's buffers do whatever their values' type: what the record loop needs to pad a
+/// row with nulls and to take a record back.
+trait Values {
+    /// How many values (nulls included) the buffers hold.
+    fn len(&self) -> usize;
+    fn is_null(&self, index: usize) -> bool;
+    /// Takes back the values past the first `len`.
+    fn truncate(&mut self, len: usize);
+    fn push_null(&mut self);
+}
+
+fn null_at(nulls: &NullBufferBuilder, index: usize) -> bool {
+    index < nulls.len() && !nulls.is_valid(index)
+}
+
+impl<N: ArrowNativeType> Values for Primitive<N> {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn is_null(&self, index: usize) -> bool {
+        null_at(&self.nulls, index)
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.values.truncate(len);
+        self.nulls.truncate(len);
+    }
+
+    fn push_null(&mut self) {
+        self.values.push(N::default());
+        self.nulls.append_null();
+    }
+}
+
+impl Values for Bytes {
+    fn len(&self) -> usize {
+        self.offsets.len() - 1
+    }
+
+    fn is_null(&self, index: usize) -> bool {
+        null_at(&self.nulls, index)
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.offsets.truncate(len + 1);
+        self.values
+            .truncate(self.offsets.last().map_or(0, |&end| end as usize));
+        self.nulls.truncate(len);
+    }
+
+    fn push_null(&mut self) {
+        self.offsets.push(self.offsets.last().copied().unwrap_or(0));
+        self.nulls.append_null();
+    }
+}
+
+impl Values for Booleans {
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn is_null(&self, index: usize) -> bool {
+        null_at(&self.nulls, index)
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.values.truncate(len);
+        self.nulls.truncate(len);
+    }
+
+    fn push_null(&mut self) {
+        self.values.append(false);
+        self.nulls.append_null();
+    }
+}
+
+impl Values for Vec<Cell<'_>> {
+    fn len(&self) -> usize {
+        <[Cell<'_>]>::len(self)
+    }
+
+    fn is_null(&self, index: usize) -> bool {
+        matches!(self.get(index), Some(Cell::Null))
+    }
+
+    fn truncate(&mut self, len: usize) {
+        Vec::truncate(self, len);
+    }
+
+    fn push_null(&mut self) {
+        self.push(Cell::Null);
+    }
+}
+
+/// `$body` with `$values` bound to a sink's buffers, whichever they are: a static call per
+/// type (the record loop pads and takes back every column of every record).
+macro_rules! on_values {
+    ($sink:expr, $values:ident => $body:expr) => {
+        match $sink {
+            ColumnSink::Utf8($values) | ColumnSink::Binary($values) => $body,
+            ColumnSink::Boolean($values) => $body,
+            ColumnSink::Int8($values) => $body,
+            ColumnSink::Int16($values) => $body,
+            ColumnSink::Int32($values) => $body,
+            ColumnSink::Int64($values) => $body,
+            ColumnSink::Float32($values) => $body,
+            ColumnSink::Float64($values) => $body,
+            ColumnSink::Decimal($values) => $body,
+            ColumnSink::Nested(_, $values) => $body,
+        }
+    };
 }
 
 impl<'a> ColumnSink<'a> {
@@ -326,72 +414,21 @@ impl<'a> ColumnSink<'a> {
 
     /// How many values (nulls included) the column holds.
     pub(crate) fn len(&self) -> usize {
-        match self {
-            ColumnSink::Utf8(b) | ColumnSink::Binary(b) => b.len(),
-            ColumnSink::Boolean(b) => b.values.len(),
-            ColumnSink::Int8(p) => p.values.len(),
-            ColumnSink::Int16(p) => p.values.len(),
-            ColumnSink::Int32(p) => p.values.len(),
-            ColumnSink::Int64(p) => p.values.len(),
-            ColumnSink::Float32(p) => p.values.len(),
-            ColumnSink::Float64(p) => p.values.len(),
-            ColumnSink::Decimal(p) => p.values.len(),
-            ColumnSink::Nested(_, cells) => cells.len(),
-        }
+        on_values!(self, values => Values::len(values))
     }
 
     /// Whether the value at `index` is null.
     pub(crate) fn is_null(&self, index: usize) -> bool {
-        let nulls = match self {
-            ColumnSink::Utf8(b) | ColumnSink::Binary(b) => &b.nulls,
-            ColumnSink::Boolean(b) => &b.nulls,
-            ColumnSink::Int8(p) => &p.nulls,
-            ColumnSink::Int16(p) => &p.nulls,
-            ColumnSink::Int32(p) => &p.nulls,
-            ColumnSink::Int64(p) => &p.nulls,
-            ColumnSink::Float32(p) => &p.nulls,
-            ColumnSink::Float64(p) => &p.nulls,
-            ColumnSink::Decimal(p) => &p.nulls,
-            ColumnSink::Nested(_, cells) => return matches!(cells.get(index), Some(Cell::Null)),
-        };
-        index < nulls.len() && !nulls.is_valid(index)
+        on_values!(self, values => Values::is_null(values, index))
     }
 
     /// Takes back the values past the first `len`.
     pub(crate) fn truncate(&mut self, len: usize) {
-        match self {
-            ColumnSink::Utf8(b) | ColumnSink::Binary(b) => b.truncate(len),
-            ColumnSink::Boolean(b) => {
-                b.values.truncate(len);
-                b.nulls.truncate(len);
-            }
-            ColumnSink::Int8(p) => p.truncate(len),
-            ColumnSink::Int16(p) => p.truncate(len),
-            ColumnSink::Int32(p) => p.truncate(len),
-            ColumnSink::Int64(p) => p.truncate(len),
-            ColumnSink::Float32(p) => p.truncate(len),
-            ColumnSink::Float64(p) => p.truncate(len),
-            ColumnSink::Decimal(p) => p.truncate(len),
-            ColumnSink::Nested(_, cells) => cells.truncate(len),
-        }
+        on_values!(self, values => Values::truncate(values, len))
     }
 
     pub(crate) fn push_null(&mut self) {
-        match self {
-            ColumnSink::Utf8(b) | ColumnSink::Binary(b) => b.push_null(),
-            ColumnSink::Boolean(b) => {
-                b.values.append(false);
-                b.nulls.append_null();
-            }
-            ColumnSink::Int8(p) => p.push_null(),
-            ColumnSink::Int16(p) => p.push_null(),
-            ColumnSink::Int32(p) => p.push_null(),
-            ColumnSink::Int64(p) => p.push_null(),
-            ColumnSink::Float32(p) => p.push_null(),
-            ColumnSink::Float64(p) => p.push_null(),
-            ColumnSink::Decimal(p) => p.push_null(),
-            ColumnSink::Nested(_, cells) => cells.push(Cell::Null),
-        }
+        on_values!(self, values => Values::push_null(values))
     }
 
     /// Pushes a cell, read where it lies (a copy of a cell the converter had just written
