@@ -242,6 +242,18 @@ pub(crate) fn is_integer(number: &str) -> bool {
     !number.bytes().any(|b| matches!(b, b'.' | b'e' | b'E'))
 }
 
+/// Moves the values of a closed array or object, `open[from..]` (the top of the open stack),
+/// to the end of `arena`, and says where they are. Run bounds fit 32 bits: the text was
+/// checked to be below 2 GiB, and holds more bytes than values.
+fn close_run<T>(open: &mut Vec<T>, from: usize, arena: &mut Vec<T>) -> Run {
+    let run = Run {
+        start: arena.len() as u32,
+        len: (open.len() - from) as u32,
+    };
+    arena.extend(open.drain(from..));
+    run
+}
+
 struct Parser<'a, 'd> {
     text: &'a str,
     bytes: &'a [u8],
@@ -256,12 +268,6 @@ impl<'a> Parser<'a, '_> {
     fn fail(&mut self, what: &'static str) -> Stop {
         self.failure = (what, self.pos);
         Stop
-    }
-
-    /// A run's bound (the text was checked to be below 2 GiB, and holds more bytes than
-    /// values).
-    fn at(pos: usize) -> u32 {
-        pos as u32
     }
 
     fn span(&self, start: usize) -> Span {
@@ -552,27 +558,24 @@ impl<'a> Parser<'a, '_> {
             }
         }
         self.depth -= 1;
-        // The array's items move from the open stack to the arena in one run.
-        let run = Run {
-            start: Self::at(self.doc.items.len()),
-            len: Self::at(self.doc.open_items.len() - open),
-        };
         let doc = &mut *self.doc;
-        doc.items.extend(doc.open_items.drain(open..));
-        Ok(Value::Array(run))
+        Ok(Value::Array(close_run(
+            &mut doc.open_items,
+            open,
+            &mut doc.items,
+        )))
     }
 
     /// A nested object: its members, read onto the open stack, move to the arena in one run.
     fn object(&mut self) -> Parsed<Value> {
         let open = self.doc.open_members.len();
         self.members()?;
-        let run = Run {
-            start: Self::at(self.doc.members.len()),
-            len: Self::at(self.doc.open_members.len() - open),
-        };
         let doc = &mut *self.doc;
-        doc.members.extend(doc.open_members.drain(open..));
-        Ok(Value::Object(run))
+        Ok(Value::Object(close_run(
+            &mut doc.open_members,
+            open,
+            &mut doc.members,
+        )))
     }
 
     /// An object's members, pushed onto the open stack (the reader is on the `{`).
