@@ -67,7 +67,8 @@ impl Default for ParquetSettings {
 
 #[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct Tuning {
-    /// Records read ahead per partition before the partition is paused.
+    /// Records read ahead per partition before the partition is paused (the records of the
+    /// take that reaches it are kept too: at most what librdkafka had queued).
     #[arg(
         long,
         env = "TRIBUTARY_READ_AHEAD_RECORDS",

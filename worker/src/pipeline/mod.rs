@@ -46,7 +46,7 @@ use crate::partition::{OffsetMap, TopicPartition};
 use crate::record::{Payloads, Record};
 use crate::sink::catalog::Renewal;
 use crate::sink::{Finished, Maintenance, SharedTable, outcome_label};
-use crate::source::{Source, SparkTakeover};
+use crate::source::{Fetched, Source, SparkTakeover};
 use crate::tuning::Tuning;
 
 /// Poll interval while idle.
@@ -138,6 +138,8 @@ pub struct Pipeline {
     read_ahead: ReadAhead,
     /// Where the records' keys and values are copied to.
     payloads: Payloads,
+    /// Records taken from the consumer and not yet placed (kept for its buffer).
+    fetched: Fetched,
     /// Whether records keep their Kafka headers (includeHeaders).
     keep_headers: bool,
     /// The last batch's record vector, emptied, for the next batch's records.

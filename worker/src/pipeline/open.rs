@@ -31,7 +31,7 @@ use crate::sink::{
     TxnIds, VacuumPolicy, catalog, dead_letter_schema,
 };
 use crate::source::{
-    self, RunTargets, Source, SourceConfig, SparkCheckpoint, SparkTakeover, StartResolver,
+    self, Fetched, RunTargets, Source, SourceConfig, SparkCheckpoint, SparkTakeover, StartResolver,
 };
 use crate::tuning::Tuning;
 use deltalake::arrow::datatypes::SchemaRef;
@@ -215,6 +215,7 @@ impl Pipeline {
             read_ahead: ReadAhead::new(tuning.read_ahead_records, READ_AHEAD_BYTES),
             topic_names: TopicNames::default(),
             payloads: Payloads::default(),
+            fetched: Fetched::default(),
             keep_headers,
             spare_records: Vec::new(),
             max_batch_bytes: tuning.max_batch_bytes,

@@ -8,11 +8,43 @@ use rdkafka::Message;
 use tracing::{info, warn};
 
 use super::Pipeline;
-use crate::batch::{POLL_BURST, Placement, Plan, ReadAheadState, ReadLimits, plan_batch};
+use crate::batch::{
+    POLL_BURST, Placement, Plan, ReadAheadState, ReadLimits, TopicNames, plan_batch,
+};
 use crate::error::Result;
 use crate::partition::TopicPartition;
-use crate::record::Record;
+use crate::record::{Payloads, Record};
 use crate::source::Polled;
+
+/// The batch being read, while its limits let it take more.
+fn open_plan<'a>(plan: &'a mut Option<(&mut Plan, &ReadLimits)>) -> Option<&'a mut Plan> {
+    match plan {
+        Some((plan, limits)) if !limits.full(plan) => Some(&mut **plan),
+        _ => None,
+    }
+}
+
+/// Offers a polled record to the batch being read; what the batch does not take (another
+/// partition's, or past its planned end) comes back, copied, for the read-ahead. A record the
+/// batch already holds is dropped without a copy.
+fn arrive<M: Message>(
+    message: &M,
+    topic_names: &mut TopicNames,
+    payloads: &mut Payloads,
+    keep_headers: bool,
+    plan: Option<&mut Plan>,
+) -> Option<Record> {
+    let (partition, offset) = (message.partition(), message.offset());
+    let topic = topic_names.get(message.topic());
+    let mut make = || Record::from_message(message, topic.clone(), payloads, keep_headers);
+    match plan {
+        Some(plan) => match plan.offer(&topic, partition, offset, make) {
+            Placement::Taken | Placement::Duplicate => None,
+            Placement::Elsewhere(record) => Some(record),
+        },
+        None => Some(make()),
+    }
+}
 
 /// A batch read and ready to decode.
 pub(super) struct ReadBatch {
@@ -168,20 +200,11 @@ impl Pipeline {
         }
     }
 
-    /// Up to [`POLL_BURST`] polls in a row; only the first waits. Returns (whether anything
-    /// came, whether the first poll found nothing).
+    /// One burst of records into the plan (see [`Pipeline::poll_some`]). Returns (whether
+    /// anything came, whether nothing came within the first wait).
     fn poll_burst(&mut self, plan: &mut Plan, limits: &ReadLimits) -> (bool, bool) {
-        let mut timeout = limits.first_wait();
-        for polled in 0..POLL_BURST {
-            if !self.poll_once(timeout, Some(plan)) {
-                return (polled > 0, polled == 0);
-            }
-            if limits.full(plan) {
-                break;
-            }
-            timeout = Duration::ZERO;
-        }
-        (true, false)
+        let came = self.poll_some(limits.first_wait(), Some((plan, limits)));
+        (came > 0, came == 0)
     }
 
     /// Polls the consumer (rebalance callbacks run here) for `duration`, keeping any record in
@@ -189,7 +212,7 @@ impl Pipeline {
     pub(super) fn poll_for(&mut self, duration: Duration) -> Result<()> {
         let deadline = Instant::now() + duration;
         loop {
-            self.poll_once(
+            self.poll_some(
                 Duration::from_millis(50).min(deadline.saturating_duration_since(Instant::now())),
                 None,
             );
@@ -205,37 +228,80 @@ impl Pipeline {
         }
     }
 
-    /// One poll; a record goes to the batch being read (`plan`) or the read-ahead. False when
-    /// nothing came.
-    fn poll_once(&mut self, timeout: Duration, plan: Option<&mut Plan>) -> bool {
-        let message = match self.source.poll(timeout) {
-            Polled::Nothing => return false,
+    /// Up to [`POLL_BURST`] records: the consumer's own queue first (its rebalances and errors
+    /// are served there), then the records fetched for the owned partitions, taken in one
+    /// call; only that take waits, up to `wait`, and only when nothing came. A record goes to
+    /// the batch being read (`plan`) until it is full by its `limits`, else to the read-ahead:
+    /// every record taken is placed, none dropped, so a partition is read without gaps.
+    /// Returns how many records came.
+    fn poll_some(&mut self, wait: Duration, mut plan: Option<(&mut Plan, &ReadLimits)>) -> usize {
+        let mut came = 0;
+        while came < POLL_BURST {
+            let open = open_plan(&mut plan);
+            let polled = self.source.poll(Duration::ZERO).map(|message| {
+                arrive(
+                    &message,
+                    &mut self.topic_names,
+                    &mut self.payloads,
+                    self.keep_headers,
+                    open,
+                )
+            });
+            if !self.place(polled) {
+                break;
+            }
+            came += 1;
+        }
+        let wait = if came == 0 { wait } else { Duration::ZERO };
+        let mut fetched = std::mem::take(&mut self.fetched);
+        self.source.fetch(wait, POLL_BURST - came, &mut fetched);
+        for message in fetched.drain() {
+            let polled = Polled::of(Some(message.into_result())).map(|message| {
+                arrive(
+                    &message,
+                    &mut self.topic_names,
+                    &mut self.payloads,
+                    self.keep_headers,
+                    open_plan(&mut plan),
+                )
+            });
+            if self.place(polled) {
+                came += 1;
+            }
+        }
+        self.fetched = fetched;
+        came
+    }
+
+    /// Keeps for later what a poll brought that the batch did not take, or notes what went
+    /// wrong. True when a record came.
+    fn place(&mut self, polled: Polled<Option<Record>>) -> bool {
+        match polled {
+            Polled::Message(ahead) => {
+                if let Some(record) = ahead {
+                    self.keep_ahead(record);
+                }
+                true
+            }
+            Polled::Nothing => false,
             Polled::OffsetsLost => {
                 self.offsets_lost = true;
-                return false;
+                false
             }
             Polled::TopicMissing => {
                 self.topic_missing = true;
-                return false;
+                false
             }
-            Polled::Message(message) => message,
-        };
-        let (partition, offset) = (message.partition(), message.offset());
-        let topic = self.topic_names.get(message.topic());
-        let payloads = &mut self.payloads;
-        let keep_headers = self.keep_headers;
-        let mut make = || Record::from_message(&message, topic.clone(), payloads, keep_headers);
-        let record = match plan {
-            Some(plan) => match plan.offer(&topic, partition, offset, make) {
-                Placement::Taken | Placement::Duplicate => return true,
-                Placement::Elsewhere(record) => record,
-            },
-            None => make(),
-        };
-        drop(message);
-        let tp = TopicPartition::new(&*topic, partition);
+        }
+    }
+
+    /// Keeps a record that the batch being read did not take for a later batch, unless its
+    /// partition is no longer ours or already past it; pauses its partition once the
+    /// read-ahead holds enough of it.
+    fn keep_ahead(&mut self, record: Record) {
+        let tp = TopicPartition::new(&*record.topic, record.partition);
         let position = self.source.next_offset(&tp);
-        if position.is_some_and(|p| offset >= p)
+        if position.is_some_and(|p| record.offset >= p)
             && self.read_ahead.push(tp.clone(), record) == ReadAheadState::Full
             && self.source.pause(&tp)
         {
@@ -243,7 +309,6 @@ impl Pipeline {
             // a batch needs it again.
             tracing::debug!(topic = %tp.topic, partition = tp.partition, "read-ahead full: partition paused");
         }
-        true
     }
 
     /// Reports a failure from a callback, forgets read-ahead of revoked partitions, and

@@ -5,17 +5,18 @@
 //! callback, so no message is ever fetched from a position the table did not choose.
 
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
-use rdkafka::message::BorrowedMessage;
+use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tracing::warn;
 
 use super::config::{SourceConfig, Subscription, librdkafka_pattern};
+use super::fetch::{FetchQueue, Fetched};
 use super::offsets::{cached_high_watermark, subscription_partitions};
 use super::security::Security;
 use super::start::StartResolver;
@@ -39,6 +40,9 @@ pub struct SourceContext {
     assignment: Arc<Mutex<Assignment>>,
     resolver: StartResolver,
     security: Security,
+    /// Where assigned partitions' records go (see [`super::fetch`]); set once the consumer
+    /// exists, before anything is assigned.
+    fetch_queue: OnceLock<Weak<FetchQueue>>,
 }
 
 impl ClientContext for SourceContext {
@@ -77,6 +81,21 @@ impl SourceContext {
         tpl: &mut TopicPartitionList,
         incremental: bool,
     ) -> Result<()> {
+        // Before the assignment, so that no record of these partitions reaches the consumer's
+        // own queue first (see `super::fetch`).
+        if let Some(queue) = self.fetch_queue.get().and_then(Weak::upgrade) {
+            let client = consumer.client().native_ptr();
+            for element in tpl.elements() {
+                // SAFETY: the queue was created on this consumer's client, which is live.
+                if !unsafe { queue.forward(client, element.topic(), element.partition()) } {
+                    warn!(
+                        topic = element.topic(),
+                        partition = element.partition(),
+                        "cannot take this partition's records in batches; reading them one by one"
+                    );
+                }
+            }
+        }
         let starts = self.resolver.assign(consumer, tpl, incremental)?;
         self.with_assignment(|a| {
             if !incremental {
@@ -150,7 +169,7 @@ impl ConsumerContext for SourceContext {
 }
 
 /// What one poll brought.
-pub enum Polled<'a> {
+pub enum Polled<M> {
     /// Nothing within the timeout, or an error librdkafka retries (logged).
     Nothing,
     /// An offset being read is no longer on the broker: every partition must be re-resolved.
@@ -158,12 +177,58 @@ pub enum Polled<'a> {
     /// The broker does not know a topic being read: whether it was deleted is checked
     /// ([`Source::check_topics_exist`]) before the next batch.
     TopicMissing,
-    Message(BorrowedMessage<'a>),
+    Message(M),
+}
+
+impl<M> Polled<M> {
+    /// The same outcome with the record turned into something else.
+    pub fn map<N>(self, f: impl FnOnce(M) -> N) -> Polled<N> {
+        match self {
+            Polled::Nothing => Polled::Nothing,
+            Polled::OffsetsLost => Polled::OffsetsLost,
+            Polled::TopicMissing => Polled::TopicMissing,
+            Polled::Message(message) => Polled::Message(f(message)),
+        }
+    }
+
+    /// What a poll's result means for the read loop.
+    pub fn of(polled: Option<KafkaResult<M>>) -> Polled<M> {
+        match polled {
+            None => Polled::Nothing,
+            // The position is no longer on the broker (retention, or the topic was recreated):
+            // reported as OffsetOutOfRange, or, with auto.offset.reset=error, AutoOffsetReset.
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange
+                | rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
+            ))) => {
+                warn!("an offset being read is no longer on the broker; re-reading where to start");
+                Polled::OffsetsLost
+            }
+            Some(Err(
+                error @ rdkafka::error::KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopic
+                    | rdkafka::types::RDKafkaErrorCode::UnknownTopicId,
+                ),
+            )) => {
+                warn!(%error, "the broker does not know a topic being read");
+                Polled::TopicMissing
+            }
+            Some(Err(error)) => {
+                warn!(%error, "Kafka consumer error");
+                Polled::Nothing
+            }
+            Some(Ok(message)) => Polled::Message(message),
+        }
+    }
 }
 
 /// The running consumer and the partitions it owns.
 pub struct Source {
     config: SourceConfig,
+    /// Declared before the consumer, so dropped first: a queue handle must not outlive its
+    /// client.
+    fetch_queue: Arc<FetchQueue>,
     consumer: BaseConsumer<SourceContext>,
     assignment: Arc<Mutex<Assignment>>,
     /// Partitions paused because the batch side holds enough of them.
@@ -196,6 +261,7 @@ impl Source {
             assignment: assignment.clone(),
             resolver,
             security: config.security.clone(),
+            fetch_queue: OnceLock::new(),
         };
         let manual: Option<Vec<TopicPartition>> = match (fixed, &config.subscription) {
             (Some(fixed), _) => Some(fixed.to_vec()),
@@ -232,6 +298,19 @@ impl Source {
                 bootstrap: config.bootstrap.clone(),
                 source: Box::new(source),
             })?;
+        // SAFETY: the consumer's client is live, and `Source` drops the queue before it.
+        let fetch_queue = unsafe { FetchQueue::new(consumer.client().native_ptr()) }
+            .map(Arc::new)
+            .ok_or_else(|| Error::CreateConsumer {
+                bootstrap: config.bootstrap.clone(),
+                source: Box::new(rdkafka::error::KafkaError::ClientCreation(
+                    "librdkafka could not allocate a queue".into(),
+                )),
+            })?;
+        let _ = consumer
+            .context()
+            .fetch_queue
+            .set(Arc::downgrade(&fetch_queue));
         if let Some(partitions) = manual {
             let mut tpl = TopicPartitionList::new();
             for tp in &partitions {
@@ -256,6 +335,7 @@ impl Source {
         }
         Ok(Source {
             config,
+            fetch_queue,
             consumer,
             assignment,
             paused: BTreeSet::new(),
@@ -347,35 +427,17 @@ impl Source {
         Ok(())
     }
 
-    /// One poll of the consumer (rebalance callbacks run here).
-    pub fn poll(&self, timeout: Duration) -> Polled<'_> {
-        match self.consumer.poll(timeout) {
-            None => Polled::Nothing,
-            // The position is no longer on the broker (retention, or the topic was recreated):
-            // reported as OffsetOutOfRange, or, with auto.offset.reset=error, AutoOffsetReset.
-            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
-                rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange
-                | rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
-            ))) => {
-                warn!("an offset being read is no longer on the broker; re-reading where to start");
-                Polled::OffsetsLost
-            }
-            Some(Err(
-                error @ rdkafka::error::KafkaError::MessageConsumption(
-                    rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition
-                    | rdkafka::types::RDKafkaErrorCode::UnknownTopic
-                    | rdkafka::types::RDKafkaErrorCode::UnknownTopicId,
-                ),
-            )) => {
-                warn!(%error, "the broker does not know a topic being read");
-                Polled::TopicMissing
-            }
-            Some(Err(error)) => {
-                warn!(%error, "Kafka consumer error");
-                Polled::Nothing
-            }
-            Some(Ok(message)) => Polled::Message(message),
-        }
+    /// One poll of the consumer's own queue: rebalance callbacks and client errors are served
+    /// here; a record comes this way only for a partition that could not be forwarded to the
+    /// fetch queue.
+    pub fn poll(&self, timeout: Duration) -> Polled<impl rdkafka::Message + '_> {
+        Polled::of(self.consumer.poll(timeout))
+    }
+
+    /// Takes up to `max` fetched records (or partitions' fetch errors) into `into`, waiting up
+    /// to `wait` for the first when none is there. Returns how many came.
+    pub fn fetch(&self, wait: Duration, max: usize, into: &mut Fetched) -> usize {
+        self.fetch_queue.take(wait, max, into)
     }
 
     /// Stops fetching a partition; true when it was not paused already.
@@ -504,7 +566,13 @@ impl Source {
     /// minute for Event Hubs) before the worker could exit with its error. The process exits
     /// next, which ends the connections; the group notices at its session timeout.
     pub fn abandon(self) {
-        std::mem::forget(self.consumer);
+        let Source {
+            fetch_queue,
+            consumer,
+            ..
+        } = self;
+        drop(fetch_queue);
+        std::mem::forget(consumer);
     }
 
     /// Closes the consumer at the end of a run: a close leaves the group, so the next run (or
@@ -518,11 +586,15 @@ impl Source {
     /// worker stopped on purpose hands its partitions over at once, as a dynamic member does.
     pub fn close_within(self, timeout: Duration) {
         let Source {
+            fetch_queue,
             consumer,
             assignment,
             static_member,
             ..
         } = self;
+        // Before the consumer goes to the closing thread: the queue handle must not outlive
+        // the client. Records still fetched are dropped; nothing is committed from here on.
+        drop(fetch_queue);
         let (closed, wait) = std::sync::mpsc::channel();
         let closing = std::thread::Builder::new()
             .name("consumer-close".into())
