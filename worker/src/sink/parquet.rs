@@ -179,11 +179,16 @@ impl ColumnShape {
     /// they be smaller); and a dictionary within the page limit, past which the writer encodes
     /// the rest plainly anyway.
     fn dictionary_pays(&self, page_limit: usize) -> bool {
+        self.distinct * self.value_bytes <= page_limit as f64
+            && self.dictionary_share() <= DICTIONARY_MAX_SHARE
+    }
+
+    /// Dictionary plus bit-packed indices, as a share of the plain values.
+    fn dictionary_share(&self) -> f64 {
         let dictionary = self.distinct * self.value_bytes;
         let index_bits = self.distinct.max(2.0).log2().ceil();
         let indices = self.values * index_bits / 8.0;
-        dictionary <= page_limit as f64
-            && dictionary + indices <= DICTIONARY_MAX_SHARE * self.values * self.value_bytes
+        (dictionary + indices) / (self.values * self.value_bytes)
     }
 }
 
@@ -349,9 +354,7 @@ mod tests {
         assert!(!dictionary_of(&chosen, "device_id"));
         let shape = ColumnShape::sample(&[batch.column_by_name("device_id").expect("column")])
             .expect("judged");
-        let share = (shape.distinct * shape.value_bytes
-            + shape.values * shape.distinct.log2().ceil() / 8.0)
-            / (shape.values * shape.value_bytes);
+        let share = shape.dictionary_share();
         assert!(
             (0.8..0.95).contains(&share),
             "dictionary and indices: {share} of plain"

@@ -429,20 +429,7 @@ mod tests {
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while expected.len() < 40 && std::time::Instant::now() < deadline {
             if let Some(message) = reference.poll(Duration::from_millis(100)) {
-                let message = message.expect("a record").detach();
-                let headers = message.headers().map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
-                        .collect()
-                });
-                expected.push(Seen {
-                    partition: message.partition(),
-                    offset: message.offset(),
-                    key: message.key().map(<[u8]>::to_vec),
-                    value: message.payload().map(<[u8]>::to_vec),
-                    timestamp: message.timestamp(),
-                    headers: headers.unwrap_or_default(),
-                });
+                expected.push(seen(&message.expect("a record").detach()));
             }
         }
         assert_eq!(
