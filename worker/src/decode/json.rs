@@ -327,11 +327,11 @@ impl RecordReader {
         }
         // The table's columns: data, metadata, rescued.
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.table_schema.fields().len());
-        for (sink, hint) in sinks.into_iter().zip(&self.value_bytes) {
+        for ((sink, hint), column) in sinks.into_iter().zip(&self.value_bytes).zip(&self.columns) {
             if let Some(bytes) = sink.value_bytes() {
                 hint.store(bytes_per_value(bytes, rows.len()), Ordering::Relaxed);
             }
-            columns.push(sink.finish()?);
+            columns.push(sink.finish().map_err(in_column(&column.name))?);
         }
         for column in &self.metadata {
             columns.push(metadata_array(*column, records, &rows));
@@ -443,7 +443,7 @@ impl RecordReader {
             let mut converted =
                 convert::convert(&column.data_type, member.value, doc, &self.formats);
             match &mut converted {
-                Ok(cell) => sinks[index].push(cell)?,
+                Ok(cell) => sinks[index].push(cell).map_err(in_column(&column.name))?,
                 Err(why) => {
                     problems.push(format!(
                         "column \"{}\" ({}): {why}",
@@ -530,6 +530,15 @@ fn read_object<'a>(value: Option<&'a [u8]>, doc: &mut Doc<'a>) -> std::result::R
              null)",
             doc.kind(other)
         )),
+    }
+}
+
+/// Puts the column's name in an error of building it (a limit of Arrow's arrays, which hold a
+/// column of a micro-batch), so that the message says which field to look at.
+fn in_column(column: &str) -> impl FnOnce(Error) -> Error + '_ {
+    move |error| match error {
+        Error::Decode(why) => Error::Decode(format!("column \"{column}\": {why}")),
+        other => other,
     }
 }
 

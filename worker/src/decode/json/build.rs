@@ -235,15 +235,18 @@ impl Bytes {
         }
     }
 
+    /// Appends a value, or refuses it (leaving the column as it was) when the column would
+    /// pass Arrow's 2 GiB of values in one array: checked before the copy, so that a value that
+    /// does not fit is not copied first.
     fn push(&mut self, value: &[u8]) -> Result<()> {
-        self.values.extend_from_slice(value);
-        let end = i32::try_from(self.values.len()).map_err(|_| {
+        let end = i32::try_from(self.values.len() + value.len()).map_err(|_| {
             Error::Decode(
                 "a column of one micro-batch holds more than 2 GiB of string or binary values \
                  (Arrow's limit for one array); lower maxBytesPerTrigger"
                     .into(),
             )
         })?;
+        self.values.extend_from_slice(value);
         self.offsets.push(end);
         self.nulls.append_non_null();
         Ok(())
@@ -513,5 +516,33 @@ impl<'a> ColumnSink<'a> {
                 build(&arrow, &refs)?
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_string_column_past_two_gib_is_refused_before_its_value_is_copied() {
+        // Zeroed pages that are never written: the 2 GiB value costs address space, not memory,
+        // as long as it is not copied.
+        let huge = vec![0u8; 1 << 31];
+        let mut column = Bytes::new(2, 16);
+        column.push(b"sensor-000001").expect("a small value fits");
+        let refused = column.push(&huge).expect_err("the column would pass 2 GiB");
+        assert!(
+            refused.to_string().contains("more than 2 GiB")
+                && refused.to_string().contains("lower maxBytesPerTrigger"),
+            "{refused}"
+        );
+        // Nothing of the refused value was kept: the column still holds its one value.
+        assert_eq!((column.values.len(), column.offsets.len()), (13, 2));
+        column
+            .push(b"sensor-000002")
+            .expect("a small value still fits");
+        let (offsets, values, _) = column.parts();
+        assert_eq!(offsets.as_ref(), &[0, 13, 26]);
+        assert_eq!(values.len(), 26);
     }
 }
