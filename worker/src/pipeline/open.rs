@@ -591,16 +591,23 @@ fn start_source(
     targets: Option<&OffsetMap>,
     group_instance_id: Option<&str>,
 ) -> Result<Source> {
+    let offsets_client = Arc::new(metadata_client);
     let resolver = StartResolver {
         table_offsets: Box::new({
             let table = table.clone();
             move |tps: &[TopicPartition]| table.committed_offsets(tps)
         }),
-        offsets_client: Arc::new(metadata_client),
+        offsets_client: Arc::downgrade(&offsets_client),
         initial,
         fail_on_data_loss: source.read.fail_on_data_loss(),
         bootstrap: source.bootstrap.clone(),
     };
     let fixed: Option<Vec<TopicPartition>> = targets.map(|t| t.keys().cloned().collect());
-    Source::start(source, resolver, fixed.as_deref(), group_instance_id)
+    Source::start(
+        source,
+        resolver,
+        offsets_client,
+        fixed.as_deref(),
+        group_instance_id,
+    )
 }

@@ -16,7 +16,7 @@
 //! starts at the query's starting offset; an offset retention deleted is data loss (refused,
 //! or skipped forward with `failOnDataLoss: false`).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -35,7 +35,9 @@ pub struct StartResolver {
     pub table_offsets: Box<TableOffsets>,
     /// A separate client for offset lookups: on the consumer's own connection a ListOffsets
     /// request waits behind the long-polling Fetch (up to fetch.wait.max.ms per partition).
-    pub offsets_client: Arc<BaseConsumer>,
+    /// The [`super::Source`] owns it; the consumer's callbacks, which hold this resolver, only
+    /// borrow it, so that the two clients can be closed side by side at the end of a run.
+    pub offsets_client: Weak<BaseConsumer>,
     /// Starting offsets of a new query (resolved numbers, or -2 / -1 for earliest / latest).
     pub initial: OffsetMap,
     pub fail_on_data_loss: bool,
@@ -48,9 +50,10 @@ impl StartResolver {
     /// broker's watermarks.
     pub fn resolve(&self, tps: &[TopicPartition]) -> Result<StartMap> {
         let versions = (self.table_offsets)(tps)?;
+        let offsets_client = self.offsets_client()?;
         let mut starts = StartMap::new();
         for tp in tps {
-            let watermarks = watermarks(&self.offsets_client, tp, &self.bootstrap)?;
+            let watermarks = watermarks(&offsets_client, tp, &self.bootstrap)?;
             let table_version = versions.get(tp).copied();
             let offset = start_offset(
                 tp,
@@ -68,6 +71,15 @@ impl StartResolver {
             );
         }
         Ok(starts)
+    }
+
+    /// The offsets client, while the source that owns it is open.
+    fn offsets_client(&self) -> Result<Arc<BaseConsumer>> {
+        self.offsets_client.upgrade().ok_or_else(|| Error::Kafka {
+            action: "read the partitions' offsets (the source is closing)".into(),
+            bootstrap: self.bootstrap.clone(),
+            source: Box::new(rdkafka::error::KafkaError::Canceled),
+        })
     }
 
     /// Assigns partitions (all of `tpl`, or added to the assignment when `incremental`) at
