@@ -603,26 +603,20 @@ impl Source {
         drop(fetch_queue);
         let deadline = std::time::Instant::now() + timeout;
         let (closed, wait) = std::sync::mpsc::channel();
-        let consumer_closed = closed.clone();
-        let closing_consumer = std::thread::Builder::new()
-            .name("consumer-close".into())
-            .spawn(move || {
+        let started = [
+            close_on_thread("consumer-close", closed.clone(), move || {
                 if static_member {
                     leave_group(&consumer, &assignment, timeout / 2);
                 }
                 drop(consumer);
-                let _ = consumer_closed.send(());
-            });
-        // The resolver in the consumer's context only borrows the offsets client: this is its
-        // last owner, so the client closes in this thread.
-        let closing_offsets = std::thread::Builder::new()
-            .name("offsets-close".into())
-            .spawn(move || {
-                drop(offsets_client);
-                let _ = closed.send(());
-            });
-        // A thread that cannot start drops its closure, and the client with it, right away.
-        let started = usize::from(closing_consumer.is_ok()) + usize::from(closing_offsets.is_ok());
+            }),
+            // The resolver in the consumer's context only borrows the offsets client: this is
+            // its last owner, so the client closes in this thread.
+            close_on_thread("offsets-close", closed, move || drop(offsets_client)),
+        ]
+        .into_iter()
+        .filter(|started| *started)
+        .count();
         for _ in 0..started {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if wait.recv_timeout(left).is_err() {
@@ -634,6 +628,22 @@ impl Source {
             }
         }
     }
+}
+
+/// Runs `close` on a thread of its own named `name`, which says on `closed` when it is done.
+/// False when the thread cannot start: the closure, and the client in it, is dropped here.
+fn close_on_thread(
+    name: &str,
+    closed: std::sync::mpsc::Sender<()>,
+    close: impl FnOnce() + Send + 'static,
+) -> bool {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            close();
+            let _ = closed.send(());
+        })
+        .is_ok()
 }
 
 /// Makes a static member leave its group: unsubscribing revokes its partitions (in the

@@ -287,7 +287,7 @@ fn full_timestamp(text: &str, ntz: bool, zone: &Zone) -> Result<i64, Refusal> {
         }
         if rest.first() == Some(&b'.') {
             let (value, digits) = leading_digits(&rest[1..], 6);
-            micros = value * 10i64.pow(6 - digits.min(6) as u32);
+            micros = fraction_micros(value, digits);
             rest = &rest[1 + digits..];
         }
         if !rest.is_empty() {
@@ -341,34 +341,33 @@ fn rfc3339_utc(s: &[u8]) -> Option<i64> {
     if s[4] != b'-' || s[7] != b'-' || s[10] != b'T' || s[13] != b':' || s[16] != b':' {
         return None;
     }
-    let digit = |at: usize| {
-        let d = s[at].wrapping_sub(b'0');
-        (d < 10).then_some(i64::from(d))
+    let two = |at: usize| match leading_digits(&s[at..at + 2], 2) {
+        (value, 2) => Some(value),
+        _ => None,
     };
-    let two = |at: usize| Some(digit(at)? * 10 + digit(at + 1)?);
     let year = two(0)? * 100 + two(2)?;
     let (month, day) = (two(5)?, two(8)?);
     let (hour, minute, second) = (two(11)?, two(14)?, two(17)?);
     let micros = match &s[19..s.len() - 1] {
         [] => 0,
-        [b'.', fraction @ ..] => {
-            // Digits past the sixth are cut off, as Spark cuts them.
-            let mut micros = 0;
-            for (at, _) in fraction.iter().enumerate() {
-                let d = digit(20 + at)?;
-                if at < 6 {
-                    micros = micros * 10 + d;
-                }
-            }
-            micros * 10i64.pow(6 - fraction.len().min(6) as u32)
-        }
+        [b'.', fraction @ ..] => match leading_digits(fraction, 6) {
+            (value, digits) if digits == fraction.len() => fraction_micros(value, digits),
+            _ => return None,
+        },
         _ => return None,
     };
     if hour > 23 || minute > 59 || second > 59 {
         return None;
     }
     let days = days_from_civil(year, u32::try_from(month).ok()?, u32::try_from(day).ok()?)?;
-    Some((days * 86_400 + (hour * 60 + minute) * 60 + second) * MICROS_PER_SECOND + micros)
+    let seconds = (hour * 60 + minute) * 60 + second;
+    Some(days * MICROS_PER_DAY + seconds * MICROS_PER_SECOND + micros)
+}
+
+/// The microseconds of a fraction of a second written with `digits` digits, the first six of
+/// which read `kept`: digits past the sixth are cut off, as Spark cuts them.
+fn fraction_micros(kept: i64, digits: usize) -> i64 {
+    kept * 10i64.pow(6 - digits.min(6) as u32)
 }
 
 /// Whether a text starting with digits is a time (`h[h]:`), not a year.
