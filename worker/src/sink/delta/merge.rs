@@ -156,29 +156,221 @@ impl DeltaSink {
         }
     }
 
-    /// Whether the table, read again, holds every one of `txns` at its new version. False
-    /// when it cannot be read either: the failure stands, and a restart finds out from the
-    /// table what landed.
+    /// Whether the table, read again, holds every one of `txns` at its new version. The read
+    /// is tried [`HOLDS_READS`] times over a few seconds, as what failed after the commit is
+    /// often a read of the same store that fails for a moment. False when the table answers
+    /// without them, or cannot be read by the last try: the failure stands, and a restart finds
+    /// out from the table what landed.
     async fn holds(&mut self, txns: &[TxnUpdate]) -> bool {
         let app_ids: Vec<String> = txns.iter().map(|t| t.app_id.clone()).collect();
-        match self.txn_versions(&app_ids).await {
-            Ok(current) => current
-                .iter()
-                .zip(txns)
-                .all(|(held, txn)| *held == Some(txn.version)),
-            Err(_) => false,
+        let mut pause = HOLDS_FIRST_PAUSE;
+        for attempt in 1..=HOLDS_READS {
+            match self.txn_versions(&app_ids).await {
+                Ok(current) => {
+                    return current
+                        .iter()
+                        .zip(txns)
+                        .all(|(held, txn)| *held == Some(txn.version));
+                }
+                Err(error) if attempt < HOLDS_READS => {
+                    tracing::debug!(table = %self.uri, attempt, %error, "cannot read the table after the MERGE yet");
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                Err(error) => {
+                    tracing::warn!(table = %self.uri, %error, "cannot read the table after the MERGE to see whether it committed");
+                }
+            }
         }
+        false
     }
 }
 
+/// Reads of the table after a MERGE that reported a failure, and the pause after the first
+/// (doubling after each): 0.1 + 0.2 + 0.4 + 0.8 + 1.6 s, about 3 s in all.
+const HOLDS_READS: u32 = 6;
+const HOLDS_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 #[cfg(test)]
 mod tests {
+    use std::ops::Range;
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+    use async_trait::async_trait;
     use datafusion::arrow::array::{AsArray, BooleanArray, Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Int64Type, Schema, SchemaRef};
+    use deltalake::DeltaTableBuilder;
+    use deltalake::logstore::object_store::{
+        self, CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta,
+        ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult,
+        local::LocalFileSystem, path::Path,
+    };
+    use futures::stream::{self, BoxStream, StreamExt};
 
     use super::*;
+
+    /// The local filesystem, refusing the next `failures` reads once a log entry is written
+    /// after [`UnreadableAfterCommit::arm`]: a store that fails for a moment right after a
+    /// commit.
+    #[derive(Debug)]
+    struct UnreadableAfterCommit {
+        inner: LocalFileSystem,
+        failures: usize,
+        armed: AtomicBool,
+        left: AtomicUsize,
+        refused: AtomicUsize,
+    }
+
+    impl UnreadableAfterCommit {
+        fn new(failures: usize) -> UnreadableAfterCommit {
+            UnreadableAfterCommit {
+                inner: LocalFileSystem::new(),
+                failures,
+                armed: AtomicBool::new(false),
+                left: AtomicUsize::new(0),
+                refused: AtomicUsize::new(0),
+            }
+        }
+
+        fn arm(&self) {
+            self.armed.store(true, Ordering::SeqCst);
+        }
+
+        /// Reads refused so far.
+        fn refused(&self) -> usize {
+            self.refused.load(Ordering::SeqCst)
+        }
+
+        /// Refuses this read if failures are left.
+        fn read(&self) -> object_store::Result<()> {
+            let refuse = self
+                .left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+            if refuse {
+                self.refused.fetch_add(1, Ordering::SeqCst);
+                return Err(object_store::Error::Generic {
+                    store: "unreadable-after-commit",
+                    source: "the store is unreachable for a moment".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl std::fmt::Display for UnreadableAfterCommit {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "UnreadableAfterCommit({})", self.inner)
+        }
+    }
+
+    #[async_trait]
+    impl ObjectStore for UnreadableAfterCommit {
+        async fn put_opts(
+            &self,
+            location: &Path,
+            payload: PutPayload,
+            opts: PutOptions,
+        ) -> object_store::Result<PutResult> {
+            let log_entry = matches!(opts.mode, PutMode::Create)
+                && location.as_ref().contains("_delta_log/")
+                && location.as_ref().ends_with(".json");
+            let put = self.inner.put_opts(location, payload, opts).await?;
+            if log_entry && self.armed.swap(false, Ordering::SeqCst) {
+                self.left.store(self.failures, Ordering::SeqCst);
+            }
+            Ok(put)
+        }
+
+        async fn put_multipart_opts(
+            &self,
+            location: &Path,
+            opts: PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+
+        async fn get_opts(
+            &self,
+            location: &Path,
+            options: GetOptions,
+        ) -> object_store::Result<GetResult> {
+            self.read()?;
+            self.inner.get_opts(location, options).await
+        }
+
+        async fn get_ranges(
+            &self,
+            location: &Path,
+            ranges: &[Range<u64>],
+        ) -> object_store::Result<Vec<bytes::Bytes>> {
+            self.read()?;
+            self.inner.get_ranges(location, ranges).await
+        }
+
+        fn delete_stream(
+            &self,
+            locations: BoxStream<'static, object_store::Result<Path>>,
+        ) -> BoxStream<'static, object_store::Result<Path>> {
+            self.inner.delete_stream(locations)
+        }
+
+        fn list(
+            &self,
+            prefix: Option<&Path>,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            match self.read() {
+                Ok(()) => self.inner.list(prefix),
+                Err(error) => stream::once(async move { Err(error) }).boxed(),
+            }
+        }
+
+        fn list_with_offset(
+            &self,
+            prefix: Option<&Path>,
+            offset: &Path,
+        ) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+            match self.read() {
+                Ok(()) => self.inner.list_with_offset(prefix, offset),
+                Err(error) => stream::once(async move { Err(error) }).boxed(),
+            }
+        }
+
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&Path>,
+        ) -> object_store::Result<ListResult> {
+            self.read()?;
+            self.inner.list_with_delimiter(prefix).await
+        }
+
+        async fn copy_opts(
+            &self,
+            from: &Path,
+            to: &Path,
+            options: CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    /// A new table at `location`, and a sink on it whose store refuses `failures` reads after
+    /// the next commit once armed.
+    async fn create_on_unreliable_store(
+        location: &str,
+        failures: usize,
+    ) -> (DeltaSink, Arc<UnreadableAfterCommit>) {
+        let mut sink = create(location).await;
+        let store = Arc::new(UnreadableAfterCommit::new(failures));
+        sink.table = DeltaTableBuilder::from_url(sink.url.clone())
+            .expect("builder")
+            .with_storage_backend(store.clone(), sink.url.clone())
+            .build()
+            .expect("build");
+        sink.table.load().await.expect("load");
+        (sink, store)
+    }
 
     const DELETE: &str = "__delete";
 
@@ -388,5 +580,70 @@ mod tests {
                 .expect("txn"),
             vec![Some(2)]
         );
+    }
+
+    #[tokio::test]
+    async fn a_merge_whose_table_is_unreadable_for_a_moment_after_its_commit_is_a_commit() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        // Reading the table back after the commit fails (delta-rs then reports the MERGE
+        // failed), and so do the next two reads: the check that follows must try again.
+        let (mut sink, store) = create_on_unreliable_store(&location, 3).await;
+        let version = sink.table.version().expect("a version") as i64;
+        store.arm();
+        let merged = sink
+            .upsert(
+                &rows(&[("a", Some(1), false)]),
+                &["id".to_string()],
+                DELETE,
+                &txn(None, 2),
+                HashMap::new(),
+            )
+            .await
+            .expect("the MERGE is reported committed");
+        assert_eq!(
+            store.refused(),
+            3,
+            "the store refused every read it was set to"
+        );
+        assert!(
+            matches!(merged, CommitOutcome::Committed { version: v, .. } if v == version + 1),
+            "{merged:?}"
+        );
+        assert_eq!(contents(&mut sink).await, vec![("a".to_string(), 1)]);
+    }
+
+    #[tokio::test]
+    async fn a_merge_whose_table_stays_unreadable_after_its_commit_fails_and_the_table_tells_later()
+    {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let location = dir.path().to_str().expect("utf-8").to_string();
+        let (mut sink, store) = create_on_unreliable_store(&location, 100).await;
+        store.arm();
+        let error = sink
+            .upsert(
+                &rows(&[("a", Some(1), false)]),
+                &["id".to_string()],
+                DELETE,
+                &txn(None, 2),
+                HashMap::new(),
+            )
+            .await
+            .expect_err("the MERGE's outcome cannot be known");
+        assert!(error.to_string().contains("MERGE into"), "{error}");
+        assert!(
+            (HOLDS_READS as usize..100).contains(&store.refused()),
+            "read again {HOLDS_READS} times, then given up: {} reads refused",
+            store.refused()
+        );
+        // What a restart does: read the table, find the batch's offsets in it.
+        store.left.store(0, Ordering::SeqCst);
+        assert_eq!(
+            sink.txn_versions(&["q-t-0".to_string()])
+                .await
+                .expect("txn"),
+            vec![Some(2)]
+        );
+        assert_eq!(contents(&mut sink).await, vec![("a".to_string(), 1)]);
     }
 }
