@@ -16,6 +16,12 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 /// How often a long-running query looks for small files to compact, in seconds.
 pub const DEFAULT_COMPACTION_INTERVAL_SECONDS: f64 = 60.0;
 
+/// Encoded bytes at which compaction closes a row group of the file it writes. The Parquet writer
+/// holds the open row group in memory, and the object store's uploader holds the last one until
+/// its final part is sent, so this is most of what a compaction adds to the worker's memory.
+/// (Value chosen by measurement: README, Performance.)
+pub const DEFAULT_COMPACTION_ROW_GROUP_BYTES: usize = 8 << 20;
+
 /// The size a Parquet column chunk's dictionary may reach before the writer encodes the rest of
 /// the chunk plainly: the Parquet writers' default (parquet-rs and Spark's parquet-mr), 1 MiB.
 pub const DEFAULT_PARQUET_DICTIONARY_PAGE_BYTES: usize = 1 << 20;
@@ -107,6 +113,18 @@ pub struct Tuning {
     )]
     pub compaction_min_files: Option<usize>,
 
+    /// Compaction closes the row groups of the files it writes at about this many encoded
+    /// bytes: what a compaction holds in memory beside ingestion, against fewer, larger row
+    /// groups for readers.
+    #[arg(
+        long,
+        env = "TRIBUTARY_COMPACTION_ROW_GROUP_BYTES",
+        default_value_t = DEFAULT_COMPACTION_ROW_GROUP_BYTES,
+        value_parser = positive,
+        value_name = "BYTES"
+    )]
+    pub compaction_row_group_bytes: usize,
+
     /// Seconds between VACUUM runs, instead of spec.sink.delta.vacuum.intervalHours (which
     /// must be set for VACUUM to run at all). For tests and for operators who know better.
     #[arg(
@@ -136,6 +154,7 @@ impl Default for Tuning {
             max_batch_bytes: DEFAULT_MAX_BATCH_BYTES,
             compaction_interval_seconds: DEFAULT_COMPACTION_INTERVAL_SECONDS,
             compaction_min_files: None,
+            compaction_row_group_bytes: DEFAULT_COMPACTION_ROW_GROUP_BYTES,
             vacuum_interval_seconds: None,
             parquet: ParquetSettings::default(),
             group_instance_id: None,
@@ -209,6 +228,8 @@ mod tests {
             "0.5",
             "--compaction-min-files",
             "3",
+            "--compaction-row-group-bytes",
+            "2097152",
             "--group-instance-id",
             "sensors-7d9-abcde",
         ])
@@ -220,6 +241,7 @@ mod tests {
             Some(Duration::from_millis(500))
         );
         assert_eq!(tuning.compaction_min_files, Some(3));
+        assert_eq!(tuning.compaction_row_group_bytes, 2 << 20);
         assert_eq!(
             tuning.group_instance_id.as_deref(),
             Some("sensors-7d9-abcde")
@@ -234,6 +256,10 @@ mod tests {
             parse(&[]).expect("parses").parquet,
             ParquetSettings::default(),
             "the flags' defaults are the settings' defaults"
+        );
+        assert_eq!(
+            parse(&[]).expect("parses").compaction_row_group_bytes,
+            Tuning::default().compaction_row_group_bytes
         );
         let plain = parse(&[
             "--parquet-dictionary-page-bytes",
@@ -261,6 +287,10 @@ mod tests {
                 "--compaction-interval-seconds=-1",
             ),
             ("--compaction-min-files", "--compaction-min-files=2.5"),
+            (
+                "--compaction-row-group-bytes",
+                "--compaction-row-group-bytes=0",
+            ),
             (
                 "--parquet-dictionary-page-bytes",
                 "--parquet-dictionary-page-bytes=-1",

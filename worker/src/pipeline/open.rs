@@ -330,15 +330,9 @@ fn open_tables(
         retain_hours: vacuum.retain_hours(),
         enforce_retention: vacuum.retention_duration_check(),
     });
-    let compaction = tuning.compaction_interval();
-    let maintenance = if kind != TriggerKind::Once && (compaction.is_some() || vacuum.is_some()) {
-        Maintenance::new(
-            open_data()?,
-            runtime.clone(),
-            compaction,
-            tuning.compaction_min_files,
-            vacuum,
-        )
+    let upkeep = tuning.compaction_interval().is_some() || vacuum.is_some();
+    let maintenance = if kind != TriggerKind::Once && upkeep {
+        Maintenance::new(open_data()?, runtime.clone(), tuning, vacuum)
     } else {
         None
     };

@@ -22,6 +22,7 @@ use tracing::{info, warn};
 use super::compact::{CompactionOutcome, CompactionPolicy, CompactionStatus};
 use super::delta::{DeltaSink, VacuumOutcome};
 use crate::error::Result;
+use crate::tuning::Tuning;
 
 /// What a background run did.
 #[derive(Debug)]
@@ -86,26 +87,21 @@ pub struct Maintenance {
 }
 
 impl Maintenance {
-    /// Compaction of `sink`'s table every `compaction_interval` (None: never), of partitions
-    /// with at least `min_small_files` small files (the policy's default when None), and VACUUM
-    /// as `vacuum` says. None when there is nothing to do.
+    /// Compaction of `sink`'s table as `tuning`'s compaction knobs say (its interval, None:
+    /// never; the small files a partition needs; the row group size), and VACUUM as `vacuum`
+    /// says. None when there is nothing to do.
     pub fn new(
         sink: DeltaSink,
         runtime: Handle,
-        compaction_interval: Option<Duration>,
-        min_small_files: Option<usize>,
+        tuning: &Tuning,
         vacuum: Option<VacuumPolicy>,
     ) -> Option<Maintenance> {
+        let compaction_interval = tuning.compaction_interval();
         if compaction_interval.is_none() && vacuum.is_none() {
             return None;
         }
-        let compaction = compaction_interval.map(|interval| {
-            let mut policy = CompactionPolicy::default();
-            if let Some(min_files) = min_small_files {
-                policy.min_small_files = min_files;
-            }
-            (policy, Schedule::new(interval))
-        });
+        let compaction = compaction_interval
+            .map(|interval| (CompactionPolicy::tuned(tuning), Schedule::new(interval)));
         Some(Maintenance {
             idle: Some(sink),
             running: None,

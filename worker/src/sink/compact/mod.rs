@@ -52,7 +52,7 @@ use tracing::Instrument;
 
 use super::delta::land;
 use crate::error::{Error, Result};
-use crate::tuning::ParquetSettings;
+use crate::tuning::{DEFAULT_COMPACTION_ROW_GROUP_BYTES, ParquetSettings, Tuning};
 
 /// The target file size when the sink does not set one (Spark's and delta-rs's default is in the
 /// same range: large enough for efficient scans, small enough to rewrite cheaply).
@@ -89,11 +89,6 @@ pub struct CompactionPolicy {
     pub row_group_bytes: usize,
 }
 
-/// Default [`CompactionPolicy::row_group_bytes`]: 8 MiB. Continuous runs at 100k msg/s peaked
-/// 14-32 MiB lower than with million-row groups (README, Performance), and a 128 MiB file
-/// still has only ~16 row groups for a reader to plan.
-pub const DEFAULT_ROW_GROUP_BYTES: usize = 8 << 20;
-
 /// Size ratio between compaction tiers.
 pub const TIER_FACTOR: u64 = 8;
 
@@ -111,6 +106,20 @@ fn tier(size: u64, base: u64) -> u32 {
     tier
 }
 
+impl CompactionPolicy {
+    /// The default policy with the worker's compaction knobs applied.
+    pub fn tuned(tuning: &Tuning) -> CompactionPolicy {
+        let mut policy = CompactionPolicy {
+            row_group_bytes: tuning.compaction_row_group_bytes,
+            ..CompactionPolicy::default()
+        };
+        if let Some(min_files) = tuning.compaction_min_files {
+            policy.min_small_files = min_files;
+        }
+        policy
+    }
+}
+
 impl Default for CompactionPolicy {
     fn default() -> Self {
         CompactionPolicy {
@@ -118,7 +127,7 @@ impl Default for CompactionPolicy {
             min_small_files: 20,
             max_bins_per_run: 8,
             tier_base_bytes: 1 << 20,
-            row_group_bytes: DEFAULT_ROW_GROUP_BYTES,
+            row_group_bytes: DEFAULT_COMPACTION_ROW_GROUP_BYTES,
         }
     }
 }

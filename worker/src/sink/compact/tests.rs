@@ -949,7 +949,8 @@ fn row_groups_of_rewritten(location: &str, appended: &[PathBuf]) -> Vec<(usize, 
 
 #[tokio::test]
 async fn the_row_group_bound_splits_a_rewritten_file() {
-    for (row_group_bytes, expect_split) in [(1, true), (DEFAULT_ROW_GROUP_BYTES, false)] {
+    for (row_group_bytes, expect_split) in [(1, true), (DEFAULT_COMPACTION_ROW_GROUP_BYTES, false)]
+    {
         let dir = tempfile::tempdir().expect("tempdir");
         let location = location(&dir);
         let mut sink = thirty_appends(&location).await;
@@ -973,4 +974,25 @@ async fn the_row_group_bound_splits_a_rewritten_file() {
         }
         assert_eq!(replay(&location).rows.len(), 300);
     }
+}
+
+#[test]
+fn the_workers_compaction_knobs_reach_the_policy() {
+    let tuning = Tuning {
+        compaction_min_files: Some(3),
+        compaction_row_group_bytes: 1 << 20,
+        ..Tuning::default()
+    };
+    let policy = CompactionPolicy::tuned(&tuning);
+    assert_eq!(policy.min_small_files, 3);
+    assert_eq!(policy.row_group_bytes, 1 << 20);
+    let untouched = CompactionPolicy::tuned(&Tuning::default());
+    assert_eq!(
+        untouched.min_small_files,
+        CompactionPolicy::default().min_small_files
+    );
+    assert_eq!(
+        untouched.row_group_bytes,
+        DEFAULT_COMPACTION_ROW_GROUP_BYTES
+    );
 }
