@@ -22,6 +22,10 @@ pub const DEFAULT_COMPACTION_INTERVAL_SECONDS: f64 = 60.0;
 /// (Value chosen by measurement: README, Performance.)
 pub const DEFAULT_COMPACTION_ROW_GROUP_BYTES: usize = 8 << 20;
 
+/// The nice value of the background compaction and VACUUM thread: well below ingestion, above
+/// the idlest (19), so a run still finishes on a busy pod.
+pub const DEFAULT_MAINTENANCE_NICE: i32 = 10;
+
 /// The size a Parquet column chunk's dictionary may reach before the writer encodes the rest of
 /// the chunk plainly: the Parquet writers' default (parquet-rs and Spark's parquet-mr), 1 MiB.
 pub const DEFAULT_PARQUET_DICTIONARY_PAGE_BYTES: usize = 1 << 20;
@@ -125,6 +129,17 @@ pub struct Tuning {
     )]
     pub compaction_row_group_bytes: usize,
 
+    /// The nice value (0-19) of the thread that compacts and vacuums in the background: the
+    /// kernel gives ingestion's threads the CPU first. 0 runs it at ingestion's priority.
+    #[arg(
+        long,
+        env = "TRIBUTARY_MAINTENANCE_NICE",
+        default_value_t = DEFAULT_MAINTENANCE_NICE,
+        value_parser = clap::value_parser!(i32).range(0..=19),
+        value_name = "NICE"
+    )]
+    pub maintenance_nice: i32,
+
     /// Seconds between VACUUM runs, instead of spec.sink.delta.vacuum.intervalHours (which
     /// must be set for VACUUM to run at all). For tests and for operators who know better.
     #[arg(
@@ -155,6 +170,7 @@ impl Default for Tuning {
             compaction_interval_seconds: DEFAULT_COMPACTION_INTERVAL_SECONDS,
             compaction_min_files: None,
             compaction_row_group_bytes: DEFAULT_COMPACTION_ROW_GROUP_BYTES,
+            maintenance_nice: DEFAULT_MAINTENANCE_NICE,
             vacuum_interval_seconds: None,
             parquet: ParquetSettings::default(),
             group_instance_id: None,
@@ -230,6 +246,8 @@ mod tests {
             "3",
             "--compaction-row-group-bytes",
             "2097152",
+            "--maintenance-nice",
+            "0",
             "--group-instance-id",
             "sensors-7d9-abcde",
         ])
@@ -242,6 +260,7 @@ mod tests {
         );
         assert_eq!(tuning.compaction_min_files, Some(3));
         assert_eq!(tuning.compaction_row_group_bytes, 2 << 20);
+        assert_eq!(tuning.maintenance_nice, 0);
         assert_eq!(
             tuning.group_instance_id.as_deref(),
             Some("sensors-7d9-abcde")
@@ -257,9 +276,14 @@ mod tests {
             ParquetSettings::default(),
             "the flags' defaults are the settings' defaults"
         );
+        let defaults = parse(&[]).expect("parses");
         assert_eq!(
-            parse(&[]).expect("parses").compaction_row_group_bytes,
+            defaults.compaction_row_group_bytes,
             Tuning::default().compaction_row_group_bytes
+        );
+        assert_eq!(
+            defaults.maintenance_nice,
+            Tuning::default().maintenance_nice
         );
         let plain = parse(&[
             "--parquet-dictionary-page-bytes",
@@ -291,6 +315,8 @@ mod tests {
                 "--compaction-row-group-bytes",
                 "--compaction-row-group-bytes=0",
             ),
+            ("--maintenance-nice", "--maintenance-nice=20"),
+            ("--maintenance-nice", "--maintenance-nice=-5"),
             (
                 "--parquet-dictionary-page-bytes",
                 "--parquet-dictionary-page-bytes=-1",

@@ -332,7 +332,7 @@ fn open_tables(
     });
     let upkeep = tuning.compaction_interval().is_some() || vacuum.is_some();
     let maintenance = if kind != TriggerKind::Once && upkeep {
-        Maintenance::new(open_data()?, runtime.clone(), tuning, vacuum)
+        Maintenance::new(open_data()?, tuning, vacuum)?
     } else {
         None
     };

@@ -11,17 +11,22 @@
 //! Compaction only marks the small files removed; they stay on storage for readers of older
 //! versions until a VACUUM (`sink.delta.vacuum`) deletes the ones unreferenced for longer than
 //! the retention. VACUUM runs on the same handle, never at the same time as a compaction.
+//!
+//! The runs have a runtime of their own, one thread at a lower priority (nice 10 by default):
+//! a compaction encodes Parquet for seconds, and on the query's runtime it held one of its
+//! worker threads all that time while the kernel shared the cores evenly with ingestion.
+//! Niced, it takes what ingestion leaves; it is not urgent (the next interval waits for it).
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tokio::runtime::Handle;
+use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use super::compact::{CompactionOutcome, CompactionPolicy, CompactionStatus};
 use super::delta::{DeltaSink, VacuumOutcome};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::tuning::Tuning;
 
 /// What a background run did.
@@ -81,7 +86,8 @@ pub struct Maintenance {
     running: Option<Run>,
     compaction: Option<(CompactionPolicy, Schedule)>,
     vacuum: Option<(VacuumPolicy, Schedule)>,
-    runtime: Handle,
+    /// The runs' own runtime (see the module comment); None only while dropping.
+    runtime: Option<Runtime>,
     /// Renewed storage credentials, for the handle before its next run.
     renewed_options: Option<HashMap<String, String>>,
 }
@@ -89,20 +95,21 @@ pub struct Maintenance {
 impl Maintenance {
     /// Compaction of `sink`'s table as `tuning`'s compaction knobs say (its interval, None:
     /// never; the small files a partition needs; the row group size), and VACUUM as `vacuum`
-    /// says. None when there is nothing to do.
+    /// says, on a thread of `tuning.maintenance_nice`. None when there is nothing to do.
     pub fn new(
         sink: DeltaSink,
-        runtime: Handle,
         tuning: &Tuning,
         vacuum: Option<VacuumPolicy>,
-    ) -> Option<Maintenance> {
+    ) -> Result<Option<Maintenance>> {
         let compaction_interval = tuning.compaction_interval();
         if compaction_interval.is_none() && vacuum.is_none() {
-            return None;
+            return Ok(None);
         }
         let compaction = compaction_interval
             .map(|interval| (CompactionPolicy::tuned(tuning), Schedule::new(interval)));
-        Some(Maintenance {
+        let runtime = upkeep_runtime(tuning.maintenance_nice)
+            .map_err(|e| Error::Runtime(format!("cannot start the maintenance thread: {e}")))?;
+        Ok(Some(Maintenance {
             idle: Some(sink),
             running: None,
             compaction,
@@ -110,9 +117,9 @@ impl Maintenance {
                 let schedule = Schedule::new(policy.interval);
                 (policy, schedule)
             }),
-            runtime,
+            runtime: Some(runtime),
             renewed_options: None,
-        })
+        }))
     }
 
     /// Called between batches: collects a finished run and starts the next one when due
@@ -128,8 +135,11 @@ impl Maintenance {
         let Some(mut sink) = self.idle.take() else {
             return finished;
         };
+        let Some(runtime) = self.runtime.as_ref() else {
+            return finished;
+        };
         let renewed = self.renewed_options.take();
-        self.running = Some(self.runtime.spawn(async move {
+        self.running = Some(runtime.spawn(async move {
             let reopened = match renewed {
                 Some(options) => sink.reopen_with(options).await,
                 None => Ok(()),
@@ -175,7 +185,7 @@ impl Maintenance {
             return None;
         }
         let run = self.running.take()?;
-        match self.runtime.block_on(run) {
+        match self.runtime.as_ref()?.block_on(run) {
             Ok((sink, work)) => {
                 self.idle = Some(sink);
                 match work {
@@ -212,6 +222,45 @@ impl Maintenance {
     }
 }
 
+impl Drop for Maintenance {
+    /// A run in progress is abandoned where it stands (a compaction commits all or nothing;
+    /// files it wrote and did not commit are left for VACUUM), without waiting for it.
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// The runtime the runs run on: one worker thread, it and the blocking pool's threads (local
+/// file reads and writes) at `nice`, so that all of a run's CPU is niced.
+fn upkeep_runtime(nice: i32) -> std::io::Result<Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("tributary-upkeep")
+        .on_thread_start(move || lower_thread_priority(nice))
+        .enable_all()
+        .build()
+}
+
+/// Lowers the calling thread's scheduling priority to `nice` (0-19; 0 leaves it). On Linux the
+/// nice value is a thread's, and `setpriority` with id 0 sets the calling thread's. A refusal
+/// leaves the thread at the priority it had: slower ingestion beside a run, not an error.
+fn lower_thread_priority(nice: i32) {
+    if nice <= 0 {
+        return;
+    }
+    // SAFETY: setpriority with integer arguments only.
+    let refused = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0;
+    if refused {
+        warn!(
+            nice,
+            error = %std::io::Error::last_os_error(),
+            "cannot lower the maintenance thread's priority"
+        );
+    }
+}
+
 /// The outcome's name in metrics; None for a run that found nothing to do.
 pub fn outcome_label(outcome: &CompactionOutcome) -> Option<&'static str> {
     match outcome.status {
@@ -240,5 +289,36 @@ fn log(outcome: &CompactionOutcome) {
         CompactionStatus::Abandoned(reason) => {
             warn!(reason, "compaction gave up; the next run starts over")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The calling thread's nice value.
+    fn own_nice() -> i32 {
+        // SAFETY: getpriority with integer arguments only. -1 is a valid answer here, but the
+        // test's threads never have it.
+        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
+    }
+
+    #[test]
+    fn the_upkeep_threads_run_at_the_nice_value_and_the_caller_stays_as_it_was() {
+        let before = own_nice();
+        let runtime = upkeep_runtime(before + 7).expect("runtime");
+        let (worker, blocking) = runtime.block_on(async {
+            let worker = tokio::spawn(async { own_nice() }).await.expect("task");
+            let blocking = tokio::task::spawn_blocking(own_nice)
+                .await
+                .expect("blocking task");
+            (worker, blocking)
+        });
+        assert_eq!((worker, blocking), (before + 7, before + 7));
+        assert_eq!(own_nice(), before, "the thread that built it is untouched");
+        runtime.shutdown_background();
+        let level = upkeep_runtime(0).expect("runtime");
+        let same = level.block_on(async { tokio::spawn(async { own_nice() }).await });
+        assert_eq!(same.expect("task"), before, "0 leaves the priority alone");
     }
 }
