@@ -16,11 +16,12 @@ pub const DEFAULT_MAX_BATCH_BYTES: usize = 16 << 20;
 /// How often a long-running query looks for small files to compact, in seconds.
 pub const DEFAULT_COMPACTION_INTERVAL_SECONDS: f64 = 60.0;
 
-/// Encoded bytes at which compaction closes a row group of the file it writes. The Parquet writer
-/// holds the open row group in memory, and the object store's uploader holds the last one until
-/// its final part is sent, so this is most of what a compaction adds to the worker's memory.
-/// (Value chosen by measurement: README, Performance.)
-pub const DEFAULT_COMPACTION_ROW_GROUP_BYTES: usize = 8 << 20;
+/// Encoded bytes at which compaction closes a row group of the file it writes: 4 MiB. The
+/// Parquet writer holds the open row group in memory, and the object store's uploader holds the
+/// last one until its final part is sent, so this is most of what a compaction adds to the
+/// worker's memory: one compaction of 118 files alone rose 48 MiB at 8 MiB, 40 at 4 and 33 at 2
+/// (README, Performance); a 128 MiB file has ~32 row groups for a reader to plan.
+pub const DEFAULT_COMPACTION_ROW_GROUP_BYTES: usize = 4 << 20;
 
 /// The nice value of the background compaction and VACUUM thread: well below ingestion, above
 /// the idlest (19), so a run still finishes on a busy pod.
