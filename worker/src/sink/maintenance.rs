@@ -244,13 +244,18 @@ fn upkeep_runtime(nice: i32) -> std::io::Result<Runtime> {
 }
 
 /// Lowers the calling thread's scheduling priority to `nice` (0-19; 0 leaves it). On Linux the
-/// nice value is a thread's, and `setpriority` with id 0 sets the calling thread's. A refusal
-/// leaves the thread at the priority it had: slower ingestion beside a run, not an error.
+/// nice value is a thread's, and `setpriority` with id 0 sets the calling thread's. A thread
+/// already at `nice` or lower in priority (a worker started under `nice`) is left as it is: the
+/// call would ask for a higher priority, which needs a privilege. A refusal leaves the thread
+/// at the priority it had: slower ingestion beside a run, not an error.
 fn lower_thread_priority(nice: i32) {
-    if nice <= 0 {
+    // SAFETY: getpriority and setpriority with integer arguments only. getpriority's -1 may
+    // also mean an error; read as nice -1 it only leads to the setpriority below.
+    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    if nice <= 0 || current >= nice {
         return;
     }
-    // SAFETY: setpriority with integer arguments only.
+    // SAFETY: as above.
     let refused = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0;
     if refused {
         warn!(
@@ -317,8 +322,14 @@ mod tests {
         assert_eq!((worker, blocking), (before + 7, before + 7));
         assert_eq!(own_nice(), before, "the thread that built it is untouched");
         runtime.shutdown_background();
-        let level = upkeep_runtime(0).expect("runtime");
-        let same = level.block_on(async { tokio::spawn(async { own_nice() }).await });
-        assert_eq!(same.expect("task"), before, "0 leaves the priority alone");
+        for (nice, why) in [
+            (0, "0 leaves the priority alone"),
+            (before, "already there"),
+        ] {
+            let level = upkeep_runtime(nice).expect("runtime");
+            let same = level.block_on(async { tokio::spawn(async { own_nice() }).await });
+            assert_eq!(same.expect("task"), before, "{why}");
+            level.shutdown_background();
+        }
     }
 }
