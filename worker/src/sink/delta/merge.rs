@@ -355,6 +355,18 @@ mod tests {
         }
     }
 
+    /// MERGEs the row ("a", 1) with the first offsets of partition 0 (txn version 2).
+    async fn merge_first_row(sink: &mut DeltaSink) -> Result<CommitOutcome> {
+        sink.upsert(
+            &rows(&[("a", Some(1), false)]),
+            &["id".to_string()],
+            DELETE,
+            &txn(None, 2),
+            HashMap::new(),
+        )
+        .await
+    }
+
     /// A new table at `location`, and a sink on it whose store refuses `failures` reads after
     /// the next commit once armed.
     async fn create_on_unreliable_store(
@@ -558,14 +570,7 @@ mod tests {
             .join("_delta_log")
             .join(format!("{:020}.checkpoint.parquet", version + 1));
         std::fs::create_dir(&blocked).expect("block the checkpoint");
-        let merged = sink
-            .upsert(
-                &rows(&[("a", Some(1), false)]),
-                &["id".to_string()],
-                DELETE,
-                &txn(None, 2),
-                HashMap::new(),
-            )
+        let merged = merge_first_row(&mut sink)
             .await
             .expect("the MERGE is reported committed");
         assert!(
@@ -591,14 +596,7 @@ mod tests {
         let (mut sink, store) = create_on_unreliable_store(&location, 3).await;
         let version = sink.table.version().expect("a version") as i64;
         store.arm();
-        let merged = sink
-            .upsert(
-                &rows(&[("a", Some(1), false)]),
-                &["id".to_string()],
-                DELETE,
-                &txn(None, 2),
-                HashMap::new(),
-            )
+        let merged = merge_first_row(&mut sink)
             .await
             .expect("the MERGE is reported committed");
         assert_eq!(
@@ -620,14 +618,7 @@ mod tests {
         let location = dir.path().to_str().expect("utf-8").to_string();
         let (mut sink, store) = create_on_unreliable_store(&location, 100).await;
         store.arm();
-        let error = sink
-            .upsert(
-                &rows(&[("a", Some(1), false)]),
-                &["id".to_string()],
-                DELETE,
-                &txn(None, 2),
-                HashMap::new(),
-            )
+        let error = merge_first_row(&mut sink)
             .await
             .expect_err("the MERGE's outcome cannot be known");
         assert!(error.to_string().contains("MERGE into"), "{error}");
