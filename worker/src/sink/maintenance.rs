@@ -132,10 +132,10 @@ impl Maintenance {
         let Some(job) = self.next_job() else {
             return finished;
         };
-        let Some(mut sink) = self.idle.take() else {
+        let Some(runtime) = self.runtime.as_ref() else {
             return finished;
         };
-        let Some(runtime) = self.runtime.as_ref() else {
+        let Some(mut sink) = self.idle.take() else {
             return finished;
         };
         let renewed = self.renewed_options.take();
@@ -249,13 +249,10 @@ fn upkeep_runtime(nice: i32) -> std::io::Result<Runtime> {
 /// call would ask for a higher priority, which needs a privilege. A refusal leaves the thread
 /// at the priority it had: slower ingestion beside a run, not an error.
 fn lower_thread_priority(nice: i32) {
-    // SAFETY: getpriority and setpriority with integer arguments only. getpriority's -1 may
-    // also mean an error; read as nice -1 it only leads to the setpriority below.
-    let current = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
-    if nice <= 0 || current >= nice {
+    if nice <= 0 || thread_nice() >= nice {
         return;
     }
-    // SAFETY: as above.
+    // SAFETY: setpriority with integer arguments only.
     let refused = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) } != 0;
     if refused {
         warn!(
@@ -264,6 +261,13 @@ fn lower_thread_priority(nice: i32) {
             "cannot lower the maintenance thread's priority"
         );
     }
+}
+
+/// The calling thread's nice value. getpriority's -1 may also mean an error; read as nice -1
+/// it only leads [`lower_thread_priority`] to try setting the value.
+fn thread_nice() -> i32 {
+    // SAFETY: getpriority with integer arguments only.
+    unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
 }
 
 /// The outcome's name in metrics; None for a run that found nothing to do.
@@ -301,33 +305,30 @@ fn log(outcome: &CompactionOutcome) {
 mod tests {
     use super::*;
 
-    /// The calling thread's nice value.
-    fn own_nice() -> i32 {
-        // SAFETY: getpriority with integer arguments only. -1 is a valid answer here, but the
-        // test's threads never have it.
-        unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }
-    }
-
     #[test]
     fn the_upkeep_threads_run_at_the_nice_value_and_the_caller_stays_as_it_was() {
-        let before = own_nice();
+        let before = thread_nice();
         let runtime = upkeep_runtime(before + 7).expect("runtime");
         let (worker, blocking) = runtime.block_on(async {
-            let worker = tokio::spawn(async { own_nice() }).await.expect("task");
-            let blocking = tokio::task::spawn_blocking(own_nice)
+            let worker = tokio::spawn(async { thread_nice() }).await.expect("task");
+            let blocking = tokio::task::spawn_blocking(thread_nice)
                 .await
                 .expect("blocking task");
             (worker, blocking)
         });
         assert_eq!((worker, blocking), (before + 7, before + 7));
-        assert_eq!(own_nice(), before, "the thread that built it is untouched");
+        assert_eq!(
+            thread_nice(),
+            before,
+            "the thread that built it is untouched"
+        );
         runtime.shutdown_background();
         for (nice, why) in [
             (0, "0 leaves the priority alone"),
             (before, "already there"),
         ] {
             let level = upkeep_runtime(nice).expect("runtime");
-            let same = level.block_on(async { tokio::spawn(async { own_nice() }).await });
+            let same = level.block_on(async { tokio::spawn(async { thread_nice() }).await });
             assert_eq!(same.expect("task"), before, "{why}");
             level.shutdown_background();
         }

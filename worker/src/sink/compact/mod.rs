@@ -109,14 +109,14 @@ fn tier(size: u64, base: u64) -> u32 {
 impl CompactionPolicy {
     /// The default policy with the worker's compaction knobs applied.
     pub fn tuned(tuning: &Tuning) -> CompactionPolicy {
-        let mut policy = CompactionPolicy {
+        let default = CompactionPolicy::default();
+        CompactionPolicy {
+            min_small_files: tuning
+                .compaction_min_files
+                .unwrap_or(default.min_small_files),
             row_group_bytes: tuning.compaction_row_group_bytes,
-            ..CompactionPolicy::default()
-        };
-        if let Some(min_files) = tuning.compaction_min_files {
-            policy.min_small_files = min_files;
+            ..default
         }
-        policy
     }
 }
 
