@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use deltalake::arrow::array::{
     ArrayRef, BinaryBuilder, Int32Array, Int64Array, ListBuilder, StringBuilder, StructBuilder,
-    TimestampMicrosecondArray,
+    TimestampMicrosecondArray, new_null_array,
 };
 use deltalake::arrow::compute::concat_batches;
 use deltalake::arrow::datatypes::{
@@ -287,9 +287,9 @@ impl RecordReader {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut rows = Vec::with_capacity(records.len());
-        // Most rows rescue nothing: room for every row's null, none for text until some comes.
-        let mut rescued = rescue.then(|| StringBuilder::with_capacity(records.len(), 0));
-        let mut rescued_rows = 0;
+        // Most rows rescue nothing: the rescued texts with their rows, the column built once
+        // the chunk is read (all null, without a value appended per row, when there are none).
+        let mut rescued: Vec<(usize, String)> = Vec::new();
         let mut bad = Vec::new();
         // Reused from record to record: one allocation per chunk, not per record.
         let mut doc = Doc::default();
@@ -314,16 +314,10 @@ impl RecordReader {
                     sink.push_null();
                 }
             }
-            rows.push(i);
-            if let Some(column) = rescued.as_mut() {
-                match outcome.rescued {
-                    Some(text) => {
-                        column.append_value(text);
-                        rescued_rows += 1;
-                    }
-                    None => column.append_null(),
-                }
+            if let Some(text) = outcome.rescued.filter(|_| rescue) {
+                rescued.push((row, text));
             }
+            rows.push(i);
         }
         // The table's columns: data, metadata, rescued.
         let mut columns: Vec<ArrayRef> = Vec::with_capacity(self.table_schema.fields().len());
@@ -336,8 +330,9 @@ impl RecordReader {
         for column in &self.metadata {
             columns.push(metadata_array(*column, records, &rows));
         }
-        if let Some(mut column) = rescued {
-            columns.push(Arc::new(column.finish()));
+        let rescued_rows = rescued.len();
+        if rescue {
+            columns.push(rescued_column(rescued, rows.len()));
         }
         let batch = RecordBatch::try_new(self.table_schema.clone(), columns)
             .map_err(|e| Error::Decode(e.to_string()))?;
@@ -348,12 +343,13 @@ impl RecordReader {
     /// `position` is the member's place in its object.
     fn column_index(&self, name: &str, position: usize) -> Option<usize> {
         // Producers usually write the fields in the schema's order: try that column first.
-        if self.columns.get(position).is_some_and(|c| c.name == name) {
+        let same = |column: &Column| same_name(column.name.as_bytes(), name.as_bytes());
+        if self.columns.get(position).is_some_and(same) {
             return Some(position);
         }
         // A short scan beats hashing for the usual handful of columns.
         if self.columns.len() <= 16 {
-            return self.columns.iter().position(|c| c.name == name);
+            return self.columns.iter().position(same);
         }
         self.by_name.get(name).copied()
     }
@@ -499,6 +495,51 @@ impl RecordReader {
             problem: (!problems.is_empty()).then(|| problems.join("; ")),
             unread: false,
         })
+    }
+}
+
+/// The `_rescued_data` column of `rows` rows, of which those in `rescued` (in row order) hold
+/// a text and the others null.
+fn rescued_column(rescued: Vec<(usize, String)>, rows: usize) -> ArrayRef {
+    if rescued.is_empty() {
+        return new_null_array(&ArrowType::Utf8, rows);
+    }
+    let bytes = rescued.iter().map(|(_, text)| text.len()).sum();
+    let mut column = StringBuilder::with_capacity(rows, bytes);
+    let mut next = 0;
+    for (row, text) in rescued {
+        (next..row).for_each(|_| column.append_null());
+        column.append_value(text);
+        next = row + 1;
+    }
+    (next..rows).for_each(|_| column.append_null());
+    Arc::new(column.finish())
+}
+
+/// Whether two names are the same bytes. Every member of every record is matched against a
+/// column name, a handful of bytes each: comparing them in registers, eight bytes at a time
+/// (the last word overlapping the first when the name is shorter than sixteen), keeps a
+/// library call per member out of the decoder's loop, where it was 2 % of the worker's time.
+fn same_name(a: &[u8], b: &[u8]) -> bool {
+    fn word(bytes: &[u8], at: usize) -> u64 {
+        let mut word = [0; 8];
+        word.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_ne_bytes(word)
+    }
+    fn half(bytes: &[u8], at: usize) -> u32 {
+        let mut half = [0; 4];
+        half.copy_from_slice(&bytes[at..at + 4]);
+        u32::from_ne_bytes(half)
+    }
+    let len = a.len();
+    if len != b.len() {
+        return false;
+    }
+    match len {
+        0..4 => a.iter().zip(b).all(|(x, y)| x == y),
+        4..8 => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
+        8..=16 => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        _ => a == b,
     }
 }
 

@@ -17,10 +17,8 @@
 use std::collections::HashSet;
 use std::hash::BuildHasherDefault;
 
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, UInt32Array};
-use deltalake::arrow::compute::{concat, take};
+use deltalake::arrow::array::{Array, ArrayData, ArrayRef, AsArray, RecordBatch};
 use deltalake::arrow::datatypes::{DataType, Schema};
-use deltalake::arrow::row::{RowConverter, SortField};
 use deltalake::parquet::basic::{Compression, ZstdLevel};
 use deltalake::parquet::file::properties::{WriterProperties, WriterPropertiesBuilder};
 use deltalake::parquet::schema::types::ColumnPath;
@@ -117,54 +115,38 @@ impl ColumnShape {
             return None;
         }
         let value_bytes = plain_bytes(parts, values)?;
-        // Fewer of large values, so that the copy the sample takes stays small; values too
-        // large for even a small sample keep the writer's default.
+        // Fewer of large values, so that hashing the sample stays cheap; values too large for
+        // even a small sample keep the writer's default.
         let wanted =
             ((DICTIONARY_SAMPLE_BYTES as f64 / value_bytes) as usize).min(DICTIONARY_SAMPLE);
         if wanted < DICTIONARY_SAMPLE_MIN {
             return None;
         }
-        let taken = match parts {
-            [whole] if rows <= wanted => ArrayRef::clone(whole),
-            _ => {
-                // Spread over the batch (records come partition by partition, in offset
-                // order), each part giving the positions that fall in it.
-                let positions = (0..wanted.min(rows)).map(|i| i * rows / wanted.min(rows));
-                let mut taken = Vec::with_capacity(parts.len());
-                let mut start = 0;
-                for part in parts {
-                    let end = start + part.len();
-                    let indices: UInt32Array = positions
-                        .clone()
-                        .filter(|p| (start..end).contains(p))
-                        .map(|p| u32::try_from(p - start).ok())
-                        .collect();
-                    taken.push(take(part.as_ref(), &indices, None).ok()?);
-                    start = end;
-                }
-                let taken: Vec<&dyn Array> = taken.iter().map(|a| a.as_ref()).collect();
-                concat(&taken).ok()?
+        // Positions spread over the batch (records come partition by partition, in offset
+        // order), read in place: each value's bytes hashed where they lie, without copying the
+        // sample out of the column first: taking, concatenating and row-encoding it cost the
+        // commit thread about 3 % of its Parquet writing time over 4M rows.
+        let wanted = wanted.min(rows);
+        let data: Vec<ArrayData> = parts.iter().map(|part| part.to_data()).collect();
+        let mut distinct: HashSet<&[u8], BuildHasherDefault<ahash::AHasher>> =
+            HashSet::with_capacity_and_hasher(wanted, BuildHasherDefault::default());
+        let (mut part, mut start, mut sampled) = (0, 0, 0);
+        for i in 0..wanted {
+            let position = i * rows / wanted;
+            while position >= start + parts.get(part)?.len() {
+                start += parts.get(part)?.len();
+                part += 1;
             }
-        };
-        let sampled = taken.len() - taken.null_count();
+            let local = position - start;
+            if parts.get(part)?.is_null(local) {
+                continue;
+            }
+            distinct.insert(value_at(data.get(part)?, local)?);
+            sampled += 1;
+        }
         if sampled == 0 {
             return None;
         }
-        let converter = RowConverter::new(vec![SortField::new(taken.data_type().clone())]).ok()?;
-        let encoded = converter
-            .convert_columns(std::slice::from_ref(&taken))
-            .ok()?;
-        // Sized up front and hashed with aHash: growing a SipHash set over 4,096 values of every
-        // column was a twentieth of the commit thread's time.
-        let mut distinct: HashSet<_, BuildHasherDefault<ahash::AHasher>> =
-            HashSet::with_capacity_and_hasher(sampled, BuildHasherDefault::default());
-        distinct.extend(
-            encoded
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| taken.is_valid(*i))
-                .map(|(_, row)| row),
-        );
         let seen = distinct.len();
         let values = values as f64;
         Some(ColumnShape {
@@ -216,6 +198,42 @@ fn plain_bytes(parts: &[&ArrayRef], values: usize) -> Option<f64> {
     Some(data_bytes as f64 / values.max(1) as f64 + 4.0)
 }
 
+/// The bytes of value `index` of a column whose kind [`plain_bytes`] judges: a string's or
+/// binary's own bytes, a fixed-width value's bytes as they are in memory; None past its end.
+fn value_at(data: &ArrayData, index: usize) -> Option<&[u8]> {
+    let at = data.offset() + index;
+    let buffers = data.buffers();
+    // The value's bounds in the values buffer, from an offsets buffer of `width`-byte offsets.
+    let bounds = |width: usize| -> Option<(usize, usize)> {
+        let offsets = buffers.first()?.as_slice();
+        let offset = |i: usize| -> Option<usize> {
+            let bytes = offsets.get(i * width..(i + 1) * width)?;
+            match width {
+                4 => usize::try_from(i32::from_ne_bytes(bytes.try_into().ok()?)).ok(),
+                _ => usize::try_from(i64::from_ne_bytes(bytes.try_into().ok()?)).ok(),
+            }
+        };
+        Some((offset(at)?, offset(at + 1)?))
+    };
+    match data.data_type() {
+        DataType::Utf8 | DataType::Binary => {
+            let (from, to) = bounds(4)?;
+            buffers.get(1)?.as_slice().get(from..to)
+        }
+        DataType::LargeUtf8 | DataType::LargeBinary => {
+            let (from, to) = bounds(8)?;
+            buffers.get(1)?.as_slice().get(from..to)
+        }
+        other => {
+            let width = other.primitive_width()?;
+            buffers
+                .first()?
+                .as_slice()
+                .get(at * width..(at + 1) * width)
+        }
+    }
+}
+
 /// The distinct values expected among `values` drawn like the `sampled` ones, of which `seen`
 /// differed: the number of different values N the column draws from is the one for which
 /// `sampled` uniform draws show `seen` distinct on average, N (1 - e^(-sampled/N)); the
@@ -252,7 +270,8 @@ mod tests {
     use std::sync::Arc;
 
     use deltalake::arrow::array::{
-        BooleanArray, Float64Array, Int64Array, StringArray, TimestampMicrosecondArray,
+        BinaryArray, BooleanArray, Float64Array, Int64Array, LargeStringArray, StringArray,
+        TimestampMicrosecondArray,
     };
     use deltalake::parquet::arrow::ArrowWriter;
 
@@ -383,6 +402,44 @@ mod tests {
             &batch,
         );
         assert!(!dictionary_of(&off, "site"));
+    }
+
+    #[test]
+    fn sampled_values_are_read_where_they_lie_in_sliced_columns_of_every_judged_kind() {
+        let strings = StringArray::from(vec![Some("a"), None, Some("bcd"), Some(""), Some("éf")]);
+        let large = LargeStringArray::from(vec!["x", "yy", "zzz"]);
+        let binary = BinaryArray::from(vec![&b"\x00\x01"[..], b"", b"\xff"]);
+        let longs = Int64Array::from(vec![1, -2, 3]);
+        let doubles = Float64Array::from(vec![0.5, 1.5]);
+        let cases: Vec<(ArrayRef, Vec<Vec<u8>>)> = vec![
+            (
+                Arc::new(strings.slice(2, 3)),
+                vec![b"bcd".to_vec(), vec![], "éf".into()],
+            ),
+            (
+                Arc::new(large.slice(1, 2)),
+                vec![b"yy".to_vec(), b"zzz".to_vec()],
+            ),
+            (Arc::new(binary.slice(1, 2)), vec![vec![], vec![0xff]]),
+            (
+                Arc::new(longs.slice(1, 2)),
+                vec![(-2i64).to_ne_bytes().to_vec(), 3i64.to_ne_bytes().to_vec()],
+            ),
+            (
+                Arc::new(doubles.slice(1, 1)),
+                vec![1.5f64.to_ne_bytes().to_vec()],
+            ),
+        ];
+        for (column, expected) in cases {
+            let data = column.to_data();
+            let read: Vec<Vec<u8>> = (0..column.len())
+                .map(|i| value_at(&data, i).expect("in bounds").to_vec())
+                .collect();
+            assert_eq!(read, expected, "{}", column.data_type());
+            assert_eq!(value_at(&data, column.len() + 1), None);
+        }
+        let booleans: ArrayRef = Arc::new(BooleanArray::from(vec![true]));
+        assert_eq!(value_at(&booleans.to_data(), 0), None);
     }
 
     #[test]

@@ -752,3 +752,32 @@ fn a_large_batch_decoded_in_parts_is_the_batch_decoded_whole() {
         }
     }
 }
+
+#[test]
+fn names_compare_as_their_bytes_at_every_length_and_every_differing_place() {
+    let text: Vec<u8> = (0..40u8).map(|i| b'a' + i % 26).collect();
+    for len in 0..=text.len() {
+        let name = &text[..len];
+        let copy = name.to_vec();
+        assert!(same_name(name, &copy), "{len} bytes");
+        // One byte changed, at each place: the words must cover the whole name.
+        for at in 0..len {
+            let mut other = name.to_vec();
+            other[at] ^= 0x20;
+            assert!(!same_name(name, &other), "{len} bytes, byte {at} differs");
+        }
+        // Longer or shorter by one, sharing the prefix.
+        if len < text.len() {
+            assert!(
+                !same_name(name, &text[..len + 1]),
+                "{len} against {}",
+                len + 1
+            );
+            assert!(
+                !same_name(&text[..len + 1], name),
+                "{} against {len}",
+                len + 1
+            );
+        }
+    }
+}
