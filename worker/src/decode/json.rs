@@ -314,7 +314,8 @@ impl RecordReader {
                     sink.push_null();
                 }
             }
-            if let Some(text) = outcome.rescued.filter(|_| rescue) {
+            // Some only in rescue mode (decode_record and tombstone keep it None otherwise).
+            if let Some(text) = outcome.rescued {
                 rescued.push((row, text));
             }
             rows.push(i);
@@ -508,11 +509,11 @@ fn rescued_column(rescued: Vec<(usize, String)>, rows: usize) -> ArrayRef {
     let mut column = StringBuilder::with_capacity(rows, bytes);
     let mut next = 0;
     for (row, text) in rescued {
-        (next..row).for_each(|_| column.append_null());
+        column.append_nulls(row - next);
         column.append_value(text);
         next = row + 1;
     }
-    (next..rows).for_each(|_| column.append_null());
+    column.append_nulls(rows - next);
     Arc::new(column.finish())
 }
 

@@ -781,3 +781,13 @@ fn names_compare_as_their_bytes_at_every_length_and_every_differing_place() {
         }
     }
 }
+
+#[test]
+fn rescued_texts_land_on_their_rows_with_nulls_between() {
+    let column = rescued_column(vec![(1, "a".into()), (2, "b".into()), (4, "c".into())], 6);
+    let column = column.as_string::<i32>();
+    let read: Vec<Option<&str>> = column.iter().collect();
+    assert_eq!(read, [None, Some("a"), Some("b"), None, Some("c"), None]);
+    let none = rescued_column(Vec::new(), 3);
+    assert_eq!((none.len(), none.null_count()), (3, 3));
+}
